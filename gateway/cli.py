@@ -1,0 +1,58 @@
+"""The one entry point, `lyncgate`. Each subcommand lives in the module that owns its subject;
+this file only names them, so `lyncgate --help` works without importing the heavy ones."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from typing import Protocol, cast
+
+from gateway import __version__
+
+
+class Command(Protocol):
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...
+
+    def run(self, args: argparse.Namespace) -> int: ...
+
+
+# name -> (module implementing add_arguments/run, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("gateway.daemon.command", "run the gateway daemon (embedded default without --config)"),
+    "check-config": ("gateway.config.command", "validate a config file, print every problem"),
+    "dialplan": ("routing.command", "explain the routing decision for an alias"),
+    "csr": ("gateway.certs.command_csr", "create a private key and certificate signing request"),
+    "cert": ("gateway.certs.command_cert", "import or check the node certificate"),
+    "doctor": ("gateway.doctor.command", "check DNS, certificates and reachability of a deployment"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lyncgate", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"lyncgate {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = build_parser()
+    if not argv or argv[0] not in COMMANDS:
+        # Unknown command, --help or --version: argparse prints and exits with status 2 or 0.
+        top.parse_args(argv)
+        return 2
+    name = argv[0]
+    module_name, help_text = COMMANDS[name]
+    command = cast(Command, importlib.import_module(module_name))
+    parser = argparse.ArgumentParser(prog=f"lyncgate {name}", description=help_text)
+    command.add_arguments(parser)
+    args = parser.parse_args(argv[1:])
+    return command.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

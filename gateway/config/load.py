@@ -1,0 +1,275 @@
+"""Read a TOML file (or the embedded default) into a validated `Config`, or refuse it whole."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from gateway.config.errors import ConfigError
+from gateway.config.fields import (
+    MAX_ADDRESS,
+    MAX_USERNAME,
+    Problems,
+    Section,
+    check_reference,
+    check_unique,
+)
+from gateway.config.schema import (
+    Config,
+    GlobalConfig,
+    ListenConfig,
+    Location,
+    NodeConfig,
+    ServerAddress,
+    StunServer,
+    TlsConfig,
+    TurnServer,
+)
+from routing.model import RoutingReferences, parse_routing
+
+EMBEDDED_DEFAULT = "<embedded default>"
+
+# RFC 1123 host names; SIP TLS needs a real FQDN, not an address (RFC 5922 matches names).
+_LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
+_FQDN = re.compile(rf"^{_LABEL}(\.{_LABEL})*\.?$")
+
+
+def default_text() -> str:
+    return resources.files("gateway.config").joinpath("default.toml").read_text("utf-8")
+
+
+def load_default() -> Config:
+    return parse_text(default_text(), EMBEDDED_DEFAULT, base_dir=None)
+
+
+def load_file(path: str | Path) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), [f"<file>: cannot read: {exc}"]) from exc
+    return parse_text(text, str(path), base_dir=path.parent)
+
+
+def parse_text(text: str, source: str, *, base_dir: Path | None) -> Config:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, [f"<toml>: {exc}"]) from exc
+    problems = Problems()
+    config = _build(raw, source, base_dir, problems)
+    if problems:
+        raise ConfigError(source, problems.items)
+    return config
+
+
+def _build(raw: dict[str, Any], source: str, base_dir: Path | None, problems: Problems) -> Config:
+    root = Section(raw, "", problems)
+    node = _node(root.table("node"))
+    listen = _listen(root.table("listen"))
+    tls = _tls(root.table("tls"), base_dir)
+    global_settings = _global(root.table("global"))
+
+    lync_servers = tuple(_server(s, ("tls", "tcp")) for s in root.tables("lync_servers"))
+    sip_proxies = tuple(_server(s, ("udp", "tcp", "tls")) for s in root.tables("sip_proxies"))
+    turn_servers = tuple(_turn(s) for s in root.tables("turn_servers"))
+    stun_servers = tuple(_stun(s) for s in root.tables("stun_servers"))
+    location_sections = root.tables("locations")
+    locations = tuple(_location(s) for s in location_sections)
+
+    for key, what, items in (
+        ("locations", "location name", locations),
+        ("lync_servers", "Lync server name", lync_servers),
+        ("sip_proxies", "SIP proxy name", sip_proxies),
+        ("turn_servers", "TURN server name", turn_servers),
+        ("stun_servers", "STUN server name", stun_servers),
+    ):
+        check_unique(
+            ((f"{key}[{i}].name", item.name) for i, item in enumerate(items)), problems, what
+        )
+
+    refs = RoutingReferences(
+        locations=frozenset(loc.name for loc in locations),
+        lync_servers=frozenset(s.name for s in lync_servers),
+        sip_proxies=frozenset(s.name for s in sip_proxies),
+        turn_servers=frozenset(s.name for s in turn_servers),
+        stun_servers=frozenset(s.name for s in stun_servers),
+    )
+    for section, loc in zip(location_sections, locations, strict=True):
+        path = section.path
+        check_reference(f"{path}.lync_server", loc.lync_server, refs.lync_servers, problems,
+                        "Lync server")
+        check_reference(f"{path}.turn_server", loc.turn_server, refs.turn_servers, problems,
+                        "TURN server")
+        check_reference(f"{path}.stun_server", loc.stun_server, refs.stun_servers, problems,
+                        "STUN server")
+    if locations or node.location:
+        check_reference("node.location", node.location, refs.locations, problems, "location")
+
+    services, rules = parse_routing(root, refs)
+    root.reject_unknown()
+    return Config(
+        source=source,
+        node=node,
+        listen=listen,
+        tls=tls,
+        global_settings=global_settings,
+        locations=locations,
+        lync_servers=lync_servers,
+        sip_proxies=sip_proxies,
+        turn_servers=turn_servers,
+        stun_servers=stun_servers,
+        services=services,
+        routing_rules=rules,
+    )
+
+
+def _node(s: Section) -> NodeConfig:
+    node = NodeConfig(
+        name=s.string("name", "lyncgate"),
+        location=s.string("location"),
+        sip_tls_fqdn=s.string("sip_tls_fqdn", "localhost", max_len=MAX_ADDRESS),
+        address=s.string("address", "127.0.0.1", max_len=MAX_ADDRESS),
+        static_nat_address=s.string("static_nat_address", max_len=MAX_ADDRESS),
+        state_dir=s.string("state_dir", max_len=4096),
+    )
+    if node.sip_tls_fqdn and not _FQDN.match(node.sip_tls_fqdn):
+        s.problems.add(f"{s.path}.sip_tls_fqdn", f"{node.sip_tls_fqdn!r} is not a valid FQDN")
+    elif "*" in node.sip_tls_fqdn:
+        s.problems.add(f"{s.path}.sip_tls_fqdn", "wildcards are not allowed (RFC 5922)")
+    _check_ip(s, "address", node.address, allow_empty=False)
+    _check_ip(s, "static_nat_address", node.static_nat_address, allow_empty=True)
+    s.reject_unknown()
+    return node
+
+
+def _check_ip(s: Section, key: str, value: str, *, allow_empty: bool) -> None:
+    if allow_empty and not value:
+        return
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        s.problems.add(f"{s.path}.{key}", f"{value!r} is not an IPv4 or IPv6 address")
+
+
+def _listen(s: Section) -> ListenConfig:
+    udp = s.integer("udp", 5060, low=0, high=65535)
+    tcp = s.integer("tcp", 5060, low=0, high=65535)
+    tls = s.integer("tls", 5061, low=0, high=65535)
+    media = _port_range(s, "media_ports", (40000, 49999))
+    if tls and tcp and tls == tcp:
+        s.problems.add(f"{s.path}.tls", f"port {tls} is already the TCP listener's")
+    s.reject_unknown()
+    return ListenConfig(udp=udp, tcp=tcp, tls=tls, media_ports=media)
+
+
+def _port_range(s: Section, key: str, default: tuple[int, int]) -> tuple[int, int]:
+    value = s.value(key)
+    path = f"{s.path}.{key}"
+    if value is None:
+        return default
+    if (
+        not isinstance(value, list)
+        or len(value) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    ):
+        s.problems.add(path, "must be a list of two port numbers [first, last]")
+        return default
+    first, last = value
+    if not (1024 <= first <= last <= 65535):
+        s.problems.add(path, f"[{first}, {last}] must satisfy 1024 <= first <= last <= 65535")
+        return default
+    if last - first < 1:
+        s.problems.add(path, "must hold at least two ports (RTP and RTCP)")
+        return default
+    return (first, last)
+
+
+def _tls(s: Section, base_dir: Path | None) -> TlsConfig:
+    def path_of(key: str) -> Path | None:
+        text = s.string(key, max_len=4096)
+        if not text:
+            return None
+        p = Path(text)
+        return p if p.is_absolute() or base_dir is None else base_dir / p
+
+    cert, key = path_of("certificate"), path_of("private_key")
+    if (cert is None) != (key is None):
+        s.problems.add(s.path, "certificate and private_key must be given together")
+    config = TlsConfig(
+        certificate=cert,
+        private_key=key,
+        trusted_ca=path_of("trusted_ca"),
+        verify_mode=s.choice("verify_mode", "on", ("off", "on")),
+    )
+    s.reject_unknown()
+    return config
+
+
+def _global(s: Section) -> GlobalConfig:
+    domain = s.string("mssip_domain", max_len=MAX_ADDRESS)
+    if domain and not _FQDN.match(domain):
+        s.problems.add(f"{s.path}.mssip_domain", f"{domain!r} is not a valid domain")
+    config = GlobalConfig(
+        mssip_domain=domain,
+        sip_media_encryption=s.choice(
+            "sip_media_encryption", "best_effort", ("off", "best_effort", "required")
+        ),
+    )
+    s.reject_unknown()
+    return config
+
+
+def _location(s: Section) -> Location:
+    loc = Location(
+        name=s.string("name", required=True),
+        description=s.string("description"),
+        lync_server=s.string("lync_server"),
+        mssip_domain=s.string("mssip_domain", max_len=MAX_ADDRESS),
+        turn_server=s.string("turn_server"),
+        stun_server=s.string("stun_server"),
+    )
+    s.reject_unknown()
+    return loc
+
+
+def _server(s: Section, transports: tuple[str, ...]) -> ServerAddress:
+    default_transport = transports[0]
+    server = ServerAddress(
+        name=s.string("name", required=True),
+        description=s.string("description"),
+        address=s.string("address", required=True, max_len=MAX_ADDRESS),
+        port=s.integer("port", 5061 if default_transport == "tls" else 5060, low=1, high=65535),
+        transport=s.choice("transport", default_transport, transports),  # type: ignore[arg-type]
+    )
+    s.reject_unknown()
+    return server
+
+
+def _turn(s: Section) -> TurnServer:
+    server = TurnServer(
+        name=s.string("name", required=True),
+        description=s.string("description"),
+        address=s.string("address", required=True, max_len=MAX_ADDRESS),
+        port=s.integer("port", 3478, low=1, high=65535),
+        transport=s.choice("transport", "udp", ("udp", "tcp")),
+        username=s.string("username", max_len=MAX_USERNAME),
+        password=s.string("password", required=True, max_len=MAX_USERNAME),
+    )
+    s.reject_unknown()
+    return server
+
+
+def _stun(s: Section) -> StunServer:
+    server = StunServer(
+        name=s.string("name", required=True),
+        description=s.string("description"),
+        address=s.string("address", required=True, max_len=MAX_ADDRESS),
+        port=s.integer("port", 3478, low=1, high=65535),
+    )
+    s.reject_unknown()
+    return server

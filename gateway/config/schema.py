@@ -1,0 +1,119 @@
+"""The validated, immutable configuration of one node and the deployment it belongs to.
+
+Field names follow `config.md` and the reference guide; they are a contract with operators'
+files. Built once by `gateway.config.load`, never re-validated on a hot path; a reload swaps the
+whole object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from routing.model import RoutingRule, Service
+
+Transport = Literal["udp", "tcp", "tls"]
+VerifyMode = Literal["off", "on"]
+MediaEncryption = Literal["off", "best_effort", "required"]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    name: str
+    location: str
+    sip_tls_fqdn: str
+    address: str
+    static_nat_address: str
+    # Where the daemon keeps what must survive a restart (self-signed certificate, SQLite).
+    # Empty: $STATE_DIRECTORY (systemd), else /var/lib/lyncgate as root, else ~/.local/state.
+    state_dir: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListenConfig:
+    udp: int
+    tcp: int
+    tls: int
+    media_ports: tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    # Empty certificate and key: the daemon creates a self-signed pair in its state directory.
+    certificate: Path | None
+    private_key: Path | None
+    trusted_ca: Path | None
+    verify_mode: VerifyMode
+
+
+@dataclass(frozen=True, slots=True)
+class GlobalConfig:
+    mssip_domain: str
+    sip_media_encryption: MediaEncryption
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    name: str
+    description: str
+    lync_server: str
+    mssip_domain: str
+    turn_server: str
+    stun_server: str
+
+
+@dataclass(frozen=True, slots=True)
+class ServerAddress:
+    """A Lync server or SIP proxy: where outbound signalling goes."""
+
+    name: str
+    description: str
+    address: str
+    port: int
+    transport: Transport
+
+
+@dataclass(frozen=True, slots=True)
+class TurnServer:
+    name: str
+    description: str
+    address: str
+    port: int
+    transport: Literal["udp", "tcp"]
+    username: str
+    password: str
+
+
+@dataclass(frozen=True, slots=True)
+class StunServer:
+    name: str
+    description: str
+    address: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    source: str
+    node: NodeConfig
+    listen: ListenConfig
+    tls: TlsConfig
+    global_settings: GlobalConfig
+    locations: tuple[Location, ...]
+    lync_servers: tuple[ServerAddress, ...]
+    sip_proxies: tuple[ServerAddress, ...]
+    turn_servers: tuple[TurnServer, ...]
+    stun_servers: tuple[StunServer, ...]
+    services: tuple[Service, ...]
+    routing_rules: tuple[RoutingRule, ...]
+
+    def location(self, name: str) -> Location | None:
+        return next((loc for loc in self.locations if loc.name == name), None)
+
+    def mssip_domain_for(self, location: str) -> str:
+        """The From domain toward Lync: the location's override, else the global domain."""
+        loc = self.location(location)
+        if loc is not None and loc.mssip_domain:
+            return loc.mssip_domain
+        return self.global_settings.mssip_domain

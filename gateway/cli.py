@@ -25,7 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dialplan": ("routing.command", "explain the routing decision for an alias"),
     "csr": ("gateway.certs.command_csr", "create a private key and certificate signing request"),
     "cert": ("gateway.certs.command_cert", "import or check the node certificate"),
-    "doctor": ("gateway.doctor.command", "check DNS, certificates and reachability of a deployment"),
+    "doctor": ("gateway.doctor.command", "check DNS, certificates and reachability of peers"),
 }
 
 
@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lyncgate", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"lyncgate {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, (module, help_text) in COMMANDS.items():
+    for name, (_, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
     return parser
 

@@ -1,0 +1,1 @@
+"""The lyncgate daemon: wires config, transports, the SIP core and the services together."""

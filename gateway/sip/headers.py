@@ -1,0 +1,327 @@
+"""Typed values of the SIP headers the core interprets (RFC 3261 section 20 and 25).
+
+Parsing is lazy: `Message` keeps header values as text and parses one of these on first access.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from gateway.sip.errors import SipParseError
+from gateway.sip.uri import Params, SipUri, Uri, _parse_params, format_params, parse_uri
+
+# Long names for the compact forms (RFC 3261 section 7.3.3 and registered extensions).
+COMPACT = {
+    "a": "Accept-Contact",
+    "b": "Referred-By",
+    "c": "Content-Type",
+    "d": "Request-Disposition",
+    "e": "Content-Encoding",
+    "f": "From",
+    "i": "Call-ID",
+    "j": "Reject-Contact",
+    "k": "Supported",
+    "l": "Content-Length",
+    "m": "Contact",
+    "n": "Identity-Info",
+    "o": "Event",
+    "r": "Refer-To",
+    "s": "Subject",
+    "t": "To",
+    "u": "Allow-Events",
+    "v": "Via",
+    "x": "Session-Expires",
+    "y": "Identity",
+}
+
+# Headers whose comma-separated values are separate entries (RFC 3261 section 7.3.1); only
+# these are split, since other values (dates, auth parameters) contain commas.
+LIST_HEADERS = frozenset(
+    {
+        "via",
+        "contact",
+        "route",
+        "record-route",
+        "require",
+        "supported",
+        "proxy-require",
+        "unsupported",
+        "allow",
+        "accept",
+        "accept-encoding",
+        "accept-language",
+        "allow-events",
+        "path",
+    }
+)
+
+
+def split_list(value: str) -> list[str]:
+    """Split a comma-joined header value, respecting quoted strings and <...>."""
+    if "," not in value:
+        return [value.strip()] if value.strip() else []
+    out: list[str] = []
+    depth = 0
+    quoted = False
+    start = 0
+    i = 0
+    n = len(value)
+    while i < n:
+        ch = value[i]
+        if quoted:
+            if ch == "\\":
+                i += 1
+            elif ch == '"':
+                quoted = False
+        elif ch == '"':
+            quoted = True
+        elif ch == "<":
+            depth += 1
+        elif ch == ">":
+            depth = max(0, depth - 1)
+        elif ch == "," and depth == 0:
+            out.append(value[start:i].strip())
+            start = i + 1
+        i += 1
+    if quoted:
+        raise SipParseError(400, "Unterminated quoted string")
+    out.append(value[start:].strip())
+    return [item for item in out if item]
+
+
+def _split_params(text: str) -> Params:
+    """Header parameters after the value, where quoted strings may hold ';' or '='."""
+    if '"' not in text:
+        return _parse_params(text)
+    out: list[tuple[str, str | None]] = []
+    for part in _split_unquoted(text, ";"):
+        if not part.strip():
+            continue
+        name, eq, value = part.partition("=")
+        out.append((name.strip().lower(), value.strip() if eq else None))
+    return tuple(out)
+
+
+def _split_unquoted(text: str, sep: str) -> list[str]:
+    parts: list[str] = []
+    quoted = False
+    start = 0
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if quoted and ch == "\\":
+            i += 2
+            continue
+        if ch == '"':
+            quoted = not quoted
+        elif ch == sep and not quoted:
+            parts.append(text[start:i])
+            start = i + 1
+        i += 1
+    if quoted:
+        raise SipParseError(400, "Unterminated quoted string")
+    parts.append(text[start:])
+    return parts
+
+
+def _param(params: Params, name: str) -> str | None:
+    for key, value in params:
+        if key == name:
+            return value if value is not None else ""
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class NameAddr:
+    """From, To, Contact, Route, Record-Route entries: [display] <uri> *(;param)."""
+
+    uri: Uri
+    display: str | None = None  # as written, quotes included
+    params: Params = ()
+    raw: str = field(default="", compare=False)
+
+    @property
+    def tag(self) -> str | None:
+        return _param(self.params, "tag")
+
+    def param(self, name: str) -> str | None:
+        return _param(self.params, name)
+
+    @property
+    def sip_uri(self) -> SipUri:
+        if not isinstance(self.uri, SipUri):
+            raise SipParseError(416, f"Unsupported URI scheme in {self.raw[:60]!r}")
+        return self.uri
+
+    def with_params(self, params: Params) -> NameAddr:
+        display = f"{self.display} " if self.display else ""
+        raw = f"{display}<{self.uri}>{format_params(params)}"
+        return NameAddr(uri=self.uri, display=self.display, params=params, raw=raw)
+
+    def with_tag(self, tag: str) -> NameAddr:
+        params = (*tuple((k, v) for k, v in self.params if k != "tag"), ("tag", tag))
+        return self.with_params(params)
+
+    def __str__(self) -> str:
+        if self.raw:
+            return self.raw
+        display = f"{self.display} " if self.display else ""
+        return f"{display}<{self.uri}>{format_params(self.params)}"
+
+
+def parse_name_addr(text: str, header: str) -> NameAddr:
+    text = text.strip()
+    try:
+        lt = text.find("<")
+        if lt >= 0:
+            gt = text.find(">", lt)
+            if gt < 0:
+                raise SipParseError(400, f"Bad header: {header} (missing '>')")
+            display = text[:lt].strip() or None
+            if display and display.startswith('"') and not (
+                len(display) >= 2 and display.endswith('"')
+            ):
+                raise SipParseError(400, f"Bad header: {header} (unterminated display name)")
+            uri = parse_uri(text[lt + 1 : gt])
+            params = _split_params(text[gt + 1 :].lstrip().removeprefix(";"))
+        else:
+            # addr-spec form: parameters after the URI belong to the header, not the URI.
+            uri_text, _, rest = text.partition(";")
+            uri = parse_uri(uri_text)
+            display = None
+            params = _split_params(rest)
+    except SipParseError as exc:
+        if exc.reason.startswith("Bad header"):
+            raise
+        raise SipParseError(400, f"Bad header: {header} ({exc.reason})") from None
+    return NameAddr(uri=uri, display=display, params=params, raw=text)
+
+
+@dataclass(frozen=True, slots=True)
+class Via:
+    transport: str  # upper case: UDP, TCP, TLS, WS ...
+    host: str
+    port: int | None
+    params: Params
+    raw: str = field(default="", compare=False)
+
+    @property
+    def branch(self) -> str | None:
+        return _param(self.params, "branch")
+
+    @property
+    def received(self) -> str | None:
+        return _param(self.params, "received")
+
+    @property
+    def maddr(self) -> str | None:
+        return _param(self.params, "maddr")
+
+    @property
+    def rport(self) -> int | None:
+        """The rport value; None when absent or requested without a value."""
+        value = _param(self.params, "rport")
+        return int(value) if value and value.isdigit() else None
+
+    @property
+    def wants_rport(self) -> bool:
+        return any(key == "rport" for key, _ in self.params)
+
+    @property
+    def sent_by(self) -> tuple[str, int | None]:
+        return (self.host, self.port)
+
+    @property
+    def host_bare(self) -> str:
+        return self.host[1:-1] if self.host.startswith("[") else self.host
+
+    def with_params(self, params: Params) -> Via:
+        port = f":{self.port}" if self.port is not None else ""
+        raw = f"SIP/2.0/{self.transport} {self.host}{port}{format_params(params)}"
+        return Via(self.transport, self.host, self.port, params, raw)
+
+    def __str__(self) -> str:
+        return self.raw or self.with_params(self.params).raw
+
+
+_VIA = re.compile(
+    r"^SIP\s*/\s*2\.0\s*/\s*([A-Za-z0-9-]+)\s+"
+    r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?:\s*:\s*([0-9]{1,5}))?\s*(;.*)?$",
+    re.DOTALL,
+)
+
+
+def parse_via(text: str) -> Via:
+    match = _VIA.match(text.strip())
+    if not match:
+        raise SipParseError(400, "Bad header: Via")
+    port = int(match.group(3)) if match.group(3) else None
+    if port is not None and port > 65535:
+        raise SipParseError(400, "Bad header: Via (port)")
+    params = _split_params((match.group(4) or "").removeprefix(";"))
+    return Via(match.group(1).upper(), match.group(2).lower(), port, params, text.strip())
+
+
+@dataclass(frozen=True, slots=True)
+class CSeq:
+    seq: int
+    method: str
+
+    def __str__(self) -> str:
+        return f"{self.seq} {self.method}"
+
+
+def parse_cseq(text: str) -> CSeq:
+    parts = text.split()
+    if len(parts) != 2 or not parts[0].isdigit() or len(parts[0]) > 10:
+        raise SipParseError(400, "Bad header: CSeq")
+    seq = int(parts[0])
+    if seq >= 2**31:
+        raise SipParseError(400, "Bad header: CSeq (number too large)")
+    return CSeq(seq, parts[1])
+
+
+def parse_uint(text: str, header: str, limit: int = 2**32 - 1) -> int:
+    text = text.strip()
+    if not text.isdigit() or len(text) > 10 or int(text) > limit:
+        raise SipParseError(400, f"Bad header: {header}")
+    return int(text)
+
+
+def parse_tokens(values: list[str]) -> list[str]:
+    tokens = (token.strip().lower() for value in values for token in value.split(","))
+    return [token for token in tokens if token]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionExpires:
+    delta: int
+    refresher: str | None  # "uac" | "uas" | None
+
+
+def parse_session_expires(text: str) -> SessionExpires:
+    value, _, params = text.partition(";")
+    delta = parse_uint(value, "Session-Expires")
+    refresher = _param(_split_params(params), "refresher")
+    return SessionExpires(delta, refresher.lower() if refresher else None)
+
+
+@dataclass(frozen=True, slots=True)
+class ContentType:
+    type: str  # "application/sdp", lower case
+    params: Params
+
+    def param(self, name: str) -> str | None:
+        value = _param(self.params, name)
+        if value and len(value) >= 2 and value[0] == '"' == value[-1]:
+            return value[1:-1]
+        return value
+
+
+def parse_content_type(text: str) -> ContentType:
+    media, _, params = text.partition(";")
+    media = media.strip().lower()
+    if "/" not in media:
+        raise SipParseError(400, "Bad header: Content-Type")
+    return ContentType(media, _split_params(params))

@@ -1,0 +1,419 @@
+"""SIP requests and responses: ordered headers kept as text, typed views parsed on demand.
+
+Unknown headers and the order of all headers survive a parse/serialise round trip; a message
+nobody changed serialises to the bytes it was parsed from, modulo line folding.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from gateway.sip.errors import SipParseError
+from gateway.sip.headers import (
+    COMPACT,
+    LIST_HEADERS,
+    ContentType,
+    CSeq,
+    NameAddr,
+    SessionExpires,
+    Via,
+    parse_content_type,
+    parse_cseq,
+    parse_name_addr,
+    parse_session_expires,
+    parse_tokens,
+    parse_uint,
+    parse_via,
+    split_list,
+)
+from gateway.sip.uri import Uri, parse_uri
+
+MAGIC_COOKIE = "z9hG4bK"
+
+REASONS = {
+    100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued",
+    183: "Session Progress", 200: "OK", 202: "Accepted", 300: "Multiple Choices",
+    301: "Moved Permanently", 302: "Moved Temporarily", 400: "Bad Request",
+    401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+    406: "Not Acceptable", 407: "Proxy Authentication Required", 408: "Request Timeout",
+    410: "Gone", 413: "Request Entity Too Large", 414: "Request-URI Too Long",
+    415: "Unsupported Media Type", 416: "Unsupported URI Scheme", 420: "Bad Extension",
+    421: "Extension Required", 422: "Session Interval Too Small", 423: "Interval Too Brief",
+    480: "Temporarily Unavailable", 481: "Call/Transaction Does Not Exist",
+    482: "Loop Detected", 483: "Too Many Hops", 484: "Address Incomplete", 485: "Ambiguous",
+    486: "Busy Here", 487: "Request Terminated", 488: "Not Acceptable Here",
+    491: "Request Pending", 493: "Undecipherable", 500: "Server Internal Error",
+    501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable",
+    504: "Server Time-out", 505: "Version Not Supported", 513: "Message Too Large",
+    600: "Busy Everywhere", 603: "Decline", 604: "Does Not Exist Anywhere",
+    606: "Not Acceptable",
+}
+
+
+def canonical(name: str) -> str:
+    """The lower-case long form of a header name, the key all look-ups use."""
+    lowered = name.lower()
+    if len(lowered) == 1:
+        return COMPACT.get(lowered, lowered).lower()
+    return lowered
+
+
+class Headers:
+    """Ordered (name, value) pairs with case-insensitive, compact-form-aware look-ups."""
+
+    __slots__ = ("_index", "_items")
+
+    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+        self._items: list[tuple[str, str]] = list(items)
+        self._index: dict[str, list[int]] | None = None
+
+    def _idx(self) -> dict[str, list[int]]:
+        if self._index is None:
+            index: dict[str, list[int]] = {}
+            for i, (name, _) in enumerate(self._items):
+                index.setdefault(canonical(name), []).append(i)
+            self._index = index
+        return self._index
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and canonical(name) in self._idx()
+
+    def get(self, name: str) -> str | None:
+        """The first value of `name` (as written; a comma-joined line is returned whole)."""
+        positions = self._idx().get(canonical(name))
+        return self._items[positions[0]][1] if positions else None
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value of `name`; list headers are split on commas into entries."""
+        key = canonical(name)
+        positions = self._idx().get(key)
+        if not positions:
+            return []
+        values = [self._items[i][1] for i in positions]
+        if key in LIST_HEADERS:
+            return [entry for value in values for entry in split_list(value)]
+        return values
+
+    def count_lines(self, name: str) -> int:
+        return len(self._idx().get(canonical(name), ()))
+
+    def set(self, name: str, value: str) -> None:
+        """Replace every line of `name` by one, at the place of the first (else at the end)."""
+        key = canonical(name)
+        positions = self._idx().get(key)
+        if not positions:
+            self._items.append((name, value))
+        else:
+            self._items[positions[0]] = (name, value)
+            for i in reversed(positions[1:]):
+                del self._items[i]
+        self._index = None
+
+    def add(self, name: str, value: str, *, first: bool = False) -> None:
+        """Add a line; `first` puts it before the other lines of that name (a new top Via)."""
+        if first:
+            positions = self._idx().get(canonical(name))
+            at = positions[0] if positions else len(self._items)
+            self._items.insert(at, (name, value))
+        else:
+            self._items.append((name, value))
+        self._index = None
+
+    def remove(self, name: str) -> None:
+        key = canonical(name)
+        self._items = [(n, v) for n, v in self._items if canonical(n) != key]
+        self._index = None
+
+    def copy(self) -> Headers:
+        return Headers(self._items)
+
+
+class Message:
+    """What requests and responses share: headers, body and the typed views of both."""
+
+    __slots__ = ("_cache", "body", "headers", "raw")
+
+    def __init__(self, headers: Headers, body: bytes, raw: bytes | None) -> None:
+        self.headers = headers
+        self.body = body
+        # The bytes this message was parsed from; cleared by any change made through the API.
+        self.raw = raw
+        self._cache: dict[str, Any] = {}
+
+    # -- typed views (parsed on first use, cached) ----------------------------------------
+    def _cached(self, key: str, make: Any) -> Any:
+        try:
+            return self._cache[key]
+        except KeyError:
+            value = self._cache[key] = make()
+            return value
+
+    def _required(self, name: str) -> str:
+        value = self.headers.get(name)
+        if value is None:
+            raise SipParseError(400, f"Missing header: {name}")
+        if self.headers.count_lines(name) > 1 and canonical(name) not in LIST_HEADERS:
+            raise SipParseError(400, f"Bad header: {name} (more than one)")
+        return value
+
+    @property
+    def vias(self) -> list[Via]:
+        def make() -> list[Via]:
+            values = self.headers.get_all("Via")
+            if not values:
+                raise SipParseError(400, "Missing header: Via")
+            return [parse_via(v) for v in values]
+
+        result: list[Via] = self._cached("via", make)
+        return result
+
+    @property
+    def top_via(self) -> Via:
+        return self.vias[0]
+
+    @property
+    def from_(self) -> NameAddr:
+        result: NameAddr = self._cached(
+            "from", lambda: parse_name_addr(self._required("From"), "From")
+        )
+        return result
+
+    @property
+    def to(self) -> NameAddr:
+        result: NameAddr = self._cached("to", lambda: parse_name_addr(self._required("To"), "To"))
+        return result
+
+    @property
+    def call_id(self) -> str:
+        def make() -> str:
+            value = self._required("Call-ID").strip()
+            if not value or " " in value:
+                raise SipParseError(400, "Bad header: Call-ID")
+            return value
+
+        result: str = self._cached("call-id", make)
+        return result
+
+    @property
+    def cseq(self) -> CSeq:
+        result: CSeq = self._cached("cseq", lambda: parse_cseq(self._required("CSeq")))
+        return result
+
+    @property
+    def max_forwards(self) -> int | None:
+        def make() -> int | None:
+            value = self.headers.get("Max-Forwards")
+            return None if value is None else parse_uint(value, "Max-Forwards", 255)
+
+        result: int | None = self._cached("max-forwards", make)
+        return result
+
+    @property
+    def contacts(self) -> list[NameAddr]:
+        """Contact entries; a `*` Contact (REGISTER removal) is returned as an empty list with
+        `contact_star` true."""
+        result: list[NameAddr] = self._cached(
+            "contact",
+            lambda: [
+                parse_name_addr(v, "Contact") for v in self.headers.get_all("Contact") if v != "*"
+            ],
+        )
+        return result
+
+    @property
+    def contact_star(self) -> bool:
+        return self.headers.get_all("Contact") == ["*"]
+
+    @property
+    def routes(self) -> list[NameAddr]:
+        result: list[NameAddr] = self._cached(
+            "route", lambda: [parse_name_addr(v, "Route") for v in self.headers.get_all("Route")]
+        )
+        return result
+
+    @property
+    def record_routes(self) -> list[NameAddr]:
+        result: list[NameAddr] = self._cached(
+            "record-route",
+            lambda: [
+                parse_name_addr(v, "Record-Route") for v in self.headers.get_all("Record-Route")
+            ],
+        )
+        return result
+
+    def tokens(self, name: str) -> list[str]:
+        """Option tags of Require, Supported, Proxy-Require, Unsupported (lower case)."""
+        return parse_tokens(self.headers.get_all(name))
+
+    @property
+    def content_type(self) -> ContentType | None:
+        def make() -> ContentType | None:
+            value = self.headers.get("Content-Type")
+            return None if value is None else parse_content_type(value)
+
+        result: ContentType | None = self._cached("content-type", make)
+        return result
+
+    @property
+    def expires(self) -> int | None:
+        value = self.headers.get("Expires")
+        return None if value is None else parse_uint(value, "Expires")
+
+    @property
+    def session_expires(self) -> SessionExpires | None:
+        value = self.headers.get("Session-Expires")
+        return None if value is None else parse_session_expires(value)
+
+    # -- changes ----------------------------------------------------------------------------
+    def changed(self) -> None:
+        """Forget cached views and original bytes after changing `headers` directly."""
+        self._cache.clear()
+        self.raw = None
+
+    def set_header(self, name: str, value: str) -> None:
+        self.headers.set(name, value)
+        self.changed()
+
+    def add_header(self, name: str, value: str, *, first: bool = False) -> None:
+        self.headers.add(name, value, first=first)
+        self.changed()
+
+    def remove_header(self, name: str) -> None:
+        self.headers.remove(name)
+        self.changed()
+
+    def set_body(self, body: bytes, content_type: str | None) -> None:
+        self.body = body
+        if content_type is None:
+            self.headers.remove("Content-Type")
+        else:
+            self.headers.set("Content-Type", content_type)
+        self.headers.set("Content-Length", str(len(body)))
+        self.changed()
+
+    # -- serialisation ----------------------------------------------------------------------
+    def start_line(self) -> str:
+        raise NotImplementedError
+
+    def to_bytes(self) -> bytes:
+        if self.raw is not None:
+            return self.raw
+        lines = [self.start_line()]
+        has_length = False
+        for name, value in self.headers:
+            if canonical(name) == "content-length":
+                has_length = True
+                value = str(len(self.body))
+            lines.append(f"{name}: {value}")
+        if not has_length:
+            lines.append(f"Content-Length: {len(self.body)}")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
+        return head + self.body
+
+
+class Request(Message):
+    __slots__ = ("method", "uri_text")
+
+    def __init__(
+        self,
+        method: str,
+        uri: str,
+        headers: Headers | None = None,
+        body: bytes = b"",
+        raw: bytes | None = None,
+    ) -> None:
+        super().__init__(headers if headers is not None else Headers(), body, raw)
+        self.method = method
+        self.uri_text = uri
+
+    @property
+    def uri(self) -> Uri:
+        result: Uri = self._cached("uri", lambda: parse_uri(self.uri_text))
+        return result
+
+    def set_uri(self, uri: str) -> None:
+        self.uri_text = uri
+        self.changed()
+
+    def start_line(self) -> str:
+        return f"{self.method} {self.uri_text} SIP/2.0"
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.uri_text}>"
+
+
+class Response(Message):
+    __slots__ = ("reason", "status")
+
+    def __init__(
+        self,
+        status: int,
+        reason: str | None = None,
+        headers: Headers | None = None,
+        body: bytes = b"",
+        raw: bytes | None = None,
+    ) -> None:
+        super().__init__(headers if headers is not None else Headers(), body, raw)
+        self.status = status
+        self.reason = reason if reason is not None else REASONS.get(status, "Unknown")
+
+    def start_line(self) -> str:
+        return f"SIP/2.0 {self.status} {self.reason}"
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {self.reason}>"
+
+
+def make_response(
+    request: Request,
+    status: int,
+    reason: str | None = None,
+    *,
+    to_tag: str | None = None,
+    headers: Iterable[tuple[str, str]] = (),
+    body: bytes = b"",
+    content_type: str | None = None,
+) -> Response:
+    """A response to `request` per RFC 3261 section 8.2.6.
+
+    Via (all lines, in order), From, Call-ID and CSeq are copied as written; To is copied and
+    gets `to_tag` when it has no tag yet (never for 100 Trying, which must not create a dialog).
+    Record-Route is copied on responses that can establish a dialog.
+    """
+    out = Headers()
+    for name, value in request.headers:
+        key = canonical(name)
+        if key in ("via", "from", "call-id", "cseq"):
+            out.add(name, value)
+        elif key == "to":
+            if to_tag and status != 100 and request.to.tag is None:
+                value = str(request.to.with_tag(to_tag))
+            out.add(name, value)
+        elif key == "record-route" and 100 < status < 300:
+            out.add(name, value)
+    for name, value in headers:
+        out.add(name, value)
+    if content_type is not None:
+        out.add("Content-Type", content_type)
+    out.add("Content-Length", str(len(body)))
+    return Response(status, reason, out, body)
+
+
+def new_branch() -> str:
+    return MAGIC_COOKIE + secrets.token_hex(8)
+
+
+def new_tag() -> str:
+    return secrets.token_hex(6)
+
+
+def new_call_id(host: str) -> str:
+    return f"{secrets.token_hex(12)}@{host}"

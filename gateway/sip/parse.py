@@ -1,0 +1,182 @@
+"""Bytes to `Request` / `Response`, with the limits that keep a hostile peer cheap to serve.
+
+The parser reads the start line and splits header lines once; typed header values are parsed
+lazily by `Message`. What the core needs on every request (Via, From, To, Call-ID, CSeq) is
+checked by `gateway.sip.validate`, so a response can be built even for a bad request.
+"""
+
+from __future__ import annotations
+
+from gateway.sip.errors import SipError, SipParseError
+from gateway.sip.message import Headers, Request, Response, canonical, make_response
+
+MAX_MESSAGE = 64 * 1024
+MAX_HEADERS = 256
+MAX_LINE = 8 * 1024
+_TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
+
+
+def _is_token(text: str) -> bool:
+    return bool(text) and all(c in _TOKEN_CHARS for c in text)
+
+
+def parse_message(data: bytes, *, datagram: bool = True) -> Request | Response:
+    """Parse one complete message.
+
+    `datagram`: bytes past Content-Length are dropped (RFC 3261 section 18.3) and a missing
+    Content-Length means the body is the rest; a stream framer has already cut the message to
+    its Content-Length, so there the two must agree.
+    """
+    if len(data) > MAX_MESSAGE:
+        raise SipParseError(513, f"Message Too Large (over {MAX_MESSAGE} bytes)")
+    end = data.find(b"\r\n\r\n")
+    sep = 4
+    if end < 0:
+        end = data.find(b"\n\n")
+        sep = 2
+        if end < 0:
+            raise SipParseError(400, "Incomplete message (no end of headers)")
+    try:
+        head = data[:end].decode("utf-8")
+    except UnicodeDecodeError:
+        raise SipParseError(400, "Headers are not UTF-8") from None
+    body = data[end + sep :]
+    lines = head.replace("\r\n", "\n").split("\n")
+    # Leading CRLFs before a start line are allowed (RFC 3261 section 7.5).
+    while lines and not lines[0]:
+        lines.pop(0)
+    if not lines:
+        raise SipParseError(400, "Empty message")
+    start = lines[0]
+    items: list[tuple[str, str]] = []
+    for line in lines[1:]:
+        if len(line) > MAX_LINE:
+            raise SipParseError(400, f"Header line too long (over {MAX_LINE} characters)")
+        if line[:1] in (" ", "\t"):
+            if not items:
+                raise SipParseError(400, "Bad header: continuation line before any header")
+            name, value = items[-1]
+            items[-1] = (name, f"{value} {line.strip()}")
+            continue
+        colon = line.find(":")
+        if colon <= 0:
+            raise SipParseError(400, f"Bad header line: {line[:40]!r}")
+        name = line[:colon].rstrip()
+        if not _is_token(name):
+            raise SipParseError(400, f"Bad header name: {name[:40]!r}")
+        items.append((name, line[colon + 1 :].strip()))
+        if len(items) > MAX_HEADERS:
+            raise SipParseError(400, f"Too many headers (over {MAX_HEADERS})")
+    headers = Headers(items)
+    body = _frame_body(headers, body, datagram)
+    raw = data[: end + sep] + body if len(body) != len(data) - end - sep else data
+    if start.startswith("SIP/"):
+        return _response(start, headers, body, raw)
+    return _request(start, headers, body, raw)
+
+
+def _frame_body(headers: Headers, body: bytes, datagram: bool) -> bytes:
+    values = [v for n, v in headers if canonical(n) == "content-length"]
+    if not values:
+        if not datagram:
+            raise SipParseError(400, "Missing header: Content-Length")
+        return body
+    if len(set(values)) > 1:
+        raise SipParseError(400, "Bad header: Content-Length (conflicting values)")
+    text = values[0].strip()
+    if not text.isdigit() or len(text) > 6:
+        raise SipParseError(400, "Bad header: Content-Length")
+    length = int(text)
+    if length > len(body):
+        raise SipParseError(400, "Bad header: Content-Length exceeds the body received")
+    return body[:length]
+
+
+def _request(start: str, headers: Headers, body: bytes, raw: bytes) -> Request:
+    parts = start.split(" ")
+    if len(parts) != 3:
+        raise SipParseError(400, f"Bad request line: {start[:60]!r}")
+    method, uri, version = parts
+    if not _is_token(method):
+        raise SipParseError(400, f"Bad method: {method[:20]!r}")
+    if version.upper() != "SIP/2.0":
+        # Answerable: RFC 3261 section 8.2 says 505 for a version we do not speak.
+        raise _VersionError(Request(method, uri, headers, body), version)
+    if not uri:
+        raise SipParseError(400, "Bad request line: empty Request-URI")
+    return Request(method, uri, headers, body, raw)
+
+
+def _response(start: str, headers: Headers, body: bytes, raw: bytes) -> Response:
+    parts = start.split(" ", 2)
+    if len(parts) < 2 or parts[0].upper() != "SIP/2.0":
+        raise SipParseError(400, f"Bad status line: {start[:60]!r}")
+    code = parts[1]
+    if len(code) != 3 or not code.isdigit() or not 100 <= int(code) <= 699:
+        raise SipParseError(400, f"Bad status code: {code[:10]!r}")
+    return Response(int(code), parts[2] if len(parts) == 3 else "", headers, body, raw)
+
+
+class _VersionError(SipParseError):
+    def __init__(self, request: Request, version: str) -> None:
+        super().__init__(505, f"Version Not Supported ({version[:20]})")
+        self.request = request
+
+
+def parse_request_leniently(data: bytes) -> Request | None:
+    """The start line and headers of a request that failed to parse, for the error response.
+
+    Only the head is read, with no limits beyond the message size; returns None for responses
+    and for garbage, which the caller drops.
+    """
+    if len(data) > 4 * MAX_MESSAGE:
+        return None
+    end = data.find(b"\r\n\r\n")
+    head = data if end < 0 else data[:end]
+    text = head.decode("utf-8", errors="replace").replace("\r\n", "\n")
+    lines = text.split("\n")
+    while lines and not lines[0]:
+        lines.pop(0)
+    if not lines:
+        return None
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or parts[0].startswith("SIP/") or not _is_token(parts[0]):
+        return None
+    items: list[tuple[str, str]] = []
+    for line in lines[1 : MAX_HEADERS + 1]:
+        if line[:1] in (" ", "\t") and items:
+            items[-1] = (items[-1][0], f"{items[-1][1]} {line.strip()}")
+            continue
+        name, colon, value = line.partition(":")
+        if colon and _is_token(name.strip()):
+            items.append((name.strip(), value.strip()))
+    return Request(parts[0], parts[1], Headers(items))
+
+
+def error_response(data: bytes, error: SipError, to_tag: str) -> Response | None:
+    """The response to send for a request that could not be processed, or None to drop it.
+
+    A response needs the request's Via, From, To, Call-ID and CSeq (RFC 3261 section 8.2.6);
+    without them there is nobody to answer, and the message is dropped.
+    """
+    if isinstance(error, _VersionError):
+        request: Request | None = error.request
+    else:
+        request = parse_request_leniently(data)
+    if request is None:
+        return None
+    status = getattr(error, "status", 400)
+    reason = getattr(error, "reason", "Bad Request")
+    try:
+        request.vias  # noqa: B018 - parse the Via lines: a response needs somewhere to go
+        request.from_  # noqa: B018
+        request.to  # noqa: B018
+        request.call_id  # noqa: B018
+        request.cseq  # noqa: B018
+    except SipParseError:
+        return None
+    if request.method == "ACK":
+        return None  # an ACK is never answered (RFC 3261 section 17.2.1)
+    extra: tuple[tuple[str, str], ...] = getattr(error, "headers", ())
+    return make_response(request, status, reason, to_tag=to_tag, headers=extra)
+

@@ -1,0 +1,272 @@
+"""The four transaction state machines of RFC 3261 section 17, as amended by RFC 6026.
+
+Each machine is pure: it takes messages and `now`, keeps named timers as deadlines, and
+returns what to send and what to tell the transaction user (TU). `gateway.sip.transactions`
+owns matching and the timer heap.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.sip.message import Request, Response
+from gateway.sip.timers import Timers
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """Where a message came from or goes to; `connection` pins a TCP/TLS connection."""
+
+    transport: str  # "UDP" | "TCP" | "TLS"
+    host: str
+    port: int
+    connection: int | None = None
+
+    @property
+    def reliable(self) -> bool:
+        return self.transport != "UDP"
+
+
+class State(enum.Enum):
+    CALLING = "Calling"
+    TRYING = "Trying"
+    PROCEEDING = "Proceeding"
+    ACCEPTED = "Accepted"
+    COMPLETED = "Completed"
+    CONFIRMED = "Confirmed"
+    TERMINATED = "Terminated"
+
+
+# -- what a machine returns ---------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Send:
+    data: bytes
+    peer: Peer
+    message: Request | Response
+
+
+@dataclass(frozen=True, slots=True)
+class ToTU:
+    """A message for the transaction user (a response, or an ACK for a 2xx)."""
+
+    message: Request | Response
+
+
+@dataclass(frozen=True, slots=True)
+class TimedOut:
+    """Timer B, F or H fired: the TU treats it as a 408 (client) or a missing ACK (server)."""
+
+    timer: str
+
+
+Action = Send | ToTU | TimedOut
+
+
+@dataclass(eq=False)
+class Transaction:
+    key: tuple[Any, ...]
+    request: Request
+    peer: Peer
+    timers: Timers
+    state: State
+    # name -> absolute deadline; the layer's heap holds the same entries.
+    deadlines: dict[str, float] = field(default_factory=dict)
+    # Retransmission interval of timers A, E and G.
+    interval: float = 0.0
+    tu_data: Any = None  # whatever the TU hangs on the transaction (a call leg, a callback)
+
+    @property
+    def is_invite(self) -> bool:
+        return self.request.method == "INVITE"
+
+    @property
+    def terminated(self) -> bool:
+        return self.state is State.TERMINATED
+
+    def _arm(self, name: str, now: float, delay: float) -> None:
+        self.deadlines[name] = now + delay
+
+    def _terminate(self) -> None:
+        self.state = State.TERMINATED
+        self.deadlines.clear()
+
+    def next_deadline(self) -> float | None:
+        return min(self.deadlines.values(), default=None)
+
+
+@dataclass(eq=False)
+class ClientTransaction(Transaction):
+    """INVITE (Calling/Proceeding/Accepted/Completed) and non-INVITE (Trying/Proceeding/
+    Completed) client transactions."""
+
+    data: bytes = b""
+    last_final: Response | None = None
+    ack: bytes | None = None
+
+    def start(self, now: float) -> list[Action]:
+        self.data = self.request.to_bytes()
+        self.interval = self.timers.t1
+        if self.is_invite:
+            self.state = State.CALLING
+            self._arm("B", now, self.timers.b)
+            if not self.peer.reliable:
+                self._arm("A", now, self.interval)
+        else:
+            self.state = State.TRYING
+            self._arm("F", now, self.timers.f)
+            if not self.peer.reliable:
+                self._arm("E", now, self.interval)
+        return [Send(self.data, self.peer, self.request)]
+
+    def receive(self, response: Response, now: float) -> list[Action]:
+        if self.is_invite:
+            return self._invite_response(response, now)
+        return self._non_invite_response(response, now)
+
+    def _invite_response(self, response: Response, now: float) -> list[Action]:
+        status = response.status
+        if self.state in (State.CALLING, State.PROCEEDING):
+            if status < 200:
+                self.state = State.PROCEEDING
+                self.deadlines.pop("A", None)
+                # Timer B guards only the Calling state; a proxy's Timer C is the TU's business.
+                self.deadlines.pop("B", None)
+                return [ToTU(response)]
+            if status < 300:
+                self.state = State.ACCEPTED
+                self.deadlines.clear()
+                self._arm("M", now, self.timers.m)
+                return [ToTU(response)]
+            self.state = State.COMPLETED
+            self.deadlines.clear()
+            self.last_final = response
+            self.ack = build_ack_for_failure(self.request, response).to_bytes()
+            self._arm("D", now, self.timers.d(self.peer.reliable))
+            ack = Send(self.ack, self.peer, self.request)
+            return [ack, ToTU(response)]
+        if self.state is State.ACCEPTED and 200 <= status < 300:
+            return [ToTU(response)]  # RFC 6026: further 2xx (forks, retransmissions) go up
+        if self.state is State.COMPLETED and status >= 300 and self.ack is not None:
+            return [Send(self.ack, self.peer, self.request)]
+        return []
+
+    def _non_invite_response(self, response: Response, now: float) -> list[Action]:
+        if self.state not in (State.TRYING, State.PROCEEDING):
+            return []
+        if response.status < 200:
+            self.state = State.PROCEEDING
+            return [ToTU(response)]
+        self.state = State.COMPLETED
+        self.deadlines.clear()
+        self.last_final = response
+        self._arm("K", now, self.timers.k(self.peer.reliable))
+        return [ToTU(response)]
+
+    def fire(self, name: str, now: float) -> list[Action]:
+        self.deadlines.pop(name, None)
+        if name in ("A", "E"):
+            if name == "E" and self.state is State.PROCEEDING:
+                self.interval = self.timers.t2
+            else:
+                self.interval = (
+                    2 * self.interval if name == "A" else min(2 * self.interval, self.timers.t2)
+                )
+            self._arm(name, now, self.interval)
+            return [Send(self.data, self.peer, self.request)]
+        if name in ("B", "F"):
+            self._terminate()
+            return [TimedOut(name)]
+        self._terminate()  # D, K, M
+        return []
+
+
+def build_ack_for_failure(invite: Request, response: Response) -> Request:
+    """The ACK a client transaction sends for a 300-699 (RFC 3261 section 17.1.1.3)."""
+    ack = Request("ACK", invite.uri_text)
+    ack.headers.add("Via", invite.headers.get_all("Via")[0])
+    for name in ("Route",):
+        for value in invite.headers.get_all(name):
+            ack.headers.add(name, value)
+    ack.headers.add("From", invite.headers.get("From") or "")
+    ack.headers.add("To", response.headers.get("To") or "")
+    ack.headers.add("Call-ID", invite.call_id)
+    ack.headers.add("CSeq", f"{invite.cseq.seq} ACK")
+    ack.headers.add("Max-Forwards", "70")
+    ack.headers.add("Content-Length", "0")
+    return ack
+
+
+@dataclass(eq=False)
+class ServerTransaction(Transaction):
+    """INVITE (Proceeding/Accepted/Completed/Confirmed) and non-INVITE (Trying/Proceeding/
+    Completed) server transactions. `peer` is where responses go (RFC 3261 section 18.2.2)."""
+
+    last_response: Response | None = None
+    last_data: bytes = b""
+
+    def start(self) -> None:
+        self.state = State.PROCEEDING if self.is_invite else State.TRYING
+
+    def retransmission(self, now: float) -> list[Action]:
+        """The same request again: answer with the last response, if any (section 17.2)."""
+        if self.state in (State.PROCEEDING, State.COMPLETED) and self.last_data:
+            return [Send(self.last_data, self.peer, self.last_response or self.request)]
+        return []
+
+    def ack(self, ack: Request, now: float) -> list[Action]:
+        if not self.is_invite:
+            return []
+        if self.state is State.COMPLETED:
+            self.state = State.CONFIRMED
+            self.deadlines.pop("G", None)
+            self.deadlines.pop("H", None)
+            self._arm("I", now, self.timers.i(self.peer.reliable))
+            return []
+        if self.state is State.ACCEPTED:
+            return [ToTU(ack)]  # the ACK for a 2xx belongs to the dialog, not to us
+        return []
+
+    def respond(self, response: Response, now: float) -> list[Action]:
+        if self.state not in (State.TRYING, State.PROCEEDING, State.ACCEPTED):
+            return []
+        status = response.status
+        data = response.to_bytes()
+        if self.state is State.ACCEPTED:
+            # RFC 6026: the TU retransmits its 2xx through us while Timer L runs.
+            return [Send(data, self.peer, response)] if 200 <= status < 300 else []
+        self.last_response = response
+        self.last_data = data
+        if status < 200:
+            self.state = State.PROCEEDING
+        elif self.is_invite and status < 300:
+            self.state = State.ACCEPTED
+            self._arm("L", now, self.timers.l)
+        elif self.is_invite:
+            self.state = State.COMPLETED
+            self.interval = self.timers.t1
+            if not self.peer.reliable:
+                self._arm("G", now, self.interval)
+            self._arm("H", now, self.timers.h)
+        else:
+            self.state = State.COMPLETED
+            if self.peer.reliable:
+                self._terminate()
+            else:
+                self._arm("J", now, self.timers.j)
+        return [Send(data, self.peer, response)]
+
+    def fire(self, name: str, now: float) -> list[Action]:
+        self.deadlines.pop(name, None)
+        if name == "G" and self.state is State.COMPLETED:
+            self.interval = min(2 * self.interval, self.timers.t2)
+            self._arm("G", now, self.interval)
+            assert self.last_response is not None
+            return [Send(self.last_data, self.peer, self.last_response)]
+        if name == "H":
+            self._terminate()
+            return [TimedOut("H")]
+        if name in ("I", "J", "L"):
+            self._terminate()
+        return []

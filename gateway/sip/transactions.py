@@ -1,0 +1,303 @@
+"""The transaction layer: matches messages to transactions, runs their timers, and tells the
+transaction user (TU) what happened (RFC 3261 section 17, RFC 6026).
+
+Sans-I/O in the style of h11: every call returns a list of events; `Send` events carry the
+bytes for the transport adapter, the others are for the TU. Time comes in as `now`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.sip.message import MAGIC_COOKIE, Request, Response, make_response
+from gateway.sip.timers import DEFAULT, Timers
+from gateway.sip.transaction import (
+    Action,
+    ClientTransaction,
+    Peer,
+    Send,
+    ServerTransaction,
+    State,
+    TimedOut,
+    ToTU,
+    Transaction,
+)
+
+
+# -- events for the TU ---------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class RequestReceived:
+    """A new request; answer it with `TransactionLayer.respond(txn, ...)`."""
+
+    request: Request
+    transaction: ServerTransaction
+
+
+@dataclass(frozen=True, slots=True)
+class AckReceived:
+    """An ACK for a 2xx (end to end, dialog business) or one no transaction wanted."""
+
+    request: Request
+    peer: Peer
+
+
+@dataclass(frozen=True, slots=True)
+class CancelReceived:
+    """A CANCEL matched a pending INVITE; the layer already answered the CANCEL with 200.
+    The TU should answer the INVITE with 487 unless it already sent a final response."""
+
+    request: Request
+    invite: ServerTransaction
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseReceived:
+    response: Response
+    transaction: ClientTransaction
+
+
+@dataclass(frozen=True, slots=True)
+class StrayResponse:
+    """A response no client transaction is waiting for (e.g. a 2xx retransmitted after
+    Timer M): a UA core re-sends its ACK for it from the dialog."""
+
+    response: Response
+    peer: Peer
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionTimeout:
+    """Timer B/F (no final response: treat as 408) or H (no ACK for our final response)."""
+
+    transaction: Transaction
+    timer: str
+
+
+Event = (
+    Send
+    | RequestReceived
+    | AckReceived
+    | CancelReceived
+    | ResponseReceived
+    | StrayResponse
+    | TransactionTimeout
+)
+AnyTransaction = ClientTransaction | ServerTransaction
+
+
+def response_peer(request: Request, source: Peer) -> Peer:
+    """Where responses to `request` go (RFC 3261 section 18.2.2, RFC 3581).
+
+    Reliable transports answer on the connection the request came in on. Over UDP the source
+    address is used when the client asked for rport, else the Via sent-by port (default 5060)
+    at the source address, which the transport recorded as `received`.
+    """
+    if source.reliable:
+        return source
+    via = request.top_via
+    if via.wants_rport:
+        return source
+    maddr = via.maddr
+    host = maddr if maddr else source.host
+    return Peer(source.transport, host, via.port or 5060)
+
+
+def server_key(request: Request, method: str | None = None) -> tuple[Any, ...]:
+    """Matching key of section 17.2.3; RFC 2543 fallback for branches without the cookie.
+
+    ACK maps to its INVITE; CANCEL keeps its own method (it is its own transaction), and
+    `method="INVITE"` gives the key of the INVITE a CANCEL targets."""
+    via = request.top_via
+    if method is None:
+        method = "INVITE" if request.method == "ACK" else request.method
+    branch = via.branch
+    if branch and branch.startswith(MAGIC_COOKIE):
+        return (branch, via.host, via.port, method)
+    return (
+        "rfc2543",
+        request.uri_text,
+        request.from_.tag,
+        request.call_id,
+        request.cseq.seq,
+        method,
+        via.host,
+        via.port,
+        branch,
+    )
+
+
+def client_key(branch: str, method: str) -> tuple[str, str]:
+    return (branch, "INVITE" if method == "ACK" else method)
+
+
+class TransactionLayer:
+    def __init__(self, timers: Timers = DEFAULT) -> None:
+        self.timers = timers
+        self._server: dict[tuple[Any, ...], ServerTransaction] = {}
+        self._client: dict[tuple[Any, ...], ClientTransaction] = {}
+        # (from tag, Call-ID, CSeq) of requests without a To tag, for merged-request detection.
+        self._merge: dict[tuple[Any, ...], ServerTransaction] = {}
+        self._heap: list[tuple[float, int, AnyTransaction, str]] = []
+        self._seq = itertools.count()
+
+    # -- introspection -------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._server) + len(self._client)
+
+    def next_deadline(self) -> float | None:
+        heap = self._heap
+        while heap:
+            deadline, _, txn, name = heap[0]
+            if txn.deadlines.get(name) == deadline:
+                return deadline
+            heapq.heappop(heap)  # stale: the timer was cancelled or re-armed
+        return None
+
+    # -- inbound -------------------------------------------------------------------------
+    def receive_request(self, request: Request, source: Peer, now: float) -> list[Event]:
+        """A parsed, validated request from the transport."""
+        key = server_key(request)
+        method = request.method
+        if method == "ACK":
+            txn = self._server.get(key)
+            if txn is None:
+                return [AckReceived(request, source)]
+            return self._run(txn, txn.ack(request, now), now)
+        existing = self._server.get(key)
+        if existing is not None:
+            return self._run(existing, existing.retransmission(now), now)
+        if method == "CANCEL":
+            return self._cancel(request, source, now)
+        merged = self._merged(request)
+        txn = ServerTransaction(
+            key=key,
+            request=request,
+            peer=response_peer(request, source),
+            timers=self.timers,
+            state=State.TRYING,
+        )
+        txn.start()
+        if merged is not None:
+            # Section 8.2.2.2: same request by another path; answer 482 and keep the first.
+            self._server[key] = txn
+            return self._run(txn, txn.respond(make_response(request, 482), now), now)
+        self._server[key] = txn
+        merge_key = _merge_key(request)
+        if merge_key is not None:
+            self._merge[merge_key] = txn
+        out: list[Event] = [RequestReceived(request, txn)]
+        if method == "INVITE":
+            # Answer at once: Lync and proxies retransmit until they see a provisional.
+            out.extend(self._run(txn, txn.respond(make_response(request, 100), now), now))
+        return out
+
+    def _merged(self, request: Request) -> ServerTransaction | None:
+        merge_key = _merge_key(request)
+        return None if merge_key is None else self._merge.get(merge_key)
+
+    def _cancel(self, request: Request, source: Peer, now: float) -> list[Event]:
+        invite = self._server.get(server_key(request, "INVITE"))
+        txn = ServerTransaction(
+            key=server_key(request),
+            request=request,
+            peer=response_peer(request, source),
+            timers=self.timers,
+            state=State.TRYING,
+        )
+        txn.start()
+        self._server[txn.key] = txn
+        if invite is None or invite.state is not State.PROCEEDING:
+            status = 481 if invite is None else 200
+            return self._run(txn, txn.respond(make_response(request, status), now), now)
+        out = self._run(txn, txn.respond(make_response(request, 200), now), now)
+        out.append(CancelReceived(request, invite))
+        return out
+
+    def receive_response(self, response: Response, source: Peer, now: float) -> list[Event]:
+        via = response.top_via
+        branch = via.branch or ""
+        txn = self._client.get(client_key(branch, response.cseq.method))
+        if txn is None:
+            return [StrayResponse(response, source)]
+        return self._run(txn, txn.receive(response, now), now)
+
+    # -- outbound ------------------------------------------------------------------------
+    def send_request(
+        self, request: Request, peer: Peer, now: float, tu_data: Any = None
+    ) -> tuple[ClientTransaction, list[Event]]:
+        """Start a client transaction; the request's top Via must carry a fresh branch."""
+        if request.method == "ACK":
+            raise ValueError("an ACK is not a transaction: send it with send_stateless")
+        branch = request.top_via.branch or ""
+        txn = ClientTransaction(
+            key=client_key(branch, request.method),
+            request=request,
+            peer=peer,
+            timers=self.timers,
+            state=State.TRYING,
+            tu_data=tu_data,
+        )
+        self._client[txn.key] = txn
+        return txn, self._run(txn, txn.start(now), now)
+
+    def respond(self, txn: ServerTransaction, response: Response, now: float) -> list[Event]:
+        return self._run(txn, txn.respond(response, now), now)
+
+    @staticmethod
+    def send_stateless(message: Request | Response, peer: Peer) -> list[Event]:
+        """ACK for a 2xx, 2xx retransmissions by a UAS core: no transaction owns them."""
+        return [Send(message.to_bytes(), peer, message)]
+
+    # -- time ----------------------------------------------------------------------------
+    def handle_timeout(self, now: float) -> list[Event]:
+        out: list[Event] = []
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            deadline, _, txn, name = heapq.heappop(heap)
+            if txn.deadlines.get(name) != deadline:
+                continue
+            out.extend(self._run(txn, txn.fire(name, now), now))
+        return out
+
+    # -- plumbing ------------------------------------------------------------------------
+    def _run(self, txn: AnyTransaction, actions: Iterable[Action], now: float) -> list[Event]:
+        out: list[Event] = []
+        for action in actions:
+            if isinstance(action, Send):
+                out.append(action)
+            elif isinstance(action, ToTU):
+                message = action.message
+                if isinstance(message, Response):
+                    assert isinstance(txn, ClientTransaction)
+                    out.append(ResponseReceived(message, txn))
+                else:
+                    out.append(AckReceived(message, txn.peer))
+            elif isinstance(action, TimedOut):
+                out.append(TransactionTimeout(txn, action.timer))
+        if txn.terminated:
+            self._forget(txn)
+        else:
+            for name, deadline in txn.deadlines.items():
+                heapq.heappush(self._heap, (deadline, next(self._seq), txn, name))
+        return out
+
+    def _forget(self, txn: AnyTransaction) -> None:
+        table: dict[tuple[Any, ...], Any] = (
+            self._client if isinstance(txn, ClientTransaction) else self._server
+        )
+        if table.get(txn.key) is txn:
+            del table[txn.key]
+        merge_key = _merge_key(txn.request)
+        if merge_key is not None and self._merge.get(merge_key) is txn:
+            del self._merge[merge_key]
+
+
+def _merge_key(request: Request) -> tuple[Any, ...] | None:
+    """Identity of an out-of-dialog request across paths (section 8.2.2.2)."""
+    if request.to.tag is not None or request.from_.tag is None:
+        return None
+    return (request.from_.tag, request.call_id, request.cseq.seq, request.method)

@@ -77,7 +77,8 @@ class Section:
             return value[:max_len]
         if required and not value:
             self.problems.add(path, "must not be empty")
-        return value
+        text: str = value
+        return text
 
     def integer(
         self, key: str, default: int, *, low: int | None = None, high: int | None = None
@@ -107,7 +108,7 @@ class Section:
         value = self.string(key, default)
         for option in allowed:
             if value == option:
-                return option
+                return option  # the typed constant, not the raw value
         self.problems.add(
             join(self.path, key), f"{value!r} is not one of {', '.join(map(repr, allowed))}"
         )

@@ -81,13 +81,15 @@ def _build(raw: dict[str, Any], source: str, base_dir: Path | None, problems: Pr
     location_sections = root.tables("locations")
     locations = tuple(_location(s) for s in location_sections)
 
-    for key, what, items in (
+    Named = Location | ServerAddress | TurnServer | StunServer
+    named: tuple[tuple[str, str, tuple[Named, ...]], ...] = (
         ("locations", "location name", locations),
         ("lync_servers", "Lync server name", lync_servers),
         ("sip_proxies", "SIP proxy name", sip_proxies),
         ("turn_servers", "TURN server name", turn_servers),
         ("stun_servers", "STUN server name", stun_servers),
-    ):
+    )
+    for key, what, items in named:
         check_unique(
             ((f"{key}[{i}].name", item.name) for i, item in enumerate(items)), problems, what
         )

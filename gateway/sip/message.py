@@ -127,6 +127,18 @@ class Headers:
             self._items.append((name, value))
         self._index = None
 
+    def replace_first(self, name: str, value: str) -> None:
+        """Replace the first entry of a list header (the top Via), even inside a
+        comma-joined line, leaving every other entry and line where it is."""
+        positions = self._idx().get(canonical(name))
+        if not positions:
+            self.add(name, value)
+            return
+        at = positions[0]
+        line_name, line_value = self._items[at]
+        rest = split_list(line_value)[1:]
+        self._items[at] = (line_name, ", ".join([value, *rest]))
+
     def remove(self, name: str) -> None:
         key = canonical(name)
         self._items = [(n, v) for n, v in self._items if canonical(n) != key]

@@ -129,12 +129,16 @@ class TransportLayer:
         *,
         limits: Limits | None = None,
         client_tls: ssl.SSLContext | None = None,
+        server_tls: ssl.SSLContext | None = None,
         on_unreachable: FailureHandler | None = None,
     ) -> None:
         self.on_message = on_message
         self.on_unreachable = on_unreachable
         self.limits = limits or Limits()
+        # Read at each accept and connect, so a reload that swaps them affects only new
+        # connections.
         self.client_tls = client_tls
+        self.server_tls = server_tls
         self.stats = Stats()
         self._ids = itertools.count(1)
         self._conns: dict[int, Connection] = {}
@@ -160,14 +164,15 @@ class TransportLayer:
         return bound
 
     async def listen_tcp(self, host: str, port: int) -> int:
-        return await self._listen_stream("TCP", host, port, None)
+        return await self._listen_stream("TCP", host, port)
 
-    async def listen_tls(self, host: str, port: int, context: ssl.SSLContext) -> int:
-        return await self._listen_stream("TLS", host, port, context)
+    async def listen_tls(self, host: str, port: int) -> int:
+        """TLS with `self.server_tls`, which must be set first."""
+        if self.server_tls is None:
+            raise ValueError("listen_tls needs server_tls")
+        return await self._listen_stream("TLS", host, port)
 
-    async def _listen_stream(
-        self, name: str, host: str, port: int, context: ssl.SSLContext | None
-    ) -> int:
+    async def _listen_stream(self, name: str, host: str, port: int) -> int:
         loop = asyncio.get_running_loop()
 
         def accept() -> asyncio.Protocol:
@@ -178,9 +183,10 @@ class TransportLayer:
                 return _Refuse()
             conn = Connection(self, name, next(self._ids))
             self._conns[conn.id] = conn
-            if context is None:
+            if name == "TCP":
                 return conn
-            return _TlsAccept(self, conn, context)
+            assert self.server_tls is not None
+            return _TlsAccept(self, conn, self.server_tls)
 
         server = await loop.create_server(accept, host, port, reuse_address=True)
         self._servers.append(server)

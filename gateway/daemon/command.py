@@ -1,0 +1,87 @@
+"""`lyncgate run [--config FILE]`: the daemon. SIGTERM/SIGINT drain and exit; SIGHUP reloads
+the config file, keeping the running config when the new one is refused."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+
+from gateway import logs
+from gateway.config import ConfigError, load_default, load_file
+from gateway.config.schema import Config
+from gateway.daemon.node import Node
+
+DRAIN_SECONDS = 32.0  # long enough for a non-INVITE transaction's Timer F
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="TOML config (default: embedded)")
+    parser.add_argument("--log-format", choices=("json", "console"),
+                        help="default: json unless stderr is a terminal")
+    parser.add_argument("--log-level", default="info",
+                        choices=("debug", "info", "warning", "error"))
+
+
+def _load(path: str | None) -> Config:
+    return load_default() if path is None else load_file(path)
+
+
+def run(args: argparse.Namespace) -> int:
+    logs.configure(
+        json=None if args.log_format is None else args.log_format == "json",
+        level=args.log_level,
+    )
+    log = logs.get("gateway.daemon")
+    try:
+        config = _load(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"{exc.source}: {problem}", file=sys.stderr)
+        return 2
+    try:
+        import uvloop
+    except ImportError:
+        log.info("event_loop", loop="asyncio", note="uvloop not installed")
+        return asyncio.run(_serve(config, args.config))
+    return uvloop.run(_serve(config, args.config))
+
+
+async def _serve(config: Config, path: str | None) -> int:
+    log = logs.get("gateway.daemon")
+    node = Node(config)
+    try:
+        await node.start()
+    except OSError as exc:
+        log.error("listen_failed", error=str(exc))
+        await node.close()
+        return 1
+    loop = asyncio.get_running_loop()
+    stopping: list[asyncio.Task[None]] = []
+
+    def stop(signame: str) -> None:
+        if stopping:
+            return
+        log.info("signal", signal=signame, action="drain")
+        stopping.append(loop.create_task(node.drain(DRAIN_SECONDS)))
+
+    def reload() -> None:
+        log.info("signal", signal="SIGHUP", action="reload")
+        try:
+            fresh = _load(path)
+        except ConfigError as exc:
+            log.error("reload_refused", config=exc.source, problems=exc.problems,
+                      note="the running config stays in force")
+            return
+        try:
+            node.reload(fresh)
+        except (OSError, ValueError) as exc:
+            log.error("reload_refused", config=fresh.source, problems=[str(exc)],
+                      note="the running config stays in force")
+
+    loop.add_signal_handler(signal.SIGTERM, stop, "SIGTERM")
+    loop.add_signal_handler(signal.SIGINT, stop, "SIGINT")
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    await node.stopped.wait()
+    return 0

@@ -1,0 +1,159 @@
+"""The asyncio adapter around the sans-I/O core: transports in, `Endpoint` in the middle,
+timers from `next_deadline()`, and the node's life cycle (start, reload, drain, stop)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway import __version__, logs
+from gateway.config.schema import Config
+from gateway.daemon.state import ensure_self_signed, state_dir
+from gateway.sip.endpoint import CallHandler, Endpoint, EndpointSettings
+from gateway.sip.errors import SipParseError
+from gateway.sip.timers import DEFAULT, Timers
+from gateway.sip.transaction import Peer, Send
+from gateway.sip.transactions import Event
+from gateway.transport.layer import Limits, TransportLayer
+from gateway.transport.tls import client_context, server_context
+
+log = logs.get(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    certificate: Path
+    private_key: Path
+    self_signed: bool
+
+
+class Node:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        timers: Timers = DEFAULT,
+        limits: Limits | None = None,
+        handler: CallHandler | None = None,
+    ) -> None:
+        self.config = config
+        self.generation = 1
+        self.endpoint = Endpoint(
+            EndpointSettings(server=f"lyncgate/{__version__}"), timers=timers, handler=handler
+        )
+        self.transport = TransportLayer(self._on_message, limits=limits)
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self.stopped = asyncio.Event()
+
+    # -- life cycle ----------------------------------------------------------------------
+    async def start(self) -> None:
+        cfg = self.config
+        host = cfg.node.address
+        if cfg.listen.tls:
+            files = self._tls_files(cfg)
+            self._apply_tls(cfg, files)
+        if cfg.listen.udp:
+            port = await self.transport.listen_udp(host, cfg.listen.udp)
+            log.info("listening", transport="udp", address=host, port=port)
+        if cfg.listen.tcp:
+            port = await self.transport.listen_tcp(host, cfg.listen.tcp)
+            log.info("listening", transport="tcp", address=host, port=port)
+        if cfg.listen.tls:
+            port = await self.transport.listen_tls(host, cfg.listen.tls)
+            log.info("listening", transport="tls", address=host, port=port,
+                     verify_mode=cfg.tls.verify_mode)
+        log.info("node_started", node=cfg.node.name, config=cfg.source,
+                 version=__version__, generation=self.generation)
+
+    def _tls_files(self, cfg: Config) -> TlsFiles:
+        if cfg.tls.certificate is not None and cfg.tls.private_key is not None:
+            return TlsFiles(cfg.tls.certificate, cfg.tls.private_key, self_signed=False)
+        directory = state_dir(cfg.node)
+        made = ensure_self_signed(directory, cfg.node, dt.datetime.now(dt.UTC))
+        log.warning(
+            "tls_self_signed_certificate",
+            certificate=str(made.certificate),
+            created=made.created,
+            note="no [tls] certificate configured; Lync will not trust this one: "
+            "use `lyncgate csr` and `lyncgate cert import`",
+        )
+        return TlsFiles(made.certificate, made.private_key, self_signed=True)
+
+    def _apply_tls(self, cfg: Config, files: TlsFiles) -> None:
+        """Build both contexts first (a bad file raises and changes nothing), then swap."""
+        verify = cfg.tls.verify_mode == "on"
+        server = server_context(files.certificate, files.private_key, cfg.tls.trusted_ca, verify)
+        client = client_context(files.certificate, files.private_key, cfg.tls.trusted_ca, verify)
+        self.transport.server_tls = server
+        self.transport.client_tls = client
+
+    def reload(self, config: Config) -> None:
+        """Swap in an already validated config; calls in progress keep what they had."""
+        if config.listen != self.config.listen or config.node.address != self.config.node.address:
+            log.warning("reload_listeners_unchanged",
+                        note="listening addresses and ports change only on restart")
+        if config.listen.tls:
+            self._apply_tls(config, self._tls_files(config))
+        self.config = config
+        self.generation += 1
+        log.info("config_reloaded", config=config.source, generation=self.generation)
+
+    async def drain(self, timeout: float) -> None:
+        """Stop taking new work, let running transactions finish, then close."""
+        log.info("draining", timeout=timeout)
+        self.endpoint.draining = True
+        self.transport.stop_listening()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.endpoint.busy and loop.time() < deadline:
+            await asyncio.sleep(0.1)
+        await self.close()
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        await self.transport.close()
+        self.stopped.set()
+        log.info("node_stopped", transactions_left=len(self.endpoint.transactions))
+
+    # -- the core's I/O ------------------------------------------------------------------
+    def _on_message(self, data: bytes, peer: Peer, error: SipParseError | None) -> None:
+        now = asyncio.get_running_loop().time()
+        try:
+            events = self.endpoint.receive(data, peer, error, now)
+        except Exception:
+            # The process must survive any input; this is a bug to fix, logged with the data.
+            log.exception("message_crashed_core", peer=f"{peer.host}:{peer.port}",
+                          head=data[:200].decode("utf-8", "replace"))
+            return
+        self._send(events)
+        self._arm()
+
+    def _send(self, events: list[Event]) -> None:
+        for event in events:
+            if isinstance(event, Send):
+                self.transport.send(event.data, event.peer)
+
+    def _arm(self) -> None:
+        deadline = self.endpoint.next_deadline()
+        if deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = deadline
+        if deadline is not None:
+            self._timer = asyncio.get_running_loop().call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        now = asyncio.get_running_loop().time()
+        try:
+            self._send(self.endpoint.handle_timeout(now))
+        except Exception:
+            log.exception("timer_crashed_core")
+        self._arm()

@@ -1,0 +1,253 @@
+"""The node's SIP core: bytes in, bytes out, and the answers the node gives by itself.
+
+`Endpoint` parses, validates, runs the transaction layer, stamps Via `received`/`rport`
+(RFC 3581), answers OPTIONS (Lync pools and proxies probe with it), 405 for methods this node
+does not take, 501 for methods it does not know, and hands INVITE and dialog requests to a
+`CallHandler` (the B2BUA). Sans-I/O: the asyncio adapter is `gateway.daemon.node`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from gateway import logs
+from gateway.sip.errors import SipError, SipParseError, SipRequestError
+from gateway.sip.message import Request, Response, make_response, new_tag
+from gateway.sip.parse import error_response, parse_message
+from gateway.sip.timers import DEFAULT, Timers
+from gateway.sip.transaction import Peer, Send, ServerTransaction
+from gateway.sip.transactions import (
+    AckReceived,
+    CancelReceived,
+    Event,
+    RequestReceived,
+    ResponseReceived,
+    StrayResponse,
+    TransactionLayer,
+    TransactionTimeout,
+    response_peer,
+)
+from gateway.sip.validate import SUPPORTED, check_request
+
+log = logs.get(__name__)
+
+# Methods a SIP element must at least know (RFC 3261 and the extensions Lync uses); others
+# get 501, these get 405 unless a handler takes them.
+KNOWN_METHODS = frozenset(
+    {
+        "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "SUBSCRIBE",
+        "NOTIFY", "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE", "SERVICE", "NEGOTIATE",
+        "BENOTIFY",
+    }
+)
+
+
+class CallHandler(Protocol):
+    """What takes requests the core does not answer itself (the B2BUA, a registrar)."""
+
+    methods: frozenset[str]
+
+    def on_event(self, event: Event, now: float) -> list[Event]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointSettings:
+    server: str  # Server / User-Agent header value
+    supported: frozenset[str] = SUPPORTED
+    accept: str = "application/sdp, multipart/alternative"
+    retry_after: int = 30  # seconds, on 503 while draining or overloaded
+
+
+class Endpoint:
+    def __init__(
+        self,
+        settings: EndpointSettings,
+        *,
+        timers: Timers = DEFAULT,
+        handler: CallHandler | None = None,
+        clock_tag: Callable[[], str] = new_tag,
+    ) -> None:
+        self.settings = settings
+        self.transactions = TransactionLayer(timers)
+        self.handler = handler
+        self.draining = False
+        self._tag = clock_tag
+        self.counters: dict[str, int] = {}
+
+    @property
+    def allow(self) -> str:
+        methods = {"OPTIONS", "ACK", "CANCEL"}
+        if self.handler is not None:
+            methods |= self.handler.methods
+        return ", ".join(sorted(methods))
+
+    def _count(self, key: str) -> None:
+        self.counters[key] = self.counters.get(key, 0) + 1
+
+    # -- input ---------------------------------------------------------------------------
+    def receive(
+        self, data: bytes, peer: Peer, framing: SipParseError | None, now: float
+    ) -> list[Event]:
+        """One message from the transport; returns what to send and what happened."""
+        if framing is not None:
+            return self._refuse(data, peer, framing)
+        try:
+            message = parse_message(data, datagram=not peer.reliable)
+        except SipParseError as exc:
+            return self._refuse(data, peer, exc)
+        try:
+            if isinstance(message, Response):
+                self._count("responses_in")
+                return self._dispatch(self.transactions.receive_response(message, peer, now), now)
+            self._count(f"requests_in:{message.method}")
+            return self._request(message, peer, now)
+        except SipRequestError as exc:
+            assert isinstance(message, Request)
+            return self._answer_stateless(message, peer, exc.status, exc.reason, exc.headers)
+        except SipParseError as exc:
+            return self._refuse(data, peer, exc)
+
+    def _refuse(self, data: bytes, peer: Peer, exc: SipError) -> list[Event]:
+        status = getattr(exc, "status", 400)
+        self._count(f"parse_errors:{status}")
+        response = error_response(data, exc, self._tag())
+        if response is None:
+            log.info("message_dropped", peer=_fmt(peer), reason=str(exc), size=len(data))
+            return []
+        log.info("request_refused", peer=_fmt(peer), status=response.status,
+                 reason=response.reason)
+        self._stamp(response)
+        try:
+            request_via = response.top_via
+        except SipParseError:
+            return []
+        to = peer if peer.reliable or request_via.wants_rport else Peer(
+            peer.transport, peer.host, request_via.port or 5060
+        )
+        return [Send(response.to_bytes(), to, response)]
+
+    def _answer_stateless(
+        self, request: Request, peer: Peer, status: int, reason: str,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> list[Event]:
+        if request.method == "ACK":
+            return []
+        log.info("request_refused", peer=_fmt(peer), method=request.method, status=status,
+                 reason=reason, call_id=request.call_id)
+        response = make_response(request, status, reason, to_tag=self._tag(), headers=headers)
+        self._stamp(response)
+        return [Send(response.to_bytes(), response_peer(request, peer), response)]
+
+    def _request(self, request: Request, peer: Peer, now: float) -> list[Event]:
+        if not peer.reliable:
+            _stamp_received(request, peer)
+        check_request(
+            request,
+            supported=self.settings.supported,
+            forwarding=request.method == "INVITE" and request.to.tag is None,
+        )
+        events = self.transactions.receive_request(request, peer, now)
+        return self._dispatch(events, now)
+
+    # -- TU ------------------------------------------------------------------------------
+    def _dispatch(self, events: list[Event], now: float) -> list[Event]:
+        out: list[Event] = []
+        for event in events:
+            if isinstance(event, RequestReceived):
+                out.extend(self._new_request(event, now))
+            elif isinstance(event, Send):
+                out.append(event)
+            elif self.handler is not None and isinstance(
+                event, AckReceived | CancelReceived | ResponseReceived | StrayResponse
+                | TransactionTimeout
+            ):
+                out.extend(self._dispatch(self.handler.on_event(event, now), now))
+            elif isinstance(event, TransactionTimeout):
+                log.info("transaction_timeout", timer=event.timer,
+                         method=event.transaction.request.method,
+                         call_id=event.transaction.request.call_id)
+        return out
+
+    def _new_request(self, event: RequestReceived, now: float) -> list[Event]:
+        request = event.request
+        method = request.method
+        txn = event.transaction
+        if method == "OPTIONS" and request.to.tag is None:
+            return self.respond(txn.request, txn, self.options_response(request), now)
+        if self.draining and request.to.tag is None:
+            response = make_response(
+                request, 503, "Service Unavailable (node is shutting down)",
+                to_tag=self._tag(), headers=(("Retry-After", str(self.settings.retry_after)),),
+            )
+            return self.respond(request, txn, response, now)
+        if self.handler is not None and method in self.handler.methods:
+            return self._dispatch(self.handler.on_event(event, now), now)
+        if method in KNOWN_METHODS:
+            if request.to.tag is not None and method in ("BYE", "INFO", "UPDATE", "NOTIFY"):
+                response = make_response(request, 481)
+            else:
+                response = make_response(
+                    request, 405, to_tag=self._tag(), headers=(("Allow", self.allow),)
+                )
+        else:
+            response = make_response(
+                request, 501, to_tag=self._tag(), headers=(("Allow", self.allow),)
+            )
+        return self.respond(request, txn, response, now)
+
+    def options_response(self, request: Request) -> Response:
+        return make_response(
+            request,
+            200,
+            to_tag=self._tag(),
+            headers=(
+                ("Allow", self.allow),
+                ("Accept", self.settings.accept),
+                ("Supported", ", ".join(sorted(self.settings.supported))),
+            ),
+        )
+
+    def respond(
+        self, request: Request, txn: ServerTransaction, response: Response, now: float
+    ) -> list[Event]:
+        self._stamp(response)
+        self._count(f"responses_out:{response.status}")
+        return self.transactions.respond(txn, response, now)
+
+    def _stamp(self, response: Response) -> None:
+        if "Server" not in response.headers:
+            response.headers.add("Server", self.settings.server)
+            response.changed()
+
+    # -- time ----------------------------------------------------------------------------
+    def next_deadline(self) -> float | None:
+        return self.transactions.next_deadline()
+
+    def handle_timeout(self, now: float) -> list[Event]:
+        return self._dispatch(self.transactions.handle_timeout(now), now)
+
+    @property
+    def busy(self) -> bool:
+        """Transactions still running (a drain waits for them)."""
+        return len(self.transactions) > 0
+
+
+def _stamp_received(request: Request, peer: Peer) -> None:
+    """RFC 3261 18.2.1 and RFC 3581: record where a UDP request really came from, so the
+    response (and anyone debugging a NAT) sees it."""
+    via = request.top_via
+    wants_rport = via.wants_rport
+    if via.host_bare == peer.host and not wants_rport:
+        return
+    params = [(k, v) for k, v in via.params if k not in ("received", "rport")]
+    params.append(("received", peer.host))
+    if wants_rport:
+        params.append(("rport", str(peer.port)))
+    request.headers.replace_first("Via", str(via.with_params(tuple(params))))
+    request.changed()
+
+
+def _fmt(peer: Peer) -> str:
+    return f"{peer.transport.lower()}:{peer.host}:{peer.port}"

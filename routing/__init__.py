@@ -1,0 +1,1 @@
+"""Call routing: local services first, then priority-ordered Call Routing Rules. Pure."""

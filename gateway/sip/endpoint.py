@@ -8,6 +8,7 @@ does not take, 501 for methods it does not know, and hands INVITE and dialog req
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -75,13 +76,14 @@ class Endpoint:
         self.draining = False
         self._tag = clock_tag
         self.counters: dict[str, int] = {}
-
-    @property
-    def allow(self) -> str:
-        methods = {"OPTIONS", "ACK", "CANCEL"}
-        if self.handler is not None:
-            methods |= self.handler.methods
-        return ", ".join(sorted(methods))
+        methods = {"OPTIONS", "ACK", "CANCEL"} | (handler.methods if handler else set())
+        self.allow = ", ".join(sorted(methods))
+        self._options_headers = (
+            ("Allow", self.allow),
+            ("Accept", settings.accept),
+            ("Supported", ", ".join(sorted(settings.supported))),
+            ("Server", settings.server),
+        )
 
     def _count(self, key: str) -> None:
         self.counters[key] = self.counters.get(key, 0) + 1
@@ -148,6 +150,13 @@ class Endpoint:
             supported=self.settings.supported,
             forwarding=request.method == "INVITE" and request.to.tag is None,
         )
+        if request.method == "OPTIONS" and request.to.tag is None:
+            # Health probes are answered statelessly (RFC 3261 8.2.7), as proxies do: no
+            # transaction to keep for 32 s per probe, and a retransmission gets the same
+            # answer because the To tag is derived from the request.
+            response = self.options_response(request, stateless_tag(request))
+            self._count("responses_out:200")
+            return [Send(response.to_bytes(), response_peer(request, peer), response)]
         events = self.transactions.receive_request(request, peer, now)
         return self._dispatch(events, now)
 
@@ -174,8 +183,6 @@ class Endpoint:
         request = event.request
         method = request.method
         txn = event.transaction
-        if method == "OPTIONS" and request.to.tag is None:
-            return self.respond(txn.request, txn, self.options_response(request), now)
         if self.draining and request.to.tag is None:
             response = make_response(
                 request, 503, "Service Unavailable (node is shutting down)",
@@ -197,17 +204,8 @@ class Endpoint:
             )
         return self.respond(request, txn, response, now)
 
-    def options_response(self, request: Request) -> Response:
-        return make_response(
-            request,
-            200,
-            to_tag=self._tag(),
-            headers=(
-                ("Allow", self.allow),
-                ("Accept", self.settings.accept),
-                ("Supported", ", ".join(sorted(self.settings.supported))),
-            ),
-        )
+    def options_response(self, request: Request, to_tag: str) -> Response:
+        return make_response(request, 200, to_tag=to_tag, headers=self._options_headers)
 
     def respond(
         self, request: Request, txn: ServerTransaction, response: Response, now: float
@@ -247,6 +245,13 @@ def _stamp_received(request: Request, peer: Peer) -> None:
         params.append(("rport", str(peer.port)))
     request.headers.replace_first("Via", str(via.with_params(tuple(params))))
     request.changed()
+
+
+def stateless_tag(request: Request) -> str:
+    """A To tag that is the same for every retransmission of `request` (RFC 3261 16.11)."""
+    via = request.top_via
+    seed = f"{request.call_id}|{request.from_.tag}|{via.branch}|{request.cseq.seq}"
+    return hashlib.blake2s(seed.encode(), digest_size=6).hexdigest()
 
 
 def _fmt(peer: Peer) -> str:

@@ -52,12 +52,20 @@ REASONS = {
 }
 
 
+_CANONICAL: dict[str, str] = {}
+
+
 def canonical(name: str) -> str:
     """The lower-case long form of a header name, the key all look-ups use."""
-    lowered = name.lower()
-    if len(lowered) == 1:
-        return COMPACT.get(lowered, lowered).lower()
-    return lowered
+    try:
+        return _CANONICAL[name]
+    except KeyError:
+        lowered = name.lower()
+        if len(lowered) == 1:
+            lowered = COMPACT.get(lowered, lowered).lower()
+        if len(_CANONICAL) < 4096:  # bounded: header names are chosen by peers
+            _CANONICAL[name] = lowered
+        return lowered
 
 
 class Headers:

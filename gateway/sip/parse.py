@@ -7,17 +7,28 @@ checked by `gateway.sip.validate`, so a response can be built even for a bad req
 
 from __future__ import annotations
 
+import re
+
 from gateway.sip.errors import SipError, SipParseError
 from gateway.sip.message import Headers, Request, Response, canonical, make_response
 
 MAX_MESSAGE = 64 * 1024
 MAX_HEADERS = 256
 MAX_LINE = 8 * 1024
-_TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
+_TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
+
+
+_GOOD_NAMES: set[str] = set()
 
 
 def _is_token(text: str) -> bool:
-    return bool(text) and all(c in _TOKEN_CHARS for c in text)
+    if text in _GOOD_NAMES:
+        return True
+    if _TOKEN.fullmatch(text) is None:
+        return False
+    if len(_GOOD_NAMES) < 4096:  # header names repeat; bounded since peers choose them
+        _GOOD_NAMES.add(text)
+    return True
 
 
 def parse_message(data: bytes, *, datagram: bool = True) -> Request | Response:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote
 
@@ -16,6 +17,7 @@ from gateway.sip.errors import SipParseError
 Params = tuple[tuple[str, str | None], ...]
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
+_BAD_CHARS = re.compile(r'[ \t\r\n<>"]')
 _HOSTPORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::([0-9]{1,5}))?$")
 
 
@@ -131,8 +133,12 @@ def make_sip_uri(
     )
 
 
+@lru_cache(maxsize=8192)
 def parse_uri(text: str) -> Uri:
-    """Parse a URI; raises SipParseError(400) when a sip/sips/tel URI is malformed."""
+    """Parse a URI; raises SipParseError(400) when a sip/sips/tel URI is malformed.
+
+    Results are immutable and peers repeat the same URIs (From, To, Contact, Route) in every
+    message of a dialog and across calls, so parses are cached."""
     text = text.strip()
     match = _SCHEME.match(text)
     if not match:
@@ -150,7 +156,7 @@ def parse_uri(text: str) -> Uri:
 
 
 def _parse_sip(scheme: str, rest: str, raw: str) -> SipUri:
-    if not rest or any(c in rest for c in " \t\r\n<>\""):
+    if not rest or _BAD_CHARS.search(rest):
         raise SipParseError(400, f"Bad SIP URI: {raw[:60]!r}")
     rest, _, headers = rest.partition("?")
     user = password = None

@@ -53,6 +53,8 @@ LIST_HEADERS = frozenset(
         "accept-language",
         "allow-events",
         "path",
+        "p-asserted-identity",
+        "p-preferred-identity",
     }
 )
 

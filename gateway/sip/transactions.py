@@ -189,10 +189,12 @@ class TransactionLayer:
         merge_key = _merge_key(request)
         if merge_key is not None:
             self._merge[merge_key] = txn
-        out: list[Event] = [RequestReceived(request, txn)]
+        out: list[Event] = []
         if method == "INVITE":
-            # Answer at once: Lync and proxies retransmit until they see a provisional.
+            # Answer at once: Lync and proxies retransmit until they see a provisional. It
+            # goes out before the TU acts, so it never follows a final response.
             out.extend(self._run(txn, txn.respond(make_response(request, 100), now), now))
+        out.append(RequestReceived(request, txn))
         return out
 
     def _merged(self, request: Request) -> ServerTransaction | None:

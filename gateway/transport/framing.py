@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from gateway.sip.errors import SipParseError
 from gateway.sip.parse import MAX_MESSAGE
 
-_CONTENT_LENGTH = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*([0-9]*)[ \t]*$", re.I | re.M)
+_CONTENT_LENGTH = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*([0-9]*)[ \t]*\r?$", re.I | re.M)
 
 
 @dataclass(frozen=True, slots=True)

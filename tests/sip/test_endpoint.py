@@ -1,0 +1,102 @@
+"""The node's own answers: OPTIONS, 405/501, 420, 416, 483, error responses, rport."""
+
+from __future__ import annotations
+
+from gateway.sip.endpoint import Endpoint, EndpointSettings
+from gateway.sip.parse import parse_message
+from gateway.sip.transaction import Peer, Send
+
+SRC = Peer("UDP", "198.51.100.7", 40123)
+
+
+def probe(method: str = "OPTIONS", extra: str = "", via_host: str = "10.1.1.1",
+          rport: bool = True, uri: str = "sip:gw@192.0.2.1", cseq_method: str | None = None,
+          max_forwards: int = 70) -> bytes:
+    via = f"SIP/2.0/UDP {via_host}:5062;branch=z9hG4bK-77" + (";rport" if rport else "")
+    return (
+        f"{method} {uri} SIP/2.0\r\nVia: {via}\r\nFrom: <sip:a@example.com>;tag=f1\r\n"
+        f"To: <sip:gw@192.0.2.1>\r\nCall-ID: c-1\r\nCSeq: 5 {cseq_method or method}\r\n"
+        f"Max-Forwards: {max_forwards}\r\n{extra}Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def answer(data: bytes, endpoint: Endpoint | None = None, peer: Peer = SRC) -> tuple[Send, int]:
+    ep = endpoint or Endpoint(EndpointSettings(server="lyncgate/test"))
+    out = [e for e in ep.receive(data, peer, None, 0.0) if isinstance(e, Send)]
+    assert len(out) == 1
+    status = parse_message(out[0].data).status  # type: ignore[union-attr]
+    return out[0], status
+
+
+def test_options_answered_with_capabilities_and_server_header() -> None:
+    sent, status = answer(probe())
+    assert status == 200
+    msg = parse_message(sent.data)
+    assert "OPTIONS" in (msg.headers.get("Allow") or "")
+    assert msg.headers.get("Server") == "lyncgate/test"
+    assert msg.headers.get("Accept") and msg.headers.get("Supported")
+    assert msg.to.tag
+
+
+def test_options_retransmission_gets_the_same_to_tag() -> None:
+    ep = Endpoint(EndpointSettings(server="x"))
+    first, _ = answer(probe(), ep)
+    second, _ = answer(probe(), ep)
+    assert parse_message(first.data).to.tag == parse_message(second.data).to.tag
+
+
+def test_rport_and_received_are_stamped_and_used() -> None:
+    sent, _ = answer(probe())
+    via = parse_message(sent.data).top_via
+    assert via.received == "198.51.100.7" and via.rport == 40123
+    assert (sent.peer.host, sent.peer.port) == ("198.51.100.7", 40123)
+
+
+def test_without_rport_the_response_goes_to_the_via_port_at_the_source_address() -> None:
+    sent, _ = answer(probe(rport=False))
+    assert (sent.peer.host, sent.peer.port) == ("198.51.100.7", 5062)
+
+
+def test_unknown_method_501_known_but_not_taken_405() -> None:
+    _, status = answer(probe("FROB"))
+    assert status == 501
+    sent, status = answer(probe("SUBSCRIBE"))
+    assert status == 405 and parse_message(sent.data).headers.get("Allow")
+
+
+def test_unknown_require_gets_420_with_unsupported() -> None:
+    sent, status = answer(probe(extra="Require: foo, timer\r\n"))
+    assert status == 420
+    assert parse_message(sent.data).headers.get("Unsupported") == "foo"
+
+
+def test_unsupported_uri_scheme_gets_416() -> None:
+    _, status = answer(probe(uri="h323:room@example.com"))
+    assert status == 416
+
+
+def test_cseq_method_mismatch_gets_400_naming_it() -> None:
+    sent, status = answer(probe(cseq_method="INVITE"))
+    assert status == 400 and b"CSeq" in sent.data.split(b"\r\n")[0]
+
+
+def test_bad_version_gets_505_and_garbage_is_dropped() -> None:
+    _, status = answer(probe().replace(b"SIP/2.0\r\nVia", b"SIP/3.0\r\nVia"))
+    assert status == 505
+    ep = Endpoint(EndpointSettings(server="x"))
+    assert ep.receive(b"\x16\x03\x01garbage", SRC, None, 0.0) == []
+    assert ep.counters["parse_errors:400"] == 1
+
+
+def test_invite_with_max_forwards_zero_gets_483() -> None:
+    _, status = answer(probe("INVITE", max_forwards=0))
+    assert status == 483
+
+
+def test_draining_node_refuses_new_dialogs_with_503_retry_after() -> None:
+    ep = Endpoint(EndpointSettings(server="x", retry_after=17))
+    ep.draining = True
+    sends = [e for e in ep.receive(probe("INVITE"), SRC, None, 0.0) if isinstance(e, Send)]
+    final = parse_message(sends[-1].data)
+    assert final.status == 503  # type: ignore[union-attr]
+    assert final.headers.get("Retry-After") == "17"

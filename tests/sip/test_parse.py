@@ -1,0 +1,222 @@
+"""The parser: what it reads from real-world messages, what it refuses and with which status."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.sip.errors import SipError, SipParseError
+from gateway.sip.message import Request, Response, make_response
+from gateway.sip.parse import MAX_MESSAGE, error_response, parse_message
+from gateway.sip.uri import SipUri, TelUri
+
+OPTIONS = (
+    b"OPTIONS sip:ping@127.0.0.1:5060 SIP/2.0\r\n"
+    b"v: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK-1;rport\r\n"
+    b"f: <sip:probe@127.0.0.1>;tag=p\r\n"
+    b"t: <sip:ping@127.0.0.1>\r\n"
+    b"i: probe-1\r\n"
+    b"CSeq: 1 OPTIONS\r\n"
+    b"Max-Forwards: 70\r\n"
+    b"l: 0\r\n\r\n"
+)
+
+
+def test_lync_invite_typed_views(lync_invite: bytes) -> None:
+    msg = parse_message(lync_invite, datagram=False)
+    assert isinstance(msg, Request)
+    assert msg.method == "INVITE"
+    assert [v.transport for v in msg.vias] == ["TLS", "TLS"]
+    assert msg.top_via.branch == "z9hG4bK1C1B8C7D.5C2E5A8E4E2A7F18"
+    assert msg.from_.tag == "a1b2c3d4e5" and msg.from_.param("epid") == "8f2d7e6b1c"
+    assert msg.to.tag is None
+    assert msg.cseq.seq == 1 and msg.cseq.method == "INVITE"
+    contact = msg.contacts[0]
+    assert contact.sip_uri.param("opaque") == "user:epid:xNHBS2dFEFGJxxQm4uRBhQAA"
+    assert contact.sip_uri.has_param("gruu")
+    rr = msg.record_routes[0].sip_uri
+    assert rr.param("ms-route-sig") == "fgYzQkw8-Sfy_OLvU5hE1oOd_GcZT7wqnc"
+    assert rr.has_param("lr") and rr.transport == "tls"
+    assert "ms-early-media" in msg.tokens("Supported") and "100rel" in msg.tokens("Supported")
+    assert msg.session_expires is not None and msg.session_expires.delta == 1800
+    ctype = msg.content_type
+    assert ctype is not None and ctype.type == "multipart/alternative"
+    assert ctype.param("boundary") == "fBpPKSsLpkk7z9bwWz9IMqKUhHN9DKnl"
+    pai = msg.headers.get_all("P-Asserted-Identity")
+    assert len(pai) == 2 and pai[1] == "<tel:+441234567890>"
+    assert msg.body.endswith(b"--fBpPKSsLpkk7z9bwWz9IMqKUhHN9DKnl--\r\n")
+
+
+def test_unchanged_message_serialises_to_the_same_bytes(lync_invite: bytes) -> None:
+    msg = parse_message(lync_invite)
+    assert msg.to_bytes() == lync_invite
+
+
+def test_changed_message_keeps_unknown_headers_in_order(lync_invite: bytes) -> None:
+    msg = parse_message(lync_invite)
+    names_before = [n for n, _ in msg.headers]
+    msg.set_header("Max-Forwards", "68")
+    again = parse_message(msg.to_bytes())
+    assert [n for n, _ in again.headers] == names_before
+    assert again.headers.get("ms-endpoint-location-data") == (
+        "NetworkScope;ms-media-location-type=Intranet"
+    )
+    assert again.max_forwards == 68
+    assert again.body == msg.body
+
+
+def test_compact_forms_and_folding() -> None:
+    folded = OPTIONS.replace(b"CSeq: 1 OPTIONS\r\n", b"CSeq: 1\r\n  OPTIONS\r\n")
+    msg = parse_message(folded)
+    assert msg.call_id == "probe-1"
+    assert msg.cseq.method == "OPTIONS"
+    assert msg.headers.get("Content-Length") == "0"
+    assert msg.from_.tag == "p"
+
+
+def test_comma_joined_and_repeated_via_are_one_list() -> None:
+    data = OPTIONS.replace(
+        b"v: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK-1;rport\r\n",
+        b"Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK-1, SIP/2.0/TCP [2001:db8::1]:5070"
+        b";branch=z9hG4bK-2;received=192.0.2.1\r\nVia: SIP/2.0/TLS h.example.com;branch=z9hG4bK-3\r\n",
+    )
+    vias = parse_message(data).vias
+    assert [v.branch for v in vias] == ["z9hG4bK-1", "z9hG4bK-2", "z9hG4bK-3"]
+    assert vias[1].host == "[2001:db8::1]" and vias[1].port == 5070
+    assert vias[1].received == "192.0.2.1"
+
+
+def test_quoted_display_name_with_comma_and_escaped_quote() -> None:
+    data = OPTIONS.replace(
+        b"f: <sip:probe@127.0.0.1>;tag=p",
+        b'f: "Smith, \\"Bob\\"" <sip:bob%40work@example.com>;tag=p',
+    )
+    msg = parse_message(data)
+    assert msg.from_.display == '"Smith, \\"Bob\\""'
+    uri = msg.from_.sip_uri
+    assert uri.user == "bob%40work" and uri.user_unescaped == "bob@work"
+
+
+def test_tel_uri_and_other_schemes() -> None:
+    msg = parse_message(OPTIONS.replace(b"sip:ping@127.0.0.1:5060", b"tel:+14155550100"))
+    assert isinstance(msg, Request) and isinstance(msg.uri, TelUri)
+    sips = parse_message(OPTIONS.replace(b"sip:ping@127.0.0.1:5060", b"sips:a@[::1]:5061"))
+    assert isinstance(sips, Request) and isinstance(sips.uri, SipUri)
+    assert sips.uri.host_bare == "::1" and sips.uri.port == 5061
+
+
+def test_datagram_bytes_past_content_length_are_dropped() -> None:
+    data = OPTIONS.replace(b"l: 0", b"l: 3") + b"abcTRAILING"
+    msg = parse_message(data, datagram=True)
+    assert msg.body == b"abc"
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "words"),
+    [
+        (OPTIONS.replace(b"l: 0", b"l: 99"), 400, "Content-Length"),
+        (OPTIONS.replace(b"l: 0", b"l: -1"), 400, "Content-Length"),
+        (OPTIONS.replace(b"SIP/2.0\r\nv:", b"SIP/7.0\r\nv:"), 505, "Version"),
+        (OPTIONS[:-4] + b"\r\nX-Pad: " + b"a" * MAX_MESSAGE + b"\r\n\r\n", 513, "Too Large"),
+        (OPTIONS.replace(b"Max-Forwards: 70\r\n", b"Max Forwards: 70\r\n"), 400, "header name"),
+        (OPTIONS.replace(b"\r\nl: 0", b"\r\nl: 0").replace(b"\r\n\r\n", b"\r\n"), 400, "end"),
+    ],
+)
+def test_malformed_messages_carry_their_status(data: bytes, status: int, words: str) -> None:
+    with pytest.raises(SipParseError) as info:
+        parse_message(data)
+    assert info.value.status == status
+    assert words.lower() in info.value.reason.lower()
+
+
+def test_bad_header_is_named_when_read() -> None:
+    msg = parse_message(OPTIONS.replace(b"CSeq: 1 OPTIONS", b"CSeq: one OPTIONS"))
+    with pytest.raises(SipParseError, match="CSeq"):
+        msg.cseq  # noqa: B018
+
+
+def test_error_response_answers_a_request_and_drops_garbage() -> None:
+    bad = OPTIONS.replace(b"SIP/2.0\r\nv:", b"SIP/3.0\r\nv:")
+    with pytest.raises(SipParseError) as info:
+        parse_message(bad)
+    response = error_response(bad, info.value, "tag1")
+    assert response is not None and response.status == 505
+    assert response.to.tag == "tag1" and response.call_id == "probe-1"
+    assert error_response(b"\x00\x01garbage", SipParseError(400, "x"), "t") is None
+    a_response = b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n"
+    assert error_response(a_response, SipParseError(400, "x"), "t") is None
+
+
+def test_make_response_copies_dialog_headers_and_adds_to_tag(lync_invite: bytes) -> None:
+    invite = parse_message(lync_invite)
+    assert isinstance(invite, Request)
+    ringing = make_response(invite, 180, to_tag="gw1")
+    assert ringing.to.tag == "gw1"
+    assert [v.branch for v in ringing.vias] == [v.branch for v in invite.vias]
+    assert ringing.record_routes[0].sip_uri.param("ms-route-sig")
+    trying = make_response(invite, 100, to_tag="gw1")
+    assert trying.to.tag is None and not trying.record_routes
+    again = parse_message(ringing.to_bytes())
+    assert isinstance(again, Response) and again.status == 180
+
+
+def test_response_parse() -> None:
+    data = (
+        b"SIP/2.0 486 Busy Here\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-x\r\n"
+        b"From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: c\r\nCSeq: 7 INVITE\r\n"
+        b"Content-Length: 0\r\n\r\n"
+    )
+    msg = parse_message(data)
+    assert isinstance(msg, Response)
+    assert (msg.status, msg.reason, msg.to.tag, msg.cseq.seq) == (486, "Busy Here", "2", 7)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=2048))
+def test_random_bytes_raise_only_sip_errors(data: bytes) -> None:
+    try:
+        msg = parse_message(data)
+    except SipError:
+        return
+    # Whatever parsed must also survive typed access without foreign exceptions.
+    for attr in ("vias", "from_", "to", "call_id", "cseq", "contacts", "max_forwards"):
+        try:
+            getattr(msg, attr)
+        except SipError:
+            pass
+
+
+_token = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-.", min_size=1, max_size=12)
+_value = st.text(
+    alphabet=st.characters(min_codepoint=33, max_codepoint=126, exclude_characters=",\"<>\\"),
+    min_size=1,
+    max_size=30,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    user=_token,
+    host=_token,
+    branch=_token,
+    extra=st.lists(st.tuples(_token.map(lambda t: "X-" + t), _value), max_size=6),
+    body=st.binary(max_size=200),
+)
+def test_generated_messages_round_trip(
+    user: str, host: str, branch: str, extra: list[tuple[str, str]], body: bytes
+) -> None:
+    req = Request("MESSAGE", f"sip:{user}@{host}")
+    req.headers.add("Via", f"SIP/2.0/UDP {host}:5060;branch=z9hG4bK{branch}")
+    req.headers.add("From", f"<sip:{user}@{host}>;tag={branch}")
+    req.headers.add("To", f"<sip:{user}@{host}>")
+    req.headers.add("Call-ID", f"{branch}@{host}")
+    req.headers.add("CSeq", "1 MESSAGE")
+    for name, value in extra:
+        req.headers.add(name, value)
+    req.set_body(body, "text/plain")
+    data = req.to_bytes()
+    again = parse_message(data)
+    assert again.to_bytes() == data
+    assert isinstance(again, Request) and again.body == body
+    assert [(n, v) for n, v in again.headers] == [(n, v) for n, v in req.headers]

@@ -334,9 +334,14 @@ class _TlsAccept(asyncio.Protocol):
         self.layer = layer
         self.conn = conn
         self.context = context
+        # Application data can arrive in the same read as the client's Finished, before the
+        # upgrade coroutine resumes; it is kept here and handed to the connection.
+        self.early: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
+        # The ClientHello must wait in the socket until start_tls reads it.
+        transport.pause_reading()
         task = asyncio.get_running_loop().create_task(self._upgrade(transport))
         self.layer._tasks.add(task)
         task.add_done_callback(self.layer._tasks.discard)
@@ -367,12 +372,15 @@ class _TlsAccept(asyncio.Protocol):
         self.layer.stats.tls_handshakes += 1
         tls.set_protocol(self.conn)
         self.conn.connection_made(tls)
+        for data in self.early:
+            self.conn.data_received(data)
+        self.early.clear()
         if self.conn.peer is not None:
             log.debug("tls_accepted", peer=_fmt(self.conn.peer),
                       client_cert=tls.get_extra_info("peercert") is not None)
 
     def data_received(self, data: bytes) -> None:
-        pass  # nothing arrives here: start_tls takes the stream over before any data
+        self.early.append(data)
 
     def eof_received(self) -> bool | None:
         return None

@@ -46,7 +46,7 @@ def failure_reason(exc: BaseException) -> str:
         code = getattr(exc, "verify_code", 0)
         return _VERIFY.get(code, getattr(exc, "verify_message", "") or "certificate rejected")
     if isinstance(exc, ssl.SSLError):
-        reason = exc.reason or ""
+        reason = getattr(exc, "reason", None) or ""
         return _REASONS.get(reason, reason.lower().replace("_", " ") or str(exc))
     if isinstance(exc, TimeoutError):
         return "handshake timed out"

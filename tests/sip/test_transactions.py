@@ -3,6 +3,8 @@ fake clock; retransmissions are absorbed; CANCEL, stray ACK and merged requests 
 
 from __future__ import annotations
 
+import itertools
+
 from gateway.sip.message import Request, Response, make_response
 from gateway.sip.parse import parse_message
 from gateway.sip.timers import Timers
@@ -78,7 +80,7 @@ def test_non_invite_client_timer_e_caps_at_t2_and_f_fires() -> None:
     fired = run_until(layer, 40.0)
     times = [t for t, e in fired if isinstance(e, Send)]
     assert times[:5] == [0.5, 1.5, 3.5, 7.5, 11.5]  # 0.5, 1, 2, 4, then T2 = 4 each
-    assert all(b - a == 4.0 for a, b in zip(times[3:], times[4:], strict=False))
+    assert all(b - a == 4.0 for a, b in itertools.pairwise(times))
     assert [(t, e.timer) for t, e in fired if isinstance(e, TransactionTimeout)] == [(32.0, "F")]
 
 
@@ -145,7 +147,7 @@ def test_invite_server_sends_100_absorbs_retransmission_and_retransmits_final_wi
 def test_invite_server_ack_confirms_and_timer_i_ends_it() -> None:
     layer = TransactionLayer(T)
     req = request()
-    txn = [e for e in layer.receive_request(req, UDP, 0.0) if isinstance(e, RequestReceived)][0]
+    txn = next(e for e in layer.receive_request(req, UDP, 0.0) if isinstance(e, RequestReceived))
     layer.respond(txn.transaction, make_response(req, 404, to_tag="gw"), now=0.1)
     ack = request("ACK", to_tag="gw")
     assert layer.receive_request(ack, UDP, now=0.2) == []
@@ -158,7 +160,7 @@ def test_invite_server_ack_confirms_and_timer_i_ends_it() -> None:
 def test_ack_for_2xx_goes_to_the_tu() -> None:
     layer = TransactionLayer(T)
     req = request()
-    txn = [e for e in layer.receive_request(req, UDP, 0.0) if isinstance(e, RequestReceived)][0]
+    txn = next(e for e in layer.receive_request(req, UDP, 0.0) if isinstance(e, RequestReceived))
     layer.respond(txn.transaction, make_response(req, 200, to_tag="gw"), now=0.1)
     ack = request("ACK", branch="z9hG4bK-new-branch", to_tag="gw")
     events = layer.receive_request(ack, UDP, now=0.2)
@@ -168,7 +170,7 @@ def test_ack_for_2xx_goes_to_the_tu() -> None:
 def test_non_invite_server_timer_j_absorbs_retransmissions() -> None:
     layer = TransactionLayer(T)
     req = request("BYE", to_tag="x")
-    txn = [e for e in layer.receive_request(req, UDP, 0.0) if isinstance(e, RequestReceived)][0]
+    txn = next(e for e in layer.receive_request(req, UDP, 0.0) if isinstance(e, RequestReceived))
     layer.respond(txn.transaction, make_response(req, 200), now=0.1)
     again = layer.receive_request(request("BYE", to_tag="x"), UDP, now=2.0)
     assert sends(again)[0].data.startswith(b"SIP/2.0 200")
@@ -214,7 +216,8 @@ def test_completed_transactions_are_forgotten() -> None:
     layer = TransactionLayer(T)
     for n in range(500):
         req = request("BYE", branch=f"z9hG4bK-{n}", to_tag="x", cseq=n + 1)
-        got = [e for e in layer.receive_request(req, TCP, float(n)) if isinstance(e, RequestReceived)]
+        events = layer.receive_request(req, TCP, float(n))
+        got = [e for e in events if isinstance(e, RequestReceived)]
         layer.respond(got[0].transaction, make_response(req, 200), float(n))
     run_until(layer, 1000.0)
     assert len(layer) == 0

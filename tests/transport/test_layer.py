@@ -78,7 +78,7 @@ async def test_tcp_reply_reuses_the_inbound_connection(layer: tuple[TransportLay
     port = await tl.listen_tcp("127.0.0.1", 0)
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(MSG + b"\r\n\r\n")
-    data, peer, _ = await inbox.get()
+    _data, peer, _ = await inbox.get()
     assert peer.transport == "TCP" and peer.connection is not None
     assert await asyncio.wait_for(reader.readexactly(2), 5) == b"\r\n"  # pong
     tl.send(b"SIP/2.0 200 OK\r\n\r\n", peer)
@@ -157,7 +157,9 @@ async def test_unreachable_peer_is_reported() -> None:
 
 
 # -- TLS ------------------------------------------------------------------------------------
-async def tls_layer(tmp_path: Path, ca: trustme.CA, verify: bool) -> tuple[TransportLayer, Inbox, int]:
+async def tls_layer(
+    tmp_path: Path, ca: trustme.CA, verify: bool
+) -> tuple[TransportLayer, Inbox, int]:
     cert, key = files(tmp_path, ca, "gw.example.com")
     ca_path = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_path))
@@ -237,7 +239,9 @@ async def test_tls_client_presents_node_certificate_and_checks_rfc5922_name(
     await server_tl.close()
 
 
-async def test_tls_client_refuses_wildcard_server_certificate(tmp_path: Path, ca: trustme.CA) -> None:
+async def test_tls_client_refuses_wildcard_server_certificate(
+    tmp_path: Path, ca: trustme.CA
+) -> None:
     cert, key = files(tmp_path, ca, "wild", "*.example.com", "127.0.0.1")
     ca_path = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_path))

@@ -60,6 +60,11 @@ def parse_text(text: str, source: str, *, base_dir: Path | None) -> Config:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, [f"<toml>: {exc}"]) from exc
+    return parse_data(raw, source, base_dir=base_dir)
+
+
+def parse_data(raw: dict[str, Any], source: str, *, base_dir: Path | None) -> Config:
+    """A config from already-decoded TOML: every problem in one ConfigError."""
     problems = Problems()
     config = _build(raw, source, base_dir, problems)
     if problems:

@@ -1,0 +1,71 @@
+"""`lyncgate dialplan ALIAS`: explain where a call to ALIAS would go and why each earlier rule
+missed. Exit 0 when routed, 1 when rejected, 2 on a usage or config error (config.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from gateway.config import ConfigError, load_default, load_file
+from routing.engine import CallContext, Decision, Router
+from routing.model import PROTOCOLS
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("alias", help="the dialled alias, e.g. sip:alice@example.com")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="sip",
+                        help="protocol the call arrives with (default: sip)")
+    parser.add_argument("--location", help="ingress location (default: the node's location)")
+    parser.add_argument("--registered", action="store_true",
+                        help="the caller is registered to this node")
+    parser.add_argument("--outgoing", action="store_true",
+                        help="a call placed from a conference, not an incoming gateway call")
+    parser.add_argument("--config", metavar="FILE", help="TOML config (default: embedded)")
+    parser.add_argument("--json", action="store_true", help="print the decision as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = load_default() if args.config is None else load_file(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"{exc.source}: {problem}", file=sys.stderr)
+        return 2
+    location = config.node.location if args.location is None else args.location
+    if location and config.location(location) is None:
+        print(f"lyncgate dialplan: unknown location {location!r}", file=sys.stderr)
+        return 2
+    context = CallContext(protocol=args.protocol, location=location,
+                          registered=args.registered, outgoing=args.outgoing)
+    decision = Router(config.services, config.routing_rules).explain(args.alias, context)
+    if args.json:
+        print(json.dumps(decision.to_json(), indent=2))
+    else:
+        print(describe(decision, context))
+    return 0 if decision.routed else 1
+
+
+def describe(decision: Decision, context: CallContext) -> str:
+    direction = "outgoing from a conference" if context.outgoing else "incoming"
+    lines = [f"alias:    {decision.alias}",
+             f"call:     {direction}, {context.protocol}, location "
+             f"{context.location or '(none)'}, {'' if context.registered else 'not '}registered"]
+    for miss in decision.misses:
+        lines.append(f"  missed  {miss.rule}: {miss.why}")
+    service, rule = decision.service, decision.rule
+    if service is not None:
+        lines.append(f"service:  {service.name} ({service.type})")
+        if service.target:
+            lines.append(f"target:   {service.target}")
+        if decision.pin is not None:
+            lines.append("pin:      given in the alias")
+        if decision.conference_id is not None:
+            lines.append(f"conference id: {decision.conference_id}")
+    elif rule is not None:
+        lines += [f"rule:     {rule.name} (priority {rule.priority})",
+                  f"destination: {decision.destination}",
+                  f"target:   {rule.target} via {rule.call_via}, {rule.outgoing_protocol}, "
+                  f"location {decision.outgoing_location or '(automatic)'}"]
+    lines.append(f"result:   {decision.outcome}: {decision.reason}")
+    return "\n".join(lines)

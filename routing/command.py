@@ -7,7 +7,8 @@ import argparse
 import json
 import sys
 
-from gateway.config import ConfigError, load_default, load_file
+from gateway.config.errors import ConfigError
+from gateway.config.load import load_default, load_file
 from routing.engine import CallContext, Decision, Router
 from routing.model import PROTOCOLS
 

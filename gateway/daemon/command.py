@@ -10,7 +10,8 @@ import signal
 import sys
 
 from gateway import logs
-from gateway.config import ConfigError, load_default, load_file
+from gateway.config.errors import ConfigError
+from gateway.config.load import load_default, load_file
 from gateway.config.schema import Config
 from gateway.daemon.node import Node
 

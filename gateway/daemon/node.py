@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway import __version__, logs
+from gateway.calls.admission import Admission
 from gateway.config.schema import Config
 from gateway.daemon.state import ensure_self_signed, state_dir
 from gateway.sip.endpoint import CallHandler, Endpoint, EndpointSettings
@@ -18,6 +19,7 @@ from gateway.sip.transaction import Peer, Send
 from gateway.sip.transactions import Event
 from gateway.transport.layer import Limits, TransportLayer
 from gateway.transport.tls import client_context, server_context
+from routing.engine import Router
 
 log = logs.get(__name__)
 
@@ -39,7 +41,11 @@ class Node:
         handler: CallHandler | None = None,
     ) -> None:
         self.config = config
+        self.router = Router(config.services, config.routing_rules)
         self.generation = 1
+        if handler is None:
+            handler = Admission(router=lambda: self.router,
+                                location=lambda: self.config.node.location)
         self.endpoint = Endpoint(
             EndpointSettings(server=f"lyncgate/{__version__}"), timers=timers, handler=handler
         )
@@ -97,7 +103,8 @@ class Node:
                         note="listening addresses and ports change only on restart")
         if config.listen.tls:
             self._apply_tls(config, self._tls_files(config))
-        self.config = config
+        router = Router(config.services, config.routing_rules)
+        self.config, self.router = config, router
         self.generation += 1
         log.info("config_reloaded", config=config.source, generation=self.generation)
 

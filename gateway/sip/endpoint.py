@@ -48,9 +48,14 @@ KNOWN_METHODS = frozenset(
 class CallHandler(Protocol):
     """What takes requests the core does not answer itself (the B2BUA, a registrar)."""
 
-    methods: frozenset[str]
+    @property
+    def methods(self) -> frozenset[str]:
+        """The request methods it takes (Allow lists them)."""
+        ...
 
-    def on_event(self, event: Event, now: float) -> list[Event]: ...
+    def on_event(self, event: Event, now: float, core: Endpoint) -> list[Event]:
+        """Handle `event`; answer through `core.respond`, which returns what to send."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +177,7 @@ class Endpoint:
                 event, AckReceived | CancelReceived | ResponseReceived | StrayResponse
                 | TransactionTimeout
             ):
-                out.extend(self._dispatch(self.handler.on_event(event, now), now))
+                out.extend(self._dispatch(self.handler.on_event(event, now, self), now))
             elif isinstance(event, TransactionTimeout):
                 log.info("transaction_timeout", timer=event.timer,
                          method=event.transaction.request.method,
@@ -190,7 +195,7 @@ class Endpoint:
             )
             return self.respond(request, txn, response, now)
         if self.handler is not None and method in self.handler.methods:
-            return self._dispatch(self.handler.on_event(event, now), now)
+            return self._dispatch(self.handler.on_event(event, now, self), now)
         if method in KNOWN_METHODS:
             if request.to.tag is not None and method in ("BYE", "INFO", "UPDATE", "NOTIFY"):
                 response = make_response(request, 481)
@@ -203,6 +208,9 @@ class Endpoint:
                 request, 501, to_tag=self._tag(), headers=(("Allow", self.allow),)
             )
         return self.respond(request, txn, response, now)
+
+    def new_tag(self) -> str:
+        return self._tag()
 
     def options_response(self, request: Request, to_tag: str) -> Response:
         return make_response(request, 200, to_tag=to_tag, headers=self._options_headers)

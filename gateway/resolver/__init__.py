@@ -1,0 +1,1 @@
+"""Locating SIP servers: RFC 3263 NAPTR, SRV and A/AAAA look-ups with dnspython."""

@@ -1,0 +1,81 @@
+"""Real Debian peers for integration tests, started on loopback and always stopped."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Sequence
+
+import pytest
+
+
+def free_port() -> int:
+    """A port free for both UDP and TCP on 127.0.0.1 when asked."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind(("127.0.0.1", 0))
+            port = int(udp.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+                try:
+                    tcp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+
+
+def need(binary: str) -> str:
+    path = shutil.which(binary) or shutil.which(binary, path="/usr/sbin:/usr/bin:/sbin")
+    if path is None:
+        pytest.fail(f"{binary} is not installed: run scripts/install --test")
+    return path
+
+
+@contextlib.contextmanager
+def process(argv: Sequence[str], ready: Callable[[], bool] | None = None,
+            timeout: float = 10.0) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + timeout
+        while ready is not None and not ready():
+            if proc.poll() is not None:
+                out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+                pytest.fail(f"{argv[0]} exited with {proc.returncode}: {out[-2000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"{argv[0]} not ready after {timeout} s")
+            time.sleep(0.05)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def dns_answers(port: int) -> bool:
+    """Whether a DNS server on 127.0.0.1:port answers a query (any rcode)."""
+    query = bytes.fromhex("abcd01000001000000000000") + b"\x04ping\x04test\x00\x00\x01\x00\x01"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(0.2)
+        s.sendto(query, ("127.0.0.1", port))
+        try:
+            return s.recv(512)[:2] == b"\xab\xcd"
+        except OSError:
+            return False
+
+
+@contextlib.contextmanager
+def dnsmasq(records: Sequence[str]) -> Iterator[int]:
+    """dnsmasq answering only `records` (dnsmasq options such as `--srv-host=...`) on a free
+    loopback port; yields the port."""
+    port = free_port()
+    argv = [need("dnsmasq"), "--keep-in-foreground", "--no-resolv", "--no-hosts",
+            "--conf-file=/dev/null", f"--port={port}", "--listen-address=127.0.0.1",
+            "--bind-interfaces", "--user=root", "--pid-file=", "--log-facility=-",
+            "--local-ttl=60", *records]
+    with process(argv, ready=lambda: dns_answers(port)):
+        yield port

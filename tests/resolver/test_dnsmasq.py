@@ -4,6 +4,7 @@ records, queried by the resolver the daemon uses."""
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 
 import pytest
 from structlog.testing import capture_logs
@@ -39,7 +40,7 @@ def sip(text: str) -> SipUri:
 
 
 @pytest.fixture(scope="module")
-def dns_port() -> object:
+def dns_port() -> Iterator[int]:
     with dnsmasq(RECORDS) as port:
         yield port
 
@@ -82,7 +83,7 @@ async def test_a_record_only_falls_back_to_udp_5060(dns_port: int) -> None:
 
 async def test_unknown_name_fails_with_logged_lookup_failures(dns_port: int) -> None:
     resolver = Resolver(("127.0.0.1", dns_port))
-    with capture_logs() as logged, pytest.raises(ResolveError, match="nowhere.test"):
+    with capture_logs() as logged, pytest.raises(ResolveError, match=r"nowhere\.test"):
         await resolver.resolve(sip("sip:x@nowhere.test"))
     failures = {(e["name"], e["rdtype"]) for e in logged
                 if e["event"] == "RFC3263 lookup failure"}

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 import pytest
 
@@ -79,3 +80,22 @@ def dnsmasq(records: Sequence[str]) -> Iterator[int]:
             "--local-ttl=60", *records]
     with process(argv, ready=lambda: dns_answers(port)):
         yield port
+
+
+SCENARIOS = Path(__file__).parent / "scenarios"
+
+
+def sipp(target: str, scenario: str, *args: str, status: int | None = None,
+         timeout: float = 30.0, workdir: str = "/tmp") -> subprocess.CompletedProcess[str]:
+    """Run SIPp (Debian's sip-tester) to completion, bounded in time. `status` fills the
+    scenario's @STATUS@ placeholder. Exit 0 means every call went as the scenario says."""
+    text = (SCENARIOS / scenario).read_text()
+    if status is not None:
+        text = text.replace("@STATUS@", str(status))
+    path = f"{workdir}/{scenario}"
+    with open(path, "w") as out:
+        out.write(text)
+    argv = [need("sipp"), target, "-sf", path, "-i", "127.0.0.1", "-nostdin",
+            "-timeout", f"{int(timeout)}s", "-timeout_error", *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 15,
+                          check=False, cwd=workdir)

@@ -180,11 +180,13 @@ def error_response(data: bytes, error: SipError, to_tag: str) -> Response | None
     reason = getattr(error, "reason", "Bad Request")
     try:
         request.vias  # noqa: B018 - parse the Via lines: a response needs somewhere to go
-        request.from_  # noqa: B018
-        request.to  # noqa: B018
+        request.to  # noqa: B018 - and a To it can tag
         request.call_id  # noqa: B018
-        request.cseq  # noqa: B018
     except SipParseError:
+        return None
+    # From and CSeq are copied as written, so a malformed one can still be answered (with
+    # the 400 that names it); a missing one cannot.
+    if "From" not in request.headers or "CSeq" not in request.headers:
         return None
     if request.method == "ACK":
         return None  # an ACK is never answered (RFC 3261 section 17.2.1)

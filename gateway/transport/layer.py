@@ -16,6 +16,7 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 from gateway import logs
 from gateway.sip.errors import SipParseError
@@ -80,7 +81,8 @@ class Connection(asyncio.Protocol):
         self.closed = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        transport = cast(asyncio.Transport, transport)
         self.transport = transport
         host, port = transport.get_extra_info("peername")[:2]
         self.peer = Peer(self.name, str(host), int(port), self.id)
@@ -327,63 +329,152 @@ class _Refuse(asyncio.Protocol):
 
 
 class _TlsAccept(asyncio.Protocol):
-    """Accepts TCP, then upgrades to TLS itself so a failed handshake's reason is ours to log
-    (asyncio would only hand it to the loop's exception handler)."""
+    """Server-side TLS run over memory BIOs on the raw TCP stream.
+
+    Doing the handshake ourselves, rather than through `loop.start_tls`, gives the failure's
+    reason to our log (asyncio only hands it to the loop's exception handler), and behaves
+    the same on asyncio and uvloop, whose start_tls differ in when they begin to read."""
 
     def __init__(self, layer: TransportLayer, conn: Connection, context: ssl.SSLContext) -> None:
         self.layer = layer
         self.conn = conn
-        self.context = context
-        # Application data can arrive in the same read as the client's Finished, before the
-        # upgrade coroutine resumes; it is kept here and handed to the connection.
-        self.early: list[bytes] = []
+        self.incoming = ssl.MemoryBIO()
+        self.outgoing = ssl.MemoryBIO()
+        self.tls = context.wrap_bio(self.incoming, self.outgoing, server_side=True)
+        self.raw: asyncio.Transport | None = None
+        self.ready = False
+        self.failed = False
+        self.timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        # The ClientHello must wait in the socket until start_tls reads it.
-        transport.pause_reading()
-        task = asyncio.get_running_loop().create_task(self._upgrade(transport))
-        self.layer._tasks.add(task)
-        task.add_done_callback(self.layer._tasks.discard)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.conn.transport is None:
-            self.layer._forget(self.conn)
-
-    async def _upgrade(self, transport: asyncio.Transport) -> None:
-        loop = asyncio.get_running_loop()
-        peer = transport.get_extra_info("peername")
-        try:
-            tls = await asyncio.wait_for(
-                loop.start_tls(transport, self, self.context, server_side=True),
-                self.layer.limits.handshake_timeout,
-            )
-        except (OSError, TimeoutError, ssl.SSLError, ConnectionError) as exc:
-            reason = failure_reason(exc)
-            self.layer._count_failure(reason)
-            log.warning("tls_handshake_failed", reason=reason, peer=f"{peer[0]}:{peer[1]}",
-                        detail=str(exc)[:200])
-            transport.abort()
-            self.layer._forget(self.conn)
-            return
-        if tls is None:
-            self.layer._forget(self.conn)
-            return
-        self.layer.stats.tls_handshakes += 1
-        tls.set_protocol(self.conn)
-        self.conn.connection_made(tls)
-        for data in self.early:
-            self.conn.data_received(data)
-        self.early.clear()
-        if self.conn.peer is not None:
-            log.debug("tls_accepted", peer=_fmt(self.conn.peer),
-                      client_cert=tls.get_extra_info("peercert") is not None)
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.raw = cast(asyncio.Transport, transport)
+        self.timer = asyncio.get_running_loop().call_later(
+            self.layer.limits.handshake_timeout, self._fail, TimeoutError()
+        )
 
     def data_received(self, data: bytes) -> None:
-        self.early.append(data)
+        self.incoming.write(data)
+        if not self.ready:
+            try:
+                self.tls.do_handshake()
+            except ssl.SSLWantReadError:
+                self.flush()
+                return
+            except ssl.SSLError as exc:
+                self.flush()  # the alert tells the client why
+                self._fail(exc)
+                return
+            self.flush()
+            self._established()
+        plain: list[bytes] = []
+        while True:
+            try:
+                chunk = self.tls.read(65536)
+            except ssl.SSLWantReadError:
+                break
+            except ssl.SSLZeroReturnError:
+                self.close()
+                break
+            except ssl.SSLError as exc:
+                log.info("tls_read_failed", peer=_fmt(self.conn.peer), reason=failure_reason(exc))
+                self.abort()
+                return
+            if not chunk:
+                break
+            plain.append(chunk)
+        self.flush()  # TLS 1.3 session tickets and key updates
+        if plain:
+            self.conn.data_received(b"".join(plain))
+
+    def _established(self) -> None:
+        self.ready = True
+        if self.timer is not None:
+            self.timer.cancel()
+        self.layer.stats.tls_handshakes += 1
+        self.conn.connection_made(_TlsTransport(self))
+        log.debug("tls_accepted", peer=_fmt(self.conn.peer),
+                  client_cert=self.tls.getpeercert() not in (None, {}))
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.raw is None or self.ready or self.failed:
+            return
+        self.failed = True
+        reason = failure_reason(exc)
+        self.layer._count_failure(reason)
+        peer = self.raw.get_extra_info("peername") or ("-", 0)
+        log.warning("tls_handshake_failed", reason=reason, peer=f"{peer[0]}:{peer[1]}",
+                    detail=str(exc)[:200])
+        self.raw.close()  # sends what flush() queued (the alert), then closes
+        self.layer._forget(self.conn)
+
+    def flush(self) -> None:
+        pending = self.outgoing.read()
+        if pending and self.raw is not None and not self.raw.is_closing():
+            self.raw.write(pending)
+
+    def write(self, data: bytes) -> None:
+        self.tls.write(data)
+        self.flush()
+
+    def close(self) -> None:
+        with contextlib.suppress(ssl.SSLError):
+            self.tls.unwrap()  # close_notify
+        self.flush()
+        if self.raw is not None:
+            self.raw.close()
+
+    def abort(self) -> None:
+        if self.raw is not None:
+            self.raw.abort()
 
     def eof_received(self) -> bool | None:
         return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.ready:
+            self.conn.connection_lost(exc)
+        else:
+            self._fail(ConnectionError(str(exc or "")))
+            self.layer._forget(self.conn)
+
+
+class _TlsTransport(asyncio.Transport):
+    """What a `Connection` writes to once the handshake is done: plaintext in, TLS records
+    out on the raw transport."""
+
+    def __init__(self, owner: _TlsAccept) -> None:
+        super().__init__()
+        self._owner = owner
+        assert owner.raw is not None
+        self._raw = owner.raw
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._owner.write(bytes(data))
+
+    def close(self) -> None:
+        self._owner.close()
+
+    def abort(self) -> None:
+        self._raw.abort()
+
+    def is_closing(self) -> bool:
+        return self._raw.is_closing()
+
+    def get_write_buffer_size(self) -> int:
+        return self._raw.get_write_buffer_size()
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self._raw.set_write_buffer_limits(high, low)
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        if name == "peercert":
+            return self._owner.tls.getpeercert() or default
+        if name == "ssl_object":
+            return self._owner.tls
+        return self._raw.get_extra_info(name, default)
 
 
 def _fmt(peer: Peer | None) -> str:

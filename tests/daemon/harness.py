@@ -1,0 +1,109 @@
+"""The daemon as users run it: `lyncgate run --config FILE` in a subprocess, JSON logs read
+back as events."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.peers import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def options(port: int, local_port: int, transport: str = "UDP", call_id: str = "probe") -> bytes:
+    return (
+        f"OPTIONS sip:ping@127.0.0.1:{port} SIP/2.0\r\n"
+        f"Via: SIP/2.0/{transport} 127.0.0.1:{local_port};branch=z9hG4bK-{call_id};rport\r\n"
+        "From: <sip:probe@127.0.0.1>;tag=p\r\nTo: <sip:ping@127.0.0.1>\r\n"
+        f"Call-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+
+
+class Daemon:
+    """A running `lyncgate run`; `text` may use @UDP@, @TCP@, @TLS@ and @STATE@."""
+
+    def __init__(self, tmp: Path, text: str) -> None:
+        self.tmp = tmp
+        self.udp, self.tcp, self.tls = free_port(), free_port(), free_port()
+        self.config = tmp / "lyncgate.toml"
+        self.write_config(text)
+        self.log_path = tmp / "lyncgate.log"
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "run", "--config", str(self.config),
+             "--log-level", "debug"],
+            cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self.wait_ready()
+
+    def write_config(self, text: str) -> None:
+        self.config.write_text(
+            text.replace("@UDP@", str(self.udp)).replace("@TCP@", str(self.tcp))
+            .replace("@TLS@", str(self.tls)).replace("@STATE@", str(self.tmp / "state"))
+        )
+
+    def ask_udp(self, data: bytes, timeout: float = 2.0) -> bytes:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            s.settimeout(timeout)
+            s.sendto(data.replace(b"@LOCAL@", str(s.getsockname()[1]).encode()),
+                     ("127.0.0.1", self.udp))
+            return s.recv(65535)
+
+    def wait_ready(self, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"lyncgate exited {self.proc.returncode}: {self.text()}")
+            try:
+                self.ask_udp(options(self.udp, 0), timeout=0.2)
+                return
+            except OSError:
+                continue
+        raise RuntimeError(f"lyncgate did not answer within {timeout}s: {self.text()}")
+
+    def text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        out = []
+        for line in self.text().splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if name is None or event.get("event") == name:
+                out.append(event)
+        return out
+
+    def wait_event(self, name: str, count: int = 1, timeout: float = 10.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.events(name)
+            if len(found) >= count:
+                return found
+            time.sleep(0.05)
+        raise AssertionError(f"no {name!r} event within {timeout}s; log:\n{self.text()[-3000:]}")
+
+    def signal(self, sig: signal.Signals) -> None:
+        self.proc.send_signal(sig)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(40)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode

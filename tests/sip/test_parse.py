@@ -221,3 +221,36 @@ def test_generated_messages_round_trip(
     assert again.to_bytes() == data
     assert isinstance(again, Request) and again.body == body
     assert [(n, v) for n, v in again.headers] == [(n, v) for n, v in req.headers]
+
+
+def _split_reference(text: str, sep: str) -> list[str]:
+    """A character-by-character reading of quoted-string rules (RFC 3261 25.1)."""
+    parts, quoted, start, i = [], False, 0, 0
+    while i < len(text):
+        ch = text[i]
+        if quoted and ch == "\\":
+            i += 2
+            continue
+        if ch == '"':
+            quoted = not quoted
+        elif ch == sep and not quoted:
+            parts.append(text[start:i])
+            start = i + 1
+        i += 1
+    if quoted:
+        raise SipError("unterminated")
+    parts.append(text[start:])
+    return parts
+
+
+@given(st.text(alphabet='ab;,"\\= ', max_size=40), st.sampled_from([";", ","]))
+def test_split_outside_quotes_matches_the_reference(text: str, sep: str) -> None:
+    from gateway.sip.headers import _split_unquoted
+
+    try:
+        expected = _split_reference(text, sep)
+    except SipError:
+        with pytest.raises(SipError):
+            _split_unquoted(text, sep)
+        return
+    assert _split_unquoted(text, sep) == expected

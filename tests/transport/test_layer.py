@@ -54,9 +54,12 @@ async def layer() -> AsyncIterator[tuple[TransportLayer, Inbox]]:
     await tl.close()
 
 
-async def test_udp_datagram_in_and_reply_out(layer: tuple[TransportLayer, Inbox]) -> None:
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+async def test_udp_datagram_in_and_reply_out(
+    layer: tuple[TransportLayer, Inbox], host: str
+) -> None:
     tl, inbox = layer
-    port = await tl.listen_udp("127.0.0.1", 0)
+    port = await tl.listen_udp(host, 0)
     loop = asyncio.get_running_loop()
     got: asyncio.Future[bytes] = loop.create_future()
 
@@ -64,7 +67,7 @@ async def test_udp_datagram_in_and_reply_out(layer: tuple[TransportLayer, Inbox]
         def datagram_received(self, data: bytes, addr: object) -> None:
             got.set_result(data)
 
-    transport, _ = await loop.create_datagram_endpoint(Client, remote_addr=("127.0.0.1", port))
+    transport, _ = await loop.create_datagram_endpoint(Client, remote_addr=(host, port))
     transport.sendto(MSG)
     data, peer, error = await inbox.get()
     assert data == MSG and peer.transport == "UDP" and error is None
@@ -73,10 +76,13 @@ async def test_udp_datagram_in_and_reply_out(layer: tuple[TransportLayer, Inbox]
     transport.close()
 
 
-async def test_tcp_reply_reuses_the_inbound_connection(layer: tuple[TransportLayer, Inbox]) -> None:
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+async def test_tcp_reply_reuses_the_inbound_connection(
+    layer: tuple[TransportLayer, Inbox], host: str
+) -> None:
     tl, inbox = layer
-    port = await tl.listen_tcp("127.0.0.1", 0)
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    port = await tl.listen_tcp(host, 0)
+    reader, writer = await asyncio.open_connection(host, port)
     writer.write(MSG + b"\r\n\r\n")
     _data, peer, _ = await inbox.get()
     assert peer.transport == "TCP" and peer.connection is not None

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from gateway.certs.csr import write_pem, write_private_key
 from gateway.config.schema import NodeConfig
 
 SELF_SIGNED_DAYS = 365
@@ -78,15 +79,8 @@ def ensure_self_signed(directory: Path, node: NodeConfig, now: dt.datetime) -> S
         )
         .sign(key, hashes.SHA256())
     )
-    key_bytes = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(key_bytes)
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    write_private_key(key, key_path, force=True)
+    write_pem(cert.public_bytes(serialization.Encoding.PEM), cert_path)
     return SelfSigned(cert_path, key_path, created=True)
 
 

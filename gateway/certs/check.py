@@ -1,0 +1,186 @@
+"""The checks a node certificate must pass before Lync will trust it, each with a message an
+operator can act on (the reference guide's upload errors, in its words where it has them)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.utils import CryptographyDeprecationWarning
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from gateway.certs.csr import PrivateKey
+from gateway.certs.errors import CertificateError
+from gateway.certs.names import matches, sip_names, wildcard_names
+
+Level = Literal["pass", "warn", "fail"]
+SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+EXPIRY_WARNING = dt.timedelta(days=30)
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    check: str  # key_pair, validity, chain, eku, san, wildcard, key_strength
+    level: Level
+    message: str
+
+
+def load_certificates(path: Path) -> list[x509.Certificate]:
+    try:
+        certs = x509.load_pem_x509_certificates(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise CertificateError(f"{path}: cannot read PEM certificates: {exc}") from exc
+    if not certs:
+        raise CertificateError(f"{path}: no certificate in the file")
+    return certs
+
+
+def trust_store(extra: Path | None) -> list[x509.Certificate]:
+    """Anchors that may complete a chain: `tls.trusted_ca` and the system store."""
+    anchors = load_certificates(extra) if extra is not None else []
+    if SYSTEM_CA_BUNDLE.exists():
+        # Some distribution roots predate RFC 5280's serial number rules; cryptography warns
+        # about them, which says nothing about the operator's certificate.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+            anchors.extend(load_certificates(SYSTEM_CA_BUNDLE))
+    return anchors
+
+
+def check_certificate(
+    leaf: x509.Certificate,
+    intermediates: list[x509.Certificate],
+    key: PrivateKey | None,
+    fqdns: list[str],
+    now: dt.datetime,
+    anchors: list[x509.Certificate],
+) -> list[Finding]:
+    findings = [
+        _key_pair(leaf, key),
+        _validity(leaf, now),
+        _chain(leaf, intermediates, anchors),
+        _eku(leaf),
+        _wildcards(leaf),
+        _key_strength(leaf),
+    ]
+    findings.extend(_san(leaf, fqdn) for fqdn in fqdns)
+    return [f for f in findings if f is not None]
+
+
+def _key_pair(leaf: x509.Certificate, key: PrivateKey | None) -> Finding | None:
+    if key is None:
+        return None
+    ours = key.public_key().public_bytes(serialization.Encoding.DER,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo)
+    theirs = leaf.public_key().public_bytes(serialization.Encoding.DER,
+                                            serialization.PublicFormat.SubjectPublicKeyInfo)
+    if ours != theirs:
+        return Finding("key_pair", "fail", "Certificate and private key do not appear to be part "
+                       "of the same key pair (was it issued for another CSR?)")
+    return Finding("key_pair", "pass", "certificate matches the private key")
+
+
+def _validity(leaf: x509.Certificate, now: dt.datetime) -> Finding:
+    start, end = leaf.not_valid_before_utc, leaf.not_valid_after_utc
+    if now < start:
+        return Finding("validity", "fail", f"not yet valid: valid from {start:%Y-%m-%d %H:%M} UTC")
+    if now > end:
+        return Finding("validity", "fail", f"expired on {end:%Y-%m-%d %H:%M} UTC")
+    days = (end - now).days
+    level: Level = "warn" if end - now < EXPIRY_WARNING else "pass"
+    return Finding("validity", level, f"valid until {end:%Y-%m-%d} UTC ({days} days left)")
+
+
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    if cert.issuer != issuer.subject:
+        return False
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+    return True
+
+
+def _chain(
+    leaf: x509.Certificate, intermediates: list[x509.Certificate],
+    anchors: list[x509.Certificate],
+) -> Finding:
+    current = leaf
+    path = [leaf]
+    while len(path) <= 10:
+        if current.issuer == current.subject and _issued_by(current, current):
+            return Finding("chain", "pass", f"chain complete to root {_name(current.subject)}")
+        anchor = next((a for a in anchors if _issued_by(current, a)), None)
+        if anchor is not None:
+            return Finding("chain", "pass",
+                           f"chain complete to trusted {_name(anchor.subject)}")
+        issuer = next((c for c in intermediates if c not in path and _issued_by(current, c)),
+                      None)
+        if issuer is None:
+            return Finding("chain", "fail", f"chain incomplete: missing issuer "
+                           f"{_name(current.issuer)}; add the intermediate CA certificate(s) "
+                           "to the bundle")
+        path.append(issuer)
+        current = issuer
+    return Finding("chain", "fail", "chain too long or looping")
+
+
+def _eku(leaf: x509.Certificate) -> Finding:
+    try:
+        usages = set(leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+    except x509.ExtensionNotFound:
+        return Finding("eku", "fail", "no extended key usage: needs serverAuth and clientAuth "
+                       "(the node is a TLS server and a TLS client toward Lync)")
+    missing = [name for oid, name in ((ExtendedKeyUsageOID.SERVER_AUTH, "serverAuth"),
+                                      (ExtendedKeyUsageOID.CLIENT_AUTH, "clientAuth"))
+               if oid not in usages]
+    if missing:
+        return Finding("eku", "fail", f"extended key usage lacks {' and '.join(missing)}: "
+                       "Lync needs both for mutual TLS")
+    return Finding("eku", "pass", "extended key usage has serverAuth and clientAuth")
+
+
+def _san(leaf: x509.Certificate, fqdn: str) -> Finding:
+    if matches(leaf, fqdn):
+        return Finding("san", "pass", f"{fqdn} is in the certificate's names")
+    names = ", ".join(sip_names(leaf)) or "none"
+    return Finding("san", "fail", f"SIP TLS FQDN {fqdn} is not in the certificate's SAN "
+                   f"(it names: {names})")
+
+
+def _wildcards(leaf: x509.Certificate) -> Finding:
+    wild = wildcard_names(leaf)
+    if wild:
+        return Finding("wildcard", "fail", f"wildcard name(s) {', '.join(wild)}: not allowed "
+                       "for SIP (RFC 5922); Lync refuses them")
+    return Finding("wildcard", "pass", "no wildcard names")
+
+
+def _key_strength(leaf: x509.Certificate) -> Finding:
+    public = leaf.public_key()
+    if isinstance(public, rsa.RSAPublicKey):
+        if public.key_size < 2048:
+            return Finding("key_strength", "fail",
+                           f"RSA key of {public.key_size} bits is too weak (at least 2048)")
+        return Finding("key_strength", "pass", f"RSA {public.key_size} bits")
+    if isinstance(public, ec.EllipticCurvePublicKey):
+        if public.curve.key_size < 256:
+            return Finding("key_strength", "fail",
+                           f"EC key on {public.curve.name} is too weak (at least P-256)")
+        return Finding("key_strength", "pass", f"ECDSA {public.curve.name}")
+    return Finding("key_strength", "fail", f"unsupported key type {type(public).__name__}")
+
+
+def _name(name: x509.Name) -> str:
+    return name.rfc4514_string()
+
+
+def report(findings: list[Finding]) -> str:
+    return "\n".join(f"{f.level.upper():4}  {f.check:12}  {f.message}" for f in findings)

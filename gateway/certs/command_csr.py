@@ -1,0 +1,86 @@
+"""`lyncgate csr`: a private key and a certificate signing request for the node (or a pool),
+the reference guide's CSR generator on the command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+
+from gateway.certs.csr import (
+    KEY_TYPES,
+    Subject,
+    build_csr,
+    load_key,
+    new_key,
+    san_names,
+    write_pem,
+    write_private_key,
+)
+from gateway.certs.errors import CertificateError
+from gateway.config.errors import ConfigError
+from gateway.config.load import load_default, load_file
+from gateway.daemon.state import state_dir
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="TOML config (default: embedded)")
+    parser.add_argument("--cn", help="subject common name (default: node.sip_tls_fqdn)")
+    parser.add_argument("--fqdn", action="append", default=[], metavar="NAME",
+                        help="a SAN entry: every node FQDN of the pool, the pool name; repeat")
+    parser.add_argument("--no-cn-in-san", action="store_true",
+                        help="do not add the common name to the SANs")
+    parser.add_argument("--key-type", choices=KEY_TYPES, default="rsa2048")
+    parser.add_argument("--key", metavar="FILE", type=Path,
+                        help="use this existing private key instead of making one")
+    parser.add_argument("--org", default="", help="organization name (O)")
+    parser.add_argument("--ou", default="", help="department (OU)")
+    parser.add_argument("--locality", default="", help="city (L)")
+    parser.add_argument("--state", default="", help="state or province (ST)")
+    parser.add_argument("--country", default="", help="two-letter country code (C)")
+    parser.add_argument("--ms-template", action="store_true",
+                        help="add Microsoft's certificate template extension (WebServer)")
+    parser.add_argument("--out-key", type=Path, metavar="FILE",
+                        help="where to write a new key (default: [tls] private_key, else the "
+                        "state directory)")
+    parser.add_argument("--out-csr", type=Path, metavar="FILE",
+                        help="where to write the CSR (default: beside the key, .csr)")
+    parser.add_argument("--force", action="store_true", help="replace an existing key file")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = load_default() if args.config is None else load_file(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"{exc.source}: {problem}", file=sys.stderr)
+        return 2
+    cn = args.cn or config.node.sip_tls_fqdn
+    key_path = args.out_key or config.tls.private_key or (
+        state_dir(config.node) / "tls" / f"{cn}.key")
+    csr_path = args.out_csr or key_path.with_suffix(".csr")
+    try:
+        names = san_names(cn, args.fqdn, include_cn=not args.no_cn_in_san)
+        if args.key is not None:
+            key = load_key(args.key)
+            key_path = args.key
+        else:
+            key = new_key(args.key_type)
+            write_private_key(key, key_path, force=args.force)
+        subject = Subject(cn, args.org, args.ou, args.locality, args.state, args.country)
+        csr = build_csr(key, subject, names, template="WebServer" if args.ms_template else None)
+        write_pem(csr.public_bytes(serialization.Encoding.PEM), csr_path)
+    except (CertificateError, OSError) as exc:
+        print(f"lyncgate csr: {exc}", file=sys.stderr)
+        return 1
+    print(f"private key: {key_path} (keep it here; it never leaves this machine)")
+    print(f"CSR:         {csr_path}")
+    print(f"subject:     CN={cn}")
+    print(f"SANs:        {', '.join(names)}")
+    print("usage:       serverAuth, clientAuth"
+          + ("; Microsoft template WebServer" if args.ms_template else ""))
+    print("next:        have your CA sign the CSR, then `lyncgate cert import CERT --chain "
+          "BUNDLE --key " + str(key_path) + "`")
+    return 0

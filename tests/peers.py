@@ -99,3 +99,30 @@ def sipp(target: str, scenario: str, *args: str, status: int | None = None,
             "-timeout", f"{int(timeout)}s", "-timeout_error", *args]
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 15,
                           check=False, cwd=workdir)
+
+
+def stun_answers(port: int) -> bool:
+    """Whether a STUN server on 127.0.0.1:port answers a binding request."""
+    request = bytes.fromhex("000100002112a442") + b"0123456789ab"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(0.2)
+        s.sendto(request, ("127.0.0.1", port))
+        try:
+            return s.recv(2048)[8:20] == b"0123456789ab"
+        except OSError:
+            return False
+
+
+@contextlib.contextmanager
+def coturn(user: str = "lync", password: str = "secret",
+           realm: str = "example.test") -> Iterator[int]:
+    """coturn with long-term credentials on a free loopback port (UDP and TCP); yields it."""
+    port = free_port()
+    relay_low = 20000 + (port % 20000)
+    argv = [need("turnserver"), "-n", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1",
+            f"--listening-port={port}", "--lt-cred-mech", f"--user={user}:{password}",
+            f"--realm={realm}", "--no-tls", "--no-dtls", "--no-cli", "--allow-loopback-peers",
+            f"--min-port={relay_low}", f"--max-port={relay_low + 200}", "--log-file=stdout",
+            "--simple-log", "--pidfile=", "--no-software-attribute"]
+    with process(argv, ready=lambda: stun_answers(port)):
+        yield port

@@ -1,0 +1,1 @@
+"""`lyncgate doctor`: checks a deployment end to end (DNS, certificate, Lync, STUN/TURN)."""

@@ -1,0 +1,342 @@
+"""Deployment checks: the DNS, certificate and reachability mistakes that break most Lync
+integrations, each found and explained (what was found, what to do).
+
+Every check is an async function taking a `Probe` (the config plus a DNS resolver pointed
+where the operator says) and returning `Result`s; none raises for a broken deployment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import ipaddress
+import socket
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import dns.asyncresolver
+import dns.exception
+import dns.resolver
+from aioice import stun, turn
+from cryptography import x509
+
+from gateway.certs.names import matches, sip_names
+from gateway.config.schema import Config, ServerAddress, StunServer, TurnServer
+from gateway.transport.tls import client_context, failure_reason, peer_name_ok
+
+Level = Literal["pass", "warn", "fail"]
+TIMEOUT = 3.0
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    check: str
+    level: Level
+    found: str
+    action: str = ""
+
+
+@dataclass
+class Probe:
+    config: Config
+    dns_server: tuple[str, int] | None = None
+    pool: str = ""  # the trusted application pool FQDN, when the node is one of a pool
+    pool_nodes: tuple[tuple[str, str], ...] = ()  # (FQDN, address) of every node of the pool
+    timeout: float = TIMEOUT
+    _resolver: dns.asyncresolver.Resolver | None = field(default=None, repr=False)
+
+    @property
+    def resolver(self) -> dns.asyncresolver.Resolver:
+        if self._resolver is None:
+            if self.dns_server is None:
+                self._resolver = dns.asyncresolver.Resolver()
+            else:
+                self._resolver = dns.asyncresolver.Resolver(configure=False)
+                self._resolver.nameservers = [self.dns_server[0]]
+                self._resolver.port = self.dns_server[1]
+            self._resolver.lifetime = self.timeout
+        return self._resolver
+
+    async def lookup(self, name: str, rdtype: str) -> tuple[list[str], str]:
+        """(records as text, '' or why there are none)."""
+        try:
+            answer = await self.resolver.resolve(name, rdtype, search=False)
+        except dns.resolver.NXDOMAIN:
+            return [], f"{name} does not exist (NXDOMAIN)"
+        except dns.resolver.NoAnswer:
+            return [], f"{name} has no {rdtype} record"
+        except (dns.resolver.NoNameservers, dns.exception.Timeout) as exc:
+            return [], f"{rdtype} look-up of {name} failed: {type(exc).__name__}"
+        return [r.to_text() for r in answer], ""
+
+    async def addresses(self, host: str) -> tuple[list[str], str]:
+        """IP addresses of `host` from the probe's DNS (a literal stands for itself)."""
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return await self.lookup(host, "A")
+        return [host], ""
+
+    @property
+    def node_address(self) -> str:
+        """The address others reach this node on: the static NAT address in a public DMZ."""
+        node = self.config.node
+        return node.static_nat_address or node.address
+
+    def nodes(self) -> list[tuple[str, str]]:
+        own = (self.config.node.sip_tls_fqdn, self.node_address)
+        return [own, *(n for n in self.pool_nodes if n[0] != own[0])]
+
+
+Check = Callable[[Probe], Awaitable[list[Result]]]
+
+
+# -- DNS ---------------------------------------------------------------------------------------
+async def node_a_records(probe: Probe) -> list[Result]:
+    out = []
+    for fqdn, address in probe.nodes():
+        records, why = await probe.lookup(fqdn, "A")
+        name = f"A {fqdn}"
+        if why:
+            out.append(Result(name, "fail", why, f"create an A record {fqdn} -> {address}"))
+        elif address not in records:
+            out.append(Result(name, "fail", f"resolves to {', '.join(records)}, not {address}",
+                              f"point {fqdn} at {address} (the node's "
+                              f"{'static NAT ' if probe.config.node.static_nat_address else ''}"
+                              "address)"))
+        else:
+            out.append(Result(name, "pass", f"{fqdn} -> {', '.join(records)}"))
+    return out
+
+
+async def pool_round_robin(probe: Probe) -> list[Result]:
+    if not probe.pool:
+        return []
+    records, why = await probe.lookup(probe.pool, "A")
+    wanted = sorted({address for _, address in probe.nodes()})
+    name = f"pool {probe.pool}"
+    if why:
+        return [Result(name, "fail", why,
+                       f"create one A record per node: {probe.pool} -> {', '.join(wanted)}")]
+    missing = [a for a in wanted if a not in records]
+    if missing:
+        return [Result(name, "fail", f"resolves to {', '.join(records)}; missing "
+                       f"{', '.join(missing)}", "add an A record for every node of the pool")]
+    return [Result(name, "pass", f"round robin over {', '.join(records)}")]
+
+
+async def federation_srv(probe: Probe) -> list[Result]:
+    domain = probe.config.global_settings.mssip_domain
+    if not domain:
+        return [Result("SRV _sipfederationtls", "warn", "global.mssip_domain is not set",
+                       "set the domain Lync federates with")]
+    name = f"_sipfederationtls._tcp.{domain}"
+    records, why = await probe.lookup(name, "SRV")
+    check = f"SRV {name}"
+    if why:
+        return [Result(check, "fail", why, f"publish {name} SRV 0 0 5061 <node or pool FQDN>")]
+    out = []
+    for record in records:
+        _priority, _weight, port_text, target = record.split()
+        target = target.rstrip(".").lower()
+        port = int(port_text)
+        problems = []
+        if port != 5061:
+            problems.append(f"port {port}, not 5061")
+        if not (target == domain or target.endswith("." + domain)):
+            problems.append(f"target {target} is outside {domain} (Lync requires the same "
+                            "domain)")
+        addresses, why = await probe.lookup(target, "A")
+        reach = {a for _, a in probe.nodes()}
+        if why:
+            problems.append(why)
+        elif not reach & set(addresses):
+            problems.append(f"{target} resolves to {', '.join(addresses)}, none of them a node")
+        if problems:
+            out.append(Result(check, "fail", f"-> {target}:{port}: " + "; ".join(problems),
+                              "point the SRV record at a node or pool FQDN in the domain, "
+                              "port 5061"))
+        else:
+            out.append(Result(check, "pass", f"-> {target}:{port} ({', '.join(addresses)})"))
+    return out
+
+
+# -- certificate -----------------------------------------------------------------------------
+def _node_certificate(probe: Probe) -> x509.Certificate | None:
+    path = probe.config.tls.certificate
+    if path is None:
+        return None
+    return x509.load_pem_x509_certificates(path.read_bytes())[0]
+
+
+async def certificate_names(probe: Probe) -> list[Result]:
+    try:
+        cert = _node_certificate(probe)
+    except (OSError, ValueError) as exc:
+        return [Result("certificate", "fail", f"cannot read [tls] certificate: {exc}",
+                       "fix tls.certificate")]
+    if cert is None:
+        return [Result("certificate", "fail", "no [tls] certificate: the node serves a "
+                       "self-signed one that Lync will not trust",
+                       "run `lyncgate csr`, have it signed, `lyncgate cert import`")]
+    out = []
+    for fqdn, _ in probe.nodes():
+        if matches(cert, fqdn):
+            out.append(Result(f"SAN {fqdn}", "pass", "in the certificate"))
+        else:
+            out.append(Result(f"SAN {fqdn}", "fail", "not in the certificate's SAN (it names "
+                              f"{', '.join(sip_names(cert)) or 'nothing'})",
+                              "request a certificate whose SAN lists every node FQDN"))
+    domain = probe.config.global_settings.mssip_domain
+    if domain:
+        records, _ = await probe.lookup(f"_sipfederationtls._tcp.{domain}", "SRV")
+        cn_attrs = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+        cn = str(cn_attrs[0].value).lower() if cn_attrs else ""
+        for record in records:
+            target = record.split()[3].rstrip(".").lower()
+            if cn == target:
+                out.append(Result("CN = SRV target", "pass", f"CN {cn}"))
+            else:
+                out.append(Result("CN = SRV target", "fail", f"CN {cn or '(none)'} but the SRV "
+                                  f"record points at {target}",
+                                  "the certificate's subject CN must be the SRV target"))
+    days = (cert.not_valid_after_utc - dt.datetime.now(dt.UTC)).days
+    level: Level = "fail" if days < 0 else "warn" if days < 30 else "pass"
+    out.append(Result("certificate expiry", level, f"{days} days left",
+                      "renew with `lyncgate csr` + `lyncgate cert import`" if level != "pass"
+                      else ""))
+    return out
+
+
+# -- reachability ----------------------------------------------------------------------------
+async def lync_tls(probe: Probe) -> list[Result]:
+    tls = probe.config.tls
+    out = []
+    for server in probe.config.lync_servers:
+        if server.transport != "tls":
+            out.append(Result(f"Lync {server.name}", "warn", f"transport {server.transport}",
+                              "Lync trusted applications use TLS on 5061"))
+            continue
+        addresses, why = await probe.addresses(server.address)
+        if why:
+            out.append(Result(f"Lync {server.name}", "fail", why,
+                              f"create an A record for {server.address}"))
+            continue
+        out.append(await _tls_handshake(server, addresses[0], tls.certificate,
+                                        tls.private_key, tls.trusted_ca, probe.timeout))
+    return out
+
+
+async def _tls_handshake(server: ServerAddress, address: str, cert: Path | None,
+                         key: Path | None, ca: Path | None, timeout: float) -> Result:
+    name = f"TLS {server.name} {server.address}:{server.port}"
+    ctx = client_context(cert, key, ca, True)
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(address, server.port, ssl=ctx,
+                                    server_hostname=server.address), timeout)
+    except (OSError, TimeoutError, ssl.SSLError) as exc:
+        reason = failure_reason(exc) if isinstance(exc, ssl.SSLError | TimeoutError) else (
+            exc.strerror or str(exc))
+        action = {
+            "unknown CA": "add the CA that issued the Lync pool certificate to tls.trusted_ca "
+                          "(and ours to the Lync servers' trusted roots)",
+            "no client certificate": "configure [tls] certificate: Lync wants mutual TLS",
+        }.get(reason, "check the address, port and both sides' certificates")
+        return Result(name, "fail", f"handshake failed: {reason}", action)
+    ssl_object = writer.get_extra_info("ssl_object")
+    der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
+    writer.close()
+    if der is None or not peer_name_ok(der, server.address):
+        return Result(name, "fail", f"certificate does not name {server.address} (RFC 5922: "
+                      "SAN dNSName, no wildcards)", "use the name in the pool certificate")
+    return Result(name, "pass", f"mutual TLS handshake ok ({ssl_object.version()})")
+
+
+async def stun_servers(probe: Probe) -> list[Result]:
+    return [await _stun_binding(s, probe.timeout) for s in probe.config.stun_servers]
+
+
+async def _stun_binding(server: StunServer, timeout: float) -> Result:
+    name = f"STUN {server.name} {server.address}:{server.port}"
+    request = stun.Message(message_method=stun.Method.BINDING,
+                           message_class=stun.Class.REQUEST)
+    try:
+        response = await _udp_exchange(bytes(request), (server.address, server.port), timeout,
+                                       request.transaction_id)
+    except (OSError, TimeoutError) as exc:
+        return Result(name, "fail", f"no answer: {exc or 'timeout'}",
+                      "check the address and that UDP reaches it")
+    mapped = response.attributes.get("XOR-MAPPED-ADDRESS")
+    if response.message_class != stun.Class.RESPONSE or mapped is None:
+        return Result(name, "fail", "binding refused", "check the server is a STUN server")
+    return Result(name, "pass", f"reflexive address {mapped[0]}:{mapped[1]}")
+
+
+async def _udp_exchange(data: bytes, addr: tuple[str, int], timeout: float,
+                        transaction_id: bytes) -> stun.Message:
+    loop = asyncio.get_running_loop()
+    info = await loop.getaddrinfo(addr[0], addr[1], type=socket.SOCK_DGRAM)
+    got: asyncio.Future[stun.Message] = loop.create_future()
+
+    class Client(asyncio.DatagramProtocol):
+        def datagram_received(self, payload: bytes, _: object) -> None:
+            try:
+                message = stun.parse_message(payload)
+            except ValueError:
+                return
+            if message.transaction_id == transaction_id and not got.done():
+                got.set_result(message)
+
+    host, port = str(info[0][4][0]), int(info[0][4][1])
+    transport, _ = await loop.create_datagram_endpoint(Client, remote_addr=(host, port))
+    try:
+        for _ in range(3):  # STUN over UDP retransmits (RFC 5389 7.2.1)
+            transport.sendto(data)
+            with contextlib.suppress(TimeoutError):
+                return await asyncio.wait_for(asyncio.shield(got), timeout / 3)
+        raise TimeoutError("timeout")
+    finally:
+        transport.close()
+
+
+async def turn_servers(probe: Probe) -> list[Result]:
+    return [await _turn_allocation(s, probe.timeout) for s in probe.config.turn_servers]
+
+
+async def _turn_allocation(server: TurnServer, timeout: float) -> Result:
+    name = f"TURN {server.name} {server.address}:{server.port}/{server.transport}"
+    try:
+        transport, _ = await asyncio.wait_for(
+            turn.create_turn_endpoint(asyncio.DatagramProtocol, (server.address, server.port),
+                                      server.username, server.password, lifetime=60,
+                                      transport=server.transport),
+            timeout * 2)
+    except stun.TransactionFailed as exc:
+        code = exc.response.attributes.get("ERROR-CODE", (0, ""))
+        action = ("check the username and password (long-term credentials)"
+                  if code[0] == 401 else "see the TURN server's log")
+        return Result(name, "fail", f"allocation refused: {code[0]} {code[1]}", action)
+    except (OSError, TimeoutError, stun.TransactionTimeout, ConnectionError) as exc:
+        return Result(name, "fail", f"no answer: {exc or 'timeout'}",
+                      "check the address, port and transport")
+    relayed = transport.get_extra_info("sockname")
+    transport.close()
+    return Result(name, "pass", f"allocation ok, relayed address {relayed[0]}:{relayed[1]}")
+
+
+ALL_CHECKS: tuple[Check, ...] = (
+    node_a_records, pool_round_robin, federation_srv, certificate_names, lync_tls,
+    stun_servers, turn_servers,
+)
+
+
+async def run_all(probe: Probe) -> list[Result]:
+    out: list[Result] = []
+    for check in ALL_CHECKS:
+        out.extend(await check(probe))
+    return out

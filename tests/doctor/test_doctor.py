@@ -154,8 +154,8 @@ def test_good_deployment_passes_and_each_broken_peer_fails_in_words(
     assert level(results, "SAN gw.example.test") == ["pass"]
     assert level(results, "CN = SRV target") == ["pass"]
     assert level(results, "STUN stun") == ["pass"] and level(results, "TURN turn") == ["pass"]
-    assert results["TLS pool fepool.example.test:%d" % lync_pool.tls][0]["level"] == "pass"
-    rogue = results["TLS rogue rogue.example.test:%d" % rogue_tls][0]
+    assert results[f"TLS pool fepool.example.test:{lync_pool.tls}"][0]["level"] == "pass"
+    rogue = results[f"TLS rogue rogue.example.test:{rogue_tls}"][0]
     assert rogue["level"] == "fail" and rogue["found"] == "handshake failed: unknown CA"
     assert code == 1  # the rogue server fails the run
 

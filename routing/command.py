@@ -7,8 +7,7 @@ import argparse
 import json
 import sys
 
-from gateway.config.errors import ConfigError
-from gateway.config.load import load_default, load_file
+from gateway.config.load import load_for_command
 from routing.engine import CallContext, Decision, Router
 from routing.model import PROTOCOLS
 
@@ -27,11 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        config = load_default() if args.config is None else load_file(args.config)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"{exc.source}: {problem}", file=sys.stderr)
+    config = load_for_command(args.config)
+    if config is None:
         return 2
     location = config.node.location if args.location is None else args.location
     if location and config.location(location) is None:

@@ -12,15 +12,15 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from gateway.certs.check import (
+    Finding,
     check_certificate,
     load_certificates,
     report,
     trust_store,
 )
-from gateway.certs.csr import load_key, write_pem, write_private_key
+from gateway.certs.csr import PrivateKey, load_key, write_pem, write_private_key
 from gateway.certs.errors import CertificateError
-from gateway.config.errors import ConfigError
-from gateway.config.load import load_default, load_file
+from gateway.config.load import load_for_command
 from gateway.config.schema import Config
 
 
@@ -40,11 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        config = load_default() if args.config is None else load_file(args.config)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"{exc.source}: {problem}", file=sys.stderr)
+    config = load_for_command(args.config)
+    if config is None:
         return 2
     try:
         return _import(args, config) if args.action == "import" else _check(args, config)
@@ -63,8 +60,7 @@ def _import(args: argparse.Namespace, config: Config) -> int:
     chain = extra + (load_certificates(args.chain) if args.chain else [])
     key_file = args.key or key_path
     key = load_key(key_file)
-    findings = check_certificate(leaf, chain, key, [config.node.sip_tls_fqdn, *args.fqdn],
-                                 dt.datetime.now(dt.UTC), trust_store(config.tls.trusted_ca))
+    findings = _findings(config, args.fqdn, leaf, chain, key)
     print(report(findings))
     if any(f.level == "fail" for f in findings):
         print(f"not installed: {args.certificate} fails the checks above", file=sys.stderr)
@@ -86,12 +82,17 @@ def _check(args: argparse.Namespace, config: Config) -> int:
         raise CertificateError("no [tls] certificate configured: the daemon uses a self-signed "
                                "one, which Lync will not trust")
     certs = load_certificates(cert_path)
-    findings = check_certificate(certs[0], certs[1:], load_key(key_path),
-                                 [config.node.sip_tls_fqdn, *args.fqdn],
-                                 dt.datetime.now(dt.UTC), trust_store(config.tls.trusted_ca))
+    findings = _findings(config, args.fqdn, certs[0], certs[1:], load_key(key_path))
     print(f"{cert_path}: {_describe(certs[0])}")
     print(report(findings))
     return 1 if any(f.level == "fail" for f in findings) else 0
+
+
+def _findings(config: Config, extra_names: list[str], leaf: x509.Certificate,
+              chain: list[x509.Certificate], key: PrivateKey) -> list[Finding]:
+    """The node's SIP TLS FQDN and any extra (pool) names must be in the certificate."""
+    return check_certificate(leaf, chain, key, [config.node.sip_tls_fqdn, *extra_names],
+                             dt.datetime.now(dt.UTC), trust_store(config.tls.trusted_ca))
 
 
 def _describe(cert: x509.Certificate) -> str:

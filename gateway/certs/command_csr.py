@@ -20,8 +20,7 @@ from gateway.certs.csr import (
     write_private_key,
 )
 from gateway.certs.errors import CertificateError
-from gateway.config.errors import ConfigError
-from gateway.config.load import load_default, load_file
+from gateway.config.load import load_for_command
 from gateway.daemon.state import state_dir
 
 
@@ -51,11 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        config = load_default() if args.config is None else load_file(args.config)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"{exc.source}: {problem}", file=sys.stderr)
+    config = load_for_command(args.config)
+    if config is None:
         return 2
     cn = args.cn or config.node.sip_tls_fqdn
     key_path = args.out_key or config.tls.private_key or (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import sys
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -53,6 +54,17 @@ def load_file(path: str | Path) -> Config:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(str(path), [f"<file>: cannot read: {exc}"]) from exc
     return parse_text(text, str(path), base_dir=path.parent)
+
+
+def load_for_command(path: str | None) -> Config | None:
+    """The config a CLI command runs on (embedded default without a path); on errors, every
+    problem is printed to stderr with its field path and None is returned (exit status 2)."""
+    try:
+        return load_default() if path is None else load_file(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"{exc.source}: {problem}", file=sys.stderr)
+        return None
 
 
 def parse_text(text: str, source: str, *, base_dir: Path | None) -> Config:

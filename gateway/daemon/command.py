@@ -7,11 +7,10 @@ import argparse
 import asyncio
 import gc
 import signal
-import sys
 
 from gateway import logs
 from gateway.config.errors import ConfigError
-from gateway.config.load import load_default, load_file
+from gateway.config.load import load_default, load_file, load_for_command
 from gateway.config.schema import Config
 from gateway.daemon.node import Node
 
@@ -36,11 +35,8 @@ def run(args: argparse.Namespace) -> int:
         level=args.log_level,
     )
     log = logs.get("gateway.daemon")
-    try:
-        config = _load(args.config)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"{exc.source}: {problem}", file=sys.stderr)
+    config = load_for_command(args.config)
+    if config is None:
         return 2
     try:
         import uvloop

@@ -9,8 +9,7 @@ import json
 import sys
 from dataclasses import asdict
 
-from gateway.config.errors import ConfigError
-from gateway.config.load import load_default, load_file
+from gateway.config.load import load_for_command
 from gateway.doctor.checks import Probe, Result, run_all
 
 
@@ -42,11 +41,8 @@ def _node(text: str) -> tuple[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        config = load_default() if args.config is None else load_file(args.config)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"{exc.source}: {problem}", file=sys.stderr)
+    config = load_for_command(args.config)
+    if config is None:
         return 2
     try:
         dns_server = _host_port(args.dns_server) if args.dns_server else None

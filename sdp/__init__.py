@@ -1,0 +1,1 @@
+"""SDP (RFC 4566/8866) with the Microsoft extensions, multipart bodies and offer/answer."""

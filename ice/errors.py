@@ -1,0 +1,17 @@
+"""Errors of the ICE package; each says why in words a call log can carry."""
+
+from __future__ import annotations
+
+
+class IceError(Exception):
+    """ICE could not be set up or did not complete; the message is the reason."""
+
+
+class PortsExhausted(IceError):
+    """No free media port in `listen.media_ports`: the call gets 503 + Retry-After."""
+
+    status = 503
+
+
+class CandidateError(IceError, ValueError):
+    """A candidate line that cannot be read; the message names the rule."""

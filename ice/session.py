@@ -1,0 +1,266 @@
+"""One ICE session per media stream, on aioice, gathering where an operator expects:
+
+- host candidates on the node's address, on ports from `listen.media_ports` (aioice alone
+  binds ephemeral ports on every interface);
+- server-reflexive via the configured STUN server, relayed via the configured TURN server;
+  a failure of either is kept as a reason instead of being dropped silently;
+- host addresses advertised as `node.static_nat_address` when one is set (public DMZ).
+
+`connect()` runs the checks in the controlling or controlled role and returns the selected
+pair per component (the event the B2BUA turns into the re-INVITE with a=remote-candidates),
+or raises IceError with the reason.
+
+aioice has no hook for where host candidates bind, so `_NodeConnection` overrides its
+`get_component_candidates` and uses its `StunProtocol`, `_protocols` and `_nominated`
+internals; pyproject pins the aioice versions this was checked against.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import aioice
+from aioice import stun
+from aioice.candidate import candidate_foundation, candidate_priority
+from aioice.ice import StunProtocol, relayed_candidate, server_reflexive_candidate
+
+from ice.candidate import Candidate, is_draft6, parse_candidate
+from ice.errors import CandidateError, IceError
+from ice.ports import PortAllocator
+
+
+@dataclass(frozen=True, slots=True)
+class TurnSettings:
+    address: str
+    port: int
+    username: str
+    password: str
+    transport: str = "udp"  # or "tcp"
+
+
+@dataclass(frozen=True, slots=True)
+class SelectedPair:
+    component: int
+    local: Candidate
+    remote: Candidate
+
+
+@dataclass
+class IceStats:
+    """What gathering and checking found, for logs, the CDR and failure reasons."""
+
+    problems: list[str] = field(default_factory=list)
+    skipped_remote: list[str] = field(default_factory=list)
+    pairs_checked: int = 0
+
+
+class _NodeConnection(aioice.Connection):
+    def __init__(self, session: IceSession, *, controlling: bool, components: int) -> None:
+        ipv6 = ":" in session.address
+        super().__init__(ice_controlling=controlling, components=components,
+                         use_ipv4=not ipv6, use_ipv6=ipv6)
+        self.session = session
+
+    async def get_component_candidates(
+        self, component: int, addresses: list[str], timeout: int = 5
+    ) -> list[aioice.Candidate]:
+        s = self.session
+        candidates: list[aioice.Candidate] = []
+        jobs: dict[str, asyncio.Task[tuple[aioice.Candidate, StunProtocol | None]]] = {}
+        if not s.relay_only:
+            transport, protocol, port = await s.ports.bind_udp(lambda: StunProtocol(self),
+                                                               s.address)
+            s.bound.append(port)
+            protocol.local_candidate = aioice.Candidate(
+                foundation=candidate_foundation("host", "udp", s.address),
+                component=component, transport="udp",
+                priority=candidate_priority(component, "host"), host=s.address, port=port,
+                type="host",
+            )
+            self._protocols.append(protocol)
+            candidates.append(protocol.local_candidate)
+            if s.stun is not None:
+                jobs["STUN"] = asyncio.ensure_future(
+                    server_reflexive_candidate(protocol, s.stun))
+        if s.turn is not None:
+            turn = s.turn
+            jobs["TURN"] = asyncio.ensure_future(relayed_candidate(
+                component=component, hide_related_address=False,
+                protocol_factory=lambda: StunProtocol(self),
+                turn_server=(turn.address, turn.port), turn_username=turn.username,
+                turn_password=turn.password, turn_ssl=False, turn_transport=turn.transport,
+            ))
+        if jobs:
+            await asyncio.wait(jobs.values(), timeout=timeout)
+        for what, job in jobs.items():
+            if not job.done():
+                job.cancel()
+                s.stats.problems.append(f"{what} server did not answer within {timeout} s")
+                continue
+            exc = job.exception()
+            if exc is not None:
+                s.stats.problems.append(_reason(what, exc))
+                continue
+            candidate, relay = job.result()
+            candidates.append(candidate)
+            if relay is not None:
+                self._protocols.append(relay)
+        return candidates
+
+
+def _reason(what: str, exc: BaseException) -> str:
+    if isinstance(exc, stun.TransactionFailed):
+        code = exc.response.attributes.get("ERROR-CODE", (0, "no error code"))
+        verb = "allocation" if what == "TURN" else "binding"
+        return f"{what} {verb} refused: {code[0]} {code[1]}"
+    if isinstance(exc, stun.TransactionTimeout):
+        return f"{what} server did not answer"
+    return f"{what} failed: {type(exc).__name__}: {exc}"
+
+
+class IceSession:
+    def __init__(
+        self,
+        *,
+        controlling: bool,
+        components: int,
+        address: str,
+        ports: PortAllocator,
+        static_nat_address: str = "",
+        stun_server: tuple[str, int] | None = None,
+        turn: TurnSettings | None = None,
+        relay_only: bool = False,
+    ) -> None:
+        if relay_only and turn is None:
+            raise IceError("relay-only ICE needs a TURN server")
+        self.address = address
+        self.relay_only = relay_only  # only the TURN relay is offered (host stays private)
+        self.ports = ports
+        self.static_nat_address = static_nat_address
+        self.stun = stun_server
+        self.turn = turn
+        self.stats = IceStats()
+        self.components = components
+        self.bound: list[int] = []
+        self.selected: list[SelectedPair] = []
+        self.connection = _NodeConnection(self, controlling=controlling, components=components)
+        self._closed = False
+
+    # -- local side ----------------------------------------------------------------------
+    async def gather(self) -> None:
+        try:
+            await self.connection.gather_candidates()
+        except BaseException:
+            await self.close()
+            raise
+        if not self.connection.local_candidates:
+            await self.close()
+            raise IceError(self._why("no local candidate"))
+
+    @property
+    def ufrag(self) -> str:
+        return str(self.connection.local_username)
+
+    @property
+    def pwd(self) -> str:
+        return str(self.connection.local_password)
+
+    def local_candidates(self) -> list[Candidate]:
+        """As advertised: host addresses replaced by the static NAT address if set."""
+        out = []
+        for c in self.connection.local_candidates:
+            candidate = Candidate.from_aioice(c)
+            if candidate.type == "host" and self.static_nat_address:
+                candidate = candidate.with_address(self.static_nat_address)
+            out.append(candidate)
+        return out
+
+    def candidate_attributes(self) -> list[str]:
+        """`a=` values for the SDP: `candidate:...` (and `x-candidate-ipv6:...`)."""
+        return [c.attribute() for c in self.local_candidates()]
+
+    def default_candidate(self, component: int = 1) -> Candidate:
+        """The c=/m= address: the relay if there is one (it always works), else host."""
+        own = [c for c in self.local_candidates() if c.component == component]
+        if not own:
+            raise IceError("no local candidates: call gather() first")
+        return min(own, key=lambda c: c.priority)
+
+    # -- remote side ---------------------------------------------------------------------
+    async def set_remote(self, ufrag: str, pwd: str, attributes: Sequence[str]) -> None:
+        """The peer's credentials and its candidate attributes (`candidate:...`,
+        `x-candidate-ipv6:...`). Candidates aioice cannot use (TCP, draft-6, unreadable)
+        are skipped and listed in `stats.skipped_remote`."""
+        self.connection.remote_username = ufrag
+        self.connection.remote_password = pwd
+        for attribute in attributes:
+            _, _, value = attribute.partition(":")
+            if is_draft6(value):
+                self.stats.skipped_remote.append(f"draft-6 candidate {value.split()[5]}")
+                continue
+            try:
+                candidate = parse_candidate(value)
+            except CandidateError as exc:
+                self.stats.skipped_remote.append(str(exc))
+                continue
+            if not candidate.is_udp:
+                self.stats.skipped_remote.append(
+                    f"{candidate.transport} candidate {candidate.address}:{candidate.port}")
+                continue
+            if not 1 <= candidate.component <= self.components:
+                self.stats.skipped_remote.append(f"component {candidate.component} not used")
+                continue
+            await self.connection.add_remote_candidate(candidate.to_aioice())
+        await self.connection.add_remote_candidate(None)
+
+    async def connect(self, timeout: float = 10.0) -> list[SelectedPair]:
+        """Run the checks; the selected pair of each component, or IceError saying why."""
+        usable = len(self.connection.remote_candidates)
+        try:
+            await asyncio.wait_for(self.connection.connect(), timeout)
+        except TimeoutError:
+            raise IceError(self._why(f"no pair selected within {timeout:g} s")) from None
+        except ConnectionError:
+            if not usable:
+                raise IceError(self._why("no remote candidate we can use")) from None
+            raise IceError(self._why(f"no candidate pair succeeded ({usable} remote "
+                                     "candidate(s) checked)")) from None
+        self.selected = [
+            SelectedPair(component, Candidate.from_aioice(pair.local_candidate),
+                         Candidate.from_aioice(pair.remote_candidate))
+            for component, pair in sorted(self.connection._nominated.items())
+        ]
+        return self.selected
+
+    def _why(self, what: str) -> str:
+        details = self.stats.problems + [f"skipped {s}" for s in self.stats.skipped_remote]
+        return what + (f" ({'; '.join(details)})" if details else "")
+
+    def remote_candidates_attribute(self) -> str:
+        """`remote-candidates:` for the re-INVITE/UPDATE after ICE (RFC 5245 9.1.2.2)."""
+        if not self.selected:
+            raise IceError("no selected pair yet")
+        return "remote-candidates:" + " ".join(
+            f"{p.component} {p.remote.address} {p.remote.port}" for p in self.selected)
+
+    # -- media -------------------------------------------------------------------------------
+    async def send(self, data: bytes, component: int = 1) -> None:
+        await self.connection.sendto(data, component)
+
+    async def recv(self) -> tuple[bytes, int]:
+        data, component = await self.connection.recvfrom()
+        return bytes(data), int(component)
+
+    async def close(self) -> None:
+        """Close sockets and allocations; the ports go back to the range. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(Exception):
+            await self.connection.close()
+        for port in self.bound:
+            self.ports.release(port)
+        self.bound.clear()

@@ -21,12 +21,14 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import aioice
 from aioice import stun
 from aioice.candidate import candidate_foundation, candidate_priority
 from aioice.ice import StunProtocol, relayed_candidate, server_reflexive_candidate
 
+from ice import msice2
 from ice.candidate import Candidate, is_draft6, parse_candidate
 from ice.errors import CandidateError, IceError
 from ice.ports import PortAllocator
@@ -57,12 +59,48 @@ class IceStats:
     pairs_checked: int = 0
 
 
+class _Protocol(StunProtocol):
+    """aioice's STUN socket, speaking MS-ICE2 integrity to the peers that sign that way:
+    their messages are re-signed RFC 5389 style before aioice reads them, and what goes
+    back to them is signed theirs (see ice/msice2.py)."""
+
+    receiver: _NodeConnection
+
+    def datagram_received(self, data: bytes | str, addr: tuple[Any, ...]) -> None:
+        if isinstance(data, bytes) and data[:1] in (b"\x00", b"\x01"):
+            key = self._key(data, outgoing=False)
+            if key is not None and msice2.signed_form(data, key) == "msice2":
+                self.receiver.legacy.add((addr[0], addr[1]))
+                data = msice2.resign(msice2.username_padding(data, inside=False), key,
+                                     "rfc5389")
+        super().datagram_received(data, addr)
+
+    def send_stun(self, message: stun.Message, addr: tuple[str, int]) -> None:
+        if (addr[0], addr[1]) not in self.receiver.legacy:
+            super().send_stun(message, addr)
+            return
+        data = bytes(message)
+        key = self._key(data, outgoing=True)
+        if key is not None:
+            data = msice2.resign(msice2.username_padding(data, inside=True), key, "msice2")
+        self.transport.sendto(data, addr)
+
+    def _key(self, data: bytes, *, outgoing: bool) -> bytes | None:
+        """Short-term credentials: a request is signed with the password of the agent that
+        answers it, and the answer with the same one."""
+        conn = self.receiver
+        request = (data[0] & 0x01) == 0 and (data[1] & 0x10) == 0
+        password = conn.remote_password if request == outgoing else conn.local_password
+        return password.encode() if password else None
+
+
 class _NodeConnection(aioice.Connection):
     def __init__(self, session: IceSession, *, controlling: bool, components: int) -> None:
         ipv6 = ":" in session.address
         super().__init__(ice_controlling=controlling, components=components,
                          use_ipv4=not ipv6, use_ipv6=ipv6)
         self.session = session
+        self.legacy: set[tuple[str, int]] = set()  # peers that sign the MS-ICE2 way
 
     async def get_component_candidates(
         self, component: int, addresses: list[str], timeout: int = 5
@@ -71,7 +109,7 @@ class _NodeConnection(aioice.Connection):
         candidates: list[aioice.Candidate] = []
         jobs: dict[str, asyncio.Task[tuple[aioice.Candidate, StunProtocol | None]]] = {}
         if not s.relay_only:
-            transport, protocol, port = await s.ports.bind_udp(lambda: StunProtocol(self),
+            transport, protocol, port = await s.ports.bind_udp(lambda: _Protocol(self),
                                                                s.address)
             s.bound.append(port)
             protocol.local_candidate = aioice.Candidate(
@@ -89,7 +127,7 @@ class _NodeConnection(aioice.Connection):
             turn = s.turn
             jobs["TURN"] = asyncio.ensure_future(relayed_candidate(
                 component=component, hide_related_address=False,
-                protocol_factory=lambda: StunProtocol(self),
+                protocol_factory=lambda: _Protocol(self),
                 turn_server=(turn.address, turn.port), turn_username=turn.username,
                 turn_password=turn.password, turn_ssl=False, turn_transport=turn.transport,
             ))

@@ -133,13 +133,7 @@ async def read_json(proc: asyncio.subprocess.Process) -> dict[str, object]:
 
 @pytest.mark.peer
 @pytest.mark.skipif(not Path("/usr/bin/python3").exists(), reason="needs Debian python3")
-@pytest.mark.parametrize("compat", [
-    "rfc5245",
-    pytest.param("oc2007r2", marks=pytest.mark.xfail(strict=True, reason=(
-        "MS-ICE2 legacy MESSAGE-INTEGRITY (computed with the length including FINGERPRINT) "
-        "is not implemented: aioice computes RFC 5389 integrity, libnice's OC2007R2 mode "
-        "rejects it"))),
-])
+@pytest.mark.parametrize("compat", ["rfc5245", "oc2007r2"])
 async def test_session_and_libnice_connect(nice: object, compat: str) -> None:
     proc = await nice(compat, False)  # type: ignore[operator]
     theirs = await read_json(proc)

@@ -1,0 +1,45 @@
+"""MS-ICE2 message integrity and USERNAME padding, converted both ways without changing
+anything else in the message (aioice makes the RFC 5389 messages)."""
+
+from __future__ import annotations
+
+from aioice import stun
+
+from ice.msice2 import resign, signed_form, username_padding
+
+KEY = b"sUH9hCmGITUZB2zx0TPuKd"
+
+
+def check_request() -> bytes:
+    message = stun.Message(message_method=stun.Method.BINDING,
+                           message_class=stun.Class.REQUEST)
+    message.attributes["USERNAME"] = "asPH:kR3b"  # 9 bytes: 3 bytes of alignment padding
+    message.attributes["PRIORITY"] = 1862270975
+    message.add_message_integrity(KEY)
+    message.add_fingerprint()
+    return bytes(message)
+
+
+def test_aioice_messages_are_rfc5389_signed() -> None:
+    assert signed_form(check_request(), KEY) == "rfc5389"
+    assert signed_form(check_request(), b"wrong password") is None
+
+
+def test_conversion_to_msice2_and_back_is_lossless() -> None:
+    original = check_request()
+    legacy = resign(username_padding(original, inside=True), KEY, "msice2")
+    assert signed_form(legacy, KEY) == "msice2"
+    assert len(legacy) == len(original)
+    assert legacy[22:24] == b"\x00\x0c"  # USERNAME length now counts its NUL padding
+    back = resign(username_padding(legacy, inside=False), KEY, "rfc5389")
+    assert back == original
+    parsed = stun.parse_message(back, integrity_key=KEY)  # aioice accepts it again
+    assert parsed.attributes["USERNAME"] == "asPH:kR3b"
+
+
+def test_non_stun_and_unsigned_data_pass_through() -> None:
+    assert signed_form(b"\x80\x00RTP", KEY) is None
+    assert resign(b"\x80\x00RTP", KEY, "msice2") == b"\x80\x00RTP"
+    unsigned = bytes(stun.Message(message_method=stun.Method.BINDING,
+                                  message_class=stun.Class.REQUEST))
+    assert signed_form(unsigned, KEY) is None

@@ -109,7 +109,7 @@ class _NodeConnection(aioice.Connection):
         candidates: list[aioice.Candidate] = []
         jobs: dict[str, asyncio.Task[tuple[aioice.Candidate, StunProtocol | None]]] = {}
         if not s.relay_only:
-            transport, protocol, port = await s.ports.bind_udp(lambda: _Protocol(self),
+            _transport, protocol, port = await s.ports.bind_udp(lambda: _Protocol(self),
                                                                s.address)
             s.bound.append(port)
             protocol.local_candidate = aioice.Candidate(

@@ -48,7 +48,7 @@ def main() -> None:
         sys.stdout.flush()
 
     def on_gathered(agent: Nice.Agent, stream_id: int) -> None:
-        ok, ufrag, pwd = agent.get_local_credentials(stream_id)
+        _ok, ufrag, pwd = agent.get_local_credentials(stream_id)
         lines = [agent.generate_local_candidate_sdp(c).removeprefix("a=")
                  for c in agent.get_local_candidates(stream_id, 1)]
         emit({"ufrag": ufrag, "pwd": pwd, "candidates": lines})

@@ -33,7 +33,8 @@ def test_conversion_to_msice2_and_back_is_lossless() -> None:
     assert legacy[22:24] == b"\x00\x0c"  # USERNAME length now counts its NUL padding
     back = resign(username_padding(legacy, inside=False), KEY, "rfc5389")
     assert back == original
-    parsed = stun.parse_message(back, integrity_key=KEY)  # aioice accepts it again
+    parsed = stun.parse_message(back)  # aioice reads and accepts it again
+    assert parsed.check_message_integrity(KEY)
     assert parsed.attributes["USERNAME"] == "asPH:kR3b"
 
 

@@ -26,7 +26,12 @@ from typing import Any
 import aioice
 from aioice import stun
 from aioice.candidate import candidate_foundation, candidate_priority
-from aioice.ice import StunProtocol, relayed_candidate, server_reflexive_candidate
+from aioice.ice import (
+    CandidatePair,
+    StunProtocol,
+    relayed_candidate,
+    server_reflexive_candidate,
+)
 
 from ice import msice2
 from ice.candidate import Candidate, is_draft6, parse_candidate
@@ -101,6 +106,14 @@ class _NodeConnection(aioice.Connection):
                          use_ipv4=not ipv6, use_ipv6=ipv6)
         self.session = session
         self.legacy: set[tuple[str, int]] = set()  # peers that sign the MS-ICE2 way
+        # Set once every component has a nominated pair: aioice's connect() returns only
+        # after one more pacing interval (Ta, 20 ms), which the call set-up need not wait.
+        self.all_nominated: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def check_complete(self, pair: CandidatePair) -> None:
+        super().check_complete(pair)
+        if not self.all_nominated.done() and self._components <= set(self._nominated):
+            self.all_nominated.set_result(None)
 
     async def get_component_candidates(
         self, component: int, addresses: list[str], timeout: int = 5
@@ -186,6 +199,7 @@ class IceSession:
         self.selected: list[SelectedPair] = []
         self.connection = _NodeConnection(self, controlling=controlling, components=components)
         self._closed = False
+        self._checks: asyncio.Future[None] | None = None
 
     # -- local side ----------------------------------------------------------------------
     async def gather(self) -> None:
@@ -257,15 +271,20 @@ class IceSession:
     async def connect(self, timeout: float = 10.0) -> list[SelectedPair]:
         """Run the checks; the selected pair of each component, or IceError saying why."""
         usable = len(self.connection.remote_candidates)
-        try:
-            await asyncio.wait_for(self.connection.connect(), timeout)
-        except TimeoutError:
-            raise IceError(self._why(f"no pair selected within {timeout:g} s")) from None
-        except ConnectionError:
+        checks = asyncio.ensure_future(self.connection.connect())
+        # It may finish after we returned; its outcome is read here so none goes unseen.
+        checks.add_done_callback(lambda t: t.cancelled() or t.exception())
+        self._checks = checks
+        done, _ = await asyncio.wait({checks, self.connection.all_nominated}, timeout=timeout,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if not done:
+            checks.cancel()
+            raise IceError(self._why(f"no pair selected within {timeout:g} s"))
+        if checks.done() and checks.exception() is not None:
             if not usable:
-                raise IceError(self._why("no remote candidate we can use")) from None
+                raise IceError(self._why("no remote candidate we can use"))
             raise IceError(self._why(f"no candidate pair succeeded ({usable} remote "
-                                     "candidate(s) checked)")) from None
+                                     "candidate(s) checked)"))
         self.selected = [
             SelectedPair(component, Candidate.from_aioice(pair.local_candidate),
                          Candidate.from_aioice(pair.remote_candidate))
@@ -297,6 +316,11 @@ class IceSession:
         if self._closed:
             return
         self._closed = True
+        if self._checks is not None and not self._checks.done():
+            self._checks.cancel()
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            if self._checks is not None:
+                await self._checks
         with contextlib.suppress(Exception):
             await self.connection.close()
         for port in self.bound:

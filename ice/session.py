@@ -71,17 +71,37 @@ class _Protocol(StunProtocol):
 
     receiver: _NodeConnection
 
+    def __init__(self, receiver: _NodeConnection) -> None:
+        super().__init__(receiver)
+        # Our requests still in flight, to resend at once in MS-ICE2 form when their peer
+        # turns out to be MS-ICE2 (rather than after aioice's 500 ms retransmission timer).
+        self.in_flight: dict[bytes, tuple[stun.Message, tuple[str, int]]] = {}
+
     def datagram_received(self, data: bytes | str, addr: tuple[Any, ...]) -> None:
         if isinstance(data, bytes) and data[:1] in (b"\x00", b"\x01"):
             key = self._key(data, outgoing=False)
             if key is not None and msice2.signed_form(data, key) == "msice2":
-                self.receiver.legacy.add((addr[0], addr[1]))
+                peer = (addr[0], addr[1])
+                if peer not in self.receiver.legacy:
+                    self.receiver.legacy.add(peer)
+                    self._resend_to(peer)
                 data = msice2.resign(msice2.username_padding(data, inside=False), key,
                                      "rfc5389")
         super().datagram_received(data, addr)
 
+    def _resend_to(self, peer: tuple[str, int]) -> None:
+        for tid, (message, addr) in list(self.in_flight.items()):
+            if tid not in self.transactions:
+                del self.in_flight[tid]
+            elif addr == peer:
+                self.send_stun(message, addr)
+
     def send_stun(self, message: stun.Message, addr: tuple[str, int]) -> None:
-        if (addr[0], addr[1]) not in self.receiver.legacy:
+        if message.message_class == stun.Class.REQUEST:
+            self.in_flight[message.transaction_id] = (message, addr)
+        if not self.receiver.session.msice2_peer and (addr[0], addr[1]) not in (
+            self.receiver.legacy
+        ):
             super().send_stun(message, addr)
             return
         data = bytes(message)
@@ -184,11 +204,15 @@ class IceSession:
         stun_server: tuple[str, int] | None = None,
         turn: TurnSettings | None = None,
         relay_only: bool = False,
+        msice2_peer: bool = False,
     ) -> None:
         if relay_only and turn is None:
             raise IceError("relay-only ICE needs a TURN server")
         self.address = address
         self.relay_only = relay_only  # only the TURN relay is offered (host stays private)
+        # The peer is known to be a Lync/SfB agent (an MS-SIP leg): sign MS-ICE2 from the
+        # first check. Without the hint a peer is switched to it when it signs that way.
+        self.msice2_peer = msice2_peer
         self.ports = ports
         self.static_nat_address = static_nat_address
         self.stun = stun_server

@@ -133,12 +133,16 @@ async def read_json(proc: asyncio.subprocess.Process) -> dict[str, object]:
 
 @pytest.mark.peer
 @pytest.mark.skipif(not Path("/usr/bin/python3").exists(), reason="needs Debian python3")
-@pytest.mark.parametrize("compat", ["rfc5245", "oc2007r2"])
-async def test_session_and_libnice_connect(nice: object, compat: str) -> None:
+@pytest.mark.parametrize(("compat", "hint"), [
+    ("rfc5245", False),
+    ("oc2007r2", False),  # learns MS-ICE2 from the peer's first check
+    ("oc2007r2", True),  # an MS-SIP leg: MS-ICE2 from our first check
+])
+async def test_session_and_libnice_connect(nice: object, compat: str, hint: bool) -> None:
     proc = await nice(compat, False)  # type: ignore[operator]
     theirs = await read_json(proc)
     session = IceSession(controlling=True, components=1, address="127.0.0.1",
-                         ports=allocator())
+                         ports=allocator(), msice2_peer=hint)
     await session.gather()
     assert proc.stdin is not None
     proc.stdin.write((json.dumps({"ufrag": session.ufrag, "pwd": session.pwd,

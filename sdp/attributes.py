@@ -134,6 +134,47 @@ def parse_rtcp(value: str) -> Rtcp:
     return Rtcp(int(parts[0]), parts[3] if len(parts) == 4 else None)
 
 
+@dataclass(frozen=True, slots=True)
+class VideoCaps:
+    """Lync's `a=x-caps:<pt> <id>:<width>:<height>:<fps>:<bitrate>:<n>;...`: the video
+    resolutions a payload type can send."""
+
+    payload_type: int
+    modes: tuple[tuple[int, int, int, float, int], ...]  # (id, width, height, fps, bps)
+
+
+def parse_x_caps(value: str) -> VideoCaps:
+    pt, _, rest = value.strip().partition(" ")
+    if not pt.isdigit() or not rest:
+        raise ValueError("x-caps must be '<payload type> <id>:<w>:<h>:<fps>:<bps>:<n>;...'")
+    modes = []
+    for item in rest.split(";"):
+        fields = item.split(":")
+        try:
+            modes.append((int(fields[0]), int(fields[1]), int(fields[2]), float(fields[3]),
+                          int(fields[4])))
+        except (IndexError, ValueError):
+            raise ValueError(
+                f"x-caps mode {item!r} is not '<id>:<w>:<h>:<fps>:<bps>:<n>'"
+            ) from None
+    return VideoCaps(int(pt), tuple(modes))
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """RFC 5888 `a=group:<semantics> <mid> ...` (BUNDLE, LS ...)."""
+
+    semantics: str
+    mids: tuple[str, ...]
+
+
+def parse_group(value: str) -> Group:
+    parts = value.split()
+    if not parts:
+        raise ValueError("group must be '<semantics> <mid> ...'")
+    return Group(parts[0], tuple(parts[1:]))
+
+
 # The attribute names the parser checks, and how.
 CHECKED = {
     "rtpmap": parse_rtpmap,
@@ -143,4 +184,6 @@ CHECKED = {
     "x-ssrc-range": parse_ssrc_range,
     "rtcp-fb": parse_rtcp_fb,
     "rtcp": parse_rtcp,
+    "x-caps": parse_x_caps,
+    "group": parse_group,
 }

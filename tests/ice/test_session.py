@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import struct
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aioice
 import pytest
+from aioice import stun
 
 from ice.candidate import Candidate
-from ice.errors import IceError
+from ice.errors import IceError, PortsExhausted
+from ice.msice2 import resign
 from ice.ports import PortAllocator
 from ice.session import IceSession, TurnSettings
 from tests.peers import coturn, free_port
@@ -100,6 +103,55 @@ async def test_unusable_remote_candidates_fail_with_the_reason() -> None:
     await session.close()
 
 
+async def test_microsoft_stun_attributes_are_tolerated() -> None:
+    """A check carrying MS-VERSION, MS-SEQUENCE-NUMBER, CANDIDATE-IDENTIFIER and
+    IMPLEMENTATION-VERSION (as Lync sends) is answered like any other."""
+    session = IceSession(controlling=False, components=1, address="127.0.0.1",
+                         ports=allocator())
+    await session.gather()
+    await session.set_remote("lync", "p" * 22, [])
+    [host] = session.local_candidates()
+    request = stun.Message(message_method=stun.Method.BINDING,
+                           message_class=stun.Class.REQUEST)
+    request.attributes["USERNAME"] = f"{session.ufrag}:lync"
+    request.attributes["PRIORITY"] = 1862270975
+    request.attributes["ICE-CONTROLLING"] = 1
+    request.add_message_integrity(session.pwd.encode())
+    request.add_fingerprint()
+    raw = bytes(request)
+    extra = b"".join(struct.pack("!HH", kind, len(value)) + value for kind, value in [
+        (0x8008, b"\x00\x00\x00\x02"), (0x8050, bytes(12)), (0x8054, b"abcd"),
+        (0x8070, b"\x00\x00\x00\x02")])
+    at = raw.index(struct.pack("!HH", 0x0008, 20))  # before MESSAGE-INTEGRITY
+    body = raw[:at] + extra + raw[at:]
+    body = body[:2] + struct.pack("!H", len(body) - 20) + body[4:]
+    signed = resign(body, session.pwd.encode(), "rfc5389")
+    loop = asyncio.get_running_loop()
+    got: asyncio.Future[bytes] = loop.create_future()
+
+    class Lync(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: object) -> None:
+            if not got.done():
+                got.set_result(data)
+
+    transport, _ = await loop.create_datagram_endpoint(Lync, local_addr=("127.0.0.1", 0))
+    transport.sendto(signed, ("127.0.0.1", host.port))
+    answer = stun.parse_message(await asyncio.wait_for(got, 5))
+    assert answer.message_class == stun.Class.RESPONSE
+    assert answer.transaction_id == request.transaction_id
+    transport.close()
+    await session.close()
+
+
+async def test_running_out_of_media_ports_fails_gathering_and_frees_what_it_took() -> None:
+    ports = allocator(size=0)  # one port for two components
+    session = IceSession(controlling=True, components=2, address="127.0.0.1", ports=ports)
+    with pytest.raises(PortsExhausted) as exhausted:
+        await session.gather()
+    assert exhausted.value.status == 503
+    assert ports.in_use == set()
+
+
 # -- libnice ----------------------------------------------------------------------------------
 @pytest.fixture
 async def nice() -> AsyncIterator[object]:
@@ -164,11 +216,12 @@ async def test_session_and_libnice_connect(nice: object, compat: str, hint: bool
 
 # -- TURN ---------------------------------------------------------------------------------------
 @pytest.mark.peer
-async def test_relay_candidate_through_coturn_carries_the_checks() -> None:
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_relay_candidate_through_coturn_carries_the_checks(transport: str) -> None:
     with coturn() as port:
         session = IceSession(controlling=True, components=1, address="127.0.0.1",
                              ports=allocator(), relay_only=True,
-                             turn=TurnSettings("127.0.0.1", port, "lync", "secret"))
+                             turn=TurnSettings("127.0.0.1", port, "lync", "secret", transport))
         await session.gather()
         [relay] = session.local_candidates()
         assert relay.type == "relay" and session.stats.problems == []

@@ -54,6 +54,10 @@ def test_microsoft_attributes_are_typed() -> None:
     assert parse_rtcp_fb(audio.attribute("rtcp-fb") or "") == RtcpFeedback(
         "*", "x-message", "app send:dsh recv:dsh")
     assert sdp.connection_address(audio) == "192.0.2.44"
+    from sdp.attributes import parse_group, parse_x_caps
+    caps = parse_x_caps(video.attribute("x-caps") or "")
+    assert caps.payload_type == 121 and caps.modes[0] == (263, 1920, 1080, 30.0, 2000000)
+    assert parse_group("BUNDLE audio video").mids == ("audio", "video")
 
 
 def test_static_payload_types_need_no_rtpmap() -> None:

@@ -238,6 +238,18 @@ async def test_relay_candidate_through_coturn_carries_the_checks(transport: str)
 
 
 @pytest.mark.peer
+async def test_server_reflexive_candidate_from_the_stun_server() -> None:
+    with coturn() as port:
+        session = IceSession(controlling=True, components=1, address="127.0.0.1",
+                             ports=allocator(), stun_server=("127.0.0.1", port))
+        await session.gather()
+        kinds = {c.type: c for c in session.local_candidates()}
+        assert set(kinds) == {"host", "srflx"}
+        assert kinds["srflx"].related_port == kinds["host"].port  # from the host socket
+        await session.close()
+
+
+@pytest.mark.peer
 async def test_relay_only_with_a_wrong_password_cannot_even_gather() -> None:
     with coturn() as port:
         session = IceSession(controlling=True, components=1, address="127.0.0.1",

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,6 +130,13 @@ class _NodeConnection(aioice.Connection):
         # after one more pacing interval (Ta, 20 ms), which the call set-up need not wait.
         self.all_nominated: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
+    def data_received(self, data: bytes, component: int) -> None:
+        # Media goes straight to the relay when one is attached, not through aioice's queue.
+        if self.session.on_data is not None:
+            self.session.on_data(data, component)
+        else:
+            super().data_received(data, component)
+
     def check_complete(self, pair: CandidatePair) -> None:
         super().check_complete(pair)
         if not self.all_nominated.done() and self._components <= set(self._nominated):
@@ -224,6 +231,8 @@ class IceSession:
         self.connection = _NodeConnection(self, controlling=controlling, components=components)
         self._closed = False
         self._checks: asyncio.Future[None] | None = None
+        # Set by the media relay: called with (packet, component) for every media packet.
+        self.on_data: Callable[[bytes, int], None] | None = None
 
     # -- local side ----------------------------------------------------------------------
     async def gather(self) -> None:
@@ -330,6 +339,12 @@ class IceSession:
     # -- media -------------------------------------------------------------------------------
     async def send(self, data: bytes, component: int = 1) -> None:
         await self.connection.sendto(data, component)
+
+    def send_now(self, data: bytes, component: int = 1) -> None:
+        """Send on the selected pair without a coroutine per packet (the relay's path)."""
+        pair = self.connection._nominated.get(component)
+        if pair is not None:
+            pair.protocol.transport.sendto(data, pair.remote_addr)
 
     async def recv(self) -> tuple[bytes, int]:
         data, component = await self.connection.recvfrom()

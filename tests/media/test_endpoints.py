@@ -1,0 +1,123 @@
+"""The relay on real loopback sockets: a Lync-like peer behind ICE sending SRTP (rtcp-mux) and
+a SIP endpoint sending plain RTP from another port than its SDP says (latching), with
+payload-type remapping, both ways; and the SIP side with separate RTP/RTCP ports."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import aioice
+import pytest
+
+from gateway.media.endpoints import IceMedia, SipMedia
+from gateway.media.relay import Side, StreamRelay
+from gateway.media.srtp import SrtpContext
+from ice.candidate import Candidate
+from ice.ports import PortAllocator
+from ice.session import IceSession
+from tests.media.test_relay import crypto, far_end, rtcp_sr, rtp
+from tests.peers import free_port
+
+
+@pytest.fixture(autouse=True)
+def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6:
+                        ["127.0.0.1"])
+
+
+class Endpoint(asyncio.DatagramProtocol):
+    """A SIP endpoint's media socket."""
+
+    def __init__(self) -> None:
+        self.received: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.received.put_nowait(data)
+
+
+async def endpoint_socket() -> tuple[asyncio.DatagramTransport, Endpoint, int]:
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.create_datagram_endpoint(Endpoint,
+                                                              local_addr=("127.0.0.1", 0))
+    return transport, protocol, int(transport.get_extra_info("sockname")[1])
+
+
+async def test_lync_srtp_over_ice_to_sip_rtp_with_latching_and_remap() -> None:
+    base = free_port()
+    ports = PortAllocator(base, base + 20)
+    # Lync side: ICE with one component (rtcp-mux), SRTP both ways.
+    ours = IceSession(controlling=False, components=1, address="127.0.0.1", ports=ports)
+    await ours.gather()
+    lync = aioice.Connection(ice_controlling=True, components=1, use_ipv6=False)
+    await lync.gather_candidates()
+    await ours.set_remote(lync.local_username, lync.local_password,
+                          [Candidate.from_aioice(c).attribute() for c in lync.local_candidates])
+    lync.remote_username, lync.remote_password = ours.ufrag, ours.pwd
+    for c in ours.local_candidates():
+        await lync.add_remote_candidate(c.to_aioice())
+    await lync.add_remote_candidate(None)
+    await asyncio.gather(ours.connect(5), lync.connect())
+    their_crypto, their_key = crypto(mki=True)
+    our_crypto, our_key = crypto(mki=True)
+    lync_tx, lync_rx = far_end(their_key, True), far_end(our_key, False)
+
+    # SIP side: the SDP says port `sdp_port`, packets really come from `real_port`.
+    sdp_port = free_port()
+    phone, phone_rx, real_port = await endpoint_socket()
+    relay_box: list[StreamRelay] = []
+    sip = await SipMedia.open(ports, "127.0.0.1", ("127.0.0.1", sdp_port), None,
+                              lambda data, rtcp: relay_box[0].from_b(data, rtcp))
+    ice = IceMedia(ours, lambda data, rtcp: relay_box[0].from_a(data, rtcp))
+    relay_box.append(StreamRelay(
+        "audio",
+        Side("lync", ice.send, SrtpContext(their_crypto, inbound=True),
+             SrtpContext(our_crypto, inbound=False), pt_map={109: 9}),
+        Side("sip", sip.send, pt_map={9: 109}),
+        clock=asyncio.get_running_loop().time,
+    ))
+
+    phone.sendto(rtp(1, pt=109, ssrc=7), ("127.0.0.1", sip.rtp.port))  # latches
+    data = await asyncio.wait_for(lync.recv(), 5)
+    assert lync_rx.unprotect(data[:-11] + data[-10:]) == rtp(1, pt=9, ssrc=7)  # MKI removed
+
+    protected = lync_tx.protect(rtp(5, pt=9, ssrc=99))
+    await lync.send(protected[:-10] + b"\x01" + protected[-10:])
+    assert await asyncio.wait_for(phone_rx.received.get(), 5) == rtp(5, pt=109, ssrc=99)
+    sr = lync_tx.protect_rtcp(rtcp_sr(99))
+    await lync.send(sr[:-10] + b"\x01" + sr[-10:])
+    assert await asyncio.wait_for(phone_rx.received.get(), 5) == rtcp_sr(99)
+    assert sip.rtp.remote == ("127.0.0.1", real_port)
+    stats = relay_box[0].stats
+    assert stats[("lync", "sip")].packets == 1 and stats[("lync", "sip")].rtcp_packets == 1
+    assert stats[("sip", "lync")].packets == 1
+
+    phone.close()
+    sip.close(ports)
+    await lync.close()
+    await ours.close()
+    assert ports.in_use == set()
+
+
+async def test_separate_rtcp_port_and_a_stray_source_after_latching() -> None:
+    base = free_port()
+    ports = PortAllocator(base, base + 10)
+    got: list[tuple[bytes, bool | None]] = []
+    phone, phone_rx, phone_port = await endpoint_socket()
+    sip = await SipMedia.open(ports, "127.0.0.1", ("127.0.0.1", phone_port),
+                              ("127.0.0.1", phone_port + 1), lambda d, r: got.append((d, r)))
+    assert sip.rtcp_endpoint is not None
+    phone.sendto(rtp(1), ("127.0.0.1", sip.rtp.port))
+    phone.sendto(rtcp_sr(), ("127.0.0.1", sip.rtcp_endpoint.port))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stray:
+        stray.sendto(rtp(2), ("127.0.0.1", sip.rtp.port))  # someone else, right after
+        for _ in range(50):
+            if len(got) == 2 and sip.rtp.foreign == 1:
+                break
+            await asyncio.sleep(0.01)
+    assert got == [(rtp(1), False), (rtcp_sr(), True)]
+    assert sip.rtp.foreign == 1  # not relayed, not latched
+    sip.send(rtp(3), rtcp=False)
+    assert await asyncio.wait_for(phone_rx.received.get(), 5) == rtp(3)
+    phone.close()
+    sip.close(ports)

@@ -1,0 +1,137 @@
+"""The relay core without sockets: SRTP <-> RTP with libsrtp on the far side (MKI as Lync
+writes it), payload-type remapping with SSRC and sequence kept, rtcp-mux classification,
+loss counting, bad and forged packets dropped and counted, and the media timeout."""
+
+from __future__ import annotations
+
+import base64
+import os
+import struct
+
+import pylibsrtp
+import pytest
+
+from gateway.media.call import CallMedia
+from gateway.media.relay import Side, StreamRelay
+from gateway.media.srtp import SrtpContext
+from sdp.attributes import Crypto
+
+SUITE = "AES_CM_128_HMAC_SHA1_80"
+
+
+def rtp(seq: int, pt: int = 0, ssrc: int = 0x11223344, payload: bytes = b"\xaa" * 160) -> bytes:
+    return struct.pack("!BBHII", 0x80, pt, seq, seq * 160, ssrc) + payload
+
+
+def rtcp_sr(ssrc: int = 0x11223344) -> bytes:
+    return struct.pack("!BBHI", 0x80, 200, 6, ssrc) + bytes(20)
+
+
+def crypto(mki: bool) -> tuple[Crypto, bytes]:
+    key = os.urandom(30)
+    params = f"inline:{base64.b64encode(key).decode()}|2^31" + ("|1:1" if mki else "")
+    return Crypto(1, SUITE, params), key
+
+
+def far_end(key: bytes, outbound: bool) -> pylibsrtp.Session:
+    ssrc = pylibsrtp.Policy.SSRC_ANY_OUTBOUND if outbound else pylibsrtp.Policy.SSRC_ANY_INBOUND
+    return pylibsrtp.Session(pylibsrtp.Policy(
+        key=key, ssrc_type=ssrc, srtp_profile=pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80))
+
+
+class Wire:
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, bool]] = []
+
+    def __call__(self, packet: bytes, rtcp: bool) -> None:
+        self.sent.append((packet, rtcp))
+
+
+def relay_pair(mki: bool) -> tuple[StreamRelay, Wire, Wire, pylibsrtp.Session,
+                                   pylibsrtp.Session]:
+    """Lync side speaks SRTP (its keys: `theirs`, ours: `mine`), SIP side plain RTP. Lync
+    numbers PCMU... as 0 and G.722 as 9; the SIP side numbers G.722 as 109 (remapped)."""
+    theirs, their_key = crypto(mki)
+    mine, my_key = crypto(mki)
+    lync_wire, sip_wire = Wire(), Wire()
+    lync = Side("lync", lync_wire, srtp_in=SrtpContext(theirs, inbound=True),
+                srtp_out=SrtpContext(mine, inbound=False), pt_map={109: 9})
+    sip = Side("sip", sip_wire, pt_map={9: 109})
+    now = [0.0]
+    relay = StreamRelay("audio", lync, sip, clock=lambda: now[0])
+    return relay, lync_wire, sip_wire, far_end(their_key, True), far_end(my_key, False)
+
+
+def with_mki(packet: bytes, tag: int = 10) -> bytes:
+    return packet[:-tag] + b"\x01" + packet[-tag:]
+
+
+def without_mki(packet: bytes, tag: int = 10) -> bytes:
+    assert packet[-tag - 1] == 1
+    return packet[: -tag - 1] + packet[-tag:]
+
+
+@pytest.mark.parametrize("mki", [False, True])
+def test_srtp_from_lync_arrives_as_rtp_with_remapped_pt_and_back(mki: bool) -> None:
+    relay, lync_wire, sip_wire, lync_tx, lync_rx = relay_pair(mki)
+    for seq in (1, 2):
+        protected = lync_tx.protect(rtp(seq, pt=9))
+        relay.from_a(with_mki(protected) if mki else protected, rtcp=False)
+    assert [p for p, _ in sip_wire.sent] == [rtp(1, pt=109), rtp(2, pt=109)]  # SSRC/seq kept
+    relay.from_b(rtp(7, pt=109, ssrc=0x55667788), rtcp=False)
+    packet, is_rtcp = lync_wire.sent[0]
+    assert not is_rtcp
+    clear = lync_rx.unprotect(without_mki(packet) if mki else packet)
+    assert clear == rtp(7, pt=9, ssrc=0x55667788)
+    relay.from_b(rtcp_sr(), rtcp=True)  # SRTCP toward Lync
+    packet, is_rtcp = lync_wire.sent[1]
+    assert is_rtcp and lync_rx.unprotect_rtcp(without_mki(packet) if mki else packet) == (
+        rtcp_sr())
+
+
+def test_forged_short_and_non_rtp_packets_are_counted_and_dropped() -> None:
+    relay, _, sip_wire, lync_tx, _ = relay_pair(False)
+    good = lync_tx.protect(rtp(1))
+    forged = good[:-1] + bytes([good[-1] ^ 1])
+    relay.from_a(forged, rtcp=False)
+    relay.from_a(b"\x80\x00", rtcp=False)
+    relay.from_b(b"\x80", rtcp=False)
+    relay.from_b(b"\x40" + rtp(1)[1:], rtcp=False)  # version 1
+    assert sip_wire.sent == []
+    assert relay.stats[("lync", "sip")].dropped == {"auth": 2}  # forged and too short
+    assert relay.stats[("sip", "lync")].dropped == {"short": 1, "version": 1}
+
+
+def test_rtcp_mux_is_told_apart_by_packet_type() -> None:
+    wire_a, wire_b = Wire(), Wire()
+    relay = StreamRelay("video", Side("a", wire_a), Side("b", wire_b), clock=lambda: 0.0)
+    relay.from_a(rtp(1, pt=96))
+    relay.from_a(rtcp_sr())
+    assert [r for _, r in wire_b.sent] == [False, True]
+    assert relay.stats[("a", "b")].rtcp_packets == 1
+
+
+def test_loss_counts_sequence_gaps_across_wrap_and_ignores_reordering() -> None:
+    relay, _, _, _, _ = relay_pair(False)
+    sip_to_lync = relay.stats[("sip", "lync")]
+    for seq in (65533, 65534, 1, 0, 5):  # 65535 missing, 0 late, 2-4 missing
+        relay.from_b(rtp(seq), rtcp=False)
+    assert sip_to_lync.packets == 5 and sip_to_lync.lost == 4
+
+
+def test_media_timeout_names_the_silent_streams() -> None:
+    now = [0.0]
+    wire = Wire()
+    audio = StreamRelay("audio", Side("a", wire), Side("b", wire), clock=lambda: now[0])
+    video = StreamRelay("video", Side("a", wire), Side("b", wire), clock=lambda: now[0])
+    ended: list[str] = []
+    media = CallMedia([audio, video], timeout=30, on_timeout=ended.append,
+                      clock=lambda: now[0])
+    now[0] = 20.0
+    audio.from_a(rtp(1))
+    now[0] = 45.0
+    assert media.expired(now[0]) is None  # audio spoke 25 s ago
+    now[0] = 51.0
+    assert media.expired(now[0]) == ("media timeout: no packets for 30 s "
+                                     "(audio 31 s, video 51 s)")
+    assert CallMedia([audio], timeout=0, on_timeout=ended.append).expired(1e9) is None

@@ -238,6 +238,7 @@ def _global(s: Section) -> GlobalConfig:
         sip_media_encryption=s.choice(
             "sip_media_encryption", "best_effort", ("off", "best_effort", "required")
         ),
+        media_timeout_seconds=s.integer("media_timeout_seconds", 60, low=0, high=3600),
     )
     s.reject_unknown()
     return config

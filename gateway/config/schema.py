@@ -51,6 +51,7 @@ class TlsConfig:
 class GlobalConfig:
     mssip_domain: str
     sip_media_encryption: MediaEncryption
+    media_timeout_seconds: int = 60  # no media on any stream this long ends a call; 0 = never
 
 
 @dataclass(frozen=True, slots=True)

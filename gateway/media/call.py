@@ -7,7 +7,10 @@ import asyncio
 import time
 from collections.abc import Callable
 
+from gateway import logs
 from gateway.media.relay import StreamRelay
+
+log = logs.get(__name__)
 
 
 class CallMedia:
@@ -47,6 +50,7 @@ class CallMedia:
         reason = self.expired(self.clock())
         if reason is not None:
             self._timer = None
+            log.warning("media_timeout", reason=reason)
             self.on_timeout(reason)
             return
         self._schedule()

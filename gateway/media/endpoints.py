@@ -54,6 +54,11 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self.last_from_remote = now
         self.receive(data, self.rtcp)
 
+    def point_at(self, remote: tuple[str, int]) -> None:
+        """The address from the SDP; latching starts over from it."""
+        self.remote = remote
+        self.latched = False
+
     def send(self, data: bytes) -> None:
         if self.transport is not None:
             self.transport.sendto(data, self.remote)

@@ -10,9 +10,8 @@ import socket
 import aioice
 import pytest
 
-from gateway.media.endpoints import IceMedia, SipMedia
-from gateway.media.relay import Side, StreamRelay
-from gateway.media.srtp import SrtpContext
+from gateway.media.backend import BuiltinRelay, StreamPlan
+from gateway.media.endpoints import SipMedia
 from ice.candidate import Candidate
 from ice.ports import PortAllocator
 from ice.session import IceSession
@@ -65,19 +64,14 @@ async def test_lync_srtp_over_ice_to_sip_rtp_with_latching_and_remap() -> None:
     # SIP side: the SDP says port `sdp_port`, packets really come from `real_port`.
     sdp_port = free_port()
     phone, phone_rx, real_port = await endpoint_socket()
-    relay_box: list[StreamRelay] = []
-    sip = await SipMedia.open(ports, "127.0.0.1", ("127.0.0.1", sdp_port), None,
-                              lambda data, rtcp: relay_box[0].from_b(data, rtcp))
-    ice = IceMedia(ours, lambda data, rtcp: relay_box[0].from_a(data, rtcp))
-    relay_box.append(StreamRelay(
-        "audio",
-        Side("lync", ice.send, SrtpContext(their_crypto, inbound=True),
-             SrtpContext(our_crypto, inbound=False), pt_map={109: 9}),
-        Side("sip", sip.send, pt_map={9: 109}),
-        clock=asyncio.get_running_loop().time,
-    ))
+    ended: list[str] = []
+    backend = BuiltinRelay(ports, on_timeout=ended.append)
+    [sip_port] = await backend.reserve("127.0.0.1", 1, rtcp_mux=True)
+    media = backend.connect([StreamPlan(
+        "audio", ours, ("127.0.0.1", sdp_port), None, lync_key_in=their_crypto,
+        lync_key_out=our_crypto, sip_pt={9: 109})], timeout=30)
 
-    phone.sendto(rtp(1, pt=109, ssrc=7), ("127.0.0.1", sip.rtp.port))  # latches
+    phone.sendto(rtp(1, pt=109, ssrc=7), ("127.0.0.1", sip_port))  # latches
     data = await asyncio.wait_for(lync.recv(), 5)
     assert lync_rx.unprotect(data[:-11] + data[-10:]) == rtp(1, pt=9, ssrc=7)  # MKI removed
 
@@ -87,13 +81,13 @@ async def test_lync_srtp_over_ice_to_sip_rtp_with_latching_and_remap() -> None:
     sr = lync_tx.protect_rtcp(rtcp_sr(99))
     await lync.send(sr[:-10] + b"\x01" + sr[-10:])
     assert await asyncio.wait_for(phone_rx.received.get(), 5) == rtcp_sr(99)
-    assert sip.rtp.remote == ("127.0.0.1", real_port)
-    stats = relay_box[0].stats
-    assert stats[("lync", "sip")].packets == 1 and stats[("lync", "sip")].rtcp_packets == 1
-    assert stats[("sip", "lync")].packets == 1
+    assert real_port != sdp_port  # so the phone got them only because the relay latched
+    counters = media.counters()["audio"]
+    assert counters["lync->sip"]["packets"] == 1 and counters["lync->sip"]["rtcp_packets"] == 1
+    assert counters["sip->lync"]["packets"] == 1 and ended == []
 
     phone.close()
-    sip.close(ports)
+    backend.close()
     await lync.close()
     await ours.close()
     assert ports.in_use == set()
@@ -121,3 +115,19 @@ async def test_separate_rtcp_port_and_a_stray_source_after_latching() -> None:
     assert await asyncio.wait_for(phone_rx.received.get(), 5) == rtp(3)
     phone.close()
     sip.close(ports)
+
+
+async def test_a_call_without_media_times_out_with_the_reason() -> None:
+    base = free_port()
+    ports = PortAllocator(base, base + 10)
+    session = IceSession(controlling=True, components=1, address="127.0.0.1", ports=ports)
+    await session.gather()
+    ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    backend = BuiltinRelay(ports, on_timeout=ended.set_result)
+    await backend.reserve("127.0.0.1", 1, rtcp_mux=False)
+    backend.connect([StreamPlan("audio", session, ("127.0.0.1", free_port()))], timeout=0.3)
+    reason = await asyncio.wait_for(ended, 5)
+    assert reason.startswith("media timeout: no packets for 0.3 s (audio ")
+    backend.close()
+    await session.close()
+    assert ports.in_use == set()

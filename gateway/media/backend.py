@@ -1,0 +1,120 @@
+"""The interface the calls use to anchor media, so that an external engine (rtpengine over
+its ng protocol) can stand in for the built-in relay on nodes that outgrow one process.
+
+A call first asks for the SIP-side ports of its streams (they go into the SDP toward the
+SIP endpoint), then, once ICE toward Lync has selected its pairs and both answers are in,
+connects each stream with its keys and payload-type map.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from gateway.media.call import CallMedia
+from gateway.media.endpoints import IceMedia, Receive, SipMedia
+from gateway.media.errors import MediaError
+from gateway.media.relay import Side, StreamRelay
+from gateway.media.srtp import SrtpContext
+from ice.ports import PortAllocator
+from ice.session import IceSession
+from sdp.attributes import Crypto
+
+
+@dataclass(frozen=True, slots=True)
+class StreamPlan:
+    """How one negotiated stream is relayed between the Lync (ICE) and SIP sides."""
+
+    media: str
+    ice: IceSession  # its selected pairs carry the Lync side
+    sip_remote: tuple[str, int]  # RTP address from the SIP side's SDP
+    sip_remote_rtcp: tuple[str, int] | None = None  # None: rtcp-mux
+    lync_key_in: Crypto | None = None  # Lync's a=crypto (what it sends with)
+    lync_key_out: Crypto | None = None  # ours toward Lync
+    sip_key_in: Crypto | None = None
+    sip_key_out: Crypto | None = None
+    sip_pt: dict[int, int] = field(default_factory=dict)  # Lync's payload type -> SIP side's
+
+
+class MediaBackend(Protocol):
+    async def reserve(self, host: str, count: int, rtcp_mux: bool) -> list[int]:
+        """SIP-side RTP ports for `count` streams (RTCP on the next one unless muxed)."""
+        ...
+
+    def connect(self, plans: list[StreamPlan], timeout: float) -> CallMedia:
+        """Start relaying; the streams in `plans` use the reserved ports in order."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class BuiltinRelay:
+    """The in-process relay (gateway.media.relay) as a MediaBackend for one call."""
+
+    def __init__(self, ports: PortAllocator, on_timeout: CallMediaTimeout) -> None:
+        self.ports = ports
+        self.on_timeout = on_timeout
+        self._sip: list[SipMedia] = []
+        self._relays: list[StreamRelay] = []
+        self.media: CallMedia | None = None
+
+    async def reserve(self, host: str, count: int, rtcp_mux: bool) -> list[int]:
+        try:
+            for index in range(count):
+                # The remote is not known yet: the first packet latches, and connect()
+                # points the endpoint at the SDP's address.
+                self._sip.append(await SipMedia.open(
+                    self.ports, host, ("0.0.0.0", 9), None if rtcp_mux else ("0.0.0.0", 9),
+                    self._into(index, from_sip=True)))
+        except BaseException:
+            self.close()
+            raise
+        return [s.rtp.port for s in self._sip]
+
+    def connect(self, plans: list[StreamPlan], timeout: float) -> CallMedia:
+        if len(plans) != len(self._sip):
+            raise MediaError(f"{len(plans)} streams to relay but {len(self._sip)} reserved")
+        loop = asyncio.get_running_loop()
+        for index, (plan, sip) in enumerate(zip(plans, self._sip, strict=True)):
+            sip.rtp.point_at(plan.sip_remote)
+            if sip.rtcp_endpoint is not None:
+                sip.rtcp_endpoint.point_at(plan.sip_remote_rtcp or (
+                    plan.sip_remote[0], plan.sip_remote[1] + 1))
+            lync = IceMedia(plan.ice, self._into(index, from_sip=False))
+            self._relays.append(StreamRelay(
+                plan.media,
+                Side("lync", lync.send, _ctx(plan.lync_key_in, True),
+                     _ctx(plan.lync_key_out, False),
+                     pt_map={sip_pt: lync_pt for lync_pt, sip_pt in plan.sip_pt.items()}),
+                Side("sip", sip.send, _ctx(plan.sip_key_in, True), _ctx(plan.sip_key_out, False),
+                     pt_map=dict(plan.sip_pt)),
+                clock=loop.time,
+            ))
+        self.media = CallMedia(self._relays, timeout=timeout, on_timeout=self.on_timeout,
+                               clock=loop.time)
+        self.media.start()
+        return self.media
+
+    def _into(self, index: int, *, from_sip: bool) -> Receive:
+        def receive(data: bytes, rtcp: bool | None) -> None:
+            if index < len(self._relays):  # packets before connect() have nowhere to go
+                relay = self._relays[index]
+                (relay.from_b if from_sip else relay.from_a)(data, rtcp)
+
+        return receive
+
+    def close(self) -> None:
+        if self.media is not None:
+            self.media.stop()
+        for sip in self._sip:
+            sip.close(self.ports)
+        self._sip.clear()
+
+
+class CallMediaTimeout(Protocol):
+    def __call__(self, reason: str) -> None: ...
+
+
+def _ctx(crypto: Crypto | None, inbound: bool) -> SrtpContext | None:
+    return None if crypto is None else SrtpContext(crypto, inbound=inbound)

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from gateway import __version__, logs
-from gateway.calls.admission import Admission
+from gateway.calls.b2bua import B2bua, Hooks, Local
 from gateway.config.schema import Config
 from gateway.daemon.state import ensure_self_signed, state_dir
+from gateway.resolver.rfc3263 import Resolver
 from gateway.sip.endpoint import CallHandler, Endpoint, EndpointSettings
 from gateway.sip.errors import SipParseError
 from gateway.sip.timers import DEFAULT, Timers
@@ -43,15 +45,19 @@ class Node:
         self.config = config
         self.router = Router(config.services, config.routing_rules)
         self.generation = 1
+        self.local = Local(config.node.address, {})
         if handler is None:
-            handler = Admission(router=lambda: self.router,
-                                location=lambda: self.config.node.location)
+            handler = B2bua(router=lambda: self.router,
+                            location=lambda: self.config.node.location,
+                            hooks=Hooks(spawn=self._spawn, emit=self._emit),
+                            local=self.local, resolver=Resolver())
         self.endpoint = Endpoint(
             EndpointSettings(server=f"lyncgate/{__version__}"), timers=timers, handler=handler
         )
         self.transport = TransportLayer(self._on_message, limits=limits)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
+        self._work: set[asyncio.Future[None]] = set()
         self.stopped = asyncio.Event()
 
     # -- life cycle ----------------------------------------------------------------------
@@ -62,13 +68,13 @@ class Node:
             files = self._tls_files(cfg)
             self._apply_tls(cfg, files)
         if cfg.listen.udp:
-            port = await self.transport.listen_udp(host, cfg.listen.udp)
+            port = self.local.ports["UDP"] = await self.transport.listen_udp(host, cfg.listen.udp)
             log.info("listening", transport="udp", address=host, port=port)
         if cfg.listen.tcp:
-            port = await self.transport.listen_tcp(host, cfg.listen.tcp)
+            port = self.local.ports["TCP"] = await self.transport.listen_tcp(host, cfg.listen.tcp)
             log.info("listening", transport="tcp", address=host, port=port)
         if cfg.listen.tls:
-            port = await self.transport.listen_tls(host, cfg.listen.tls)
+            port = self.local.ports["TLS"] = await self.transport.listen_tls(host, cfg.listen.tls)
             log.info("listening", transport="tls", address=host, port=port,
                      verify_mode=cfg.tls.verify_mode)
         log.info("node_started", node=cfg.node.name, config=cfg.source,
@@ -122,6 +128,8 @@ class Node:
     async def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        for task in list(self._work):
+            task.cancel()
         await self.transport.close()
         self.stopped.set()
         log.info("node_stopped", transactions_left=len(self.endpoint.transactions))
@@ -135,6 +143,26 @@ class Node:
             # The process must survive any input; this is a bug to fix, logged with the data.
             log.exception("message_crashed_core", peer=f"{peer.host}:{peer.port}",
                           head=data[:200].decode("utf-8", "replace"))
+            return
+        self._send(events)
+        self._arm()
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._work.add(task)
+        task.add_done_callback(self._work_done)
+
+    def _work_done(self, task: asyncio.Future[None]) -> None:
+        self._work.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("call_task_crashed", error=repr(task.exception()))
+
+    def _emit(self, make: Callable[[float], list[Event]]) -> None:
+        """Feed the outcome of asynchronous work (DNS, a timer) back into the core."""
+        try:
+            events = make(asyncio.get_running_loop().time())
+        except Exception:
+            log.exception("call_step_crashed")
             return
         self._send(events)
         self._arm()

@@ -18,7 +18,7 @@ from gateway.sip.errors import SipError, SipParseError, SipRequestError
 from gateway.sip.message import Request, Response, make_response, new_tag
 from gateway.sip.parse import error_response, parse_message
 from gateway.sip.timers import DEFAULT, Timers
-from gateway.sip.transaction import Peer, Send, ServerTransaction
+from gateway.sip.transaction import ClientTransaction, Peer, Send, ServerTransaction
 from gateway.sip.transactions import (
     AckReceived,
     CancelReceived,
@@ -222,6 +222,17 @@ class Endpoint:
         self._count(f"responses_out:{response.status}")
         return self.transactions.respond(txn, response, now)
 
+    def send_request(
+        self, request: Request, peer: Peer, now: float, tu_data: object = None
+    ) -> tuple[ClientTransaction, list[Event]]:
+        """A request of ours in a new client transaction; its responses and timeout come
+        back to the handler with `tu_data` on the transaction."""
+        if "User-Agent" not in request.headers:
+            request.headers.add("User-Agent", self.settings.server)
+            request.changed()
+        self._count(f"requests_out:{request.method}")
+        return self.transactions.send_request(request, peer, now, tu_data)
+
     def _stamp(self, response: Response) -> None:
         if "Server" not in response.headers:
             response.headers.add("Server", self.settings.server)
@@ -236,8 +247,8 @@ class Endpoint:
 
     @property
     def busy(self) -> bool:
-        """Transactions still running (a drain waits for them)."""
-        return len(self.transactions) > 0
+        """Transactions still waiting for a final response (a drain waits for them)."""
+        return self.transactions.pending() > 0
 
 
 def _stamp_received(request: Request, peer: Peer) -> None:

@@ -148,6 +148,13 @@ class TransactionLayer:
     def __len__(self) -> int:
         return len(self._server) + len(self._client)
 
+    def pending(self) -> int:
+        """Transactions still waiting for a final response (a drain waits for these; the
+        others only absorb retransmissions until their timers end)."""
+        waiting = (State.CALLING, State.TRYING, State.PROCEEDING)
+        return sum(1 for t in (*self._server.values(), *self._client.values())
+                   if t.state in waiting)
+
     def next_deadline(self) -> float | None:
         heap = self._heap
         while heap:

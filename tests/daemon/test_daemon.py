@@ -18,7 +18,7 @@ import trustme
 from gateway.sip.message import Response
 from gateway.sip.parse import parse_message
 from tests.daemon.harness import Daemon, options
-from tests.peers import free_port, need, process, sipp
+from tests.peers import SCENARIOS, free_port, need, process, sipp
 
 pytestmark = pytest.mark.peer
 
@@ -71,12 +71,46 @@ def test_sipp_options_and_invites_over_udp_and_tcp(
     unknown = sipp(target, "invite_refused_uac.xml", "-s", "nobody", *common, status=404,
                    workdir=str(tmp_path))
     assert unknown.returncode == 0, unknown.stdout + unknown.stderr
-    routed = sipp(target, "invite_refused_uac.xml", "-s", "routed", *common, status=501,
+    # routed by the rule, but "routed" is no SIP address and the rule names no server
+    routed = sipp(target, "invite_refused_uac.xml", "-s", "routed", *common, status=404,
                   workdir=str(tmp_path))
     assert routed.returncode == 0, routed.stdout + routed.stderr
     rejected = daemon.wait_event("call_rejected", 20)
     assert rejected[0]["reason"].startswith("no service alias and no routing rule matches")
     assert daemon.wait_event("call_routed", 20)[0]["rule"] == "endpoints"
+
+
+@pytest.mark.parametrize("transport", ["u1", "t1"])
+def test_calls_through_the_b2bua_to_a_sipp_uas(tmp_path: Path, transport: str) -> None:
+    """SIPp UAC -> lyncgate -> SIPp UAS: INVITE/180/200/ACK/BYE on each leg, the rule's
+    replace string giving the outbound target."""
+    uas_port = free_port()
+    leg = "tcp" if transport == "t1" else "udp"
+    rules = (RULES.replace("match = 'routed'", "match = 'call-(\\d+)'")
+             + f"replace = 'uas-\\1@127.0.0.1:{uas_port};transport={leg}'\n")
+    daemon = Daemon(tmp_path, BASE + rules)
+    uas = subprocess.Popen(
+        [need("sipp"), "-sf", str(SCENARIOS / "uas_rr.xml"), "-i", "127.0.0.1", "-p",
+         str(uas_port), "-t", transport, "-m", "5", "-nostdin", "-timeout", "30s",
+         "-timeout_error"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True)
+    try:
+        time.sleep(0.3)
+        port = daemon.udp if transport == "u1" else daemon.tcp
+        uac = sipp(f"127.0.0.1:{port}", "uac_rr.xml", "-s", "call-42", "-t", transport,
+                   "-m", "5", "-r", "10", "-p", str(free_port()), workdir=str(tmp_path))
+        assert uac.returncode == 0, uac.stdout + uac.stderr
+        out, _ = uas.communicate(timeout=30)
+        assert uas.returncode == 0, out
+    finally:
+        if uas.poll() is None:
+            uas.kill()
+        daemon.stop()
+    placed = daemon.events("call_placed")
+    assert len(placed) == 5 and placed[0]["uri"] == (
+        f"sip:uas-42@127.0.0.1:{uas_port};transport={leg}")
+    assert len(daemon.events("call_connected")) == 5
+    assert {e["reason"] for e in daemon.events("call_ended")} == {"BYE from the caller"}
 
 
 def test_hostile_datagrams_get_answers_or_are_dropped_and_the_node_keeps_serving(
@@ -109,16 +143,18 @@ def test_sighup_applies_a_good_config_and_keeps_the_old_one_on_a_bad_one(
     daemon.write_config(BASE + RULES.replace("'routed'", "'(routed|newly)'"))
     daemon.signal(signal.SIGHUP)
     daemon.wait_event("config_reloaded")
-    ok = sipp(target, "invite_refused_uac.xml", "-s", "newly", *args, status=501,
+    ok = sipp(target, "invite_refused_uac.xml", "-s", "newly", *args, status=404,
               workdir=str(tmp_path))
     assert ok.returncode == 0, ok.stdout
+    assert [e["alias"] for e in daemon.events("call_routed")][-1].startswith("sip:newly@")
     daemon.write_config(BASE + RULES.replace("'routed'", "'(unbalanced'"))
     daemon.signal(signal.SIGHUP)
     refused = daemon.wait_event("reload_refused")
     assert any("routing_rules[0].match: invalid regex" in p for p in refused[0]["problems"])
-    still = sipp(target, "invite_refused_uac.xml", "-s", "newly", *args, status=501,
+    still = sipp(target, "invite_refused_uac.xml", "-s", "newly", *args, status=404,
                  workdir=str(tmp_path))
     assert still.returncode == 0, still.stdout
+    assert len(daemon.events("call_routed")) == 2  # the running rules still route it
 
 
 def test_sigterm_drains_and_exits_cleanly(daemon: Daemon) -> None:

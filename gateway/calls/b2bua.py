@@ -1,0 +1,372 @@
+"""The back-to-back user agent for calls between SIP legs.
+
+An INVITE the routing engine routes (a rule's destination, or a service's `target`) gets an
+outbound leg: the target is resolved (RFC 3263), an INVITE of our own goes to the first
+address, and the far end's answers are mapped back: provisionals relayed (and a local 180 if
+the far end says nothing for 2 s, so Lync does not give up), the final response relayed, a
+503 or a timeout moving on to the next address. CANCEL and BYE from either side end both legs.
+
+What is not here yet: ICE toward Lync and media anchoring (the SDP passes end to end, so
+standard SIP endpoints reach each other directly), registrations, session timers, CDRs.
+Each call is a small object driven by events; the asyncio adapter supplies `Hooks` for the
+two things a sans-I/O core cannot do, waiting for DNS and for time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import itertools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from gateway import logs
+from gateway.calls.admission import Admission, reason_phrase
+from gateway.resolver.rfc3263 import ResolveError, Resolver, Target
+from gateway.sip.dialog import Dialog
+from gateway.sip.errors import SipParseError
+from gateway.sip.message import Request, Response, make_response, new_branch, new_call_id
+from gateway.sip.transaction import ClientTransaction, Peer, ServerTransaction
+from gateway.sip.transactions import (
+    AckReceived,
+    CancelReceived,
+    Event,
+    RequestReceived,
+    ResponseReceived,
+    TransactionLayer,
+    TransactionTimeout,
+)
+from gateway.sip.uri import SipUri, parse_uri
+from routing.engine import Decision, Router
+
+if TYPE_CHECKING:
+    from gateway.sip.endpoint import Endpoint
+
+log = logs.get(__name__)
+LOCAL_RINGING_AFTER = 2.0  # Lync cancels a call that sees only 100 Trying for ~10 s
+# Headers that describe the caller and the session and are carried to the other leg.
+CARRIED = ("Supported", "Allow", "User-Agent", "Ms-Conversation-ID",
+           "P-Asserted-Identity", "Session-Expires", "Min-SE", "Accept")
+
+
+@dataclass
+class Hooks:
+    """What the asyncio adapter provides: run a coroutine; feed its outcome back to the core
+    (`emit(make)` calls `make(now)` and sends what it returns)."""
+
+    spawn: Callable[[Awaitable[None]], None]
+    emit: Callable[[Callable[[float], list[Event]]], None]
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+
+@dataclass(frozen=True, slots=True)
+class Local:
+    """How this node appears in the SIP it writes."""
+
+    address: str  # Via / Contact host
+    ports: dict[str, int]  # transport -> listening port
+
+    def via(self, transport: str) -> str:
+        return f"SIP/2.0/{transport} {self.address}:{self.ports.get(transport, 5060)}"
+
+    def contact(self, transport: str) -> str:
+        suffix = "" if transport == "UDP" else f";transport={transport.lower()}"
+        return f"<sip:{self.address}:{self.ports.get(transport, 5060)}{suffix}>"
+
+
+class CallState(enum.Enum):
+    RESOLVING = "resolving"
+    CALLING = "calling"
+    EARLY = "early"
+    CONNECTED = "connected"
+    ENDED = "ended"
+
+
+@dataclass(eq=False)
+class Call:
+    id: int
+    inbound: Request
+    in_txn: ServerTransaction
+    in_tag: str
+    decision: Decision
+    target_uri: str
+    state: CallState = CallState.RESOLVING
+    targets: list[Target] = field(default_factory=list)
+    out_invite: Request | None = None
+    out_txn: ClientTransaction | None = None
+    in_dialog: Dialog | None = None
+    out_dialog: Dialog | None = None
+    provisional_sent: bool = False
+    cancelled: bool = False
+    out_peer: Peer | None = None
+
+    @property
+    def answered(self) -> bool:
+        return self.in_txn.last_response is not None and (
+            self.in_txn.last_response.status >= 200)
+
+
+class B2bua(Admission):
+    """The CallHandler for INVITE, BYE and ACK: admission (the routing decision) and then the
+    outbound leg."""
+
+    methods: frozenset[str] = frozenset({"INVITE", "BYE"})
+
+    def __init__(self, *, router: Callable[[], Router], location: Callable[[], str],
+                 hooks: Hooks, local: Local, resolver: Resolver) -> None:
+        super().__init__(router=router, location=location)
+        self.hooks = hooks
+        self.local = local
+        self.resolver = resolver
+        self.calls: dict[int, Call] = {}
+        self._ids = itertools.count(1)
+        self._by_dialog: dict[tuple[str, str], Call] = {}  # (Call-ID, our tag) -> call
+
+    # -- events from the core -------------------------------------------------------------
+    def on_event(self, event: Event, now: float, core: Endpoint) -> list[Event]:
+        if isinstance(event, RequestReceived):
+            request = event.request
+            if request.method == "INVITE" and request.to.tag is None:
+                return self._new_invite(event, now, core)
+            if request.method == "BYE":
+                return self._bye(event, now, core)
+            return super().on_event(event, now, core)  # re-INVITE: 481 for now
+        if isinstance(event, ResponseReceived):
+            call = event.transaction.tu_data
+            if isinstance(call, Call) and event.transaction is call.out_txn:
+                return self._response(call, event.response, now, core)
+            return []
+        if isinstance(event, TransactionTimeout):
+            call = event.transaction.tu_data
+            if isinstance(call, Call) and event.transaction is call.out_txn:
+                return self._next_target(call, now, core, "timeout")
+            return []
+        if isinstance(event, CancelReceived):
+            return self._cancel(event, now, core)
+        if isinstance(event, AckReceived):
+            return []  # the ACK for our 2xx: the outbound leg was ACKed when it answered
+        return []
+
+    def _new_invite(self, event: RequestReceived, now: float, core: Endpoint) -> list[Event]:
+        decision = self.decide(event.request)
+        if not decision.routed:
+            return self.answer_decision(event, decision, now, core)
+        target = self._target_uri(decision)
+        if target is None:
+            return core.respond(event.request, event.transaction, make_response(
+                event.request, 404, reason_phrase("Not Found", f"{decision.reason}; "
+                                                  f"{decision.destination} is not a SIP "
+                                                  "address and the rule names no server"),
+                to_tag=core.new_tag()), now)
+        call = Call(next(self._ids), event.request, event.transaction, core.new_tag(),
+                    decision, target)
+        self.calls[call.id] = call
+        event.transaction.tu_data = call
+        self.hooks.spawn(self._resolve(call, core))
+        self.hooks.spawn(self._local_ringing(call, core))
+        return []
+
+    def _target_uri(self, decision: Decision) -> str | None:
+        if decision.service is not None:
+            return decision.service.target or None
+        destination = decision.destination or ""
+        uri = destination if ":" in destination.split("@", 1)[0] else f"sip:{destination}"
+        try:
+            parsed = parse_uri(uri)
+        except SipParseError:
+            return None
+        if not isinstance(parsed, SipUri) or ("@" not in uri and "." not in parsed.host):
+            return None
+        return uri
+
+    async def _resolve(self, call: Call, core: Endpoint) -> None:
+        uri = parse_uri(call.target_uri)
+        assert isinstance(uri, SipUri)
+        try:
+            call.targets = await self.resolver.resolve(uri)
+        except ResolveError as exc:
+            why = str(exc)
+            self.hooks.emit(lambda now: self._fail(call, 404, why, now, core))
+            return
+        self.hooks.emit(lambda now: self._place(call, now, core))
+
+    async def _local_ringing(self, call: Call, core: Endpoint) -> None:
+        await self.hooks.sleep(LOCAL_RINGING_AFTER)
+        if call.state in (CallState.RESOLVING, CallState.CALLING) and not call.provisional_sent:
+            self.hooks.emit(lambda now: self._ring_locally(call, now, core))
+
+    def _ring_locally(self, call: Call, now: float, core: Endpoint) -> list[Event]:
+        if call.answered or call.provisional_sent:
+            return []
+        call.provisional_sent = True
+        return core.respond(call.inbound, call.in_txn, make_response(
+            call.inbound, 180, "Ringing", to_tag=call.in_tag), now)
+
+    # -- the outbound leg ----------------------------------------------------------------
+    def _place(self, call: Call, now: float, core: Endpoint) -> list[Event]:
+        if call.cancelled or call.answered:
+            return []
+        if not call.targets:
+            return self._fail(call, 404, "no address for " + call.target_uri, now, core)
+        target = call.targets[0]
+        inbound = call.inbound
+        request = Request("INVITE", call.target_uri)
+        h = request.headers
+        h.add("Via", f"{self.local.via(target.transport)};branch={new_branch()};rport")
+        h.add("Max-Forwards", str(max(0, (inbound.max_forwards or 70) - 1)))
+        h.add("From", str(inbound.from_.with_tag(call.in_tag)))
+        h.add("To", f"<{call.target_uri}>")
+        h.add("Call-ID", new_call_id(self.local.address))
+        h.add("CSeq", "1 INVITE")
+        h.add("Contact", self.local.contact(target.transport))
+        for name in CARRIED:
+            for value in inbound.headers.get_all(name):
+                h.add(name, value)
+        request.set_body(inbound.body, inbound.headers.get("Content-Type"))
+        peer = Peer(target.transport, target.address, target.port)
+        txn, events = core.send_request(request, peer, now, tu_data=call)
+        call.out_invite, call.out_txn, call.out_peer = request, txn, peer
+        call.state = CallState.CALLING
+        log.info("call_placed", call_id=inbound.call_id, leg="out",
+                 out_call_id=request.call_id, target=f"{target.transport.lower()}:"
+                 f"{target.address}:{target.port}", uri=call.target_uri)
+        return events
+
+    def _next_target(self, call: Call, now: float, core: Endpoint, why: str) -> list[Event]:
+        failed = call.targets.pop(0) if call.targets else None
+        log.info("target_failed", call_id=call.inbound.call_id, reason=why,
+                 target=None if failed is None else f"{failed.address}:{failed.port}")
+        if call.targets and not call.cancelled:
+            return self._place(call, now, core)
+        status = 408 if why == "timeout" else 503
+        return self._fail(call, status, f"every target failed (last: {why})", now, core)
+
+    def _response(self, call: Call, response: Response, now: float,
+                  core: Endpoint) -> list[Event]:
+        status = response.status
+        if status < 200:
+            if status == 100 or call.answered:
+                return []
+            call.state = CallState.EARLY
+            call.provisional_sent = True
+            relayed = self._mirror(call, response, status)
+            return core.respond(call.inbound, call.in_txn, relayed, now)
+        if status < 300:
+            return self._connected(call, response, now, core)
+        if status == 503 and len(call.targets) > 1 and not call.cancelled:
+            return self._next_target(call, now, core, "503")
+        return self._fail(call, status, response.reason, now, core)
+
+    def _connected(self, call: Call, response: Response, now: float,
+                   core: Endpoint) -> list[Event]:
+        assert call.out_invite is not None and call.out_peer is not None
+        known = call.out_dialog
+        if known is not None and response.to.tag == known.remote_tag:
+            # A retransmitted 2xx: our ACK was lost; send it again (RFC 3261 13.2.2.4).
+            ack = known.ack(self.local.via(call.out_peer.transport))
+            return TransactionLayer.send_stateless(ack, call.out_peer)
+        out_dialog = Dialog.from_response(call.out_invite, response)
+        ack = out_dialog.ack(self.local.via(call.out_peer.transport))
+        events = TransactionLayer.send_stateless(ack, self._dialog_peer(out_dialog, call))
+        if call.cancelled or call.answered:
+            # Answered after we gave up on it: hang up the leg we no longer want.
+            bye = out_dialog.create_request("BYE", self.local.via(call.out_peer.transport))
+            _, sent = core.send_request(bye, self._dialog_peer(out_dialog, call), now)
+            return events + sent
+        call.out_dialog = out_dialog
+        ok = self._mirror(call, response, 200)
+        call.in_dialog = Dialog.from_request(call.inbound, call.in_tag, confirmed=True)
+        call.state = CallState.CONNECTED
+        self._by_dialog[(call.inbound.call_id, call.in_tag)] = call
+        self._by_dialog[(out_dialog.call_id, out_dialog.local_tag)] = call
+        log.info("call_connected", call_id=call.inbound.call_id, leg="both",
+                 out_call_id=out_dialog.call_id)
+        return events + core.respond(call.inbound, call.in_txn, ok, now)
+
+    def _mirror(self, call: Call, response: Response, status: int) -> Response:
+        """The far end's answer, as our answer on the inbound leg."""
+        headers = [("Contact", self.local.contact(call.in_txn.peer.transport))]
+        headers += [(n, v) for n in ("Supported", "Allow", "Require", "Session-Expires")
+                    for v in response.headers.get_all(n)]
+        return make_response(call.inbound, status, response.reason, to_tag=call.in_tag,
+                             headers=headers, body=response.body,
+                             content_type=response.headers.get("Content-Type")
+                             if response.body else None)
+
+    def _fail(self, call: Call, status: int, reason: str, now: float,
+              core: Endpoint) -> list[Event]:
+        self._end(call, f"{status} {reason}")
+        if call.answered:
+            return []
+        response = make_response(call.inbound, status, reason_phrase(
+            _REASONS.get(status, "Failed"), reason) if status in (404, 408, 503) else reason,
+            to_tag=call.in_tag,
+            headers=(("Retry-After", "30"),) if status == 503 else ())
+        return core.respond(call.inbound, call.in_txn, response, now)
+
+    # -- CANCEL and BYE ------------------------------------------------------------------
+    def _cancel(self, event: CancelReceived, now: float, core: Endpoint) -> list[Event]:
+        call = event.invite.tu_data
+        if not isinstance(call, Call) or call.answered:
+            return []
+        call.cancelled = True
+        events: list[Event] = []
+        if call.out_txn is not None and call.out_invite is not None and call.out_peer:
+            cancel = _cancel_for(call.out_invite)
+            _, events = core.send_request(cancel, call.out_peer, now)
+        self._end(call, "cancelled by the caller")
+        return events + core.respond(call.inbound, call.in_txn, make_response(
+            call.inbound, 487, to_tag=call.in_tag), now)
+
+    def _bye(self, event: RequestReceived, now: float, core: Endpoint) -> list[Event]:
+        request = event.request
+        call = self._by_dialog.pop((request.call_id, request.to.tag or ""), None)
+        if call is None or call.in_dialog is None or call.out_dialog is None:
+            return core.respond(request, event.transaction, make_response(request, 481), now)
+        from_inbound = request.call_id == call.in_dialog.call_id
+        this, other = (call.in_dialog, call.out_dialog) if from_inbound else (
+            call.out_dialog, call.in_dialog)
+        this.on_request(request)
+        events = core.respond(request, event.transaction, make_response(request, 200), now)
+        transport = call.in_txn.peer.transport if not from_inbound else (
+            call.out_peer.transport if call.out_peer else "UDP")
+        bye = other.create_request("BYE", self.local.via(transport))
+        peer = (call.in_txn.peer if not from_inbound else self._dialog_peer(other, call))
+        _, sent = core.send_request(bye, peer, now)
+        self._by_dialog.pop((other.call_id, other.local_tag), None)
+        self._end(call, "BYE from the " + ("caller" if from_inbound else "callee"))
+        return events + sent
+
+    def _dialog_peer(self, dialog: Dialog, call: Call) -> Peer:
+        """In-dialog requests toward the callee go where its INVITE went: the same
+        connection for TCP/TLS (its Contact is usually not reachable from here)."""
+        assert call.out_peer is not None
+        return call.out_peer
+
+    def _end(self, call: Call, why: str) -> None:
+        if call.state is CallState.ENDED:
+            return
+        call.state = CallState.ENDED
+        self.calls.pop(call.id, None)
+        log.info("call_ended", call_id=call.inbound.call_id, reason=why)
+
+
+_REASONS = {404: "Not Found", 408: "Request Timeout", 503: "Service Unavailable"}
+
+
+def _cancel_for(invite: Request) -> Request:
+    """CANCEL for our INVITE (RFC 3261 9.1): same Request-URI, top Via, From, To, Call-ID,
+    CSeq number, Route."""
+    cancel = Request("CANCEL", invite.uri_text)
+    h = cancel.headers
+    h.add("Via", invite.headers.get_all("Via")[0])
+    for route in invite.headers.get_all("Route"):
+        h.add("Route", route)
+    h.add("Max-Forwards", "70")
+    h.add("From", invite.headers.get("From") or "")
+    h.add("To", invite.headers.get("To") or "")
+    h.add("Call-ID", invite.call_id)
+    h.add("CSeq", f"{invite.cseq.seq} CANCEL")
+    h.add("Content-Length", "0")
+    return cancel

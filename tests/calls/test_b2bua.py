@@ -1,0 +1,186 @@
+"""The B2BUA driven through the endpoint without sockets: a fake resolver and the event loop
+only for its two waits. Pins the outbound INVITE, provisional relay, 2xx/ACK, BYE both ways,
+503 failover, CANCEL, the local 180 and a failed look-up."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from gateway.calls.b2bua import B2bua, Hooks, Local
+from gateway.config.load import parse_text
+from gateway.resolver.rfc3263 import ResolveError, Target
+from gateway.sip.endpoint import Endpoint, EndpointSettings
+from gateway.sip.message import Message, Request, Response, make_response
+from gateway.sip.parse import parse_message
+from gateway.sip.transaction import Peer, Send
+from gateway.sip.transactions import Event
+from gateway.sip.uri import SipUri
+from routing.engine import Router
+
+CALLER = Peer("UDP", "192.0.2.10", 5062)
+FIRST = Target("UDP", "uas.example.com", "198.51.100.1", 5060)
+SECOND = Target("UDP", "uas.example.com", "198.51.100.2", 5060)
+RULES = """
+[[routing_rules]]
+name = "to endpoints"
+priority = 10
+protocols = ["sip", "mssip"]
+match = '(.+)@gw\\.example\\.com'
+replace = '\\1@uas.example.com'
+"""
+
+
+class FakeResolver:
+    def __init__(self, targets: list[Target] | None) -> None:
+        self.targets = targets
+
+    async def resolve(self, uri: SipUri) -> list[Target]:
+        if self.targets is None:
+            raise ResolveError(f"{uri.host}: no NAPTR, SRV or A/AAAA records")
+        return list(self.targets)
+
+
+class Harness:
+    def __init__(self, targets: list[Target] | None) -> None:
+        config = parse_text(RULES, "t.toml", base_dir=None)
+        router = Router(config.services, config.routing_rules)
+        self.out: list[Send] = []
+        self.ring = asyncio.Event()  # set: the local-ringing wait (2 s) is over
+
+        async def sleep(_: float) -> None:
+            await self.ring.wait()
+
+        hooks = Hooks(spawn=self.spawn, emit=self.emit, sleep=sleep)
+        self.b2bua = B2bua(router=lambda: router, location=lambda: "",
+                           hooks=hooks, local=Local("203.0.113.5", {"UDP": 5060}),
+                           resolver=FakeResolver(targets))  # type: ignore[arg-type]
+        self.ep = Endpoint(EndpointSettings(server="lyncgate/test"), handler=self.b2bua)
+        self.tasks: list[asyncio.Future[None]] = []
+
+    def spawn(self, work: Awaitable[None]) -> None:
+        self.tasks.append(asyncio.ensure_future(work))
+
+    def emit(self, make: Callable[[float], list[Event]]) -> None:
+        self.collect(make(0.0))
+
+    def collect(self, events: list[Event]) -> None:
+        self.out.extend(e for e in events if isinstance(e, Send))
+
+    def feed(self, message: Message | bytes, peer: Peer) -> None:
+        data = message if isinstance(message, bytes) else message.to_bytes()
+        self.collect(self.ep.receive(data, peer, None, 0.0))
+
+    async def settle(self) -> None:
+        for _ in range(5):
+            await asyncio.sleep(0)
+
+    def take(self) -> list[tuple[Message, Peer]]:
+        sent = [(parse_message(s.data), s.peer) for s in self.out]
+        self.out.clear()
+        return sent
+
+
+def invite(user: str = "alice") -> bytes:
+    return (
+        f"INVITE sip:{user}@gw.example.com SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 192.0.2.10:5062;branch=z9hG4bK-in1;rport\r\n"
+        "From: \"Bob\" <sip:bob@example.org>;tag=caller\r\n"
+        f"To: <sip:{user}@gw.example.com>\r\nCall-ID: in-call-1\r\nCSeq: 1 INVITE\r\n"
+        "Contact: <sip:bob@192.0.2.10:5062>\r\nMax-Forwards: 70\r\n"
+        "Content-Type: application/sdp\r\nContent-Length: 10\r\n\r\nv=0\r\ns=x\r\n"
+    ).encode()
+
+
+def statuses(sent: list[tuple[Message, Peer]], peer: Peer) -> list[int]:
+    return [m.status for m, p in sent if isinstance(m, Response) and p == peer]
+
+
+def outbound(sent: list[tuple[Message, Peer]], method: str) -> tuple[Request, Peer]:
+    return next((m, p) for m, p in sent if isinstance(m, Request) and m.method == method)
+
+
+def far(target: Target) -> Peer:
+    return Peer(target.transport, target.address, target.port)
+
+
+async def test_call_connects_and_bye_from_the_caller_ends_both_legs() -> None:
+    h = Harness([FIRST])
+    h.feed(invite(), CALLER)
+    await h.settle()
+    sent = h.take()
+    assert statuses(sent, CALLER) == [100]
+    out, peer = outbound(sent, "INVITE")
+    assert peer == far(FIRST) and out.uri_text == "sip:alice@uas.example.com"
+    assert out.call_id != "in-call-1" and out.body == b"v=0\r\ns=x\r\n"
+    assert out.max_forwards == 69 and out.from_.display == '"Bob"'
+    h.feed(make_response(out, 180, to_tag="callee"), peer)
+    ok = make_response(out, 200, to_tag="callee", headers=(("Contact", "<sip:a@198.51.100.1>"),),
+                       body=b"v=0\r\n", content_type="application/sdp")
+    h.feed(ok, peer)
+    sent = h.take()
+    assert statuses(sent, CALLER) == [180, 200]
+    answer = next(m for m, p in sent if isinstance(m, Response) and m.status == 200)
+    assert answer.body == b"v=0\r\n" and answer.to.tag and answer.call_id == "in-call-1"
+    ack, ack_peer = outbound(sent, "ACK")
+    assert ack.cseq.seq == 1 and ack.uri_text == "sip:a@198.51.100.1" and ack_peer == peer
+    h.feed(ok, peer)  # the 2xx again: its ACK was lost
+    assert [m.method for m, _ in h.take() if isinstance(m, Request)] == ["ACK"]
+    bye = (f"BYE sip:gw@203.0.113.5 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5062;"
+           f"branch=z9hG4bK-bye1;rport\r\nFrom: <sip:bob@example.org>;tag=caller\r\n"
+           f"To: <sip:alice@gw.example.com>;tag={answer.to.tag}\r\nCall-ID: in-call-1\r\n"
+           "CSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode()
+    h.feed(bye, CALLER)
+    sent = h.take()
+    assert statuses(sent, CALLER) == [200]
+    out_bye, bye_peer = outbound(sent, "BYE")
+    assert out_bye.call_id == out.call_id and out_bye.to.tag == "callee" and bye_peer == peer
+    assert h.b2bua.calls == {}
+
+
+async def test_503_moves_to_the_next_target_and_a_busy_callee_is_relayed() -> None:
+    h = Harness([FIRST, SECOND])
+    h.feed(invite(), CALLER)
+    await h.settle()
+    first, peer = outbound(h.take(), "INVITE")
+    h.feed(make_response(first, 503, to_tag="x"), peer)
+    sent = h.take()
+    second, peer2 = outbound(sent, "INVITE")
+    assert peer2 == far(SECOND) and statuses(sent, CALLER) == []
+    h.feed(make_response(second, 486, to_tag="y"), peer2)
+    assert statuses(h.take(), CALLER) == [486]
+
+
+async def test_cancel_from_the_caller_cancels_the_outbound_invite() -> None:
+    h = Harness([FIRST])
+    h.feed(invite(), CALLER)
+    await h.settle()
+    out, peer = outbound(h.take(), "INVITE")
+    cancel = invite().replace(b"INVITE sip", b"CANCEL sip", 1).replace(
+        b"CSeq: 1 INVITE", b"CSeq: 1 CANCEL").replace(b"Content-Length: 10\r\n\r\nv=0\r\ns=x\r\n",
+                                                        b"Content-Length: 0\r\n\r\n")
+    h.feed(cancel, CALLER)
+    sent = h.take()
+    assert sorted(statuses(sent, CALLER)) == [200, 487]  # CANCEL answered, INVITE ended
+    out_cancel, cancel_peer = outbound(sent, "CANCEL")
+    assert out_cancel.top_via.branch == out.top_via.branch and cancel_peer == peer
+
+
+async def test_local_ringing_when_the_far_end_says_nothing() -> None:
+    h = Harness([FIRST])
+    h.feed(invite(), CALLER)
+    await h.settle()
+    h.take()
+    h.ring.set()  # the 2 s wait is over
+    await h.settle()
+    assert statuses(h.take(), CALLER) == [180]
+
+
+async def test_failed_lookup_is_a_404_that_says_why() -> None:
+    h = Harness(None)
+    h.feed(invite(), CALLER)
+    await h.settle()
+    sent = h.take()
+    assert statuses(sent, CALLER) == [100, 404]
+    final = next(m for m, _ in sent if isinstance(m, Response) and m.status == 404)
+    assert "uas.example.com: no NAPTR, SRV or A/AAAA records" in final.reason

@@ -17,12 +17,15 @@ from __future__ import annotations
 import asyncio
 import enum
 import itertools
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from gateway import logs
 from gateway.calls.admission import Admission, reason_phrase
+from gateway.calls.cdr import CallRecord, CdrStore
 from gateway.resolver.rfc3263 import ResolveError, Resolver, Target
 from gateway.sip.dialog import Dialog
 from gateway.sip.errors import SipParseError
@@ -58,6 +61,15 @@ class Hooks:
     spawn: Callable[[Awaitable[None]], None]
     emit: Callable[[Callable[[float], list[Event]]], None]
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+
+@dataclass(frozen=True, slots=True)
+class CallLimits:
+    """Overload protection (0 = no limit): beyond either, 503 + Retry-After."""
+
+    max_calls: int = 0
+    max_calls_per_second: int = 0
+    retry_after: int = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +112,7 @@ class Call:
     provisional_sent: bool = False
     cancelled: bool = False
     out_peer: Peer | None = None
+    record: CallRecord | None = None
 
     @property
     def answered(self) -> bool:
@@ -114,11 +127,17 @@ class B2bua(Admission):
     methods: frozenset[str] = frozenset({"INVITE", "BYE"})
 
     def __init__(self, *, router: Callable[[], Router], location: Callable[[], str],
-                 hooks: Hooks, local: Local, resolver: Resolver) -> None:
+                 hooks: Hooks, local: Local, resolver: Resolver,
+                 limits: Callable[[], CallLimits] = CallLimits, cdrs: CdrStore | None = None,
+                 wall_clock: Callable[[], float] = time.time) -> None:
         super().__init__(router=router, location=location)
         self.hooks = hooks
         self.local = local
         self.resolver = resolver
+        self.limits = limits
+        self.cdrs = cdrs
+        self.wall_clock = wall_clock
+        self._recent: deque[float] = deque()  # admission times in the last second
         self.calls: dict[int, Call] = {}
         self._ids = itertools.count(1)
         self._by_dialog: dict[tuple[str, str], Call] = {}  # (Call-ID, our tag) -> call
@@ -149,8 +168,18 @@ class B2bua(Admission):
         return []
 
     def _new_invite(self, event: RequestReceived, now: float, core: Endpoint) -> list[Event]:
+        overload = self._overloaded(now)
+        if overload is not None:
+            log.warning("call_refused", call_id=event.request.call_id, reason=overload)
+            return core.respond(event.request, event.transaction, make_response(
+                event.request, 503, reason_phrase("Service Unavailable", overload),
+                to_tag=core.new_tag(),
+                headers=(("Retry-After", str(self.limits().retry_after)),)), now)
         decision = self.decide(event.request)
+        record = self._record(event.request, decision)
         if not decision.routed:
+            record.ended, record.end_cause = record.started, f"404 {decision.reason}"
+            self._write(record)
             return self.answer_decision(event, decision, now, core)
         target = self._target_uri(decision)
         if target is None:
@@ -160,12 +189,41 @@ class B2bua(Admission):
                                                   "address and the rule names no server"),
                 to_tag=core.new_tag()), now)
         call = Call(next(self._ids), event.request, event.transaction, core.new_tag(),
-                    decision, target)
+                    decision, target, record=record)
         self.calls[call.id] = call
         event.transaction.tu_data = call
         self.hooks.spawn(self._resolve(call, core))
         self.hooks.spawn(self._local_ringing(call, core))
         return []
+
+    def _overloaded(self, now: float) -> str | None:
+        limits = self.limits()
+        if limits.max_calls and len(self.calls) >= limits.max_calls:
+            return f"call limit reached: {limits.max_calls} calls in progress"
+        if limits.max_calls_per_second:
+            while self._recent and now - self._recent[0] >= 1.0:
+                self._recent.popleft()
+            if len(self._recent) >= limits.max_calls_per_second:
+                return f"call rate limit reached: {limits.max_calls_per_second} calls/s"
+            self._recent.append(now)
+        return None
+
+    def _record(self, request: Request, decision: Decision) -> CallRecord:
+        return CallRecord(
+            in_call_id=request.call_id, caller=str(request.from_.uri), alias=request.uri_text,
+            outcome=decision.outcome, started=self.wall_clock(),
+            service=decision.service.name if decision.service else None,
+            rule=decision.rule.name if decision.rule else None,
+            destination=decision.destination,
+        )
+
+    def _write(self, record: CallRecord) -> None:
+        if self.cdrs is None:
+            return
+        try:
+            self.cdrs.write(record)
+        except Exception as exc:  # a full disk must not take calls down with it
+            log.error("cdr_write_failed", call_id=record.in_call_id, error=str(exc))
 
     def _target_uri(self, decision: Decision) -> str | None:
         if decision.service is not None:
@@ -200,6 +258,7 @@ class B2bua(Admission):
         if call.answered or call.provisional_sent:
             return []
         call.provisional_sent = True
+        self._mark_ringing(call)
         return core.respond(call.inbound, call.in_txn, make_response(
             call.inbound, 180, "Ringing", to_tag=call.in_tag), now)
 
@@ -228,6 +287,8 @@ class B2bua(Admission):
         txn, events = core.send_request(request, peer, now, tu_data=call)
         call.out_invite, call.out_txn, call.out_peer = request, txn, peer
         call.state = CallState.CALLING
+        if call.record is not None:
+            call.record.out_call_id = request.call_id
         log.info("call_placed", call_id=inbound.call_id, leg="out",
                  out_call_id=request.call_id, target=f"{target.transport.lower()}:"
                  f"{target.address}:{target.port}", uri=call.target_uri)
@@ -250,6 +311,7 @@ class B2bua(Admission):
                 return []
             call.state = CallState.EARLY
             call.provisional_sent = True
+            self._mark_ringing(call)
             relayed = self._mirror(call, response, status)
             return core.respond(call.inbound, call.in_txn, relayed, now)
         if status < 300:
@@ -278,6 +340,8 @@ class B2bua(Admission):
         ok = self._mirror(call, response, 200)
         call.in_dialog = Dialog.from_request(call.inbound, call.in_tag, confirmed=True)
         call.state = CallState.CONNECTED
+        if call.record is not None:
+            call.record.answered = self.wall_clock()
         self._by_dialog[(call.inbound.call_id, call.in_tag)] = call
         self._by_dialog[(out_dialog.call_id, out_dialog.local_tag)] = call
         log.info("call_connected", call_id=call.inbound.call_id, leg="both",
@@ -296,7 +360,8 @@ class B2bua(Admission):
 
     def _fail(self, call: Call, status: int, reason: str, now: float,
               core: Endpoint) -> list[Event]:
-        self._end(call, f"{status} {reason}")
+        self._end(call, f"{status} {reason}", "callee" if status in (
+            480, 486, 600, 603) else "gateway")
         if call.answered:
             return []
         response = make_response(call.inbound, status, reason_phrase(
@@ -315,7 +380,7 @@ class B2bua(Admission):
         if call.out_txn is not None and call.out_invite is not None and call.out_peer:
             cancel = _cancel_for(call.out_invite)
             _, events = core.send_request(cancel, call.out_peer, now)
-        self._end(call, "cancelled by the caller")
+        self._end(call, "cancelled by the caller", "caller")
         return events + core.respond(call.inbound, call.in_txn, make_response(
             call.inbound, 487, to_tag=call.in_tag), now)
 
@@ -335,7 +400,8 @@ class B2bua(Admission):
         peer = (call.in_txn.peer if not from_inbound else self._dialog_peer(other, call))
         _, sent = core.send_request(bye, peer, now)
         self._by_dialog.pop((other.call_id, other.local_tag), None)
-        self._end(call, "BYE from the " + ("caller" if from_inbound else "callee"))
+        who = "caller" if from_inbound else "callee"
+        self._end(call, f"BYE from the {who}", who)
         return events + sent
 
     def _dialog_peer(self, dialog: Dialog, call: Call) -> Peer:
@@ -344,12 +410,20 @@ class B2bua(Admission):
         assert call.out_peer is not None
         return call.out_peer
 
-    def _end(self, call: Call, why: str) -> None:
+    def _mark_ringing(self, call: Call) -> None:
+        if call.record is not None and call.record.ringing is None:
+            call.record.ringing = self.wall_clock()
+
+    def _end(self, call: Call, why: str, by: str = "gateway") -> None:
         if call.state is CallState.ENDED:
             return
         call.state = CallState.ENDED
         self.calls.pop(call.id, None)
-        log.info("call_ended", call_id=call.inbound.call_id, reason=why)
+        log.info("call_ended", call_id=call.inbound.call_id, reason=why, ended_by=by)
+        if call.record is not None:
+            call.record.ended, call.record.end_cause = self.wall_clock(), why
+            call.record.ended_by = by
+            self._write(call.record)
 
 
 _REASONS = {404: "Not Found", 408: "Request Timeout", 503: "Service Unavailable"}

@@ -239,6 +239,8 @@ def _global(s: Section) -> GlobalConfig:
             "sip_media_encryption", "best_effort", ("off", "best_effort", "required")
         ),
         media_timeout_seconds=s.integer("media_timeout_seconds", 60, low=0, high=3600),
+        max_calls=s.integer("max_calls", 0, low=0, high=1_000_000),
+        max_calls_per_second=s.integer("max_calls_per_second", 0, low=0, high=100_000),
     )
     s.reject_unknown()
     return config

@@ -52,6 +52,8 @@ class GlobalConfig:
     mssip_domain: str
     sip_media_encryption: MediaEncryption
     media_timeout_seconds: int = 60  # no media on any stream this long ends a call; 0 = never
+    max_calls: int = 0  # concurrent calls this node takes; beyond it 503; 0 = no limit
+    max_calls_per_second: int = 0  # new calls per second; beyond it 503; 0 = no limit
 
 
 @dataclass(frozen=True, slots=True)

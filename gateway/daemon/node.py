@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from gateway import __version__, logs
-from gateway.calls.b2bua import B2bua, Hooks, Local
+from gateway.calls.b2bua import B2bua, CallLimits, Hooks, Local
+from gateway.calls.cdr import CdrStore
 from gateway.config.schema import Config
 from gateway.daemon.state import ensure_self_signed, state_dir
 from gateway.resolver.rfc3263 import Resolver
@@ -46,11 +48,15 @@ class Node:
         self.router = Router(config.services, config.routing_rules)
         self.generation = 1
         self.local = Local(config.node.address, {})
+        self.cdrs = self._open_cdrs(config)
         if handler is None:
             handler = B2bua(router=lambda: self.router,
                             location=lambda: self.config.node.location,
                             hooks=Hooks(spawn=self._spawn, emit=self._emit),
-                            local=self.local, resolver=Resolver())
+                            local=self.local, resolver=Resolver(), cdrs=self.cdrs,
+                            limits=lambda: CallLimits(
+                                self.config.global_settings.max_calls,
+                                self.config.global_settings.max_calls_per_second))
         self.endpoint = Endpoint(
             EndpointSettings(server=f"lyncgate/{__version__}"), timers=timers, handler=handler
         )
@@ -59,6 +65,16 @@ class Node:
         self._timer_at: float | None = None
         self._work: set[asyncio.Future[None]] = set()
         self.stopped = asyncio.Event()
+
+    @staticmethod
+    def _open_cdrs(config: Config) -> CdrStore | None:
+        path = state_dir(config.node) / "cdr.sqlite3"
+        try:
+            return CdrStore(path)
+        except (OSError, sqlite3.Error) as exc:
+            log.error("cdr_unavailable", path=str(path), error=str(exc),
+                      note="calls go on without call detail records")
+            return None
 
     # -- life cycle ----------------------------------------------------------------------
     async def start(self) -> None:
@@ -130,6 +146,8 @@ class Node:
             self._timer.cancel()
         for task in list(self._work):
             task.cancel()
+        if self.cdrs is not None:
+            self.cdrs.close()
         await self.transport.close()
         self.stopped.set()
         log.info("node_stopped", transactions_left=len(self.endpoint.transactions))

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
-from gateway.calls.b2bua import B2bua, Hooks, Local
+from gateway.calls.b2bua import B2bua, CallLimits, Hooks, Local
+from gateway.calls.cdr import CdrStore
 from gateway.config.load import parse_text
 from gateway.resolver.rfc3263 import ResolveError, Target
 from gateway.sip.endpoint import Endpoint, EndpointSettings
@@ -32,7 +34,8 @@ replace = '\\1@uas.example.com'
 
 
 class FakeResolver:
-    def __init__(self, targets: list[Target] | None) -> None:
+    def __init__(self, targets: list[Target] | None, cdrs: CdrStore | None = None,
+                 limits: CallLimits | None = None) -> None:
         self.targets = targets
 
     async def resolve(self, uri: SipUri) -> list[Target]:
@@ -42,7 +45,8 @@ class FakeResolver:
 
 
 class Harness:
-    def __init__(self, targets: list[Target] | None) -> None:
+    def __init__(self, targets: list[Target] | None, cdrs: CdrStore | None = None,
+                 limits: CallLimits | None = None) -> None:
         config = parse_text(RULES, "t.toml", base_dir=None)
         router = Router(config.services, config.routing_rules)
         self.out: list[Send] = []
@@ -54,7 +58,9 @@ class Harness:
         hooks = Hooks(spawn=self.spawn, emit=self.emit, sleep=sleep)
         self.b2bua = B2bua(router=lambda: router, location=lambda: "",
                            hooks=hooks, local=Local("203.0.113.5", {"UDP": 5060}),
-                           resolver=FakeResolver(targets))  # type: ignore[arg-type]
+                           resolver=FakeResolver(targets),  # type: ignore[arg-type]
+                           cdrs=cdrs, limits=lambda: limits or CallLimits(),
+                           wall_clock=lambda: 1_700_000_000.0)
         self.ep = Endpoint(EndpointSettings(server="lyncgate/test"), handler=self.b2bua)
         self.tasks: list[asyncio.Future[None]] = []
 
@@ -104,8 +110,9 @@ def far(target: Target) -> Peer:
     return Peer(target.transport, target.address, target.port)
 
 
-async def test_call_connects_and_bye_from_the_caller_ends_both_legs() -> None:
-    h = Harness([FIRST])
+async def test_call_connects_and_bye_from_the_caller_ends_both_legs(tmp_path: Path) -> None:
+    cdrs = CdrStore(tmp_path / "cdr.sqlite3")
+    h = Harness([FIRST], cdrs)
     h.feed(invite(), CALLER)
     await h.settle()
     sent = h.take()
@@ -136,6 +143,66 @@ async def test_call_connects_and_bye_from_the_caller_ends_both_legs() -> None:
     out_bye, bye_peer = outbound(sent, "BYE")
     assert out_bye.call_id == out.call_id and out_bye.to.tag == "callee" and bye_peer == peer
     assert h.b2bua.calls == {}
+    [cdr] = cdrs.recent()
+    assert (cdr["in_call_id"], cdr["out_call_id"], cdr["rule"], cdr["destination"]) == (
+        "in-call-1", out.call_id, "to endpoints", "alice@uas.example.com")
+    assert cdr["ringing"] and cdr["answered"] and cdr["ended"]
+    assert (cdr["end_cause"], cdr["ended_by"]) == ("BYE from the caller", "caller")
+
+
+async def test_bye_from_the_callee_hangs_up_the_caller() -> None:
+    h = Harness([FIRST])
+    h.feed(invite(), CALLER)
+    await h.settle()
+    out, peer = outbound(h.take(), "INVITE")
+    h.feed(make_response(out, 200, to_tag="callee",
+                         headers=(("Contact", "<sip:a@198.51.100.1>"),)), peer)
+    answer = next(m for m, _ in h.take() if isinstance(m, Response) and m.status == 200)
+    bye = (f"BYE sip:203.0.113.5 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.1:5060;"
+           f"branch=z9hG4bK-cbye\r\nFrom: <sip:alice@uas.example.com>;tag=callee\r\n"
+           f"To: {out.headers.get('From')}\r\nCall-ID: {out.call_id}\r\nCSeq: 1 BYE\r\n"
+           "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode()
+    h.feed(bye, peer)
+    sent = h.take()
+    assert statuses(sent, peer) == [200]
+    to_caller, caller_peer = outbound(sent, "BYE")
+    assert caller_peer == CALLER and to_caller.call_id == "in-call-1"
+    assert to_caller.uri_text == "sip:bob@192.0.2.10:5062" and to_caller.to.tag == "caller"
+    assert to_caller.from_.tag == answer.to.tag
+
+
+async def test_overload_gets_503_with_retry_after_and_calls_in_progress_go_on(
+    tmp_path: Path,
+) -> None:
+    cdrs = CdrStore(tmp_path / "cdr.sqlite3")
+    h = Harness([FIRST], cdrs, CallLimits(max_calls=1, retry_after=17))
+    h.feed(invite(), CALLER)
+    await h.settle()
+    h.take()
+    h.feed(invite("carol").replace(b"in-call-1", b"in-call-2").replace(b"-in1", b"-in2"),
+           CALLER)
+    sent = h.take()
+    assert statuses(sent, CALLER) == [100, 503]  # 100 Trying comes from the transaction
+    refused = next(m for m, _ in sent if isinstance(m, Response) and m.status == 503)
+    assert refused.headers.get("Retry-After") == "17" and "call limit reached" in refused.reason
+    assert len(h.b2bua.calls) == 1
+
+
+async def test_calls_per_second_limit() -> None:
+    h = Harness([FIRST], limits=CallLimits(max_calls_per_second=2))
+    for n in range(3):
+        h.feed(invite(f"u{n}").replace(b"in-call-1", b"c%d" % n).replace(b"-in1", b"-n%d" % n),
+               CALLER)
+    codes = [m.status for m, _ in h.take() if isinstance(m, Response)]
+    assert codes.count(503) == 1 and len(h.b2bua.calls) == 2
+
+
+async def test_rejected_calls_are_recorded_too(tmp_path: Path) -> None:
+    cdrs = CdrStore(tmp_path / "cdr.sqlite3")
+    h = Harness([FIRST], cdrs)
+    h.feed(invite().replace(b"gw.example.com", b"elsewhere.org"), CALLER)
+    [cdr] = cdrs.recent()
+    assert cdr["outcome"] == "reject" and str(cdr["end_cause"]).startswith("404 ")
 
 
 async def test_503_moves_to_the_next_target_and_a_busy_callee_is_relayed() -> None:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from gateway import logs
 from gateway.calls.admission import Admission, reason_phrase
 from gateway.calls.cdr import CallRecord, CdrStore
+from gateway.media.backend import SipBridge
 from gateway.resolver.rfc3263 import ResolveError, Resolver, Target
 from gateway.sip.dialog import Dialog
 from gateway.sip.errors import SipParseError
@@ -41,7 +42,13 @@ from gateway.sip.transactions import (
     TransactionTimeout,
 )
 from gateway.sip.uri import SipUri, parse_uri
+from ice.errors import PortsExhausted
+from ice.ports import PortAllocator
 from routing.engine import Decision, Router
+from sdp.anchor import anchored, remote_addresses
+from sdp.errors import SdpError
+from sdp.model import SessionDescription
+from sdp.parse import parse_sdp
 
 if TYPE_CHECKING:
     from gateway.sip.endpoint import Endpoint
@@ -113,6 +120,10 @@ class Call:
     cancelled: bool = False
     out_peer: Peer | None = None
     record: CallRecord | None = None
+    offer: SessionDescription | None = None  # the caller's SDP, when media is anchored
+    bridge: SipBridge | None = None
+    toward_caller: list[int] = field(default_factory=list)  # relay ports in our answer
+    toward_callee: list[int] = field(default_factory=list)  # relay ports in our offer
 
     @property
     def answered(self) -> bool:
@@ -129,7 +140,9 @@ class B2bua(Admission):
     def __init__(self, *, router: Callable[[], Router], location: Callable[[], str],
                  hooks: Hooks, local: Local, resolver: Resolver,
                  limits: Callable[[], CallLimits] = CallLimits, cdrs: CdrStore | None = None,
-                 wall_clock: Callable[[], float] = time.time) -> None:
+                 wall_clock: Callable[[], float] = time.time,
+                 media_ports: PortAllocator | None = None,
+                 media_timeout: Callable[[], float] = lambda: 60.0) -> None:
         super().__init__(router=router, location=location)
         self.hooks = hooks
         self.local = local
@@ -137,6 +150,8 @@ class B2bua(Admission):
         self.limits = limits
         self.cdrs = cdrs
         self.wall_clock = wall_clock
+        self.media_ports = media_ports  # None: SDP passes end to end, media is not anchored
+        self.media_timeout = media_timeout
         self._recent: deque[float] = deque()  # admission times in the last second
         self.calls: dict[int, Call] = {}
         self._ids = itertools.count(1)
@@ -188,8 +203,18 @@ class B2bua(Admission):
                                                   f"{decision.destination} is not a SIP "
                                                   "address and the rule names no server"),
                 to_tag=core.new_tag()), now)
+        offer = None
+        if self.media_ports is not None:
+            try:
+                offer = _anchorable(event.request)
+            except SdpError as exc:
+                record.ended, record.end_cause = record.started, f"488 {exc}"
+                self._write(record)
+                return core.respond(event.request, event.transaction, make_response(
+                    event.request, 488, reason_phrase("Not Acceptable Here", str(exc)),
+                    to_tag=core.new_tag()), now)
         call = Call(next(self._ids), event.request, event.transaction, core.new_tag(),
-                    decision, target, record=record)
+                    decision, target, record=record, offer=offer)
         self.calls[call.id] = call
         event.transaction.tu_data = call
         self.hooks.spawn(self._resolve(call, core))
@@ -247,6 +272,16 @@ class B2bua(Admission):
             why = str(exc)
             self.hooks.emit(lambda now: self._fail(call, 404, why, now, core))
             return
+        if call.offer is not None and self.media_ports is not None:
+            call.bridge = SipBridge(self.media_ports, lambda reason: self.hooks.emit(
+                lambda now: self._hang_up(call, reason, now, core)))
+            try:
+                call.toward_caller, call.toward_callee = await call.bridge.reserve(
+                    self.local.address, [m.has("rtcp-mux") for m in call.offer.media])
+            except PortsExhausted as exc:
+                why = str(exc)
+                self.hooks.emit(lambda now: self._fail(call, 503, why, now, core))
+                return
         self.hooks.emit(lambda now: self._place(call, now, core))
 
     async def _local_ringing(self, call: Call, core: Endpoint) -> None:
@@ -282,7 +317,11 @@ class B2bua(Admission):
         for name in CARRIED:
             for value in inbound.headers.get_all(name):
                 h.add(name, value)
-        request.set_body(inbound.body, inbound.headers.get("Content-Type"))
+        if call.offer is not None and call.bridge is not None:
+            body = anchored(call.offer, self.local.address, call.toward_callee).to_bytes()
+            request.set_body(body, "application/sdp")
+        else:
+            request.set_body(inbound.body, inbound.headers.get("Content-Type"))
         peer = Peer(target.transport, target.address, target.port)
         txn, events = core.send_request(request, peer, now, tu_data=call)
         call.out_invite, call.out_txn, call.out_peer = request, txn, peer
@@ -353,10 +392,30 @@ class B2bua(Admission):
         headers = [("Contact", self.local.contact(call.in_txn.peer.transport))]
         headers += [(n, v) for n in ("Supported", "Allow", "Require", "Session-Expires")
                     for v in response.headers.get_all(n)]
+        body = self._answer_body(call, response)
         return make_response(call.inbound, status, response.reason, to_tag=call.in_tag,
-                             headers=headers, body=response.body,
+                             headers=headers, body=body,
                              content_type=response.headers.get("Content-Type")
-                             if response.body else None)
+                             if body else None)
+
+    def _answer_body(self, call: Call, response: Response) -> bytes:
+        """The callee's SDP answer, pointed at the relay (which starts relaying on it)."""
+        if not response.body or call.bridge is None or call.offer is None:
+            return response.body
+        try:
+            answer = parse_sdp(response.body)
+        except SdpError as exc:
+            log.warning("answer_sdp_unreadable", call_id=call.inbound.call_id, error=str(exc))
+            return response.body
+        if len(answer.media) != len(call.offer.media):
+            log.warning("answer_sdp_mismatch", call_id=call.inbound.call_id,
+                        offered=len(call.offer.media), answered=len(answer.media))
+            return response.body
+        if call.bridge.media is None:
+            call.bridge.connect([m.media for m in call.offer.media],
+                                remote_addresses(call.offer), remote_addresses(answer),
+                                self.media_timeout())
+        return anchored(answer, self.local.address, call.toward_caller).to_bytes()
 
     def _fail(self, call: Call, status: int, reason: str, now: float,
               core: Endpoint) -> list[Event]:
@@ -414,11 +473,30 @@ class B2bua(Admission):
         if call.record is not None and call.record.ringing is None:
             call.record.ringing = self.wall_clock()
 
+    def _hang_up(self, call: Call, reason: str, now: float, core: Endpoint) -> list[Event]:
+        """The gateway ends a connected call itself (media timeout): BYE on both legs."""
+        if call.state is not CallState.CONNECTED:
+            return []
+        events: list[Event] = []
+        for dialog, peer in ((call.in_dialog, call.in_txn.peer),
+                             (call.out_dialog, call.out_peer)):
+            if dialog is not None and peer is not None:
+                bye = dialog.create_request("BYE", self.local.via(peer.transport),
+                                            headers=(("Reason", f'SIP;cause=200;text="{reason}"'),))
+                events += core.send_request(bye, peer, now)[1]
+                self._by_dialog.pop((dialog.call_id, dialog.local_tag), None)
+        self._end(call, reason, "gateway")
+        return events
+
     def _end(self, call: Call, why: str, by: str = "gateway") -> None:
         if call.state is CallState.ENDED:
             return
         call.state = CallState.ENDED
         self.calls.pop(call.id, None)
+        if call.bridge is not None:
+            if call.record is not None and call.bridge.media is not None:
+                call.record.media = dict(call.bridge.media.counters())
+            call.bridge.close()
         log.info("call_ended", call_id=call.inbound.call_id, reason=why, ended_by=by)
         if call.record is not None:
             call.record.ended, call.record.end_cause = self.wall_clock(), why
@@ -427,6 +505,18 @@ class B2bua(Admission):
 
 
 _REASONS = {404: "Not Found", 408: "Request Timeout", 503: "Service Unavailable"}
+
+
+def _anchorable(request: Request) -> SessionDescription | None:
+    """The caller's SDP when the relay can anchor it: a single application/sdp body without
+    ICE (ICE and multipart offers come from Lync, whose media path is not anchored yet)."""
+    content_type = request.content_type
+    if not request.body or content_type is None or content_type.type != "application/sdp":
+        return None
+    offer = parse_sdp(request.body)
+    if any(m.has("ice-ufrag") for m in offer.media) or offer.session.has("ice-ufrag"):
+        return None
+    return offer
 
 
 def _cancel_for(invite: Request) -> Request:

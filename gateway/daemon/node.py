@@ -23,6 +23,7 @@ from gateway.sip.transaction import Peer, Send
 from gateway.sip.transactions import Event
 from gateway.transport.layer import Limits, TransportLayer
 from gateway.transport.tls import client_context, server_context
+from ice.ports import PortAllocator
 from routing.engine import Router
 
 log = logs.get(__name__)
@@ -56,7 +57,10 @@ class Node:
                             local=self.local, resolver=Resolver(), cdrs=self.cdrs,
                             limits=lambda: CallLimits(
                                 self.config.global_settings.max_calls,
-                                self.config.global_settings.max_calls_per_second))
+                                self.config.global_settings.max_calls_per_second),
+                            media_ports=PortAllocator(*config.listen.media_ports),
+                            media_timeout=lambda: float(
+                                self.config.global_settings.media_timeout_seconds))
         self.endpoint = Endpoint(
             EndpointSettings(server=f"lyncgate/{__version__}"), timers=timers, handler=handler
         )

@@ -118,3 +118,68 @@ class CallMediaTimeout(Protocol):
 
 def _ctx(crypto: Crypto | None, inbound: bool) -> SrtpContext | None:
     return None if crypto is None else SrtpContext(crypto, inbound=inbound)
+
+
+class SipBridge:
+    """Both legs plain SIP (no ICE): each stream gets a port toward the caller and one toward
+    the callee, and the relay joins them. RTCP on the port after each RTP port unless the
+    offer asked for rtcp-mux."""
+
+    def __init__(self, ports: PortAllocator, on_timeout: CallMediaTimeout) -> None:
+        self.ports = ports
+        self.on_timeout = on_timeout
+        self.caller: list[SipMedia] = []
+        self.callee: list[SipMedia] = []
+        self._relays: list[StreamRelay] = []
+        self.media: CallMedia | None = None
+
+    async def reserve(self, host: str, muxed: list[bool]) -> tuple[list[int], list[int]]:
+        """(ports toward the caller, ports toward the callee), one per stream."""
+        unknown = ("0.0.0.0", 9)
+        try:
+            for index, mux in enumerate(muxed):
+                self.caller.append(await SipMedia.open(
+                    self.ports, host, unknown, None if mux else unknown,
+                    self._into(index, from_caller=True)))
+                self.callee.append(await SipMedia.open(
+                    self.ports, host, unknown, None if mux else unknown,
+                    self._into(index, from_caller=False)))
+        except BaseException:
+            self.close()
+            raise
+        return [m.rtp.port for m in self.caller], [m.rtp.port for m in self.callee]
+
+    def connect(self, media: list[str], caller: list[tuple[str, int] | None],
+                callee: list[tuple[str, int] | None], timeout: float) -> CallMedia:
+        loop = asyncio.get_running_loop()
+        for index, kind in enumerate(media):
+            for endpoints, remote in ((self.caller, caller[index]), (self.callee,
+                                                                       callee[index])):
+                rtcp = endpoints[index].rtcp_endpoint
+                if remote is not None:
+                    endpoints[index].rtp.point_at(remote)
+                    if rtcp is not None:
+                        rtcp.point_at((remote[0], remote[1] + 1))
+            self._relays.append(StreamRelay(kind, Side("caller", self.caller[index].send),
+                                            Side("callee", self.callee[index].send),
+                                            clock=loop.time))
+        self.media = CallMedia(self._relays, timeout=timeout, on_timeout=self.on_timeout,
+                               clock=loop.time)
+        self.media.start()
+        return self.media
+
+    def _into(self, index: int, *, from_caller: bool) -> Receive:
+        def receive(data: bytes, rtcp: bool | None) -> None:
+            if index < len(self._relays):
+                relay = self._relays[index]
+                (relay.from_a if from_caller else relay.from_b)(data, rtcp)
+
+        return receive
+
+    def close(self) -> None:
+        if self.media is not None:
+            self.media.stop()
+        for endpoint in (*self.caller, *self.callee):
+            endpoint.close(self.ports)
+        self.caller.clear()
+        self.callee.clear()

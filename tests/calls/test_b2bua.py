@@ -18,7 +18,10 @@ from gateway.sip.parse import parse_message
 from gateway.sip.transaction import Peer, Send
 from gateway.sip.transactions import Event
 from gateway.sip.uri import SipUri
+from ice.ports import PortAllocator
 from routing.engine import Router
+from sdp.parse import parse_sdp
+from tests.peers import free_port
 
 CALLER = Peer("UDP", "192.0.2.10", 5062)
 FIRST = Target("UDP", "uas.example.com", "198.51.100.1", 5060)
@@ -35,7 +38,8 @@ replace = '\\1@uas.example.com'
 
 class FakeResolver:
     def __init__(self, targets: list[Target] | None, cdrs: CdrStore | None = None,
-                 limits: CallLimits | None = None) -> None:
+                 limits: CallLimits | None = None, ports: PortAllocator | None = None,
+                 address: str = "203.0.113.5") -> None:
         self.targets = targets
 
     async def resolve(self, uri: SipUri) -> list[Target]:
@@ -46,7 +50,8 @@ class FakeResolver:
 
 class Harness:
     def __init__(self, targets: list[Target] | None, cdrs: CdrStore | None = None,
-                 limits: CallLimits | None = None) -> None:
+                 limits: CallLimits | None = None, ports: PortAllocator | None = None,
+                 address: str = "203.0.113.5") -> None:
         config = parse_text(RULES, "t.toml", base_dir=None)
         router = Router(config.services, config.routing_rules)
         self.out: list[Send] = []
@@ -57,7 +62,8 @@ class Harness:
 
         hooks = Hooks(spawn=self.spawn, emit=self.emit, sleep=sleep)
         self.b2bua = B2bua(router=lambda: router, location=lambda: "",
-                           hooks=hooks, local=Local("203.0.113.5", {"UDP": 5060}),
+                           hooks=hooks, local=Local(address, {"UDP": 5060}),
+                           media_ports=ports,
                            resolver=FakeResolver(targets),  # type: ignore[arg-type]
                            cdrs=cdrs, limits=lambda: limits or CallLimits(),
                            wall_clock=lambda: 1_700_000_000.0)
@@ -251,3 +257,75 @@ async def test_failed_lookup_is_a_404_that_says_why() -> None:
     assert statuses(sent, CALLER) == [100, 404]
     final = next(m for m, _ in sent if isinstance(m, Response) and m.status == 404)
     assert "uas.example.com: no NAPTR, SRV or A/AAAA records" in final.reason
+
+
+def sdp_body(port: int) -> bytes:
+    return (f"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            f"m=audio {port} RTP/AVP 9\r\na=rtpmap:9 G722/8000\r\na=sendrecv\r\n").encode()
+
+
+class Phone(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.got: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        self.got.put_nowait(data)
+
+
+async def phone() -> tuple[asyncio.DatagramTransport, Phone, int]:
+    transport, protocol = await asyncio.get_running_loop().create_datagram_endpoint(
+        Phone, local_addr=("127.0.0.1", 0))
+    return transport, protocol, int(transport.get_extra_info("sockname")[1])
+
+
+async def test_media_is_anchored_at_the_relay_and_ports_come_back(tmp_path: Path) -> None:
+    base = free_port()
+    ports = PortAllocator(base, base + 20)
+    caller_sock, caller, caller_port = await phone()
+    callee_sock, callee, callee_port = await phone()
+    cdrs = CdrStore(tmp_path / "cdr.sqlite3")
+    h = Harness([FIRST], cdrs, ports=ports, address="127.0.0.1")
+    offer = invite().replace(b"Content-Length: 10\r\n\r\nv=0\r\ns=x\r\n",
+                             b"Content-Length: %d\r\n\r\n" % len(sdp_body(caller_port))
+                             + sdp_body(caller_port))
+    h.feed(offer, CALLER)
+    for _ in range(20):
+        await h.settle()
+    out, peer = outbound(h.take(), "INVITE")
+    relayed_offer = parse_sdp(out.body)
+    toward_callee = relayed_offer.media[0].port
+    assert relayed_offer.connection_address(relayed_offer.media[0]) == "127.0.0.1"
+    assert ports.first <= toward_callee <= ports.last and toward_callee != caller_port
+    ok = make_response(out, 200, to_tag="callee", headers=(("Contact", "<sip:a@127.0.0.1>"),),
+                       body=sdp_body(callee_port), content_type="application/sdp")
+    h.feed(ok, peer)
+    answer = next(m for m, _ in h.take() if isinstance(m, Response) and m.status == 200)
+    toward_caller = parse_sdp(answer.body).media[0].port
+    assert toward_caller not in (toward_callee, callee_port)
+
+    caller_sock.sendto(b"\x80\x09\x00\x01" + bytes(8) + b"hello", ("127.0.0.1", toward_caller))
+    assert (await asyncio.wait_for(callee.got.get(), 5))[12:] == b"hello"
+    callee_sock.sendto(b"\x80\x09\x00\x01" + bytes(8) + b"back!", ("127.0.0.1", toward_callee))
+    assert (await asyncio.wait_for(caller.got.get(), 5))[12:] == b"back!"
+
+    bye = (f"BYE sip:gw@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5062;"
+           f"branch=z9hG4bK-bye9;rport\r\nFrom: <sip:bob@example.org>;tag=caller\r\n"
+           f"To: <sip:alice@gw.example.com>;tag={answer.to.tag}\r\nCall-ID: in-call-1\r\n"
+           "CSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode()
+    h.feed(bye, CALLER)
+    await h.settle()
+    assert ports.in_use == set()
+    [cdr] = cdrs.recent()
+    assert '"packets": 1' in str(cdr["media"])
+    caller_sock.close()
+    callee_sock.close()
+
+
+async def test_unreadable_sdp_offer_gets_488_saying_why() -> None:
+    h = Harness([FIRST], ports=PortAllocator(40000, 40010))
+    bad = invite().replace(b"v=0\r\ns=x\r\n", b"x=0\r\ns=x\r\n")
+    h.feed(bad, CALLER)
+    sent = h.take()
+    assert statuses(sent, CALLER) == [100, 488]
+    final = next(m for m, _ in sent if isinstance(m, Response) and m.status == 488)
+    assert "line 1" in final.reason

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import trustme
 
+from gateway.calls.cdr import CdrStore
 from gateway.sip.message import Response
 from gateway.sip.parse import parse_message
 from tests.daemon.harness import Daemon, options
@@ -111,6 +112,9 @@ def test_calls_through_the_b2bua_to_a_sipp_uas(tmp_path: Path, transport: str) -
         f"sip:uas-42@127.0.0.1:{uas_port};transport={leg}")
     assert len(daemon.events("call_connected")) == 5
     assert {e["reason"] for e in daemon.events("call_ended")} == {"BYE from the caller"}
+    rows = CdrStore(tmp_path / "state" / "cdr.sqlite3").recent()
+    assert len(rows) == 5 and {r["ended_by"] for r in rows} == {"caller"}
+    assert all(r["answered"] for r in rows)
 
 
 def test_hostile_datagrams_get_answers_or_are_dropped_and_the_node_keeps_serving(

@@ -131,6 +131,10 @@ class _NodeConnection(aioice.Connection):
         self.all_nominated: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def data_received(self, data: bytes, component: int) -> None:
+        if data[:1] < b"\x40":
+            # STUN aioice could not read (an MS-ICE2 keep-alive indication with the legacy
+            # FINGERPRINT, say): never media, whose first two bits are RTP's version 2.
+            return
         # Media goes straight to the relay when one is attached, not through aioice's queue.
         if self.session.on_data is not None:
             self.session.on_data(data, component)

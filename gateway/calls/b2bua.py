@@ -153,6 +153,10 @@ class B2bua(Admission):
         self.media_ports = media_ports  # None: SDP passes end to end, media is not anchored
         self.media_timeout = media_timeout
         self._recent: deque[float] = deque()  # admission times in the last second
+        # For metrics: ended calls by (outcome, decision), and media totals of ended calls.
+        self.outcomes: dict[tuple[str, str], int] = {}
+        self.media_totals: dict[str, int] = {"packets": 0, "bytes": 0, "lost": 0,
+                                             "dropped": 0}
         self.calls: dict[int, Call] = {}
         self._ids = itertools.count(1)
         self._by_dialog: dict[tuple[str, str], Call] = {}  # (Call-ID, our tag) -> call
@@ -194,6 +198,7 @@ class B2bua(Admission):
         record = self._record(event.request, decision)
         if not decision.routed:
             record.ended, record.end_cause = record.started, f"404 {decision.reason}"
+            self._tally("rejected", "reject")
             self._write(record)
             return self.answer_decision(event, decision, now, core)
         target = self._target_uri(decision)
@@ -469,6 +474,18 @@ class B2bua(Admission):
         assert call.out_peer is not None
         return call.out_peer
 
+    def active(self) -> list[dict[str, object]]:
+        """The calls in progress, for the status API."""
+        return [{
+            "id": call.id, "state": call.state.value, "in_call_id": call.inbound.call_id,
+            "out_call_id": call.out_invite.call_id if call.out_invite else None,
+            "caller": str(call.inbound.from_.uri), "alias": call.inbound.uri_text,
+            "target": call.target_uri, "decision": call.decision.to_json(),
+            "started": call.record.started if call.record else None,
+            "media": call.bridge.media.counters() if call.bridge and call.bridge.media
+            else None,
+        } for call in self.calls.values()]
+
     def _mark_ringing(self, call: Call) -> None:
         if call.record is not None and call.record.ringing is None:
             call.record.ringing = self.wall_clock()
@@ -494,14 +511,30 @@ class B2bua(Admission):
         call.state = CallState.ENDED
         self.calls.pop(call.id, None)
         if call.bridge is not None:
-            if call.record is not None and call.bridge.media is not None:
-                call.record.media = dict(call.bridge.media.counters())
+            if call.bridge.media is not None:
+                counters = call.bridge.media.counters()
+                if call.record is not None:
+                    call.record.media = dict(counters)
+                for directions in counters.values():
+                    for stats in directions.values():
+                        for key in ("packets", "bytes", "lost"):
+                            self.media_totals[key] += int(str(stats[key]))
+                        dropped = stats["dropped"]
+                        assert isinstance(dropped, dict)
+                        self.media_totals["dropped"] += sum(dropped.values())
             call.bridge.close()
         log.info("call_ended", call_id=call.inbound.call_id, reason=why, ended_by=by)
+        outcome = "answered" if call.in_dialog is not None else (
+            "cancelled" if call.cancelled else "failed")
+        self._tally(outcome, call.decision.outcome)
         if call.record is not None:
             call.record.ended, call.record.end_cause = self.wall_clock(), why
             call.record.ended_by = by
             self._write(call.record)
+
+    def _tally(self, outcome: str, decision: str) -> None:
+        key = (outcome, decision)
+        self.outcomes[key] = self.outcomes.get(key, 0) + 1
 
 
 _REASONS = {404: "Not Found", 408: "Request Timeout", 503: "Service Unavailable"}

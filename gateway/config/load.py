@@ -20,6 +20,7 @@ from gateway.config.fields import (
     check_unique,
 )
 from gateway.config.schema import (
+    ApiConfig,
     Config,
     GlobalConfig,
     ListenConfig,
@@ -90,6 +91,7 @@ def _build(raw: dict[str, Any], source: str, base_dir: Path | None, problems: Pr
     listen = _listen(root.table("listen"))
     tls = _tls(root.table("tls"), base_dir)
     global_settings = _global(root.table("global"))
+    api = _api(root.table("api"))
 
     lync_servers = tuple(_server(s, ("tls", "tcp")) for s in root.tables("lync_servers"))
     sip_proxies = tuple(_server(s, ("udp", "tcp", "tls")) for s in root.tables("sip_proxies"))
@@ -144,6 +146,7 @@ def _build(raw: dict[str, Any], source: str, base_dir: Path | None, problems: Pr
         stun_servers=stun_servers,
         services=services,
         routing_rules=rules,
+        api=api,
     )
 
 
@@ -242,6 +245,19 @@ def _global(s: Section) -> GlobalConfig:
         max_calls=s.integer("max_calls", 0, low=0, high=1_000_000),
         max_calls_per_second=s.integer("max_calls_per_second", 0, low=0, high=100_000),
     )
+    s.reject_unknown()
+    return config
+
+
+def _api(s: Section) -> ApiConfig:
+    config = ApiConfig(
+        address=s.string("address", "127.0.0.1", max_len=MAX_ADDRESS),
+        port=s.integer("port", 0, low=0, high=65535),
+        token=s.string("token"),
+    )
+    _check_ip(s, "address", config.address, allow_empty=False)
+    if config.token and len(config.token) < 16:
+        s.problems.add(f"{s.path}.token", "must be at least 16 characters (it guards reload)")
     s.reject_unknown()
     return config
 

@@ -97,6 +97,15 @@ class StunServer:
 
 
 @dataclass(frozen=True, slots=True)
+class ApiConfig:
+    """The status API and metrics over HTTP; port 0 turns it off."""
+
+    address: str = "127.0.0.1"
+    port: int = 0
+    token: str = ""  # required for reload and anything that changes state; "" = refused
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     source: str
     node: NodeConfig
@@ -110,6 +119,7 @@ class Config:
     stun_servers: tuple[StunServer, ...]
     services: tuple[Service, ...]
     routing_rules: tuple[RoutingRule, ...]
+    api: ApiConfig = ApiConfig()
 
     def location(self, name: str) -> Location | None:
         return next((loc for loc in self.locations if loc.name == name), None)

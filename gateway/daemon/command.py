@@ -9,8 +9,8 @@ import gc
 import signal
 
 from gateway import logs
-from gateway.config.errors import ConfigError
-from gateway.config.load import load_default, load_file, load_for_command
+from gateway.api import server as api_server
+from gateway.config.load import load_for_command
 from gateway.config.schema import Config
 from gateway.daemon.node import Node
 
@@ -23,10 +23,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="default: json unless stderr is a terminal")
     parser.add_argument("--log-level", default="info",
                         choices=("debug", "info", "warning", "error"))
-
-
-def _load(path: str | None) -> Config:
-    return load_default() if path is None else load_file(path)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,6 +61,7 @@ async def _serve(config: Config, path: str | None) -> int:
         log.error("listen_failed", error=str(exc))
         await node.close()
         return 1
+    api = await api_server.start(node, path)
     _tune_gc()
     loop = asyncio.get_running_loop()
     stopping: list[asyncio.Task[None]] = []
@@ -77,20 +74,12 @@ async def _serve(config: Config, path: str | None) -> int:
 
     def reload() -> None:
         log.info("signal", signal="SIGHUP", action="reload")
-        try:
-            fresh = _load(path)
-        except ConfigError as exc:
-            log.error("reload_refused", config=exc.source, problems=exc.problems,
-                      note="the running config stays in force")
-            return
-        try:
-            node.reload(fresh)
-        except (OSError, ValueError) as exc:
-            log.error("reload_refused", config=fresh.source, problems=[str(exc)],
-                      note="the running config stays in force")
+        node.reload_file(path)
 
     loop.add_signal_handler(signal.SIGTERM, stop, "SIGTERM")
     loop.add_signal_handler(signal.SIGINT, stop, "SIGINT")
     loop.add_signal_handler(signal.SIGHUP, reload)
     await node.stopped.wait()
+    if api is not None:
+        await api.cleanup()
     return 0

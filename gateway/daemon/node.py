@@ -13,6 +13,8 @@ from pathlib import Path
 from gateway import __version__, logs
 from gateway.calls.b2bua import B2bua, CallLimits, Hooks, Local
 from gateway.calls.cdr import CdrStore
+from gateway.config.errors import ConfigError
+from gateway.config.load import load_default, load_file
 from gateway.config.schema import Config
 from gateway.daemon.state import ensure_self_signed, state_dir
 from gateway.resolver.rfc3263 import Resolver
@@ -121,6 +123,23 @@ class Node:
         client = client_context(files.certificate, files.private_key, cfg.tls.trusted_ca, verify)
         self.transport.server_tls = server
         self.transport.client_tls = client
+
+    def reload_file(self, path: str | None) -> list[str]:
+        """Validate the config at `path` (the embedded default without one) in full, then
+        swap it in; on any problem nothing changes and the problems are returned."""
+        try:
+            fresh = load_default() if path is None else load_file(path)
+        except ConfigError as exc:
+            log.error("reload_refused", config=exc.source, problems=exc.problems,
+                      note="the running config stays in force")
+            return exc.problems
+        try:
+            self.reload(fresh)
+        except (OSError, ValueError) as exc:
+            log.error("reload_refused", config=fresh.source, problems=[str(exc)],
+                      note="the running config stays in force")
+            return [f"<tls>: {exc}"]
+        return []
 
     def reload(self, config: Config) -> None:
         """Swap in an already validated config; calls in progress keep what they had."""

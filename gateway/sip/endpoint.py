@@ -178,7 +178,8 @@ class Endpoint:
                 | TransactionTimeout
             ):
                 out.extend(self._dispatch(self.handler.on_event(event, now, self), now))
-            elif isinstance(event, TransactionTimeout):
+            if isinstance(event, TransactionTimeout):
+                self._count(f"transaction_timeouts:{event.timer}")
                 log.info("transaction_timeout", timer=event.timer,
                          method=event.transaction.request.method,
                          call_id=event.transaction.request.call_id)

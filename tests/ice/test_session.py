@@ -278,3 +278,15 @@ async def test_wrong_turn_password_is_the_reason_ice_fails() -> None:
 
 if sys.platform != "linux":  # pragma: no cover - the lab is Debian
     pytestmark = pytest.mark.skip(reason="loopback ICE tests run on Linux")
+
+
+async def test_unreadable_stun_never_reaches_the_media_path() -> None:
+    """An MS-ICE2 keep-alive aioice cannot parse must not be relayed as media."""
+    session = IceSession(controlling=True, components=1, address="127.0.0.1",
+                         ports=allocator())
+    got: list[bytes] = []
+    session.on_data = lambda data, component: got.append(data)
+    session.connection.data_received(b"\x00\x11\x00\x08!\x12\xa4B" + bytes(20), 1)
+    session.connection.data_received(b"\x80\x00rtp", 1)
+    assert got == [b"\x80\x00rtp"]
+    await session.close()

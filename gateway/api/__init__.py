@@ -1,0 +1,1 @@
+"""The status API and Prometheus metrics over HTTP (aiohttp)."""

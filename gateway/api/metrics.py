@@ -1,0 +1,95 @@
+"""Prometheus metrics read live from the node at each scrape (no second bookkeeping):
+SIP messages, parse errors, transaction timeouts, TLS, calls, media, and the process."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from gateway.calls.b2bua import B2bua
+
+if TYPE_CHECKING:
+    from gateway.daemon.node import Node
+
+# endpoint counter prefix -> (metric, help, label)
+_SIP = {
+    "requests_in": ("lyncgate_sip_requests_received", "SIP requests received", "method"),
+    "requests_out": ("lyncgate_sip_requests_sent", "SIP requests sent", "method"),
+    "responses_out": ("lyncgate_sip_responses_sent", "SIP responses sent", "status"),
+    "parse_errors": ("lyncgate_sip_parse_errors", "Messages refused as malformed, by the "
+                     "status answered", "status"),
+    "transaction_timeouts": ("lyncgate_sip_transaction_timeouts", "Transactions that timed "
+                             "out, by RFC 3261 timer", "timer"),
+}
+
+
+class NodeCollector(Collector):
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def collect(self) -> Iterator[Metric]:
+        node = self.node
+        families = {prefix: CounterMetricFamily(name, text, labels=[label])
+                    for prefix, (name, text, label) in _SIP.items()}
+        responses_in = 0
+        for key, value in node.endpoint.counters.items():
+            prefix, _, label = key.partition(":")
+            if prefix in families:
+                families[prefix].add_metric([label], value)
+            elif prefix == "responses_in":
+                responses_in += value
+        yield from families.values()
+        yield CounterMetricFamily("lyncgate_sip_responses_received",
+                                  "SIP responses received", value=responses_in)
+        stats = node.transport.stats
+        yield CounterMetricFamily("lyncgate_tls_handshakes", "TLS handshakes completed",
+                                  value=stats.tls_handshakes)
+        failures = CounterMetricFamily("lyncgate_tls_handshake_failures",
+                                       "TLS handshakes that failed, by reason",
+                                       labels=["reason"])
+        for reason, count in stats.tls_failures.items():
+            failures.add_metric([reason], count)
+        yield failures
+        yield GaugeMetricFamily("lyncgate_connections", "Open TCP/TLS connections",
+                                value=node.transport.connection_count)
+        yield GaugeMetricFamily("lyncgate_config_generation", "Config reloads applied + 1",
+                                value=node.generation)
+        handler = node.endpoint.handler
+        if isinstance(handler, B2bua):
+            yield GaugeMetricFamily("lyncgate_calls_active", "Calls in progress",
+                                    value=len(handler.calls))
+            calls = CounterMetricFamily("lyncgate_calls", "Ended calls by outcome and routing "
+                                        "decision", labels=["outcome", "decision"])
+            for (outcome, decision), count in handler.outcomes.items():
+                calls.add_metric([outcome, decision], count)
+            yield calls
+            live = {"packets": 0, "lost": 0}
+            for call in handler.calls.values():
+                if call.bridge is not None and call.bridge.media is not None:
+                    for directions in call.bridge.media.counters().values():
+                        for stats_ in directions.values():
+                            live["packets"] += int(str(stats_["packets"]))
+                            live["lost"] += int(str(stats_["lost"]))
+            yield CounterMetricFamily("lyncgate_relay_packets", "RTP packets relayed",
+                                      value=handler.media_totals["packets"] + live["packets"])
+            yield CounterMetricFamily("lyncgate_relay_packets_lost",
+                                      "RTP packets lost (sequence gaps) on relayed streams",
+                                      value=handler.media_totals["lost"] + live["lost"])
+            yield CounterMetricFamily("lyncgate_relay_packets_dropped",
+                                      "Relayed packets dropped as bad (ended calls)",
+                                      value=handler.media_totals["dropped"])
+
+
+def registry_for(node: Node) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(NodeCollector(node))
+    ProcessCollector(registry=registry)  # process CPU seconds, memory, open files
+    return registry
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    return generate_latest(registry)

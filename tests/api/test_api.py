@@ -107,7 +107,7 @@ def test_health_status_openapi_and_dialplan(node: tuple[Daemon, Api, int]) -> No
 
 
 def test_reload_needs_the_token_and_refuses_a_bad_file(node: tuple[Daemon, Api, int]) -> None:
-    daemon, api, uas_port = node
+    daemon, api, _ = node
     assert api.post("/reload", None)[0] == 401
     assert api.post("/reload", "wrong-token-but-long-enough")[0] == 401
     good = daemon.config.read_text().replace("call-(\\d+)", "(?:call|ring)-(\\d+)")

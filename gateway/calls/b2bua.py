@@ -80,6 +80,15 @@ class CallLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class NextHop:
+    """A named SIP proxy or Lync server a rule sends its calls through (`call_via`)."""
+
+    address: str
+    port: int
+    transport: str  # udp | tcp | tls
+
+
+@dataclass(frozen=True, slots=True)
 class Local:
     """How this node appears in the SIP it writes."""
 
@@ -142,7 +151,8 @@ class B2bua(Admission):
                  limits: Callable[[], CallLimits] = CallLimits, cdrs: CdrStore | None = None,
                  wall_clock: Callable[[], float] = time.time,
                  media_ports: PortAllocator | None = None,
-                 media_timeout: Callable[[], float] = lambda: 60.0) -> None:
+                 media_timeout: Callable[[], float] = lambda: 60.0,
+                 next_hops: Callable[[], dict[str, NextHop]] = dict) -> None:
         super().__init__(router=router, location=location)
         self.hooks = hooks
         self.local = local
@@ -152,6 +162,7 @@ class B2bua(Admission):
         self.wall_clock = wall_clock
         self.media_ports = media_ports  # None: SDP passes end to end, media is not anchored
         self.media_timeout = media_timeout
+        self.next_hops = next_hops
         self._recent: deque[float] = deque()  # admission times in the last second
         # For metrics: ended calls by (outcome, decision), and media totals of ended calls.
         self.outcomes: dict[tuple[str, str], int] = {}
@@ -271,6 +282,15 @@ class B2bua(Admission):
     async def _resolve(self, call: Call, core: Endpoint) -> None:
         uri = parse_uri(call.target_uri)
         assert isinstance(uri, SipUri)
+        rule = call.decision.rule
+        hop = self.next_hops().get(rule.call_via) if rule is not None else None
+        if hop is not None:
+            # The Request-URI stays the destination; the request goes to the named server
+            # (an outbound proxy), found the way a SIP URI naming it would be.
+            host = f"[{hop.address}]" if ":" in hop.address else hop.address
+            hop_uri = parse_uri(f"sip:{host}:{hop.port};transport={hop.transport}")
+            assert isinstance(hop_uri, SipUri)
+            uri = hop_uri
         try:
             call.targets = await self.resolver.resolve(uri)
         except ResolveError as exc:

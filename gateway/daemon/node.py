@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway import __version__, logs
-from gateway.calls.b2bua import B2bua, CallLimits, Hooks, Local
+from gateway.calls.b2bua import B2bua, CallLimits, Hooks, Local, NextHop
 from gateway.calls.cdr import CdrStore
 from gateway.config.errors import ConfigError
 from gateway.config.load import load_default, load_file
@@ -62,7 +62,8 @@ class Node:
                                 self.config.global_settings.max_calls_per_second),
                             media_ports=PortAllocator(*config.listen.media_ports),
                             media_timeout=lambda: float(
-                                self.config.global_settings.media_timeout_seconds))
+                                self.config.global_settings.media_timeout_seconds),
+                            next_hops=self._next_hops)
         self.endpoint = Endpoint(
             EndpointSettings(server=f"lyncgate/{__version__}"), timers=timers, handler=handler
         )
@@ -71,6 +72,11 @@ class Node:
         self._timer_at: float | None = None
         self._work: set[asyncio.Future[None]] = set()
         self.stopped = asyncio.Event()
+
+    def _next_hops(self) -> dict[str, NextHop]:
+        """`call_via` names: the configured SIP proxies and Lync servers."""
+        servers = (*self.config.sip_proxies, *self.config.lync_servers)
+        return {s.name: NextHop(s.address, s.port, s.transport) for s in servers}
 
     @staticmethod
     def _open_cdrs(config: Config) -> CdrStore | None:

@@ -8,10 +8,10 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from gateway.calls.b2bua import B2bua, CallLimits, Hooks, Local
+from gateway.calls.b2bua import B2bua, CallLimits, Hooks, Local, NextHop
 from gateway.calls.cdr import CdrStore
 from gateway.config.load import parse_text
-from gateway.resolver.rfc3263 import ResolveError, Target
+from gateway.resolver.rfc3263 import ResolveError, Resolver, Target
 from gateway.sip.endpoint import Endpoint, EndpointSettings
 from gateway.sip.message import Message, Request, Response, make_response
 from gateway.sip.parse import parse_message
@@ -329,3 +329,19 @@ async def test_unreadable_sdp_offer_gets_488_saying_why() -> None:
     assert statuses(sent, CALLER) == [100, 488]
     final = next(m for m, _ in sent if isinstance(m, Response) and m.status == 488)
     assert "line 1" in final.reason
+
+
+async def test_call_via_a_named_proxy_keeps_the_destination_as_request_uri() -> None:
+    config = parse_text(RULES.replace("replace =", 'call_via = "edge-proxy"\nreplace =')
+                        + '[[sip_proxies]]\nname = "edge-proxy"\naddress = "192.0.2.77"\n'
+                          'port = 5070\ntransport = "tcp"\n', "t.toml", base_dir=None)
+    h = Harness(None)  # DNS would fail: the proxy is an address
+    h.b2bua.router = lambda: Router(config.services, config.routing_rules)
+    h.b2bua.resolver = Resolver()
+    h.b2bua.next_hops = lambda: {"edge-proxy": NextHop("192.0.2.77", 5070, "tcp")}
+    h.feed(invite(), CALLER)
+    await h.settle()
+    out, peer = outbound(h.take(), "INVITE")
+    assert out.uri_text == "sip:alice@uas.example.com"
+    assert peer == Peer("TCP", "192.0.2.77", 5070)
+    assert out.top_via.transport == "TCP"

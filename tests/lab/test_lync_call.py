@@ -1,0 +1,148 @@
+"""The lab topology on loopback processes: a Lync-side simulator (SIPp with the Lync-style
+multipart INVITE) through stunnel over mutual TLS, lyncgate routing it by a rule whose
+`call_via` is a Kamailio proxy, and a SIPp UAS behind Kamailio on the SIP side."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import trustme
+
+from gateway.calls.cdr import CdrStore
+from tests.daemon.harness import Daemon
+from tests.peers import SCENARIOS, free_port, need, process, sipp
+
+pytestmark = pytest.mark.peer
+
+
+def kamailio_config(port: int, uas_port: int, folder: Path) -> Path:
+    """A stateful relay in front of the SIP endpoint, as in the lab (record-route, t_relay)."""
+    text = f"""#!KAMAILIO
+debug=0
+log_stderror=yes
+fork=yes
+children=2
+tcp_children=2
+listen=udp:127.0.0.1:{port}
+listen=tcp:127.0.0.1:{port}
+mpath="/usr/lib/x86_64-linux-gnu/kamailio/modules/"
+loadmodule "kex.so"
+loadmodule "corex.so"
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "rr.so"
+loadmodule "pv.so"
+loadmodule "maxfwd.so"
+loadmodule "textops.so"
+loadmodule "siputils.so"
+request_route {{
+  if (!mf_process_maxfwd_header("10")) {{ sl_send_reply("483","Too Many Hops"); exit; }}
+  if (has_totag()) {{
+    if (loose_route()) {{ t_relay(); exit; }}
+    if (is_method("ACK")) {{ if (t_check_trans()) {{ t_relay(); }} exit; }}
+    sl_send_reply("404","Not here"); exit;
+  }}
+  if (is_method("CANCEL")) {{ if (t_check_trans()) t_relay(); exit; }}
+  record_route();
+  $du = "sip:127.0.0.1:{uas_port};transport=udp";
+  t_relay();
+}}
+"""
+    path = folder / "kamailio.cfg"
+    path.write_text(text)
+    return path
+
+
+def answers_sip(port: int) -> bool:
+    probe = (f"OPTIONS sip:x@127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;"
+             "branch=z9hG4bK-probe\r\nFrom: <sip:p@x>;tag=a\r\nTo: <sip:x@x>;tag=b\r\n"
+             "Call-ID: probe\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(0.2)
+        s.bind(("127.0.0.1", 0))
+        s.sendto(probe.encode().replace(b":9;", b":%d;" % s.getsockname()[1]),
+                 ("127.0.0.1", port))
+        try:
+            return s.recv(2048).startswith(b"SIP/2.0")
+        except OSError:
+            return False
+
+
+def test_lync_call_over_mutual_tls_reaches_the_sip_side_through_kamailio(
+    tmp_path: Path,
+) -> None:
+    ca = trustme.CA()
+    node = ca.issue_cert("gw.example.test", common_name="gw.example.test")
+    node.cert_chain_pems[0].write_to_path(tmp_path / "node.pem")
+    node.private_key_pem.write_to_path(tmp_path / "node.key")
+    ca.cert_pem.write_to_path(tmp_path / "ca.pem")
+    pool = ca.issue_cert("fepool.example.test")
+    pool.private_key_and_cert_chain_pem.write_to_path(tmp_path / "pool.pem")
+    kamailio_port, uas_port, stunnel_port = free_port(), free_port(), free_port()
+
+    daemon = Daemon(tmp_path, f"""
+[node]
+sip_tls_fqdn = "gw.example.test"
+address = "127.0.0.1"
+state_dir = "@STATE@"
+[listen]
+udp = @UDP@
+tcp = @TCP@
+tls = @TLS@
+[tls]
+certificate = "{tmp_path / 'node.pem'}"
+private_key = "{tmp_path / 'node.key'}"
+trusted_ca = "{tmp_path / 'ca.pem'}"
+verify_mode = "on"
+[[sip_proxies]]
+name = "kamailio"
+address = "127.0.0.1"
+port = {kamailio_port}
+transport = "udp"
+[[routing_rules]]
+name = "Lync to SIP"
+priority = 40
+protocols = ["mssip"]
+match = '.*@vc\\.example\\.test'
+call_via = "kamailio"
+""")
+    stunnel_conf = tmp_path / "stunnel.conf"
+    stunnel_conf.write_text(
+        f"foreground = yes\npid =\n[lync]\nclient = yes\naccept = 127.0.0.1:{stunnel_port}\n"
+        f"connect = 127.0.0.1:{daemon.tls}\ncert = {tmp_path / 'pool.pem'}\n"
+        f"CAfile = {tmp_path / 'ca.pem'}\nverifyChain = yes\ncheckHost = gw.example.test\n")
+
+    def listening() -> bool:
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", stunnel_port)) == 0
+
+    kamailio = [need("kamailio"), "-f", str(kamailio_config(kamailio_port, uas_port, tmp_path)),
+                "-DD", "-E", "-Y", str(tmp_path), "-P", str(tmp_path / "kamailio.pid")]
+    try:
+        with process(kamailio, ready=lambda: answers_sip(kamailio_port)), \
+                process([need("stunnel4"), str(stunnel_conf)], ready=listening):
+            uas = subprocess.Popen(
+                [need("sipp"), "-sf", str(SCENARIOS / "uas_rr.xml"), "-i", "127.0.0.1", "-p",
+                 str(uas_port), "-m", "1", "-nostdin", "-timeout", "20s"], cwd=tmp_path,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            time.sleep(0.3)
+            lync = sipp(f"127.0.0.1:{stunnel_port}", "lync_multipart_uac.xml", "-s",
+                        "meet.alice", "-t", "t1", "-m", "1", "-p", str(free_port()),
+                        workdir=str(tmp_path))
+            uas_out, _ = uas.communicate(timeout=20)
+    finally:
+        daemon.stop()
+    assert lync.returncode == 0, lync.stdout + lync.stderr
+    assert uas.returncode == 0, uas_out
+    routed = daemon.events("call_routed")
+    assert routed and routed[0]["protocol"] == "mssip" and routed[0]["rule"] == "Lync to SIP"
+    placed = daemon.events("call_placed")[0]
+    assert placed["target"] == f"udp:127.0.0.1:{kamailio_port}"
+    assert placed["uri"] == "sip:meet.alice@vc.example.test"
+    [cdr] = CdrStore(tmp_path / "state" / "cdr.sqlite3").recent()
+    assert cdr["answered"] and cdr["ended_by"] == "caller"
+    assert daemon.events("tls_accepted")[0]["client_cert"] is True

@@ -162,3 +162,41 @@ def test_a_call_in_progress_is_visible_and_metrics_move(
     assert metric(after, "process_cpu_seconds_total") > 0
     [cdr] = api.get("/cdrs?limit=5")
     assert cdr["ended_by"] == "caller" and cdr["rule"] == "to the lab endpoint"
+
+
+def test_reload_under_load_loses_no_call_and_a_bad_file_changes_nothing(
+    node: tuple[Daemon, Api, int], tmp_path: Path
+) -> None:
+    daemon, api, uas_port = node
+    calls = 10
+    uas = subprocess.Popen(
+        [need("sipp"), "-sf", str(SCENARIOS / "uas_rr.xml"), "-i", "127.0.0.1", "-p",
+         str(uas_port), "-m", str(calls), "-nostdin", "-timeout", "30s"], cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    uac = subprocess.Popen(
+        [need("sipp"), f"127.0.0.1:{daemon.udp}", "-sf", str(SCENARIOS / "uac_hold.xml"),
+         "-s", "call-5", "-i", "127.0.0.1", "-p", str(free_port()), "-m", str(calls),
+         "-r", "5", "-nostdin", "-timeout", "30s", "-timeout_error"], cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for _ in range(40):  # wait until calls are in progress
+            if api.get("/calls"):
+                break
+            time.sleep(0.05)
+        assert api.get("/calls")
+        good = daemon.config.read_text().replace("priority = 10", "priority = 20")
+        daemon.config.write_text(good)
+        assert api.post("/reload", TOKEN)[0] == 200
+        daemon.config.write_text(good.replace("match = ", "match = '(' # "))
+        code, body = api.post("/reload", TOKEN)
+        assert code == 422 and body["problems"][0].startswith("routing_rules[0].match")
+        out, _ = uac.communicate(timeout=40)
+        uas_out, _ = uas.communicate(timeout=40)
+    finally:
+        for proc in (uac, uas):
+            if proc.poll() is None:
+                proc.kill()
+    assert uac.returncode == 0, out  # every call completed across both reloads
+    assert uas.returncode == 0, uas_out
+    assert api.get("/health")["generation"] == 2
+    assert len([r for r in api.get(f"/cdrs?limit={calls * 2}") if r["answered"]]) == calls

@@ -20,6 +20,7 @@ _SIP = {
     "requests_in": ("lyncgate_sip_requests_received", "SIP requests received", "method"),
     "requests_out": ("lyncgate_sip_requests_sent", "SIP requests sent", "method"),
     "responses_out": ("lyncgate_sip_responses_sent", "SIP responses sent", "status"),
+    "responses_in": ("lyncgate_sip_responses_received", "SIP responses received", "status"),
     "parse_errors": ("lyncgate_sip_parse_errors", "Messages refused as malformed, by the "
                      "status answered", "status"),
     "transaction_timeouts": ("lyncgate_sip_transaction_timeouts", "Transactions that timed "
@@ -35,16 +36,11 @@ class NodeCollector(Collector):
         node = self.node
         families = {prefix: CounterMetricFamily(name, text, labels=[label])
                     for prefix, (name, text, label) in _SIP.items()}
-        responses_in = 0
         for key, value in node.endpoint.counters.items():
             prefix, _, label = key.partition(":")
             if prefix in families:
                 families[prefix].add_metric([label], value)
-            elif prefix == "responses_in":
-                responses_in += value
         yield from families.values()
-        yield CounterMetricFamily("lyncgate_sip_responses_received",
-                                  "SIP responses received", value=responses_in)
         stats = node.transport.stats
         yield CounterMetricFamily("lyncgate_tls_handshakes", "TLS handshakes completed",
                                   value=stats.tls_handshakes)

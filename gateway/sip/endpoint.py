@@ -106,7 +106,7 @@ class Endpoint:
             return self._refuse(data, peer, exc)
         try:
             if isinstance(message, Response):
-                self._count("responses_in")
+                self._count(f"responses_in:{message.status}")
                 return self._dispatch(self.transactions.receive_response(message, peer, now), now)
             self._count(f"requests_in:{message.method}")
             return self._request(message, peer, now)

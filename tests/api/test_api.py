@@ -160,6 +160,8 @@ def test_a_call_in_progress_is_visible_and_metrics_move(
     assert metric(after, "lyncgate_calls_active") == 0
     assert metric(after, "lyncgate_calls_total", outcome="answered", decision="rule") == 1
     assert metric(after, "process_cpu_seconds_total") > 0
+    # the callee answered the INVITE and our BYE
+    assert metric(after, "lyncgate_sip_responses_received_total", status="200") >= 2
     [cdr] = api.get("/cdrs?limit=5")
     assert cdr["ended_by"] == "caller" and cdr["rule"] == "to the lab endpoint"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import time
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -53,7 +54,10 @@ async def status(request: web.Request) -> web.Response:
                       for t, a, p in node.transport.listening],
         "connections": node.transport.connection_count,
         "transactions": len(node.endpoint.transactions),
-        "registrations": None,  # no registrar in this build: reported as missing, not empty
+        "registrations": [
+            {"aor": b.aor, "contact": b.contact, "expires_at": b.expires_at,
+             "source": f"{b.transport.lower()}:{b.host}:{b.port}"}
+            for b in node.registrar.store.all(time.time())],
         "calls": calls,
         "counters": node.endpoint.counters,
     })

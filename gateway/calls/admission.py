@@ -44,8 +44,14 @@ class Admission:
             return core.respond(request, event.transaction, make_response(request, 481), now)
         return self.answer_decision(event, self.decide(request), now, core)
 
+    def caller_registered(self, request: Request) -> bool:
+        """Whether the caller is registered here (rules may be for registered devices only);
+        without a registrar, nobody is."""
+        return False
+
     def decide(self, request: Request) -> Decision:
-        context = CallContext(protocol=arriving_protocol(request), location=self.location())
+        context = CallContext(protocol=arriving_protocol(request), location=self.location(),
+                              registered=self.caller_registered(request))
         decision = self.router().decide(request.uri_text, context)
         call = log.bind(call_id=request.call_id, leg="in", protocol=context.protocol,
                         alias=request.uri_text)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from gateway import logs
 from gateway.calls.admission import Admission, reason_phrase
 from gateway.calls.cdr import CallRecord, CdrStore
+from gateway.calls.registrar import Registrar, aor_of
 from gateway.media.backend import SipBridge
 from gateway.resolver.rfc3263 import ResolveError, Resolver, Target
 from gateway.sip.dialog import Dialog
@@ -152,7 +153,8 @@ class B2bua(Admission):
                  wall_clock: Callable[[], float] = time.time,
                  media_ports: PortAllocator | None = None,
                  media_timeout: Callable[[], float] = lambda: 60.0,
-                 next_hops: Callable[[], dict[str, NextHop]] = dict) -> None:
+                 next_hops: Callable[[], dict[str, NextHop]] = dict,
+                 registrar: Registrar | None = None) -> None:
         super().__init__(router=router, location=location)
         self.hooks = hooks
         self.local = local
@@ -163,6 +165,9 @@ class B2bua(Admission):
         self.media_ports = media_ports  # None: SDP passes end to end, media is not anchored
         self.media_timeout = media_timeout
         self.next_hops = next_hops
+        self.registrar = registrar
+        if registrar is not None:
+            self.methods = self.methods | {"REGISTER"}
         self._recent: deque[float] = deque()  # admission times in the last second
         # For metrics: ended calls by (outcome, decision), and media totals of ended calls.
         self.outcomes: dict[tuple[str, str], int] = {}
@@ -180,6 +185,9 @@ class B2bua(Admission):
                 return self._new_invite(event, now, core)
             if request.method == "BYE":
                 return self._bye(event, now, core)
+            if request.method == "REGISTER" and self.registrar is not None:
+                return self.registrar.register(request, event.transaction,
+                                               event.transaction.peer, now, core)
             return super().on_event(event, now, core)  # re-INVITE: 481 for now
         if isinstance(event, ResponseReceived):
             call = event.transaction.tu_data
@@ -237,6 +245,10 @@ class B2bua(Admission):
         self.hooks.spawn(self._local_ringing(call, core))
         return []
 
+    def caller_registered(self, request: Request) -> bool:
+        aor = aor_of(request.from_.uri)
+        return bool(self.registrar and aor and self.registrar.bindings(aor))
+
     def _overloaded(self, now: float) -> str | None:
         limits = self.limits()
         if limits.max_calls and len(self.calls) >= limits.max_calls:
@@ -283,6 +295,19 @@ class B2bua(Admission):
         uri = parse_uri(call.target_uri)
         assert isinstance(uri, SipUri)
         rule = call.decision.rule
+        if rule is not None and rule.target in ("registered_or_external", "registered_only"):
+            aor = aor_of(uri)
+            bindings = self.registrar.bindings(aor) if self.registrar and aor else []
+            if bindings:
+                # A registered device: its newest binding, where its REGISTER came from.
+                call.target_uri = bindings[0].contact
+                call.targets = [Target(b.transport, b.host, b.host, b.port) for b in bindings]
+                self.hooks.emit(lambda now: self._place(call, now, core))
+                return
+            if rule.target == "registered_only":
+                why = f"{aor or call.target_uri} is not registered"
+                self.hooks.emit(lambda now: self._fail(call, 480, why, now, core))
+                return
         hop = self.next_hops().get(rule.call_via) if rule is not None else None
         if hop is not None:
             # The Request-URI stays the destination; the request goes to the named server
@@ -449,7 +474,7 @@ class B2bua(Admission):
         if call.answered:
             return []
         response = make_response(call.inbound, status, reason_phrase(
-            _REASONS.get(status, "Failed"), reason) if status in (404, 408, 503) else reason,
+            _REASONS.get(status, "Failed"), reason) if status in _REASONS else reason,
             to_tag=call.in_tag,
             headers=(("Retry-After", "30"),) if status == 503 else ())
         return core.respond(call.inbound, call.in_txn, response, now)
@@ -557,7 +582,8 @@ class B2bua(Admission):
         self.outcomes[key] = self.outcomes.get(key, 0) + 1
 
 
-_REASONS = {404: "Not Found", 408: "Request Timeout", 503: "Service Unavailable"}
+_REASONS = {404: "Not Found", 408: "Request Timeout", 480: "Temporarily Unavailable",
+            503: "Service Unavailable"}
 
 
 def _anchorable(request: Request) -> SessionDescription | None:

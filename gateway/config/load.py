@@ -22,6 +22,7 @@ from gateway.config.fields import (
 from gateway.config.schema import (
     ApiConfig,
     Config,
+    Device,
     GlobalConfig,
     ListenConfig,
     Location,
@@ -131,6 +132,11 @@ def _build(raw: dict[str, Any], source: str, base_dir: Path | None, problems: Pr
     if locations or node.location:
         check_reference("node.location", node.location, refs.locations, problems, "location")
 
+    devices = tuple(_device(s) for s in root.tables("devices"))
+    check_unique(((f"devices[{i}].alias", d.alias) for i, d in enumerate(devices)), problems,
+                 "device alias", fold=True)
+    check_unique(((f"devices[{i}].username", d.username) for i, d in enumerate(devices)),
+                 problems, "device username")
     services, rules = parse_routing(root, refs)
     root.reject_unknown()
     return Config(
@@ -147,6 +153,7 @@ def _build(raw: dict[str, Any], source: str, base_dir: Path | None, problems: Pr
         services=services,
         routing_rules=rules,
         api=api,
+        devices=devices,
     )
 
 
@@ -247,6 +254,17 @@ def _global(s: Section) -> GlobalConfig:
     )
     s.reject_unknown()
     return config
+
+
+def _device(s: Section) -> Device:
+    device = Device(
+        alias=s.string("alias", required=True, max_len=MAX_ADDRESS),
+        username=s.string("username", required=True, max_len=MAX_USERNAME),
+        password=s.string("password", required=True, max_len=MAX_USERNAME),
+        description=s.string("description"),
+    )
+    s.reject_unknown()
+    return device
 
 
 def _api(s: Section) -> ApiConfig:

@@ -97,6 +97,16 @@ class StunServer:
 
 
 @dataclass(frozen=True, slots=True)
+class Device:
+    """A SIP device allowed to register (`[[devices]]`): its alias and digest credentials."""
+
+    alias: str
+    username: str
+    password: str
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class ApiConfig:
     """The status API and metrics over HTTP; port 0 turns it off."""
 
@@ -120,6 +130,7 @@ class Config:
     services: tuple[Service, ...]
     routing_rules: tuple[RoutingRule, ...]
     api: ApiConfig = ApiConfig()
+    devices: tuple[Device, ...] = ()
 
     def location(self, name: str) -> Location | None:
         return next((loc for loc in self.locations if loc.name == name), None)

@@ -13,6 +13,7 @@ from pathlib import Path
 from gateway import __version__, logs
 from gateway.calls.b2bua import B2bua, CallLimits, Hooks, Local, NextHop
 from gateway.calls.cdr import CdrStore
+from gateway.calls.registrar import BindingStore, Registrar
 from gateway.config.errors import ConfigError
 from gateway.config.load import load_default, load_file
 from gateway.config.schema import Config
@@ -52,6 +53,11 @@ class Node:
         self.generation = 1
         self.local = Local(config.node.address, {})
         self.cdrs = self._open_cdrs(config)
+        self.registrar = Registrar(
+            devices=lambda: self.config.devices,
+            realm=lambda: (self.config.global_settings.mssip_domain
+                           or self.config.node.sip_tls_fqdn),
+            store=self._open_bindings(config))
         if handler is None:
             handler = B2bua(router=lambda: self.router,
                             location=lambda: self.config.node.location,
@@ -63,7 +69,7 @@ class Node:
                             media_ports=PortAllocator(*config.listen.media_ports),
                             media_timeout=lambda: float(
                                 self.config.global_settings.media_timeout_seconds),
-                            next_hops=self._next_hops)
+                            next_hops=self._next_hops, registrar=self.registrar)
         self.endpoint = Endpoint(
             EndpointSettings(server=f"lyncgate/{__version__}"), timers=timers, handler=handler
         )
@@ -77,6 +83,16 @@ class Node:
         """`call_via` names: the configured SIP proxies and Lync servers."""
         servers = (*self.config.sip_proxies, *self.config.lync_servers)
         return {s.name: NextHop(s.address, s.port, s.transport) for s in servers}
+
+    @staticmethod
+    def _open_bindings(config: Config) -> BindingStore:
+        path = state_dir(config.node) / "registrations.sqlite3"
+        try:
+            return BindingStore(path)
+        except (OSError, sqlite3.Error) as exc:
+            log.error("registrations_not_persistent", path=str(path), error=str(exc),
+                      note="registrations are kept in memory and lost on restart")
+            return BindingStore(None)
 
     @staticmethod
     def _open_cdrs(config: Config) -> CdrStore | None:
@@ -177,6 +193,7 @@ class Node:
             task.cancel()
         if self.cdrs is not None:
             self.cdrs.close()
+        self.registrar.store.close()
         await self.transport.close()
         self.stopped.set()
         log.info("node_stopped", transactions_left=len(self.endpoint.transactions))

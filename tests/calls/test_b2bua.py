@@ -10,6 +10,7 @@ from pathlib import Path
 
 from gateway.calls.b2bua import B2bua, CallLimits, Hooks, Local, NextHop
 from gateway.calls.cdr import CdrStore
+from gateway.calls.registrar import Registrar
 from gateway.config.load import parse_text
 from gateway.resolver.rfc3263 import ResolveError, Resolver, Target
 from gateway.sip.endpoint import Endpoint, EndpointSettings
@@ -39,7 +40,8 @@ replace = '\\1@uas.example.com'
 class FakeResolver:
     def __init__(self, targets: list[Target] | None, cdrs: CdrStore | None = None,
                  limits: CallLimits | None = None, ports: PortAllocator | None = None,
-                 address: str = "203.0.113.5") -> None:
+                 address: str = "203.0.113.5", registrar: Registrar | None = None,
+                 rules: str = RULES) -> None:
         self.targets = targets
 
     async def resolve(self, uri: SipUri) -> list[Target]:
@@ -51,8 +53,9 @@ class FakeResolver:
 class Harness:
     def __init__(self, targets: list[Target] | None, cdrs: CdrStore | None = None,
                  limits: CallLimits | None = None, ports: PortAllocator | None = None,
-                 address: str = "203.0.113.5") -> None:
-        config = parse_text(RULES, "t.toml", base_dir=None)
+                 address: str = "203.0.113.5", registrar: Registrar | None = None,
+                 rules: str = RULES) -> None:
+        config = parse_text(rules, "t.toml", base_dir=None)
         router = Router(config.services, config.routing_rules)
         self.out: list[Send] = []
         self.ring = asyncio.Event()  # set: the local-ringing wait (2 s) is over
@@ -63,7 +66,7 @@ class Harness:
         hooks = Hooks(spawn=self.spawn, emit=self.emit, sleep=sleep)
         self.b2bua = B2bua(router=lambda: router, location=lambda: "",
                            hooks=hooks, local=Local(address, {"UDP": 5060}),
-                           media_ports=ports,
+                           media_ports=ports, registrar=registrar,
                            resolver=FakeResolver(targets),  # type: ignore[arg-type]
                            cdrs=cdrs, limits=lambda: limits or CallLimits(),
                            wall_clock=lambda: 1_700_000_000.0)

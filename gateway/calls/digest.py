@@ -94,11 +94,13 @@ class Nonces:
         return "stale" if not 0 <= now - issued <= NONCE_LIFETIME else None
 
 
-def challenges(realm: str, nonce: str, *, stale: bool = False) -> list[str]:
-    """WWW-Authenticate values, strongest first (RFC 8760 3)."""
+def challenges(realm: str, nonce: str, *, stale: bool = False,
+               algorithms: tuple[str, ...] = tuple(ALGORITHMS)) -> list[str]:
+    """WWW-Authenticate values in order of preference, strongest first by default
+    (RFC 8760 3)."""
     extra = ", stale=true" if stale else ""
     return [f'Digest realm="{realm}", nonce="{nonce}", algorithm={name}, qop="auth"{extra}'
-            for name in ALGORITHMS]
+            for name in algorithms]
 
 
 def verify(creds: Credentials, method: str, password: str) -> bool:

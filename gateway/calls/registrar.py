@@ -142,8 +142,8 @@ class Registrar:
             nonce = self.nonces.issue(wall)
             log.info("register_challenged", aor=aor, reason=refusal)
             return answer(401, "Unauthorized", tuple(
-                ("WWW-Authenticate", c) for c in digest.challenges(self.realm(), nonce,
-                                                                    stale=stale)))
+                ("WWW-Authenticate", c) for c in digest.challenges(
+                    self.realm(), nonce, stale=stale, algorithms=device.digest)))
         try:
             return self._update(request, aor, peer, wall, answer)
         except SipParseError as exc:
@@ -157,6 +157,8 @@ class Registrar:
         creds = digest.parse_authorization(header)
         if creds is None or creds.username != device.username or creds.realm != self.realm():
             return "wrong username or realm"
+        if creds.algorithm not in device.digest:
+            return f"algorithm {creds.algorithm} not offered to this device"
         nonce = self.nonces.check(creds.nonce, wall)
         if nonce is not None:
             return nonce

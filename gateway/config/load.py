@@ -262,7 +262,11 @@ def _device(s: Section) -> Device:
         username=s.string("username", required=True, max_len=MAX_USERNAME),
         password=s.string("password", required=True, max_len=MAX_USERNAME),
         description=s.string("description"),
+        digest=s.string_list("digest") or ("SHA-256", "MD5"),
     )
+    for i, name in enumerate(device.digest):
+        if name not in ("SHA-256", "MD5"):
+            s.problems.add(f"{s.path}.digest[{i}]", f"{name!r} is not SHA-256 or MD5")
     s.reject_unknown()
     return device
 

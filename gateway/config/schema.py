@@ -104,6 +104,9 @@ class Device:
     username: str
     password: str
     description: str = ""
+    # Digest algorithms offered, in order; endpoints that read only the first challenge and
+    # know only MD5 (common in older firmware, and SIPp) need ["MD5"].
+    digest: tuple[str, ...] = ("SHA-256", "MD5")
 
 
 @dataclass(frozen=True, slots=True)

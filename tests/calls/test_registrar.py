@@ -149,3 +149,19 @@ async def test_registered_only_rule_and_an_unregistered_alias_gets_480() -> None
     assert statuses(sent, caller) == [100, 480]
     final = next(m for m, _ in sent if isinstance(m, Response) and m.status == 480)
     assert "room12@vc.example.com is not registered" in final.reason
+
+
+def test_a_device_limited_to_md5_is_offered_only_md5_and_refuses_sha256() -> None:
+    config = parse_text(CONFIG.replace('password = "s3cret!"', 'password = "s3cret!"\n'
+                                       'digest = ["MD5"]'), "t.toml", base_dir=None)
+    reg = Registrar(devices=lambda: config.devices, realm=lambda: "vc.example.com",
+                    store=BindingStore(None), clock=lambda: NOW[0],
+                    nonces=digest.Nonces(b"n" * 32))
+    h = Harness([FIRST], registrar=reg, rules=CONFIG)
+    h.feed(register(), DEVICE)
+    [(challenge, _)] = h.take()
+    assert isinstance(challenge, Response)
+    [offered] = challenge.headers.get_all("WWW-Authenticate")
+    assert "algorithm=MD5" in offered
+    h.feed(register(auth=answer_challenge(offered, "SHA-256"), cseq=2), DEVICE)
+    assert statuses(h.take(), DEVICE) == [401]

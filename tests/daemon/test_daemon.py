@@ -16,6 +16,7 @@ import pytest
 import trustme
 
 from gateway.calls.cdr import CdrStore
+from gateway.calls.registrar import BindingStore
 from gateway.sip.message import Response
 from gateway.sip.parse import parse_message
 from tests.daemon.harness import Daemon, options
@@ -273,3 +274,25 @@ def test_run_without_arguments_serves_the_embedded_default(tmp_path: Path) -> No
     assert "tls_self_signed_certificate" in text
     assert (tmp_path / "state").is_dir() and any((tmp_path / "state").iterdir())
     assert proc.returncode == 0
+
+
+def test_sipp_registers_with_digest_and_the_binding_is_kept(tmp_path: Path) -> None:
+    """An independent Digest implementation (SIPp's, MD5 only) against the registrar."""
+    device = ('\n[[devices]]\nalias = "room12@vc.example.com"\nusername = "room12"\n'
+              'password = "s3cret!"\ndigest = ["MD5"]\n')
+    daemon = Daemon(tmp_path, BASE + device)
+    try:
+        done = sipp(f"127.0.0.1:{daemon.udp}", "register_uac.xml", "-s", "room12", "-au",
+                    "room12", "-ap", "s3cret!", "-m", "1", "-p", str(free_port()),
+                    workdir=str(tmp_path))
+        assert done.returncode == 0, done.stdout + done.stderr
+        wrong = sipp(f"127.0.0.1:{daemon.udp}", "register_uac.xml", "-s", "room12", "-au",
+                     "room12", "-ap", "guess", "-m", "1", "-p", str(free_port()),
+                     "-timeout", "3s", workdir=str(tmp_path))
+        assert wrong.returncode != 0  # a second 401 instead of 200
+    finally:
+        daemon.stop()
+    [registered] = daemon.events("registered")
+    assert registered["aor"] == "room12@vc.example.com" and registered["expires"] == 600
+    store = BindingStore(tmp_path / "state" / "registrations.sqlite3")
+    assert [b.aor for b in store.all(time.time())] == ["room12@vc.example.com"]

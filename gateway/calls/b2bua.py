@@ -30,7 +30,7 @@ from gateway.calls.registrar import Registrar, aor_of
 from gateway.media.backend import SipBridge
 from gateway.resolver.rfc3263 import ResolveError, Resolver, Target
 from gateway.sip.dialog import Dialog
-from gateway.sip.errors import SipParseError
+from gateway.sip.errors import SipParseError, SipRequestError
 from gateway.sip.message import Request, Response, make_response, new_branch, new_call_id
 from gateway.sip.transaction import ClientTransaction, Peer, ServerTransaction
 from gateway.sip.transactions import (
@@ -134,6 +134,8 @@ class Call:
     bridge: SipBridge | None = None
     toward_caller: list[int] = field(default_factory=list)  # relay ports in our answer
     toward_callee: list[int] = field(default_factory=list)  # relay ports in our offer
+    sdp_to_caller: bytes = b""  # the session description each leg last got from us
+    sdp_to_callee: bytes = b""
 
     @property
     def answered(self) -> bool:
@@ -145,7 +147,7 @@ class B2bua(Admission):
     """The CallHandler for INVITE, BYE and ACK: admission (the routing decision) and then the
     outbound leg."""
 
-    methods: frozenset[str] = frozenset({"INVITE", "BYE"})
+    methods: frozenset[str] = frozenset({"INVITE", "BYE", "UPDATE"})
 
     def __init__(self, *, router: Callable[[], Router], location: Callable[[], str],
                  hooks: Hooks, local: Local, resolver: Resolver,
@@ -185,6 +187,8 @@ class B2bua(Admission):
                 return self._new_invite(event, now, core)
             if request.method == "BYE":
                 return self._bye(event, now, core)
+            if request.method in ("INVITE", "UPDATE") and request.to.tag is not None:
+                return self._refresh(event, now, core)
             if request.method == "REGISTER" and self.registrar is not None:
                 return self.registrar.register(request, event.transaction,
                                                event.transaction.peer, now, core)
@@ -372,6 +376,7 @@ class B2bua(Admission):
             request.set_body(body, "application/sdp")
         else:
             request.set_body(inbound.body, inbound.headers.get("Content-Type"))
+        call.sdp_to_callee = request.body
         peer = Peer(target.transport, target.address, target.port)
         txn, events = core.send_request(request, peer, now, tu_data=call)
         call.out_invite, call.out_txn, call.out_peer = request, txn, peer
@@ -427,6 +432,7 @@ class B2bua(Admission):
             return events + sent
         call.out_dialog = out_dialog
         ok = self._mirror(call, response, 200)
+        call.sdp_to_caller = ok.body
         call.in_dialog = Dialog.from_request(call.inbound, call.in_tag, confirmed=True)
         call.state = CallState.CONNECTED
         if call.record is not None:
@@ -512,6 +518,37 @@ class B2bua(Admission):
         who = "caller" if from_inbound else "callee"
         self._end(call, f"BYE from the {who}", who)
         return events + sent
+
+    def _refresh(self, event: RequestReceived, now: float, core: Endpoint) -> list[Event]:
+        """A re-INVITE or UPDATE inside a call: answered here with the session description
+        that leg already has, which is what a session refresh (RFC 4028; Lync refreshes about
+        every 30 minutes) needs to keep the call up. A change of session (hold, new codecs)
+        is not carried to the other leg yet."""
+        request = event.request
+        call = self._by_dialog.get((request.call_id, request.to.tag or ""))
+        if call is None or call.in_dialog is None or call.out_dialog is None:
+            return core.respond(request, event.transaction, make_response(request, 481), now)
+        from_caller = request.call_id == call.in_dialog.call_id
+        dialog = call.in_dialog if from_caller else call.out_dialog
+        try:
+            dialog.on_request(request)
+        except SipRequestError as exc:
+            return core.respond(request, event.transaction,
+                                make_response(request, exc.status, exc.reason), now)
+        body = call.sdp_to_caller if from_caller else call.sdp_to_callee
+        if request.method == "UPDATE" and not request.body:
+            body = b""  # an UPDATE without an offer gets an answer without one
+        headers = [("Contact", self.local.contact(event.transaction.peer.transport))]
+        expires = request.headers.get("Session-Expires")
+        if expires is not None:
+            headers.append(("Session-Expires", expires))
+            if "timer" in request.tokens("supported"):
+                headers.append(("Require", "timer"))
+        log.info("session_refreshed", call_id=call.inbound.call_id, method=request.method,
+                 leg="in" if from_caller else "out")
+        return core.respond(request, event.transaction, make_response(
+            request, 200, headers=headers, body=body,
+            content_type="application/sdp" if body else None), now)
 
     def _dialog_peer(self, dialog: Dialog, call: Call) -> Peer:
         """In-dialog requests toward the callee go where its INVITE went: the same

@@ -348,3 +348,43 @@ async def test_call_via_a_named_proxy_keeps_the_destination_as_request_uri() -> 
     assert out.uri_text == "sip:alice@uas.example.com"
     assert peer == Peer("TCP", "192.0.2.77", 5070)
     assert out.top_via.transport == "TCP"
+
+
+async def test_session_refresh_from_either_side_keeps_the_call_up() -> None:
+    h = Harness([FIRST])
+    h.feed(invite(), CALLER)
+    await h.settle()
+    out, peer = outbound(h.take(), "INVITE")
+    h.feed(make_response(out, 200, to_tag="callee", headers=(("Contact", "<sip:a@198.51.100.1>"),),
+                         body=b"v=0\r\n", content_type="application/sdp"), peer)
+    answer = next(m for m, _ in h.take() if isinstance(m, Response) and m.status == 200)
+
+    def in_dialog(method: str, cseq: int, extra: str = "") -> bytes:
+        return (f"{method} sip:gw@203.0.113.5 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5062;"
+                f"branch=z9hG4bK-r{cseq}{method};rport\r\n"
+                "From: <sip:bob@example.org>;tag=caller\r\n"
+                f"To: <sip:alice@gw.example.com>;tag={answer.to.tag}\r\nCall-ID: in-call-1\r\n"
+                f"CSeq: {cseq} {method}\r\nMax-Forwards: 70\r\n{extra}"
+                "Content-Length: 0\r\n\r\n").encode()
+
+    h.feed(in_dialog("INVITE", 5, "Session-Expires: 1800;refresher=uac\r\n"
+                     "Supported: timer\r\n"), CALLER)
+    refreshed = [m for m, _ in h.take() if isinstance(m, Response) and m.status == 200]
+    assert refreshed and refreshed[0].body == b"v=0\r\n"  # what the caller already has
+    assert refreshed[0].headers.get("Session-Expires") == "1800;refresher=uac"
+    assert refreshed[0].headers.get("Require") == "timer"
+    h.feed(in_dialog("UPDATE", 6), CALLER)
+    [update_ok] = [m for m, _ in h.take() if isinstance(m, Response)]
+    assert update_ok.status == 200 and update_ok.body == b""
+    h.feed(in_dialog("UPDATE", 4), CALLER)  # older than what was seen: RFC 3261 12.2.2
+    assert statuses(h.take(), CALLER) == [500]
+    callee_refresh = (
+        f"UPDATE sip:203.0.113.5 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.1:5060;branch="
+        f"z9hG4bK-cu1\r\nFrom: <sip:alice@uas.example.com>;tag=callee\r\n"
+        f"To: {out.headers.get('From')}\r\nCall-ID: {out.call_id}\r\nCSeq: 9 UPDATE\r\n"
+        "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode()
+    h.feed(callee_refresh, peer)
+    assert statuses(h.take(), peer) == [200]
+    assert len(h.b2bua.calls) == 1
+    h.feed(in_dialog("INVITE", 7).replace(b"in-call-1", b"unknown-call"), CALLER)
+    assert 481 in statuses(h.take(), CALLER)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -107,7 +107,7 @@ class Answer:
 
 def answer(
     offer: SessionDescription,
-    supported: dict[str, Sequence[Codec]],
+    supported: Mapping[str, Sequence[Codec]],
     plans: Sequence[MediaPlan | None],
     *,
     encryption: Encryption = "best_effort",

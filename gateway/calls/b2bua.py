@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from gateway import logs
 from gateway.calls.admission import Admission, reason_phrase
 from gateway.calls.cdr import CallRecord, CdrStore
+from gateway.calls.lync_media import LyncMedia, wants_ice
 from gateway.calls.registrar import Registrar, aor_of
 from gateway.media.backend import SipBridge
 from gateway.resolver.rfc3263 import ResolveError, Resolver, Target
@@ -43,12 +44,14 @@ from gateway.sip.transactions import (
     TransactionTimeout,
 )
 from gateway.sip.uri import SipUri, parse_uri
-from ice.errors import PortsExhausted
+from ice.errors import IceError, PortsExhausted
 from ice.ports import PortAllocator
 from routing.engine import Decision, Router
 from sdp.anchor import anchored, remote_addresses
 from sdp.errors import SdpError
 from sdp.model import SessionDescription
+from sdp.multipart import pick_sdp, split
+from sdp.offer_answer import Encryption
 from sdp.parse import parse_sdp
 
 if TYPE_CHECKING:
@@ -56,6 +59,7 @@ if TYPE_CHECKING:
 
 log = logs.get(__name__)
 LOCAL_RINGING_AFTER = 2.0  # Lync cancels a call that sees only 100 Trying for ~10 s
+ICE_TIMEOUT = 15.0  # from our answer to a selected pair toward Lync
 # Headers that describe the caller and the session and are carried to the other leg.
 CARRIED = ("Supported", "Allow", "User-Agent", "Ms-Conversation-ID",
            "P-Asserted-Identity", "Session-Expires", "Min-SE", "Accept")
@@ -136,6 +140,8 @@ class Call:
     toward_callee: list[int] = field(default_factory=list)  # relay ports in our offer
     sdp_to_caller: bytes = b""  # the session description each leg last got from us
     sdp_to_callee: bytes = b""
+    lync: LyncMedia | None = None  # the caller speaks ICE: the gateway terminates it
+    sip_offer: bytes = b""
 
     @property
     def answered(self) -> bool:
@@ -156,7 +162,9 @@ class B2bua(Admission):
                  media_ports: PortAllocator | None = None,
                  media_timeout: Callable[[], float] = lambda: 60.0,
                  next_hops: Callable[[], dict[str, NextHop]] = dict,
-                 registrar: Registrar | None = None) -> None:
+                 registrar: Registrar | None = None,
+                 static_nat: Callable[[], str] = str,
+                 encryption: Callable[[], Encryption] = lambda: "best_effort") -> None:
         super().__init__(router=router, location=location)
         self.hooks = hooks
         self.local = local
@@ -168,6 +176,9 @@ class B2bua(Admission):
         self.media_timeout = media_timeout
         self.next_hops = next_hops
         self.registrar = registrar
+        self.static_nat = static_nat
+        self.encryption = encryption
+        self.ice_outcomes: dict[str, int] = {}
         if registrar is not None:
             self.methods = self.methods | {"REGISTER"}
         self._recent: deque[float] = deque()  # admission times in the last second
@@ -232,9 +243,11 @@ class B2bua(Admission):
                                                   "address and the rule names no server"),
                 to_tag=core.new_tag()), now)
         offer = None
+        lync_offer = None
         if self.media_ports is not None:
             try:
-                offer = _anchorable(event.request)
+                lync_offer = _ice_offer(event.request)
+                offer = None if lync_offer is not None else _anchorable(event.request)
             except SdpError as exc:
                 record.ended, record.end_cause = record.started, f"488 {exc}"
                 self._write(record)
@@ -243,6 +256,11 @@ class B2bua(Admission):
                     to_tag=core.new_tag()), now)
         call = Call(next(self._ids), event.request, event.transaction, core.new_tag(),
                     decision, target, record=record, offer=offer)
+        if lync_offer is not None and self.media_ports is not None:
+            call.lync = LyncMedia(
+                lync_offer, self.media_ports, self.local.address, self.static_nat(),
+                self.encryption(), lambda reason: self.hooks.emit(
+                    lambda now: self._hang_up(call, reason, now, core)))
         self.calls[call.id] = call
         event.transaction.tu_data = call
         self.hooks.spawn(self._resolve(call, core))
@@ -326,7 +344,14 @@ class B2bua(Admission):
             why = str(exc)
             self.hooks.emit(lambda now: self._fail(call, 404, why, now, core))
             return
-        if call.offer is not None and self.media_ports is not None:
+        if call.lync is not None:
+            try:
+                call.sip_offer = await call.lync.prepare()
+            except (IceError, PortsExhausted) as exc:
+                why = f"media toward Lync: {exc}"
+                self.hooks.emit(lambda now: self._fail(call, 503, why, now, core))
+                return
+        elif call.offer is not None and self.media_ports is not None:
             call.bridge = SipBridge(self.media_ports, lambda reason: self.hooks.emit(
                 lambda now: self._hang_up(call, reason, now, core)))
             try:
@@ -374,6 +399,8 @@ class B2bua(Admission):
         if call.offer is not None and call.bridge is not None:
             body = anchored(call.offer, self.local.address, call.toward_callee).to_bytes()
             request.set_body(body, "application/sdp")
+        elif call.lync is not None:
+            request.set_body(call.sip_offer, "application/sdp")
         else:
             request.set_body(inbound.body, inbound.headers.get("Content-Type"))
         call.sdp_to_callee = request.body
@@ -431,7 +458,19 @@ class B2bua(Admission):
             _, sent = core.send_request(bye, self._dialog_peer(out_dialog, call), now)
             return events + sent
         call.out_dialog = out_dialog
-        ok = self._mirror(call, response, 200)
+        if call.lync is not None:
+            try:
+                lync_answer = call.lync.answer_lync(response.body)
+            except SdpError as exc:
+                bye = out_dialog.create_request("BYE", self.local.via(call.out_peer.transport))
+                events += core.send_request(bye, call.out_peer, now)[1]
+                return events + self._fail(call, exc.status, str(exc), now, core)
+            lync = call.lync
+            self.hooks.spawn(self._ice(call, lync, core))
+            ok = self._mirror(call, response, 200)
+            ok.set_body(lync_answer, "application/sdp")
+        else:
+            ok = self._mirror(call, response, 200)
         call.sdp_to_caller = ok.body
         call.in_dialog = Dialog.from_request(call.inbound, call.in_tag, confirmed=True)
         call.state = CallState.CONNECTED
@@ -454,8 +493,21 @@ class B2bua(Admission):
                              content_type=response.headers.get("Content-Type")
                              if body else None)
 
+    async def _ice(self, call: Call, lync: LyncMedia, core: Endpoint) -> None:
+        try:
+            await lync.connect(ICE_TIMEOUT, self.media_timeout())
+        except IceError as exc:
+            why = f"ICE toward Lync failed: {exc}"
+            log.warning("ice_failed", call_id=call.inbound.call_id, reason=str(exc))
+            self.ice_outcomes["failed"] = self.ice_outcomes.get("failed", 0) + 1
+            self.hooks.emit(lambda now: self._hang_up(call, why, now, core))
+            return
+        self.ice_outcomes["connected"] = self.ice_outcomes.get("connected", 0) + 1
+
     def _answer_body(self, call: Call, response: Response) -> bytes:
         """The callee's SDP answer, pointed at the relay (which starts relaying on it)."""
+        if call.lync is not None:
+            return b""  # Lync gets our own answer with the 2xx, never the SIP side's SDP
         if not response.body or call.bridge is None or call.offer is None:
             return response.body
         try:
@@ -605,6 +657,10 @@ class B2bua(Admission):
                         assert isinstance(dropped, dict)
                         self.media_totals["dropped"] += sum(dropped.values())
             call.bridge.close()
+        if call.lync is not None:
+            if call.record is not None and call.lync.media is not None:
+                call.record.media = dict(call.lync.media.counters())
+            self.hooks.spawn(call.lync.close())
         log.info("call_ended", call_id=call.inbound.call_id, reason=why, ended_by=by)
         outcome = "answered" if call.in_dialog is not None else (
             "cancelled" if call.cancelled else "failed")
@@ -621,6 +677,22 @@ class B2bua(Admission):
 
 _REASONS = {404: "Not Found", 408: "Request Timeout", 480: "Temporarily Unavailable",
             503: "Service Unavailable"}
+
+
+def _ice_offer(request: Request) -> SessionDescription | None:
+    """The ICE offer to answer when the caller speaks ICE: the RFC 5245 part of a multipart
+    body (over the draft-6 fallback), or a single SDP with ICE credentials."""
+    content_type = request.content_type
+    if not request.body or content_type is None:
+        return None
+    if content_type.type.startswith("multipart/"):
+        part = pick_sdp(split(request.body, content_type.param("boundary") or ""))
+        offer = parse_sdp(part.body)
+    elif content_type.type == "application/sdp":
+        offer = parse_sdp(request.body)
+    else:
+        return None
+    return offer if wants_ice(offer) else None
 
 
 def _anchorable(request: Request) -> SessionDescription | None:

@@ -69,7 +69,9 @@ class Node:
                             media_ports=PortAllocator(*config.listen.media_ports),
                             media_timeout=lambda: float(
                                 self.config.global_settings.media_timeout_seconds),
-                            next_hops=self._next_hops, registrar=self.registrar)
+                            next_hops=self._next_hops, registrar=self.registrar,
+                            static_nat=lambda: self.config.node.static_nat_address,
+                            encryption=lambda: self.config.global_settings.sip_media_encryption)
         self.endpoint = Endpoint(
             EndpointSettings(server=f"lyncgate/{__version__}"), timers=timers, handler=handler
         )

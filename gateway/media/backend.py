@@ -9,6 +9,7 @@ connects each stream with its keys and payload-type map.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -20,6 +21,8 @@ from gateway.media.srtp import SrtpContext
 from ice.ports import PortAllocator
 from ice.session import IceSession
 from sdp.attributes import Crypto
+
+CallMediaTimeout = Callable[[str], None]  # called with the reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +45,7 @@ class MediaBackend(Protocol):
         """SIP-side RTP ports for `count` streams (RTCP on the next one unless muxed)."""
         ...
 
-    def connect(self, plans: list[StreamPlan], timeout: float) -> CallMedia:
+    def connect(self, plans: list[StreamPlan | None], timeout: float) -> CallMedia:
         """Start relaying; the streams in `plans` use the reserved ports in order."""
         ...
 
@@ -72,11 +75,17 @@ class BuiltinRelay:
             raise
         return [s.rtp.port for s in self._sip]
 
-    def connect(self, plans: list[StreamPlan], timeout: float) -> CallMedia:
+    def connect(self, plans: list[StreamPlan | None], timeout: float) -> CallMedia:
+        """`plans[i]` uses the i-th reserved port; None leaves that stream unrelayed (the
+        SIP side rejected it)."""
         if len(plans) != len(self._sip):
             raise MediaError(f"{len(plans)} streams to relay but {len(self._sip)} reserved")
         loop = asyncio.get_running_loop()
         for index, (plan, sip) in enumerate(zip(plans, self._sip, strict=True)):
+            if plan is None:
+                self._relays.append(StreamRelay("unused", Side("lync", _nowhere),
+                                                Side("sip", _nowhere), clock=loop.time))
+                continue
             sip.rtp.point_at(plan.sip_remote)
             if sip.rtcp_endpoint is not None:
                 sip.rtcp_endpoint.point_at(plan.sip_remote_rtcp or (
@@ -91,8 +100,8 @@ class BuiltinRelay:
                      pt_map=dict(plan.sip_pt)),
                 clock=loop.time,
             ))
-        self.media = CallMedia(self._relays, timeout=timeout, on_timeout=self.on_timeout,
-                               clock=loop.time)
+        self.media = CallMedia([r for r in self._relays if r.media != "unused"],
+                               timeout=timeout, on_timeout=self.on_timeout, clock=loop.time)
         self.media.start()
         return self.media
 
@@ -112,8 +121,8 @@ class BuiltinRelay:
         self._sip.clear()
 
 
-class CallMediaTimeout(Protocol):
-    def __call__(self, reason: str) -> None: ...
+def _nowhere(packet: bytes, rtcp: bool) -> None:
+    """Where packets of a stream nobody relays go."""
 
 
 def _ctx(crypto: Crypto | None, inbound: bool) -> SrtpContext | None:

@@ -63,10 +63,17 @@ class NodeCollector(Collector):
             for (outcome, decision), count in handler.outcomes.items():
                 calls.add_metric([outcome, decision], count)
             yield calls
+            ice = CounterMetricFamily("lyncgate_ice_outcomes", "ICE toward Lync callers, by "
+                                      "outcome", labels=["outcome"])
+            for outcome in ("connected", "failed"):
+                ice.add_metric([outcome], handler.ice_outcomes.get(outcome, 0))
+            yield ice
             live = {"packets": 0, "lost": 0}
             for call in handler.calls.values():
-                if call.bridge is not None and call.bridge.media is not None:
-                    for directions in call.bridge.media.counters().values():
+                media = call.bridge.media if call.bridge is not None else (
+                    call.lync.media if call.lync is not None else None)
+                if media is not None:
+                    for directions in media.counters().values():
                         for stats_ in directions.values():
                             live["packets"] += int(str(stats_["packets"]))
                             live["lost"] += int(str(stats_["lost"]))

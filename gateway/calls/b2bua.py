@@ -617,7 +617,7 @@ class B2bua(Admission):
             "target": call.target_uri, "decision": call.decision.to_json(),
             "started": call.record.started if call.record else None,
             "media": call.bridge.media.counters() if call.bridge and call.bridge.media
-            else None,
+            else call.lync.media.counters() if call.lync and call.lync.media else None,
         } for call in self.calls.values()]
 
     def _mark_ringing(self, call: Call) -> None:
@@ -646,20 +646,12 @@ class B2bua(Admission):
         self.calls.pop(call.id, None)
         if call.bridge is not None:
             if call.bridge.media is not None:
-                counters = call.bridge.media.counters()
-                if call.record is not None:
-                    call.record.media = dict(counters)
-                for directions in counters.values():
-                    for stats in directions.values():
-                        for key in ("packets", "bytes", "lost"):
-                            self.media_totals[key] += int(str(stats[key]))
-                        dropped = stats["dropped"]
-                        assert isinstance(dropped, dict)
-                        self.media_totals["dropped"] += sum(dropped.values())
+                self._add_media(call, call.bridge.media.counters())
             call.bridge.close()
         if call.lync is not None:
-            if call.record is not None and call.lync.media is not None:
-                call.record.media = dict(call.lync.media.counters())
+            if call.lync.media is not None:
+                call.lync.media.stop()
+                self._add_media(call, call.lync.media.counters())
             self.hooks.spawn(call.lync.close())
         log.info("call_ended", call_id=call.inbound.call_id, reason=why, ended_by=by)
         outcome = "answered" if call.in_dialog is not None else (
@@ -669,6 +661,18 @@ class B2bua(Admission):
             call.record.ended, call.record.end_cause = self.wall_clock(), why
             call.record.ended_by = by
             self._write(call.record)
+
+    def _add_media(self, call: Call, counters: dict[str, dict[str, dict[str, object]]]) -> None:
+        """An ended call's media counters: into its CDR and the node's totals."""
+        if call.record is not None:
+            call.record.media = dict(counters)
+        for directions in counters.values():
+            for stats in directions.values():
+                for key in ("packets", "bytes", "lost"):
+                    self.media_totals[key] += int(str(stats[key]))
+                dropped = stats["dropped"]
+                assert isinstance(dropped, dict)
+                self.media_totals["dropped"] += sum(dropped.values())
 
     def _tally(self, outcome: str, decision: str) -> None:
         key = (outcome, decision)

@@ -54,6 +54,7 @@ class LyncMedia:
     negotiated: Answer | None = None
     media: CallMedia | None = None
     _sip_remotes: list[tuple[str | None, int] | None] = field(default_factory=list)
+    closed: bool = False
 
     async def prepare(self) -> bytes:
         """Gather ICE toward Lync and reserve the SIP side; returns the SIP side's offer."""
@@ -162,6 +163,8 @@ class LyncMedia:
                                     lync_key_out=stream.local_crypto))
         live = [p for p in plans if p is not None]
         await asyncio.gather(*(p.ice.connect(timeout) for p in live))
+        if self.closed:
+            raise IceError("the call ended while ICE was running")
         self.media = self.relay.connect(plans, media_timeout)
         log.info("ice_connected", streams=len(live),
                  pairs=[f"{s.local.address}:{s.local.port}->{s.remote.address}:"
@@ -169,6 +172,9 @@ class LyncMedia:
         return self.media
 
     async def close(self) -> None:
+        self.closed = True
+        if self.media is not None:
+            self.media.stop()
         if self.relay is not None:
             self.relay.close()
         for session in self.sessions:

@@ -46,6 +46,7 @@ from gateway.sip.transactions import (
 from gateway.sip.uri import SipUri, parse_uri
 from ice.errors import IceError, PortsExhausted
 from ice.ports import PortAllocator
+from ice.session import TurnSettings
 from routing.engine import Decision, Router
 from sdp.anchor import anchored, remote_addresses
 from sdp.errors import SdpError
@@ -164,7 +165,8 @@ class B2bua(Admission):
                  next_hops: Callable[[], dict[str, NextHop]] = dict,
                  registrar: Registrar | None = None,
                  static_nat: Callable[[], str] = str,
-                 encryption: Callable[[], Encryption] = lambda: "best_effort") -> None:
+                 encryption: Callable[[], Encryption] = lambda: "best_effort",
+                 turn_for: Callable[[str], TurnSettings | None] = lambda _: None) -> None:
         super().__init__(router=router, location=location)
         self.hooks = hooks
         self.local = local
@@ -178,6 +180,7 @@ class B2bua(Admission):
         self.registrar = registrar
         self.static_nat = static_nat
         self.encryption = encryption
+        self.turn_for = turn_for
         self.ice_outcomes: dict[str, int] = {}
         if registrar is not None:
             self.methods = self.methods | {"REGISTER"}
@@ -260,7 +263,8 @@ class B2bua(Admission):
             call.lync = LyncMedia(
                 lync_offer, self.media_ports, self.local.address, self.static_nat(),
                 self.encryption(), lambda reason: self.hooks.emit(
-                    lambda now: self._hang_up(call, reason, now, core)))
+                    lambda now: self._hang_up(call, reason, now, core)),
+                turn=self.turn_for(decision.rule.turn_server if decision.rule else ""))
         self.calls[call.id] = call
         event.transaction.tu_data = call
         self.hooks.spawn(self._resolve(call, core))

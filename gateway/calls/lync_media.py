@@ -24,7 +24,7 @@ from gateway.media.backend import BuiltinRelay, StreamPlan
 from gateway.media.call import CallMedia
 from ice.errors import IceError
 from ice.ports import PortAllocator
-from ice.session import IceSession
+from ice.session import IceSession, TurnSettings
 from sdp.errors import SdpError
 from sdp.model import Line, Media, Section, SessionDescription
 from sdp.offer_answer import Answer, Codec, Encryption, MediaPlan, answer
@@ -48,6 +48,7 @@ class LyncMedia:
     static_nat: str
     encryption: Encryption
     on_timeout: Callable[[str], None]
+    turn: TurnSettings | None = None  # the rule's or location's TURN server (Lync Edge)
     sessions: list[IceSession | None] = field(default_factory=list)
     relay: BuiltinRelay | None = None
     sip_ports: list[int] = field(default_factory=list)
@@ -66,11 +67,16 @@ class LyncMedia:
                     session = IceSession(
                         controlling=False, components=1 if media.has("rtcp-mux") else 2,
                         address=self.address, ports=self.ports,
-                        static_nat_address=self.static_nat)
+                        static_nat_address=self.static_nat, turn=self.turn)
                     # No MS-ICE2 hint: Lync, the controlling side, checks first, and the
                     # session answers each peer in the form it signs with.
                     self.sessions.append(session)
                     await session.gather()
+                    for problem in session.stats.problems:
+                        log.warning("ice_gathering_problem", media=media.media, problem=problem)
+                    log.info("ice_gathered", media=media.media,
+                             candidates=[f"{c.type} {c.address}:{c.port}"
+                                         for c in session.local_candidates()])
                 else:
                     self.sessions.append(None)
             self.sip_ports = await self.relay.reserve(self.address, len(relayed),

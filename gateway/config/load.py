@@ -251,6 +251,7 @@ def _global(s: Section) -> GlobalConfig:
         media_timeout_seconds=s.integer("media_timeout_seconds", 60, low=0, high=3600),
         max_calls=s.integer("max_calls", 0, low=0, high=1_000_000),
         max_calls_per_second=s.integer("max_calls_per_second", 0, low=0, high=100_000),
+        dns_server=_host_port(s, "dns_server"),
     )
     s.reject_unknown()
     return config
@@ -282,6 +283,22 @@ def _api(s: Section) -> ApiConfig:
         s.problems.add(f"{s.path}.token", "must be at least 16 characters (it guards reload)")
     s.reject_unknown()
     return config
+
+
+def _host_port(s: Section, key: str) -> tuple[str, int] | None:
+    text = s.string(key, max_len=MAX_ADDRESS)
+    if not text:
+        return None
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        host = ""
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        s.problems.add(f"{s.path}.{key}", f"{text!r} is not ADDRESS:PORT (an IP address)")
+        return None
+    return host, int(port)
 
 
 def _location(s: Section) -> Location:

@@ -54,6 +54,7 @@ class GlobalConfig:
     media_timeout_seconds: int = 60  # no media on any stream this long ends a call; 0 = never
     max_calls: int = 0  # concurrent calls this node takes; beyond it 503; 0 = no limit
     max_calls_per_second: int = 0  # new calls per second; beyond it 503; 0 = no limit
+    dns_server: tuple[str, int] | None = None  # RFC 3263 look-ups; None = /etc/resolv.conf
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from gateway.sip.transactions import Event
 from gateway.transport.layer import Limits, TransportLayer
 from gateway.transport.tls import client_context, server_context
 from ice.ports import PortAllocator
+from ice.session import TurnSettings
 from routing.engine import Router
 
 log = logs.get(__name__)
@@ -62,7 +63,8 @@ class Node:
             handler = B2bua(router=lambda: self.router,
                             location=lambda: self.config.node.location,
                             hooks=Hooks(spawn=self._spawn, emit=self._emit),
-                            local=self.local, resolver=Resolver(), cdrs=self.cdrs,
+                            local=self.local, cdrs=self.cdrs,
+                            resolver=Resolver(config.global_settings.dns_server),
                             limits=lambda: CallLimits(
                                 self.config.global_settings.max_calls,
                                 self.config.global_settings.max_calls_per_second),
@@ -71,7 +73,8 @@ class Node:
                                 self.config.global_settings.media_timeout_seconds),
                             next_hops=self._next_hops, registrar=self.registrar,
                             static_nat=lambda: self.config.node.static_nat_address,
-                            encryption=lambda: self.config.global_settings.sip_media_encryption)
+                            encryption=lambda: self.config.global_settings.sip_media_encryption,
+                            turn_for=self._turn_for)
         self.endpoint = Endpoint(
             EndpointSettings(server=f"lyncgate/{__version__}"), timers=timers, handler=handler
         )
@@ -80,6 +83,18 @@ class Node:
         self._timer_at: float | None = None
         self._work: set[asyncio.Future[None]] = set()
         self.stopped = asyncio.Event()
+
+    def _turn_for(self, rule_turn: str) -> TurnSettings | None:
+        """The TURN server for the Lync leg: the rule's, else the node location's."""
+        name = rule_turn
+        if not name and self.config.node.location:
+            location = self.config.location(self.config.node.location)
+            name = location.turn_server if location is not None else ""
+        server = next((t for t in self.config.turn_servers if t.name == name), None)
+        if server is None:
+            return None
+        return TurnSettings(server.address, server.port, server.username, server.password,
+                            server.transport)
 
     def _next_hops(self) -> dict[str, NextHop]:
         """`call_via` names: the configured SIP proxies and Lync servers."""

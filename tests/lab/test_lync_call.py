@@ -1,9 +1,12 @@
-"""The lab topology on loopback processes: a Lync-side simulator (SIPp with the Lync-style
-multipart INVITE) through stunnel over mutual TLS, lyncgate routing it by a rule whose
-`call_via` is a Kamailio proxy, and a SIPp UAS behind Kamailio on the SIP side."""
+"""The lab topology on loopback processes, as docker/compose.yaml builds it: a Lync-side
+simulator (SIPp with the Lync-style multipart INVITE) through stunnel over mutual TLS,
+lyncgate routing it by a rule whose `call_via` is a Kamailio proxy found through dnsmasq,
+a SIPp UAS behind Kamailio on the SIP side, and coturn giving the Lync leg its relay
+candidate."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import time
@@ -14,7 +17,7 @@ import trustme
 
 from gateway.calls.cdr import CdrStore
 from tests.daemon.harness import Daemon
-from tests.peers import SCENARIOS, free_port, need, process, sipp
+from tests.peers import SCENARIOS, coturn, dnsmasq, free_port, need, process, sipp
 
 pytestmark = pytest.mark.peer
 
@@ -84,6 +87,10 @@ def test_lync_call_over_mutual_tls_reaches_the_sip_side_through_kamailio(
     pool.private_key_and_cert_chain_pem.write_to_path(tmp_path / "pool.pem")
     kamailio_port, uas_port, stunnel_port = free_port(), free_port(), free_port()
 
+    lab = contextlib.ExitStack()
+    dns_port = lab.enter_context(dnsmasq(["--local=/test/",
+                                          "--host-record=proxy.lab.test,127.0.0.1"]))
+    turn_port = lab.enter_context(coturn())
     daemon = Daemon(tmp_path, f"""
 [node]
 sip_tls_fqdn = "gw.example.test"
@@ -98,17 +105,26 @@ certificate = "{tmp_path / 'node.pem'}"
 private_key = "{tmp_path / 'node.key'}"
 trusted_ca = "{tmp_path / 'ca.pem'}"
 verify_mode = "on"
+[global]
+dns_server = "127.0.0.1:{dns_port}"
 [[sip_proxies]]
 name = "kamailio"
-address = "127.0.0.1"
+address = "proxy.lab.test"
 port = {kamailio_port}
 transport = "udp"
+[[turn_servers]]
+name = "coturn"
+address = "127.0.0.1"
+port = {turn_port}
+username = "lync"
+password = "secret"
 [[routing_rules]]
 name = "Lync to SIP"
 priority = 40
 protocols = ["mssip"]
 match = '.*@vc\\.example\\.test'
 call_via = "kamailio"
+turn_server = "coturn"
 """)
     stunnel_conf = tmp_path / "stunnel.conf"
     stunnel_conf.write_text(
@@ -136,6 +152,7 @@ call_via = "kamailio"
             uas_out, _ = uas.communicate(timeout=20)
     finally:
         daemon.stop()
+        lab.close()
     assert lync.returncode == 0, lync.stdout + lync.stderr
     assert uas.returncode == 0, uas_out
     routed = daemon.events("call_routed")
@@ -146,3 +163,5 @@ call_via = "kamailio"
     [cdr] = CdrStore(tmp_path / "state" / "cdr.sqlite3").recent()
     assert cdr["answered"] and cdr["ended_by"] == "caller"
     assert daemon.events("tls_accepted")[0]["client_cert"] is True
+    gathered = daemon.events("ice_gathered")[0]["candidates"]
+    assert any(c.startswith("relay ") for c in gathered), gathered  # coturn's allocation

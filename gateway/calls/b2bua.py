@@ -203,6 +203,9 @@ class B2bua(Admission):
                 return self._bye(event, now, core)
             if request.method in ("INVITE", "UPDATE") and request.to.tag is not None:
                 return self._refresh(event, now, core)
+            if request.method == "UPDATE":  # RFC 3311: only inside a (possibly early) dialog
+                return core.respond(request, event.transaction,
+                                    make_response(request, 481, to_tag=core.new_tag()), now)
             if request.method == "REGISTER" and self.registrar is not None:
                 return self.registrar.register(request, event.transaction,
                                                event.transaction.peer, now, core)

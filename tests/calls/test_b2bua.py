@@ -388,3 +388,11 @@ async def test_session_refresh_from_either_side_keeps_the_call_up() -> None:
     assert len(h.b2bua.calls) == 1
     h.feed(in_dialog("INVITE", 7).replace(b"in-call-1", b"unknown-call"), CALLER)
     assert 481 in statuses(h.take(), CALLER)
+
+
+def test_update_outside_a_dialog_is_481_not_a_call() -> None:
+    h = Harness([FIRST])
+    h.feed(invite().replace(b"INVITE sip", b"UPDATE sip", 1).replace(b"1 INVITE", b"1 UPDATE"),
+           CALLER)
+    assert statuses(h.take(), CALLER) == [481]
+    assert h.b2bua.calls == {}

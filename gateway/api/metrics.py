@@ -70,8 +70,7 @@ class NodeCollector(Collector):
             yield ice
             live = {"packets": 0, "lost": 0}
             for call in handler.calls.values():
-                media = call.bridge.media if call.bridge is not None else (
-                    call.lync.media if call.lync is not None else None)
+                media = call.media
                 if media is not None:
                     for directions in media.counters().values():
                         for stats_ in directions.values():

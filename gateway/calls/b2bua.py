@@ -26,9 +26,11 @@ from typing import TYPE_CHECKING
 from gateway import logs
 from gateway.calls.admission import Admission, reason_phrase
 from gateway.calls.cdr import CallRecord, CdrStore
+from gateway.calls.lync_callee import LyncCallee
 from gateway.calls.lync_media import LyncMedia, wants_ice
 from gateway.calls.registrar import Registrar, aor_of
 from gateway.media.backend import SipBridge
+from gateway.media.call import CallMedia
 from gateway.resolver.rfc3263 import ResolveError, Resolver, Target
 from gateway.sip.dialog import Dialog
 from gateway.sip.errors import SipParseError, SipRequestError
@@ -100,13 +102,15 @@ class Local:
 
     address: str  # Via / Contact host
     ports: dict[str, int]  # transport -> listening port
+    fqdn: str = ""  # the SIP TLS FQDN: the host of our Contact over TLS (Lync checks it)
 
     def via(self, transport: str) -> str:
         return f"SIP/2.0/{transport} {self.address}:{self.ports.get(transport, 5060)}"
 
     def contact(self, transport: str) -> str:
         suffix = "" if transport == "UDP" else f";transport={transport.lower()}"
-        return f"<sip:{self.address}:{self.ports.get(transport, 5060)}{suffix}>"
+        host = self.fqdn if transport == "TLS" and self.fqdn else self.address
+        return f"<sip:{host}:{self.ports.get(transport, 5060)}{suffix}>"
 
 
 class CallState(enum.Enum):
@@ -142,7 +146,16 @@ class Call:
     sdp_to_caller: bytes = b""  # the session description each leg last got from us
     sdp_to_callee: bytes = b""
     lync: LyncMedia | None = None  # the caller speaks ICE: the gateway terminates it
-    sip_offer: bytes = b""
+    lync_callee: LyncCallee | None = None  # the callee is Lync: we offer ICE to it
+    sip_offer: bytes = b""  # the offer the callee gets when media is terminated here
+
+    @property
+    def media(self) -> CallMedia | None:
+        """The relayed media of the call, however it is anchored."""
+        for side in (self.bridge, self.lync, self.lync_callee):
+            if side is not None and side.media is not None:
+                return side.media
+        return None
 
     @property
     def answered(self) -> bool:
@@ -166,7 +179,8 @@ class B2bua(Admission):
                  registrar: Registrar | None = None,
                  static_nat: Callable[[], str] = str,
                  encryption: Callable[[], Encryption] = lambda: "best_effort",
-                 turn_for: Callable[[str], TurnSettings | None] = lambda _: None) -> None:
+                 turn_for: Callable[[str], TurnSettings | None] = lambda _: None,
+                 mssip_domain: Callable[[], str] = str) -> None:
         super().__init__(router=router, location=location)
         self.hooks = hooks
         self.local = local
@@ -181,6 +195,7 @@ class B2bua(Admission):
         self.static_nat = static_nat
         self.encryption = encryption
         self.turn_for = turn_for
+        self.mssip_domain = mssip_domain
         self.ice_outcomes: dict[str, int] = {}
         if registrar is not None:
             self.methods = self.methods | {"REGISTER"}
@@ -210,6 +225,10 @@ class B2bua(Admission):
                 return self.registrar.register(request, event.transaction,
                                                event.transaction.peer, now, core)
             return super().on_event(event, now, core)  # re-INVITE: 481 for now
+        if isinstance(event, ResponseReceived) and isinstance(event.transaction.tu_data,
+                                                              ReInvite):
+            return self._reinvite_answered(event.transaction.tu_data.call, event.response,
+                                           core)
         if isinstance(event, ResponseReceived):
             call = event.transaction.tu_data
             if isinstance(call, Call) and event.transaction is call.out_txn:
@@ -262,6 +281,15 @@ class B2bua(Admission):
                     to_tag=core.new_tag()), now)
         call = Call(next(self._ids), event.request, event.transaction, core.new_tag(),
                     decision, target, record=record, offer=offer)
+        rule = decision.rule
+        if (offer is not None and self.media_ports is not None and rule is not None
+                and rule.outgoing_protocol == "mssip"):
+            call.offer = None  # not anchored as SIP-to-SIP: Lync gets an ICE offer of ours
+            call.lync_callee = LyncCallee(
+                offer, self.media_ports, self.local.address, self.static_nat(),
+                self.encryption(), lambda reason: self.hooks.emit(
+                    lambda now: self._hang_up(call, reason, now, core)),
+                turn=self.turn_for(rule.turn_server))
         if lync_offer is not None and self.media_ports is not None:
             call.lync = LyncMedia(
                 lync_offer, self.media_ports, self.local.address, self.static_nat(),
@@ -351,9 +379,12 @@ class B2bua(Admission):
             why = str(exc)
             self.hooks.emit(lambda now: self._fail(call, 404, why, now, core))
             return
-        if call.lync is not None:
+        if call.lync is not None or call.lync_callee is not None:
             try:
-                call.sip_offer = await call.lync.prepare()
+                if call.lync is not None:
+                    call.sip_offer = await call.lync.prepare()
+                elif call.lync_callee is not None:
+                    call.sip_offer = await call.lync_callee.offer()
             except (IceError, PortsExhausted) as exc:
                 why = f"media toward Lync: {exc}"
                 self.hooks.emit(lambda now: self._fail(call, 503, why, now, core))
@@ -395,7 +426,14 @@ class B2bua(Admission):
         h = request.headers
         h.add("Via", f"{self.local.via(target.transport)};branch={new_branch()};rport")
         h.add("Max-Forwards", str(max(0, (inbound.max_forwards or 70) - 1)))
-        h.add("From", str(inbound.from_.with_tag(call.in_tag)))
+        if call.lync_callee is not None and self.mssip_domain():
+            # Toward Lync the caller appears in the gateway's domain (the guide's Infinity
+            # domain), which the Lync pool trusts for this application.
+            user = _user(inbound.from_.uri) or "gateway"
+            display = f"{inbound.from_.display} " if inbound.from_.display else ""
+            h.add("From", f"{display}<sip:{user}@{self.mssip_domain()}>;tag={call.in_tag}")
+        else:
+            h.add("From", str(inbound.from_.with_tag(call.in_tag)))
         h.add("To", f"<{call.target_uri}>")
         h.add("Call-ID", new_call_id(self.local.address))
         h.add("CSeq", "1 INVITE")
@@ -406,7 +444,7 @@ class B2bua(Admission):
         if call.offer is not None and call.bridge is not None:
             body = anchored(call.offer, self.local.address, call.toward_callee).to_bytes()
             request.set_body(body, "application/sdp")
-        elif call.lync is not None:
+        elif call.lync is not None or call.lync_callee is not None:
             request.set_body(call.sip_offer, "application/sdp")
         else:
             request.set_body(inbound.body, inbound.headers.get("Content-Type"))
@@ -465,7 +503,17 @@ class B2bua(Admission):
             _, sent = core.send_request(bye, self._dialog_peer(out_dialog, call), now)
             return events + sent
         call.out_dialog = out_dialog
-        if call.lync is not None:
+        if call.lync_callee is not None:
+            try:
+                caller_answer = call.lync_callee.answer_caller(response.body)
+            except SdpError as exc:
+                bye = out_dialog.create_request("BYE", self.local.via(call.out_peer.transport))
+                events += core.send_request(bye, call.out_peer, now)[1]
+                return events + self._fail(call, exc.status, str(exc), now, core)
+            self.hooks.spawn(self._ice_toward_lync(call, call.lync_callee, core))
+            ok = self._mirror(call, response, 200)
+            ok.set_body(caller_answer, "application/sdp")
+        elif call.lync is not None:
             try:
                 lync_answer = call.lync.answer_lync(response.body)
             except SdpError as exc:
@@ -510,6 +558,32 @@ class B2bua(Admission):
             self.hooks.emit(lambda now: self._hang_up(call, why, now, core))
             return
         self.ice_outcomes["connected"] = self.ice_outcomes.get("connected", 0) + 1
+
+    async def _ice_toward_lync(self, call: Call, callee: LyncCallee, core: Endpoint) -> None:
+        try:
+            await callee.connect(ICE_TIMEOUT, self.media_timeout())
+        except IceError as exc:
+            why = f"ICE toward Lync failed: {exc}"
+            log.warning("ice_failed", call_id=call.inbound.call_id, reason=str(exc))
+            self.ice_outcomes["failed"] = self.ice_outcomes.get("failed", 0) + 1
+            self.hooks.emit(lambda now: self._hang_up(call, why, now, core))
+            return
+        self.ice_outcomes["connected"] = self.ice_outcomes.get("connected", 0) + 1
+        self.hooks.emit(lambda now: self._send_updated_offer(call, callee, now, core))
+
+    def _send_updated_offer(self, call: Call, callee: LyncCallee, now: float,
+                            core: Endpoint) -> list[Event]:
+        """The second INVITE toward Lync with a=remote-candidates (RFC 5245 9.1.2.2)."""
+        if call.state is not CallState.CONNECTED or call.out_dialog is None or (
+                call.out_peer is None):
+            return []
+        offer = callee.updated_offer()
+        reinvite = call.out_dialog.create_request(
+            "INVITE", self.local.via(call.out_peer.transport),
+            headers=(("Contact", self.local.contact(call.out_peer.transport)),),
+            body=offer, content_type="application/sdp")
+        call.sdp_to_callee = offer
+        return core.send_request(reinvite, call.out_peer, now, tu_data=ReInvite(call))[1]
 
     def _answer_body(self, call: Call, response: Response) -> bytes:
         """The callee's SDP answer, pointed at the relay (which starts relaying on it)."""
@@ -623,9 +697,20 @@ class B2bua(Admission):
             "caller": str(call.inbound.from_.uri), "alias": call.inbound.uri_text,
             "target": call.target_uri, "decision": call.decision.to_json(),
             "started": call.record.started if call.record else None,
-            "media": call.bridge.media.counters() if call.bridge and call.bridge.media
-            else call.lync.media.counters() if call.lync and call.lync.media else None,
+            "media": call.media.counters() if call.media is not None else None,
         } for call in self.calls.values()]
+
+    def _reinvite_answered(self, call: Call, response: Response,
+                           core: Endpoint) -> list[Event]:
+        if response.status < 200 or call.out_dialog is None or call.out_peer is None:
+            return []
+        if response.status >= 300:
+            # The guide's "Transaction failed UPDATE": media already flows; say so and go on.
+            log.warning("updated_offer_refused", call_id=call.inbound.call_id,
+                        status=response.status, reason=response.reason)
+            return []
+        ack = call.out_dialog.ack(self.local.via(call.out_peer.transport))
+        return TransactionLayer.send_stateless(ack, call.out_peer)
 
     def _mark_ringing(self, call: Call) -> None:
         if call.record is not None and call.record.ringing is None:
@@ -655,11 +740,12 @@ class B2bua(Admission):
             if call.bridge.media is not None:
                 self._add_media(call, call.bridge.media.counters())
             call.bridge.close()
-        if call.lync is not None:
-            if call.lync.media is not None:
-                call.lync.media.stop()
-                self._add_media(call, call.lync.media.counters())
-            self.hooks.spawn(call.lync.close())
+        for side in (call.lync, call.lync_callee):
+            if side is not None:
+                if side.media is not None:
+                    side.media.stop()
+                    self._add_media(call, side.media.counters())
+                self.hooks.spawn(side.close())
         log.info("call_ended", call_id=call.inbound.call_id, reason=why, ended_by=by)
         outcome = "answered" if call.in_dialog is not None else (
             "cancelled" if call.cancelled else "failed")
@@ -684,6 +770,17 @@ class B2bua(Admission):
     def _tally(self, outcome: str, decision: str) -> None:
         key = (outcome, decision)
         self.outcomes[key] = self.outcomes.get(key, 0) + 1
+
+
+@dataclass(frozen=True, slots=True)
+class ReInvite:
+    """Marks the client transaction of our second INVITE toward Lync."""
+
+    call: Call
+
+
+def _user(uri: object) -> str | None:
+    return uri.user if isinstance(uri, SipUri) else None
 
 
 _REASONS = {404: "Not Found", 408: "Request Timeout", 480: "Temporarily Unavailable",

@@ -52,7 +52,7 @@ class Node:
         self.config = config
         self.router = Router(config.services, config.routing_rules)
         self.generation = 1
-        self.local = Local(config.node.address, {})
+        self.local = Local(config.node.address, {}, config.node.sip_tls_fqdn)
         self.cdrs = self._open_cdrs(config)
         self.registrar = Registrar(
             devices=lambda: self.config.devices,
@@ -74,7 +74,9 @@ class Node:
                             next_hops=self._next_hops, registrar=self.registrar,
                             static_nat=lambda: self.config.node.static_nat_address,
                             encryption=lambda: self.config.global_settings.sip_media_encryption,
-                            turn_for=self._turn_for)
+                            turn_for=self._turn_for,
+                            mssip_domain=lambda: self.config.mssip_domain_for(
+                                self.config.node.location))
         self.endpoint = Endpoint(
             EndpointSettings(server=f"lyncgate/{__version__}"), timers=timers, handler=handler
         )

@@ -1,13 +1,18 @@
-"""The back-to-back user agent for calls between SIP legs.
+"""The back-to-back user agent.
 
 An INVITE the routing engine routes (a rule's destination, or a service's `target`) gets an
-outbound leg: the target is resolved (RFC 3263), an INVITE of our own goes to the first
-address, and the far end's answers are mapped back: provisionals relayed (and a local 180 if
-the far end says nothing for 2 s, so Lync does not give up), the final response relayed, a
-503 or a timeout moving on to the next address. CANCEL and BYE from either side end both legs.
+outbound leg: the target is a registered device's binding, the rule's `call_via` server, or
+the destination resolved by RFC 3263; an INVITE of our own goes to the first address, and the
+far end's answers are mapped back: provisionals relayed (and a local 180 if the far end says
+nothing for 2 s, so Lync does not give up), the final response relayed, a 503 or a timeout
+moving on to the next address. CANCEL and BYE from either side end both legs; refreshes
+(re-INVITE/UPDATE) are answered on the leg they arrive on.
 
-What is not here yet: ICE toward Lync and media anchoring (the SDP passes end to end, so
-standard SIP endpoints reach each other directly), registrations, session timers, CDRs.
+Media is anchored at the node: SIP to SIP through the relay with both SDPs rewritten; a Lync
+caller's ICE is terminated here (`lync_media`); toward a Lync callee the gateway offers ICE
+itself (`lync_callee`). Not here yet: Conference ID joins, session changes (hold) carried
+across, active session-timer refreshing.
+
 Each call is a small object driven by events; the asyncio adapter supplies `Hooks` for the
 two things a sans-I/O core cannot do, waiting for DNS and for time.
 """
@@ -164,8 +169,8 @@ class Call:
 
 
 class B2bua(Admission):
-    """The CallHandler for INVITE, BYE and ACK: admission (the routing decision) and then the
-    outbound leg."""
+    """The CallHandler for INVITE, BYE and UPDATE (and REGISTER with a registrar): admission
+    (the routing decision), then the outbound leg and the call's media."""
 
     methods: frozenset[str] = frozenset({"INVITE", "BYE", "UPDATE"})
 
@@ -224,7 +229,7 @@ class B2bua(Admission):
             if request.method == "REGISTER" and self.registrar is not None:
                 return self.registrar.register(request, event.transaction,
                                                event.transaction.peer, now, core)
-            return super().on_event(event, now, core)  # re-INVITE: 481 for now
+            return super().on_event(event, now, core)  # Admission: 481 out of dialog
         if isinstance(event, ResponseReceived) and isinstance(event.transaction.tu_data,
                                                               ReInvite):
             return self._reinvite_answered(event.transaction.tu_data.call, event.response,
@@ -262,11 +267,14 @@ class B2bua(Admission):
             return self.answer_decision(event, decision, now, core)
         target = self._target_uri(decision)
         if target is None:
+            why = (f"{decision.reason}; {decision.destination} is not a SIP address and the "
+                   "rule names no server")
+            record.ended, record.end_cause = record.started, f"404 {why}"
+            self._tally("failed", decision.outcome)
+            self._write(record)
             return core.respond(event.request, event.transaction, make_response(
-                event.request, 404, reason_phrase("Not Found", f"{decision.reason}; "
-                                                  f"{decision.destination} is not a SIP "
-                                                  "address and the rule names no server"),
-                to_tag=core.new_tag()), now)
+                event.request, 404, reason_phrase("Not Found", why), to_tag=core.new_tag()),
+                now)
         offer = None
         lync_offer = None
         if self.media_ports is not None:

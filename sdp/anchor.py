@@ -19,7 +19,9 @@ def anchored(description: SessionDescription, address: str,
     family = "IP6" if ":" in address else "IP4"
     connection = f"IN {family} {address}"
     for section in (out.session, *out.media):
-        section.lines[:] = [Line("c", connection, ln.number) if ln.kind == "c" else ln
+        # A null address is an old-style hold (RFC 3264 8.4): the far side must see it.
+        section.lines[:] = [Line("c", connection, ln.number)
+                            if ln.kind == "c" and not _null(ln.value) else ln
                             for ln in section.lines]
     if not any(ln.kind == "c" for ln in out.session.lines):
         out.session.insert(Line("c", connection))
@@ -36,6 +38,10 @@ def anchored(description: SessionDescription, address: str,
         if media.has("rtcp"):
             media.set_attribute("rtcp", str(port + 1))
     return out
+
+
+def _null(connection: str) -> bool:
+    return connection.split()[-1:] in (["0.0.0.0"], ["::"])
 
 
 def remote_addresses(description: SessionDescription) -> list[tuple[str, int] | None]:

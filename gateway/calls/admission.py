@@ -44,6 +44,12 @@ class Admission:
             return core.respond(request, event.transaction, make_response(request, 481), now)
         return self.answer_decision(event, self.decide(request), now, core)
 
+    def next_deadline(self) -> float | None:
+        return None  # admission alone keeps no call, so no timer
+
+    def handle_timeout(self, now: float, core: Endpoint) -> list[Event]:
+        return []
+
     def caller_registered(self, request: Request) -> bool:
         """Whether the caller is registered here (rules may be for registered devices only);
         without a registrar, nobody is."""

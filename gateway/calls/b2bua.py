@@ -6,12 +6,15 @@ the destination resolved by RFC 3263; an INVITE of our own goes to the first add
 far end's answers are mapped back: provisionals relayed (and a local 180 if the far end says
 nothing for 2 s, so Lync does not give up), the final response relayed, a 503 or a timeout
 moving on to the next address. CANCEL and BYE from either side end both legs; refreshes
-(re-INVITE/UPDATE) are answered on the leg they arrive on.
+(re-INVITE/UPDATE) are answered on the leg they arrive on, and a change of session (hold,
+new codecs, a new address) is carried to the other leg as a re-INVITE/UPDATE of our own.
+Each leg has its own session timer (RFC 4028): the gateway refreshes the legs it is the
+refresher of and hangs up both legs when a leg stops refreshing or answering refreshes.
 
 Media is anchored at the node: SIP to SIP through the relay with both SDPs rewritten; a Lync
 caller's ICE is terminated here (`lync_media`); toward a Lync callee the gateway offers ICE
-itself (`lync_callee`). Not here yet: Conference ID joins, session changes (hold) carried
-across, active session-timer refreshing.
+itself (`lync_callee`). Not here yet: Conference ID joins, and session changes carried
+across to or from a Lync leg whose ICE the gateway terminates (they are answered here).
 
 Each call is a small object driven by events; the asyncio adapter supplies `Hooks` for the
 two things a sans-I/O core cannot do, waiting for DNS and for time.
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import heapq
 import itertools
 import time
 from collections import deque
@@ -40,6 +44,15 @@ from gateway.resolver.rfc3263 import ResolveError, Resolver, Target
 from gateway.sip.dialog import Dialog
 from gateway.sip.errors import SipParseError, SipRequestError
 from gateway.sip.message import Request, Response, make_response, new_branch, new_call_id
+from gateway.sip.session_timer import (
+    LegTimer,
+    TimerPolicy,
+    UasTimer,
+    answer_as_uas,
+    retry_interval,
+    uac_headers,
+    uac_result,
+)
 from gateway.sip.transaction import ClientTransaction, Peer, ServerTransaction
 from gateway.sip.transactions import (
     AckReceived,
@@ -68,9 +81,14 @@ if TYPE_CHECKING:
 log = logs.get(__name__)
 LOCAL_RINGING_AFTER = 2.0  # Lync cancels a call that sees only 100 Trying for ~10 s
 ICE_TIMEOUT = 15.0  # from our answer to a selected pair toward Lync
-# Headers that describe the caller and the session and are carried to the other leg.
-CARRIED = ("Supported", "Allow", "User-Agent", "Ms-Conversation-ID",
-           "P-Asserted-Identity", "Session-Expires", "Min-SE", "Accept")
+# Headers that describe the caller and are carried to the other leg. Session-Expires and
+# Min-SE are not: each leg negotiates its own session timer with the gateway.
+CARRIED = ("Allow", "User-Agent", "Ms-Conversation-ID", "P-Asserted-Identity", "Accept")
+# Option tags of the caller's that the gateway cannot honour on the other leg: it relays
+# provisionals unreliably, so a callee told 100rel would wait for PRACKs that never come.
+NOT_CARRIED_OPTIONS = frozenset({"100rel"})
+# Failures of a request inside a dialog that end the dialog (RFC 3261 14.1, RFC 5057).
+DIALOG_GONE = frozenset({408, 481})
 
 
 @dataclass
@@ -153,6 +171,14 @@ class Call:
     lync: LyncMedia | None = None  # the caller speaks ICE: the gateway terminates it
     lync_callee: LyncCallee | None = None  # the callee is Lync: we offer ICE to it
     sip_offer: bytes = b""  # the offer the callee gets when media is terminated here
+    sdp_from_caller: bytes = b""  # the session description each leg last sent us
+    sdp_from_callee: bytes = b""
+    in_session: UasTimer | None = None  # the caller's leg timer as our 2xx will state it
+    out_interval: int = 0  # the Session-Expires our INVITE asks the callee for
+    timers: dict[str, LegTimer] = field(default_factory=dict)  # "in" / "out" -> its timer
+    relaying: InDialog | None = None  # a session change in flight to the other leg
+    single_part: bool = False  # the callee refused multipart: send it the SDP part only
+    out_answer: Response | None = None  # the callee's 2xx (its Allow says if UPDATE works)
 
     @property
     def media(self) -> CallMedia | None:
@@ -185,7 +211,8 @@ class B2bua(Admission):
                  static_nat: Callable[[], str] = str,
                  encryption: Callable[[], Encryption] = lambda: "best_effort",
                  turn_for: Callable[[str], TurnSettings | None] = lambda _: None,
-                 mssip_domain: Callable[[], str] = str) -> None:
+                 mssip_domain: Callable[[], str] = str,
+                 session_timers: Callable[[], TimerPolicy] = TimerPolicy) -> None:
         super().__init__(router=router, location=location)
         self.hooks = hooks
         self.local = local
@@ -201,6 +228,11 @@ class B2bua(Admission):
         self.encryption = encryption
         self.turn_for = turn_for
         self.mssip_domain = mssip_domain
+        self.session_timers = session_timers
+        # Leg timers by deadline; an entry whose timer has moved on or whose call ended is
+        # stale and skipped, so a refresh never has to find and remove the old entry.
+        self._deadlines: list[tuple[float, int, Call, str]] = []
+        self._seq = itertools.count()
         self.ice_outcomes: dict[str, int] = {}
         if registrar is not None:
             self.methods = self.methods | {"REGISTER"}
@@ -222,7 +254,7 @@ class B2bua(Admission):
             if request.method == "BYE":
                 return self._bye(event, now, core)
             if request.method in ("INVITE", "UPDATE") and request.to.tag is not None:
-                return self._refresh(event, now, core)
+                return self._in_dialog(event, now, core)
             if request.method == "UPDATE":  # RFC 3311: only inside a (possibly early) dialog
                 return core.respond(request, event.transaction,
                                     make_response(request, 481, to_tag=core.new_tag()), now)
@@ -230,10 +262,10 @@ class B2bua(Admission):
                 return self.registrar.register(request, event.transaction,
                                                event.transaction.peer, now, core)
             return super().on_event(event, now, core)  # Admission: 481 out of dialog
-        if isinstance(event, ResponseReceived) and isinstance(event.transaction.tu_data,
-                                                              ReInvite):
-            return self._reinvite_answered(event.transaction.tu_data.call, event.response,
-                                           core)
+        if isinstance(event, ResponseReceived | TransactionTimeout) and isinstance(
+                event.transaction.tu_data, InDialog):
+            response = event.response if isinstance(event, ResponseReceived) else None
+            return self._in_dialog_answered(event.transaction.tu_data, response, now, core)
         if isinstance(event, ResponseReceived):
             call = event.transaction.tu_data
             if isinstance(call, Call) and event.transaction is call.out_txn:
@@ -258,6 +290,12 @@ class B2bua(Admission):
                 event.request, 503, reason_phrase("Service Unavailable", overload),
                 to_tag=core.new_tag(),
                 headers=(("Retry-After", str(self.limits().retry_after)),)), now)
+        try:
+            in_session = answer_as_uas(event.request, self.session_timers())
+        except SipRequestError as exc:  # 422: the caller's interval is below our Min-SE
+            return core.respond(event.request, event.transaction, make_response(
+                event.request, exc.status, exc.reason, to_tag=core.new_tag(),
+                headers=exc.headers), now)
         decision = self.decide(event.request)
         record = self._record(event.request, decision)
         if not decision.routed:
@@ -288,7 +326,11 @@ class B2bua(Admission):
                     event.request, 488, reason_phrase("Not Acceptable Here", str(exc)),
                     to_tag=core.new_tag()), now)
         call = Call(next(self._ids), event.request, event.transaction, core.new_tag(),
-                    decision, target, record=record, offer=offer)
+                    decision, target, record=record, offer=offer, in_session=in_session,
+                    out_interval=self.session_timers().interval)
+        if event.request.content_type is not None and (
+                event.request.content_type.type == "application/sdp"):
+            call.sdp_from_caller = event.request.body
         rule = decision.rule
         if (offer is not None and self.media_ports is not None and rule is not None
                 and rule.outgoing_protocol == "mssip"):
@@ -449,7 +491,16 @@ class B2bua(Admission):
         for name in CARRIED:
             for value in inbound.headers.get_all(name):
                 h.add(name, value)
-        if call.offer is not None and call.bridge is not None:
+        options = [t for t in inbound.tokens("supported") if t not in NOT_CARRIED_OPTIONS]
+        h.add("Supported", ", ".join(dict.fromkeys([*options, "timer"])))
+        if call.out_interval:
+            for name, value in uac_headers(call.out_interval, self.session_timers().min_se,
+                                           refresher=False):
+                h.add(name, value)
+        if call.single_part:
+            part = pick_sdp(split(inbound.body, _boundary(inbound)))
+            request.set_body(part.body, "application/sdp")
+        elif call.offer is not None and call.bridge is not None:
             body = anchored(call.offer, self.local.address, call.toward_callee).to_bytes()
             request.set_body(body, "application/sdp")
         elif call.lync is not None or call.lync_callee is not None:
@@ -492,7 +543,24 @@ class B2bua(Admission):
             return self._connected(call, response, now, core)
         if status == 503 and len(call.targets) > 1 and not call.cancelled:
             return self._next_target(call, now, core, "503")
+        if not call.cancelled and self._retry(call, response):
+            return self._place(call, now, core)
         return self._fail(call, status, response.reason, now, core)
+
+    def _retry(self, call: Call, response: Response) -> bool:
+        """Whether the same target should get the INVITE again, changed as the refusal
+        asks: 415 for a multipart body (RFC 3261 21.4.13; Lync's two-part offers) gets the
+        SDP part alone, 422 a longer session interval (RFC 4028 7.3)."""
+        if response.status == 415 and not call.single_part and _boundary(call.inbound):
+            call.single_part = True
+            log.info("multipart_refused", call_id=call.inbound.call_id)
+            return True
+        if response.status == 422:
+            interval = retry_interval(response, call.out_interval)
+            if interval is not None and interval <= 86400:
+                call.out_interval = interval
+                return True
+        return False
 
     def _connected(self, call: Call, response: Response, now: float,
                    core: Endpoint) -> list[Event]:
@@ -535,8 +603,11 @@ class B2bua(Admission):
         else:
             ok = self._mirror(call, response, 200)
         call.sdp_to_caller = ok.body
+        call.sdp_from_callee, call.out_answer = response.body, response
         call.in_dialog = Dialog.from_request(call.inbound, call.in_tag, confirmed=True)
         call.state = CallState.CONNECTED
+        self._set_timer(call, "in", call.in_session.leg(now) if call.in_session else None)
+        self._set_timer(call, "out", uac_result(response, now))
         if call.record is not None:
             call.record.answered = self.wall_clock()
         self._by_dialog[(call.inbound.call_id, call.in_tag)] = call
@@ -548,8 +619,9 @@ class B2bua(Admission):
     def _mirror(self, call: Call, response: Response, status: int) -> Response:
         """The far end's answer, as our answer on the inbound leg."""
         headers = [("Contact", self.local.contact(call.in_txn.peer.transport))]
-        headers += [(n, v) for n in ("Supported", "Allow", "Require", "Session-Expires")
-                    for v in response.headers.get_all(n)]
+        headers += [(n, v) for n in ("Supported", "Allow") for v in response.headers.get_all(n)]
+        if 200 <= status < 300 and call.in_session is not None:
+            headers += call.in_session.headers  # the caller's leg timer is ours to state
         body = self._answer_body(call, response)
         return make_response(call.inbound, status, response.reason, to_tag=call.in_tag,
                              headers=headers, body=body,
@@ -591,7 +663,8 @@ class B2bua(Admission):
             headers=(("Contact", self.local.contact(call.out_peer.transport)),),
             body=offer, content_type="application/sdp")
         call.sdp_to_callee = offer
-        return core.send_request(reinvite, call.out_peer, now, tu_data=ReInvite(call))[1]
+        return core.send_request(reinvite, call.out_peer, now,
+                                 tu_data=InDialog(call, "out", "remote-candidates"))[1]
 
     def _answer_body(self, call: Call, response: Response) -> bytes:
         """The callee's SDP answer, pointed at the relay (which starts relaying on it)."""
@@ -660,11 +733,12 @@ class B2bua(Admission):
         self._end(call, f"BYE from the {who}", who)
         return events + sent
 
-    def _refresh(self, event: RequestReceived, now: float, core: Endpoint) -> list[Event]:
-        """A re-INVITE or UPDATE inside a call: answered here with the session description
-        that leg already has, which is what a session refresh (RFC 4028; Lync refreshes about
-        every 30 minutes) needs to keep the call up. A change of session (hold, new codecs)
-        is not carried to the other leg yet."""
+    # -- inside a call: refreshes, session changes, session timers -----------------------
+    def _in_dialog(self, event: RequestReceived, now: float, core: Endpoint) -> list[Event]:
+        """A re-INVITE or UPDATE inside a call. A session refresh (no offer, or the offer
+        that leg already made: same o= version, RFC 3264 8) is answered here with what that
+        leg already has from us, which keeps the call up through Lync's 30-minute refreshes.
+        A change (hold, codecs, a new address) goes on to the other leg."""
         request = event.request
         call = self._by_dialog.get((request.call_id, request.to.tag or ""))
         if call is None or call.in_dialog is None or call.out_dialog is None:
@@ -673,23 +747,225 @@ class B2bua(Admission):
         dialog = call.in_dialog if from_caller else call.out_dialog
         try:
             dialog.on_request(request)
+            if call.relaying is not None and request.body:
+                # RFC 3261 14.2 / RFC 3311 5.2: one offer at a time; the peer retries later.
+                raise SipRequestError(491, "Request Pending")
+            session = answer_as_uas(request, self.session_timers())
         except SipRequestError as exc:
-            return core.respond(request, event.transaction,
-                                make_response(request, exc.status, exc.reason), now)
+            return core.respond(request, event.transaction, make_response(
+                request, exc.status, exc.reason, headers=exc.headers), now)
+        leg = "in" if from_caller else "out"
+        if self._changes_session(call, from_caller, request):
+            return self._carry(call, event, from_caller, session, now, core)
         body = call.sdp_to_caller if from_caller else call.sdp_to_callee
         if request.method == "UPDATE" and not request.body:
             body = b""  # an UPDATE without an offer gets an answer without one
         headers = [("Contact", self.local.contact(event.transaction.peer.transport))]
-        expires = request.headers.get("Session-Expires")
-        if expires is not None:
-            headers.append(("Session-Expires", expires))
-            if "timer" in request.tokens("supported"):
-                headers.append(("Require", "timer"))
+        headers += session.headers if session is not None else ()
+        self._set_timer(call, leg, session.leg(now) if session is not None else None)
         log.info("session_refreshed", call_id=call.inbound.call_id, method=request.method,
-                 leg="in" if from_caller else "out")
+                 leg=leg)
         return core.respond(request, event.transaction, make_response(
             request, 200, headers=headers, body=body,
             content_type="application/sdp" if body else None), now)
+
+    def _changes_session(self, call: Call, from_caller: bool, request: Request) -> bool:
+        """Whether the request's offer changes the session rather than refreshing it."""
+        if not request.body or call.lync is not None or call.lync_callee is not None:
+            return False  # Lync's legs (ICE, SRTP) end here: their offers are answered here
+        before = call.sdp_from_caller if from_caller else call.sdp_from_callee
+        return request.body != before and _origin(request.body) != _origin(before)
+
+    def _carry(self, call: Call, event: RequestReceived, from_caller: bool,
+               session: UasTimer | None, now: float, core: Endpoint) -> list[Event]:
+        """The offer goes to the other leg in a request of ours; its answer comes back."""
+        request = event.request
+        assert call.in_dialog is not None and call.out_dialog is not None
+        other, peer = ((call.out_dialog, call.out_peer) if from_caller
+                       else (call.in_dialog, call.in_txn.peer))
+        assert peer is not None
+        body = request.body
+        if call.bridge is not None:
+            try:
+                offer = parse_sdp(body)
+                why = "" if len(offer.media) == len(call.toward_callee) else (
+                    "a re-offer that adds or removes streams is not relayed")
+            except SdpError as exc:
+                why = str(exc)
+            if why:
+                return core.respond(request, event.transaction, make_response(
+                    request, 488, reason_phrase("Not Acceptable Here", why)), now)
+            # The offerer's new addresses take effect now: RFC 3264 8.3.1, it must be ready
+            # to receive on them; what it sends latches anyway.
+            call.bridge.repoint(caller_side=from_caller, remotes=remote_addresses(offer))
+            ports = call.toward_callee if from_caller else call.toward_caller
+            body = anchored(offer, self.local.address, ports).to_bytes()
+        other_leg = "out" if from_caller else "in"
+        timer = call.timers.get(other_leg)
+        headers = [("Contact", self.local.contact(peer.transport)), ("Supported", "timer")]
+        if timer is not None:
+            headers += uac_headers(timer.interval, self.session_timers().min_se,
+                                   refresher=timer.we_refresh)
+        relayed = other.create_request(request.method, self.local.via(peer.transport),
+                                       headers=tuple(headers), body=body,
+                                       content_type=request.headers.get("Content-Type"))
+        pending = InDialog(call, other_leg, "relay", origin=event.transaction,
+                           origin_request=request, session=session, sent_body=body)
+        call.relaying = pending
+        log.info("session_change_relayed", call_id=call.inbound.call_id,
+                 method=request.method, leg=other_leg)
+        return core.send_request(relayed, peer, now, tu_data=pending)[1]
+
+    def _in_dialog_answered(self, sent: InDialog, response: Response | None, now: float,
+                            core: Endpoint) -> list[Event]:
+        """The answer to a request of ours inside the call (None: it timed out)."""
+        call = sent.call
+        if response is not None and response.status < 200:
+            return []
+        if call.state is not CallState.CONNECTED:
+            return []
+        status = 408 if response is None else response.status
+        dialog, peer = self._leg(call, sent.leg)
+        events: list[Event] = []
+        if response is not None and status < 300 and response.cseq.method == "INVITE":
+            ack = dialog.ack(self.local.via(peer.transport))
+            events += TransactionLayer.send_stateless(ack, peer)
+        if sent.purpose == "relay":
+            return events + self._relay_answered(sent, response, status, now, core)
+        if sent.purpose == "refresh":
+            return events + self._refresh_answered(sent, response, status, now, core)
+        if status >= 300:
+            # The guide's "Transaction failed UPDATE": media already flows; say so and go on.
+            log.warning("updated_offer_refused", call_id=call.inbound.call_id, status=status,
+                        reason=response.reason if response else "no answer")
+        return events
+
+    def _relay_answered(self, sent: InDialog, response: Response | None, status: int,
+                        now: float, core: Endpoint) -> list[Event]:
+        call = sent.call
+        call.relaying = None
+        origin, request = sent.origin, sent.origin_request
+        assert origin is not None and request is not None
+        if response is None or status >= 300:
+            reason = response.reason if response is not None else "Request Timeout"
+            events = core.respond(request, origin, make_response(request, status, reason), now)
+            if status in DIALOG_GONE:  # the other leg is gone: so is the call
+                events += self._hang_up(call, f"session change failed on the {sent.leg} leg:"
+                                        f" {status} {reason}", now, core)
+            return events
+        from_caller = sent.leg == "out"
+        body = response.body
+        if call.bridge is not None and body:
+            try:
+                answer = parse_sdp(body)
+            except SdpError as exc:
+                log.warning("answer_sdp_unreadable", call_id=call.inbound.call_id,
+                            error=str(exc))
+            else:
+                call.bridge.repoint(caller_side=not from_caller,
+                                    remotes=remote_addresses(answer))
+                ports = call.toward_caller if from_caller else call.toward_callee
+                body = anchored(answer, self.local.address, ports).to_bytes()
+        if request.body:
+            if from_caller:
+                call.sdp_from_caller, call.sdp_to_callee = request.body, sent.sent_body
+            else:
+                call.sdp_from_callee, call.sdp_to_caller = request.body, sent.sent_body
+        if body:
+            if from_caller:
+                call.sdp_from_callee, call.sdp_to_caller = response.body, body
+            else:
+                call.sdp_from_caller, call.sdp_to_callee = response.body, body
+        self._set_timer(call, sent.leg, uac_result(response, now))
+        origin_leg = "in" if from_caller else "out"
+        session = sent.session
+        self._set_timer(call, origin_leg, session.leg(now) if session is not None else None)
+        headers = [("Contact", self.local.contact(origin.peer.transport))]
+        headers += session.headers if session is not None else ()
+        return core.respond(request, origin, make_response(
+            request, 200, headers=headers, body=body,
+            content_type=response.headers.get("Content-Type") if body else None), now)
+
+    def _refresh_answered(self, sent: InDialog, response: Response | None, status: int,
+                          now: float, core: Endpoint) -> list[Event]:
+        call = sent.call
+        if response is not None and status < 300:
+            self._set_timer(call, sent.leg, uac_result(response, now))
+            return []
+        timer = call.timers.get(sent.leg)
+        if response is not None and status == 422 and timer is not None:
+            interval = retry_interval(response, timer.interval)
+            if interval is not None:
+                timer.interval = interval
+                return self._send_refresh(call, sent.leg, timer, now, core)
+        reason = response.reason if response is not None else "no answer"
+        log.warning("session_refresh_failed", call_id=call.inbound.call_id, leg=sent.leg,
+                    status=status, reason=reason)
+        if status in DIALOG_GONE:
+            return self._hang_up(call, f"session refresh failed on the {sent.leg} leg: "
+                                 f"{status} {reason}", now, core)
+        return []  # the session stays up until it expires, unless a later refresh works
+
+    def next_deadline(self) -> float | None:
+        heap = self._deadlines
+        while heap and self._stale(heap[0]):
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    def handle_timeout(self, now: float, core: Endpoint) -> list[Event]:
+        events: list[Event] = []
+        heap = self._deadlines
+        while heap and heap[0][0] <= now:
+            entry = heapq.heappop(heap)
+            if self._stale(entry):
+                continue
+            _, _, call, leg = entry
+            timer = call.timers[leg]
+            if timer.we_refresh and not timer.pending:
+                events += self._send_refresh(call, leg, timer, now, core)
+            else:
+                who = "caller" if leg == "in" else "callee"
+                events += self._hang_up(call, f"session expired: no refresh from the {who} "
+                                        f"in {timer.interval} s", now, core)
+        return events
+
+    def _stale(self, entry: tuple[float, int, Call, str]) -> bool:
+        deadline, _, call, leg = entry
+        timer = call.timers.get(leg)
+        return (call.state is not CallState.CONNECTED or timer is None
+                or timer.deadline() != deadline)
+
+    def _set_timer(self, call: Call, leg: str, timer: LegTimer | None) -> None:
+        if timer is None:
+            call.timers.pop(leg, None)
+            return
+        call.timers[leg] = timer
+        heapq.heappush(self._deadlines, (timer.deadline(), next(self._seq), call, leg))
+
+    def _send_refresh(self, call: Call, leg: str, timer: LegTimer, now: float,
+                      core: Endpoint) -> list[Event]:
+        """RFC 4028 7.4: UPDATE where the peer allows it (no offer needed), else a
+        re-INVITE with the session description that leg already has from us."""
+        dialog, peer = self._leg(call, leg)
+        told = call.inbound if leg == "in" else call.out_answer
+        method = "UPDATE" if told is not None and "update" in told.tokens("allow") else "INVITE"
+        body = b"" if method == "UPDATE" else (
+            call.sdp_to_caller if leg == "in" else call.sdp_to_callee)
+        headers = (("Contact", self.local.contact(peer.transport)), ("Supported", "timer"),
+                   *uac_headers(timer.interval, self.session_timers().min_se, refresher=True))
+        refresh = dialog.create_request(method, self.local.via(peer.transport), headers=headers,
+                                        body=body,
+                                        content_type="application/sdp" if body else None)
+        timer.pending = True
+        self._set_timer(call, leg, timer)  # now due at expiry, should the refresh go unanswered
+        log.info("session_refresh_sent", call_id=call.inbound.call_id, leg=leg, method=method)
+        return core.send_request(refresh, peer, now, tu_data=InDialog(call, leg, "refresh"))[1]
+
+    def _leg(self, call: Call, leg: str) -> tuple[Dialog, Peer]:
+        dialog = call.in_dialog if leg == "in" else call.out_dialog
+        peer = call.in_txn.peer if leg == "in" else call.out_peer
+        assert dialog is not None and peer is not None
+        return dialog, peer
 
     def _dialog_peer(self, dialog: Dialog, call: Call) -> Peer:
         """In-dialog requests toward the callee go where its INVITE went: the same
@@ -707,18 +983,6 @@ class B2bua(Admission):
             "started": call.record.started if call.record else None,
             "media": call.media.counters() if call.media is not None else None,
         } for call in self.calls.values()]
-
-    def _reinvite_answered(self, call: Call, response: Response,
-                           core: Endpoint) -> list[Event]:
-        if response.status < 200 or call.out_dialog is None or call.out_peer is None:
-            return []
-        if response.status >= 300:
-            # The guide's "Transaction failed UPDATE": media already flows; say so and go on.
-            log.warning("updated_offer_refused", call_id=call.inbound.call_id,
-                        status=response.status, reason=response.reason)
-            return []
-        ack = call.out_dialog.ack(self.local.via(call.out_peer.transport))
-        return TransactionLayer.send_stateless(ack, call.out_peer)
 
     def _mark_ringing(self, call: Call) -> None:
         if call.record is not None and call.record.ringing is None:
@@ -780,11 +1044,19 @@ class B2bua(Admission):
         self.outcomes[key] = self.outcomes.get(key, 0) + 1
 
 
-@dataclass(frozen=True, slots=True)
-class ReInvite:
-    """Marks the client transaction of our second INVITE toward Lync."""
+@dataclass(eq=False, slots=True)
+class InDialog:
+    """Marks the client transaction of a request of ours inside a call: the second INVITE
+    toward Lync (`remote-candidates`), a session refresh, or a session change relayed from
+    the other leg (its server transaction waits for our answer)."""
 
     call: Call
+    leg: str  # "in" | "out": the leg the request went out on
+    purpose: str  # "remote-candidates" | "refresh" | "relay"
+    origin: ServerTransaction | None = None
+    origin_request: Request | None = None
+    session: UasTimer | None = None  # the originating leg's timer for our answer to it
+    sent_body: bytes = b""
 
 
 def _user(uri: object) -> str | None:
@@ -802,7 +1074,7 @@ def _ice_offer(request: Request) -> SessionDescription | None:
     if not request.body or content_type is None:
         return None
     if content_type.type.startswith("multipart/"):
-        part = pick_sdp(split(request.body, content_type.param("boundary") or ""))
+        part = pick_sdp(split(request.body, _boundary(request)))
         offer = parse_sdp(part.body)
     elif content_type.type == "application/sdp":
         offer = parse_sdp(request.body)
@@ -821,6 +1093,22 @@ def _anchorable(request: Request) -> SessionDescription | None:
     if any(m.has("ice-ufrag") for m in offer.media) or offer.session.has("ice-ufrag"):
         return None
     return offer
+
+
+def _origin(body: bytes) -> bytes | None:
+    """The o= line: an offer with a new version changes the session (RFC 3264 8)."""
+    for line in body.splitlines():
+        if line.startswith(b"o="):
+            return line.strip()
+    return None
+
+
+def _boundary(request: Request) -> str:
+    """The boundary of a multipart body ('' for any other body)."""
+    content_type = request.content_type
+    if content_type is None or not content_type.type.startswith("multipart/"):
+        return ""
+    return content_type.param("boundary") or ""
 
 
 def _cancel_for(invite: Request) -> Request:

@@ -18,6 +18,7 @@ from gateway.config.fields import (
     Section,
     check_reference,
     check_unique,
+    join,
 )
 from gateway.config.schema import (
     ApiConfig,
@@ -252,7 +253,14 @@ def _global(s: Section) -> GlobalConfig:
         max_calls=s.integer("max_calls", 0, low=0, high=1_000_000),
         max_calls_per_second=s.integer("max_calls_per_second", 0, low=0, high=100_000),
         dns_server=_host_port(s, "dns_server"),
+        session_expires_seconds=s.integer("session_expires_seconds", 1800, low=0, high=86400),
+        min_session_expires_seconds=s.integer("min_session_expires_seconds", 90, low=1,
+                                              high=86400),
     )
+    if 0 < config.session_expires_seconds < config.min_session_expires_seconds:
+        s.problems.add(join(s.path, "session_expires_seconds"),
+                       f"{config.session_expires_seconds} is below min_session_expires_seconds "
+                       f"({config.min_session_expires_seconds})")
     s.reject_unknown()
     return config
 

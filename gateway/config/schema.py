@@ -55,6 +55,8 @@ class GlobalConfig:
     max_calls: int = 0  # concurrent calls this node takes; beyond it 503; 0 = no limit
     max_calls_per_second: int = 0  # new calls per second; beyond it 503; 0 = no limit
     dns_server: tuple[str, int] | None = None  # RFC 3263 look-ups; None = /etc/resolv.conf
+    session_expires_seconds: int = 1800  # RFC 4028 interval we ask for; 0 = ask for none
+    min_session_expires_seconds: int = 90  # our Min-SE: shorter intervals get 422
 
 
 @dataclass(frozen=True, slots=True)

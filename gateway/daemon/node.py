@@ -21,6 +21,7 @@ from gateway.daemon.state import ensure_self_signed, state_dir
 from gateway.resolver.rfc3263 import Resolver
 from gateway.sip.endpoint import CallHandler, Endpoint, EndpointSettings
 from gateway.sip.errors import SipParseError
+from gateway.sip.session_timer import TimerPolicy
 from gateway.sip.timers import DEFAULT, Timers
 from gateway.sip.transaction import Peer, Send
 from gateway.sip.transactions import Event
@@ -76,7 +77,10 @@ class Node:
                             encryption=lambda: self.config.global_settings.sip_media_encryption,
                             turn_for=self._turn_for,
                             mssip_domain=lambda: self.config.mssip_domain_for(
-                                self.config.node.location))
+                                self.config.node.location),
+                            session_timers=lambda: TimerPolicy(
+                                self.config.global_settings.session_expires_seconds,
+                                self.config.global_settings.min_session_expires_seconds))
         self.endpoint = Endpoint(
             EndpointSettings(server=f"lyncgate/{__version__}"), timers=timers, handler=handler
         )

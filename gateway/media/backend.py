@@ -161,14 +161,9 @@ class SipBridge:
     def connect(self, media: list[str], caller: list[tuple[str, int] | None],
                 callee: list[tuple[str, int] | None], timeout: float) -> CallMedia:
         loop = asyncio.get_running_loop()
+        self.repoint(caller_side=True, remotes=caller)
+        self.repoint(caller_side=False, remotes=callee)
         for index, kind in enumerate(media):
-            for endpoints, remote in ((self.caller, caller[index]), (self.callee,
-                                                                       callee[index])):
-                rtcp = endpoints[index].rtcp_endpoint
-                if remote is not None:
-                    endpoints[index].rtp.point_at(remote)
-                    if rtcp is not None:
-                        rtcp.point_at((remote[0], remote[1] + 1))
             self._relays.append(StreamRelay(kind, Side("caller", self.caller[index].send),
                                             Side("callee", self.callee[index].send),
                                             clock=loop.time))
@@ -176,6 +171,17 @@ class SipBridge:
                                clock=loop.time)
         self.media.start()
         return self.media
+
+    def repoint(self, *, caller_side: bool, remotes: list[tuple[str, int] | None]) -> None:
+        """Send each stream toward the addresses a (re-)offer or answer of that side gives;
+        a rejected stream or the null address of an old-style hold leaves it as it was."""
+        for endpoint, remote in zip(self.caller if caller_side else self.callee, remotes,
+                                    strict=False):
+            if remote is None or remote[0] in ("0.0.0.0", "::"):
+                continue
+            endpoint.rtp.point_at(remote)
+            if endpoint.rtcp_endpoint is not None:
+                endpoint.rtcp_endpoint.point_at((remote[0], remote[1] + 1))
 
     def _into(self, index: int, *, from_caller: bool) -> Receive:
         def receive(data: bytes, rtcp: bool | None) -> None:

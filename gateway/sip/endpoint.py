@@ -57,6 +57,13 @@ class CallHandler(Protocol):
         """Handle `event`; answer through `core.respond`, which returns what to send."""
         ...
 
+    def next_deadline(self) -> float | None:
+        """When the handler's own timers (session timers) next need `handle_timeout`."""
+        ...
+
+    def handle_timeout(self, now: float, core: Endpoint) -> list[Event]:
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class EndpointSettings:
@@ -241,10 +248,17 @@ class Endpoint:
 
     # -- time ----------------------------------------------------------------------------
     def next_deadline(self) -> float | None:
-        return self.transactions.next_deadline()
+        deadline = self.transactions.next_deadline()
+        if self.handler is None:
+            return deadline
+        mine = self.handler.next_deadline()
+        return mine if deadline is None or (mine is not None and mine < deadline) else deadline
 
     def handle_timeout(self, now: float) -> list[Event]:
-        return self._dispatch(self.transactions.handle_timeout(now), now)
+        events = self._dispatch(self.transactions.handle_timeout(now), now)
+        if self.handler is not None:
+            events += self._dispatch(self.handler.handle_timeout(now, self), now)
+        return events
 
     @property
     def busy(self) -> bool:

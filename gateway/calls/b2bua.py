@@ -177,7 +177,7 @@ class Call:
     out_interval: int = 0  # the Session-Expires our INVITE asks the callee for
     timers: dict[str, LegTimer] = field(default_factory=dict)  # "in" / "out" -> its timer
     relaying: InDialog | None = None  # a session change in flight to the other leg
-    single_part: bool = False  # the callee refused multipart: send it the SDP part only
+    single_part: bytes = b""  # the callee refused multipart: the SDP part it gets instead
     out_answer: Response | None = None  # the callee's 2xx (its Allow says if UPDATE works)
 
     @property
@@ -498,8 +498,7 @@ class B2bua(Admission):
                                            refresher=False):
                 h.add(name, value)
         if call.single_part:
-            part = pick_sdp(split(inbound.body, _boundary(inbound)))
-            request.set_body(part.body, "application/sdp")
+            request.set_body(call.single_part, "application/sdp")
         elif call.offer is not None and call.bridge is not None:
             body = anchored(call.offer, self.local.address, call.toward_callee).to_bytes()
             request.set_body(body, "application/sdp")
@@ -552,7 +551,11 @@ class B2bua(Admission):
         asks: 415 for a multipart body (RFC 3261 21.4.13; Lync's two-part offers) gets the
         SDP part alone, 422 a longer session interval (RFC 4028 7.3)."""
         if response.status == 415 and not call.single_part and _boundary(call.inbound):
-            call.single_part = True
+            try:
+                call.single_part = pick_sdp(split(call.inbound.body,
+                                                  _boundary(call.inbound))).body
+            except SdpError:
+                return False  # nothing better to send: the 415 goes to the caller
             log.info("multipart_refused", call_id=call.inbound.call_id)
             return True
         if response.status == 422:

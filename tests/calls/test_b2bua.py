@@ -82,9 +82,9 @@ class Harness:
     def collect(self, events: list[Event]) -> None:
         self.out.extend(e for e in events if isinstance(e, Send))
 
-    def feed(self, message: Message | bytes, peer: Peer) -> None:
+    def feed(self, message: Message | bytes, peer: Peer, now: float = 0.0) -> None:
         data = message if isinstance(message, bytes) else message.to_bytes()
-        self.collect(self.ep.receive(data, peer, None, 0.0))
+        self.collect(self.ep.receive(data, peer, None, now))
 
     async def settle(self) -> None:
         for _ in range(5):

@@ -30,7 +30,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from gateway import logs
 from gateway.calls.admission import Admission, reason_phrase
@@ -347,6 +347,7 @@ class B2bua(Admission):
                     lambda now: self._hang_up(call, reason, now, core)),
                 turn=self.turn_for(decision.rule.turn_server if decision.rule else ""))
         self.calls[call.id] = call
+        self._write(record, "open")
         event.transaction.tu_data = call
         self.hooks.spawn(self._resolve(call, core))
         self.hooks.spawn(self._local_ringing(call, core))
@@ -377,13 +378,15 @@ class B2bua(Admission):
             destination=decision.destination,
         )
 
-    def _write(self, record: CallRecord) -> None:
+    def _write(self, record: CallRecord,
+               step: Literal["open", "update", "write"] = "write") -> None:
+        """`step`: "open" (admitted), "update" (answered) or "write" (ended)."""
         if self.cdrs is None:
             return
         try:
-            self.cdrs.write(record)
+            getattr(self.cdrs, step)(record)
         except Exception as exc:  # a full disk must not take calls down with it
-            log.error("cdr_write_failed", call_id=record.in_call_id, error=str(exc))
+            log.error("cdr_write_failed", call_id=record.in_call_id, step=step, error=str(exc))
 
     def _target_uri(self, decision: Decision) -> str | None:
         if decision.service is not None:
@@ -613,6 +616,7 @@ class B2bua(Admission):
         self._set_timer(call, "out", uac_result(response, now))
         if call.record is not None:
             call.record.answered = self.wall_clock()
+            self._write(call.record, "update")
         self._by_dialog[(call.inbound.call_id, call.in_tag)] = call
         self._by_dialog[(out_dialog.call_id, out_dialog.local_tag)] = call
         log.info("call_connected", call_id=call.inbound.call_id, leg="both",

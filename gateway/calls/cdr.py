@@ -1,5 +1,10 @@
 """Call detail records in SQLite (WAL): one row per call, written when it ends.
 
+A call in progress has a row in `cdr_open` from admission on (updated when it is answered),
+so a node killed mid-call loses no record: on start-up each open row becomes a CDR ended
+with cause "node restart". The `cdr` table itself only ever holds finished calls, which is
+what operators' queries expect.
+
 SQLite because a node must keep its CDRs across restarts without a server to run; WAL so a
 reader (an operator's query, the status API) never blocks the daemon's writes. A write is one
 short transaction on the event loop (well under a millisecond on local disk).
@@ -9,7 +14,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 SCHEMA = """
@@ -32,7 +37,12 @@ CREATE TABLE IF NOT EXISTS cdr (
     media TEXT                      -- JSON counters per stream and direction
 );
 CREATE INDEX IF NOT EXISTS cdr_started ON cdr (started);
+CREATE TABLE IF NOT EXISTS cdr_open (
+    key INTEGER PRIMARY KEY,
+    record TEXT NOT NULL            -- the CallRecord so far, as JSON
+);
 """
+RESTART_CAUSE = "node restart"
 
 
 @dataclass
@@ -52,6 +62,7 @@ class CallRecord:
     end_cause: str = ""
     ended_by: str = "gateway"
     media: dict[str, object] = field(default_factory=dict)
+    key: int | None = None  # its row in cdr_open while the call is in progress
 
 
 class CdrStore:
@@ -63,7 +74,40 @@ class CdrStore:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
 
+    def open(self, record: CallRecord) -> None:
+        """Keep `record` as a call in progress, so a crash cannot lose it."""
+        cursor = self.db.execute("INSERT INTO cdr_open (record) VALUES (?)",
+                                 (json.dumps(asdict(record)),))
+        record.key = cursor.lastrowid
+
+    def update(self, record: CallRecord) -> None:
+        if record.key is not None:
+            self.db.execute("UPDATE cdr_open SET record = ? WHERE key = ?",
+                            (json.dumps(asdict(record)), record.key))
+
     def write(self, record: CallRecord) -> None:
+        """The finished call: its CDR, and its open row gone, in one transaction."""
+        self.db.execute("BEGIN")
+        try:
+            self._insert(record)
+            if record.key is not None:
+                self.db.execute("DELETE FROM cdr_open WHERE key = ?", (record.key,))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        record.key = None
+
+    def close_interrupted(self, ended: float) -> int:
+        """Start-up: the calls a previous run left open end now, cause "node restart"."""
+        rows = self.db.execute("SELECT record FROM cdr_open ORDER BY key").fetchall()
+        for (text,) in rows:
+            record = CallRecord(**json.loads(text))
+            record.ended, record.end_cause, record.ended_by = ended, RESTART_CAUSE, "gateway"
+            self.write(record)
+        return len(rows)
+
+    def _insert(self, record: CallRecord) -> None:
         self.db.execute(
             "INSERT INTO cdr (in_call_id, out_call_id, caller, alias, outcome, service, rule, "
             "destination, started, ringing, answered, ended, end_cause, ended_by, media) "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import sqlite3
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,11 +122,16 @@ class Node:
     def _open_cdrs(config: Config) -> CdrStore | None:
         path = state_dir(config.node) / "cdr.sqlite3"
         try:
-            return CdrStore(path)
+            store = CdrStore(path)
+            closed = store.close_interrupted(time.time())
         except (OSError, sqlite3.Error) as exc:
             log.error("cdr_unavailable", path=str(path), error=str(exc),
                       note="calls go on without call detail records")
             return None
+        if closed:
+            log.warning("cdr_closed_after_restart", calls=closed,
+                        note="calls in progress when the node last stopped")
+        return store
 
     # -- life cycle ----------------------------------------------------------------------
     async def start(self) -> None:

@@ -1,0 +1,40 @@
+"""CDRs survive a node killed mid-call: a call in progress is kept open from admission on
+(with its answer time), and the next start closes it with cause "node restart"."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gateway.calls.cdr import CallRecord, CdrStore
+from gateway.sip.message import Response, make_response
+from tests.calls.test_b2bua import CALLER, FIRST, Harness, invite, outbound
+
+
+async def test_a_call_in_progress_is_closed_as_node_restart_on_the_next_start(
+        tmp_path: Path) -> None:
+    path = tmp_path / "cdr.sqlite3"
+    h = Harness([FIRST], CdrStore(path))
+    h.feed(invite(), CALLER)
+    await h.settle()
+    out, peer = outbound(h.take(), "INVITE")
+    h.feed(make_response(out, 200, to_tag="callee", headers=(("Contact", "<sip:a@x>"),)), peer)
+    assert any(isinstance(m, Response) and m.status == 200 for m, _ in h.take())
+    assert h.b2bua.cdrs is not None and h.b2bua.cdrs.recent() == []  # still in progress
+
+    restarted = CdrStore(path)  # the process died; a new one opens the same file
+    assert restarted.close_interrupted(1_700_000_100.0) == 1
+    [cdr] = restarted.recent()
+    assert (cdr["in_call_id"], cdr["out_call_id"]) == ("in-call-1", out.call_id)
+    assert cdr["answered"] == 1_700_000_000.0 and cdr["ended"] == 1_700_000_100.0
+    assert (cdr["end_cause"], cdr["ended_by"]) == ("node restart", "gateway")
+    assert restarted.close_interrupted(1_700_000_200.0) == 0  # closed once only
+
+
+def test_a_finished_call_leaves_nothing_open(tmp_path: Path) -> None:
+    store = CdrStore(tmp_path / "cdr.sqlite3")
+    record = CallRecord("c1", "sip:a@x", "b@y", "rule", started=1.0)
+    store.open(record)
+    record.ended, record.end_cause = 2.0, "BYE from the caller"
+    store.write(record)
+    assert CdrStore(tmp_path / "cdr.sqlite3").close_interrupted(3.0) == 0
+    assert [r["end_cause"] for r in store.recent()] == ["BYE from the caller"]

@@ -221,12 +221,17 @@ class Endpoint:
         return self._tag()
 
     def options_response(self, request: Request, to_tag: str) -> Response:
-        return make_response(request, 200, to_tag=to_tag, headers=self._options_headers)
+        return make_response(request, 200, to_tag=to_tag,
+                             headers=self._options_headers + _keep_alive(request))
 
     def respond(
         self, request: Request, txn: ServerTransaction, response: Response, now: float
     ) -> list[Event]:
         self._stamp(response)
+        for name, value in _keep_alive(request):
+            if name not in response.headers:
+                response.headers.add(name, value)
+                response.changed()
         self._count(f"responses_out:{response.status}")
         return self.transactions.respond(txn, response, now)
 
@@ -264,6 +269,16 @@ class Endpoint:
     def busy(self) -> bool:
         """Transactions still waiting for a final response (a drain waits for them)."""
         return self.transactions.pending() > 0
+
+
+def _keep_alive(request: Request) -> tuple[tuple[str, str], ...]:
+    """[MS-CONMGMT]: a Lync hop asking `ms-keep-alive: UAC;hop-hop=yes` is told that this
+    hop takes its keep-alives (it sends none itself) and how often it wants them; Lync
+    closes connections whose peer never answers the header."""
+    value = request.headers.get("ms-keep-alive")
+    if value is None or not value.lstrip().upper().startswith("UAC"):
+        return ()
+    return (("ms-keep-alive", "UAS; tcp=no; hop-hop=yes; end-point=no; timeout=300"),)
 
 
 def _stamp_received(request: Request, peer: Peer) -> None:

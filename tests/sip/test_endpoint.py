@@ -100,3 +100,15 @@ def test_draining_node_refuses_new_dialogs_with_503_retry_after() -> None:
     final = parse_message(sends[-1].data)
     assert final.status == 503  # type: ignore[union-attr]
     assert final.headers.get("Retry-After") == "17"
+
+
+def test_a_lync_hop_asking_for_keep_alives_is_answered_in_kind() -> None:
+    """[MS-CONMGMT]: `ms-keep-alive: UAC;hop-hop=yes` gets the UAS answer, on the stateless
+    OPTIONS path and on responses sent through a transaction (here a 405 for MESSAGE)."""
+    lync = "ms-keep-alive: UAC;hop-hop=yes\r\n"
+    for data in (probe(extra=lync), probe("MESSAGE", extra=lync)):
+        sent, _ = answer(data)
+        value = parse_message(sent.data).headers.get("ms-keep-alive") or ""
+        assert value.startswith("UAS;") and "hop-hop=yes" in value and "timeout=300" in value
+    sent, _ = answer(probe())
+    assert parse_message(sent.data).headers.get("ms-keep-alive") is None

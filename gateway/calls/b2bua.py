@@ -210,8 +210,8 @@ class B2bua(Admission):
                  registrar: Registrar | None = None,
                  static_nat: Callable[[], str] = str,
                  encryption: Callable[[], Encryption] = lambda: "best_effort",
-                 turn_for: Callable[[str], TurnSettings | None] = lambda _: None,
-                 mssip_domain: Callable[[], str] = str,
+                 turn_for: Callable[[str, str], TurnSettings | None] = lambda _, __: None,
+                 mssip_domain: Callable[[str], str] = lambda _: "",
                  session_timers: Callable[[], TimerPolicy] = TimerPolicy) -> None:
         super().__init__(router=router, location=location)
         self.hooks = hooks
@@ -339,13 +339,14 @@ class B2bua(Admission):
                 offer, self.media_ports, self.local.address, self.static_nat(),
                 self.encryption(), lambda reason: self.hooks.emit(
                     lambda now: self._hang_up(call, reason, now, core)),
-                turn=self.turn_for(rule.turn_server))
+                turn=self.turn_for(rule.turn_server, decision.outgoing_location))
         if lync_offer is not None and self.media_ports is not None:
             call.lync = LyncMedia(
                 lync_offer, self.media_ports, self.local.address, self.static_nat(),
                 self.encryption(), lambda reason: self.hooks.emit(
                     lambda now: self._hang_up(call, reason, now, core)),
-                turn=self.turn_for(decision.rule.turn_server if decision.rule else ""))
+                turn=self.turn_for(decision.rule.turn_server if decision.rule else "",
+                                   decision.outgoing_location))
         self.calls[call.id] = call
         self._write(record, "open")
         event.transaction.tu_data = call
@@ -479,12 +480,14 @@ class B2bua(Admission):
         h = request.headers
         h.add("Via", f"{self.local.via(target.transport)};branch={new_branch()};rport")
         h.add("Max-Forwards", str(max(0, (inbound.max_forwards or 70) - 1)))
-        if call.lync_callee is not None and self.mssip_domain():
+        domain = self.mssip_domain(call.decision.outgoing_location)
+        if call.lync_callee is not None and domain:
             # Toward Lync the caller appears in the gateway's domain (the guide's Infinity
-            # domain), which the Lync pool trusts for this application.
+            # domain, the outgoing location's override first), which the Lync pool trusts
+            # for this application.
             user = _user(inbound.from_.uri) or "gateway"
             display = f"{inbound.from_.display} " if inbound.from_.display else ""
-            h.add("From", f"{display}<sip:{user}@{self.mssip_domain()}>;tag={call.in_tag}")
+            h.add("From", f"{display}<sip:{user}@{domain}>;tag={call.in_tag}")
         else:
             h.add("From", str(inbound.from_.with_tag(call.in_tag)))
         h.add("To", f"<{call.target_uri}>")

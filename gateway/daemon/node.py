@@ -77,8 +77,8 @@ class Node:
                             static_nat=lambda: self.config.node.static_nat_address,
                             encryption=lambda: self.config.global_settings.sip_media_encryption,
                             turn_for=self._turn_for,
-                            mssip_domain=lambda: self.config.mssip_domain_for(
-                                self.config.node.location),
+                            mssip_domain=lambda location: self.config.mssip_domain_for(
+                                location or self.config.node.location),
                             session_timers=lambda: TimerPolicy(
                                 self.config.global_settings.session_expires_seconds,
                                 self.config.global_settings.min_session_expires_seconds))
@@ -91,11 +91,13 @@ class Node:
         self._work: set[asyncio.Future[None]] = set()
         self.stopped = asyncio.Event()
 
-    def _turn_for(self, rule_turn: str) -> TurnSettings | None:
-        """The TURN server for the Lync leg: the rule's, else the node location's."""
+    def _turn_for(self, rule_turn: str, location_name: str) -> TurnSettings | None:
+        """The TURN server for the Lync leg: the rule's, else that of the call's outgoing
+        location (the node's when the rule says automatic)."""
         name = rule_turn
-        if not name and self.config.node.location:
-            location = self.config.location(self.config.node.location)
+        location_name = location_name or self.config.node.location
+        if not name and location_name:
+            location = self.config.location(location_name)
             name = location.turn_server if location is not None else ""
         server = next((t for t in self.config.turn_servers if t.name == name), None)
         if server is None:

@@ -44,7 +44,7 @@ async def test_sip_phone_calls_a_lync_client_through_ice_and_srtp() -> None:
     ports = PortAllocator(base, base + 40)
     phone_sock, phone_rx, phone_port = await phone()
     h = Harness([FIRST], ports=ports, address="127.0.0.1", rules=RULES)
-    h.b2bua.mssip_domain = lambda: "vc.example.com"
+    h.b2bua.mssip_domain = {"": "vc.example.com"}.__getitem__  # automatic: the ingress location
     body = sdp_body(phone_port)
     h.feed((f"INVITE sip:alice@gw.example.com SIP/2.0\r\n"
             "Via: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK-p1;rport\r\n"

@@ -513,7 +513,7 @@ class B2bua(Admission):
         else:
             request.set_body(inbound.body, inbound.headers.get("Content-Type"))
         call.sdp_to_callee = request.body
-        peer = Peer(target.transport, target.address, target.port)
+        peer = Peer(target.transport, target.address, target.port, server_name=target.host)
         txn, events = core.send_request(request, peer, now, tu_data=call)
         call.out_invite, call.out_txn, call.out_peer = request, txn, peer
         call.state = CallState.CALLING

@@ -23,6 +23,9 @@ class Peer:
     host: str
     port: int
     connection: int | None = None
+    # The name a TLS connection opened toward this peer must be certified for (RFC 5922:
+    # the name it was found under, not the address); not part of the peer's identity.
+    server_name: str = field(default="", compare=False)
 
     @property
     def reliable(self) -> bool:

@@ -220,7 +220,8 @@ class TransportLayer:
             queued.append(data)  # a connection to this address is being opened
             return
         self._pending[key] = [data]
-        task = asyncio.get_running_loop().create_task(self._connect(peer))
+        task = asyncio.get_running_loop().create_task(
+            self._connect(peer, peer.server_name or None))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -128,6 +128,7 @@ async def test_call_connects_and_bye_from_the_caller_ends_both_legs(tmp_path: Pa
     assert statuses(sent, CALLER) == [100]
     out, peer = outbound(sent, "INVITE")
     assert peer == far(FIRST) and out.uri_text == "sip:alice@uas.example.com"
+    assert peer.server_name == "uas.example.com"  # what a TLS connection must be certified for
     assert out.call_id != "in-call-1" and out.body == b"v=0\r\ns=x\r\n"
     assert out.max_forwards == 69 and out.from_.display == '"Bob"'
     h.feed(make_response(out, 180, to_tag="callee"), peer)

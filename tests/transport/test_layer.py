@@ -245,6 +245,22 @@ async def test_tls_client_presents_node_certificate_and_checks_rfc5922_name(
     await server_tl.close()
 
 
+async def test_tls_client_checks_the_name_the_peer_was_found_under(
+    tmp_path: Path, ca: trustme.CA
+) -> None:
+    """A peer reached by address but found under a name (RFC 3263's target host) is checked
+    against that name: the certificate naming it is accepted and the message delivered."""
+    server_tl, inbox, port = await tls_layer(tmp_path, ca, verify=True)
+    node_cert, node_key = files(tmp_path, ca, "conf01.example.com")
+    client = TransportLayer(Inbox(), client_tls=client_context(
+        node_cert, node_key, tmp_path / "ca.pem", True))
+    client.send(MSG, Peer("TLS", "127.0.0.1", port, server_name="gw.example.com"))
+    data, _, _ = await inbox.get()
+    assert data == MSG and not client.stats.tls_failures
+    await client.close()
+    await server_tl.close()
+
+
 async def test_tls_client_refuses_wildcard_server_certificate(
     tmp_path: Path, ca: trustme.CA
 ) -> None:

@@ -403,6 +403,17 @@ class B2bua(Admission):
         return uri
 
     async def _resolve(self, call: Call, core: Endpoint) -> None:
+        """Find the outbound leg's targets and media, then place it. Whatever goes wrong
+        in here, the caller gets a final answer: a call nobody answers holds its
+        transaction, and Lync its user, for 32 s."""
+        try:
+            await self._prepare(call, core)
+        except Exception as exc:
+            log.exception("call_setup_crashed", call_id=call.inbound.call_id)
+            why = f"call set-up failed: {type(exc).__name__}"
+            self.hooks.emit(lambda now: self._fail(call, 500, why, now, core))
+
+    async def _prepare(self, call: Call, core: Endpoint) -> None:
         uri = parse_uri(call.target_uri)
         assert isinstance(uri, SipUri)
         rule = call.decision.rule
@@ -1074,7 +1085,7 @@ def _user(uri: object) -> str | None:
 
 
 _REASONS = {404: "Not Found", 408: "Request Timeout", 480: "Temporarily Unavailable",
-            503: "Service Unavailable"}
+            500: "Server Internal Error", 503: "Service Unavailable"}
 
 
 def _ice_offer(request: Request) -> SessionDescription | None:

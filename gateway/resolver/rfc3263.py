@@ -252,6 +252,10 @@ class Resolver:
                         error=type(exc).__name__)
             self._store(key, now + NEGATIVE_TTL, [])
             return []
+        except dns.exception.DNSException as exc:
+            # A name DNS cannot even ask for (an empty label, a label over 63 octets): no
+            # target, said in words, rather than an exception the caller never answers.
+            raise ResolveError(f"{name}: not a valid DNS name ({exc})") from exc
         records = [_convert(rdata) for rdata in answer]
         ttl = float(answer.rrset.ttl) if answer.rrset is not None else NEGATIVE_TTL
         self._store(key, now + ttl, records)

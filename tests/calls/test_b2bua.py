@@ -397,3 +397,20 @@ def test_update_outside_a_dialog_is_481_not_a_call() -> None:
            CALLER)
     assert statuses(h.take(), CALLER) == [481]
     assert h.b2bua.calls == {}
+
+
+async def test_a_failure_while_setting_up_the_call_still_answers_the_caller() -> None:
+    """Whatever breaks between admission and placing the call (here the resolver), the
+    caller gets a final 500 at once instead of waiting out its transaction."""
+
+    class Broken:
+        async def resolve(self, uri: SipUri) -> list[Target]:
+            raise RuntimeError("resolver bug")
+
+    h = Harness([FIRST])
+    h.b2bua.resolver = Broken()  # type: ignore[assignment]
+    h.feed(invite(), CALLER)
+    await h.settle()
+    sent = h.take()
+    assert statuses(sent, CALLER) == [100, 500]
+    assert h.b2bua.calls == {}

@@ -11,6 +11,7 @@ import pytest
 from gateway.resolver.rfc3263 import (
     Naptr,
     ResolveError,
+    Resolver,
     Srv,
     Target,
     order_naptr,
@@ -115,3 +116,12 @@ async def test_failover_returns_the_last_503_or_raises_the_timeout() -> None:
         await try_targets([A, B], silent)
     with pytest.raises(ResolveError):
         await try_targets([], busy)
+
+
+@pytest.mark.parametrize("host", ["a..example.com", "x" * 64 + ".example.com"])
+async def test_a_name_dns_cannot_ask_for_is_a_resolve_error_in_words(host: str) -> None:
+    """dnspython refuses such names before any query; the caller gets ResolveError (a 404
+    saying why), never an exception that leaves the INVITE unanswered."""
+    resolver = Resolver(("127.0.0.1", 9))  # never asked: the name fails first
+    with pytest.raises(ResolveError, match="not a valid DNS name"):
+        await resolver.resolve(sip(f"sip:bob@{host}"))

@@ -229,9 +229,10 @@ class B2bua(Admission):
         self.turn_for = turn_for
         self.mssip_domain = mssip_domain
         self.session_timers = session_timers
-        # Leg timers by deadline; an entry whose timer has moved on or whose call ended is
-        # stale and skipped, so a refresh never has to find and remove the old entry.
-        self._deadlines: list[tuple[float, int, Call, str]] = []
+        # Leg timers by deadline, naming calls by id; an entry whose timer has moved on or
+        # whose call ended is stale and skipped, so a refresh never has to find and remove
+        # the old entry, and the heap is compacted when stale entries dominate it.
+        self._deadlines: list[tuple[float, int, int, str]] = []
         self._seq = itertools.count()
         self.ice_outcomes: dict[str, int] = {}
         if registrar is not None:
@@ -752,7 +753,7 @@ class B2bua(Admission):
         self._by_dialog.pop((other.call_id, other.local_tag), None)
         who = "caller" if from_inbound else "callee"
         self._end(call, f"BYE from the {who}", who)
-        return events + sent
+        return events + sent + self._abandon_relay(call, now, core)
 
     # -- inside a call: refreshes, session changes, session timers -----------------------
     def _in_dialog(self, event: RequestReceived, now: float, core: Endpoint) -> list[Event]:
@@ -938,9 +939,10 @@ class B2bua(Admission):
         heap = self._deadlines
         while heap and heap[0][0] <= now:
             entry = heapq.heappop(heap)
-            if self._stale(entry):
+            call = self._live(entry)
+            if call is None:
                 continue
-            _, _, call, leg = entry
+            leg = entry[3]
             timer = call.timers[leg]
             if timer.we_refresh and not timer.pending:
                 events += self._send_refresh(call, leg, timer, now, core)
@@ -950,18 +952,28 @@ class B2bua(Admission):
                                         f"in {timer.interval} s", now, core)
         return events
 
-    def _stale(self, entry: tuple[float, int, Call, str]) -> bool:
-        deadline, _, call, leg = entry
+    def _live(self, entry: tuple[float, int, int, str]) -> Call | None:
+        """The call an entry is due for, or None when the entry is stale."""
+        deadline, _, call_id, leg = entry
+        call = self.calls.get(call_id)
+        if call is None or call.state is not CallState.CONNECTED:
+            return None
         timer = call.timers.get(leg)
-        return (call.state is not CallState.CONNECTED or timer is None
-                or timer.deadline() != deadline)
+        return call if timer is not None and timer.deadline() == deadline else None
+
+    def _stale(self, entry: tuple[float, int, int, str]) -> bool:
+        return self._live(entry) is None
 
     def _set_timer(self, call: Call, leg: str, timer: LegTimer | None) -> None:
         if timer is None:
             call.timers.pop(leg, None)
             return
         call.timers[leg] = timer
-        heapq.heappush(self._deadlines, (timer.deadline(), next(self._seq), call, leg))
+        heap = self._deadlines
+        heapq.heappush(heap, (timer.deadline(), next(self._seq), call.id, leg))
+        if len(heap) > 1024 and len(heap) > 4 * len(self.calls):
+            heap[:] = [entry for entry in heap if not self._stale(entry)]
+            heapq.heapify(heap)
 
     def _send_refresh(self, call: Call, leg: str, timer: LegTimer, now: float,
                       core: Endpoint) -> list[Event]:
@@ -1022,7 +1034,16 @@ class B2bua(Admission):
                 events += core.send_request(bye, peer, now)[1]
                 self._by_dialog.pop((dialog.call_id, dialog.local_tag), None)
         self._end(call, reason, "gateway")
-        return events
+        return events + self._abandon_relay(call, now, core)
+
+    def _abandon_relay(self, call: Call, now: float, core: Endpoint) -> list[Event]:
+        """RFC 3261 15.1.2: a session change still in flight when the call ends is
+        answered 487, not left for its sender to time out."""
+        pending, call.relaying = call.relaying, None
+        if pending is None or pending.origin is None or pending.origin_request is None:
+            return []
+        request = pending.origin_request
+        return core.respond(request, pending.origin, make_response(request, 487), now)
 
     def _end(self, call: Call, why: str, by: str = "gateway") -> None:
         if call.state is CallState.ENDED:

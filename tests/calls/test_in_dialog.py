@@ -277,3 +277,19 @@ async def test_a_new_address_in_a_re_offer_moves_the_relay(tmp_path: Path) -> No
     for sock in (old_sock, new_sock, callee_sock):
         sock.close()
 
+
+
+async def test_a_session_change_in_flight_when_the_call_ends_is_answered_487() -> None:
+    h = harness()
+    call = await Call.up(h, with_body(invite(), offer()), ())
+    h.feed(call.from_caller("INVITE", 2, body=offer(version=2, direction="sendonly")), CALLER)
+    h.take()
+    bye = (f"BYE sip:203.0.113.5 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.1:5060;"
+           f"branch=z9hG4bK-cb487\r\nFrom: <sip:alice@uas.example.com>;tag=callee\r\n"
+           f"To: {call.out.headers.get('From')}\r\nCall-ID: {call.out.call_id}\r\n"
+           "CSeq: 5 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode()
+    h.feed(bye, call.peer)
+    sent = h.take()
+    assert [m.cseq.seq for m, p in sent if isinstance(m, Response) and p == CALLER
+            and m.status == 487] == [2]
+    assert requests(sent, "BYE")[0][1] == CALLER

@@ -4,12 +4,14 @@ processes), it has every part of the lab, and lyncgate accepts the lab's config.
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from gateway.config.load import load_file
+from routing.engine import CallContext, Router
 from tests.peers import need
 
 pytestmark = pytest.mark.peer
@@ -34,3 +36,19 @@ def test_the_lab_config_is_valid_and_routes_lync_calls_through_kamailio() -> Non
     [rule] = config.routing_rules
     assert rule.call_via == "kamailio" and rule.protocols == frozenset({"mssip"})
     assert config.tls.verify_mode == "on"
+
+
+def test_the_call_the_lync_simulator_places_is_routed_by_the_lab_config() -> None:
+    """The alias lync-sim dials (its SIPp `-s` user at the scenario's domain) must match the
+    lab's rule, or `docker compose up` shows a call rejected with 404."""
+    sim = (DOCKER / "lab" / "lync-sim.sh").read_text()
+    user = re.search(r"-s (\S+)", sim)
+    scenario = (Path(__file__).resolve().parents[1] / "scenarios" /
+                "lync_multipart_uac.xml").read_text()
+    domain = re.search(r"INVITE sip:\[service\]@(\S+) SIP/2.0", scenario)
+    assert user and domain
+    config = load_file(DOCKER / "lab" / "lyncgate.toml")
+    router = Router(config.services, config.routing_rules)
+    decision = router.decide(f"sip:{user[1]}@{domain[1]}", CallContext(protocol="mssip"))
+    assert decision.routed and decision.rule is not None, decision.reason
+    assert decision.rule.call_via == "kamailio"

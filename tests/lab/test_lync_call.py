@@ -122,7 +122,7 @@ password = "secret"
 name = "Lync to SIP"
 priority = 40
 protocols = ["mssip"]
-match = '.*@vc\\.example\\.test'
+match = '.*@vc\\.lab\\.test'
 call_via = "kamailio"
 turn_server = "coturn"
 """)
@@ -159,7 +159,7 @@ turn_server = "coturn"
     assert routed and routed[0]["protocol"] == "mssip" and routed[0]["rule"] == "Lync to SIP"
     placed = daemon.events("call_placed")[0]
     assert placed["target"] == f"udp:127.0.0.1:{kamailio_port}"
-    assert placed["uri"] == "sip:meet.alice@vc.example.test"
+    assert placed["uri"] == "sip:meet.alice@vc.lab.test"
     [cdr] = CdrStore(tmp_path / "state" / "cdr.sqlite3").recent()
     assert cdr["answered"] and cdr["ended_by"] == "caller"
     assert daemon.events("tls_accepted")[0]["client_cert"] is True

@@ -72,7 +72,7 @@ from sdp.anchor import anchored, remote_addresses
 from sdp.errors import SdpError
 from sdp.model import SessionDescription
 from sdp.multipart import pick_sdp, split
-from sdp.offer_answer import Encryption
+from sdp.offer_answer import Encryption, rule_cap
 from sdp.parse import parse_sdp
 
 if TYPE_CHECKING:
@@ -160,6 +160,8 @@ class Call:
     out_dialog: Dialog | None = None
     provisional_sent: bool = False
     cancelled: bool = False
+    callee_heard: bool = False  # a provisional came back: a CANCEL may be sent (RFC 3261 9.1)
+    cancel_sent: bool = False
     out_peer: Peer | None = None
     record: CallRecord | None = None
     offer: SessionDescription | None = None  # the caller's SDP, when media is anchored
@@ -211,6 +213,7 @@ class B2bua(Admission):
                  static_nat: Callable[[], str] = str,
                  encryption: Callable[[], Encryption] = lambda: "best_effort",
                  turn_for: Callable[[str, str], TurnSettings | None] = lambda _, __: None,
+                 stun_for: Callable[[str, str], tuple[str, int] | None] = lambda _, __: None,
                  mssip_domain: Callable[[str], str] = lambda _: "",
                  session_timers: Callable[[], TimerPolicy] = TimerPolicy) -> None:
         super().__init__(router=router, location=location)
@@ -227,6 +230,7 @@ class B2bua(Admission):
         self.static_nat = static_nat
         self.encryption = encryption
         self.turn_for = turn_for
+        self.stun_for = stun_for
         self.mssip_domain = mssip_domain
         self.session_timers = session_timers
         # Leg timers by deadline, naming calls by id; an entry whose timer has moved on or
@@ -340,14 +344,19 @@ class B2bua(Admission):
                 offer, self.media_ports, self.local.address, self.static_nat(),
                 self.encryption(), lambda reason: self.hooks.emit(
                     lambda now: self._hang_up(call, reason, now, core)),
-                turn=self.turn_for(rule.turn_server, decision.outgoing_location))
+                turn=self.turn_for(rule.turn_server, decision.outgoing_location),
+                stun=self.stun_for(rule.stun_server, decision.outgoing_location),
+                bandwidth_kbps=rule_cap(rule))
         if lync_offer is not None and self.media_ports is not None:
             call.lync = LyncMedia(
                 lync_offer, self.media_ports, self.local.address, self.static_nat(),
                 self.encryption(), lambda reason: self.hooks.emit(
                     lambda now: self._hang_up(call, reason, now, core)),
                 turn=self.turn_for(decision.rule.turn_server if decision.rule else "",
-                                   decision.outgoing_location))
+                                   decision.outgoing_location),
+                stun=self.stun_for(decision.rule.stun_server if decision.rule else "",
+                                   decision.outgoing_location),
+                bandwidth_kbps=rule_cap(decision.rule))
         self.calls[call.id] = call
         self._write(record, "open")
         event.transaction.tu_data = call
@@ -549,6 +558,9 @@ class B2bua(Admission):
                   core: Endpoint) -> list[Event]:
         status = response.status
         if status < 200:
+            call.callee_heard = True
+            if call.cancelled:
+                return self._send_cancel(call, now, core)
             if status == 100 or call.answered:
                 return []
             call.state = CallState.EARLY
@@ -727,13 +739,18 @@ class B2bua(Admission):
         if not isinstance(call, Call) or call.answered:
             return []
         call.cancelled = True
-        events: list[Event] = []
-        if call.out_txn is not None and call.out_invite is not None and call.out_peer:
-            cancel = _cancel_for(call.out_invite)
-            _, events = core.send_request(cancel, call.out_peer, now)
+        # Before any provisional the CANCEL waits for one (RFC 3261 9.1): a callee that
+        # never answers is left to Timer B, and one that answers 2xx gets ACK and BYE.
+        events = self._send_cancel(call, now, core) if call.callee_heard else []
         self._end(call, "cancelled by the caller", "caller")
         return events + core.respond(call.inbound, call.in_txn, make_response(
             call.inbound, 487, to_tag=call.in_tag), now)
+
+    def _send_cancel(self, call: Call, now: float, core: Endpoint) -> list[Event]:
+        if call.cancel_sent or call.out_invite is None or call.out_peer is None:
+            return []
+        call.cancel_sent = True
+        return core.send_request(_cancel_for(call.out_invite), call.out_peer, now)[1]
 
     def _bye(self, event: RequestReceived, now: float, core: Endpoint) -> list[Event]:
         request = event.request

@@ -228,19 +228,42 @@ async def test_503_moves_to_the_next_target_and_a_busy_callee_is_relayed() -> No
     assert statuses(h.take(), CALLER) == [486]
 
 
+def cancel_of_invite() -> bytes:
+    return invite().replace(b"INVITE sip", b"CANCEL sip", 1).replace(
+        b"CSeq: 1 INVITE", b"CSeq: 1 CANCEL").replace(b"Content-Length: 10\r\n\r\nv=0\r\ns=x\r\n",
+                                                        b"Content-Length: 0\r\n\r\n")
+
+
 async def test_cancel_from_the_caller_cancels_the_outbound_invite() -> None:
     h = Harness([FIRST])
     h.feed(invite(), CALLER)
     await h.settle()
     out, peer = outbound(h.take(), "INVITE")
-    cancel = invite().replace(b"INVITE sip", b"CANCEL sip", 1).replace(
-        b"CSeq: 1 INVITE", b"CSeq: 1 CANCEL").replace(b"Content-Length: 10\r\n\r\nv=0\r\ns=x\r\n",
-                                                        b"Content-Length: 0\r\n\r\n")
-    h.feed(cancel, CALLER)
+    h.feed(make_response(out, 180, to_tag="callee"), peer)
+    h.take()
+    h.feed(cancel_of_invite(), CALLER)
     sent = h.take()
     assert sorted(statuses(sent, CALLER)) == [200, 487]  # CANCEL answered, INVITE ended
     out_cancel, cancel_peer = outbound(sent, "CANCEL")
     assert out_cancel.top_via.branch == out.top_via.branch and cancel_peer == peer
+
+
+async def test_a_cancel_waits_for_the_callees_first_provisional() -> None:
+    """RFC 3261 9.1: no CANCEL for an INVITE nothing has answered yet; it goes when the
+    first provisional (even 100 Trying) arrives, and the caller is not kept waiting."""
+    h = Harness([FIRST])
+    h.feed(invite(), CALLER)
+    await h.settle()
+    out, peer = outbound(h.take(), "INVITE")
+    h.feed(cancel_of_invite(), CALLER)
+    sent = h.take()
+    assert sorted(statuses(sent, CALLER)) == [200, 487]
+    assert not [m for m, _ in sent if isinstance(m, Request) and m.method == "CANCEL"]
+    h.feed(make_response(out, 100), peer)
+    out_cancel, cancel_peer = outbound(h.take(), "CANCEL")
+    assert out_cancel.top_via.branch == out.top_via.branch and cancel_peer == peer
+    h.feed(make_response(out, 180, to_tag="callee"), peer)
+    assert h.take() == []  # one CANCEL only, and nothing relayed to a caller that left
 
 
 async def test_local_ringing_when_the_far_end_says_nothing() -> None:

@@ -43,7 +43,14 @@ class Daemon:
             cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-        self.wait_ready()
+        try:
+            self.wait_ready()
+        except BaseException:
+            # The constructor raises, so no test holds this daemon to stop it: stop it here.
+            self.proc.kill()
+            self.proc.wait()
+            self._log.close()
+            raise
 
     def write_config(self, text: str) -> None:
         self.config.write_text(

@@ -16,13 +16,16 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from gateway.certs.csr import PrivateKey
+from gateway.certs.csr import PrivateKey, read_file
 from gateway.certs.errors import CertificateError
 from gateway.certs.names import matches, sip_names, wildcard_names
 
 Level = Literal["pass", "warn", "fail"]
 SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 EXPIRY_WARNING = dt.timedelta(days=30)
+MAX_CHAIN = 10
+# The guide's wording for a certificate that is not the key's (its upload error table).
+KEY_PAIR_MISMATCH = "Certificate and private key do not appear to be part of the same key pair"
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,9 +36,10 @@ class Finding:
 
 
 def load_certificates(path: Path) -> list[x509.Certificate]:
+    data = read_file(path)
     try:
-        certs = x509.load_pem_x509_certificates(path.read_bytes())
-    except (OSError, ValueError) as exc:
+        certs = x509.load_pem_x509_certificates(data)
+    except ValueError as exc:
         raise CertificateError(f"{path}: cannot read PEM certificates: {exc}") from exc
     if not certs:
         raise CertificateError(f"{path}: no certificate in the file")
@@ -43,7 +47,12 @@ def load_certificates(path: Path) -> list[x509.Certificate]:
 
 
 def trust_store(extra: Path | None) -> list[x509.Certificate]:
-    """Anchors that may complete a chain: `tls.trusted_ca` and the system store."""
+    """Anchors that may complete a chain: `tls.trusted_ca` and the system store.
+
+    They stand for what Lync trusts: an on-prem pool trusts the enterprise CA that issued its
+    own certificate, which the guide has the operator load into the node's Trusted CA
+    Certificates (`tls.trusted_ca`); federation through a public DMZ needs a public CA, which
+    the system store holds. A root that comes only in the bundle is nobody's anchor."""
     anchors = load_certificates(extra) if extra is not None else []
     if SYSTEM_CA_BUNDLE.exists():
         # Some distribution roots predate RFC 5280's serial number rules; cryptography warns
@@ -65,7 +74,7 @@ def check_certificate(
     findings = [
         _key_pair(leaf, key),
         _validity(leaf, now),
-        _chain(leaf, intermediates, anchors),
+        _chain(leaf, intermediates, anchors, now),
         _eku(leaf),
         _wildcards(leaf),
         _key_strength(leaf),
@@ -77,14 +86,14 @@ def check_certificate(
 def _key_pair(leaf: x509.Certificate, key: PrivateKey | None) -> Finding | None:
     if key is None:
         return None
-    ours = key.public_key().public_bytes(serialization.Encoding.DER,
-                                         serialization.PublicFormat.SubjectPublicKeyInfo)
-    theirs = leaf.public_key().public_bytes(serialization.Encoding.DER,
-                                            serialization.PublicFormat.SubjectPublicKeyInfo)
-    if ours != theirs:
-        return Finding("key_pair", "fail", "Certificate and private key do not appear to be part "
-                       "of the same key pair (was it issued for another CSR?)")
+    if not same_key_pair(leaf, key):
+        return Finding("key_pair", "fail", f"{KEY_PAIR_MISMATCH} (was it issued for another CSR?)")
     return Finding("key_pair", "pass", "certificate matches the private key")
+
+
+def same_key_pair(cert: x509.Certificate, key: PrivateKey) -> bool:
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return cert.public_key().public_bytes(*spki) == key.public_key().public_bytes(*spki)
 
 
 def _validity(leaf: x509.Certificate, now: dt.datetime) -> Finding:
@@ -110,26 +119,61 @@ def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
 
 def _chain(
     leaf: x509.Certificate, intermediates: list[x509.Certificate],
-    anchors: list[x509.Certificate],
+    anchors: list[x509.Certificate], now: dt.datetime,
 ) -> Finding:
-    current = leaf
-    path = [leaf]
-    while len(path) <= 10:
-        if current.issuer == current.subject and _issued_by(current, current):
-            return Finding("chain", "pass", f"chain complete to root {_name(current.subject)}")
-        anchor = next((a for a in anchors if _issued_by(current, a)), None)
-        if anchor is not None:
-            return Finding("chain", "pass",
-                           f"chain complete to trusted {_name(anchor.subject)}")
-        issuer = next((c for c in intermediates if c not in path and _issued_by(current, c)),
-                      None)
-        if issuer is None:
+    """From the leaf through the bundle to a trust anchor, each issuer checked as a CA. Where
+    several certificates could be the issuer (a renewed intermediate beside the old one), a
+    valid one is taken; the first one's problem is reported when none is."""
+    current, path = leaf, [leaf]
+    while len(path) <= MAX_CHAIN:
+        candidates = [(a, True) for a in anchors if _issued_by(current, a)]
+        candidates += [(c, False) for c in intermediates
+                       if c not in path and _issued_by(current, c)]
+        if not candidates:
+            if _issued_by(current, current):
+                return Finding("chain", "fail", f"chain ends at root {_name(current.subject)}, "
+                               "which is not a trusted CA (neither in tls.trusted_ca nor in "
+                               "the system store): Lync will not trust it either; use a "
+                               "certificate from a CA Lync trusts (an enterprise CA's root "
+                               "belongs in tls.trusted_ca)")
             return Finding("chain", "fail", f"chain incomplete: missing issuer "
                            f"{_name(current.issuer)}; add the intermediate CA certificate(s) "
                            "to the bundle")
+        # Every CA between this issuer and the leaf counts against its pathLenConstraint.
+        checked = [(c, trusted, _ca_problem(c, now, len(path) - 1)) for c, trusted in candidates]
+        issuer, trusted, problem = next((c for c in checked if not c[2]), checked[0])
+        if problem:
+            return Finding("chain", "fail", f"issuer {_name(issuer.subject)} {problem}")
+        if trusted:
+            return Finding("chain", "pass", f"chain complete to trusted {_name(issuer.subject)}")
         path.append(issuer)
         current = issuer
     return Finding("chain", "fail", "chain too long or looping")
+
+
+def _ca_problem(cert: x509.Certificate, now: dt.datetime, below: int) -> str:
+    """Why `cert` cannot have issued a chain with `below` CA certificates under it ('' if it
+    can): RFC 5280 6.1.4 (k), (l) and (n), and its dates."""
+    try:
+        constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        constraints = None
+    if constraints is None or not constraints.ca:
+        return "is not a CA certificate (no basicConstraints CA:TRUE): it cannot issue others"
+    if constraints.path_length is not None and below > constraints.path_length:
+        return (f"allows {constraints.path_length} CA certificate(s) below it "
+                f"(pathLenConstraint), the chain has {below}")
+    try:
+        usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        usage = None
+    if usage is not None and not usage.key_cert_sign:
+        return "may not sign certificates (its key usage lacks keyCertSign)"
+    if now < cert.not_valid_before_utc:
+        return f"is not yet valid: valid from {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC"
+    if now > cert.not_valid_after_utc:
+        return f"expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
+    return ""
 
 
 def _eku(leaf: x509.Certificate) -> Finding:

@@ -15,6 +15,7 @@ from gateway.certs.csr import (
     build_csr,
     load_key,
     new_key,
+    refuse_existing_key,
     san_names,
     write_pem,
     write_private_key,
@@ -50,23 +51,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load_for_command(args.config)
+    config = load_for_command(args.config, check_files=False)  # the key may not exist yet
     if config is None:
         return 2
     cn = args.cn or config.node.sip_tls_fqdn
-    key_path = args.out_key or config.tls.private_key or (
+    key_path = args.key or args.out_key or config.tls.private_key or (
         state_dir(config.node) / "tls" / f"{cn}.key")
     csr_path = args.out_csr or key_path.with_suffix(".csr")
+    # Everything is checked before anything is written: a refused run must leave no key
+    # behind, or the corrected run would be refused for the key it left.
     try:
         names = san_names(cn, args.fqdn, include_cn=not args.no_cn_in_san)
+        subject = Subject(cn, args.org, args.ou, args.locality, args.state, args.country).name()
         if args.key is not None:
             key = load_key(args.key)
-            key_path = args.key
         else:
+            refuse_existing_key(key_path, force=args.force)
             key = new_key(args.key_type)
-            write_private_key(key, key_path, force=args.force)
-        subject = Subject(cn, args.org, args.ou, args.locality, args.state, args.country)
         csr = build_csr(key, subject, names, template="WebServer" if args.ms_template else None)
+        if args.key is None:
+            write_private_key(key, key_path, force=args.force)
         write_pem(csr.public_bytes(serialization.Encoding.PEM), csr_path)
     except (CertificateError, OSError) as exc:
         print(f"lyncgate csr: {exc}", file=sys.stderr)

@@ -31,6 +31,26 @@ class Subject:
     state: str = ""
     country: str = ""  # two letters
 
+    def name(self) -> x509.Name:
+        """The X.509 name; refuses what X.509 does (a CN over 64 characters, say) in words."""
+        if self.country and len(self.country) != 2:
+            raise CertificateError(f"country {self.country!r} must be a two-letter code")
+        attributes = []
+        for oid, field, value in (
+            (NameOID.COMMON_NAME, "common name", self.common_name),
+            (NameOID.ORGANIZATION_NAME, "organization", self.organization),
+            (NameOID.ORGANIZATIONAL_UNIT_NAME, "department", self.organizational_unit),
+            (NameOID.LOCALITY_NAME, "locality", self.locality),
+            (NameOID.STATE_OR_PROVINCE_NAME, "state", self.state),
+            (NameOID.COUNTRY_NAME, "country", self.country.upper()),
+        ):
+            if value or oid == NameOID.COMMON_NAME:
+                try:
+                    attributes.append(x509.NameAttribute(oid, value))
+                except ValueError as exc:
+                    raise CertificateError(f"{field} {value!r}: {exc}") from exc
+        return x509.Name(attributes)
+
 
 def new_key(kind: str) -> PrivateKey:
     if kind == "rsa2048":
@@ -44,10 +64,22 @@ def new_key(kind: str) -> PrivateKey:
     raise CertificateError(f"unknown key type {kind!r}; choose one of {', '.join(KEY_TYPES)}")
 
 
-def load_key(path: Path) -> PrivateKey:
+def read_file(path: Path) -> bytes:
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except (OSError, ValueError, TypeError) as exc:
+        return path.read_bytes()
+    except PermissionError as exc:
+        # Under systemd this process is the daemon's user, not the operator who wrote the file.
+        raise CertificateError(f"{path}: cannot read: {exc.strerror} (this process runs as "
+                               f"uid {os.geteuid()})") from exc
+    except OSError as exc:
+        raise CertificateError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+
+
+def load_key(path: Path) -> PrivateKey:
+    data = read_file(path)
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
         raise CertificateError(f"{path}: cannot read a private key: {exc}") from exc
     if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
         raise CertificateError(f"{path}: only RSA and ECDSA keys are supported")
@@ -71,23 +103,11 @@ def san_names(common_name: str, fqdns: list[str], *, include_cn: bool) -> list[s
 
 
 def build_csr(
-    key: PrivateKey, subject: Subject, names: list[str], *, template: str | None = None
+    key: PrivateKey, subject: x509.Name, names: list[str], *, template: str | None = None
 ) -> x509.CertificateSigningRequest:
-    if subject.country and len(subject.country) != 2:
-        raise CertificateError(f"country {subject.country!r} must be a two-letter code")
-    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, subject.common_name)]
-    for oid, value in (
-        (NameOID.ORGANIZATION_NAME, subject.organization),
-        (NameOID.ORGANIZATIONAL_UNIT_NAME, subject.organizational_unit),
-        (NameOID.LOCALITY_NAME, subject.locality),
-        (NameOID.STATE_OR_PROVINCE_NAME, subject.state),
-        (NameOID.COUNTRY_NAME, subject.country.upper()),
-    ):
-        if value:
-            attributes.append(x509.NameAttribute(oid, value))
     builder = (
         x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name(attributes))
+        .subject_name(subject)
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]),
                        critical=False)
         .add_extension(
@@ -118,11 +138,15 @@ def _bmp_string(text: str) -> bytes:
     return bytes([0x1E, len(body)]) + body
 
 
-def write_private_key(key: PrivateKey, path: Path, *, force: bool) -> None:
-    """PEM, mode 0600 from the first byte; an existing key is never replaced without force."""
+def refuse_existing_key(path: Path, *, force: bool) -> None:
     if path.exists() and not force:
         raise CertificateError(f"{path} exists: it may be the key of a certificate in use; "
                                "pass --force to replace it")
+
+
+def write_private_key(key: PrivateKey, path: Path, *, force: bool) -> None:
+    """PEM, mode 0600 from the first byte; an existing key is never replaced without force."""
+    refuse_existing_key(path, force=force)
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -6,10 +6,14 @@ import ipaddress
 import re
 import sys
 import tomllib
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from gateway.certs.check import KEY_PAIR_MISMATCH, load_certificates, same_key_pair
+from gateway.certs.csr import load_key
+from gateway.certs.errors import CertificateError
 from gateway.config.errors import ConfigError
 from gateway.config.fields import (
     MAX_ADDRESS,
@@ -36,6 +40,7 @@ from gateway.config.schema import (
 from routing.model import RoutingReferences, parse_routing
 
 EMBEDDED_DEFAULT = "<embedded default>"
+_T = TypeVar("_T")
 
 # RFC 1123 host names; SIP TLS needs a real FQDN, not an address (RFC 5922 matches names).
 _LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
@@ -50,48 +55,52 @@ def load_default() -> Config:
     return parse_text(default_text(), EMBEDDED_DEFAULT, base_dir=None)
 
 
-def load_file(path: str | Path) -> Config:
+def load_file(path: str | Path, *, check_files: bool = True) -> Config:
+    """`check_files=False` skips reading the `[tls]` files, for the commands that make them."""
     path = Path(path)
     try:
         text = path.read_text("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(str(path), [f"<file>: cannot read: {exc}"]) from exc
-    return parse_text(text, str(path), base_dir=path.parent)
+    return parse_text(text, str(path), base_dir=path.parent, check_files=check_files)
 
 
-def load_for_command(path: str | None) -> Config | None:
+def load_for_command(path: str | None, *, check_files: bool = True) -> Config | None:
     """The config a CLI command runs on (embedded default without a path); on errors, every
     problem is printed to stderr with its field path and None is returned (exit status 2)."""
     try:
-        return load_default() if path is None else load_file(path)
+        return load_default() if path is None else load_file(path, check_files=check_files)
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"{exc.source}: {problem}", file=sys.stderr)
         return None
 
 
-def parse_text(text: str, source: str, *, base_dir: Path | None) -> Config:
+def parse_text(text: str, source: str, *, base_dir: Path | None,
+               check_files: bool = True) -> Config:
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, [f"<toml>: {exc}"]) from exc
-    return parse_data(raw, source, base_dir=base_dir)
+    return parse_data(raw, source, base_dir=base_dir, check_files=check_files)
 
 
-def parse_data(raw: dict[str, Any], source: str, *, base_dir: Path | None) -> Config:
+def parse_data(raw: dict[str, Any], source: str, *, base_dir: Path | None,
+               check_files: bool = True) -> Config:
     """A config from already-decoded TOML: every problem in one ConfigError."""
     problems = Problems()
-    config = _build(raw, source, base_dir, problems)
+    config = _build(raw, source, base_dir, problems, check_files)
     if problems:
         raise ConfigError(source, problems.items)
     return config
 
 
-def _build(raw: dict[str, Any], source: str, base_dir: Path | None, problems: Problems) -> Config:
+def _build(raw: dict[str, Any], source: str, base_dir: Path | None, problems: Problems,
+           check_files: bool) -> Config:
     root = Section(raw, "", problems)
     node = _node(root.table("node"))
     listen = _listen(root.table("listen"))
-    tls = _tls(root.table("tls"), base_dir)
+    tls = _tls(root.table("tls"), base_dir, check_files)
     global_settings = _global(root.table("global"))
     api = _api(root.table("api"))
 
@@ -219,7 +228,7 @@ def _port_range(s: Section, key: str, default: tuple[int, int]) -> tuple[int, in
     return (first, last)
 
 
-def _tls(s: Section, base_dir: Path | None) -> TlsConfig:
+def _tls(s: Section, base_dir: Path | None, check_files: bool) -> TlsConfig:
     def path_of(key: str) -> Path | None:
         text = s.string(key, max_len=4096)
         if not text:
@@ -236,8 +245,33 @@ def _tls(s: Section, base_dir: Path | None) -> TlsConfig:
         trusted_ca=path_of("trusted_ca"),
         verify_mode=s.choice("verify_mode", "on", ("off", "on")),
     )
+    if check_files:
+        _tls_files(s, config)
     s.reject_unknown()
     return config
+
+
+def _tls_files(s: Section, tls: TlsConfig) -> None:
+    """The files must exist, be readable by this process (under systemd, the daemon's user:
+    check-config runs as it) and hold PEM of the right kind with a key that fits, so a bad file
+    is reported here with its field instead of as a bare errno when the listener starts or a
+    reload builds its TLS contexts. No files: the daemon makes a self-signed pair itself."""
+
+    def read(key: str, path: Path | None, load: Callable[[Path], _T]) -> _T | None:
+        if path is None:
+            return None
+        try:
+            return load(path)
+        except CertificateError as exc:
+            s.problems.add(join(s.path, key), str(exc))
+            return None
+
+    certs = read("certificate", tls.certificate, load_certificates)
+    key = read("private_key", tls.private_key, load_key)
+    read("trusted_ca", tls.trusted_ca, load_certificates)
+    if certs and key is not None and not same_key_pair(certs[0], key):
+        s.problems.add(join(s.path, "private_key"), f"{tls.private_key}: {KEY_PAIR_MISMATCH} "
+                       f"(the certificate is the first one in {tls.certificate})")
 
 
 def _global(s: Section) -> GlobalConfig:

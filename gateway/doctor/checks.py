@@ -15,7 +15,6 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 import dns.asyncresolver
@@ -24,8 +23,11 @@ import dns.resolver
 from aioice import stun, turn
 from cryptography import x509
 
+from gateway import __version__
+from gateway.certs.check import load_certificates
 from gateway.certs.names import matches, sip_names
 from gateway.config.schema import Config, ServerAddress, StunServer, TurnServer
+from gateway.sip.message import Request, new_branch, new_call_id, new_tag
 from gateway.transport.tls import client_context, failure_reason, peer_name_ok
 
 Level = Literal["pass", "warn", "fail"]
@@ -167,18 +169,15 @@ async def federation_srv(probe: Probe) -> list[Result]:
 
 # -- certificate -----------------------------------------------------------------------------
 def _node_certificate(probe: Probe) -> x509.Certificate | None:
+    """None for a node without one (self-signed); the file parsed when the config loaded."""
     path = probe.config.tls.certificate
     if path is None:
         return None
-    return x509.load_pem_x509_certificates(path.read_bytes())[0]
+    return load_certificates(path)[0]
 
 
 async def certificate_names(probe: Probe) -> list[Result]:
-    try:
-        cert = _node_certificate(probe)
-    except (OSError, ValueError) as exc:
-        return [Result("certificate", "fail", f"cannot read [tls] certificate: {exc}",
-                       "fix tls.certificate")]
+    cert = _node_certificate(probe)
     if cert is None:
         return [Result("certificate", "fail", "no [tls] certificate: the node serves a "
                        "self-signed one that Lync will not trust",
@@ -214,7 +213,6 @@ async def certificate_names(probe: Probe) -> list[Result]:
 
 # -- reachability ----------------------------------------------------------------------------
 async def lync_tls(probe: Probe) -> list[Result]:
-    tls = probe.config.tls
     out = []
     for server in probe.config.lync_servers:
         if server.transport != "tls":
@@ -226,35 +224,102 @@ async def lync_tls(probe: Probe) -> list[Result]:
             out.append(Result(f"Lync {server.name}", "fail", why,
                               f"create an A record for {server.address}"))
             continue
-        out.append(await _tls_handshake(server, addresses[0], tls.certificate,
-                                        tls.private_key, tls.trusted_ca, probe.timeout))
+        out.append(await _tls_options(probe, server, addresses[0]))
     return out
 
 
-async def _tls_handshake(server: ServerAddress, address: str, cert: Path | None,
-                         key: Path | None, ca: Path | None, timeout: float) -> Result:
+# Alerts a TLS server sends about the client's certificate: under TLS 1.3 they arrive after
+# the client's handshake has finished, so only reading from the connection reveals them.
+_CERTIFICATE_ALERTS = frozenset({
+    "TLSV1_ALERT_UNKNOWN_CA", "SSLV3_ALERT_BAD_CERTIFICATE", "SSLV3_ALERT_CERTIFICATE_EXPIRED",
+    "SSLV3_ALERT_CERTIFICATE_REVOKED", "SSLV3_ALERT_CERTIFICATE_UNKNOWN",
+    "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE", "TLSV1_ALERT_ACCESS_DENIED",
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED",
+})
+_OURS_REFUSED = {
+    "no client certificate": "configure [tls] certificate: Lync wants mutual TLS",
+    "certificate expired": "renew our certificate: `lyncgate csr`, then `lyncgate cert import`",
+}
+_THEIRS_REFUSED = {
+    "unknown CA": "add the CA that issued the Lync pool certificate to tls.trusted_ca",
+}
+
+
+async def _tls_options(probe: Probe, server: ServerAddress, address: str) -> Result:
+    """Mutual TLS, then an OPTIONS on the connection: any SIP answer means the server took our
+    certificate; its refusal surfaces as the alert that ends the connection instead."""
     name = f"TLS {server.name} {server.address}:{server.port}"
-    ctx = client_context(cert, key, ca, True)
+    tls = probe.config.tls
+    ctx = client_context(tls.certificate, tls.private_key, tls.trusted_ca, True)
     try:
-        _, writer = await asyncio.wait_for(
+        reader, writer = await asyncio.wait_for(
             asyncio.open_connection(address, server.port, ssl=ctx,
-                                    server_hostname=server.address), timeout)
+                                    server_hostname=server.address), probe.timeout)
     except (OSError, TimeoutError, ssl.SSLError) as exc:
-        reason = failure_reason(exc) if isinstance(exc, ssl.SSLError | TimeoutError) else (
-            exc.strerror or str(exc))
-        action = {
-            "unknown CA": "add the CA that issued the Lync pool certificate to tls.trusted_ca "
-                          "(and ours to the Lync servers' trusted roots)",
-            "no client certificate": "configure [tls] certificate: Lync wants mutual TLS",
-        }.get(reason, "check the address, port and both sides' certificates")
-        return Result(name, "fail", f"handshake failed: {reason}", action)
-    ssl_object = writer.get_extra_info("ssl_object")
-    der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
-    writer.close()
-    if der is None or not peer_name_ok(der, server.address):
+        return _refused(name, exc, "handshake failed")
+    try:
+        writer.write(_options_request(probe.config, server))
+        status = await asyncio.wait_for(_status_line(reader), probe.timeout)
+        ssl_object = writer.get_extra_info("ssl_object")
+        der, version = ssl_object.getpeercert(binary_form=True), ssl_object.version()
+    except TimeoutError:
+        return Result(name, "fail", f"no answer to OPTIONS within {probe.timeout:g} s",
+                      "check that the port is the server's SIP TLS port")
+    except (OSError, ssl.SSLError) as exc:
+        return _refused(name, exc, "connection lost before OPTIONS was answered")
+    finally:
+        writer.close()
+    if not status:
+        return Result(name, "fail", "the server closed the connection without answering "
+                      "OPTIONS", "see the server's log for why it dropped us")
+    if not status.startswith("SIP/2.0 "):
+        return Result(name, "fail", f"answered OPTIONS with {status[:40]!r}, not SIP",
+                      "check that the port is the server's SIP TLS port")
+    if not peer_name_ok(der, server.address):
         return Result(name, "fail", f"certificate does not name {server.address} (RFC 5922: "
                       "SAN dNSName, no wildcards)", "use the name in the pool certificate")
-    return Result(name, "pass", f"mutual TLS handshake ok ({ssl_object.version()})")
+    return Result(name, "pass", f"mutual TLS ok ({version}), OPTIONS answered "
+                  f"{status.removeprefix('SIP/2.0 ')}")
+
+
+def _refused(name: str, exc: BaseException, what: str) -> Result:
+    if isinstance(exc, ssl.SSLError) and getattr(exc, "reason", None) in _CERTIFICATE_ALERTS:
+        reason = failure_reason(exc)
+        return Result(name, "fail", f"the server refused our certificate: {reason}",
+                      _OURS_REFUSED.get(reason, "add the CA that issued our certificate to the "
+                                        "Lync servers' trusted root store"))
+    reason = failure_reason(exc) if isinstance(exc, ssl.SSLError | TimeoutError) else (
+        getattr(exc, "strerror", None) or str(exc))
+    return Result(name, "fail", f"{what}: {reason}",
+                  _THEIRS_REFUSED.get(reason, "check the address, port and both sides' "
+                                      "certificates"))
+
+
+def _options_request(config: Config, server: ServerAddress) -> bytes:
+    """An OPTIONS as the node would send it; the answer comes back on this connection."""
+    fqdn, port = config.node.sip_tls_fqdn, config.listen.tls or 5061
+    request = Request("OPTIONS", f"sip:{server.address}:{server.port};transport=tls")
+    for header, value in (
+        ("Via", f"SIP/2.0/TLS {config.node.address}:{port};branch={new_branch()};rport"),
+        ("Max-Forwards", "70"),
+        ("From", f"<sip:{fqdn}>;tag={new_tag()}"),
+        ("To", f"<sip:{server.address}>"),
+        ("Call-ID", new_call_id(fqdn)),
+        ("CSeq", "1 OPTIONS"),
+        ("Contact", f"<sip:{fqdn}:{port};transport=tls>"),
+        ("User-Agent", f"lyncgate/{__version__} doctor"),
+    ):
+        request.headers.add(header, value)
+    return request.to_bytes()
+
+
+async def _status_line(reader: asyncio.StreamReader) -> str:
+    """The first line of the answer, past keep-alive CRLFs (RFC 5626); '' if the server closed
+    the connection instead."""
+    while line := await reader.readline():
+        if line.strip():
+            return line.decode("utf-8", "replace").strip()
+    return ""
 
 
 async def stun_servers(probe: Probe) -> list[Result]:

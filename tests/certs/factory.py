@@ -1,5 +1,5 @@
 """A throwaway CA made with cryptography, able to issue the broken certificates the import
-checks must refuse (wrong usages, wildcards, weak keys, odd dates)."""
+checks must refuse (wrong usages, wildcards, weak keys, odd dates, issuers that are no CA)."""
 
 from __future__ import annotations
 
@@ -44,16 +44,24 @@ class Authority:
                 .sign(key, hashes.SHA256()))
         return cls(name, key, cert)
 
-    def intermediate(self, name: str = "Test Issuing CA") -> Authority:
+    def intermediate(self, name: str = "Test Issuing CA", *,
+                     not_after: dt.datetime | None = None,
+                     key_usage: x509.KeyUsage | None = None) -> Authority:
         key = ec.generate_private_key(ec.SECP256R1())
-        cert = (x509.CertificateBuilder()
-                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-                .issuer_name(self.cert.subject).public_key(key.public_key())
-                .serial_number(x509.random_serial_number())
-                .not_valid_before(NOW - dt.timedelta(days=1))
-                .not_valid_after(NOW + dt.timedelta(days=1800))
-                .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-                .sign(self.key, hashes.SHA256()))
+        builder = (x509.CertificateBuilder()
+                   .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+                   .issuer_name(self.cert.subject).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number())
+                   .not_valid_before(NOW - dt.timedelta(days=30))
+                   .not_valid_after(not_after or NOW + dt.timedelta(days=1800))
+                   .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True))
+        if key_usage is not None:
+            builder = builder.add_extension(key_usage, critical=True)
+        return Authority(name, key, builder.sign(self.key, hashes.SHA256()))
+
+    def as_issuer(self, name: str) -> Authority:
+        """A leaf certificate (CA:FALSE) of this authority, posing as an intermediate CA."""
+        cert, key = self.issue(name)
         return Authority(name, key, cert)
 
     def issue(

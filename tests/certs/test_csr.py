@@ -98,3 +98,31 @@ def test_an_existing_key_file_can_be_used(tmp_path: Path) -> None:
 def test_wildcards_are_refused() -> None:
     with pytest.raises(CertificateError, match="wildcard"):
         san_names("gw.example.com", ["*.example.com"], include_cn=True)
+
+
+@pytest.mark.parametrize("bad", [["--country", "GBR"], ["--cn", "a" * 60 + ".example.com"]])
+def test_a_refused_subject_writes_nothing_so_the_corrected_run_needs_no_force(
+    tmp_path: Path, bad: list[str], capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Every input (SANs, subject fields, X.509's 64-character CN limit) is checked before any
+    file is written: a refused run leaves no key behind to block the corrected one."""
+    code, csr = make(tmp_path, "--cn", "gw.example.com", *bad)
+    assert code == 1 and csr is None
+    assert "lyncgate csr:" in capsys.readouterr().err
+    assert not (tmp_path / "node.key").exists()
+    assert make(tmp_path, "--cn", "gw.example.com", "--country", "GB")[0] == 0
+
+
+def test_csr_for_an_existing_key_is_written_beside_that_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`--key FILE` without --out-csr writes FILE's name with .csr beside FILE, and nothing
+    where a new key would have gone (the state directory)."""
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "state"))
+    assert make(tmp_path, "--cn", "gw.example.com", "--key-type", "ec256")[0] == 0
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (tmp_path / "node.key").rename(keys / "gw.key")
+    assert main(["csr", "--cn", "gw.example.com", "--key", str(keys / "gw.key")]) == 0
+    csr = x509.load_pem_x509_csr((keys / "gw.csr").read_bytes())
+    assert csr.is_signature_valid and not (tmp_path / "state").exists()

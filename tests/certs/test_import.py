@@ -4,6 +4,7 @@ own message, a good certificate installed with its chain, and the installed one 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from gateway.cli import main
 from tests.certs.factory import NOW, Authority, key_pem, pem, write
 
 FQDN = "conf01.vc.example.com"
+Issuer = Callable[[Authority], tuple[Authority, list[x509.Certificate]]]
 
 
 @pytest.fixture
@@ -147,3 +149,69 @@ def test_check_fails_on_what_is_installed(
     write(tmp_path / "installed.key", key_pem(key))
     assert main(["cert", "check", "--config", str(config)]) == 1
     assert "FAIL  san" in capsys.readouterr().out
+
+
+def test_a_root_sent_in_the_bundle_is_not_trusted_for_being_there(
+    tmp_path: Path, setup: tuple[Path, Authority, Authority],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A chain must end at a CA of the trust store (tls.trusted_ca or the system store): a
+    self-made root passed in --chain completes the chain on paper only, and is refused."""
+    config, _, _ = setup
+    rogue = Authority.root("Rogue Root")
+    cert, key = rogue.issue(FQDN)
+    expect_refusal(tmp_path, config, capsys, cert, key, [rogue.cert],
+                   "chain ends at root CN=Rogue Root, which is not a trusted CA")
+
+
+def leaf_posing_as_ca(root: Authority) -> tuple[Authority, list[x509.Certificate]]:
+    fake = root.as_issuer("Not A CA")
+    return fake, [fake.cert]
+
+
+def expired_ca(root: Authority) -> tuple[Authority, list[x509.Certificate]]:
+    old = root.intermediate("Old CA", not_after=NOW - dt.timedelta(days=1))
+    return old, [old.cert]
+
+
+def ca_without_key_cert_sign(root: Authority) -> tuple[Authority, list[x509.Certificate]]:
+    usage = x509.KeyUsage(digital_signature=True, content_commitment=False,
+                          key_encipherment=False, data_encipherment=False, key_agreement=False,
+                          key_cert_sign=False, crl_sign=True, encipher_only=False,
+                          decipher_only=False)
+    signer = root.intermediate("Signing CA", key_usage=usage)
+    return signer, [signer.cert]
+
+
+def ca_beyond_path_length(root: Authority) -> tuple[Authority, list[x509.Certificate]]:
+    first = root.intermediate()  # pathLenConstraint 0: no CA may sit below it
+    second = first.intermediate("Second CA")
+    return second, [second.cert, first.cert]
+
+
+def impostor_of_the_issuer(root: Authority) -> tuple[Authority, list[x509.Certificate]]:
+    genuine, impostor = root.intermediate(), root.intermediate()  # same name, other keys
+    return genuine, [impostor.cert]
+
+
+@pytest.mark.parametrize(("issuer", "message"), [
+    (leaf_posing_as_ca, "issuer CN=Not A CA is not a CA certificate"),
+    (expired_ca, "issuer CN=Old CA expired on"),
+    (ca_without_key_cert_sign, "issuer CN=Signing CA may not sign certificates (its key "
+     "usage lacks keyCertSign)"),
+    (ca_beyond_path_length, "issuer CN=Test Issuing CA allows 0 CA certificate(s) below it "
+     "(pathLenConstraint)"),
+    (impostor_of_the_issuer, "chain incomplete: missing issuer CN=Test Issuing CA"),
+])
+def test_every_issuer_must_be_a_valid_ca_whose_signature_checks(
+    tmp_path: Path, setup: tuple[Path, Authority, Authority],
+    capsys: pytest.CaptureFixture[str],
+    issuer: Issuer, message: str,
+) -> None:
+    """Each certificate the chain passes through must be a CA (basicConstraints CA:TRUE,
+    keyCertSign when key usage is given, path length respected), within its dates, and must
+    have signed the one below it: each failure has its own message."""
+    config, root, _ = setup
+    authority, bundle = issuer(root)
+    cert, key = authority.issue(FQDN)
+    expect_refusal(tmp_path, config, capsys, cert, key, bundle, message)

@@ -1,10 +1,13 @@
 """`lyncgate doctor` against real peers on loopback: dnsmasq with good and broken records,
-lyncgate itself as the Lync pool (mutual TLS), an `openssl s_server` whose certificate comes
-from a CA we do not trust, and coturn with good and wrong credentials."""
+lyncgate itself as the Lync pool (mutual TLS), `openssl s_server` with a certificate from a CA
+we do not trust and one refusing our client certificate, and coturn with good and wrong
+credentials."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -60,20 +63,38 @@ verify_mode = "on"
     pool.stop()
 
 
-@pytest.fixture
-def rogue_tls(tmp_path: Path) -> Iterator[int]:
-    """A TLS server whose certificate chains to a CA the node does not trust."""
-    cert, key = certificate(tmp_path, trustme.CA(), "rogue.example.test")
+@contextlib.contextmanager
+def s_server(cert: Path, key: Path, *options: str) -> Iterator[int]:
+    """`openssl s_server` with this certificate on a free loopback port."""
     port = free_port()
 
     def ready() -> bool:
-        import socket
         with socket.socket() as s:
             return s.connect_ex(("127.0.0.1", port)) == 0
 
     argv = [need("openssl"), "s_server", "-quiet", "-accept", f"127.0.0.1:{port}", "-cert",
-            str(cert), "-key", str(key), "-naccept", "20"]
+            str(cert), "-key", str(key), "-naccept", "20", *options]
     with process(argv, ready=ready):
+        yield port
+
+
+@pytest.fixture
+def rogue_tls(tmp_path: Path) -> Iterator[int]:
+    """A TLS server whose certificate chains to a CA the node does not trust."""
+    with s_server(*certificate(tmp_path, trustme.CA(), "rogue.example.test")) as port:
+        yield port
+
+
+@pytest.fixture
+def picky_tls(tmp_path: Path, ca: trustme.CA) -> Iterator[int]:
+    """A Lync pool stand-in with a certificate we trust that wants client certificates from
+    another CA: under TLS 1.3 it refuses ours only after our side of the handshake is done."""
+    folder = tmp_path / "picky"
+    folder.mkdir()
+    trustme.CA().cert_pem.write_to_path(folder / "other-ca.pem")
+    # Without -verify_return_error s_server logs a bad client certificate and goes on.
+    with s_server(*certificate(folder, ca, "fepool.example.test"), "-Verify", "1",
+                  "-verify_return_error", "-CAfile", str(folder / "other-ca.pem")) as port:
         yield port
 
 
@@ -154,7 +175,8 @@ def test_good_deployment_passes_and_each_broken_peer_fails_in_words(
     assert level(results, "SAN gw.example.test") == ["pass"]
     assert level(results, "CN = SRV target") == ["pass"]
     assert level(results, "STUN stun") == ["pass"] and level(results, "TURN turn") == ["pass"]
-    assert results[f"TLS pool fepool.example.test:{lync_pool.tls}"][0]["level"] == "pass"
+    pool = results[f"TLS pool fepool.example.test:{lync_pool.tls}"][0]
+    assert pool["level"] == "pass" and "OPTIONS answered 200" in pool["found"], pool
     rogue = results[f"TLS rogue rogue.example.test:{rogue_tls}"][0]
     assert rogue["level"] == "fail" and rogue["found"] == "handshake failed: unknown CA"
     assert code == 1  # the rogue server fails the run
@@ -192,3 +214,20 @@ def test_missing_records_and_table_output(
     assert "FAIL  A gw.example.test" in out and "NXDOMAIN" in out
     assert "-> create an A record gw.example.test -> 127.0.0.1" in out
     assert "checks:" in out.splitlines()[-1]
+
+
+def test_a_server_refusing_our_certificate_after_a_tls13_handshake_is_a_fail_in_words(
+    tmp_path: Path, ca: trustme.CA, picky_tls: int, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Under TLS 1.3 the server's verdict on our client certificate (alert "unknown CA")
+    arrives after our handshake has finished; doctor sends OPTIONS and waits for the answer,
+    so the refusal is reported as the server refusing our certificate, with the reason."""
+    with dnsmasq(records()) as dns_port:
+        config = doctor_config(tmp_path, ca, lync_port=picky_tls, rogue_port=free_port(),
+                               turn_port=free_port(), turn_password="x")
+        code, results = run_doctor(config, dns_port, capsys)
+    refused = results[f"TLS pool fepool.example.test:{picky_tls}"][0]
+    assert refused["level"] == "fail", refused
+    assert refused["found"] == "the server refused our certificate: unknown CA"
+    assert "trusted root" in refused["action"]
+    assert code == 1

@@ -32,7 +32,7 @@ def test_compose_file_validates_and_has_the_whole_lab() -> None:
 
 
 def test_the_lab_config_is_valid_and_routes_lync_calls_through_kamailio() -> None:
-    config = load_file(DOCKER / "lab" / "lyncgate.toml")
+    config = load_file(DOCKER / "lab" / "lyncgate.toml", check_files=False)
     [rule] = config.routing_rules
     assert rule.call_via == "kamailio" and rule.protocols == frozenset({"mssip"})
     assert config.tls.verify_mode == "on"
@@ -47,7 +47,7 @@ def test_the_call_the_lync_simulator_places_is_routed_by_the_lab_config() -> Non
                 "lync_multipart_uac.xml").read_text()
     domain = re.search(r"INVITE sip:\[service\]@(\S+) SIP/2.0", scenario)
     assert user and domain
-    config = load_file(DOCKER / "lab" / "lyncgate.toml")
+    config = load_file(DOCKER / "lab" / "lyncgate.toml", check_files=False)
     router = Router(config.services, config.routing_rules)
     decision = router.decide(f"sip:{user[1]}@{domain[1]}", CallContext(protocol="mssip"))
     assert decision.routed and decision.rule is not None, decision.reason

@@ -51,8 +51,13 @@ def _strip_port(host: str) -> str:
 
 
 def _is_ip(host: str) -> bool:
+    bare = host[1:-1] if host.startswith("[") else host
+    # ip_address costs microseconds to refuse a name (it raises), and most hosts are names:
+    # only an IPv6 literal has a ':', only an IPv4 one is four runs of ASCII digits.
+    if ":" not in bare and (bare.count(".") != 3 or bare.strip("0123456789.")):
+        return False
     try:
-        ipaddress.ip_address(host[1:-1] if host.startswith("[") else host)
+        ipaddress.ip_address(bare)
     except ValueError:
         return False
     return True

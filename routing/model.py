@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from gateway.config.fields import Section, check_reference, check_unique
+from routing.alias import parse_alias
 
 Protocol = Literal["webrtc", "sip", "mssip", "h323"]
 PROTOCOLS: tuple[Protocol, ...] = ("webrtc", "sip", "mssip", "h323")
@@ -39,7 +40,6 @@ Capability = Literal["audio_only", "main_video", "main_video_presentation"]
 MIN_BANDWIDTH, MAX_BANDWIDTH = 128, 4096
 # The guide's PIN rule: 4 to 20 digits.
 _PIN = re.compile(r"^[0-9]{4,20}$")
-_GROUP_REF = re.compile(r"\\(\d+)|\\g<(\w+)>")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +58,8 @@ class Service:
     type: ServiceType
     name: str
     description: str
-    aliases: tuple[str, ...]
+    aliases: tuple[str, ...]  # as configured, for display
+    parsed_aliases: tuple[str, ...]  # as parse_alias reads them: what calls are matched on
     pin: str
     guest_pin: str
     target: str  # where the conferencing media engine takes the call
@@ -83,6 +84,8 @@ class RoutingRule:
     match: str
     pattern: re.Pattern[str]
     replace: str
+    # `replace` split once into literal text and group numbers (see _template)
+    template: tuple[str | int, ...]
     target: Target
     outgoing_location: str
     outgoing_protocol: OutgoingProtocol
@@ -99,9 +102,14 @@ class RoutingRule:
         """Ascending priority; ties by name, so decisions do not depend on file order."""
         return (self.priority, self.name)
 
-    def rewrite(self, match: re.Match[str]) -> str:
-        """The destination alias: the replace string with back-references, '' = unchanged."""
-        return match.expand(self.replace) if self.replace else match.string
+    def rewrite(self, match: re.Match[str], dialled: str) -> str:
+        """The destination alias: the replace string with the match's groups. An empty one
+        leaves the alias as dialled, the whole URI (the guide: "Leave blank to leave the
+        originally dialed alias unchanged"), whatever the rule matched against."""
+        if not self.replace:
+            return dialled
+        return "".join([part if isinstance(part, str) else match.group(part) or ""
+                        for part in self.template])
 
 
 def parse_routing(
@@ -116,7 +124,7 @@ def parse_routing(
         (
             (f"services[{i}].aliases[{j}]", alias)
             for i, s in enumerate(services)
-            for j, alias in enumerate(s.aliases)
+            for j, alias in enumerate(s.parsed_aliases)
         ),
         problems,
         "alias",
@@ -136,11 +144,17 @@ def _service(s: Section, refs: RoutingReferences) -> Service:
     aliases = s.string_list("aliases")
     if not aliases:
         s.problems.add(f"{s.path}.aliases", "at least one alias is required")
+    parsed = tuple(parse_alias(alias) for alias in aliases)
+    for i, alias in enumerate(parsed):
+        if not alias:
+            s.problems.add(f"{s.path}.aliases[{i}]", "nothing is left to match once the "
+                           "scheme, parameters, port and IP host are removed")
     service = Service(
         type=kind,
         name=s.string("name", required=True),
         description=s.string("description"),
         aliases=aliases,
+        parsed_aliases=parsed,
         pin=s.string("pin"),
         guest_pin=s.string("guest_pin"),
         target=s.string("target"),
@@ -178,8 +192,7 @@ def _rule(s: Section, refs: RoutingReferences) -> RoutingRule:
         where = f" at position {exc.pos}" if exc.pos is not None else ""
         problems.add(f"{path}.match", f"invalid regex: {exc.msg}{where}")
     replace = s.string("replace")
-    if pattern is not None:
-        _check_replace(f"{path}.replace", replace, pattern, s)
+    template = () if pattern is None else _template(f"{path}.replace", replace, pattern, s)
     protocols = s.string_list("protocols")
     for i, proto in enumerate(protocols):
         if proto not in PROTOCOLS:
@@ -213,6 +226,7 @@ def _rule(s: Section, refs: RoutingReferences) -> RoutingRule:
         match=match_text,
         pattern=pattern or re.compile(r"(?!)"),
         replace=replace,
+        template=template,
         target=s.choice("target", "registered_or_external", TARGETS),
         outgoing_location=outgoing_location,
         outgoing_protocol=s.choice(
@@ -263,10 +277,32 @@ def _kbps(s: Section, key: str, default: int) -> int:
     return value
 
 
-def _check_replace(path: str, replace: str, pattern: re.Pattern[str], s: Section) -> None:
-    for number, name in _GROUP_REF.findall(replace):
-        if number and int(number) > pattern.groups:
-            s.problems.add(path, f"\\{number} refers to a group the match does not have "
-                           f"({pattern.groups} groups)")
-        if name and not name.isdigit() and name not in pattern.groupindex:
-            s.problems.add(path, f"\\g<{name}> refers to an unknown group")
+def _template(
+    path: str, replace: str, pattern: re.Pattern[str], s: Section
+) -> tuple[str | int, ...]:
+    """`replace` as literal text and group numbers, checked by re's own template compiler.
+    `Match.expand` parses its template anew on every call (3 us); this is the same parse,
+    done once: the template is expanded against a probe match, with the pattern's group
+    numbers and names, whose group k holds k between two markers."""
+    try:
+        pattern.sub(replace, "")  # compiles the template even though nothing matches
+    except re.error as exc:
+        where = f" at position {exc.pos}" if exc.pos is not None else ""
+        s.problems.add(path, f"invalid replace string: {exc.msg}{where}")
+        return ()
+    except IndexError as exc:  # how re refuses an unknown group name
+        s.problems.add(path, f"invalid replace string: {exc}")
+        return ()
+    mark = next(chr(c) for c in range(0xE000, 0x110000) if chr(c) not in replace)
+    names = {number: name for name, number in pattern.groupindex.items()}
+    groups = "".join(
+        (f"(?P<{names[k]}>" if k in names else "(") + f"{mark}{k}{mark})"
+        for k in range(1, pattern.groups + 1)
+    )
+    probe = re.compile(f"{mark}0{mark}(?={groups})")
+    subject = "".join(f"{mark}{k}{mark}" for k in range(pattern.groups + 1))
+    match = probe.match(subject)
+    assert match is not None  # the probe is built to match its subject
+    # the split alternates text and group numbers: 'a\1b' gives ['a', '1', 'b']
+    parts = match.expand(replace).split(mark)
+    return tuple(int(part) if i % 2 else part for i, part in enumerate(parts) if i % 2 or part)

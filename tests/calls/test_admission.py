@@ -62,7 +62,7 @@ def test_lync_invite_is_mssip_and_its_routed_decision_is_named_in_the_501() -> N
     assert isinstance(request, Request) and arriving_protocol(request) == "mssip"
     out = responses(endpoint(), data)
     assert [r.status for r in out] == [100, 501]
-    assert "'Route calls from Lync / Skype for Business' routes to bob@example.com" in (
+    assert "'Route calls from Lync / Skype for Business' routes to sip:bob@example.com" in (
         out[1].reason
     )
     assert "not built yet" in out[1].reason

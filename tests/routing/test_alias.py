@@ -3,10 +3,13 @@ forms (`alias*pin`, `reception**conference id`)."""
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from routing import alias
 from routing.alias import ServiceAddress, parse_alias, split_service_address
 
 
@@ -49,3 +52,33 @@ def test_service_address_forms(parsed: str, address: ServiceAddress) -> None:
 def test_parse_alias_never_raises(raw: str) -> None:
     parsed = parse_alias(raw)
     assert isinstance(parsed, str)
+
+
+@given(st.text(alphabet="0123456789.:abf[]%", max_size=16))
+def test_ip_hosts_are_told_from_names_as_ipaddress_tells_them(host: str) -> None:
+    """The cheap pre-check in front of ipaddress changes no answer."""
+    try:
+        ipaddress.ip_address(host[1:-1] if host.startswith("[") else host)
+    except ValueError:
+        expected = False
+    else:
+        expected = True
+    assert alias._is_ip(host) is expected
+
+
+def test_a_host_name_is_not_handed_to_ipaddress(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only a host that could be an IP literal (with a ':', or four runs of digits) is
+    parsed by ipaddress: refusing a name costs it microseconds (it raises), and most hosts
+    are names."""
+    asked: list[str] = []
+    real = ipaddress.ip_address
+
+    def spy(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+        asked.append(host)
+        return real(host)
+
+    monkeypatch.setattr(ipaddress, "ip_address", spy)
+    for host in ("example.com", "vc.example.com", "1234", "1.2.3", "a.b.c.d", "10.0.0.1",
+                 "[2001:db8::1]"):
+        alias._is_ip(host)
+    assert asked == ["10.0.0.1", "2001:db8::1"]

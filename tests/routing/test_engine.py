@@ -4,6 +4,7 @@ reference on random rule sets."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 
@@ -31,7 +32,7 @@ def test_rule_40_routes_lync_calls_to_sip_unchanged(config_from: Callable[[str],
     d = guide_router(config_from).decide("sip:bob@example.com;transport=tls", LYNC)
     assert d.outcome == "rule" and d.rule is not None
     assert d.rule.priority == 40 and d.rule.target == "registered_or_external"
-    assert d.destination == "bob@example.com"  # empty replace = the parsed alias unchanged
+    assert d.destination == "sip:bob@example.com;transport=tls"  # empty replace: as dialled
     assert d.outgoing_location == "London"  # automatic = the ingress location
 
 
@@ -149,6 +150,118 @@ def test_is_known_alias_covers_services_and_enabled_rules(
     assert not router.is_known_alias("sip:anyone@elsewhere.org")
 
 
+def router_of(text: str) -> Router:
+    config = parse_text(text, "t.toml", base_dir=None)
+    return Router(config.services, config.routing_rules)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "alias", "routed"),
+    [
+        ("strasse@example\\.com", "sip:stra\u00dfe@example.com", False),  # re: sharp s is not ss
+        ("\u00df@x\\.org", "sip:SS@x.org", False),
+        ("effort@x\\.org", "sip:e\ufb00ort@x.org", False),  # nor is the ff ligature ff
+        (".*@ibm\\.com", "sip:bob@\u0131bm.com", True),  # re: dotless i is i
+        ("kelvin", "sip:\u212aelvin@10.0.0.1", True),  # and the Kelvin sign k
+        ("\u0130stanbul@x\\.org", "sip:istanbul@x.org", True),
+    ],
+)
+def test_decide_explain_and_presence_agree_on_letters_re_folds_its_own_way(
+    pattern: str, alias: str, routed: bool
+) -> None:
+    """The literal and domain indexes never disagree with the rule's regex (re.IGNORECASE,
+    which is neither str.lower nor str.casefold): decide, explain and is_known_alias give
+    the regex's answer for any letters, and none of them raises."""
+    router = router_of(rule_text("r", 10, pattern))
+    assert router.decide(alias, SIP).routed is routed
+    assert router.explain(alias, SIP).routed is routed
+    assert router.is_known_alias(alias) is routed
+
+
+@pytest.mark.parametrize(
+    ("configured", "dialled"),
+    [
+        ("sip:meet@example.com", "sip:meet@example.com"),
+        ("sip:meet@example.com", "Meet@Example.com"),
+        ("sips:meet@example.com:5061", "sip:meet@example.com;transport=tls"),
+        ("<sip:meet@example.com;transport=tcp>", "sip:meet@example.com:5060"),
+        ("sip:1234@10.0.0.1", "sip:1234@192.0.2.7"),
+        ("meet@example.com", "sip:meet@example.com"),
+    ],
+)
+def test_a_service_alias_written_as_a_uri_matches_the_calls_to_it(
+    configured: str, dialled: str
+) -> None:
+    """Service aliases are parsed at load like a dialled alias (scheme, parameters, port and
+    IP host dropped), so an alias configured as a URI is matched by decide, explain and
+    is_known_alias; the configured text is kept for display."""
+    router = router_of(f'[[services]]\nname = "m"\naliases = ["{configured}"]\n'
+                       'target = "sip:mcu@mcu.example.com"\n')
+    assert router.decide(dialled, SIP).outcome == "service"
+    assert router.explain(dialled, SIP).outcome == "service"
+    assert router.is_known_alias(dialled)
+    assert router.services[0].aliases == (configured,)
+
+
+def test_an_empty_replace_string_routes_to_the_alias_as_dialled() -> None:
+    """The guide: "Leave blank to leave the originally dialed alias unchanged". The
+    destination is the URI as it arrived (port, parameters and IP host included), not the
+    parsed alias the rule matched, so the call can still be placed."""
+    router = router_of(rule_text("any", 10, ".*"))
+    for decision in (router.decide("sip:nobody@127.0.0.1:1", SIP),
+                     router.explain("sip:nobody@127.0.0.1:1", SIP)):
+        assert decision.rule is not None and decision.destination == "sip:nobody@127.0.0.1:1"
+
+
+def test_a_miss_quotes_the_regex_as_written(config_from: Callable[[str], Config]) -> None:
+    """The explainer's reason for a regex miss quotes the pattern as the operator wrote it,
+    without repr's doubled backslashes; the JSON then carries only JSON's own escaping."""
+    d = guide_router(config_from).explain("sip:dave@other.org", SIP)
+    whys = {m.rule: m.why for m in d.misses}
+    assert whys["Lync meeting direct"] == (
+        r"alias 'dave@other.org' does not match regex '88(\d{5,7})@example\.com'")
+    assert r"regex '88(\\d{5,7})@example\\.com'" in json.dumps(d.to_json())
+
+
+def test_reasons_say_what_was_decided(config_from: Callable[[str], Config]) -> None:
+    """Decision.reason (made when read) names the rule, the service and what the alias
+    carried, or the parsed alias nothing matched."""
+    router = guide_router(config_from)
+    assert router.decide("sip:bob@example.com", LYNC).reason == (
+        "matched rule 'Route calls from Lync / Skype for Business' (priority 40)")
+    assert router.decide("sip:meet.alice*1234@example.com", SIP).reason == (
+        "alias of vmr \"Alice's meeting room\" with PIN")
+    assert router.decide("sip:sfb.lobby**7654321@example.com", SIP).reason == (
+        "alias of virtual_reception 'SfB lobby' with Conference ID")
+    rejected = router.decide("sip:dave@other.org;transport=tls", SIP)
+    assert rejected.to_json()["reason"] == rejected.reason == (
+        "no service alias and no routing rule matches 'dave@other.org'")
+
+
+def test_no_decision_compiles_a_pattern(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rules' alternations are compiled when the Router is built (a reload builds a new
+    one), for every kind of context and domain, so no call pays for compiling one."""
+    rules: list[tuple[str, dict[str, object]]] = [
+        (r"(\d+)@one\.example", {}), (r"(\w+)@one\.example", {"location": "Oslo"}),
+        (r".*@two\.example", {"registered_only": True}), (r"a.*", {"outgoing": True}),
+        (r"b|c", {}), (r"sip:.*@one\.example.*", {"match_full_uri": True}), (r"x@y\.org", {}),
+    ]
+    router = router_of('[[locations]]\nname = "Oslo"\n' + "".join(
+        rule_text(f"r{i}", i + 1, match, **extra) for i, (match, extra) in enumerate(rules)))
+
+    def refuse(*_: object, **__: object) -> None:
+        raise AssertionError("a pattern was compiled during a decision")
+
+    monkeypatch.setattr(re, "compile", refuse)
+    contexts = [SIP, LYNC, CallContext("h323", "Oslo", registered=True),
+                CallContext("webrtc", "Elsewhere"), CallContext(outgoing=True)]
+    for ctx in contexts:
+        for alias in ("sip:12@one.example", "sip:ab@two.example", "b", "sip:x@y.org",
+                      "sip:stra\u00dfe@one.example", "sip:zz@three.example"):
+            router.decide(alias, ctx)
+            router.is_known_alias(alias)
+
+
 # -- the fast path against a brute-force reference ------------------------------------------
 PATTERNS = [
     r".*", r".*@example\.com", r"alice@example\.com", r"88(\d{5,7})@example\.com",
@@ -168,15 +281,46 @@ ALIASES = [
 ]
 
 
+# Letters whose case re.IGNORECASE, str.lower and str.casefold each see differently: sharp s
+# (capital too), dotless i, dotted capital I, the Kelvin sign, the ff ligature, long s.
+TRICKY = "iIsSkKfF" + "\u00df\u1e9e\u0131\u0130\u212a\ufb00\u017f"
+WORDS = st.lists(st.text(alphabet=TRICKY, min_size=1, max_size=3), min_size=1, max_size=3)
+
+
+def spellings(letter: str) -> list[str]:
+    """Ways a caller may spell `letter`: str's case mappings, and every letter of TRICKY
+    that re.IGNORECASE takes for it."""
+    same = [c for c in TRICKY if re.fullmatch(re.escape(letter), c, re.IGNORECASE)]
+    return sorted({letter, letter.upper(), letter.lower(), letter.casefold(), *same})
+
+
 @st.composite
-def rule_sets(draw: st.DrawFn) -> list[dict[str, object]]:
-    n = draw(st.integers(1, 12))
+def tricky_pattern(draw: st.DrawFn, words: list[str]) -> str:
+    user, domain = draw(st.sampled_from(words)), draw(st.sampled_from(words))
+    return draw(st.sampled_from([user, f"{user}@{domain}\\.com", f".*@{domain}\\.com",
+                                 f"{user}@.*", f"{user}.*"]))
+
+
+@st.composite
+def tricky_alias(draw: st.DrawFn, words: list[str]) -> str:
+    user, domain = (
+        "".join(draw(st.sampled_from(spellings(c))) for c in draw(st.sampled_from(words)))
+        for _ in range(2)
+    )
+    return draw(st.sampled_from([user, f"sip:{user}@{domain}.com", f"{user}@{domain}.com"]))
+
+
+@st.composite
+def rules_and_alias(draw: st.DrawFn) -> tuple[list[dict[str, object]], str]:
+    """Random rules, and an alias; patterns and alias share words, which the alias may
+    spell in another case, so the case-folding corners come up often."""
+    words = draw(WORDS)
     rules = []
-    for i in range(n):
+    for i in range(draw(st.integers(1, 12))):
         rules.append({
             "name": f"r{draw(st.integers(0, 30))}-{i}",
             "priority": draw(st.integers(1, 5)),
-            "match": draw(st.sampled_from(PATTERNS)),
+            "match": draw(st.sampled_from(PATTERNS) | tricky_pattern(words)),
             "enabled": draw(st.booleans()),
             "incoming": draw(st.booleans()),
             "outgoing": draw(st.booleans()),
@@ -184,7 +328,7 @@ def rule_sets(draw: st.DrawFn) -> list[dict[str, object]]:
             "match_full_uri": draw(st.booleans()),
             "protocols": draw(st.lists(st.sampled_from(PROTOCOLS), min_size=1, unique=True)),
         })
-    return rules
+    return rules, draw(st.sampled_from(ALIASES) | tricky_alias(words))
 
 
 def brute_force(rules: tuple[RoutingRule, ...], alias: str, ctx: CallContext) -> str | None:
@@ -200,20 +344,23 @@ def brute_force(rules: tuple[RoutingRule, ...], alias: str, ctx: CallContext) ->
         subject = alias if rule.match_full_uri else parse_alias(alias)
         match = re.fullmatch(rule.match, subject, re.IGNORECASE)
         if match:
-            return f"{rule.name}->{rule.rewrite(match)}"
+            return f"{rule.name}->{rule.rewrite(match, alias)}"
     return None
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(
-    rules=rule_sets(),
-    alias=st.sampled_from(ALIASES),
+    case=rules_and_alias(),
     ctx=st.builds(CallContext, protocol=st.sampled_from(PROTOCOLS),
                   registered=st.booleans(), outgoing=st.booleans()),
 )
 def test_decide_and_explain_equal_the_brute_force_reference(
-    rules: list[dict[str, object]], alias: str, ctx: CallContext
+    case: tuple[list[dict[str, object]], str], ctx: CallContext
 ) -> None:
+    """decide, explain and is_known_alias give the reference's answer (rules sorted, each
+    regex tried in turn) for random rule sets, including letters whose case folding differs
+    between re and str, so no index may ever hide a rule or claim one that does not match."""
+    rules, alias = case
     names = set()
     text = ""
     for r in rules:
@@ -228,6 +375,11 @@ def test_decide_and_explain_equal_the_brute_force_reference(
     for decision in (router.decide(alias, ctx), router.explain(alias, ctx)):
         got = None if decision.rule is None else f"{decision.rule.name}->{decision.destination}"
         assert got == expected
+    known = any(
+        re.fullmatch(r.match, alias if r.match_full_uri else parse_alias(alias), re.IGNORECASE)
+        for r in router.rules if r.enabled
+    )
+    assert router.is_known_alias(alias) == known
 
 
 def _toml(value: object) -> str:

@@ -3,6 +3,8 @@ field path, the guide's limits, cross-references, and no crash on any TOML value
 
 from __future__ import annotations
 
+import re
+import tomllib
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +15,7 @@ from hypothesis import strategies as st
 from gateway.config.errors import ConfigError
 from gateway.config.load import parse_data
 from gateway.config.schema import Config
+from routing.alias import parse_alias
 from tests.routing.conftest import GUIDE
 
 
@@ -72,7 +75,77 @@ def test_regex_error_names_the_position(config_from: Callable[[str], Config]) ->
 def test_replace_back_reference_must_exist(config_from: Callable[[str], Config]) -> None:
     problems = problems_of(config_from, '[[routing_rules]]\nname="r"\nmatch="(a)b"\n'
                            'replace="\\\\2"\nprotocols=["sip"]\n')
-    assert problems[0].startswith("routing_rules[0].replace: \\2 refers to a group")
+    assert problems == ["routing_rules[0].replace: invalid replace string: invalid group "
+                        "reference 2 at position 1"]
+
+
+@pytest.mark.parametrize(
+    ("replace", "why"),
+    [
+        (r"\q", "bad escape \\q at position 0"),
+        ("abc\\", "bad escape (end of pattern) at position 3"),
+        (r"\g<1", "missing >, unterminated name at position 3"),
+        (r"\g<5>", "invalid group reference 5 at position 3"),
+        (r"\g<who>", "unknown group name 'who'"),
+    ],
+)
+def test_a_replace_string_re_cannot_expand_is_refused_at_load(
+    config_from: Callable[[str], Config], replace: str, why: str
+) -> None:
+    """re's own template compiler checks the replace string at load (escapes, group names
+    and numbers against the rule's pattern), so no rule is loaded that would raise re.error
+    at every call it matches; the problem carries its field path."""
+    text = (f"[[routing_rules]]\nname = 'r'\nmatch = '(.*)@example\\.com'\n"
+            f"replace = '{replace}'\nprotocols = ['sip']\n")
+    assert problems_of(config_from, text) == [
+        f"routing_rules[0].replace: invalid replace string: {why}"]
+
+
+TEMPLATE_PIECES = [r"\1", r"\2", r"\3", r"\g<1>", r"\g<user>", r"\g<0>", r"\\", r"\n", r"\0",
+                   r"\101", r"\.", "x", "@", "\u00e9", "\ue000", "\ue001"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    replace=st.lists(st.sampled_from(TEMPLATE_PIECES), min_size=1, max_size=8).map("".join),
+    alias=st.sampled_from(["sip:bob@xample.org", "bob@example.org", "@x", "sip:a\ue000@b"]),
+)
+def test_a_replace_string_expands_as_re_expands_it(replace: str, alias: str) -> None:
+    """The replace string, split into text and group numbers once at load, gives what
+    Match.expand gives: escapes, numbered and named groups, the whole match, unmatched
+    groups as '', and text that looks like the split's own markers."""
+    match = r"(?P<user>[^@]*)@(x)?(.*)"
+    text = (f"[[routing_rules]]\nname = 'r'\nmatch = '{match}'\nreplace = '{replace}'\n"
+            "protocols = ['sip']\n")
+    rule = parse_data(tomllib.loads(text), "t.toml", base_dir=None).routing_rules[0]
+    found = re.fullmatch(match, parse_alias(alias), re.IGNORECASE)
+    assert found is not None
+    assert rule.rewrite(found, alias) == found.expand(replace)
+
+
+def test_service_aliases_are_compared_as_calls_parse_them(
+    config_from: Callable[[str], Config],
+) -> None:
+    """A service alias is parsed at load the way calls are, so `sip:x@y` duplicates `x@y`
+    and an alias that parses to nothing cannot be configured."""
+    text = """
+[[services]]
+name = "a"
+aliases = ["meet@example.com", "sip:"]
+target = "sip:mcu@example.com"
+
+[[services]]
+name = "b"
+aliases = ["sip:Meet@example.com:5061;transport=tls"]
+target = "sip:mcu@example.com"
+"""
+    problems = problems_of(config_from, text)
+    assert problems == [
+        "services[0].aliases[1]: nothing is left to match once the scheme, parameters, port "
+        "and IP host are removed",
+        "services[1].aliases[0]: duplicate alias 'Meet@example.com' (first at "
+        "services[0].aliases[0])",
+    ]
 
 
 @pytest.mark.parametrize(("value", "ok"), [(0, True), (128, True), (4096, True), (127, False),

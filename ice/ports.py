@@ -1,5 +1,7 @@
 """Media ports from `listen.media_ports`: each socket binds the next free port of the range
-(round robin, so a port just released is not reused at once), and gives it back on close."""
+(round robin, so a port just released is not reused at once), and gives it back on close.
+An RTP port with its own RTCP port is bound as a pair, RTP on an even port and RTCP on the
+next one (RFC 3550 11), because that is where a peer sends RTCP when the SDP has no a=rtcp."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from typing import TypeVar
 from ice.errors import PortsExhausted
 
 P = TypeVar("P", bound=asyncio.DatagramProtocol)
+Q = TypeVar("Q", bound=asyncio.DatagramProtocol)
 
 
 class PortAllocator:
@@ -29,22 +32,56 @@ class PortAllocator:
     ) -> tuple[asyncio.DatagramTransport, P, int]:
         """A UDP socket on `host` at a free port of the range. Ports taken by other programs
         are skipped; when none is left, PortsExhausted."""
-        loop = asyncio.get_running_loop()
         for _ in range(self.size):
             port = self._next
             self._next = self.first if port == self.last else port + 1
-            if port in self.in_use:
+            bound = await self._bind(factory, host, port)
+            if bound is not None:
+                return (*bound, port)
+        raise self._exhausted(host, "port")
+
+    async def bind_udp_pair(
+        self, rtp: Callable[[], P], rtcp: Callable[[], Q], host: str
+    ) -> tuple[tuple[asyncio.DatagramTransport, P], tuple[asyncio.DatagramTransport, Q], int]:
+        """Two UDP sockets on `host`, at an even port of the range and the one after it;
+        returns both and the even port. PortsExhausted when no such pair is free."""
+        first_even = self.first + self.first % 2
+        pairs = (self.last + 1 - first_even) // 2
+        for _ in range(pairs):
+            port = self._next + self._next % 2
+            if port + 1 > self.last:
+                port = first_even
+            self._next = port + 2 if port + 2 <= self.last else self.first
+            if port + 1 in self.in_use:
                 continue
-            try:
-                transport, protocol = await loop.create_datagram_endpoint(
-                    factory, local_addr=(host, port)
-                )
-            except OSError:
+            even = await self._bind(rtp, host, port)
+            if even is None:
                 continue
-            self.in_use.add(port)
-            return transport, protocol, port
-        raise PortsExhausted(
-            f"no free media port in {self.first}-{self.last} on {host} "
+            odd = await self._bind(rtcp, host, port + 1)
+            if odd is None:
+                even[0].close()
+                self.release(port)
+                continue
+            return even, odd, port
+        raise self._exhausted(host, "port pair (even RTP, RTCP after it)")
+
+    async def _bind(self, factory: Callable[[], P], host: str,
+                    port: int) -> tuple[asyncio.DatagramTransport, P] | None:
+        """The socket at `port`, or None when a call or another program holds it."""
+        if port in self.in_use:
+            return None
+        try:
+            transport, protocol = await asyncio.get_running_loop().create_datagram_endpoint(
+                factory, local_addr=(host, port)
+            )
+        except OSError:
+            return None
+        self.in_use.add(port)
+        return transport, protocol
+
+    def _exhausted(self, host: str, what: str) -> PortsExhausted:
+        return PortsExhausted(
+            f"no free media {what} in {self.first}-{self.last} on {host} "
             f"({len(self.in_use)} in use by calls)"
         )
 

@@ -176,7 +176,11 @@ class _NodeConnection(aioice.Connection):
                 turn_password=turn.password, turn_ssl=False, turn_transport=turn.transport,
             ))
         if jobs:
-            await asyncio.wait(jobs.values(), timeout=timeout)
+            try:
+                await asyncio.wait(jobs.values(), timeout=timeout)
+            except asyncio.CancelledError:
+                await _abandon(list(jobs.values()))
+                raise
         for what, job in jobs.items():
             if not job.done():
                 job.cancel()
@@ -191,6 +195,20 @@ class _NodeConnection(aioice.Connection):
             if relay is not None:
                 self._protocols.append(relay)
         return candidates
+
+
+async def _abandon(jobs: list[asyncio.Task[tuple[aioice.Candidate, StunProtocol | None]]]
+                   ) -> None:
+    """Gathering stopped (the session closed): STUN and TURN requests still out are
+    stopped, and a TURN allocation already made is released, as no one else will."""
+    for job in jobs:
+        job.cancel()
+    await asyncio.wait(jobs)
+    for job in jobs:
+        if not job.cancelled() and job.exception() is None:
+            relay = job.result()[1]
+            if relay is not None:
+                relay.transport.close()
 
 
 def _reason(what: str, exc: BaseException) -> str:
@@ -233,15 +251,26 @@ class IceSession:
         self.bound: list[int] = []
         self.selected: list[SelectedPair] = []
         self.connection = _NodeConnection(self, controlling=controlling, components=components)
-        self._closed = False
+        self._closing: asyncio.Future[None] | None = None  # set: closed or closing
+        self._gathering: asyncio.Future[None] | None = None
         self._checks: asyncio.Future[None] | None = None
         # Set by the media relay: called with (packet, component) for every media packet.
         self.on_data: Callable[[bytes, int], None] | None = None
 
     # -- local side ----------------------------------------------------------------------
     async def gather(self) -> None:
+        """Gather the local candidates. A close() meanwhile (the call ended) stops it, ports
+        and allocations released, and it raises IceError."""
+        if self._closing is not None:
+            raise IceError("the session was closed before gathering")
+        self._gathering = asyncio.ensure_future(self.connection.gather_candidates())
         try:
-            await self.connection.gather_candidates()
+            await self._gathering
+        except asyncio.CancelledError:
+            if self._closing is None:  # our caller was cancelled, not the session closed
+                await self.close()
+                raise
+            raise IceError(self._why("the session was closed while gathering")) from None
         except BaseException:
             await self.close()
             raise
@@ -355,15 +384,19 @@ class IceSession:
         return bytes(data), int(component)
 
     async def close(self) -> None:
-        """Close sockets and allocations; the ports go back to the range. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        if self._checks is not None and not self._checks.done():
-            self._checks.cancel()
-        with contextlib.suppress(Exception, asyncio.CancelledError):
-            if self._checks is not None:
-                await self._checks
+        """Close sockets and allocations; the ports go back to the range. Idempotent: a
+        later call returns when the first one has released everything."""
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._release())
+        await asyncio.shield(self._closing)
+
+    async def _release(self) -> None:
+        for work in (self._gathering, self._checks):
+            if work is not None and not work.done():
+                work.cancel()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                if work is not None:
+                    await work
         with contextlib.suppress(Exception):
             await self.connection.close()
         for port in self.bound:

@@ -12,9 +12,9 @@ import base64
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
-from sdp.attributes import Crypto, RtpMap
+from sdp.attributes import Crypto, MediaBandwidth, RtpMap, parse_mediabw
 from sdp.errors import NotAcceptable
 from sdp.model import Line, Media, Section, SessionDescription
 
@@ -168,9 +168,6 @@ def _answer_media(
     lines = [Line("m", f"{media.media} {plan.port} {media.proto} "
                        + " ".join(str(c.payload_type) for c in chosen))]
     body = Media(lines)
-    if cap:
-        body.set_bandwidth("AS", cap)
-        body.set_bandwidth("TIAS", cap * 1000)
     local_crypto = None
     if use_srtp and remote_crypto is not None:
         local_crypto = Crypto(remote_crypto.tag, remote_crypto.suite,
@@ -188,9 +185,7 @@ def _answer_media(
     elif plan.rtcp_port is not None:
         body.add_attribute("rtcp", f"{plan.rtcp_port}")
     for bw in media.media_bandwidths():
-        send = min(bw.recv, cap) if cap else bw.recv
-        recv = min(bw.send, cap) if cap else bw.send
-        body.add_attribute("x-mediabw", f"{bw.media} send={send};recv={recv}")
+        body.add_attribute("x-mediabw", str(MediaBandwidth(bw.media, bw.recv, bw.send)))
     for name in ("label", "x-source", "mid"):
         kept = media.attribute(name)
         if kept is not None:
@@ -201,9 +196,78 @@ def _answer_media(
         if fmtp is not None:
             body.add_attribute("fmtp", f"{codec.payload_type} {fmtp}")
     body.add_attribute(ANSWER_DIRECTION[media.direction or "sendrecv"])
+    cap_bandwidth(body, cap)
     stream = Negotiated(index, media.media, True, "", tuple(chosen),
                         remote_crypto if use_srtp else None, local_crypto, mux, cap)
     return stream, body.lines
+
+
+class BandwidthLimits(Protocol):
+    """A routing rule's limits (routing.model.Rule), in kbps, 0 for none."""
+
+    @property
+    def max_inbound_bandwidth_kbps(self) -> int: ...
+
+    @property
+    def max_outbound_bandwidth_kbps(self) -> int: ...
+
+
+def rule_cap(rule: BandwidthLimits | None) -> int:
+    """The kbps each stream of a rule's call is held to (0: no limit). Without transcoding
+    the gateway limits a stream only by asking its sender, and every packet it relays is
+    received from one participant and sent to the other, so both of the rule's limits bind
+    both directions: the lower one is the cap."""
+    if rule is None:
+        return 0
+    limits = [k for k in (rule.max_inbound_bandwidth_kbps, rule.max_outbound_bandwidth_kbps)
+              if k]
+    return min(limits, default=0)
+
+
+def cap_bandwidth(media: Media, kbps: int) -> None:
+    """Hold a stream we describe to `kbps` (0: leave it as it is): b=AS (kbps, RFC 4566) and
+    b=TIAS (bps, RFC 3890) ask the far side to send no more, Lync's x-mediabw states both
+    directions. Lower values already there stay."""
+    if not kbps:
+        return
+    media.set_bandwidth("AS", min(media.bandwidth("AS") or kbps, kbps))
+    media.set_bandwidth("TIAS", min(media.bandwidth("TIAS") or kbps * 1000, kbps * 1000))
+    for i, line in enumerate(media.lines):
+        name, value = line.attribute
+        if line.kind == "a" and name == "x-mediabw":
+            bw = parse_mediabw(value or "")
+            capped = MediaBandwidth(bw.media, min(bw.send, kbps), min(bw.recv, kbps))
+            media.lines[i] = Line("a", f"x-mediabw:{capped}", line.number)
+
+
+def payload_remap(receiver: Media, declared: Media, own: Media) -> dict[int, int]:
+    """Payload types to renumber in packets relayed toward `receiver`, whose description
+    numbers each codec the way it wants to receive it (RFC 3264 5.1). Their sender numbers
+    them as `declared` says, the description the gateway gave it; some senders use the
+    numbers of their `own` description anyway, so those are renumbered too, unless
+    `declared` gives that number to another codec."""
+    wanted: dict[tuple[str, int, int, str], int] = {}
+    for pt, codec in _codecs(receiver).items():
+        wanted.setdefault(codec, pt)
+    proper = _codecs(declared)
+    sent = {pt: codec for pt, codec in _codecs(own).items() if pt not in proper} | proper
+    return {pt: wanted[codec] for pt, codec in sent.items()
+            if codec in wanted and wanted[codec] != pt}
+
+
+def _codecs(media: Media) -> dict[int, tuple[str, int, int, str]]:
+    """Payload type -> what makes two numbers the same codec: name, clock rate, channels,
+    and for H.264 flavours the packetization mode (as Codec.accepts compares them)."""
+    maps = media.rtpmaps()
+    out = {}
+    for fmt in media.formats:
+        if fmt.isdigit() and int(fmt) in maps:
+            m = maps[int(fmt)]
+            name = m.encoding.lower()
+            mode = (_param(media.fmtp(m.payload_type) or "", "packetization-mode", "0")
+                    if name in ("h264", "x-h264uc") else "")
+            out[m.payload_type] = (name, m.clock_rate, m.channels or 1, mode)
+    return out
 
 
 def _common_codecs(media: Media, codecs: Sequence[Codec]) -> list[RtpMap]:

@@ -527,7 +527,8 @@ class B2bua(Admission):
         if call.single_part:
             request.set_body(call.single_part, "application/sdp")
         elif call.offer is not None and call.bridge is not None:
-            body = anchored(call.offer, self.local.address, call.toward_callee).to_bytes()
+            body = anchored(call.offer, self.local.address, call.toward_callee,
+                            rule_cap(call.decision.rule)).to_bytes()
             request.set_body(body, "application/sdp")
         elif call.lync is not None or call.lync_callee is not None:
             request.set_body(call.sip_offer, "application/sdp")
@@ -719,7 +720,8 @@ class B2bua(Admission):
             call.bridge.connect([m.media for m in call.offer.media],
                                 remote_addresses(call.offer), remote_addresses(answer),
                                 self.media_timeout())
-        return anchored(answer, self.local.address, call.toward_caller).to_bytes()
+        return anchored(answer, self.local.address, call.toward_caller,
+                        rule_cap(call.decision.rule)).to_bytes()
 
     def _fail(self, call: Call, status: int, reason: str, now: float,
               core: Endpoint) -> list[Event]:
@@ -838,7 +840,8 @@ class B2bua(Admission):
             # to receive on them; what it sends latches anyway.
             call.bridge.repoint(caller_side=from_caller, remotes=remote_addresses(offer))
             ports = call.toward_callee if from_caller else call.toward_caller
-            body = anchored(offer, self.local.address, ports).to_bytes()
+            body = anchored(offer, self.local.address, ports,
+                            rule_cap(call.decision.rule)).to_bytes()
         other_leg = "out" if from_caller else "in"
         timer = call.timers.get(other_leg)
         headers = [("Contact", self.local.contact(peer.transport)), ("Supported", "timer")]
@@ -904,7 +907,8 @@ class B2bua(Admission):
                 call.bridge.repoint(caller_side=not from_caller,
                                     remotes=remote_addresses(answer))
                 ports = call.toward_caller if from_caller else call.toward_callee
-                body = anchored(answer, self.local.address, ports).to_bytes()
+                body = anchored(answer, self.local.address, ports,
+                                rule_cap(call.decision.rule)).to_bytes()
         if request.body:
             if from_caller:
                 call.sdp_from_caller, call.sdp_to_callee = request.body, sent.sent_body

@@ -1,14 +1,18 @@
 """The media of a call placed toward Lync (a rule whose outgoing protocol is MS-SIP): the
 gateway is the ICE offerer and controlling agent toward the Lync client.
 
-1. `offer()`: an ICE session per audio/video stream of the SIP caller's offer, the relay's
-   ports toward the caller, and the offer Lync gets: the caller's codecs and payload types,
-   SRTP per policy (a fresh key), our candidates, rtcp-mux.
+1. `offer()`: an ICE session per audio/video stream of the SIP caller's offer (gathered side
+   by side), the relay's ports toward the caller, and the offer Lync gets: the caller's
+   codecs and payload types, SRTP per policy (a fresh key), our candidates, rtcp-mux, the
+   rule's bandwidth cap.
 2. `answer_caller()`: with Lync's answer, the plain-RTP answer the SIP caller gets (Lync's
    codecs, the relay's ports), and the remote ICE data.
 3. `connect()`: ICE checks; when pairs are selected the relay joins each stream, and
    `updated_offer()` gives the second offer (a=remote-candidates) the controlling agent
    sends (RFC 5245 9.1.2.2), which Lync expects before it considers the call set up.
+
+`close()` may come at any point (a CANCEL during gathering): what is reserved after it is
+released too, and `offer()` raises IceError.
 """
 
 from __future__ import annotations
@@ -25,10 +29,11 @@ from gateway.media.call import CallMedia
 from ice.errors import IceError
 from ice.ports import PortAllocator
 from ice.session import IceSession, TurnSettings
-from sdp.attributes import Crypto
+from sdp.anchor import stream_remote
+from sdp.attributes import Crypto, MediaBandwidth
 from sdp.errors import NotAcceptable
 from sdp.model import Line, Media, Section, SessionDescription
-from sdp.offer_answer import Encryption
+from sdp.offer_answer import Encryption, cap_bandwidth, payload_remap
 from sdp.parse import parse_sdp
 
 log = logs.get(__name__)
@@ -46,11 +51,15 @@ class LyncCallee:
     encryption: Encryption
     on_timeout: Callable[[str], None]
     turn: TurnSettings | None = None
+    stun: tuple[str, int] | None = None
+    bandwidth_kbps: int = 0  # the rule's cap on each stream (sdp.offer_answer.rule_cap)
     sessions: list[IceSession | None] = field(default_factory=list)
     keys: list[Crypto | None] = field(default_factory=list)  # ours toward Lync, per stream
     relay: BuiltinRelay | None = None
     caller_ports: list[int] = field(default_factory=list)
+    lync_offer: SessionDescription | None = None  # what offer() gave Lync
     lync_answer: SessionDescription | None = None
+    caller_answer: SessionDescription | None = None  # what answer_caller() gave the caller
     media: CallMedia | None = None
     version: int = 1
     closed: bool = False
@@ -58,29 +67,29 @@ class LyncCallee:
     async def offer(self) -> bytes:
         relayed = [m for m in self.caller_offer.media if m.media in RELAYED and not m.rejected]
         self.relay = BuiltinRelay(self.ports, self.on_timeout)
+        # No MS-ICE2 hint: a client that speaks RFC 5389 must not get MS-ICE2 signatures; an
+        # MS-ICE2 one is recognised by its own first check and our checks in flight are
+        # resent in its form at once.
+        self.sessions = [IceSession(
+            controlling=True, components=1, address=self.address, ports=self.ports,
+            static_nat_address=self.static_nat, stun_server=self.stun, turn=self.turn)
+            if media in relayed else None for media in self.caller_offer.media]
+        self.keys = [None if session is None or self.encryption == "off" else Crypto(
+            1, SUITE, f"inline:{base64.b64encode(os.urandom(30)).decode()}|2^31")
+            for session in self.sessions]
         try:
-            for media in self.caller_offer.media:
-                if media not in relayed:
-                    self.sessions.append(None)
-                    self.keys.append(None)
-                    continue
-                # No MS-ICE2 hint: a client that speaks RFC 5389 must not get MS-ICE2
-                # signatures; an MS-ICE2 one is recognised by its own first check and our
-                # checks in flight are resent in its form at once.
-                session = IceSession(controlling=True, components=1, address=self.address,
-                                     ports=self.ports, static_nat_address=self.static_nat,
-                                     turn=self.turn)
-                self.sessions.append(session)
-                await session.gather()
-                key = base64.b64encode(os.urandom(30)).decode()
-                self.keys.append(None if self.encryption == "off" else
-                                 Crypto(1, SUITE, f"inline:{key}|2^31"))
+            # Side by side: a STUN or TURN server that does not answer costs its timeout
+            # once, not once per stream, before Lync gets its INVITE.
+            await asyncio.gather(*(s.gather() for s in self.sessions if s is not None))
             self.caller_ports = await self.relay.reserve(self.address, len(relayed),
                                                          rtcp_mux=False)
+            if self.closed:
+                raise IceError("the call ended while its media was being prepared")
         except BaseException:
-            await self.close()
+            await self.close()  # again if the call closed it: this releases what came after
             raise
-        return self._lync_offer(remote_candidates=False).to_bytes()
+        self.lync_offer = self._lync_offer(remote_candidates=False)
+        return self.lync_offer.to_bytes()
 
     def _lync_offer(self, *, remote_candidates: bool) -> SessionDescription:
         origin = self.static_nat or self.address
@@ -115,6 +124,10 @@ class LyncCallee:
                 if line.kind == "a" and line.attribute[0] in KEPT:
                     body.lines.append(Line("a", line.value))
             body.add_attribute("sendrecv")
+            if self.bandwidth_kbps:  # Lync reads its own attribute, not b=
+                body.add_attribute("x-mediabw", str(MediaBandwidth(
+                    f"main-{media.media}", self.bandwidth_kbps, self.bandwidth_kbps)))
+                cap_bandwidth(body, self.bandwidth_kbps)
             streams.append(body)
         return SessionDescription(session, streams)
 
@@ -149,17 +162,22 @@ class LyncCallee:
                 if line.kind == "a" and line.attribute[0] in KEPT:
                     body.lines.append(Line("a", line.value))
             body.add_attribute("sendrecv")
+            cap_bandwidth(body, self.bandwidth_kbps)
             streams.append(body)
-        return SessionDescription(session, streams).to_bytes()
+        self.caller_answer = SessionDescription(session, streams)
+        return self.caller_answer.to_bytes()
 
     async def connect(self, timeout: float, media_timeout: float) -> CallMedia:
-        assert self.lync_answer is not None and self.relay is not None
+        assert self.lync_offer is not None and self.lync_answer is not None
+        assert self.caller_answer is not None and self.relay is not None
         plans: list[StreamPlan | None] = []
-        for offered, answered, ice, key in zip(self.caller_offer.media, self.lync_answer.media,
-                                               self.sessions, self.keys, strict=True):
+        for offered, answered, ice, key, to_lync, to_caller in zip(
+                self.caller_offer.media, self.lync_answer.media, self.sessions, self.keys,
+                self.lync_offer.media, self.caller_answer.media, strict=True):
             if ice is None:
                 continue
-            if answered.rejected:
+            remote = stream_remote(self.caller_offer, offered)
+            if answered.rejected or remote is None:
                 plans.append(None)
                 continue
             ufrag = answered.attribute("ice-ufrag") or self.lync_answer.session.attribute(
@@ -173,10 +191,11 @@ class LyncCallee:
             cryptos = answered.cryptos()
             if key is not None and not cryptos:
                 raise IceError("Lync answered without a=crypto to our SRTP offer")
-            caller_rtp = self.caller_offer.connection_address(offered)
-            plans.append(StreamPlan(offered.media, ice, (caller_rtp or "0.0.0.0", offered.port),
-                                    lync_key_in=cryptos[0] if cryptos else None,
-                                    lync_key_out=key))
+            plans.append(StreamPlan(
+                offered.media, ice, remote.rtp, remote.rtcp,
+                lync_key_in=cryptos[0] if cryptos else None, lync_key_out=key,
+                lync_pt_map=payload_remap(answered, to_caller, offered),
+                sip_pt_map=payload_remap(offered, to_lync, answered)))
         live = [p for p in plans if p is not None]
         await asyncio.gather(*(p.ice.connect(timeout) for p in live))
         if self.closed:
@@ -197,6 +216,4 @@ class LyncCallee:
             self.media.stop()
         if self.relay is not None:
             self.relay.close()
-        for session in self.sessions:
-            if session is not None:
-                await session.close()
+        await asyncio.gather(*(s.close() for s in self.sessions if s is not None))

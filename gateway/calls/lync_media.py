@@ -1,13 +1,17 @@
 """The media of a call whose caller speaks ICE (a Lync/SfB client, its offer usually the
 RFC 5245 part of a multipart body): the gateway terminates ICE itself and anchors the media.
 
-1. `prepare()`: an ICE session per audio/video stream (controlled: Lync offered), ports for
-   the SIP side, and the plain offer the SIP side gets (Lync's codecs and payload types,
-   no ICE, no Microsoft attributes).
+1. `prepare()`: an ICE session per audio/video stream (controlled: Lync offered), gathered
+   side by side, ports for the SIP side, and the plain offer the SIP side gets (Lync's
+   codecs and payload types, no ICE, no Microsoft attributes, the rule's bandwidth cap).
 2. `answer_lync()`: with the SIP side's answer, the one application/sdp Lync gets back
    (sdp.offer_answer: common codecs, SRTP per policy, our candidates), then ICE runs.
-3. When ICE selects its pairs, the relay joins each stream; Lync's second INVITE (with
-   a=remote-candidates) is answered like any refresh.
+3. When ICE selects its pairs, the relay joins each stream, renumbering payload types the
+   SIP side numbered differently; Lync's second INVITE (with a=remote-candidates) is
+   answered like any refresh.
+
+`close()` may come at any point (a CANCEL during gathering): what is reserved after it is
+released too, and `prepare()` raises IceError.
 
 Streams Lync offers that the SIP side cannot carry (application sharing over TCP) are
 rejected in the answer with port 0.
@@ -25,9 +29,18 @@ from gateway.media.call import CallMedia
 from ice.errors import IceError
 from ice.ports import PortAllocator
 from ice.session import IceSession, TurnSettings
+from sdp.anchor import Remote, stream_remote
 from sdp.errors import SdpError
 from sdp.model import Line, Media, Section, SessionDescription
-from sdp.offer_answer import Answer, Codec, Encryption, MediaPlan, answer
+from sdp.offer_answer import (
+    Answer,
+    Codec,
+    Encryption,
+    MediaPlan,
+    answer,
+    cap_bandwidth,
+    payload_remap,
+)
 from sdp.parse import parse_sdp
 
 log = logs.get(__name__)
@@ -49,42 +62,44 @@ class LyncMedia:
     encryption: Encryption
     on_timeout: Callable[[str], None]
     turn: TurnSettings | None = None  # the rule's or location's TURN server (Lync Edge)
+    stun: tuple[str, int] | None = None  # the rule's or location's STUN server
+    bandwidth_kbps: int = 0  # the rule's cap on each stream (sdp.offer_answer.rule_cap)
     sessions: list[IceSession | None] = field(default_factory=list)
     relay: BuiltinRelay | None = None
     sip_ports: list[int] = field(default_factory=list)
+    sip_offer: SessionDescription | None = None
     negotiated: Answer | None = None
     media: CallMedia | None = None
-    _sip_remotes: list[tuple[str | None, int] | None] = field(default_factory=list)
+    # Per relayed stream, the SIP side's answer to it and where its media goes.
+    _sip_answers: list[tuple[Media, Remote] | None] = field(default_factory=list)
     closed: bool = False
 
     async def prepare(self) -> bytes:
         """Gather ICE toward Lync and reserve the SIP side; returns the SIP side's offer."""
         relayed = [m for m in self.offer.media if m.media in RELAYED and not m.rejected]
         self.relay = BuiltinRelay(self.ports, self.on_timeout)
+        # No MS-ICE2 hint: Lync, the controlling side, checks first, and the session answers
+        # each peer in the form it signs with.
+        self.sessions = [IceSession(
+            controlling=False, components=1 if media.has("rtcp-mux") else 2,
+            address=self.address, ports=self.ports, static_nat_address=self.static_nat,
+            stun_server=self.stun, turn=self.turn) if media in relayed else None
+            for media in self.offer.media]
         try:
-            for media in self.offer.media:
-                if media in relayed:
-                    session = IceSession(
-                        controlling=False, components=1 if media.has("rtcp-mux") else 2,
-                        address=self.address, ports=self.ports,
-                        static_nat_address=self.static_nat, turn=self.turn)
-                    # No MS-ICE2 hint: Lync, the controlling side, checks first, and the
-                    # session answers each peer in the form it signs with.
-                    self.sessions.append(session)
-                    await session.gather()
-                    for problem in session.stats.problems:
-                        log.warning("ice_gathering_problem", media=media.media, problem=problem)
-                    log.info("ice_gathered", media=media.media,
-                             candidates=[f"{c.type} {c.address}:{c.port}"
-                                         for c in session.local_candidates()])
-                else:
-                    self.sessions.append(None)
+            # Side by side: a STUN or TURN server that does not answer costs its timeout
+            # once, not once per stream, before the SIP side gets its INVITE.
+            await asyncio.gather(*(_gather(media.media, session) for media, session
+                                   in zip(self.offer.media, self.sessions, strict=True)
+                                   if session is not None))
             self.sip_ports = await self.relay.reserve(self.address, len(relayed),
                                                       rtcp_mux=False)
+            if self.closed:
+                raise IceError("the call ended while its media was being prepared")
         except BaseException:
-            await self.close()
+            await self.close()  # again if the call closed it: this releases what came after
             raise
-        return self._sip_offer(relayed).to_bytes()
+        self.sip_offer = self._sip_offer(relayed)
+        return self.sip_offer.to_bytes()
 
     def _sip_offer(self, relayed: list[Media]) -> SessionDescription:
         family = "IP6" if ":" in self.address else "IP4"
@@ -97,7 +112,9 @@ class LyncMedia:
             lines = [Line("m", f"{media.media} {port} RTP/AVP {' '.join(media.formats)}")]
             lines += [ln for ln in media.lines[1:]
                       if ln.kind == "a" and ln.attribute[0] in KEPT]
-            streams.append(Media(lines))
+            stream = Media(lines)
+            cap_bandwidth(stream, self.bandwidth_kbps)
+            streams.append(stream)
         return SessionDescription(session, streams)
 
     def answer_lync(self, sip_answer: bytes) -> bytes:
@@ -108,15 +125,16 @@ class LyncMedia:
             raise SdpError(0, f"the SIP side answered {len(sip.media)} streams to "
                               f"{len(relayed)} offered")
         # Some endpoints answer fewer m= lines than offered: the missing ones are rejected.
-        self._sip_remotes = []
+        self._sip_answers = []
         supported: dict[str, list[Codec]] = {}
         for position, index in enumerate(relayed):
             media = sip.media[position] if position < len(sip.media) else None
             offered = self.offer.media[index]
-            if media is None or media.rejected or media.media != offered.media:
-                self._sip_remotes.append(None)
+            remote = None if media is None else stream_remote(sip, media)
+            if media is None or remote is None or media.media != offered.media:
+                self._sip_answers.append(None)
                 continue
-            self._sip_remotes.append((sip.connection_address(media), media.port))
+            self._sip_answers.append((media, remote))
             maps = media.rtpmaps()
             supported.setdefault(media.media, []).extend(
                 Codec(m.encoding, m.clock_rate, m.channels or 1, media.fmtp(m.payload_type) or "")
@@ -127,7 +145,7 @@ class LyncMedia:
             if session is None:
                 plans.append(None)
                 continue
-            accepted = self._sip_remotes[position] is not None
+            accepted = self._sip_answers[position] is not None
             position += 1
             if not accepted:
                 plans.append(None)
@@ -137,23 +155,27 @@ class LyncMedia:
             plans.append(MediaPlan(default.address, default.port, rtcp, session.ufrag,
                                    session.pwd, tuple(session.candidate_attributes())))
         self.negotiated = answer(self.offer, supported, plans, encryption=self.encryption,
+                                 bandwidth_kbps=self.bandwidth_kbps,
                                  origin_address=self.static_nat or self.address)
         return self.negotiated.sdp.to_bytes()
 
     async def connect(self, timeout: float, media_timeout: float) -> CallMedia:
         """Run ICE toward Lync, then join each stream at the relay."""
         assert self.negotiated is not None and self.relay is not None
+        assert self.sip_offer is not None
         plans: list[StreamPlan | None] = []
         relayed_index = 0
         for index, session in enumerate(self.sessions):
             if session is None:
                 continue
-            remote = self._sip_remotes[relayed_index]
+            sip_offered = self.sip_offer.media[relayed_index]
+            sip_answer = self._sip_answers[relayed_index]
             relayed_index += 1
             stream = self.negotiated.streams[index]
-            if remote is None or not stream.accepted:
+            if sip_answer is None or not stream.accepted:
                 plans.append(None)
                 continue
+            sip_answered, remote = sip_answer
             offered = self.offer.media[index]
             session_ufrag = offered.attribute("ice-ufrag") or self.offer.session.attribute(
                 "ice-ufrag") or ""
@@ -163,10 +185,12 @@ class LyncMedia:
                           + [f"x-candidate-ipv6:{c}"
                              for c in offered.attributes("x-candidate-ipv6")])
             await session.set_remote(session_ufrag, session_pwd, candidates)
-            host, port = remote
-            plans.append(StreamPlan(offered.media, session, (host or "0.0.0.0", port), None,
-                                    lync_key_in=stream.remote_crypto,
-                                    lync_key_out=stream.local_crypto))
+            plans.append(StreamPlan(
+                offered.media, session, remote.rtp, remote.rtcp,
+                lync_key_in=stream.remote_crypto, lync_key_out=stream.local_crypto,
+                lync_pt_map=payload_remap(offered, sip_offered, sip_answered),
+                sip_pt_map=payload_remap(sip_answered, self.negotiated.sdp.media[index],
+                                         offered)))
         live = [p for p in plans if p is not None]
         await asyncio.gather(*(p.ice.connect(timeout) for p in live))
         if self.closed:
@@ -183,9 +207,15 @@ class LyncMedia:
             self.media.stop()
         if self.relay is not None:
             self.relay.close()
-        for session in self.sessions:
-            if session is not None:
-                await session.close()
+        await asyncio.gather(*(s.close() for s in self.sessions if s is not None))
+
+
+async def _gather(media: str, session: IceSession) -> None:
+    await session.gather()
+    for problem in session.stats.problems:
+        log.warning("ice_gathering_problem", media=media, problem=problem)
+    log.info("ice_gathered", media=media,
+             candidates=[f"{c.type} {c.address}:{c.port}" for c in session.local_candidates()])
 
 
 __all__ = ["IceError", "LyncMedia", "wants_ice"]

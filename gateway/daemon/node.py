@@ -17,7 +17,7 @@ from gateway.calls.cdr import CdrStore
 from gateway.calls.registrar import BindingStore, Registrar
 from gateway.config.errors import ConfigError
 from gateway.config.load import load_default, load_file
-from gateway.config.schema import Config
+from gateway.config.schema import Config, Location
 from gateway.daemon.state import ensure_self_signed, state_dir
 from gateway.resolver.rfc3263 import Resolver
 from gateway.sip.endpoint import CallHandler, Endpoint, EndpointSettings
@@ -77,6 +77,7 @@ class Node:
                             static_nat=lambda: self.config.node.static_nat_address,
                             encryption=lambda: self.config.global_settings.sip_media_encryption,
                             turn_for=self._turn_for,
+                            stun_for=self._stun_for,
                             mssip_domain=lambda location: self.config.mssip_domain_for(
                                 location or self.config.node.location),
                             session_timers=lambda: TimerPolicy(
@@ -91,19 +92,27 @@ class Node:
         self._work: set[asyncio.Future[None]] = set()
         self.stopped = asyncio.Event()
 
+    def _server_name(self, rule_choice: str, location_name: str,
+                     of_location: Callable[[Location], str]) -> str:
+        """A rule's TURN or STUN server, else that of the call's outgoing location (the
+        node's when the rule says automatic)."""
+        if rule_choice:
+            return rule_choice
+        location = self.config.location(location_name or self.config.node.location)
+        return of_location(location) if location is not None else ""
+
     def _turn_for(self, rule_turn: str, location_name: str) -> TurnSettings | None:
-        """The TURN server for the Lync leg: the rule's, else that of the call's outgoing
-        location (the node's when the rule says automatic)."""
-        name = rule_turn
-        location_name = location_name or self.config.node.location
-        if not name and location_name:
-            location = self.config.location(location_name)
-            name = location.turn_server if location is not None else ""
+        name = self._server_name(rule_turn, location_name, lambda loc: loc.turn_server)
         server = next((t for t in self.config.turn_servers if t.name == name), None)
         if server is None:
             return None
         return TurnSettings(server.address, server.port, server.username, server.password,
                             server.transport)
+
+    def _stun_for(self, rule_stun: str, location_name: str) -> tuple[str, int] | None:
+        name = self._server_name(rule_stun, location_name, lambda loc: loc.stun_server)
+        server = next((s for s in self.config.stun_servers if s.name == name), None)
+        return None if server is None else (server.address, server.port)
 
     def _next_hops(self) -> dict[str, NextHop]:
         """`call_via` names: the configured SIP proxies and Lync servers."""

@@ -20,6 +20,7 @@ from gateway.media.relay import Side, StreamRelay
 from gateway.media.srtp import SrtpContext
 from ice.ports import PortAllocator
 from ice.session import IceSession
+from sdp.anchor import Remote
 from sdp.attributes import Crypto
 
 CallMediaTimeout = Callable[[str], None]  # called with the reason
@@ -32,17 +33,20 @@ class StreamPlan:
     media: str
     ice: IceSession  # its selected pairs carry the Lync side
     sip_remote: tuple[str, int]  # RTP address from the SIP side's SDP
-    sip_remote_rtcp: tuple[str, int] | None = None  # None: rtcp-mux
+    sip_remote_rtcp: tuple[str, int] | None = None  # None: rtcp-mux, RTCP goes with RTP
     lync_key_in: Crypto | None = None  # Lync's a=crypto (what it sends with)
     lync_key_out: Crypto | None = None  # ours toward Lync
     sip_key_in: Crypto | None = None
     sip_key_out: Crypto | None = None
-    sip_pt: dict[int, int] = field(default_factory=dict)  # Lync's payload type -> SIP side's
+    # Payload types renumbered in packets toward each side (sdp.offer_answer.payload_remap).
+    lync_pt_map: dict[int, int] = field(default_factory=dict)
+    sip_pt_map: dict[int, int] = field(default_factory=dict)
 
 
 class MediaBackend(Protocol):
     async def reserve(self, host: str, count: int, rtcp_mux: bool) -> list[int]:
-        """SIP-side RTP ports for `count` streams (RTCP on the next one unless muxed)."""
+        """SIP-side RTP ports for `count` streams; unless muxed, each even with RTCP on the
+        next one."""
         ...
 
     def connect(self, plans: list[StreamPlan | None], timeout: float) -> CallMedia:
@@ -88,16 +92,14 @@ class BuiltinRelay:
                 continue
             sip.rtp.point_at(plan.sip_remote)
             if sip.rtcp_endpoint is not None:
-                sip.rtcp_endpoint.point_at(plan.sip_remote_rtcp or (
-                    plan.sip_remote[0], plan.sip_remote[1] + 1))
+                sip.rtcp_endpoint.point_at(plan.sip_remote_rtcp or plan.sip_remote)
             lync = IceMedia(plan.ice, self._into(index, from_sip=False))
             self._relays.append(StreamRelay(
                 plan.media,
                 Side("lync", lync.send, _ctx(plan.lync_key_in, True),
-                     _ctx(plan.lync_key_out, False),
-                     pt_map={sip_pt: lync_pt for lync_pt, sip_pt in plan.sip_pt.items()}),
+                     _ctx(plan.lync_key_out, False), pt_map=plan.lync_pt_map),
                 Side("sip", sip.send, _ctx(plan.sip_key_in, True), _ctx(plan.sip_key_out, False),
-                     pt_map=dict(plan.sip_pt)),
+                     pt_map=plan.sip_pt_map),
                 clock=loop.time,
             ))
         self.media = CallMedia([r for r in self._relays if r.media != "unused"],
@@ -131,8 +133,10 @@ def _ctx(crypto: Crypto | None, inbound: bool) -> SrtpContext | None:
 
 class SipBridge:
     """Both legs plain SIP (no ICE): each stream gets a port toward the caller and one toward
-    the callee, and the relay joins them. RTCP on the port after each RTP port unless the
-    offer asked for rtcp-mux."""
+    the callee, and the relay joins them. RTCP on the port after each (even) RTP port unless
+    the offer asked for rtcp-mux. Payload types pass unchanged: each side gets the other's
+    description with its codecs as written, so each sends with the numbers the receiver
+    chose (RFC 3264 5.1)."""
 
     def __init__(self, ports: PortAllocator, on_timeout: CallMediaTimeout) -> None:
         self.ports = ports
@@ -158,8 +162,8 @@ class SipBridge:
             raise
         return [m.rtp.port for m in self.caller], [m.rtp.port for m in self.callee]
 
-    def connect(self, media: list[str], caller: list[tuple[str, int] | None],
-                callee: list[tuple[str, int] | None], timeout: float) -> CallMedia:
+    def connect(self, media: list[str], caller: list[Remote | None],
+                callee: list[Remote | None], timeout: float) -> CallMedia:
         loop = asyncio.get_running_loop()
         self.repoint(caller_side=True, remotes=caller)
         self.repoint(caller_side=False, remotes=callee)
@@ -172,16 +176,16 @@ class SipBridge:
         self.media.start()
         return self.media
 
-    def repoint(self, *, caller_side: bool, remotes: list[tuple[str, int] | None]) -> None:
+    def repoint(self, *, caller_side: bool, remotes: list[Remote | None]) -> None:
         """Send each stream toward the addresses a (re-)offer or answer of that side gives;
         a rejected stream or the null address of an old-style hold leaves it as it was."""
         for endpoint, remote in zip(self.caller if caller_side else self.callee, remotes,
                                     strict=False):
-            if remote is None or remote[0] in ("0.0.0.0", "::"):
+            if remote is None or remote.rtp[0] in ("0.0.0.0", "::"):
                 continue
-            endpoint.rtp.point_at(remote)
+            endpoint.rtp.point_at(remote.rtp)
             if endpoint.rtcp_endpoint is not None:
-                endpoint.rtcp_endpoint.point_at((remote[0], remote[1] + 1))
+                endpoint.rtcp_endpoint.point_at(remote.rtcp)
 
     def _into(self, index: int, *, from_caller: bool) -> Receive:
         def receive(data: bytes, rtcp: bool | None) -> None:

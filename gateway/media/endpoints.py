@@ -79,16 +79,14 @@ class SipMedia:
     @classmethod
     async def open(cls, ports: PortAllocator, host: str, remote: tuple[str, int],
                    remote_rtcp: tuple[str, int] | None, receive: Receive) -> SipMedia:
-        """`remote_rtcp` None means rtcp-mux (one port both ways)."""
-        rtp = await UdpEndpoint.open(ports, host, remote, None if remote_rtcp is None else
-                                     False, receive)
-        rtcp = None
-        if remote_rtcp is not None:
-            try:
-                rtcp = await UdpEndpoint.open(ports, host, remote_rtcp, True, receive)
-            except BaseException:
-                rtp.close(ports)
-                raise
+        """`remote_rtcp` None means rtcp-mux (one port both ways). Otherwise RTCP is on the
+        port after RTP's, as the SDP we write implies by leaving out a=rtcp."""
+        if remote_rtcp is None:
+            return cls(await UdpEndpoint.open(ports, host, remote, None, receive), None)
+        (_, rtp), (_, rtcp), port = await ports.bind_udp_pair(
+            lambda: UdpEndpoint(remote, False, receive),
+            lambda: UdpEndpoint(remote_rtcp, True, receive), host)
+        rtp.port, rtcp.port = port, port + 1
         return cls(rtp, rtcp)
 
     def send(self, packet: bytes, rtcp: bool) -> None:

@@ -8,9 +8,9 @@ class MediaError(Exception):
 
 
 class PacketError(MediaError):
-    """One packet that is dropped (too short, not RTP v2, failed authentication); counted,
-    never fatal to the call."""
+    """One packet that is dropped (too short, not RTP v2, failed authentication, refused by
+    libsrtp when protecting); counted, never fatal to the call."""
 
     def __init__(self, kind: str) -> None:
-        self.kind = kind  # the counter it increments: short, version, auth
+        self.kind = kind  # the counter it increments: short, version, auth, protect
         super().__init__(kind)

@@ -51,6 +51,12 @@ class StreamRelay:
             if src.srtp_in is not None:
                 packet = src.srtp_in.unprotect(packet, rtcp)
             check(packet, rtcp)
+            if not rtcp:
+                pt = packet[1] & 0x7F
+                mapped = dst.pt_map.get(pt, pt)
+                if mapped != pt:
+                    packet = b"%c%c" % (packet[0], (packet[1] & 0x80) | mapped) + packet[2:]
+            out = packet if dst.srtp_out is None else dst.srtp_out.protect(packet, rtcp)
         except PacketError as exc:
             stats.drop(exc.kind)
             return
@@ -59,13 +65,7 @@ class StreamRelay:
             stats.rtcp(packet, now)
         else:
             stats.rtp(packet, now)
-            pt = packet[1] & 0x7F
-            mapped = dst.pt_map.get(pt, pt)
-            if mapped != pt:
-                packet = b"%c%c" % (packet[0], (packet[1] & 0x80) | mapped) + packet[2:]
-        if dst.srtp_out is not None:
-            packet = dst.srtp_out.protect(packet, rtcp)
-        dst.send(packet, rtcp)
+        dst.send(out, rtcp)
 
     def silent_for(self, now: float) -> float:
         """Seconds since the stream last carried a packet in any direction (since the start

@@ -18,11 +18,27 @@ def is_rtcp(packet: bytes) -> bool:
 
 
 def check(packet: bytes, rtcp: bool) -> None:
-    """Raise PacketError for what no RTP stack would accept."""
+    """Raise PacketError for what no RTP stack would accept: too short for its header
+    (RTP's includes the CSRC list and the header extension its first octet announces,
+    RFC 3550 5.1, 5.3.1), or not version 2."""
     if len(packet) < (MIN_RTCP if rtcp else MIN_RTP):
         raise PacketError("short")
     if packet[0] >> 6 != 2:
         raise PacketError("version")
+    # Most packets have neither CSRCs nor an extension: their 12 octets are checked above.
+    if not rtcp and packet[0] & 0x1F and len(packet) < rtp_header_length(packet):
+        raise PacketError("short")
+
+
+def rtp_header_length(packet: bytes) -> int:
+    """Octets up to the payload of an RTP packet of at least MIN_RTP octets (more than the
+    packet holds when it is truncated)."""
+    length = MIN_RTP + 4 * (packet[0] & 0x0F)
+    if packet[0] & 0x10:
+        if len(packet) < length + 4:
+            return length + 4
+        length += 4 + 4 * ((packet[length + 2] << 8) | packet[length + 3])
+    return length
 
 
 @dataclass

@@ -66,7 +66,12 @@ class SrtpContext:
         )
 
     def protect(self, packet: bytes, rtcp: bool) -> bytes:
-        out = self.session.protect_rtcp(packet) if rtcp else self.session.protect(packet)
+        try:
+            out = self.session.protect_rtcp(packet) if rtcp else self.session.protect(packet)
+        except pylibsrtp.Error:
+            # What check() lets through libsrtp may still refuse (it parses more of the
+            # packet): that one packet is dropped, never the relay's socket callback.
+            raise PacketError("protect") from None
         return self._with_mki(out, SRTCP_TAG if rtcp else self.rtp_tag)
 
     def unprotect(self, packet: bytes, rtcp: bool) -> bytes:

@@ -437,3 +437,28 @@ async def test_a_failure_while_setting_up_the_call_still_answers_the_caller() ->
     sent = h.take()
     assert statuses(sent, CALLER) == [100, 500]
     assert h.b2bua.calls == {}
+
+
+async def test_a_rules_bandwidth_cap_reaches_both_sides_of_an_anchored_call() -> None:
+    """Without transcoding the cap is asked of each sender: the callee's offer and the
+    caller's answer both say b=AS at the rule's limit."""
+    base = free_port()
+    rules = RULES + "max_bandwidth_kbps = 512\n"
+    h = Harness([FIRST], ports=PortAllocator(base, base + 20), address="127.0.0.1",
+                rules=rules)
+    body = sdp_body(4000)
+    h.feed(invite().replace(b"Content-Length: 10\r\n\r\nv=0\r\ns=x\r\n",
+                            b"Content-Length: %d\r\n\r\n" % len(body) + body), CALLER)
+    for _ in range(20):
+        await h.settle()
+    out, peer = outbound(h.take(), "INVITE")
+    assert b"b=AS:512" in out.body
+    h.feed(make_response(out, 200, to_tag="callee", headers=(("Contact", "<sip:a@x>"),),
+                         body=sdp_body(5000), content_type="application/sdp"), peer)
+    answer = next(m for m, _ in h.take() if isinstance(m, Response) and m.status == 200)
+    assert b"b=AS:512" in answer.body
+    h.feed((f"BYE sip:gw@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5062;"
+            f"branch=z9hG4bK-bwbye;rport\r\nFrom: <sip:bob@example.org>;tag=caller\r\n"
+            f"To: <sip:alice@gw.example.com>;tag={answer.to.tag}\r\nCall-ID: in-call-1\r\n"
+            "CSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode(), CALLER)
+    assert h.b2bua.calls == {}

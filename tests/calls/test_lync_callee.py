@@ -1,7 +1,10 @@
 """A call from a plain SIP phone toward a Lync client, end to end on loopback: the gateway
 offers ICE and SRTP to "Lync" (an aioice agent), answers the phone with plain RTP on relay
 ports, runs ICE as the controlling agent, sends the second INVITE with a=remote-candidates,
-ACKs its answer, and relays RTP <-> SRTP; the From toward Lync is in the gateway's domain."""
+ACKs its answer, and relays RTP <-> SRTP, renumbering payload types Lync numbered
+differently and sending RTCP where the phone's a=rtcp says; the From toward Lync is in the
+gateway's domain. Also: the rule's bandwidth cap and STUN server reach both SDPs, streams
+gather side by side, and a call that ends while gathering gives every port back."""
 
 from __future__ import annotations
 
@@ -12,13 +15,16 @@ import os
 import aioice
 import pytest
 
+from gateway.calls.lync_callee import LyncCallee
 from gateway.sip.message import Request, Response, make_response
 from gateway.sip.transaction import Peer
 from ice.candidate import Candidate, parse_candidate
+from ice.errors import IceError
 from ice.ports import PortAllocator
 from sdp.parse import parse_sdp
 from tests.calls.test_b2bua import FIRST, Harness, outbound, phone, sdp_body
-from tests.media.test_relay import far_end, rtp
+from tests.calls.test_lync_media import HeldPairs, StunServer, silent_turn, wait_for_ports
+from tests.media.test_relay import far_end, rtcp_sr, rtp
 from tests.peers import free_port
 
 PHONE = Peer("UDP", "127.0.0.1", 5062)
@@ -39,20 +45,29 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
                         ["127.0.0.1"])
 
 
-async def test_sip_phone_calls_a_lync_client_through_ice_and_srtp() -> None:
-    base = free_port()
-    ports = PortAllocator(base, base + 40)
-    phone_sock, phone_rx, phone_port = await phone()
-    h = Harness([FIRST], ports=ports, address="127.0.0.1", rules=RULES)
-    h.b2bua.mssip_domain = {"": "vc.example.com"}.__getitem__  # automatic: the ingress location
-    body = sdp_body(phone_port)
-    h.feed((f"INVITE sip:alice@gw.example.com SIP/2.0\r\n"
+def phone_invite(body: bytes) -> bytes:
+    return (f"INVITE sip:alice@gw.example.com SIP/2.0\r\n"
             "Via: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK-p1;rport\r\n"
             "From: \"Room 12\" <sip:room12@10.0.0.7>;tag=phone\r\n"
             "To: <sip:alice@gw.example.com>\r\nCall-ID: to-lync-1\r\nCSeq: 1 INVITE\r\n"
             "Contact: <sip:room12@127.0.0.1:5062>\r\nMax-Forwards: 70\r\n"
             f"Content-Type: application/sdp\r\nContent-Length: {len(body)}\r\n\r\n"
-            ).encode() + body, PHONE)
+            ).encode() + body
+
+
+@pytest.mark.parametrize("event_pt", [101, 96])
+async def test_sip_phone_calls_a_lync_client_through_ice_and_srtp(event_pt: int) -> None:
+    """Media both ways; with Lync numbering telephone-event 96 where the phone has 101, each
+    side gets events in its own numbering whichever of the two the other sends with."""
+    base = free_port()
+    ports = PortAllocator(base, base + 40)
+    phone_sock, phone_rx, phone_port = await phone()
+    rtcp_sock, rtcp_rx, rtcp_port = await phone()
+    h = Harness([FIRST], ports=ports, address="127.0.0.1", rules=RULES)
+    h.b2bua.mssip_domain = {"": "vc.example.com"}.__getitem__  # automatic: the ingress location
+    body = sdp_body(phone_port).replace(b"RTP/AVP 9\r\n", b"RTP/AVP 9 101\r\na=rtcp:%d\r\n"
+                                        b"a=rtpmap:101 telephone-event/8000\r\n" % rtcp_port)
+    h.feed(phone_invite(body), PHONE)
     for _ in range(30):
         await h.settle()
     out, lync_peer = outbound(h.take(), "INVITE")
@@ -61,7 +76,7 @@ async def test_sip_phone_calls_a_lync_client_through_ice_and_srtp() -> None:
     offer = parse_sdp(out.body)
     audio = offer.media[0]
     assert audio.proto == "RTP/SAVP" and audio.has("ice-ufrag") and audio.has("rtcp-mux")
-    assert audio.formats == ["9"] and audio.cryptos()
+    assert audio.formats == ["9", "101"] and audio.cryptos()
 
     # "Lync" answers: its own ICE agent and key.
     lync = aioice.Connection(ice_controlling=False, components=1, use_ipv6=False)
@@ -70,10 +85,11 @@ async def test_sip_phone_calls_a_lync_client_through_ice_and_srtp() -> None:
     candidates = "".join(f"a={Candidate.from_aioice(c).attribute()}\r\n"
                          for c in lync.local_candidates)
     answer = (f"v=0\r\no=- 0 1 IN IP4 127.0.0.1\r\ns=session\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-              f"m=audio {lync.local_candidates[0].port} RTP/SAVP 9\r\n"
+              f"m=audio {lync.local_candidates[0].port} RTP/SAVP 9 {event_pt}\r\n"
               f"a=ice-ufrag:{lync.local_username}\r\na=ice-pwd:{lync.local_password}\r\n"
               f"{candidates}a=rtcp-mux\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"
-              f"{base64.b64encode(lync_key).decode()}|2^31\r\na=rtpmap:9 G722/8000\r\n")
+              f"{base64.b64encode(lync_key).decode()}|2^31\r\na=rtpmap:9 G722/8000\r\n"
+              f"a=rtpmap:{event_pt} telephone-event/8000\r\n")
     h.feed(make_response(out, 200, to_tag="lync", body=answer.encode(),
                          headers=(("Contact", "<sip:alice@127.0.0.1;transport=tls>"),),
                          content_type="application/sdp"), lync_peer)
@@ -110,5 +126,100 @@ async def test_sip_phone_calls_a_lync_client_through_ice_and_srtp() -> None:
     assert rx.unprotect(await asyncio.wait_for(lync.recv(), 5)) == rtp(1, pt=9, ssrc=5)
     await lync.send(tx.protect(rtp(2, pt=9, ssrc=6)))
     assert await asyncio.wait_for(phone_rx.got.get(), 5) == rtp(2, pt=9, ssrc=6)
+    for seq, pt in ((3, event_pt), (4, 101)):  # as we answered it, and as it numbers it
+        phone_sock.sendto(rtp(seq, pt=pt, ssrc=5), ("127.0.0.1", relay_port))
+        assert rx.unprotect(await asyncio.wait_for(lync.recv(), 5)) == rtp(seq, pt=event_pt,
+                                                                            ssrc=5)
+    for seq, pt in ((5, 101), (6, event_pt)):  # as we offered it, and as Lync numbers it
+        await lync.send(tx.protect(rtp(seq, pt=pt, ssrc=6)))
+        assert await asyncio.wait_for(phone_rx.got.get(), 5) == rtp(seq, pt=101, ssrc=6)
+    await lync.send(tx.protect_rtcp(rtcp_sr(6)))
+    assert await asyncio.wait_for(rtcp_rx.got.get(), 5) == rtcp_sr(6)  # to its a=rtcp
     await lync.close()
     phone_sock.close()
+    rtcp_sock.close()
+
+
+async def test_the_rules_bandwidth_cap_and_stun_server_reach_both_sides() -> None:
+    """Lync's offer carries the rule's cap (b=AS/b=TIAS, and x-mediabw, which Lync reads)
+    and a server-reflexive candidate from the STUN server the hook names for the rule; the
+    phone's answer asks for no more than the cap either."""
+    stun_transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+        StunServer, local_addr=("127.0.0.1", 0))
+    stun_at = ("127.0.0.1", int(stun_transport.get_extra_info("sockname")[1]))
+    base = free_port()
+    ports = PortAllocator(base, base + 40)
+    rules = RULES.replace('outgoing_protocol', 'stun_server = "edge-stun"\n'
+                          'max_bandwidth_kbps = 256\noutgoing_protocol')
+    rules += '[[stun_servers]]\nname = "edge-stun"\naddress = "127.0.0.1"\nport = 3478\n'
+    h = Harness([FIRST], ports=ports, address="127.0.0.1", rules=rules)
+    asked: list[tuple[str, str]] = []
+
+    def stun_for(rule: str, location: str) -> tuple[str, int]:
+        asked.append((rule, location))
+        return stun_at
+
+    h.b2bua.stun_for = stun_for
+    h.feed(phone_invite(sdp_body(5004)), PHONE)
+    for _ in range(30):
+        await h.settle()
+    out, lync_peer = outbound(h.take(), "INVITE")
+    assert asked == [("edge-stun", "")]
+    audio = parse_sdp(out.body).media[0]
+    assert (audio.bandwidth("AS"), audio.bandwidth("TIAS")) == (256, 256000)
+    assert audio.attribute("x-mediabw") == "main-audio send=256;recv=256"
+    assert any(" typ srflx " in c for c in audio.attributes("candidate"))
+    answer = (b"v=0\r\no=- 0 1 IN IP4 127.0.0.1\r\ns=session\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+              b"m=audio 5006 RTP/SAVP 9\r\na=ice-ufrag:abcd\r\na=ice-pwd:" + b"p" * 22 +
+              b"\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:" + base64.b64encode(
+                  os.urandom(30)) + b"|2^31\r\na=rtpmap:9 G722/8000\r\n")
+    h.feed(make_response(out, 200, to_tag="lync", body=answer,
+                         headers=(("Contact", "<sip:alice@127.0.0.1;transport=tls>"),),
+                         content_type="application/sdp"), lync_peer)
+    ok = next(m for m, _ in h.take() if isinstance(m, Response) and m.status == 200)
+    to_phone = parse_sdp(ok.body).media[0]
+    assert (to_phone.bandwidth("AS"), to_phone.bandwidth("TIAS")) == (256, 256000)
+    [call] = h.b2bua.calls.values()
+    assert call.lync_callee is not None
+    await call.lync_callee.close()
+    stun_transport.close()
+    assert ports.in_use == set()
+
+
+AUDIO_VIDEO = (b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+               b"m=audio 5004 RTP/AVP 9\r\na=rtpmap:9 G722/8000\r\n"
+               b"m=video 5006 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n")
+
+
+async def test_streams_gather_side_by_side_and_close_meanwhile_frees_every_port() -> None:
+    """A CANCEL while the TURN server has not answered: both streams are gathering at once
+    (a dead TURN server delays Lync's INVITE by its timeout once, not per stream); close()
+    returns with every port back, and offer() raises IceError."""
+    base = free_port()
+    ports = PortAllocator(base, base + 40)
+    with silent_turn() as turn:
+        callee = LyncCallee(parse_sdp(AUDIO_VIDEO), ports, "127.0.0.1", "", "best_effort",
+                            print, turn=turn)
+        offering = asyncio.ensure_future(callee.offer())
+        await wait_for_ports(ports, 2)  # audio's and video's host port, together
+        await asyncio.wait_for(callee.close(), 1)
+        assert ports.in_use == set()
+        with pytest.raises(IceError, match="closed while gathering"):
+            await asyncio.wait_for(offering, 1)
+    await asyncio.sleep(0.1)
+    assert ports.in_use == set()
+
+
+async def test_ports_reserved_after_close_are_released_too() -> None:
+    """close() comes while the ports toward the caller are being bound: the ones bound
+    after it are released as well, and offer() raises IceError rather than offering."""
+    base = free_port()
+    ports = HeldPairs(base, base + 40)
+    callee = LyncCallee(parse_sdp(AUDIO_VIDEO), ports, "127.0.0.1", "", "best_effort", print)
+    offering = asyncio.ensure_future(callee.offer())
+    await asyncio.wait_for(ports.waiting.wait(), 5)
+    await callee.close()
+    ports.go.set()
+    with pytest.raises(IceError, match="the call ended while its media was being prepared"):
+        await asyncio.wait_for(offering, 5)
+    assert ports.in_use == set()

@@ -1,25 +1,39 @@
 """A Lync-style call end to end on loopback: the caller (an aioice agent playing the Lync
 client) sends a multipart offer with ICE candidates and SRTP keys; the gateway offers plain
 RTP to the SIP side, answers Lync with its own candidates and key, terminates ICE, and the
-relay carries SRTP from Lync as RTP to the SIP phone and back."""
+relay carries SRTP from Lync as RTP to the SIP phone and back, renumbering payload types
+the phone numbered differently and sending RTCP where the phone's a=rtcp says. Also: the
+rule's bandwidth cap and STUN server reach both SDPs, streams gather side by side, and a
+call that ends while gathering gives every port back."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
+import socket
+from collections.abc import Iterator
+from typing import Any
 
 import aioice
 import pytest
+from aioice import stun
 
+from gateway.calls.lync_media import LyncMedia
 from gateway.sip.message import Request, Response, make_response
 from gateway.sip.transaction import Peer
 from ice.candidate import Candidate, parse_candidate
+from ice.errors import IceError
 from ice.ports import PortAllocator
+from ice.session import TurnSettings
+from sdp.model import SessionDescription
+from sdp.multipart import pick_sdp, split
 from sdp.parse import parse_sdp
-from tests.calls.test_b2bua import FIRST, Harness, outbound, phone
-from tests.media.test_relay import far_end, rtp
+from tests.calls.test_b2bua import FIRST, RULES, Harness, outbound, phone
+from tests.media.test_relay import far_end, rtcp_sr, rtp
 from tests.peers import free_port
+from tests.sdp.conftest import LYNC_BOUNDARY, fixture
 
 LYNC = Peer("TLS", "127.0.0.1", 5061, connection=3)
 BOUNDARY = "lyncboundary"
@@ -65,7 +79,10 @@ def invite(body: bytes) -> bytes:
     ).encode() + body
 
 
-async def test_lync_ice_and_srtp_to_a_plain_rtp_phone() -> None:
+@pytest.mark.parametrize("event_pt", [101, 96])
+async def test_lync_ice_and_srtp_to_a_plain_rtp_phone(event_pt: int) -> None:
+    """Media both ways; with the phone numbering telephone-event 96 where Lync has 101,
+    Lync's events reach it as 96 and its own come back to Lync as 101."""
     base = free_port()
     ports = PortAllocator(base, base + 40)
     lync = aioice.Connection(ice_controlling=True, components=1, use_ipv6=False)
@@ -82,8 +99,11 @@ async def test_lync_ice_and_srtp_to_a_plain_rtp_phone() -> None:
     audio = sip_offer.media[0]
     assert audio.proto == "RTP/AVP" and audio.formats == ["9", "0", "101"]
     assert not audio.has("ice-ufrag") and not audio.has("crypto")
+    rtcp_sock, rtcp_rx, rtcp_port = await phone()
     sip_answer = (f"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-                  f"m=audio {phone_port} RTP/AVP 9\r\na=rtpmap:9 G722/8000\r\n").encode()
+                  f"m=audio {phone_port} RTP/AVP 9 {event_pt}\r\na=rtcp:{rtcp_port}\r\n"
+                  f"a=rtpmap:9 G722/8000\r\na=rtpmap:{event_pt} telephone-event/8000\r\n"
+                  ).encode()
     h.feed(make_response(out, 200, to_tag="phone", headers=(("Contact", "<sip:p@127.0.0.1>"),),
                          body=sip_answer, content_type="application/sdp"), peer)
     sent = h.take()
@@ -91,7 +111,7 @@ async def test_lync_ice_and_srtp_to_a_plain_rtp_phone() -> None:
     assert ok.headers.get("Content-Type") == "application/sdp"
     answer = parse_sdp(ok.body)
     ours, sharing = answer.media
-    assert sharing.rejected and ours.proto == "RTP/SAVP" and ours.formats == ["9"]
+    assert sharing.rejected and ours.proto == "RTP/SAVP" and ours.formats == ["9", "101"]
     our_key = base64.b64decode(ours.cryptos()[0].key)
 
     lync.remote_username = ours.attribute("ice-ufrag")
@@ -113,6 +133,14 @@ async def test_lync_ice_and_srtp_to_a_plain_rtp_phone() -> None:
     sip_port = call.lync.sip_ports[0]
     phone_sock.sendto(rtp(2, pt=9, ssrc=77), ("127.0.0.1", sip_port))
     assert rx.unprotect(await asyncio.wait_for(lync.recv(), 5)) == rtp(2, pt=9, ssrc=77)
+    await lync.send(tx.protect(rtp(3, pt=101, ssrc=42)))
+    assert await asyncio.wait_for(phone_rx.got.get(), 5) == rtp(3, pt=event_pt, ssrc=42)
+    for seq, pt in ((4, 101), (5, event_pt)):  # as we offered it, and as it numbers it
+        phone_sock.sendto(rtp(seq, pt=pt, ssrc=77), ("127.0.0.1", sip_port))
+        assert rx.unprotect(await asyncio.wait_for(lync.recv(), 5)) == rtp(seq, pt=101,
+                                                                            ssrc=77)
+    await lync.send(tx.protect_rtcp(rtcp_sr(42)))
+    assert await asyncio.wait_for(rtcp_rx.got.get(), 5) == rtcp_sr(42)  # to its a=rtcp
     assert h.b2bua.ice_outcomes == {"connected": 1}
 
     bye = (f"BYE sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5061;branch=z9hG4bK-lb\r\n"
@@ -126,3 +154,137 @@ async def test_lync_ice_and_srtp_to_a_plain_rtp_phone() -> None:
     assert isinstance(outbound(h.take(), "BYE")[0], Request)
     await lync.close()
     phone_sock.close()
+    rtcp_sock.close()
+
+
+RULE_WITH_CAP = RULES.replace('replace = ', 'max_bandwidth_kbps = 512\nreplace = ')
+
+
+class StunServer(asyncio.DatagramProtocol):
+    """Answers every Binding request with the address it came from."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        request = stun.parse_message(data)
+        response = stun.Message(message_method=request.message_method,
+                                message_class=stun.Class.RESPONSE,
+                                transaction_id=request.transaction_id)
+        response.attributes["XOR-MAPPED-ADDRESS"] = addr
+        self.transport.sendto(bytes(response), addr)  # type: ignore[attr-defined]
+
+
+async def test_the_rules_bandwidth_cap_and_stun_server_reach_both_sides() -> None:
+    """The SIP side's offer asks for no more than the rule's cap (b=AS/b=TIAS) and so does
+    the answer to Lync (with Lync's x-mediabw lowered too); the STUN server the B2BUA's hook
+    names for the rule and location gives Lync a server-reflexive candidate."""
+    stun_transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+        StunServer, local_addr=("127.0.0.1", 0))
+    stun_at = ("127.0.0.1", int(stun_transport.get_extra_info("sockname")[1]))
+    base = free_port()
+    ports = PortAllocator(base, base + 40)
+    lync = aioice.Connection(ice_controlling=True, components=1, use_ipv6=False)
+    await lync.gather_candidates()
+    h = Harness([FIRST], ports=ports, address="127.0.0.1", rules=RULE_WITH_CAP)
+    asked: list[tuple[str, str]] = []
+
+    def stun_for(rule: str, location: str) -> tuple[str, int]:
+        asked.append((rule, location))
+        return stun_at
+
+    h.b2bua.stun_for = stun_for
+    offer = lync_offer(lync, os.urandom(30)).replace(
+        b"a=label:main-audio\r\n", b"a=label:main-audio\r\na=x-mediabw:main-audio "
+        b"send=2000;recv=100\r\n")
+    h.feed(invite(offer), LYNC)
+    for _ in range(30):
+        await h.settle()
+    out, peer = outbound(h.take(), "INVITE")
+    assert asked == [("", "")]  # the rule names none: the location's, automatic
+    audio = parse_sdp(out.body).media[0]
+    assert (audio.bandwidth("AS"), audio.bandwidth("TIAS")) == (512, 512000)
+    sip_answer = (b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+                  b"m=audio 5004 RTP/AVP 9\r\na=rtpmap:9 G722/8000\r\n")
+    h.feed(make_response(out, 200, to_tag="phone", headers=(("Contact", "<sip:p@127.0.0.1>"),),
+                         body=sip_answer, content_type="application/sdp"), peer)
+    ok = next(m for m, p in h.take() if isinstance(m, Response) and m.status == 200)
+    ours = parse_sdp(ok.body).media[0]
+    assert (ours.bandwidth("AS"), ours.bandwidth("TIAS")) == (512, 512000)
+    assert ours.attribute("x-mediabw") == "main-audio send=100;recv=512"
+    assert any(" typ srflx " in c for c in ours.attributes("candidate"))
+    [call] = h.b2bua.calls.values()
+    assert call.lync is not None
+    await call.lync.close()
+    await lync.close()
+    stun_transport.close()
+    assert ports.in_use == set()
+
+
+@contextlib.contextmanager
+def silent_turn() -> Iterator[TurnSettings]:
+    """A TURN server that never answers: gathering waits for it (5 s) unless stopped."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        yield TurnSettings("127.0.0.1", silent.getsockname()[1], "u", "p")
+
+
+async def wait_for_ports(ports: PortAllocator, count: int) -> None:
+    for _ in range(200):
+        if len(ports.in_use) >= count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{sorted(ports.in_use)} in use, {count} expected")
+
+
+def fixture_offer() -> SessionDescription:
+    """Lync 2013's RFC 5245 part: audio and video, two components each (no rtcp-mux)."""
+    return parse_sdp(pick_sdp(split(fixture("lync2013_multipart.txt"), LYNC_BOUNDARY)).body)
+
+
+async def test_streams_gather_side_by_side_and_close_meanwhile_frees_every_port() -> None:
+    """A CANCEL while the TURN server has not answered: both streams are gathering at once
+    (a dead TURN server costs its timeout once, not per stream); close() returns with every
+    port back, and prepare() raises IceError instead of going on to reserve more."""
+    base = free_port()
+    ports = PortAllocator(base, base + 40)
+    with silent_turn() as turn:
+        media = LyncMedia(fixture_offer(), ports, "127.0.0.1", "", "best_effort", print,
+                          turn=turn)
+        preparing = asyncio.ensure_future(media.prepare())
+        await wait_for_ports(ports, 4)  # audio's and video's two host ports, together
+        await asyncio.wait_for(media.close(), 1)
+        assert ports.in_use == set()
+        with pytest.raises(IceError, match="closed while gathering"):
+            await asyncio.wait_for(preparing, 1)
+    await asyncio.sleep(0.1)
+    assert ports.in_use == set()
+
+
+class HeldPairs(PortAllocator):
+    """Port pairs wait for `go`: the call can end while the SIP side is being reserved."""
+
+    def __init__(self, first: int, last: int) -> None:
+        super().__init__(first, last)
+        self.waiting = asyncio.Event()
+        self.go = asyncio.Event()
+
+    async def bind_udp_pair(self, *args: Any, **kwargs: Any) -> Any:
+        self.waiting.set()
+        await self.go.wait()
+        return await super().bind_udp_pair(*args, **kwargs)
+
+
+async def test_ports_reserved_after_close_are_released_too() -> None:
+    """close() comes while the SIP-side ports are being bound: the ones bound after it are
+    released as well, and prepare() raises IceError rather than offering them."""
+    base = free_port()
+    ports = HeldPairs(base, base + 40)
+    media = LyncMedia(fixture_offer(), ports, "127.0.0.1", "", "best_effort", print)
+    preparing = asyncio.ensure_future(media.prepare())
+    await asyncio.wait_for(ports.waiting.wait(), 5)
+    await media.close()
+    ports.go.set()
+    with pytest.raises(IceError, match="the call ended while its media was being prepared"):
+        await asyncio.wait_for(preparing, 5)
+    assert ports.in_use == set()

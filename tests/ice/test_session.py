@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import struct
 import sys
 from collections.abc import AsyncIterator
@@ -150,6 +151,32 @@ async def test_running_out_of_media_ports_fails_gathering_and_frees_what_it_took
         await session.gather()
     assert exhausted.value.status == 503
     assert ports.in_use == set()
+
+
+async def test_close_while_gathering_stops_it_and_gives_every_port_back() -> None:
+    """A call that ends while its TURN server has not answered yet: close() stops the
+    gathering at once (not after the 5 s TURN wait) with every host port released by the
+    time it returns, gather() raises IceError, and nothing is bound afterwards."""
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # a TURN server that never answers
+    silent.bind(("127.0.0.1", 0))
+    ports = allocator()
+    session = IceSession(controlling=False, components=2, address="127.0.0.1", ports=ports,
+                         turn=TurnSettings("127.0.0.1", silent.getsockname()[1], "u", "p"))
+    gathering = asyncio.ensure_future(session.gather())
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if len(ports.in_use) == 2:
+            break
+    assert len(ports.in_use) == 2  # both host ports, TURN pending
+    await asyncio.wait_for(session.close(), 1)
+    assert ports.in_use == set()
+    with pytest.raises(IceError, match="closed while gathering"):
+        await asyncio.wait_for(gathering, 1)
+    await asyncio.sleep(0.1)
+    assert ports.in_use == set()
+    with pytest.raises(IceError, match="closed before gathering"):
+        await session.gather()
+    silent.close()
 
 
 # -- libnice ----------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The relay on real loopback sockets: a Lync-like peer behind ICE sending SRTP (rtcp-mux) and
 a SIP endpoint sending plain RTP from another port than its SDP says (latching), with
-payload-type remapping, both ways; and the SIP side with separate RTP/RTCP ports."""
+payload-type remapping, both ways; the SIP side with separate RTP/RTCP ports, bound as an
+even port and the next, and RTCP sent where the peer's a=rtcp says."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ import socket
 import aioice
 import pytest
 
-from gateway.media.backend import BuiltinRelay, StreamPlan
+from gateway.media.backend import BuiltinRelay, SipBridge, StreamPlan
 from gateway.media.endpoints import SipMedia
 from ice.candidate import Candidate
 from ice.ports import PortAllocator
 from ice.session import IceSession
+from sdp.anchor import remote_addresses
+from sdp.parse import parse_sdp
 from tests.media.test_relay import crypto, far_end, rtcp_sr, rtp
 from tests.peers import free_port
 
@@ -69,7 +72,7 @@ async def test_lync_srtp_over_ice_to_sip_rtp_with_latching_and_remap() -> None:
     [sip_port] = await backend.reserve("127.0.0.1", 1, rtcp_mux=True)
     media = backend.connect([StreamPlan(
         "audio", ours, ("127.0.0.1", sdp_port), None, lync_key_in=their_crypto,
-        lync_key_out=our_crypto, sip_pt={9: 109})], timeout=30)
+        lync_key_out=our_crypto, lync_pt_map={109: 9}, sip_pt_map={9: 109})], timeout=30)
 
     phone.sendto(rtp(1, pt=109, ssrc=7), ("127.0.0.1", sip_port))  # latches
     data = await asyncio.wait_for(lync.recv(), 5)
@@ -131,3 +134,59 @@ async def test_a_call_without_media_times_out_with_the_reason() -> None:
     backend.close()
     await session.close()
     assert ports.in_use == set()
+
+
+async def test_sip_side_rtcp_is_on_the_port_after_an_even_rtp_port() -> None:
+    """The SDP toward a SIP endpoint has no a=rtcp, which means RTCP on RTP + 1 (RFC 3550
+    11): the relay binds exactly that pair, even when the port after the next free one is
+    someone else's, for a Lync call's SIP side and for both sides of a SIP-to-SIP bridge."""
+    base = free_port() // 2 * 2
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as held:
+        held.bind(("127.0.0.1", base + 1))
+        ports = PortAllocator(base, base + 11)
+        relay = BuiltinRelay(ports, on_timeout=print)
+        [rtp_port] = await relay.reserve("127.0.0.1", 1, rtcp_mux=False)
+        bridge = SipBridge(ports, on_timeout=print)
+        caller, callee = await bridge.reserve("127.0.0.1", [False])
+        endpoints = [relay._sip[0], bridge.caller[0], bridge.callee[0]]
+        assert [e.rtp.port for e in endpoints] == [rtp_port, *caller, *callee]
+        for endpoint in endpoints:
+            assert endpoint.rtp.port % 2 == 0 and endpoint.rtcp_endpoint is not None
+            assert endpoint.rtcp_endpoint.port == endpoint.rtp.port + 1
+        assert rtp_port == base + 2  # base + 1 is held: base is no RTP port
+        relay.close()
+        bridge.close()
+    assert ports.in_use == set()
+
+
+async def test_bridge_sends_rtcp_where_the_peers_a_rtcp_says() -> None:
+    """RFC 3605: a peer that states a=rtcp gets its RTCP there, on connect and after a
+    re-offer moves it; without a=rtcp, on its RTP port + 1."""
+    base = free_port()
+    ports = PortAllocator(base, base + 20)
+    rtcp_at, rtcp_rx, rtcp_port = await endpoint_socket()
+    moved_to, moved_rx, moved_port = await endpoint_socket()
+
+    def sdp(rtp_port: int, rtcp: str = "") -> str:
+        return (f"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+                f"m=audio {rtp_port} RTP/AVP 0\r\n{rtcp}")
+
+    bridge = SipBridge(ports, on_timeout=print)
+    toward_caller, _ = await bridge.reserve("127.0.0.1", [False])
+    bridge.connect(["audio"], remote_addresses(parse_sdp(sdp(free_port()))),
+                   remote_addresses(parse_sdp(sdp(free_port(), f"a=rtcp:{rtcp_port}\r\n"))),
+                   timeout=0)
+    caller_rtcp = bridge.caller[0].rtcp_endpoint
+    assert caller_rtcp is not None and caller_rtcp.port == toward_caller[0] + 1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as caller:
+        caller.sendto(rtcp_sr(1), ("127.0.0.1", caller_rtcp.port))
+        assert await asyncio.wait_for(rtcp_rx.received.get(), 5) == rtcp_sr(1)
+        bridge.repoint(caller_side=False, remotes=remote_addresses(parse_sdp(sdp(
+            free_port(), f"a=rtcp:{moved_port} IN IP4 127.0.0.1\r\n"))))
+        caller.sendto(rtcp_sr(2), ("127.0.0.1", caller_rtcp.port))
+        assert await asyncio.wait_for(moved_rx.received.get(), 5) == rtcp_sr(2)
+    bridge.repoint(caller_side=True, remotes=remote_addresses(parse_sdp(sdp(5004))))
+    assert caller_rtcp.remote == ("127.0.0.1", 5005)
+    bridge.close()
+    rtcp_at.close()
+    moved_to.close()

@@ -1,6 +1,7 @@
 """The relay core without sockets: SRTP <-> RTP with libsrtp on the far side (MKI as Lync
 writes it), payload-type remapping with SSRC and sequence kept, rtcp-mux classification,
-loss counting, bad and forged packets dropped and counted, and the media timeout."""
+loss counting, bad and forged packets dropped and counted (any bytes at all, both ways),
+and the media timeout."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import struct
 
 import pylibsrtp
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.media.call import CallMedia
 from gateway.media.relay import Side, StreamRelay
@@ -100,6 +103,60 @@ def test_forged_short_and_non_rtp_packets_are_counted_and_dropped() -> None:
     assert sip_wire.sent == []
     assert relay.stats[("lync", "sip")].dropped == {"auth": 2}  # forged and too short
     assert relay.stats[("sip", "lync")].dropped == {"short": 1, "version": 1}
+
+
+def test_rtp_shorter_than_its_csrc_list_or_extension_is_dropped_before_srtp() -> None:
+    """A header that claims more than the packet holds (CSRC count, header extension length,
+    RFC 3550 5.1/5.3.1) is counted 'short' and dropped: libsrtp, which would refuse it with
+    an exception out of the socket callback, never sees it."""
+    relay, lync_wire, _, _, _ = relay_pair(False)
+    csrcs = bytes.fromhex("a20f0b0d04c36ed80e71e0fd77")  # CC=2, 13 bytes
+    extension = b"\x90" + rtp(1)[1:12] + b"\xbe\xde\x00\x02" + bytes(4)  # 2 words, 1 sent
+    no_room = b"\x90" + rtp(1)[1:12] + b"\xbe\xde"  # X set, extension header cut
+    for packet in (csrcs, extension, no_room):
+        relay.from_b(packet, rtcp=False)
+    whole = b"\x90" + rtp(2)[1:12] + b"\xbe\xde\x00\x01" + bytes(4) + b"payload"
+    relay.from_b(whole, rtcp=False)
+    assert relay.stats[("sip", "lync")].dropped == {"short": 3}
+    assert len(lync_wire.sent) == 1 and relay.stats[("sip", "lync")].packets == 1
+
+
+def test_a_packet_libsrtp_refuses_to_protect_is_counted_and_dropped() -> None:
+    """Whatever libsrtp refuses when protecting is one dropped packet ('protect'), never an
+    exception out of the relay."""
+    relay, lync_wire, _, _, _ = relay_pair(False)
+
+    class Refusing:
+        def protect(self, packet: bytes) -> bytes:
+            raise pylibsrtp.Error("unsupported parameter")
+
+    assert relay.a.srtp_out is not None
+    relay.a.srtp_out.session = Refusing()  # type: ignore[assignment]
+    relay.from_b(rtp(1), rtcp=False)
+    assert lync_wire.sent == [] and relay.stats[("sip", "lync")].dropped == {"protect": 1}
+    assert relay.stats[("sip", "lync")].packets == 0
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.tuples(st.binary(max_size=64), st.sampled_from([None, False, True]),
+                          st.booleans(), st.booleans()), max_size=20))
+def test_any_bytes_either_way_are_relayed_or_counted_never_raised(
+        packets: list[tuple[bytes, bool | None, bool, bool]]) -> None:
+    """Fuzz: whatever arrives on either side (half of it made to look like RTP/RTCP version
+    2), through SRTP unprotect (with and without MKI) or protect, the relay neither raises
+    nor loses count: every packet is sent on or counted as dropped."""
+    for mki in (False, True):
+        relay, lync_wire, sip_wire, _, _ = relay_pair(mki)
+        fed = {("lync", "sip"): 0, ("sip", "lync"): 0}
+        for data, rtcp, v2, from_lync in packets:
+            if v2 and data:
+                data = bytes([0x80 | (data[0] & 0x3F)]) + data[1:]
+            (relay.from_a if from_lync else relay.from_b)(data, rtcp)
+            fed[("lync", "sip") if from_lync else ("sip", "lync")] += 1
+        for direction, wire in ((("lync", "sip"), sip_wire), (("sip", "lync"), lync_wire)):
+            stats = relay.stats[direction]
+            assert len(wire.sent) == stats.packets + stats.rtcp_packets
+            assert len(wire.sent) + sum(stats.dropped.values()) == fed[direction]
 
 
 def test_rtcp_mux_is_told_apart_by_packet_type() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from sdp.errors import NotAcceptable
-from sdp.offer_answer import AUDIO, VIDEO, Codec, MediaPlan, answer
+from sdp.offer_answer import AUDIO, VIDEO, Codec, MediaPlan, answer, payload_remap
 from sdp.parse import parse_sdp
 from tests.sdp.conftest import fixture
 
@@ -111,3 +111,21 @@ def test_rtcp_mux_is_accepted_when_offered_and_planned() -> None:
     result = answer(parse_sdp(offer("audio", "a=rtcp-mux\r\n")), {"audio": AUDIO}, [PLAN],
                     origin_address="203.0.113.5")
     assert result.streams[0].rtcp_mux and "a=rtcp-mux" in result.sdp.to_text()
+
+
+def test_payload_remap_renumbers_toward_what_the_receiver_declared() -> None:
+    """RFC 3264 5.1: packets toward a side carry the numbers its own description gives each
+    codec (matched by name, clock rate and channels). The sender numbers them as the
+    description we gave it says; its own numbers are renumbered too (some endpoints send
+    with those), except one that our description gives to another codec."""
+    lync = parse_sdp(offer("audio", "a=rtpmap:96 SILK/16000\r\n", formats="96 0 101")).media[0]
+    sip = parse_sdp(offer("audio", formats="0 96").replace(
+        "a=rtpmap:101 telephone-event/8000", "a=rtpmap:96 telephone-event/8000")).media[0]
+    # Toward the SIP side, from Lync, to which we declared Lync's own numbering.
+    assert payload_remap(sip, lync, lync) == {101: 96}
+    # Toward Lync, from the SIP side, to which we offered Lync's numbers: 96 is SILK there,
+    # so a SIP 96 is read as SILK (no change), not as the SIP side's telephone-event.
+    assert payload_remap(lync, lync, sip) == {}
+    # Had we declared nothing at 96, the SIP side's own 96 is its telephone-event.
+    no_silk = parse_sdp(offer("audio", formats="0 101")).media[0]
+    assert payload_remap(no_silk, no_silk, sip) == {96: 101}

@@ -68,7 +68,7 @@ class NodeCollector(Collector):
             for outcome in ("connected", "failed"):
                 ice.add_metric([outcome], handler.ice_outcomes.get(outcome, 0))
             yield ice
-            live = {"packets": 0, "lost": 0}
+            live = {"packets": 0, "lost": 0, "dropped": 0}
             for call in handler.calls.values():
                 media = call.media
                 if media is not None:
@@ -76,14 +76,23 @@ class NodeCollector(Collector):
                         for stats_ in directions.values():
                             live["packets"] += int(str(stats_["packets"]))
                             live["lost"] += int(str(stats_["lost"]))
+                            dropped = stats_["dropped"]
+                            assert isinstance(dropped, dict)
+                            live["dropped"] += sum(dropped.values())
             yield CounterMetricFamily("lyncgate_relay_packets", "RTP packets relayed",
                                       value=handler.media_totals["packets"] + live["packets"])
+            # RFC 3550's cumulative loss falls when a late packet arrives, and a counter must
+            # never fall: ended calls' final losses are the counter, calls in progress a gauge.
             yield CounterMetricFamily("lyncgate_relay_packets_lost",
-                                      "RTP packets lost (sequence gaps) on relayed streams",
-                                      value=handler.media_totals["lost"] + live["lost"])
+                                      "RTP packets lost (sequence gaps) on ended calls' streams",
+                                      value=handler.media_totals["lost"])
+            yield GaugeMetricFamily("lyncgate_relay_packets_lost_in_progress",
+                                    "RTP packets lost so far on calls in progress",
+                                    value=live["lost"])
             yield CounterMetricFamily("lyncgate_relay_packets_dropped",
-                                      "Relayed packets dropped as bad (ended calls)",
-                                      value=handler.media_totals["dropped"])
+                                      "Relayed packets dropped as bad (short, wrong version, "
+                                      "failed authentication)",
+                                      value=handler.media_totals["dropped"] + live["dropped"])
 
 
 def registry_for(node: Node) -> CollectorRegistry:

@@ -12,5 +12,5 @@ class PacketError(MediaError):
     libsrtp when protecting); counted, never fatal to the call."""
 
     def __init__(self, kind: str) -> None:
-        self.kind = kind  # the counter it increments: short, version, auth, protect
+        self.kind = kind  # the counter it increments: short, version, auth, protect, ssrc
         super().__init__(kind)

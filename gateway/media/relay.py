@@ -15,6 +15,10 @@ from gateway.media.rtp import StreamStats, check, is_rtcp
 from gateway.media.srtp import SrtpContext
 
 Send = Callable[[bytes, bool], None]  # (packet, is RTCP)
+# libsrtp keeps a stream per SSRC it protects and finds it by a linear search, so a sender
+# that keeps changing SSRC would make every packet slower and memory grow without end. Lync
+# video announces about 100 (a=x-ssrc-range); a SIP endpoint uses a few.
+MAX_SSRCS = 128
 
 
 @dataclass
@@ -56,7 +60,14 @@ class StreamRelay:
                 mapped = dst.pt_map.get(pt, pt)
                 if mapped != pt:
                     packet = b"%c%c" % (packet[0], (packet[1] & 0x80) | mapped) + packet[2:]
-            out = packet if dst.srtp_out is None else dst.srtp_out.protect(packet, rtcp)
+            if dst.srtp_out is None:
+                out = packet
+            else:
+                if not rtcp and packet[8:12] not in stats.ssrcs:
+                    if len(stats.ssrcs) >= MAX_SSRCS:
+                        raise PacketError("ssrc")
+                    stats.ssrcs.add(packet[8:12])
+                out = dst.srtp_out.protect(packet, rtcp)
         except PacketError as exc:
             stats.drop(exc.kind)
             return

@@ -50,6 +50,7 @@ class StreamStats:
     rtcp_packets: int = 0
     last_packet: float = 0.0
     dropped: dict[str, int] = field(default_factory=dict)  # short, version, auth ...
+    ssrcs: set[bytes] = field(default_factory=set)  # those SRTP protection has seen
     _base: int | None = None
     _highest: int = 0  # extended: cycles * 65536 + sequence number
 

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.media.call import CallMedia
-from gateway.media.relay import Side, StreamRelay
+from gateway.media.relay import MAX_SSRCS, Side, StreamRelay
 from gateway.media.srtp import SrtpContext
 from sdp.attributes import Crypto
 
@@ -192,3 +192,14 @@ def test_media_timeout_names_the_silent_streams() -> None:
     assert media.expired(now[0]) == ("media timeout: no packets for 30 s "
                                      "(audio 31 s, video 51 s)")
     assert CallMedia([audio], timeout=0, on_timeout=ended.append).expired(1e9) is None
+
+
+def test_a_sender_that_keeps_changing_ssrc_is_capped_before_libsrtp() -> None:
+    """Each new SSRC costs libsrtp a stream found by linear search: past MAX_SSRCS on one
+    stream, new SSRCs are dropped ('ssrc') while the ones already seen keep flowing."""
+    relay, lync_wire, _, _, _ = relay_pair(False)
+    for n in range(MAX_SSRCS + 5):
+        relay.from_b(rtp(n + 1, pt=109, ssrc=n), rtcp=False)
+    relay.from_b(rtp(999, pt=109, ssrc=0), rtcp=False)  # an SSRC already seen
+    assert relay.stats[("sip", "lync")].dropped == {"ssrc": 5}
+    assert len(lync_wire.sent) == MAX_SSRCS + 1

@@ -8,14 +8,13 @@ does not take, 501 for methods it does not know, and hands INVITE and dialog req
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from gateway import logs
 from gateway.sip.errors import SipError, SipParseError, SipRequestError
-from gateway.sip.message import Request, Response, make_response, new_tag
+from gateway.sip.message import Request, Response, make_response, new_tag, stamp_received
 from gateway.sip.parse import error_response, parse_message
 from gateway.sip.timers import DEFAULT, Timers
 from gateway.sip.transaction import ClientTransaction, Peer, Send, ServerTransaction
@@ -83,7 +82,7 @@ class Endpoint:
         clock_tag: Callable[[], str] = new_tag,
     ) -> None:
         self.settings = settings
-        self.transactions = TransactionLayer(timers)
+        self.transactions = TransactionLayer(timers, server=settings.server, new_tag=clock_tag)
         self.handler = handler
         self.draining = False
         self._tag = clock_tag
@@ -126,21 +125,14 @@ class Endpoint:
     def _refuse(self, data: bytes, peer: Peer, exc: SipError) -> list[Event]:
         status = getattr(exc, "status", 400)
         self._count(f"parse_errors:{status}")
-        response = error_response(data, exc, self._tag())
+        response = error_response(data, exc, self._tag(), (peer.host, peer.port))
         if response is None:
             log.info("message_dropped", peer=_fmt(peer), reason=str(exc), size=len(data))
             return []
         log.info("request_refused", peer=_fmt(peer), status=response.status,
                  reason=response.reason)
         self._stamp(response)
-        try:
-            request_via = response.top_via
-        except SipParseError:
-            return []
-        to = peer if peer.reliable or request_via.wants_rport else Peer(
-            peer.transport, peer.host, request_via.port or 5060
-        )
-        return [Send(response.to_bytes(), to, response)]
+        return [Send(response.to_bytes(), response_peer(response, peer), response)]
 
     def _answer_stateless(
         self, request: Request, peer: Peer, status: int, reason: str,
@@ -150,13 +142,12 @@ class Endpoint:
             return []
         log.info("request_refused", peer=_fmt(peer), method=request.method, status=status,
                  reason=reason, call_id=request.call_id)
-        response = make_response(request, status, reason, to_tag=self._tag(), headers=headers)
-        self._stamp(response)
+        response = make_response(request, status, reason, to_tag=self._tag(),
+                                 headers=(*headers, ("Server", self.settings.server)))
         return [Send(response.to_bytes(), response_peer(request, peer), response)]
 
     def _request(self, request: Request, peer: Peer, now: float) -> list[Event]:
-        if not peer.reliable:
-            _stamp_received(request, peer)
+        stamp_received(request, peer.host, peer.port)
         check_request(
             request,
             supported=self.settings.supported,
@@ -281,26 +272,16 @@ def _keep_alive(request: Request) -> tuple[tuple[str, str], ...]:
     return (("ms-keep-alive", "UAS; tcp=no; hop-hop=yes; end-point=no; timeout=300"),)
 
 
-def _stamp_received(request: Request, peer: Peer) -> None:
-    """RFC 3261 18.2.1 and RFC 3581: record where a UDP request really came from, so the
-    response (and anyone debugging a NAT) sees it."""
-    via = request.top_via
-    wants_rport = via.wants_rport
-    if via.host_bare == peer.host and not wants_rport:
-        return
-    params = [(k, v) for k, v in via.params if k not in ("received", "rport")]
-    params.append(("received", peer.host))
-    if wants_rport:
-        params.append(("rport", str(peer.port)))
-    request.headers.replace_first("Via", str(via.with_params(tuple(params))))
-    request.changed()
-
-
 def stateless_tag(request: Request) -> str:
-    """A To tag that is the same for every retransmission of `request` (RFC 3261 16.11)."""
+    """A To tag that is the same for every retransmission of `request` (RFC 3261 16.11).
+
+    Python's hash of the fields that identify the request: keyed per process (SipHash), so
+    not predictable from outside, and several times cheaper than a digest. Retransmissions
+    reach the process that answered; after a restart a probe may get another tag, which no
+    dialog depends on (only stateless OPTIONS answers use it)."""
     via = request.top_via
-    seed = f"{request.call_id}|{request.from_.tag}|{via.branch}|{request.cseq.seq}"
-    return hashlib.blake2s(seed.encode(), digest_size=6).hexdigest()
+    key = (request.call_id, request.from_.tag, via.branch, via.host, via.port, request.cseq.seq)
+    return f"{hash(key) & 0xFFFFFFFFFFFF:012x}"
 
 
 def _fmt(peer: Peer) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from gateway.sip.errors import SipParseError
 from gateway.sip.uri import Params, SipUri, Uri, _parse_params, format_params, parse_uri
@@ -62,7 +63,8 @@ LIST_HEADERS = frozenset(
 def split_list(value: str) -> list[str]:
     """Split a comma-joined header value, respecting quoted strings and <...>."""
     if "," not in value:
-        return [value.strip()] if value.strip() else []
+        value = value.strip()
+        return [value] if value else []
     out: list[str] = []
     depth = 0
     quoted = False
@@ -191,18 +193,27 @@ class NameAddr:
 def parse_name_addr(text: str, header: str) -> NameAddr:
     text = text.strip()
     try:
-        lt = text.find("<")
+        # A quoted display name may hold '<', '>' and escaped quotes: the address starts
+        # after its closing quote.
+        quoted_end = 0
+        if text.startswith('"'):
+            try:
+                quoted_end = _closing_quote(text, 0) + 1
+            except SipParseError:
+                raise SipParseError(
+                    400, f"Bad header: {header} (unterminated display name)"
+                ) from None
+        lt = text.find("<", quoted_end)
+        if quoted_end and (lt < 0 or text[quoted_end:lt].strip()):
+            raise SipParseError(400, f"Bad header: {header} (expected '<' after the display name)")
         if lt >= 0:
             gt = text.find(">", lt)
             if gt < 0:
                 raise SipParseError(400, f"Bad header: {header} (missing '>')")
-            display = text[:lt].strip() or None
-            if display and display.startswith('"') and not (
-                len(display) >= 2 and display.endswith('"')
-            ):
-                raise SipParseError(400, f"Bad header: {header} (unterminated display name)")
+            display = (text[:lt].strip() or None) if lt else None
             uri = parse_uri(text[lt + 1 : gt])
-            params = _split_params(text[gt + 1 :].lstrip().removeprefix(";"))
+            rest = text[gt + 1 :]
+            params = _split_params(rest.lstrip().removeprefix(";")) if rest else ()
         else:
             # addr-spec form: parameters after the URI belong to the header, not the URI.
             uri_text, _, rest = text.partition(";")
@@ -213,7 +224,13 @@ def parse_name_addr(text: str, header: str) -> NameAddr:
         if exc.reason.startswith("Bad header"):
             raise
         raise SipParseError(400, f"Bad header: {header} ({exc.reason})") from None
-    return NameAddr(uri=uri, display=display, params=params, raw=text)
+    return NameAddr(uri, display, params, text)
+
+
+# Cached like `parse_uri`, and for the same reason: To outside a dialog (every OPTIONS probe),
+# Contact, Route and Record-Route repeat, and results are immutable. Not for From, whose tag
+# is new on every request outside a dialog: there a cache would only miss.
+parse_repeated_name_addr = lru_cache(maxsize=8192)(parse_name_addr)
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,11 +257,11 @@ class Via:
     def rport(self) -> int | None:
         """The rport value; None when absent or requested without a value."""
         value = _param(self.params, "rport")
-        return int(value) if value and value.isdigit() else None
+        return int(value) if value and is_digits(value) else None
 
     @property
     def wants_rport(self) -> bool:
-        return any(key == "rport" for key, _ in self.params)
+        return _param(self.params, "rport") is not None
 
     @property
     def sent_by(self) -> tuple[str, int | None]:
@@ -271,14 +288,16 @@ _VIA = re.compile(
 
 
 def parse_via(text: str) -> Via:
-    match = _VIA.match(text.strip())
+    text = text.strip()
+    match = _VIA.match(text)
     if not match:
         raise SipParseError(400, "Bad header: Via")
-    port = int(match.group(3)) if match.group(3) else None
+    transport, host, port_text, params_text = match.groups()
+    port = int(port_text) if port_text else None
     if port is not None and port > 65535:
         raise SipParseError(400, "Bad header: Via (port)")
-    params = _split_params((match.group(4) or "").removeprefix(";"))
-    return Via(match.group(1).upper(), match.group(2).lower(), port, params, text.strip())
+    params = _split_params(params_text[1:]) if params_text else ()
+    return Via(transport.upper(), host.lower(), port, params, text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,9 +309,11 @@ class CSeq:
         return f"{self.seq} {self.method}"
 
 
+@lru_cache(maxsize=1024)
 def parse_cseq(text: str) -> CSeq:
+    """Cached: probes and dialogs repeat their CSeq lines ("1 OPTIONS")."""
     parts = text.split()
-    if len(parts) != 2 or not parts[0].isdigit() or len(parts[0]) > 10:
+    if len(parts) != 2 or not is_digits(parts[0]) or len(parts[0]) > 10:
         raise SipParseError(400, "Bad header: CSeq")
     seq = int(parts[0])
     if seq >= 2**31:
@@ -300,11 +321,18 @@ def parse_cseq(text: str) -> CSeq:
     return CSeq(seq, parts[1])
 
 
+def is_digits(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also takes '²' and other scripts' digits, which
+    int() then refuses with a ValueError the parser must never raise."""
+    return text.isascii() and text.isdigit()
+
+
 def parse_uint(text: str, header: str, limit: int = 2**32 - 1) -> int:
     text = text.strip()
-    if not text.isdigit() or len(text) > 10 or int(text) > limit:
+    value = int(text) if is_digits(text) and len(text) <= 10 else limit + 1
+    if value > limit:
         raise SipParseError(400, f"Bad header: {header}")
-    return int(text)
+    return value
 
 
 def parse_tokens(values: list[str]) -> list[str]:

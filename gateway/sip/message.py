@@ -6,6 +6,7 @@ nobody changed serialises to the bytes it was parsed from, modulo line folding.
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -22,6 +23,7 @@ from gateway.sip.headers import (
     parse_content_type,
     parse_cseq,
     parse_name_addr,
+    parse_repeated_name_addr,
     parse_session_expires,
     parse_tokens,
     parse_uint,
@@ -73,9 +75,13 @@ class Headers:
 
     __slots__ = ("_index", "_items")
 
-    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+    def __init__(
+        self, items: Iterable[tuple[str, str]] = (), index: dict[str, list[int]] | None = None
+    ) -> None:
+        """`index` (canonical name -> positions in `items`) is the parser's, built as it
+        read the lines; otherwise it is built on the first look-up."""
         self._items: list[tuple[str, str]] = list(items)
-        self._index: dict[str, list[int]] | None = None
+        self._index = index
 
     def _idx(self) -> dict[str, list[int]]:
         if self._index is None:
@@ -110,8 +116,22 @@ class Headers:
             return [entry for value in values for entry in split_list(value)]
         return values
 
-    def count_lines(self, name: str) -> int:
-        return len(self._idx().get(canonical(name), ()))
+    def select(self, names: Iterable[str]) -> list[tuple[str, str]]:
+        """The lines of the headers `names` (canonical), in the order of the message."""
+        index = self._idx()
+        positions: list[int] = []
+        for name in names:
+            found = index.get(name)
+            if found:
+                positions += found
+        positions.sort()
+        items = self._items
+        return [items[i] for i in positions]
+
+    def lines(self, name: str) -> list[str]:
+        """The value of every line of `name`, not split on commas."""
+        items = self._items
+        return [items[i][1] for i in self._idx().get(canonical(name), ())]
 
     def set(self, name: str, value: str) -> None:
         """Replace every line of `name` by one, at the place of the first (else at the end)."""
@@ -159,7 +179,10 @@ class Headers:
 class Message:
     """What requests and responses share: headers, body and the typed views of both."""
 
-    __slots__ = ("_cache", "body", "headers", "raw")
+    # The views every request is checked through have slots of their own (None: not parsed
+    # yet), the rest share `_cache`: they are read on every message, and a slot costs less
+    # than a keyed cache with a closure per read.
+    __slots__ = ("_cache", "_call_id", "_cseq", "_from", "_to", "_vias", "body", "headers", "raw")
 
     def __init__(self, headers: Headers, body: bytes, raw: bytes | None) -> None:
         self.headers = headers
@@ -167,6 +190,11 @@ class Message:
         # The bytes this message was parsed from; cleared by any change made through the API.
         self.raw = raw
         self._cache: dict[str, Any] = {}
+        self._vias: list[Via] | None = None
+        self._from: NameAddr | None = None
+        self._to: NameAddr | None = None
+        self._call_id: str | None = None
+        self._cseq: CSeq | None = None
 
     # -- typed views (parsed on first use, cached) ----------------------------------------
     def _cached(self, key: str, make: Any) -> Any:
@@ -177,23 +205,23 @@ class Message:
             return value
 
     def _required(self, name: str) -> str:
-        value = self.headers.get(name)
-        if value is None:
+        """The value of a header that must appear exactly once."""
+        values = self.headers.lines(name)
+        if not values:
             raise SipParseError(400, f"Missing header: {name}")
-        if self.headers.count_lines(name) > 1 and canonical(name) not in LIST_HEADERS:
+        if len(values) > 1:
             raise SipParseError(400, f"Bad header: {name} (more than one)")
-        return value
+        return values[0]
 
     @property
     def vias(self) -> list[Via]:
-        def make() -> list[Via]:
+        vias = self._vias
+        if vias is None:
             values = self.headers.get_all("Via")
             if not values:
                 raise SipParseError(400, "Missing header: Via")
-            return [parse_via(v) for v in values]
-
-        result: list[Via] = self._cached("via", make)
-        return result
+            vias = self._vias = [parse_via(v) for v in values]
+        return vias
 
     @property
     def top_via(self) -> Via:
@@ -201,40 +229,39 @@ class Message:
 
     @property
     def from_(self) -> NameAddr:
-        result: NameAddr = self._cached(
-            "from", lambda: parse_name_addr(self._required("From"), "From")
-        )
-        return result
+        value = self._from
+        if value is None:
+            value = self._from = parse_name_addr(self._required("From"), "From")
+        return value
 
     @property
     def to(self) -> NameAddr:
-        result: NameAddr = self._cached("to", lambda: parse_name_addr(self._required("To"), "To"))
-        return result
+        value = self._to
+        if value is None:
+            value = self._to = parse_repeated_name_addr(self._required("To"), "To")
+        return value
 
     @property
     def call_id(self) -> str:
-        def make() -> str:
+        value = self._call_id
+        if value is None:
             value = self._required("Call-ID").strip()
             if not value or " " in value:
                 raise SipParseError(400, "Bad header: Call-ID")
-            return value
-
-        result: str = self._cached("call-id", make)
-        return result
+            self._call_id = value
+        return value
 
     @property
     def cseq(self) -> CSeq:
-        result: CSeq = self._cached("cseq", lambda: parse_cseq(self._required("CSeq")))
-        return result
+        value = self._cseq
+        if value is None:
+            value = self._cseq = parse_cseq(self._required("CSeq"))
+        return value
 
     @property
     def max_forwards(self) -> int | None:
-        def make() -> int | None:
-            value = self.headers.get("Max-Forwards")
-            return None if value is None else parse_uint(value, "Max-Forwards", 255)
-
-        result: int | None = self._cached("max-forwards", make)
-        return result
+        value = self.headers.get("Max-Forwards")
+        return None if value is None else parse_uint(value, "Max-Forwards", 255)
 
     @property
     def contacts(self) -> list[NameAddr]:
@@ -243,7 +270,8 @@ class Message:
         result: list[NameAddr] = self._cached(
             "contact",
             lambda: [
-                parse_name_addr(v, "Contact") for v in self.headers.get_all("Contact") if v != "*"
+                parse_repeated_name_addr(v, "Contact")
+                for v in self.headers.get_all("Contact") if v != "*"
             ],
         )
         return result
@@ -255,7 +283,8 @@ class Message:
     @property
     def routes(self) -> list[NameAddr]:
         result: list[NameAddr] = self._cached(
-            "route", lambda: [parse_name_addr(v, "Route") for v in self.headers.get_all("Route")]
+            "route",
+            lambda: [parse_repeated_name_addr(v, "Route") for v in self.headers.get_all("Route")],
         )
         return result
 
@@ -264,7 +293,8 @@ class Message:
         result: list[NameAddr] = self._cached(
             "record-route",
             lambda: [
-                parse_name_addr(v, "Record-Route") for v in self.headers.get_all("Record-Route")
+                parse_repeated_name_addr(v, "Record-Route")
+                for v in self.headers.get_all("Record-Route")
             ],
         )
         return result
@@ -296,6 +326,15 @@ class Message:
     def changed(self) -> None:
         """Forget cached views and original bytes after changing `headers` directly."""
         self._cache.clear()
+        self._vias = self._from = self._to = self._call_id = self._cseq = None
+        self.raw = None
+
+    def set_top_via(self, via: Via) -> None:
+        """Replace the top Via entry (RFC 3261 18.2.1 stamps it on arrival); every parsed
+        view, the Via list included, stays valid."""
+        vias = self.vias
+        self.headers.replace_first("Via", str(via))
+        self._vias = [via, *vias[1:]]
         self.raw = None
 
     def set_header(self, name: str, value: str) -> None:
@@ -326,17 +365,19 @@ class Message:
     def to_bytes(self) -> bytes:
         if self.raw is not None:
             return self.raw
+        body = self.body
+        length = str(len(body))
         lines = [self.start_line()]
         has_length = False
         for name, value in self.headers:
             if canonical(name) == "content-length":
                 has_length = True
-                value = str(len(self.body))
+                value = length
             lines.append(f"{name}: {value}")
         if not has_length:
-            lines.append(f"Content-Length: {len(self.body)}")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
-        return head + self.body
+            lines.append(f"Content-Length: {length}")
+        lines += ("", "")  # the empty line that ends the head
+        return "\r\n".join(lines).encode("utf-8") + body
 
 
 class Request(Message):
@@ -405,26 +446,57 @@ def make_response(
     """A response to `request` per RFC 3261 section 8.2.6.
 
     Via (all lines, in order), From, Call-ID and CSeq are copied as written; To is copied and
-    gets `to_tag` when it has no tag yet (never for 100 Trying, which must not create a dialog).
+    gets `to_tag` appended when it has no tag yet (never for 100 Trying, which must not create
+    a dialog), or when it is malformed: the 400 naming it still needs a To.
     Record-Route is copied on responses that can establish a dialog.
     """
-    out = Headers()
-    for name, value in request.headers:
-        key = canonical(name)
-        if key in ("via", "from", "call-id", "cseq"):
-            out.add(name, value)
-        elif key == "to":
-            if to_tag and status != 100 and request.to.tag is None:
-                value = str(request.to.with_tag(to_tag))
-            out.add(name, value)
-        elif key == "record-route" and 100 < status < 300:
-            out.add(name, value)
-    for name, value in headers:
-        out.add(name, value)
+    lines = request.headers.select(_DIALOG_FORMING if 100 < status < 300 else _COPIED)
+    if to_tag and status != 100 and _untagged(request):
+        lines = [(n, f"{v};tag={to_tag}" if canonical(n) == "to" else v) for n, v in lines]
+    lines.extend(headers)
     if content_type is not None:
-        out.add("Content-Type", content_type)
-    out.add("Content-Length", str(len(body)))
-    return Response(status, reason, out, body)
+        lines.append(("Content-Type", content_type))
+    lines.append(("Content-Length", str(len(body))))
+    return Response(status, reason, Headers(lines), body)
+
+
+def _untagged(request: Request) -> bool:
+    try:
+        return request.to.tag is None
+    except SipParseError:
+        return True
+
+
+# The request headers a response copies (section 8.2.6.2), in the request's order; Record-Route
+# only on responses that can establish a dialog (section 12.1.1).
+_COPIED = ("via", "from", "to", "call-id", "cseq")
+_DIALOG_FORMING = (*_COPIED, "record-route")
+
+
+def stamp_received(request: Request, host: str, port: int) -> None:
+    """RFC 3261 18.2.1 and RFC 3581, on every transport: tell the response (and whoever
+    debugs a NAT) where a request really came from. `received` when the sent-by host is a
+    name or another address, or when the client asked for rport, which gets the port."""
+    via = request.top_via
+    wants_rport = via.wants_rport
+    if not wants_rport and _same_address(via.host_bare, host):
+        return
+    params = [(k, v) for k, v in via.params if k not in ("received", "rport")]
+    params.append(("received", host))
+    if wants_rport:
+        params.append(("rport", str(port)))
+    request.set_top_via(via.with_params(tuple(params)))
+
+
+def _same_address(sent_by: str, source: str) -> bool:
+    if sent_by == source:
+        return True
+    if ":" not in sent_by:
+        return False  # a name, or an IPv4 address, which has one spelling
+    try:
+        return ipaddress.ip_address(sent_by) == ipaddress.ip_address(source)
+    except ValueError:
+        return False
 
 
 def new_branch() -> str:

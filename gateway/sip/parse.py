@@ -10,7 +10,15 @@ from __future__ import annotations
 import re
 
 from gateway.sip.errors import SipError, SipParseError
-from gateway.sip.message import Headers, Request, Response, canonical, make_response
+from gateway.sip.headers import is_digits
+from gateway.sip.message import (
+    Headers,
+    Request,
+    Response,
+    canonical,
+    make_response,
+    stamp_received,
+)
 
 MAX_MESSAGE = 64 * 1024
 MAX_HEADERS = 256
@@ -18,17 +26,23 @@ MAX_LINE = 8 * 1024
 _TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 
 
-_GOOD_NAMES: set[str] = set()
+_GOOD_NAMES: dict[str, str] = {}  # token -> its canonical header name
 
 
 def _is_token(text: str) -> bool:
-    if text in _GOOD_NAMES:
-        return True
-    if _TOKEN.fullmatch(text) is None:
-        return False
-    if len(_GOOD_NAMES) < 4096:  # header names repeat; bounded since peers choose them
-        _GOOD_NAMES.add(text)
-    return True
+    return _header_key(text) is not None
+
+
+def _header_key(name: str) -> str | None:
+    """The canonical form of a header name, or None if it is not a token."""
+    key = _GOOD_NAMES.get(name)
+    if key is None:
+        if _TOKEN.fullmatch(name) is None:
+            return None
+        key = canonical(name)
+        if len(_GOOD_NAMES) < 4096:  # names repeat; bounded since peers choose them
+            _GOOD_NAMES[name] = key
+    return key
 
 
 def parse_message(data: bytes, *, datagram: bool = True) -> Request | Response:
@@ -52,42 +66,57 @@ def parse_message(data: bytes, *, datagram: bool = True) -> Request | Response:
     except UnicodeDecodeError:
         raise SipParseError(400, "Headers are not UTF-8") from None
     body = data[end + sep :]
-    lines = head.replace("\r\n", "\n").split("\n")
+    lines = head.split("\r\n")
+    if head.count("\n") >= len(lines):  # some lines end in a bare LF, which is tolerated
+        lines = head.replace("\r\n", "\n").split("\n")
     # Leading CRLFs before a start line are allowed (RFC 3261 section 7.5).
     while lines and not lines[0]:
         lines.pop(0)
     if not lines:
         raise SipParseError(400, "Empty message")
-    start = lines[0]
+    start, *header_lines = lines
+    if len(head) > MAX_LINE and max(map(len, header_lines), default=0) > MAX_LINE:
+        raise SipParseError(400, f"Header line too long (over {MAX_LINE} characters)")
     items: list[tuple[str, str]] = []
-    for line in lines[1:]:
-        if len(line) > MAX_LINE:
-            raise SipParseError(400, f"Header line too long (over {MAX_LINE} characters)")
-        if line[:1] in (" ", "\t"):
-            if not items:
-                raise SipParseError(400, "Bad header: continuation line before any header")
-            name, value = items[-1]
-            items[-1] = (name, f"{value} {line.strip()}")
-            continue
-        colon = line.find(":")
-        if colon <= 0:
-            raise SipParseError(400, f"Bad header line: {line[:40]!r}")
-        name = line[:colon].rstrip()
-        if not _is_token(name):
-            raise SipParseError(400, f"Bad header name: {name[:40]!r}")
-        items.append((name, line[colon + 1 :].strip()))
-        if len(items) > MAX_HEADERS:
+    index: dict[str, list[int]] = {}  # built here, where each name is read anyway
+    names = _GOOD_NAMES
+    for line in header_lines:
+        name, colon, value = line.partition(":")
+        # A name seen before, written without space before the colon, is the common case;
+        # continuation lines and everything else take the longer way.
+        key = names.get(name) if colon else None
+        if key is None:
+            if line[:1] in (" ", "\t"):
+                if not items:
+                    raise SipParseError(400, "Bad header: continuation line before any header")
+                last, previous = items[-1]
+                items[-1] = (last, f"{previous} {line.strip()}")
+                continue
+            name = name.rstrip()
+            if not colon or not name:
+                raise SipParseError(400, f"Bad header line: {line[:40]!r}")
+            key = _header_key(name)
+            if key is None:
+                raise SipParseError(400, f"Bad header name: {name[:40]!r}")
+        at = len(items)
+        if at == MAX_HEADERS:
             raise SipParseError(400, f"Too many headers (over {MAX_HEADERS})")
-    headers = Headers(items)
-    body = _frame_body(headers, body, datagram)
+        positions = index.get(key)
+        if positions is None:
+            index[key] = [at]
+        else:
+            positions.append(at)
+        items.append((name, value.strip()))
+    body = _frame_body([items[i][1] for i in index.get("content-length", ())], body, datagram)
+    headers = Headers(items, index)
     raw = data[: end + sep] + body if len(body) != len(data) - end - sep else data
     if start.startswith("SIP/"):
         return _response(start, headers, body, raw)
     return _request(start, headers, body, raw)
 
 
-def _frame_body(headers: Headers, body: bytes, datagram: bool) -> bytes:
-    values = [v for n, v in headers if canonical(n) == "content-length"]
+def _frame_body(values: list[str], body: bytes, datagram: bool) -> bytes:
+    """The body as Content-Length (`values`: its lines) frames it."""
     if not values:
         if not datagram:
             raise SipParseError(400, "Missing header: Content-Length")
@@ -95,7 +124,7 @@ def _frame_body(headers: Headers, body: bytes, datagram: bool) -> bytes:
     if len(set(values)) > 1:
         raise SipParseError(400, "Bad header: Content-Length (conflicting values)")
     text = values[0].strip()
-    if not text.isdigit() or len(text) > 6:
+    if not is_digits(text) or len(text) > 6:
         raise SipParseError(400, "Bad header: Content-Length")
     length = int(text)
     if length > len(body):
@@ -123,7 +152,7 @@ def _response(start: str, headers: Headers, body: bytes, raw: bytes) -> Response
     if len(parts) < 2 or parts[0].upper() != "SIP/2.0":
         raise SipParseError(400, f"Bad status line: {start[:60]!r}")
     code = parts[1]
-    if len(code) != 3 or not code.isdigit() or not 100 <= int(code) <= 699:
+    if len(code) != 3 or not is_digits(code) or not 100 <= int(code) <= 699:
         raise SipParseError(400, f"Bad status code: {code[:10]!r}")
     return Response(int(code), parts[2] if len(parts) == 3 else "", headers, body, raw)
 
@@ -164,32 +193,33 @@ def parse_request_leniently(data: bytes) -> Request | None:
     return Request(parts[0], parts[1], Headers(items))
 
 
-def error_response(data: bytes, error: SipError, to_tag: str) -> Response | None:
+def error_response(
+    data: bytes, error: SipError, to_tag: str, source: tuple[str, int] | None = None
+) -> Response | None:
     """The response to send for a request that could not be processed, or None to drop it.
 
-    A response needs the request's Via, From, To, Call-ID and CSeq (RFC 3261 section 8.2.6);
-    without them there is nobody to answer, and the message is dropped.
+    A response needs the request's Via, From, To, Call-ID and CSeq (RFC 3261 section 8.2.6).
+    The Via must parse, since the response goes where it says (`source`, the address the
+    request came from, is stamped on it as on any request); the others are copied as
+    written, To with our tag, so a malformed one still gets the 400 that names it. Without
+    a usable Via or with one of the others missing there is nobody to answer: None.
     """
     if isinstance(error, _VersionError):
         request: Request | None = error.request
     else:
         request = parse_request_leniently(data)
-    if request is None:
-        return None
-    status = getattr(error, "status", 400)
-    reason = getattr(error, "reason", "Bad Request")
+    if request is None or request.method == "ACK":
+        return None  # garbage, a response, or an ACK, never answered (section 17.2.1)
     try:
         request.vias  # noqa: B018 - parse the Via lines: a response needs somewhere to go
-        request.to  # noqa: B018 - and a To it can tag
-        request.call_id  # noqa: B018
     except SipParseError:
         return None
-    # From and CSeq are copied as written, so a malformed one can still be answered (with
-    # the 400 that names it); a missing one cannot.
-    if "From" not in request.headers or "CSeq" not in request.headers:
+    if any(name not in request.headers for name in ("From", "To", "Call-ID", "CSeq")):
         return None
-    if request.method == "ACK":
-        return None  # an ACK is never answered (RFC 3261 section 17.2.1)
+    if source is not None:
+        stamp_received(request, *source)
+    status = getattr(error, "status", 400)
+    reason = getattr(error, "reason", "Bad Request")
     extra: tuple[tuple[str, str], ...] = getattr(error, "headers", ())
     return make_response(request, status, reason, to_tag=to_tag, headers=extra)
 

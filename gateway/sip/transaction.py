@@ -208,6 +208,9 @@ class ServerTransaction(Transaction):
 
     last_response: Response | None = None
     last_data: bytes = b""
+    # The To tag the layer sent for this request in the 200 to a CANCEL of it; the TU's
+    # responses are then given it.
+    to_tag: str | None = None
 
     def start(self) -> None:
         self.state = State.PROCEEDING if self.is_invite else State.TRYING

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.sip.message import MAGIC_COOKIE, Request, Response, make_response
+from gateway.sip.message import MAGIC_COOKIE, Message, Request, Response, make_response, new_tag
 from gateway.sip.timers import DEFAULT, Timers
 from gateway.sip.transaction import (
     Action,
@@ -47,7 +47,8 @@ class AckReceived:
 
 @dataclass(frozen=True, slots=True)
 class CancelReceived:
-    """A CANCEL matched a pending INVITE; the layer already answered the CANCEL with 200.
+    """A CANCEL matched a pending INVITE; the layer already answered the CANCEL with 200,
+    whose To tag the INVITE's responses are then given (`TransactionLayer.respond`).
     The TU should answer the INVITE with 487 unless it already sent a final response."""
 
     request: Request
@@ -89,8 +90,9 @@ Event = (
 AnyTransaction = ClientTransaction | ServerTransaction
 
 
-def response_peer(request: Request, source: Peer) -> Peer:
-    """Where responses to `request` go (RFC 3261 section 18.2.2, RFC 3581).
+def response_peer(request: Message, source: Peer) -> Peer:
+    """Where responses to `request` go (RFC 3261 section 18.2.2, RFC 3581); a response
+    built for it, with the same top Via, says the same.
 
     Reliable transports answer on the connection the request came in on. Over UDP the source
     address is used when the client asked for rport, else the Via sent-by port (default 5060)
@@ -103,7 +105,10 @@ def response_peer(request: Request, source: Peer) -> Peer:
         return source
     maddr = via.maddr
     host = maddr if maddr else source.host
-    return Peer(source.transport, host, via.port or 5060)
+    port = via.port or 5060
+    if host == source.host and port == source.port:
+        return source  # the usual case, without a new Peer per response
+    return Peer(source.transport, host, port)
 
 
 def server_key(request: Request, method: str | None = None) -> tuple[Any, ...]:
@@ -135,8 +140,15 @@ def client_key(branch: str, method: str) -> tuple[str, str]:
 
 
 class TransactionLayer:
-    def __init__(self, timers: Timers = DEFAULT) -> None:
+    def __init__(
+        self, timers: Timers = DEFAULT, *, server: str = "",
+        new_tag: Callable[[], str] = new_tag,
+    ) -> None:
+        """`server`: the Server header of the responses the layer builds itself (100, 482,
+        and those to CANCEL); `new_tag` makes their To tags."""
         self.timers = timers
+        self._headers = (("Server", server),) if server else ()
+        self._new_tag = new_tag
         self._server: dict[tuple[Any, ...], ServerTransaction] = {}
         self._client: dict[tuple[Any, ...], ClientTransaction] = {}
         # (from tag, Call-ID, CSeq) of requests without a To tag, for merged-request detection.
@@ -191,7 +203,8 @@ class TransactionLayer:
         if merged is not None:
             # Section 8.2.2.2: same request by another path; answer 482 and keep the first.
             self._server[key] = txn
-            return self._run(txn, txn.respond(make_response(request, 482), now), now)
+            response = self._response(request, 482, self._new_tag())
+            return self._run(txn, txn.respond(response, now), now)
         self._server[key] = txn
         merge_key = _merge_key(request)
         if merge_key is not None:
@@ -200,7 +213,7 @@ class TransactionLayer:
         if method == "INVITE":
             # Answer at once: Lync and proxies retransmit until they see a provisional. It
             # goes out before the TU acts, so it never follows a final response.
-            out.extend(self._run(txn, txn.respond(make_response(request, 100), now), now))
+            out.extend(self._run(txn, txn.respond(self._response(request, 100), now), now))
         out.append(RequestReceived(request, txn))
         return out
 
@@ -219,12 +232,28 @@ class TransactionLayer:
         )
         txn.start()
         self._server[txn.key] = txn
-        if invite is None or invite.state is not State.PROCEEDING:
-            status = 481 if invite is None else 200
-            return self._run(txn, txn.respond(make_response(request, status), now), now)
-        out = self._run(txn, txn.respond(make_response(request, 200), now), now)
-        out.append(CancelReceived(request, invite))
+        if invite is None:
+            response = self._response(request, 481, self._new_tag())
+            return self._run(txn, txn.respond(response, now), now)
+        # Section 9.2: the 200 carries the To tag of the INVITE's responses.
+        response = self._response(request, 200, self._local_tag(invite))
+        out = self._run(txn, txn.respond(response, now), now)
+        if invite.state is State.PROCEEDING:
+            out.append(CancelReceived(request, invite))
         return out
+
+    def _local_tag(self, invite: ServerTransaction) -> str:
+        """The To tag of `invite`'s responses: the request's own (a re-INVITE), the one its
+        responses carried, or, before the TU sent one, a tag chosen here that the TU's
+        responses will be given."""
+        if invite.to_tag is None:
+            last = invite.last_response
+            invite.to_tag = (invite.request.to.tag or (last.to.tag if last else None)
+                             or self._new_tag())
+        return invite.to_tag
+
+    def _response(self, request: Request, status: int, to_tag: str | None = None) -> Response:
+        return make_response(request, status, to_tag=to_tag, headers=self._headers)
 
     def receive_response(self, response: Response, source: Peer, now: float) -> list[Event]:
         via = response.top_via
@@ -254,6 +283,10 @@ class TransactionLayer:
         return txn, self._run(txn, txn.start(now), now)
 
     def respond(self, txn: ServerTransaction, response: Response, now: float) -> list[Event]:
+        tag = txn.to_tag
+        if tag is not None and response.status > 100 and response.to.tag != tag:
+            # The 200 to a CANCEL already showed the peer this request's tag (section 9.2).
+            response.set_header("To", str(response.to.with_tag(tag)))
         return self._run(txn, txn.respond(response, now), now)
 
     @staticmethod

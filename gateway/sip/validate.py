@@ -31,6 +31,5 @@ def check_request(
         return  # Require is ignored on these (section 8.2.2.3)
     unknown = [tag for tag in request.tokens("Require") if tag not in supported]
     if unknown:
-        raise SipRequestError(
-            420, "Bad Extension", (("Unsupported", ", ".join(unknown)),)
-        )
+        tags = ", ".join(unknown)
+        raise SipRequestError(420, f"Bad Extension (unsupported: {tags})", (("Unsupported", tags),))

@@ -47,12 +47,18 @@ def failure_reason(exc: BaseException) -> str:
         return _VERIFY.get(code, getattr(exc, "verify_message", "") or "certificate rejected")
     if isinstance(exc, ssl.SSLError):
         reason = getattr(exc, "reason", None) or ""
-        return _REASONS.get(reason, reason.lower().replace("_", " ") or str(exc))
+        return _REASONS.get(reason, reason.lower().replace("_", " ") or _message(exc))
     if isinstance(exc, TimeoutError):
         return "handshake timed out"
     if isinstance(exc, ConnectionError | EOFError):
         return "connection closed during handshake"
     return type(exc).__name__
+
+
+def _message(exc: OSError) -> str:
+    """The words of an SSLError without an OpenSSL reason (ours, e.g. an RFC 5922 name
+    mismatch): str() of a one-argument OSError is the argument tuple, not the message."""
+    return exc.strerror or " ".join(str(arg) for arg in exc.args) or type(exc).__name__
 
 
 def server_context(

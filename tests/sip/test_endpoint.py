@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from gateway.sip.endpoint import Endpoint, EndpointSettings
+from gateway.sip.message import Response
 from gateway.sip.parse import parse_message
 from gateway.sip.transaction import Peer, Send
 
@@ -112,3 +113,94 @@ def test_a_lync_hop_asking_for_keep_alives_is_answered_in_kind() -> None:
         assert value.startswith("UAS;") and "hop-hop=yes" in value and "timeout=300" in value
     sent, _ = answer(probe())
     assert parse_message(sent.data).headers.get("ms-keep-alive") is None
+
+
+TCP = Peer("TCP", "198.51.100.7", 40123, connection=4)
+
+
+def test_received_and_rport_are_stamped_on_every_transport() -> None:
+    """RFC 3261 18.2.1 and RFC 3581 are not UDP-only: over TCP a sent-by that is a name
+    gets `received`, and `rport` is filled in with the source port when asked for."""
+    named = probe(rport=False).replace(b"SIP/2.0/UDP 10.1.1.1", b"SIP/2.0/TCP pc.example.com")
+    via = parse_message(answer(named, peer=TCP)[0].data).top_via
+    assert via.received == "198.51.100.7" and not via.wants_rport
+    asked = probe().replace(b"SIP/2.0/UDP", b"SIP/2.0/TCP")
+    via = parse_message(answer(asked, peer=TCP)[0].data).top_via
+    assert via.received == "198.51.100.7" and via.rport == 40123
+
+
+def test_sent_by_the_source_address_is_left_alone_however_it_is_spelt() -> None:
+    """`received` only when the sent-by differs from the source: an IPv6 address written
+    in another form is the same address."""
+    peer = Peer("UDP", "2001:db8::7", 5062)
+    data = probe(rport=False, via_host="[2001:DB8:0:0::7]")
+    via = parse_message(answer(data, peer=peer)[0].data).top_via
+    assert via.received is None and via.host == "[2001:db8:0:0::7]"
+
+
+def test_error_responses_rebuilt_from_bytes_carry_received_and_the_rport_value() -> None:
+    """A 400 built from the raw bytes (the request did not parse as a whole) has the same
+    Via stamping as any other response, and goes to the source port rport asked for."""
+    sent, status = answer(probe(max_forwards=0).replace(b"Max-Forwards: 0", b"Max-Forwards: x"))
+    via = parse_message(sent.data).top_via
+    assert status == 400
+    assert via.received == "198.51.100.7" and via.rport == 40123
+    assert (sent.peer.host, sent.peer.port) == ("198.51.100.7", 40123)
+    sent, status = answer(probe().replace(b"SIP/2.0\r\nVia", b"SIP/3.0\r\nVia"))
+    assert status == 505 and parse_message(sent.data).top_via.rport == 40123
+
+
+def test_every_response_the_node_sends_carries_server() -> None:
+    """Responses built by the endpoint, by the transaction layer (100 Trying) and from raw
+    bytes (400) all name the node."""
+    ep = Endpoint(EndpointSettings(server="lyncgate/test"))
+    invite = [e for e in ep.receive(probe("INVITE"), SRC, None, 0.0) if isinstance(e, Send)]
+    refused, _ = answer(probe(extra="Require: foo\r\n"), ep)
+    garbled, _ = answer(probe(cseq_method="x").replace(b"CSeq: 5 x", b"CSeq: five"), ep)
+    for sent in (*invite, refused, garbled):
+        assert parse_message(sent.data).headers.get("Server") == "lyncgate/test"
+
+
+def test_unknown_require_names_the_tags_in_the_reason_phrase() -> None:
+    """The 420 says which option tags are not supported, in the reason and in Unsupported."""
+    sent, _ = answer(probe(extra="Require: foo, timer, bar\r\n"))
+    response = parse_message(sent.data)
+    assert isinstance(response, Response)
+    assert response.reason == "Bad Extension (unsupported: foo, bar)"
+    assert response.headers.get("Unsupported") == "foo, bar"
+
+
+def test_malformed_to_or_call_id_is_answered_400_naming_it() -> None:
+    """To and Call-ID are copied as written, as From and CSeq are, so a malformed one gets
+    the 400 naming it instead of silence; the To copied is given a tag."""
+    bad_to = probe().replace(b"To: <sip:gw@192.0.2.1>", b"To: <sip:gw@192.0.2.1")
+    sent, _ = answer(bad_to)
+    response = parse_message(sent.data)
+    assert isinstance(response, Response)
+    assert response.status == 400 and response.reason.startswith("Bad header: To (")
+    to = response.headers.get("To") or ""
+    assert to.startswith("<sip:gw@192.0.2.1;tag=") and len(to) > len("<sip:gw@192.0.2.1;tag=")
+    sent, _ = answer(probe().replace(b"Call-ID: c-1", b"Call-ID: c 1"))
+    response = parse_message(sent.data)
+    assert isinstance(response, Response)
+    assert response.status == 400 and response.reason.startswith("Bad header: Call-ID")
+    assert response.headers.get("Call-ID") == "c 1"
+
+
+def test_what_cannot_be_answered_is_still_dropped() -> None:
+    """Without a Via that parses, or without one of the headers a response copies, there
+    is nothing to answer: dropped."""
+    ep = Endpoint(EndpointSettings(server="x"))
+    for data in (
+        probe().replace(b"Via: SIP/2.0/UDP 10.1.1.1:5062", b"Via: garbage here"),
+        probe().replace(b"To: <sip:gw@192.0.2.1>\r\n", b""),
+        probe().replace(b"Call-ID: c-1\r\n", b""),
+    ):
+        assert ep.receive(data, SRC, None, 0.0) == []
+
+
+def test_stateless_options_tags_differ_between_requests() -> None:
+    """The derived To tag is per request, not a constant: another Call-ID, another tag."""
+    first, _ = answer(probe())
+    other, _ = answer(probe().replace(b"Call-ID: c-1", b"Call-ID: c-2"))
+    assert parse_message(first.data).to.tag != parse_message(other.data).to.tag

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.sip.errors import SipError, SipParseError
+from gateway.sip.headers import parse_name_addr
 from gateway.sip.message import Request, Response, make_response
 from gateway.sip.parse import MAX_MESSAGE, error_response, parse_message
 from gateway.sip.uri import SipUri, TelUri
@@ -101,6 +102,31 @@ def test_quoted_display_name_with_comma_and_escaped_quote() -> None:
     assert uri.user == "bob%40work" and uri.user_unescaped == "bob@work"
 
 
+def test_quoted_display_name_may_hold_angle_brackets() -> None:
+    """A '<' inside a quoted display name is text: the address is the one after it."""
+    data = OPTIONS.replace(
+        b"f: <sip:probe@127.0.0.1>;tag=p", b'f: "Bob <Boss>" <sip:bob@example.com>;tag=1'
+    )
+    msg = parse_message(data)
+    assert msg.from_.display == '"Bob <Boss>"'
+    assert str(msg.from_.uri) == "sip:bob@example.com" and msg.from_.tag == "1"
+    for bad, words in ((b'f: "Bob <sip:bob@example.com>', "unterminated display name"),
+                       (b'f: "Bob" sip:bob@example.com', "expected '<'")):
+        with pytest.raises(SipParseError, match=words):
+            parse_message(OPTIONS.replace(b"f: <sip:probe@127.0.0.1>;tag=p", bad)).from_  # noqa: B018
+
+
+def test_stamping_the_top_via_keeps_the_parsed_views() -> None:
+    """Replacing the top Via (received/rport on arrival) updates the Via list in place and
+    the serialised message, without discarding the other views already parsed."""
+    msg = parse_message(OPTIONS)
+    from_ = msg.from_
+    msg.set_top_via(msg.top_via.with_params((*msg.top_via.params, ("received", "192.0.2.9"))))
+    assert msg.top_via.received == "192.0.2.9" and msg.from_ is from_
+    again = parse_message(msg.to_bytes())
+    assert again.top_via.received == "192.0.2.9" and again.top_via.branch == "z9hG4bK-1"
+
+
 def test_tel_uri_and_other_schemes() -> None:
     msg = parse_message(OPTIONS.replace(b"sip:ping@127.0.0.1:5060", b"tel:+14155550100"))
     assert isinstance(msg, Request) and isinstance(msg.uri, TelUri)
@@ -131,6 +157,31 @@ def test_malformed_messages_carry_their_status(data: bytes, status: int, words: 
         parse_message(data)
     assert info.value.status == status
     assert words.lower() in info.value.reason.lower()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        OPTIONS.replace(b"CSeq: 1 OPTIONS", "CSeq: \u00b2 OPTIONS".encode()),
+        OPTIONS.replace(b"Max-Forwards: 70", "Max-Forwards: \u0667\u0660".encode()),
+        OPTIONS.replace(b"l: 0", "l: \u0660".encode()),
+        "SIP/2.0 \u00b2\u00b2\u00b2 OK\r\nContent-Length: 0\r\n\r\n".encode(),
+    ],
+)
+def test_digits_of_other_scripts_are_a_400_not_a_crash(data: bytes) -> None:
+    """str.isdigit() takes '²' and Arabic-Indic digits, which int() refuses: in CSeq,
+    Max-Forwards, Content-Length or a status code they are a 400, never a ValueError."""
+    with pytest.raises(SipParseError) as info:
+        msg = parse_message(data)
+        msg.cseq  # noqa: B018
+        msg.max_forwards  # noqa: B018
+    assert info.value.status == 400
+
+
+def test_rport_in_digits_of_another_script_is_no_port() -> None:
+    """The same digits as an rport value give no port rather than a ValueError."""
+    rport = OPTIONS.replace(b";rport", ";rport=\u0665\u0660\u0666\u0660".encode())
+    assert parse_message(rport).top_via.rport is None
 
 
 def test_bad_header_is_named_when_read() -> None:
@@ -254,3 +305,30 @@ def test_split_outside_quotes_matches_the_reference(text: str, sep: str) -> None
             _split_unquoted(text, sep)
         return
     assert _split_unquoted(text, sep) == expected
+
+
+# RFC 3261 25.1 quoted-string: any text, with '"' and '\' escaped by a backslash.
+_quoted = st.text(
+    alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=20
+).map(lambda text: '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"')
+_display = st.one_of(st.none(), _quoted, st.lists(_token, min_size=1, max_size=3).map(" ".join))
+
+
+@settings(max_examples=300, deadline=None)
+@given(displays=st.lists(st.tuples(_display, _token, _token), min_size=1, max_size=3))
+def test_generated_name_addrs_parse_to_what_was_written(
+    displays: list[tuple[str | None, str, str]]
+) -> None:
+    """Display names, quoted ones holding '<', '>', ',', ';' and escapes included, come
+    back as written, with the address and parameters after them; also as a comma-joined
+    Contact list."""
+    entries = [(f"{d} " if d else "") + f"<sip:{user}@{host}>;tag={user}"
+               for d, user, host in displays]
+    for (display, user, host), text in zip(displays, entries, strict=True):
+        parsed = parse_name_addr(text, "From")
+        assert (parsed.display, str(parsed.uri), parsed.tag) == (
+            display, f"sip:{user}@{host}", user
+        )
+    contact = f"m: {', '.join(entries)}\r\nl: 0".encode()
+    msg = parse_message(OPTIONS.replace(b"l: 0", contact))
+    assert [c.display for c in msg.contacts] == [d for d, _, _ in displays]

@@ -222,3 +222,50 @@ def test_completed_transactions_are_forgotten() -> None:
     run_until(layer, 1000.0)
     assert len(layer) == 0
     assert layer.next_deadline() is None
+
+
+def _layer_with_identity() -> TransactionLayer:
+    tags = (f"lt{n}" for n in itertools.count())
+    return TransactionLayer(T, server="lyncgate/test", new_tag=lambda: next(tags))
+
+
+def _answer(event: Event) -> Response:
+    assert isinstance(event, Send)
+    response = parse_message(event.data)
+    assert isinstance(response, Response)
+    return response
+
+
+def test_responses_the_layer_builds_carry_server_and_a_to_tag_of_their_own() -> None:
+    """RFC 3261 8.2.6.2: the 482 for a merged request and the 481 to a CANCEL matching
+    nothing are final responses outside a dialog, so each gets a To tag (a new one); like
+    the 100 Trying (which creates no dialog and has no tag), they carry the Server header."""
+    layer = _layer_with_identity()
+    trying = _answer(layer.receive_request(request(branch="z9hG4bK-path1"), UDP, 0.0)[0])
+    merged = _answer(layer.receive_request(request(branch="z9hG4bK-path2"), UDP, 0.1)[0])
+    unknown = _answer(layer.receive_request(request("CANCEL", branch="z9hG4bK-none"), UDP, 0.2)[0])
+    assert (trying.status, merged.status, unknown.status) == (100, 482, 481)
+    assert trying.to.tag is None and merged.to.tag and unknown.to.tag
+    assert merged.to.tag != unknown.to.tag
+    assert {r.headers.get("Server") for r in (trying, merged, unknown)} == {"lyncgate/test"}
+
+
+def test_the_200_to_cancel_carries_the_to_tag_the_invite_was_answered_with() -> None:
+    """RFC 3261 9.2: the 200 to a CANCEL has the To tag of the INVITE's responses: the tag
+    of a provisional already sent, or, when only 100 went out, a tag chosen by the layer
+    that the TU's 487 is then given too."""
+    layer = _layer_with_identity()
+    invite = request()
+    txn = next(e for e in layer.receive_request(invite, UDP, 0.0)
+                if isinstance(e, RequestReceived)).transaction
+    layer.respond(txn, make_response(invite, 180, to_tag="ringing-tag"), 0.1)
+    ok = _answer(layer.receive_request(request("CANCEL"), UDP, 0.2)[0])
+    assert (ok.status, ok.to.tag, ok.headers.get("Server")) == (200, "ringing-tag", "lyncgate/test")
+
+    layer = _layer_with_identity()
+    txn = next(e for e in layer.receive_request(invite, UDP, 0.0)
+                if isinstance(e, RequestReceived)).transaction
+    ok = _answer(layer.receive_request(request("CANCEL"), UDP, 0.1)[0])
+    terminated = _answer(layer.respond(txn, make_response(invite, 487, to_tag="tu-tag"), 0.2)[0])
+    assert ok.status == 200 and ok.to.tag is not None
+    assert terminated.status == 487 and terminated.to.tag == ok.to.tag

@@ -127,6 +127,14 @@ class Local:
     ports: dict[str, int]  # transport -> listening port
     fqdn: str = ""  # the SIP TLS FQDN: the host of our Contact over TLS (Lync checks it)
 
+    def is_self(self, target: Target) -> bool:
+        """Whether `target` is one of this node's own listeners."""
+        if self.ports.get(target.transport) != target.port:
+            return False
+        loopback = ("127.0.0.1", "::1")
+        return target.address == self.address or (
+            target.address in loopback and self.address in (*loopback, "0.0.0.0", "::"))
+
     def via(self, transport: str) -> str:
         return f"SIP/2.0/{transport} {self.address}:{self.ports.get(transport, 5060)}"
 
@@ -453,6 +461,13 @@ class B2bua(Admission):
         except ResolveError as exc:
             why = str(exc)
             self.hooks.emit(lambda now: self._fail(call, 404, why, now, core))
+            return
+        call.targets = [t for t in call.targets if not self.local.is_self(t)]
+        if not call.targets:
+            # A rule that leaves the alias unchanged sends sip:x@<this node> back here, where
+            # it would be routed again until Max-Forwards runs out: refuse it at once.
+            why = f"{call.target_uri} routes back to this node"
+            self.hooks.emit(lambda now: self._fail(call, 482, why, now, core))
             return
         if call.lync is not None or call.lync_callee is not None:
             try:
@@ -1127,7 +1142,7 @@ def _user(uri: object) -> str | None:
 
 
 _REASONS = {404: "Not Found", 408: "Request Timeout", 480: "Temporarily Unavailable",
-            500: "Server Internal Error", 503: "Service Unavailable"}
+            482: "Loop Detected", 500: "Server Internal Error", 503: "Service Unavailable"}
 
 
 def _ice_offer(request: Request) -> SessionDescription | None:

@@ -462,3 +462,17 @@ async def test_a_rules_bandwidth_cap_reaches_both_sides_of_an_anchored_call() ->
             f"To: <sip:alice@gw.example.com>;tag={answer.to.tag}\r\nCall-ID: in-call-1\r\n"
             "CSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode(), CALLER)
     assert h.b2bua.calls == {}
+
+
+async def test_a_destination_that_is_this_node_is_refused_as_a_loop() -> None:
+    """A rule whose destination resolves to one of the node's own listeners (an empty
+    replace on sip:x@<node address>) would route the call to itself until Max-Forwards ran
+    out; it is refused with 482 at once."""
+    h = Harness([Target("UDP", "203.0.113.5", "203.0.113.5", 5060)])
+    h.feed(invite(), CALLER)
+    await h.settle()
+    sent = h.take()
+    assert statuses(sent, CALLER) == [100, 482]
+    refused = next(m for m, _ in sent if isinstance(m, Response) and m.status == 482)
+    assert "routes back to this node" in refused.reason
+    assert not [m for m, _ in sent if isinstance(m, Request) and m.method == "INVITE"]

@@ -47,10 +47,13 @@ protocols = ["sip"]
 match = 'routed'  # host IP addresses are not part of the parsed alias
 """
 
+# A bare word as the destination: routed, but there is no SIP address to place the call at.
+UNPLACEABLE = "replace = 'routed'\n"
+
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    d = Daemon(tmp_path, BASE + RULES)
+    d = Daemon(tmp_path, BASE + RULES + UNPLACEABLE)
     yield d
     d.stop()
 
@@ -145,14 +148,14 @@ def test_sighup_applies_a_good_config_and_keeps_the_old_one_on_a_bad_one(
 ) -> None:
     target = f"127.0.0.1:{daemon.udp}"
     args = ("-t", "u1", "-m", "1", "-p", str(free_port()))
-    daemon.write_config(BASE + RULES.replace("'routed'", "'(routed|newly)'"))
+    daemon.write_config(BASE + RULES.replace("'routed'", "'(routed|newly)'") + UNPLACEABLE)
     daemon.signal(signal.SIGHUP)
     daemon.wait_event("config_reloaded")
     ok = sipp(target, "invite_refused_uac.xml", "-s", "newly", *args, status=404,
               workdir=str(tmp_path))
     assert ok.returncode == 0, ok.stdout
     assert [e["alias"] for e in daemon.events("call_routed")][-1].startswith("sip:newly@")
-    daemon.write_config(BASE + RULES.replace("'routed'", "'(unbalanced'"))
+    daemon.write_config(BASE + RULES.replace("'routed'", "'(unbalanced'") + UNPLACEABLE)
     daemon.signal(signal.SIGHUP)
     refused = daemon.wait_event("reload_refused")
     assert any("routing_rules[0].match: invalid regex" in p for p in refused[0]["problems"])

@@ -12,15 +12,13 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-import tempfile
-from pathlib import Path
 
 from common import (
     ROOT,
     cpu_seconds,
     free_port,
+    kamailio,
     lyncgate,
-    running,
     sipp,
     wait_udp_answer,
 )
@@ -86,15 +84,10 @@ def main() -> int:
             return 2
 
     results: dict[str, tuple[float, str]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        kport = free_port()
-        cfg = Path(tmp) / "kamailio.cfg"
-        cfg.write_text(KAMAILIO_CFG.format(port=kport))
-        pidfile = Path(tmp) / "kamailio.pid"
-        cmd = ["kamailio", "-f", str(cfg), "-P", str(pidfile), "-Y", tmp, "-DD", "-E"]
-        with running(cmd) as kam:
-            wait_udp_answer(kport)
-            results["kamailio"] = measure(kam.pid, kport, args.count, args.rate)
+    kport = free_port()
+    with kamailio(KAMAILIO_CFG.format(port=kport)) as kam:
+        wait_udp_answer(kport)
+        results["kamailio"] = measure(kam.pid, kport, args.count, args.rate)
 
     lport = free_port()
     with lyncgate(LYNCGATE_CFG.format(port=lport)) as gate:

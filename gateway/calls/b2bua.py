@@ -287,7 +287,8 @@ class B2bua(Admission):
         if isinstance(event, TransactionTimeout):
             call = event.transaction.tu_data
             if isinstance(call, Call) and event.transaction is call.out_txn:
-                return self._next_target(call, now, core, "timeout")
+                why = "unreachable" if event.timer == "transport" else "timeout"
+                return self._next_target(call, now, core, why)
             return []
         if isinstance(event, CancelReceived):
             return self._cancel(event, now, core)

@@ -86,7 +86,8 @@ class Node:
         self.endpoint = Endpoint(
             EndpointSettings(server=f"lyncgate/{__version__}"), timers=timers, handler=handler
         )
-        self.transport = TransportLayer(self._on_message, limits=limits)
+        self.transport = TransportLayer(self._on_message, limits=limits,
+                                        on_unreachable=self._on_unreachable)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._work: set[asyncio.Future[None]] = set()
@@ -249,6 +250,11 @@ class Node:
                           head=data[:200].decode("utf-8", "replace"))
             return
         self._send(events)
+        self._arm()
+
+    def _on_unreachable(self, peer: Peer, reason: str) -> None:
+        now = asyncio.get_running_loop().time()
+        self._send(self.endpoint.transport_failed(peer, now))
         self._arm()
 
     def _spawn(self, work: Awaitable[None]) -> None:

@@ -250,6 +250,10 @@ class Endpoint:
         mine = self.handler.next_deadline()
         return mine if deadline is None or (mine is not None and mine < deadline) else deadline
 
+    def transport_failed(self, peer: Peer, now: float) -> list[Event]:
+        """A message to `peer` could not be delivered: what waited on it fails now."""
+        return self._dispatch(self.transactions.transport_failed(peer, now), now)
+
     def handle_timeout(self, now: float) -> list[Event]:
         events = self._dispatch(self.transactions.handle_timeout(now), now)
         if self.handler is not None:

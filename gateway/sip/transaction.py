@@ -184,6 +184,15 @@ class ClientTransaction(Transaction):
         self._terminate()  # D, K, M
         return []
 
+    def transport_failed(self) -> list[Action]:
+        """RFC 3261 17.1.4: the request could not be sent (connection refused, TLS
+        handshake failed). A transaction still waiting for its final response ends now and
+        tells the TU, which treats it as a 503 and moves on (RFC 3263 4.3)."""
+        if self.state not in (State.CALLING, State.TRYING, State.PROCEEDING):
+            return []
+        self._terminate()
+        return [TimedOut("transport")]
+
 
 def build_ack_for_failure(invite: Request, response: Response) -> Request:
     """The ACK a client transaction sends for a 300-699 (RFC 3261 section 17.1.1.3)."""

@@ -294,6 +294,16 @@ class TransactionLayer:
         """ACK for a 2xx, 2xx retransmissions by a UAS core: no transaction owns them."""
         return [Send(message.to_bytes(), peer, message)]
 
+    def transport_failed(self, peer: Peer, now: float) -> list[Event]:
+        """The transport could not reach `peer`: its client transactions fail at once
+        rather than at Timer B/F."""
+        address = (peer.transport, peer.host, peer.port)
+        out: list[Event] = []
+        for txn in [t for t in self._client.values()
+                    if (t.peer.transport, t.peer.host, t.peer.port) == address]:
+            out.extend(self._run(txn, txn.transport_failed(), now))
+        return out
+
     # -- time ----------------------------------------------------------------------------
     def handle_timeout(self, now: float) -> list[Event]:
         out: list[Event] = []

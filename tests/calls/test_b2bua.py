@@ -476,3 +476,18 @@ async def test_a_destination_that_is_this_node_is_refused_as_a_loop() -> None:
     refused = next(m for m, _ in sent if isinstance(m, Response) and m.status == 482)
     assert "routes back to this node" in refused.reason
     assert not [m for m, _ in sent if isinstance(m, Request) and m.method == "INVITE"]
+
+
+async def test_a_target_the_transport_cannot_reach_fails_over_at_once() -> None:
+    """A refused connection (reported by the transport) moves the call to the next RFC 3263
+    target straight away; with none left the caller gets 503, not a 408 after 32 s."""
+    h = Harness([FIRST, SECOND])
+    h.feed(invite(), CALLER)
+    await h.settle()
+    _, peer = outbound(h.take(), "INVITE")
+    h.collect(h.ep.transport_failed(peer, 0.1))
+    sent = h.take()
+    _, second = outbound(sent, "INVITE")
+    assert second == far(SECOND) and statuses(sent, CALLER) == []
+    h.collect(h.ep.transport_failed(second, 0.2))
+    assert statuses(h.take(), CALLER) == [503]

@@ -300,9 +300,6 @@ def test_a_503_from_the_first_srv_target_fails_over_to_the_second(
     assert row["destination"] == "uas-42@pool.test"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="a refused TCP connection is not reported to the transaction: the "
-                   "gateway waits out Timer B (32 s) before failing over; see the report")
 def test_a_target_that_refuses_the_connection_fails_over_at_once(
     lab: contextlib.ExitStack, tmp_path: Path
 ) -> None:

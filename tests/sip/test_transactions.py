@@ -269,3 +269,19 @@ def test_the_200_to_cancel_carries_the_to_tag_the_invite_was_answered_with() -> 
     terminated = _answer(layer.respond(txn, make_response(invite, 487, to_tag="tu-tag"), 0.2)[0])
     assert ok.status == 200 and ok.to.tag is not None
     assert terminated.status == 487 and terminated.to.tag == ok.to.tag
+
+
+def test_a_transport_failure_ends_the_client_transactions_to_that_peer_at_once() -> None:
+    """RFC 3261 17.1.4: a refused connection is reported to the TU now (timer "transport"),
+    not at Timer B; transactions to other peers and answered ones are left alone."""
+    layer = TransactionLayer(T)
+    waiting, _ = layer.send_request(request(branch="z9hG4bK-w"), TCP, 0.0)
+    other_peer = Peer("TCP", "192.0.2.11", 5060)
+    elsewhere, _ = layer.send_request(request(branch="z9hG4bK-e"), other_peer, 0.0)
+    answered, _ = layer.send_request(request("BYE", branch="z9hG4bK-x", to_tag="t"), TCP, 0.0)
+    layer.receive_response(response_to(answered.request, 200), TCP, 0.1)
+    events = layer.transport_failed(Peer("TCP", "192.0.2.10", 5060), 0.2)
+    assert [(type(e), e.transaction, e.timer) for e in events
+            if isinstance(e, TransactionTimeout)] == [(TransactionTimeout, waiting, "transport")]
+    assert waiting.terminated and not elsewhere.terminated
+    assert layer.transport_failed(TCP, 0.3) == []  # told once

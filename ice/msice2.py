@@ -6,8 +6,9 @@ each side reject the other's checks, so ICE never completes:
   (FINGERPRINT included) and the hashed bytes zero-padded to a multiple of 64 (RFC 3489);
 - attributes are not padded to 4 bytes; USERNAME instead carries its NUL padding inside
   its value, so its length is a multiple of 4. aioice speaks RFC 5389 only; these pure
-functions let the ICE glue recognise an MS-ICE2 message, re-sign it for aioice, and sign
-what goes back to that peer the MS-ICE2 way.
+functions let the ICE glue recognise an MS-ICE2 message, re-sign it for aioice, sign
+what goes back to that peer the MS-ICE2 way, and move a message to another transaction
+(a check's MS-ICE2 copy, sent while the peer's form is unknown, and its answer).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Literal
 
 USERNAME = 0x0006
 MESSAGE_INTEGRITY = 0x0008
+XOR_MAPPED_ADDRESS = 0x0020
 FINGERPRINT = 0x8028
 FINGERPRINT_XOR = 0x5354554E
 COOKIE = b"\x21\x12\xa4\x42"
@@ -62,6 +64,19 @@ def username_padding(data: bytes, *, inside: bool) -> bytes:
         struct.pack_into("!H", out, pos + 2, new)
         return bytes(out)
     return data
+
+
+def with_transaction_id(data: bytes, transaction_id: bytes) -> bytes:
+    """`data` under another transaction ID; its integrity is to be redone (`resign`).
+    An IPv6 XOR-MAPPED-ADDRESS is XORed with the ID (RFC 5389 15.2), so it is re-XORed to
+    keep the address it carries."""
+    out = bytearray(data)
+    out[8:20] = transaction_id
+    for kind, pos, length in _attributes(data):
+        if kind == XOR_MAPPED_ADDRESS and length == 20:
+            for i in range(12):
+                out[pos + 12 + i] ^= data[8 + i] ^ transaction_id[i]
+    return bytes(out)
 
 
 def _mac(data: bytes, offset: int, key: bytes, form: Form) -> bytes:

@@ -11,14 +11,15 @@ pair per component (the event the B2BUA turns into the re-INVITE with a=remote-c
 or raises IceError with the reason.
 
 aioice has no hook for where host candidates bind, so `_NodeConnection` overrides its
-`get_component_candidates` and uses its `StunProtocol`, `_protocols` and `_nominated`
-internals; pyproject pins the aioice versions this was checked against.
+`get_component_candidates` and uses its `StunProtocol` (and its `transactions`), `_protocols`
+and `_nominated` internals; pyproject pins the aioice versions this was checked against.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,53 +63,96 @@ class IceStats:
     problems: list[str] = field(default_factory=list)
     skipped_remote: list[str] = field(default_factory=list)
     pairs_checked: int = 0
+    # The integrity the peer signs with, once known, and what told us: "hint" (an MS-SIP
+    # leg), its "check", its "answer" to a check, or its answer to a "probe".
+    peer_form: msice2.Form | None = None
+    peer_form_from: str = ""
+    probes: int = 0  # MS-ICE2 copies of our checks, sent while the peer's form is unknown
+    probe_answers: int = 0  # probes whose answer was taken as their check's
 
 
 class _Protocol(StunProtocol):
     """aioice's STUN socket, speaking MS-ICE2 integrity to the peers that sign that way:
     their messages are re-signed RFC 5389 style before aioice reads them, and what goes
-    back to them is signed theirs (see ice/msice2.py)."""
+    back to them is signed theirs (see ice/msice2.py).
+
+    Until the peer's form is known, each check goes in both forms: aioice's, and a probe,
+    its MS-ICE2 copy under a transaction ID of its own (a peer may answer a repeated ID
+    from its cache). An MS-ICE2 peer's success answer to the probe is handed to aioice as
+    the check's, so the pair succeeds one round trip after checks start rather than when
+    the peer's own first check arrives (its pacing, 20 ms and more). Whatever else answers
+    a probe (an RFC 5389 agent's 400 or 401) is dropped, so probing never fails a pair."""
 
     receiver: _NodeConnection
 
     def __init__(self, receiver: _NodeConnection) -> None:
         super().__init__(receiver)
-        # Our requests still in flight, to resend at once in MS-ICE2 form when their peer
-        # turns out to be MS-ICE2 (rather than after aioice's 500 ms retransmission timer).
+        # While the peer's form is unknown: our checks in flight, to resend at once in
+        # MS-ICE2 form when the peer turns out to be MS-ICE2 (rather than after aioice's
+        # 500 ms retransmission timer), and the probe sent with each (probe ID -> check ID).
         self.in_flight: dict[bytes, tuple[stun.Message, tuple[str, int]]] = {}
+        self.probes: dict[bytes, bytes] = {}
 
     def datagram_received(self, data: bytes | str, addr: tuple[Any, ...]) -> None:
         if isinstance(data, bytes) and data[:1] in (b"\x00", b"\x01"):
-            key = self._key(data, outgoing=False)
-            if key is not None and msice2.signed_form(data, key) == "msice2":
-                peer = (addr[0], addr[1])
-                if peer not in self.receiver.legacy:
-                    self.receiver.legacy.add(peer)
-                    self._resend_to(peer)
-                data = msice2.resign(msice2.username_padding(data, inside=False), key,
-                                     "rfc5389")
+            converted = self._from_peer(data)
+            if converted is None:
+                return
+            data = converted
         super().datagram_received(data, addr)
 
-    def _resend_to(self, peer: tuple[str, int]) -> None:
-        for tid, (message, addr) in list(self.in_flight.items()):
-            if tid not in self.transactions:
-                del self.in_flight[tid]
-            elif addr == peer:
-                self.send_stun(message, addr)
+    def _from_peer(self, data: bytes) -> bytes | None:
+        """STUN as aioice is to read it, or None for an answer to a probe that is not an
+        MS-ICE2 success. What the peer signed tells its form."""
+        key = self._key(data, outgoing=False)
+        form = msice2.signed_form(data, key) if key is not None else None
+        answer = bool(data[0] & 0x01)
+        check = self.probes.pop(data[8:20], None) if answer else None
+        if check is not None:
+            if form != "msice2" or data[1] & 0x10:
+                return None  # no MS-ICE2 success (an RFC 5389 agent's 401): not the check's
+            self.in_flight.pop(check, None)  # answered here: not to be resent
+            if check in self.transactions:
+                self.receiver.session.stats.probe_answers += 1
+            data = msice2.with_transaction_id(data, check)
+        if form is not None:
+            source = "probe" if check is not None else "answer" if answer else "check"
+            self.receiver.learn(form, source)
+        if key is not None and form == "msice2":
+            data = msice2.resign(msice2.username_padding(data, inside=False), key,
+                                 "rfc5389")
+        return data
+
+    def peer_known(self, form: msice2.Form) -> None:
+        """Probing is over; checks in flight go again at once if the peer is MS-ICE2."""
+        in_flight, self.in_flight, self.probes = self.in_flight, {}, {}
+        if form == "msice2":
+            for tid, (message, addr) in in_flight.items():
+                if tid in self.transactions:
+                    self.send_stun(message, addr)
 
     def send_stun(self, message: stun.Message, addr: tuple[str, int]) -> None:
-        if message.message_class == stun.Class.REQUEST:
-            self.in_flight[message.transaction_id] = (message, addr)
-        if not self.receiver.session.msice2_peer and (addr[0], addr[1]) not in (
-            self.receiver.legacy
-        ):
-            super().send_stun(message, addr)
+        stats = self.receiver.session.stats
+        if stats.peer_form == "msice2":
+            self.transport.sendto(self._msice2(bytes(message)), addr)
             return
-        data = bytes(message)
+        super().send_stun(message, addr)
+        tid = message.transaction_id
+        if (stats.peer_form is None and message.message_class == stun.Class.REQUEST
+                and "MESSAGE-INTEGRITY" in message.attributes and tid not in self.in_flight):
+            # Once per check: its retransmissions (same ID) are not probed again.
+            self.in_flight[tid] = (message, addr)
+            probe = os.urandom(12)
+            self.probes[probe] = tid
+            stats.probes += 1
+            self.transport.sendto(
+                self._msice2(msice2.with_transaction_id(bytes(message), probe)), addr)
+
+    def _msice2(self, data: bytes) -> bytes:
         key = self._key(data, outgoing=True)
-        if key is not None:
-            data = msice2.resign(msice2.username_padding(data, inside=True), key, "msice2")
-        self.transport.sendto(data, addr)
+        if key is None:
+            return data
+        return msice2.resign(msice2.username_padding(data, inside=True), key, "msice2")
 
     def _key(self, data: bytes, *, outgoing: bool) -> bytes | None:
         """Short-term credentials: a request is signed with the password of the agent that
@@ -125,10 +169,21 @@ class _NodeConnection(aioice.Connection):
         super().__init__(ice_controlling=controlling, components=components,
                          use_ipv4=not ipv6, use_ipv6=ipv6)
         self.session = session
-        self.legacy: set[tuple[str, int]] = set()  # peers that sign the MS-ICE2 way
         # Set once every component has a nominated pair: aioice's connect() returns only
         # after one more pacing interval (Ta, 20 ms), which the call set-up need not wait.
         self.all_nominated: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def learn(self, form: msice2.Form, source: str) -> None:
+        """The peer signed a message in `form`: every check of ours goes that way from now
+        on. One agent is behind all the peer's candidates, so this holds for all of them.
+        MS-ICE2 is final: such a peer must be answered its way whatever else it sent."""
+        stats = self.session.stats
+        if stats.peer_form in (form, "msice2"):
+            return
+        stats.peer_form, stats.peer_form_from = form, source
+        for protocol in self._protocols:
+            if isinstance(protocol, _Protocol):  # all are: host and relay sockets alike
+                protocol.peer_known(form)
 
     def data_received(self, data: bytes, component: int) -> None:
         if data[:1] < b"\x40":
@@ -239,14 +294,15 @@ class IceSession:
             raise IceError("relay-only ICE needs a TURN server")
         self.address = address
         self.relay_only = relay_only  # only the TURN relay is offered (host stays private)
-        # The peer is known to be a Lync/SfB agent (an MS-SIP leg): sign MS-ICE2 from the
-        # first check. Without the hint a peer is switched to it when it signs that way.
-        self.msice2_peer = msice2_peer
         self.ports = ports
         self.static_nat_address = static_nat_address
         self.stun = stun_server
         self.turn = turn
         self.stats = IceStats()
+        if msice2_peer:
+            # The peer is known to be a Lync/SfB agent (an MS-SIP leg): MS-ICE2 from the
+            # first check. Without the hint the peer's form is learned (see _Protocol).
+            self.stats.peer_form, self.stats.peer_form_from = "msice2", "hint"
         self.components = components
         self.bound: list[int] = []
         self.selected: list[SelectedPair] = []

@@ -28,6 +28,8 @@ def main() -> None:
     parser.add_argument("--controlling", type=int, default=0)
     parser.add_argument("--compat", choices=COMPAT, default="rfc5245")
     parser.add_argument("--address", default="127.0.0.1")
+    # Ta, the interval between libnice's own checks (its first one included); 0: libnice's.
+    parser.add_argument("--pacing-ms", type=int, default=0)
     args = parser.parse_args()
     loop = GLib.MainLoop()
     context = loop.get_context()
@@ -35,6 +37,8 @@ def main() -> None:
     agent.set_property("controlling-mode", bool(args.controlling))
     agent.set_property("upnp", False)
     agent.set_property("ice-tcp", False)
+    if args.pacing_ms:
+        agent.set_property("stun-pacing-timer", args.pacing_ms)
     address = Nice.Address()
     address.set_from_string(args.address)
     agent.add_local_address(address)

@@ -3,9 +3,10 @@ anything else in the message (aioice makes the RFC 5389 messages)."""
 
 from __future__ import annotations
 
+import pytest
 from aioice import stun
 
-from ice.msice2 import resign, signed_form, username_padding
+from ice.msice2 import resign, signed_form, username_padding, with_transaction_id
 
 KEY = b"sUH9hCmGITUZB2zx0TPuKd"
 
@@ -44,3 +45,20 @@ def test_non_stun_and_unsigned_data_pass_through() -> None:
     unsigned = bytes(stun.Message(message_method=stun.Method.BINDING,
                                   message_class=stun.Class.REQUEST))
     assert signed_form(unsigned, KEY) is None
+
+
+@pytest.mark.parametrize("address", [("2001:db8::7", 50000), ("192.0.2.7", 50000)])
+def test_a_message_moved_to_another_transaction_says_the_same(address: tuple[str, int]
+                                                               ) -> None:
+    """A probe's answer handed over as its check's: the IPv6 XOR-MAPPED-ADDRESS, XORed
+    with the transaction ID, still carries the same address."""
+    response = stun.Message(message_method=stun.Method.BINDING,
+                            message_class=stun.Class.RESPONSE)
+    response.attributes["XOR-MAPPED-ADDRESS"] = address
+    response.add_message_integrity(KEY)
+    check = bytes(range(12))
+    moved = stun.parse_message(resign(with_transaction_id(bytes(response), check), KEY,
+                                      "rfc5389"))
+    assert moved.transaction_id == check
+    assert moved.attributes["XOR-MAPPED-ADDRESS"] == address
+    assert moved.check_message_integrity(KEY)

@@ -18,7 +18,7 @@ from aioice import stun
 
 from ice.candidate import Candidate
 from ice.errors import IceError, PortsExhausted
-from ice.msice2 import resign
+from ice.msice2 import resign, signed_form, username_padding
 from ice.ports import PortAllocator
 from ice.session import IceSession, TurnSettings
 from tests.peers import coturn, free_port
@@ -69,6 +69,9 @@ async def test_session_and_aioice_select_a_pair_and_carry_data(controlling: bool
     await feed(peer, session)
     selected, _ = await asyncio.gather(session.connect(5), peer.connect())
     assert selected[0].local.port == host.port
+    # aioice refuses the probe that may go with our check (401), which fails nothing
+    stats = session.stats
+    assert (stats.peer_form, stats.probe_answers) == ("rfc5389", 0) and stats.probes <= 1
     assert session.remote_candidates_attribute() == (
         f"remote-candidates:1 127.0.0.1 {selected[0].remote.port}")
     await session.send(b"rtp?")
@@ -179,15 +182,126 @@ async def test_close_while_gathering_stops_it_and_gives_every_port_back() -> Non
     silent.close()
 
 
+# -- probes, against a scripted RFC 5389 agent -------------------------------------------------
+PEER_PWD = "scripted-peer-password"
+
+
+class ScriptedPeer(asyncio.DatagramProtocol):
+    """An RFC 5389 agent whose every datagram the test reads and answers itself."""
+
+    transport: asyncio.DatagramTransport
+
+    def __init__(self) -> None:
+        self.got: asyncio.Queue[tuple[bytes, tuple[str, int]]] = asyncio.Queue()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.got.put_nowait((data, addr))
+
+    async def next(self) -> tuple[bytes, tuple[str, int]]:
+        return await asyncio.wait_for(self.got.get(), 5)
+
+    def answer(self, request: bytes, addr: tuple[str, int]) -> None:
+        """A success answer as RFC 5389 agents sign it."""
+        response = stun.Message(message_method=stun.Method.BINDING,
+                                message_class=stun.Class.RESPONSE,
+                                transaction_id=stun.parse_message(request).transaction_id)
+        response.attributes["XOR-MAPPED-ADDRESS"] = addr
+        response.add_message_integrity(PEER_PWD.encode())
+        self.transport.sendto(bytes(response), addr)
+
+    def refuse(self, request: bytes, addr: tuple[str, int]) -> None:
+        """What aioice answers a check that does not verify: 401, unsigned."""
+        error = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.ERROR,
+                             transaction_id=stun.parse_message(request).transaction_id)
+        error.attributes["ERROR-CODE"] = (401, "Unauthenticated")
+        error.add_fingerprint()
+        self.transport.sendto(bytes(error), addr)
+
+
+@pytest.fixture
+async def scripted() -> AsyncIterator[tuple[IceSession, ScriptedPeer]]:
+    """A controlling session whose one remote candidate is a ScriptedPeer."""
+    loop = asyncio.get_running_loop()
+    transport, peer = await loop.create_datagram_endpoint(ScriptedPeer,
+                                                          local_addr=("127.0.0.1", 0))
+    session = IceSession(controlling=True, components=1, address="127.0.0.1",
+                         ports=allocator())
+    await session.gather()
+    port = transport.get_extra_info("sockname")[1]
+    await session.set_remote("peer", PEER_PWD,
+                             [f"candidate:1 1 UDP 2130706431 127.0.0.1 {port} typ host"])
+    yield session, peer
+    await session.close()
+    transport.close()
+
+
+def unsigned(data: bytes) -> dict[str, object]:
+    """A request's attributes but its integrity, whichever form signed it."""
+    rfc5389 = resign(username_padding(data, inside=False), PEER_PWD.encode(), "rfc5389")
+    attributes = stun.parse_message(rfc5389).attributes
+    return {k: v for k, v in attributes.items() if k not in ("MESSAGE-INTEGRITY", "FINGERPRINT")}
+
+
+@pytest.mark.parametrize("probe_refused", [True, False])  # 401, or never answered
+async def test_a_check_goes_once_with_a_probe_an_rfc5389_agent_cannot_fail_it_with(
+        scripted: tuple[IceSession, ScriptedPeer], probe_refused: bool) -> None:
+    session, peer = scripted
+    connecting = asyncio.ensure_future(session.connect(5))
+    sent = dict([await peer.next(), await peer.next()])
+    by_form = {signed_form(data, PEER_PWD.encode()): data for data in sent}
+    check, probe = by_form["rfc5389"], by_form["msice2"]
+    assert check[8:20] != probe[8:20]  # a transaction of its own
+    assert unsigned(check) == unsigned(probe)  # the same check otherwise, USE-CANDIDATE too
+    addr = sent[check]
+    if probe_refused:
+        peer.refuse(probe, addr)
+    # the check's first transmission goes unanswered: its retransmission brings no probe
+    again, _ = await peer.next()
+    assert again == check
+    peer.answer(check, addr)
+    [selected] = await connecting
+    assert selected.local.port == addr[1]
+    stats = session.stats
+    assert (stats.peer_form, stats.peer_form_from) == ("rfc5389", "answer")
+    assert (stats.probes, stats.probe_answers) == (1, 0)
+    assert peer.got.empty()
+
+
+async def test_no_probe_goes_once_the_peer_signed_rfc5389(
+        scripted: tuple[IceSession, ScriptedPeer]) -> None:
+    session, peer = scripted
+    [host] = session.local_candidates()
+    theirs = stun.Message(message_method=stun.Method.BINDING,
+                          message_class=stun.Class.REQUEST)
+    theirs.attributes["USERNAME"] = f"{session.ufrag}:peer"
+    theirs.attributes["PRIORITY"] = 1862270975
+    theirs.attributes["ICE-CONTROLLED"] = 1
+    theirs.add_message_integrity(session.pwd.encode())
+    peer.transport.sendto(bytes(theirs), ("127.0.0.1", host.port))
+    answer, _ = await peer.next()
+    assert stun.parse_message(answer).message_class == stun.Class.RESPONSE
+    assert (session.stats.peer_form, session.stats.peer_form_from) == ("rfc5389", "check")
+    connecting = asyncio.ensure_future(session.connect(5))
+    check, addr = await peer.next()
+    assert signed_form(check, PEER_PWD.encode()) == "rfc5389"
+    peer.answer(check, addr)
+    await connecting
+    assert session.stats.probes == 0 and peer.got.empty()
+
+
 # -- libnice ----------------------------------------------------------------------------------
 @pytest.fixture
 async def nice() -> AsyncIterator[object]:
     procs: list[asyncio.subprocess.Process] = []
 
-    async def start(compat: str, controlling: bool) -> asyncio.subprocess.Process:
+    async def start(compat: str, controlling: bool, pacing_ms: int = 0
+                    ) -> asyncio.subprocess.Process:
         proc = await asyncio.create_subprocess_exec(
             "/usr/bin/python3", str(NICE_AGENT), "--compat", compat,
-            "--controlling", str(int(controlling)),
+            "--controlling", str(int(controlling)), "--pacing-ms", str(pacing_ms),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         )
         procs.append(proc)
@@ -210,15 +324,9 @@ async def read_json(proc: asyncio.subprocess.Process) -> dict[str, object]:
     return result
 
 
-@pytest.mark.peer
-@pytest.mark.skipif(not Path("/usr/bin/python3").exists(), reason="needs Debian python3")
-@pytest.mark.parametrize(("compat", "hint"), [
-    ("rfc5245", False),
-    ("oc2007r2", False),  # learns MS-ICE2 from the peer's first check
-    ("oc2007r2", True),  # an MS-SIP leg: MS-ICE2 from our first check
-])
-async def test_session_and_libnice_connect(nice: object, compat: str, hint: bool) -> None:
-    proc = await nice(compat, False)  # type: ignore[operator]
+async def connect_to_libnice(proc: asyncio.subprocess.Process, hint: bool) -> IceSession:
+    """A controlling session run against the (controlled) libnice agent `proc` until both
+    have selected the same pair and media went through it."""
     theirs = await read_json(proc)
     session = IceSession(controlling=True, components=1, address="127.0.0.1",
                          ports=allocator(), msice2_peer=hint)
@@ -239,6 +347,39 @@ async def test_session_and_libnice_connect(nice: object, compat: str, hint: bool
     data, component = await asyncio.wait_for(session.recv(), 5)
     assert (data, component) == (b"media through libnice", 1)
     await session.close()
+    return session
+
+
+@pytest.mark.peer
+@pytest.mark.skipif(not Path("/usr/bin/python3").exists(), reason="needs Debian python3")
+@pytest.mark.parametrize(("compat", "hint"), [
+    ("rfc5245", False),
+    ("oc2007r2", False),  # learns MS-ICE2 from the answer to a probe, or the peer's check
+    ("oc2007r2", True),  # an MS-SIP leg: MS-ICE2 from our first check
+])
+async def test_session_and_libnice_connect(nice: object, compat: str, hint: bool) -> None:
+    session = await connect_to_libnice(await nice(compat, False), hint)  # type: ignore[operator]
+    stats = session.stats
+    if compat == "rfc5245":  # probed while unknown: at most once, for the one pair
+        assert (stats.peer_form, stats.probe_answers) == ("rfc5389", 0), stats
+        assert stats.probes <= 1, stats
+    elif hint:
+        assert (stats.peer_form_from, stats.probes) == ("hint", 0), stats
+    else:
+        assert stats.peer_form == "msice2", stats
+
+
+@pytest.mark.peer
+@pytest.mark.skipif(not Path("/usr/bin/python3").exists(), reason="needs Debian python3")
+async def test_without_the_hint_libnice_oc2007r2_is_done_one_round_trip_after_checks_start(
+        nice: object) -> None:
+    """Our first check goes with its MS-ICE2 probe, and the probe's answer ends ICE: before
+    any check of libnice's arrives, which its pacing holds back (Ta 500 ms here rather than
+    its 20 ms, so a busy machine cannot reorder the two)."""
+    proc = await nice("oc2007r2", False, pacing_ms=500)  # type: ignore[operator]
+    stats = (await connect_to_libnice(proc, hint=False)).stats
+    assert (stats.peer_form, stats.peer_form_from) == ("msice2", "probe"), stats
+    assert (stats.probes, stats.probe_answers) == (1, 1), stats
 
 
 # -- TURN ---------------------------------------------------------------------------------------

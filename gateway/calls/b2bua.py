@@ -53,7 +53,7 @@ from gateway.sip.session_timer import (
     uac_headers,
     uac_result,
 )
-from gateway.sip.transaction import ClientTransaction, Peer, ServerTransaction
+from gateway.sip.transaction import ClientTransaction, Peer, ServerTransaction, State
 from gateway.sip.transactions import (
     AckReceived,
     CancelReceived,
@@ -481,8 +481,11 @@ class B2bua(Admission):
                 self.hooks.emit(lambda now: self._fail(call, 503, why, now, core))
                 return
         elif call.offer is not None and self.media_ports is not None:
-            call.bridge = SipBridge(self.media_ports, lambda reason: self.hooks.emit(
-                lambda now: self._hang_up(call, reason, now, core)))
+            # By id, not the call itself: the bridge is the call's, and a callback holding
+            # the call would make a cycle only the garbage collector frees.
+            call_id = call.id
+            call.bridge = SipBridge(self.media_ports, lambda reason: self._media_timed_out(
+                call_id, reason, core))
             try:
                 call.toward_caller, call.toward_callee = await call.bridge.reserve(
                     self.local.address, [m.has("rtcp-mux") for m in call.offer.media])
@@ -1058,6 +1061,11 @@ class B2bua(Admission):
         if call.record is not None and call.record.ringing is None:
             call.record.ringing = self.wall_clock()
 
+    def _media_timed_out(self, call_id: int, reason: str, core: Endpoint) -> None:
+        call = self.calls.get(call_id)
+        if call is not None:
+            self.hooks.emit(lambda now: self._hang_up(call, reason, now, core))
+
     def _hang_up(self, call: Call, reason: str, now: float, core: Endpoint) -> list[Event]:
         """The gateway ends a connected call itself (media timeout): BYE on both legs."""
         if call.state is not CallState.CONNECTED:
@@ -1087,6 +1095,11 @@ class B2bua(Admission):
             return
         call.state = CallState.ENDED
         self.calls.pop(call.id, None)
+        if call.out_txn is not None and call.out_txn.state is State.ACCEPTED:
+            # Timer M keeps the answered INVITE's transaction for 32 s: without this it
+            # would keep the whole call, a cycle only the garbage collector frees. (One
+            # still unanswered needs the call for its CANCEL.)
+            call.out_txn.tu_data = None
         if call.bridge is not None:
             if call.bridge.media is not None:
                 self._add_media(call, call.bridge.media.counters())

@@ -47,7 +47,9 @@ class State(enum.Enum):
 class Send:
     data: bytes
     peer: Peer
-    message: Request | Response
+    # What the bytes are, when the sender still holds it parsed (a settled transaction
+    # keeps only the bytes).
+    message: Request | Response | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +72,8 @@ Action = Send | ToTU | TimedOut
 @dataclass(eq=False)
 class Transaction:
     key: tuple[Any, ...]
-    request: Request
+    # The request that started the transaction, until the transaction settles.
+    origin: Request | None
     peer: Peer
     timers: Timers
     state: State
@@ -79,10 +82,31 @@ class Transaction:
     # Retransmission interval of timers A, E and G.
     interval: float = 0.0
     tu_data: Any = None  # whatever the TU hangs on the transaction (a call leg, a callback)
+    # Only retransmissions are absorbed from here on (Timers D, I, J, K): the layer lets
+    # go of `tu_data` once the TU has seen the last event.
+    settled: bool = False
+    method: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        assert self.origin is not None
+        self.method = self.origin.method
+
+    @property
+    def request(self) -> Request:
+        assert self.origin is not None, "a settled transaction keeps no request"
+        return self.origin
 
     @property
     def is_invite(self) -> bool:
-        return self.request.method == "INVITE"
+        return self.method == "INVITE"
+
+    def _settle(self) -> None:
+        """A transaction waiting out Timer D/I/J/K (32 s over UDP) needs its key and the
+        bytes that answer retransmissions; dropping the parsed messages keeps the tens of
+        thousands a busy node holds to a few small objects each, so garbage collections
+        stay short."""
+        self.origin = None
+        self.settled = True
 
     @property
     def terminated(self) -> bool:
@@ -105,7 +129,6 @@ class ClientTransaction(Transaction):
     Completed) client transactions."""
 
     data: bytes = b""
-    last_final: Response | None = None
     ack: bytes | None = None
 
     def start(self, now: float) -> list[Action]:
@@ -141,18 +164,22 @@ class ClientTransaction(Transaction):
                 self.state = State.ACCEPTED
                 self.deadlines.clear()
                 self._arm("M", now, self.timers.m)
+                # RFC 6026: further 2xx still go to the TU, so `tu_data` stays; nothing
+                # is retransmitted any more.
+                self.origin, self.data = None, b""
                 return [ToTU(response)]
             self.state = State.COMPLETED
             self.deadlines.clear()
-            self.last_final = response
             self.ack = build_ack_for_failure(self.request, response).to_bytes()
             self._arm("D", now, self.timers.d(self.peer.reliable))
-            ack = Send(self.ack, self.peer, self.request)
+            ack = Send(self.ack, self.peer)
+            self.data = b""
+            self._settle()
             return [ack, ToTU(response)]
         if self.state is State.ACCEPTED and 200 <= status < 300:
             return [ToTU(response)]  # RFC 6026: further 2xx (forks, retransmissions) go up
         if self.state is State.COMPLETED and status >= 300 and self.ack is not None:
-            return [Send(self.ack, self.peer, self.request)]
+            return [Send(self.ack, self.peer)]
         return []
 
     def _non_invite_response(self, response: Response, now: float) -> list[Action]:
@@ -163,8 +190,9 @@ class ClientTransaction(Transaction):
             return [ToTU(response)]
         self.state = State.COMPLETED
         self.deadlines.clear()
-        self.last_final = response
         self._arm("K", now, self.timers.k(self.peer.reliable))
+        self.data = b""
+        self._settle()
         return [ToTU(response)]
 
     def fire(self, name: str, now: float) -> list[Action]:
@@ -220,6 +248,8 @@ class ServerTransaction(Transaction):
     # The To tag the layer sent for this request in the 200 to a CANCEL of it; the TU's
     # responses are then given it.
     to_tag: str | None = None
+    # The layer's merged-request key (RFC 3261 8.2.2.2), kept past the request.
+    merge_key: tuple[Any, ...] | None = None
 
     def start(self) -> None:
         self.state = State.PROCEEDING if self.is_invite else State.TRYING
@@ -227,7 +257,7 @@ class ServerTransaction(Transaction):
     def retransmission(self, now: float) -> list[Action]:
         """The same request again: answer with the last response, if any (section 17.2)."""
         if self.state in (State.PROCEEDING, State.COMPLETED) and self.last_data:
-            return [Send(self.last_data, self.peer, self.last_response or self.request)]
+            return [Send(self.last_data, self.peer, self.last_response)]
         return []
 
     def ack(self, ack: Request, now: float) -> list[Action]:
@@ -238,6 +268,7 @@ class ServerTransaction(Transaction):
             self.deadlines.pop("G", None)
             self.deadlines.pop("H", None)
             self._arm("I", now, self.timers.i(self.peer.reliable))
+            self._settle()
             return []
         if self.state is State.ACCEPTED:
             return [ToTU(ack)]  # the ACK for a 2xx belongs to the dialog, not to us
@@ -258,6 +289,10 @@ class ServerTransaction(Transaction):
         elif self.is_invite and status < 300:
             self.state = State.ACCEPTED
             self._arm("L", now, self.timers.l)
+            # The 2xx is the TU's to retransmit and the ACK goes up as a dialog's: the
+            # request and the call are not needed here for Timer L's 32 s.
+            self.keep_tag()
+            self.origin, self.tu_data = None, None
         elif self.is_invite:
             self.state = State.COMPLETED
             self.interval = self.timers.t1
@@ -270,7 +305,21 @@ class ServerTransaction(Transaction):
                 self._terminate()
             else:
                 self._arm("J", now, self.timers.j)
+                self.last_response = None
+                self._settle()
         return [Send(data, self.peer, response)]
+
+    def keep_tag(self) -> None:
+        """The To tag a CANCEL's 200 carries: the request's own (a re-INVITE) or that of
+        its responses; taken before the request goes."""
+        if self.to_tag is None:
+            last = self.last_response
+            own = self.origin.to.tag if self.origin is not None else None
+            self.to_tag = own or (last.to.tag if last else None)
+
+    def _settle(self) -> None:
+        self.keep_tag()
+        super()._settle()
 
     def fire(self, name: str, now: float) -> list[Action]:
         self.deadlines.pop(name, None)

@@ -155,6 +155,9 @@ class TransactionLayer:
         self._merge: dict[tuple[Any, ...], ServerTransaction] = {}
         self._heap: list[tuple[float, int, AnyTransaction, str]] = []
         self._seq = itertools.count()
+        # Settled or ended transactions whose `tu_data` goes at the next message or timer:
+        # the TU reads it from the event the transaction's last step produced.
+        self._release: list[AnyTransaction] = []
 
     # -- introspection -------------------------------------------------------------------
     def __len__(self) -> int:
@@ -179,6 +182,7 @@ class TransactionLayer:
     # -- inbound -------------------------------------------------------------------------
     def receive_request(self, request: Request, source: Peer, now: float) -> list[Event]:
         """A parsed, validated request from the transport."""
+        self._let_go()
         key = server_key(request)
         method = request.method
         if method == "ACK":
@@ -194,7 +198,7 @@ class TransactionLayer:
         merged = self._merged(request)
         txn = ServerTransaction(
             key=key,
-            request=request,
+            origin=request,
             peer=response_peer(request, source),
             timers=self.timers,
             state=State.TRYING,
@@ -206,7 +210,7 @@ class TransactionLayer:
             response = self._response(request, 482, self._new_tag())
             return self._run(txn, txn.respond(response, now), now)
         self._server[key] = txn
-        merge_key = _merge_key(request)
+        merge_key = txn.merge_key = _merge_key(request)
         if merge_key is not None:
             self._merge[merge_key] = txn
         out: list[Event] = []
@@ -225,7 +229,7 @@ class TransactionLayer:
         invite = self._server.get(server_key(request, "INVITE"))
         txn = ServerTransaction(
             key=server_key(request),
-            request=request,
+            origin=request,
             peer=response_peer(request, source),
             timers=self.timers,
             state=State.TRYING,
@@ -247,15 +251,16 @@ class TransactionLayer:
         responses carried, or, before the TU sent one, a tag chosen here that the TU's
         responses will be given."""
         if invite.to_tag is None:
-            last = invite.last_response
-            invite.to_tag = (invite.request.to.tag or (last.to.tag if last else None)
-                             or self._new_tag())
+            invite.keep_tag()
+        if invite.to_tag is None:
+            invite.to_tag = self._new_tag()
         return invite.to_tag
 
     def _response(self, request: Request, status: int, to_tag: str | None = None) -> Response:
         return make_response(request, status, to_tag=to_tag, headers=self._headers)
 
     def receive_response(self, response: Response, source: Peer, now: float) -> list[Event]:
+        self._let_go()
         via = response.top_via
         branch = via.branch or ""
         txn = self._client.get(client_key(branch, response.cseq.method))
@@ -273,7 +278,7 @@ class TransactionLayer:
         branch = request.top_via.branch or ""
         txn = ClientTransaction(
             key=client_key(branch, request.method),
-            request=request,
+            origin=request,
             peer=peer,
             timers=self.timers,
             state=State.TRYING,
@@ -306,6 +311,7 @@ class TransactionLayer:
 
     # -- time ----------------------------------------------------------------------------
     def handle_timeout(self, now: float) -> list[Event]:
+        self._let_go()
         out: list[Event] = []
         heap = self._heap
         while heap and heap[0][0] <= now:
@@ -330,6 +336,8 @@ class TransactionLayer:
                     out.append(AckReceived(message, txn.peer))
             elif isinstance(action, TimedOut):
                 out.append(TransactionTimeout(txn, action.timer))
+        if (txn.terminated or txn.settled) and txn.tu_data is not None:
+            self._release.append(txn)
         if txn.terminated:
             self._forget(txn)
         else:
@@ -337,13 +345,21 @@ class TransactionLayer:
                 heapq.heappush(self._heap, (deadline, next(self._seq), txn, name))
         return out
 
+    def _let_go(self) -> None:
+        """The TU has handled the events of the last message or timer: what it hung on
+        transactions that only wait out their timers (often a whole call) is freed by
+        reference counting now rather than by the cyclic GC after 32 s."""
+        for txn in self._release:
+            txn.tu_data = None
+        self._release.clear()
+
     def _forget(self, txn: AnyTransaction) -> None:
         table: dict[tuple[Any, ...], Any] = (
             self._client if isinstance(txn, ClientTransaction) else self._server
         )
         if table.get(txn.key) is txn:
             del table[txn.key]
-        merge_key = _merge_key(txn.request)
+        merge_key = txn.merge_key if isinstance(txn, ServerTransaction) else None
         if merge_key is not None and self._merge.get(merge_key) is txn:
             del self._merge[merge_key]
 

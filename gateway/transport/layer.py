@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -27,6 +28,10 @@ from gateway.transport.tls import failure_reason, peer_name_ok
 log = logs.get(__name__)
 
 MAX_DATAGRAM = 65535
+# What a UDP listener asks the kernel to buffer: the default (~208 KiB, ~400 INVITEs) fills
+# within a pause of the loop (a garbage collection, a slow disk) at a few hundred calls per
+# second, and every datagram dropped then is a retransmission 500 ms later.
+UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +166,10 @@ class TransportLayer:
         sock = transport.get_extra_info("socket")
         self._udp[sock.family] = transport
         bound = int(sock.getsockname()[1])
+        granted = _grow_receive_buffer(sock)
+        log.info("udp_receive_buffer", port=bound, asked=UDP_RECEIVE_BUFFER, granted=granted,
+                 note="" if granted >= UDP_RECEIVE_BUFFER else
+                 "capped by net.core.rmem_max; raise it for bursts at high call rates")
         self.listening.append(("UDP", host, bound))
         self._start_sweeper()
         return bound
@@ -480,3 +489,19 @@ class _TlsTransport(asyncio.Transport):
 
 def _fmt(peer: Peer | None) -> str:
     return "-" if peer is None else f"{peer.transport.lower()}:{peer.host}:{peer.port}"
+
+
+def _grow_receive_buffer(sock: socket.socket) -> int:
+    """Ask for UDP_RECEIVE_BUFFER bytes, past net.core.rmem_max (which caps a plain
+    SO_RCVBUF silently) where the process may (CAP_NET_ADMIN). Returns the usable size the
+    kernel granted (Linux reports twice that, counting its bookkeeping)."""
+    force = getattr(socket, "SO_RCVBUFFORCE", None)
+    for option in (force, socket.SO_RCVBUF):
+        if option is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, option, UDP_RECEIVE_BUFFER)
+                break
+            except OSError:
+                continue
+    size = int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+    return size // 2 if force is not None else size

@@ -14,7 +14,7 @@ from structlog.testing import capture_logs
 
 from gateway.sip.errors import SipParseError
 from gateway.sip.transaction import Peer
-from gateway.transport.layer import Limits, TransportLayer
+from gateway.transport.layer import UDP_RECEIVE_BUFFER, Limits, TransportLayer
 from gateway.transport.tls import client_context, server_context
 
 MSG = b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nContent-Length: 0\r\n\r\n"
@@ -52,6 +52,21 @@ async def layer() -> AsyncIterator[tuple[TransportLayer, Inbox]]:
     tl = TransportLayer(inbox)
     yield tl, inbox
     await tl.close()
+
+
+async def test_udp_listener_asks_for_a_large_receive_buffer_and_logs_what_it_got(
+    layer: tuple[TransportLayer, Inbox],
+) -> None:
+    """The kernel default (~208 KiB) overflows within one long pause of the loop at a few
+    hundred calls per second."""
+    tl, _ = layer
+    with capture_logs() as logs:
+        port = await tl.listen_udp("127.0.0.1", 0)
+    [line] = [e for e in logs if e["event"] == "udp_receive_buffer"]
+    assert line["port"] == port and line["asked"] == UDP_RECEIVE_BUFFER
+    limit = int(Path("/proc/sys/net/core/rmem_max").read_text())
+    assert line["granted"] >= min(UDP_RECEIVE_BUFFER, limit)
+    assert line["granted"] > 212_992
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1"])

@@ -49,6 +49,9 @@ async def test_an_ended_call_needs_no_garbage_collection(no_gc: None, anchored: 
     answer = next(m for m, _ in h.take() if isinstance(m, Response) and m.status == 200)
     [call] = h.b2bua.calls.values()
     gone = weakref.ref(call)
+    media = [weakref.ref(e) for e in (call.bridge.caller + call.bridge.callee)] if (
+        call.bridge is not None) else []
+    assert len(media) == (2 if anchored else 0)
     del call
     h.feed(bye_from_caller(answer.to.tag or ""), CALLER)
     our_bye, bye_peer = outbound(h.take(), "BYE")
@@ -58,3 +61,4 @@ async def test_an_ended_call_needs_no_garbage_collection(no_gc: None, anchored: 
     await h.settle()
     assert h.b2bua.calls == {} and len(h.ep.transactions) == 4
     assert gone() is None, [type(r).__name__ for r in gc.get_referrers(gone())]
+    assert [ref for ref in media if ref() is not None] == []  # media plane freed as well

@@ -175,6 +175,30 @@ def parse_group(value: str) -> Group:
     return Group(parts[0], tuple(parts[1:]))
 
 
+@dataclass(frozen=True, slots=True)
+class RemoteCandidate:
+    """One entry of RFC 5245 `a=remote-candidates:<component> <address> <port> ...`: the
+    pair the controlling agent selected, which the second offer to Lync names."""
+
+    component: int
+    address: str
+    port: int
+
+
+def parse_remote_candidates(value: str) -> tuple[RemoteCandidate, ...]:
+    parts = value.split()
+    if not parts or len(parts) % 3:
+        raise ValueError("remote-candidates must be '<component> <address> <port> ...'")
+    out = []
+    for component, address, port in zip(parts[::3], parts[1::3], parts[2::3], strict=True):
+        if not (component.isascii() and component.isdigit() and port.isascii()
+                and port.isdigit() and int(port) <= 65535):
+            raise ValueError(f"remote candidate '{component} {address} {port}' is not "
+                             "'<component> <address> <port>'")
+        out.append(RemoteCandidate(int(component), address, int(port)))
+    return tuple(out)
+
+
 # The attribute names the parser checks, and how.
 CHECKED = {
     "rtpmap": parse_rtpmap,
@@ -186,4 +210,5 @@ CHECKED = {
     "rtcp": parse_rtcp,
     "x-caps": parse_x_caps,
     "group": parse_group,
+    "remote-candidates": parse_remote_candidates,
 }

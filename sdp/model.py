@@ -10,10 +10,12 @@ from dataclasses import dataclass
 from sdp.attributes import (
     Crypto,
     MediaBandwidth,
+    RemoteCandidate,
     RtpMap,
     SsrcRange,
     parse_crypto,
     parse_mediabw,
+    parse_remote_candidates,
     parse_rtpmap,
     parse_ssrc_range,
 )
@@ -203,6 +205,20 @@ class Media(Section):
     def ssrc_range(self) -> SsrcRange | None:
         value = self.attribute("x-ssrc-range")
         return None if value is None else parse_ssrc_range(value)
+
+    def remote_candidates(self) -> tuple[RemoteCandidate, ...]:
+        value = self.attribute("remote-candidates")
+        return () if value is None else parse_remote_candidates(value)
+
+    @property
+    def label(self) -> str | None:
+        """What the stream carries in Lync's terms: `a=label:` (main-video,
+        applicationsharing, panoramic-video) or, failing that, `a=x-source:`."""
+        return self.attribute("label") or self.attribute("x-source")
+
+    @property
+    def mid(self) -> str | None:
+        return self.attribute("mid")
 
     @property
     def rejected(self) -> bool:

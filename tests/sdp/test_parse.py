@@ -58,6 +58,19 @@ def test_microsoft_attributes_are_typed() -> None:
     caps = parse_x_caps(video.attribute("x-caps") or "")
     assert caps.payload_type == 121 and caps.modes[0] == (263, 1920, 1080, 30.0, 2000000)
     assert parse_group("BUNDLE audio video").mids == ("audio", "video")
+    assert (audio.label, video.label, sharing.mid) == ("main-audio", "main-video", "1")
+
+
+def test_remote_candidates_are_typed_and_checked() -> None:
+    """The second offer's a=remote-candidates (RFC 5245 9.1.2.2) reads as its pairs; a
+    malformed one is an error naming its line."""
+    head = "v=0\no=- 1 2 IN IP4 h\ns=-\nm=audio 1 RTP/AVP 0\n"
+    sdp = parse_sdp(head + "a=remote-candidates:1 192.0.2.1 5000 2 192.0.2.1 5001\n")
+    assert [(c.component, c.address, c.port) for c in sdp.media[0].remote_candidates()] == [
+        (1, "192.0.2.1", 5000), (2, "192.0.2.1", 5001)]
+    with pytest.raises(SdpError) as caught:
+        parse_sdp(head + "a=remote-candidates:1 192.0.2.1\n")
+    assert caught.value.line == 5 and "remote-candidates" in caught.value.rule
 
 
 def test_static_payload_types_need_no_rtpmap() -> None:

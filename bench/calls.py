@@ -47,6 +47,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import functools
 import importlib.util
 import json
 import math
@@ -102,6 +103,8 @@ tcp = 0
 tls = 0
 [tls]
 verify_mode = "off"
+[global]
+anchor_sip_media = {anchor}
 [[routing_rules]]
 name = "to the SIPp UAS"
 priority = 10
@@ -110,8 +113,10 @@ match = 'call-(\d+)'
 replace = 'uas-\1@127.0.0.1:{uas_port};transport=udp'
 """
 LYNCGATE_ARGS = ("--log-format", "json", "--log-level", "warning")
-LYNCGATE_NOTE = ("lyncgate: JSON logs at warning; media anchoring on (the config has no switch "
-                 "to turn it off; default media ports), CDRs written to SQLite")
+LYNCGATE_NOTE = ("lyncgate: JSON logs at warning; media anchored at the relay (the default; "
+                 "default media ports), CDRs written to SQLite")
+LYNCGATE_SIG_NOTE = ("lyncgate-sig: the same with global.anchor_sip_media = false (signalling "
+                     "only, like for like with Kamailio and sippy, which relay no media)")
 
 # Where Kamailio listens and relays to in the lab's file; we substitute ours.
 LAB_LISTEN, LAB_NEXT_HOP = "127.0.0.1:5070", "127.0.0.1:5090"
@@ -133,9 +138,11 @@ Start = Callable[[Path, int], contextlib.AbstractContextManager[tuple[int | None
 
 
 @contextlib.contextmanager
-def lyncgate_element(work: Path, uas_port: int) -> Iterator[tuple[int | None, int]]:
+def lyncgate_element(work: Path, uas_port: int, anchor: bool = True
+                     ) -> Iterator[tuple[int | None, int]]:
     port = free_port()
-    config = LYNCGATE_CFG.format(port=port, uas_port=uas_port)
+    config = LYNCGATE_CFG.format(port=port, uas_port=uas_port,
+                                 anchor="true" if anchor else "false")
     with lyncgate(config, args=LYNCGATE_ARGS, log=work / "lyncgate.log") as proc:
         wait_udp_answer(port, timeout=30, in_dialog=True)
         yield proc.pid, port
@@ -563,7 +570,7 @@ def print_problems(run: Run, work: Path) -> None:
     print(f"  {run.name} failures:")
     for line in run.errors:
         print(f"    {line}")
-    if run.name == "lyncgate":
+    if run.name.startswith("lyncgate"):
         for line in log_events(work / run.name / "lyncgate.log"):
             print(f"    log {line}")
 
@@ -582,6 +589,7 @@ def compare(work: Path, rate: int, duration: int) -> None:
     calls = rate * duration
     elements: list[tuple[str, Start, Path, Path]] = [
         ("lyncgate", lyncgate_element, *scenarios(work)),
+        ("lyncgate-sig", functools.partial(lyncgate_element, anchor=False), *scenarios(work)),
         ("kamailio", kamailio_element, *scenarios(work))]
     if importlib.util.find_spec("sippy") is not None:
         elements.append(("sippy", sippy_element, *scenarios(work, sippy=True)))
@@ -599,13 +607,14 @@ def compare(work: Path, rate: int, duration: int) -> None:
         for run, element in pending:
             settle(run)
             element.close()
-    if len(runs) < 3:
+    if len(runs) < 4:
         runs.append(Run("sippy", rate, calls,
                         skipped="not installed (.venv/bin/pip install sippy)"))
-    lync, kam, sippy = runs
+    lync, lync_sig, kam, sippy = runs
     print(f"Calls through each element over UDP: {calls} calls at {rate}/s, "
           "INVITE/180/200/ACK/BYE on each leg (uac_rr.xml -> element -> uas_rr.xml)")
     print(f"  {LYNCGATE_NOTE}")
+    print(f"  {LYNCGATE_SIG_NOTE}")
     print("  kamailio: the lab's kamailio-relay.cfg (tm, record_route, t_relay) on our ports")
     print("  sippy: b2bua_simple, SIPLOG_LVL=WARN, two Contact quirks worked around in its "
           "copy of the scenarios (SIPPY_UAC, SIPPY_UAS: the same messages)")
@@ -617,8 +626,9 @@ def compare(work: Path, rate: int, duration: int) -> None:
     print(HEADER)
     for run in runs:
         print_counts(run)
-    print(f"  ratio lyncgate/kamailio calls per CPU-s: {ratio(lync, kam, 0.5)}")
-    print(f"  ratio lyncgate/sippy    calls per CPU-s: {ratio(lync, sippy, 4)}")
+    for name, ours in (("lyncgate", lync), ("lyncgate-sig", lync_sig)):
+        print(f"  ratio {name}/kamailio calls per CPU-s: {ratio(ours, kam, 0.5)}")
+        print(f"  ratio {name}/sippy    calls per CPU-s: {ratio(ours, sippy, 4)}")
     for run in runs:
         print_problems(run, work)
 

@@ -223,7 +223,8 @@ class B2bua(Admission):
                  turn_for: Callable[[str, str], TurnSettings | None] = lambda _, __: None,
                  stun_for: Callable[[str, str], tuple[str, int] | None] = lambda _, __: None,
                  mssip_domain: Callable[[str], str] = lambda _: "",
-                 session_timers: Callable[[], TimerPolicy] = TimerPolicy) -> None:
+                 session_timers: Callable[[], TimerPolicy] = TimerPolicy,
+                 anchor_sip_media: Callable[[], bool] = lambda: True) -> None:
         super().__init__(router=router, location=location)
         self.hooks = hooks
         self.local = local
@@ -241,6 +242,7 @@ class B2bua(Admission):
         self.stun_for = stun_for
         self.mssip_domain = mssip_domain
         self.session_timers = session_timers
+        self.anchor_sip_media = anchor_sip_media
         # Leg timers by deadline, naming calls by id; an entry whose timer has moved on or
         # whose call ended is stale and skipped, so a refresh never has to find and remove
         # the old entry, and the heap is compacted when stale entries dominate it.
@@ -356,6 +358,8 @@ class B2bua(Admission):
                 turn=self.turn_for(rule.turn_server, decision.outgoing_location),
                 stun=self.stun_for(rule.stun_server, decision.outgoing_location),
                 bandwidth_kbps=rule_cap(rule))
+        elif not self.anchor_sip_media():
+            call.offer = None  # signalling only: SIP endpoints send their media to each other
         if lync_offer is not None and self.media_ports is not None:
             call.lync = LyncMedia(
                 lync_offer, self.media_ports, self.local.address, self.static_nat(),

@@ -290,6 +290,7 @@ def _global(s: Section) -> GlobalConfig:
         session_expires_seconds=s.integer("session_expires_seconds", 1800, low=0, high=86400),
         min_session_expires_seconds=s.integer("min_session_expires_seconds", 90, low=1,
                                               high=86400),
+        anchor_sip_media=s.boolean("anchor_sip_media", True),
     )
     if 0 < config.session_expires_seconds < config.min_session_expires_seconds:
         s.problems.add(join(s.path, "session_expires_seconds"),

@@ -57,6 +57,7 @@ class GlobalConfig:
     dns_server: tuple[str, int] | None = None  # RFC 3263 look-ups; None = /etc/resolv.conf
     session_expires_seconds: int = 1800  # RFC 4028 interval we ask for; 0 = ask for none
     min_session_expires_seconds: int = 90  # our Min-SE: shorter intervals get 422
+    anchor_sip_media: bool = True  # False: SIP-to-SIP calls are signalling only
 
 
 @dataclass(frozen=True, slots=True)

@@ -80,6 +80,8 @@ class Node:
                             stun_for=self._stun_for,
                             mssip_domain=lambda location: self.config.mssip_domain_for(
                                 location or self.config.node.location),
+                            anchor_sip_media=lambda: (
+                                self.config.global_settings.anchor_sip_media),
                             session_timers=lambda: TimerPolicy(
                                 self.config.global_settings.session_expires_seconds,
                                 self.config.global_settings.min_session_expires_seconds))

@@ -491,3 +491,24 @@ async def test_a_target_the_transport_cannot_reach_fails_over_at_once() -> None:
     assert second == far(SECOND) and statuses(sent, CALLER) == []
     h.collect(h.ep.transport_failed(second, 0.2))
     assert statuses(h.take(), CALLER) == [503]
+
+
+async def test_with_anchoring_off_sip_calls_are_signalling_only() -> None:
+    """`global.anchor_sip_media = false`: the SDP goes end to end unchanged and no media
+    port is taken, for endpoints that reach each other directly."""
+    base = free_port()
+    ports = PortAllocator(base, base + 20)
+    h = Harness([FIRST], ports=ports, address="127.0.0.1")
+    h.b2bua.anchor_sip_media = lambda: False
+    body = sdp_body(4000)
+    h.feed(invite().replace(b"Content-Length: 10\r\n\r\nv=0\r\ns=x\r\n",
+                            b"Content-Length: %d\r\n\r\n" % len(body) + body), CALLER)
+    for _ in range(20):
+        await h.settle()
+    out, peer = outbound(h.take(), "INVITE")
+    assert out.body == body and ports.in_use == set()
+    callee_sdp = sdp_body(5000)
+    h.feed(make_response(out, 200, to_tag="callee", headers=(("Contact", "<sip:a@x>"),),
+                         body=callee_sdp, content_type="application/sdp"), peer)
+    answer = next(m for m, _ in h.take() if isinstance(m, Response) and m.status == 200)
+    assert answer.body == callee_sdp and ports.in_use == set()

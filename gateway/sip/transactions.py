@@ -72,7 +72,8 @@ class StrayResponse:
 
 @dataclass(frozen=True, slots=True)
 class TransactionTimeout:
-    """Timer B/F (no final response: treat as 408) or H (no ACK for our final response)."""
+    """Timer B/F (no final response: treat as 408), H (no ACK for our final response), or
+    "transport" (the request could not be delivered: treat as 503, RFC 3261 8.1.3.1)."""
 
     transaction: Transaction
     timer: str

@@ -69,6 +69,7 @@ from pathlib import Path
 from types import FrameType
 
 from common import (
+    LYNCGATE_NODE,
     ROOT,
     cpu_seconds,
     free_port,
@@ -91,19 +92,7 @@ RECV_TIMEOUT_MS = 10_000  # a call stuck waiting for a message fails instead of 
 UAS_TIMEWAIT_S = 4  # uas_rr.xml holds each call this long after the BYE
 SETTLE_S = 36  # UDP Timer J/K (64 x T1 = 32 s) and a margin: the last transactions are gone
 
-LYNCGATE_CFG = r"""
-[node]
-name = "bench"
-sip_tls_fqdn = "localhost"
-address = "127.0.0.1"
-state_dir = "@STATE@"
-[listen]
-udp = {port}
-tcp = 0
-tls = 0
-[tls]
-verify_mode = "off"
-[global]
+LYNCGATE_CFG = LYNCGATE_NODE + r"""[global]
 anchor_sip_media = {anchor}
 [[routing_rules]]
 name = "to the SIPp UAS"

@@ -236,3 +236,19 @@ def sipp_counts(output: str) -> dict[str, int]:
         timeouts += numbers[2] if len(numbers) > 2 else 0
     counts["retransmissions"], counts["timeouts"] = retransmissions, timeouts
     return counts
+
+
+# lyncgate on 127.0.0.1:{port} over UDP alone, for the benchmarks to add their rules to.
+LYNCGATE_NODE = """
+[node]
+name = "bench"
+sip_tls_fqdn = "localhost"
+address = "127.0.0.1"
+state_dir = "@STATE@"
+[listen]
+udp = {port}
+tcp = 0
+tls = 0
+[tls]
+verify_mode = "off"
+"""

@@ -14,6 +14,7 @@ import shutil
 import sys
 
 from common import (
+    LYNCGATE_NODE,
     ROOT,
     cpu_seconds,
     free_port,
@@ -40,19 +41,7 @@ request_route {{
 }}
 """
 
-LYNCGATE_CFG = """
-[node]
-name = "bench"
-sip_tls_fqdn = "localhost"
-address = "127.0.0.1"
-state_dir = "@STATE@"
-[listen]
-udp = {port}
-tcp = 0
-tls = 0
-[tls]
-verify_mode = "off"
-"""
+LYNCGATE_CFG = LYNCGATE_NODE
 
 
 def measure(pid: int, port: int, count: int, rate: int) -> tuple[float, str]:

@@ -107,6 +107,12 @@ def invite(user: str = "alice") -> bytes:
     ).encode()
 
 
+def invite_with(body: bytes, user: str = "alice") -> bytes:
+    """The caller's INVITE carrying `body` as its SDP."""
+    return invite(user).replace(b"Content-Length: 10\r\n\r\nv=0\r\ns=x\r\n",
+                                b"Content-Length: %d\r\n\r\n" % len(body) + body)
+
+
 def statuses(sent: list[tuple[Message, Peer]], peer: Peer) -> list[int]:
     return [m.status for m, p in sent if isinstance(m, Response) and p == peer]
 
@@ -447,8 +453,7 @@ async def test_a_rules_bandwidth_cap_reaches_both_sides_of_an_anchored_call() ->
     h = Harness([FIRST], ports=PortAllocator(base, base + 20), address="127.0.0.1",
                 rules=rules)
     body = sdp_body(4000)
-    h.feed(invite().replace(b"Content-Length: 10\r\n\r\nv=0\r\ns=x\r\n",
-                            b"Content-Length: %d\r\n\r\n" % len(body) + body), CALLER)
+    h.feed(invite_with(body), CALLER)
     for _ in range(20):
         await h.settle()
     out, peer = outbound(h.take(), "INVITE")
@@ -501,8 +506,7 @@ async def test_with_anchoring_off_sip_calls_are_signalling_only() -> None:
     h = Harness([FIRST], ports=ports, address="127.0.0.1")
     h.b2bua.anchor_sip_media = lambda: False
     body = sdp_body(4000)
-    h.feed(invite().replace(b"Content-Length: 10\r\n\r\nv=0\r\ns=x\r\n",
-                            b"Content-Length: %d\r\n\r\n" % len(body) + body), CALLER)
+    h.feed(invite_with(body), CALLER)
     for _ in range(20):
         await h.settle()
     out, peer = outbound(h.take(), "INVITE")

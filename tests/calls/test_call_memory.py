@@ -11,7 +11,7 @@ import pytest
 
 from gateway.sip.message import Response, make_response
 from ice.ports import PortAllocator
-from tests.calls.test_b2bua import CALLER, FIRST, Harness, invite, outbound, sdp_body
+from tests.calls.test_b2bua import CALLER, FIRST, Harness, invite_with, outbound, sdp_body
 from tests.peers import free_port
 
 
@@ -37,9 +37,7 @@ async def test_an_ended_call_needs_no_garbage_collection(no_gc: None, anchored: 
     base = free_port()
     ports = PortAllocator(base, base + 20) if anchored else None
     h = Harness([FIRST], ports=ports, address="127.0.0.1")
-    body = sdp_body(4000)
-    h.feed(invite().replace(b"Content-Length: 10\r\n\r\nv=0\r\ns=x\r\n",
-                            b"Content-Length: %d\r\n\r\n" % len(body) + body), CALLER)
+    h.feed(invite_with(sdp_body(4000)), CALLER)
     for _ in range(20):
         await h.settle()
     out, peer = outbound(h.take(), "INVITE")

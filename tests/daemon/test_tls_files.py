@@ -14,6 +14,7 @@ import pytest
 import trustme
 
 from tests.daemon.harness import ROOT, Daemon
+from tests.daemon.test_daemon import BASE
 from tests.peers import free_port
 
 pytestmark = pytest.mark.peer
@@ -28,20 +29,9 @@ def issue(tmp_path: Path, ca: trustme.CA) -> bytes:
 
 
 def node_config(tmp_path: Path, key_name: str = "node.key") -> str:
-    return f"""
-[node]
-sip_tls_fqdn = "gw.example.com"
-address = "127.0.0.1"
-state_dir = "@STATE@"
-[listen]
-udp = @UDP@
-tcp = @TCP@
-tls = @TLS@
-[tls]
-certificate = "{tmp_path / 'node.pem'}"
-private_key = "{tmp_path / key_name}"
-verify_mode = "off"
-"""
+    """The daemon tests' node with the certificate issued here and the key `key_name`."""
+    return BASE.replace('verify_mode = "off"', f'certificate = "{tmp_path / "node.pem"}"\n'
+                        f'private_key = "{tmp_path / key_name}"\nverify_mode = "off"')
 
 
 def test_run_with_a_missing_key_exits_naming_the_field(tmp_path: Path) -> None:

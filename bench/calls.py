@@ -19,13 +19,13 @@ Modes:
                      lyncgate >= 0.5x Kamailio and >= 4x sippy calls per CPU-second.
   soak               lyncgate alone at --rate for --duration s (default 300/s for 60 s):
                      goal 0 failed calls.
-  latency            INVITE -> 180 at the UAC, through lyncgate and Kamailio and UAC -> UAS
-                     direct, at --rate (default 200/s): p99 added by the element (p99
-                     through it minus p99 direct), goal < 5 ms for lyncgate. Times are the
-                     kernel's receive stamps on lo (an AF_PACKET socket with a BPF filter
-                     for the INVITEs from and the 180s to the UAC's port; needs root), because
-                     SIPp's response times (-trace_rtt) count whole milliseconds; SIPp's
-                     figure is printed beside it as a cross-check.
+  latency            INVITE -> 180 at the UAC, through lyncgate (anchored and signalling only)
+                     and Kamailio and UAC -> UAS direct, at --rate (default 200/s): p99
+                     added by the element (p99 through it minus p99 direct), goal < 5 ms
+                     for lyncgate. Times are the kernel's receive stamps on lo (an AF_PACKET
+                     socket with a BPF filter for the INVITEs from and the 180s to the UAC's
+                     port; needs root), because SIPp's response times (-trace_rtt) count
+                     whole milliseconds; SIPp's figure is printed beside it as a cross-check.
 
 Each table also shows the datagrams the kernel dropped at the element's port (its receive
 buffer full: the element stalled) and how long the element waited, runnable, for a CPU (other
@@ -652,6 +652,7 @@ def latency(work: Path, rate: int, duration: int) -> None:
               "is available", file=sys.stderr)
     runs: list[Run] = []
     for name, start in (("direct", no_element), ("lyncgate", lyncgate_element),
+                        ("lyncgate-sig", functools.partial(lyncgate_element, anchor=False)),
                         ("kamailio", kamailio_element)):
         with contextlib.ExitStack() as element:
             runs.append(run_calls(name, start, work, element, rate=rate, calls=calls,
@@ -660,6 +661,7 @@ def latency(work: Path, rate: int, duration: int) -> None:
           f"direct and through each element; {stamps or 'SIPp RTD only'}, SIPp's own RTD "
           "(whole ms) beside it")
     print(f"  {LYNCGATE_NOTE}")
+    print(f"  {LYNCGATE_SIG_NOTE}")
     print("  (waited: seconds the element was runnable but had no CPU, other load on the "
           "machine, which lengthens setup times; drops: datagrams the kernel dropped at its "
           "port, its receive buffer full)")
@@ -680,7 +682,7 @@ def latency(work: Path, rate: int, duration: int) -> None:
               f"{waited} {run.drops:5d}"
               + (f"  ({run.no_ringing} INVITEs without a 180 seen)" if run.no_ringing else ""))
     direct = runs[0].setup_ms or runs[0].sipp_rtd_ms
-    for run, goal in ((runs[1], 5.0), (runs[2], None)):
+    for run, goal in ((runs[1], 5.0), (runs[2], 5.0), (runs[3], None)):
         got = run.setup_ms or run.sipp_rtd_ms
         if not got or not direct:
             print(f"  added by {run.name}: n/a (no samples)")

@@ -6,7 +6,6 @@ unknown lines) stays as the peer wrote it."""
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 from sdp.attributes import parse_rtcp
@@ -29,7 +28,7 @@ def anchored(description: SessionDescription, address: str, ports: list[int],
     (port 0) stay rejected."""
     if len(ports) != len(description.media):
         raise ValueError(f"{len(ports)} ports for {len(description.media)} streams")
-    out = copy.deepcopy(description)
+    out = description.copy()
     family = "IP6" if ":" in address else "IP4"
     connection = f"IN {family} {address}"
     for section in (out.session, *out.media):

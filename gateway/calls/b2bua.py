@@ -28,7 +28,7 @@ import heapq
 import itertools
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -96,7 +96,7 @@ class Hooks:
     """What the asyncio adapter provides: run a coroutine; feed its outcome back to the core
     (`emit(make)` calls `make(now)` and sends what it returns)."""
 
-    spawn: Callable[[Awaitable[None]], None]
+    spawn: Callable[[Coroutine[object, object, None]], None]
     emit: Callable[[Callable[[float], list[Event]]], None]
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
@@ -333,8 +333,7 @@ class B2bua(Admission):
         lync_offer = None
         if self.media_ports is not None:
             try:
-                lync_offer = _ice_offer(event.request)
-                offer = None if lync_offer is not None else _anchorable(event.request)
+                lync_offer, offer = _offers(event.request)
             except SdpError as exc:
                 record.ended, record.end_cause = record.started, f"488 {exc}"
                 self._write(record)
@@ -1163,32 +1162,23 @@ _REASONS = {404: "Not Found", 408: "Request Timeout", 480: "Temporarily Unavaila
             482: "Loop Detected", 500: "Server Internal Error", 503: "Service Unavailable"}
 
 
-def _ice_offer(request: Request) -> SessionDescription | None:
-    """The ICE offer to answer when the caller speaks ICE: the RFC 5245 part of a multipart
-    body (over the draft-6 fallback), or a single SDP with ICE credentials."""
+def _offers(request: Request) -> tuple[SessionDescription | None, SessionDescription | None]:
+    """(ICE offer, anchorable offer) of an INVITE, the body parsed once; at most one is set.
+
+    The ICE offer, to answer when the caller speaks ICE: the RFC 5245 part of a multipart
+    body (over the draft-6 fallback), or a single SDP with ICE credentials. The anchorable
+    one: a single application/sdp body without ICE, which the relay can anchor as it is."""
     content_type = request.content_type
     if not request.body or content_type is None:
-        return None
+        return None, None
     if content_type.type.startswith("multipart/"):
         part = pick_sdp(split(request.body, _boundary(request)))
         offer = parse_sdp(part.body)
-    elif content_type.type == "application/sdp":
-        offer = parse_sdp(request.body)
-    else:
-        return None
-    return offer if wants_ice(offer) else None
-
-
-def _anchorable(request: Request) -> SessionDescription | None:
-    """The caller's SDP when the relay can anchor it: a single application/sdp body without
-    ICE (ICE and multipart offers come from Lync, whose media path is not anchored yet)."""
-    content_type = request.content_type
-    if not request.body or content_type is None or content_type.type != "application/sdp":
-        return None
+        return (offer if wants_ice(offer) else None), None
+    if content_type.type != "application/sdp":
+        return None, None
     offer = parse_sdp(request.body)
-    if any(m.has("ice-ufrag") for m in offer.media) or offer.session.has("ice-ufrag"):
-        return None
-    return offer
+    return (offer, None) if wants_ice(offer) else (None, offer)
 
 
 def _origin(body: bytes) -> bytes | None:

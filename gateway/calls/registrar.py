@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -48,7 +48,10 @@ class Binding:
 
 
 class BindingStore:
-    """Bindings in SQLite (WAL); `path` None keeps them in memory."""
+    """Bindings in SQLite (WAL), `path` None keeping them in memory only; every binding is
+    also held in a dict by AOR, because a call routed by a registered-device rule (and every
+    call's check of its caller) looks them up, and a query per call cost more than the
+    routing decision itself."""
 
     def __init__(self, path: Path | None) -> None:
         if path is not None:
@@ -61,32 +64,53 @@ class BindingStore:
             "expires_at REAL NOT NULL, transport TEXT NOT NULL, host TEXT NOT NULL, "
             "port INTEGER NOT NULL, call_id TEXT NOT NULL, cseq INTEGER NOT NULL, "
             "PRIMARY KEY (aor, contact))")
+        self._by_aor: dict[str, dict[str, Binding]] = {}
+        for row in self.db.execute("SELECT * FROM binding"):
+            binding = Binding(*row)
+            self._by_aor.setdefault(binding.aor, {})[binding.contact] = binding
 
     def lookup(self, aor: str, now: float) -> list[Binding]:
-        rows = self.db.execute("SELECT * FROM binding WHERE aor = ? AND expires_at > ? "
-                               "ORDER BY expires_at DESC", (aor.lower(), now)).fetchall()
-        return [Binding(*row) for row in rows]
+        """The live bindings of `aor`, newest expiry first."""
+        held = self._by_aor.get(aor.lower())
+        if not held:
+            return []
+        live = [b for b in held.values() if b.expires_at > now]
+        live.sort(key=lambda b: b.expires_at, reverse=True)
+        return live
 
     def all(self, now: float) -> list[Binding]:
-        rows = self.db.execute("SELECT * FROM binding WHERE expires_at > ? ORDER BY aor",
-                               (now,)).fetchall()
-        return [Binding(*row) for row in rows]
+        live = [b for held in self._by_aor.values() for b in held.values()
+                if b.expires_at > now]
+        live.sort(key=lambda b: b.aor)
+        return live
 
     def save(self, binding: Binding) -> None:
+        aor = binding.aor.lower()
         self.db.execute("INSERT OR REPLACE INTO binding VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        (binding.aor.lower(), binding.contact, binding.expires_at,
-                         binding.transport, binding.host, binding.port, binding.call_id,
-                         binding.cseq))
+                        (aor, binding.contact, binding.expires_at, binding.transport,
+                         binding.host, binding.port, binding.call_id, binding.cseq))
+        self._by_aor.setdefault(aor, {})[binding.contact] = replace(binding, aor=aor)
 
     def remove(self, aor: str, contact: str | None = None) -> None:
+        aor = aor.lower()
         if contact is None:
-            self.db.execute("DELETE FROM binding WHERE aor = ?", (aor.lower(),))
-        else:
-            self.db.execute("DELETE FROM binding WHERE aor = ? AND contact = ?",
-                            (aor.lower(), contact))
+            self.db.execute("DELETE FROM binding WHERE aor = ?", (aor,))
+            self._by_aor.pop(aor, None)
+            return
+        self.db.execute("DELETE FROM binding WHERE aor = ? AND contact = ?", (aor, contact))
+        held = self._by_aor.get(aor, {})
+        held.pop(contact, None)
+        if not held:
+            self._by_aor.pop(aor, None)
 
     def purge(self, now: float) -> None:
         self.db.execute("DELETE FROM binding WHERE expires_at <= ?", (now,))
+        for aor in list(self._by_aor):
+            held = self._by_aor[aor]
+            for contact in [c for c, b in held.items() if b.expires_at <= now]:
+                del held[contact]
+            if not held:
+                del self._by_aor[aor]
 
     def close(self) -> None:
         self.db.close()

@@ -7,7 +7,7 @@ import asyncio
 import datetime as dt
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,6 +90,9 @@ class Node:
         )
         self.transport = TransportLayer(self._on_message, limits=limits,
                                         on_unreachable=self._on_unreachable)
+        # Built in the running loop; kept, since asyncio.get_running_loop() costs a getpid()
+        # system call, and the core asks the time on every message.
+        self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._work: set[asyncio.Future[None]] = set()
@@ -243,7 +246,7 @@ class Node:
 
     # -- the core's I/O ------------------------------------------------------------------
     def _on_message(self, data: bytes, peer: Peer, error: SipParseError | None) -> None:
-        now = asyncio.get_running_loop().time()
+        now = self._loop.time()
         try:
             events = self.endpoint.receive(data, peer, error, now)
         except Exception:
@@ -255,12 +258,12 @@ class Node:
         self._arm()
 
     def _on_unreachable(self, peer: Peer, reason: str) -> None:
-        now = asyncio.get_running_loop().time()
+        now = self._loop.time()
         self._send(self.endpoint.transport_failed(peer, now))
         self._arm()
 
-    def _spawn(self, work: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(work)
+    def _spawn(self, work: Coroutine[object, object, None]) -> None:
+        task = self._loop.create_task(work)
         self._work.add(task)
         task.add_done_callback(self._work_done)
 
@@ -272,7 +275,7 @@ class Node:
     def _emit(self, make: Callable[[float], list[Event]]) -> None:
         """Feed the outcome of asynchronous work (DNS, a timer) back into the core."""
         try:
-            events = make(asyncio.get_running_loop().time())
+            events = make(self._loop.time())
         except Exception:
             log.exception("call_step_crashed")
             return
@@ -293,12 +296,12 @@ class Node:
             self._timer = None
         self._timer_at = deadline
         if deadline is not None:
-            self._timer = asyncio.get_running_loop().call_at(deadline, self._on_timer)
+            self._timer = self._loop.call_at(deadline, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = None
-        now = asyncio.get_running_loop().time()
+        now = self._loop.time()
         try:
             self._send(self.endpoint.handle_timeout(now))
         except Exception:

@@ -38,3 +38,22 @@ def test_a_finished_call_leaves_nothing_open(tmp_path: Path) -> None:
     store.write(record)
     assert CdrStore(tmp_path / "cdr.sqlite3").close_interrupted(3.0) == 0
     assert [r["end_cause"] for r in store.recent()] == ["BYE from the caller"]
+
+
+def test_the_writer_commits_off_the_caller_thread_and_close_loses_nothing_queued(
+        tmp_path: Path) -> None:
+    """Records are queued and committed by the writer thread in batches; what is still
+    queued when the store closes (a node stopping) is committed before it closes."""
+    store = CdrStore(tmp_path / "cdr.sqlite3")
+    records = [CallRecord(f"c{i}", "sip:a@x", "b@y", "rule", started=float(i))
+               for i in range(50)]
+    for record in records:
+        store.open(record)
+    for record in records:
+        record.ended, record.end_cause = record.started + 1, "BYE from the caller"
+        store.write(record)
+    assert store._writer is not None and store._writer.name == "cdr-writer"
+    store.close()
+    reopened = CdrStore(tmp_path / "cdr.sqlite3")
+    assert len(reopened.recent(100)) == 50
+    assert reopened.close_interrupted(99.0) == 0

@@ -3,13 +3,16 @@ back as events."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,39 @@ def options(port: int, local_port: int, transport: str = "UDP", call_id: str = "
         "From: <sip:probe@127.0.0.1>;tag=p\r\nTo: <sip:ping@127.0.0.1>\r\n"
         f"Call-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
     ).encode()
+
+
+def committed_cdrs(tmp: Path, count: int = 1, timeout: float = 5.0) -> list[dict[str, Any]]:
+    """The CDRs a running daemon on `tmp`'s state directory has committed, newest first,
+    once there are at least `count`: its writer commits a few milliseconds after a call ends
+    (gateway/calls/cdr.py), so a read at the moment the call's end is logged can miss it."""
+    return _poll_db(tmp, "SELECT * FROM cdr ORDER BY id DESC",
+                    lambda rows: len(rows) >= count, timeout)
+
+
+def open_cdrs(tmp: Path, ready: Callable[[list[dict[str, Any]]], bool],
+              timeout: float = 5.0) -> list[dict[str, Any]]:
+    """The records of calls in progress (`cdr_open`, as the daemon last committed them)
+    once `ready` holds for them."""
+    rows = _poll_db(tmp, "SELECT record FROM cdr_open ORDER BY key",
+                    lambda rows: ready([json.loads(r["record"]) for r in rows]), timeout)
+    return [json.loads(r["record"]) for r in rows]
+
+
+def _poll_db(tmp: Path, query: str, ready: Callable[[list[dict[str, Any]]], bool],
+             timeout: float) -> list[dict[str, Any]]:
+    path = tmp / "state" / "cdr.sqlite3"
+    deadline = time.monotonic() + timeout
+    rows: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        if path.exists():
+            with contextlib.closing(sqlite3.connect(path)) as db:
+                db.row_factory = sqlite3.Row
+                rows = [dict(row) for row in db.execute(query)]
+            if ready(rows):
+                return rows
+        time.sleep(0.02)
+    raise AssertionError(f"{path}: {query!r} still gave {rows} after {timeout}s")
 
 
 class Daemon:

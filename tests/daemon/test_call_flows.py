@@ -24,8 +24,7 @@ import pytest
 import trustme
 from aioice import stun
 
-from gateway.calls.cdr import CdrStore
-from tests.daemon.harness import Daemon
+from tests.daemon.harness import Daemon, committed_cdrs
 from tests.daemon.test_daemon import BASE, RULES
 from tests.peers import SCENARIOS, dnsmasq, free_port, need, process, sipp
 
@@ -158,14 +157,8 @@ def received(trace: str, start: str) -> list[str]:
 
 def cdr(tmp_path: Path) -> dict[str, Any]:
     """The one CDR row the test's call left."""
-    [row] = cdr_rows(tmp_path)
+    [row] = committed_cdrs(tmp_path)
     return row
-
-
-def cdr_rows(tmp_path: Path) -> list[dict[str, Any]]:
-    """The CDR rows the test's calls left, newest first."""
-    with contextlib.closing(CdrStore(tmp_path / "state" / "cdr.sqlite3")) as store:
-        return store.recent()
 
 
 # -- CANCEL, BYE, refusals -------------------------------------------------------------------------
@@ -348,7 +341,7 @@ def test_a_call_to_a_registered_alias_reaches_the_device_that_registered(
     assert received(device_uas.messages(), f"INVITE {contact} SIP/2.0")
     [placed] = daemon.events("call_placed")
     assert placed["uri"] == contact and placed["target"] == f"udp:127.0.0.1:{port}"
-    answered, refused = cdr_rows(tmp_path)
+    answered, refused = committed_cdrs(tmp_path, 2)
     assert str(refused["end_cause"]).startswith("480 ") and refused["answered"] is None
     assert "room12@vc.example.com is not registered" in str(refused["end_cause"])
     assert answered["destination"] == "room12@vc.example.com"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gateway.calls.cdr import CdrStore
-from tests.daemon.harness import Daemon
+from tests.daemon.harness import Daemon, open_cdrs
 from tests.daemon.test_daemon import BASE, RULES
 from tests.peers import SCENARIOS, free_port, need
 
@@ -31,6 +31,9 @@ def test_a_killed_node_closes_the_call_it_had_on_the_next_start(tmp_path: Path) 
          "-timeout", "10s"])]
     try:
         daemon.wait_event("call_connected", timeout=10)
+        # Killed once its record of the answered call has reached the disk, which the
+        # writer does within milliseconds of the answer (gateway/calls/cdr.py).
+        open_cdrs(tmp_path, lambda records: any(r["answered"] for r in records))
         daemon.proc.kill()
         daemon.proc.wait(10)
     finally:

@@ -70,6 +70,7 @@ from ice.session import TurnSettings
 from routing.engine import Decision, Router
 from sdp.anchor import anchored, remote_addresses
 from sdp.errors import SdpError
+from sdp.hold import Directions, directions, restated
 from sdp.model import SessionDescription
 from sdp.multipart import pick_sdp, split
 from sdp.offer_answer import Encryption, rule_cap
@@ -187,6 +188,8 @@ class Call:
     out_interval: int = 0  # the Session-Expires our INVITE asks the callee for
     timers: dict[str, LegTimer] = field(default_factory=dict)  # "in" / "out" -> its timer
     relaying: InDialog | None = None  # a session change in flight to the other leg
+    # "in" / "out" -> the directions that leg last offered, where its Lync side ends here.
+    offered_directions: dict[str, Directions] = field(default_factory=dict)
     single_part: bytes = b""  # the callee refused multipart: the SDP part it gets instead
     out_answer: Response | None = None  # the callee's 2xx (its Allow says if UPDATE works)
 
@@ -820,6 +823,9 @@ class B2bua(Admission):
         leg = "in" if from_caller else "out"
         if self._changes_session(call, from_caller, request):
             return self._carry(call, event, from_caller, session, now, core)
+        wanted = self._new_directions(call, leg, request)
+        if wanted is not None:
+            return self._carry_directions(call, event, from_caller, session, wanted, now, core)
         body = call.sdp_to_caller if from_caller else call.sdp_to_callee
         if request.method == "UPDATE" and not request.body:
             body = b""  # an UPDATE without an offer gets an answer without one
@@ -843,10 +849,6 @@ class B2bua(Admission):
                session: UasTimer | None, now: float, core: Endpoint) -> list[Event]:
         """The offer goes to the other leg in a request of ours; its answer comes back."""
         request = event.request
-        assert call.in_dialog is not None and call.out_dialog is not None
-        other, peer = ((call.out_dialog, call.out_peer) if from_caller
-                       else (call.in_dialog, call.in_txn.peer))
-        assert peer is not None
         body = request.body
         if call.bridge is not None:
             try:
@@ -864,20 +866,61 @@ class B2bua(Admission):
             ports = call.toward_callee if from_caller else call.toward_caller
             body = anchored(offer, self.local.address, ports,
                             rule_cap(call.decision.rule)).to_bytes()
-        other_leg = "out" if from_caller else "in"
-        timer = call.timers.get(other_leg)
+        return self._send_change(call, event, from_caller, InDialog(
+            call, "out" if from_caller else "in", "relay", origin=event.transaction,
+            origin_request=request, session=session, sent_body=body),
+            request.headers.get("Content-Type"), now, core)
+
+    def _new_directions(self, call: Call, leg: str, request: Request) -> Directions | None:
+        """On a call whose Lync side ends here, the directions an offer from `leg` changes
+        to (a hold or a resume), None when it keeps them (a refresh, or the second INVITE
+        with Lync's remote candidates: answered here)."""
+        if not request.body or (call.lync is None and call.lync_callee is None):
+            return None
+        try:
+            wanted = directions(_sdp_of(request))
+        except SdpError:
+            return None  # answered here as before, with what the leg already has from us
+        before = call.offered_directions.get(leg) or dict.fromkeys(wanted, "sendrecv")
+        return wanted if wanted != before else None
+
+    def _carry_directions(self, call: Call, event: RequestReceived, from_caller: bool,
+                          session: UasTimer | None, wanted: Directions, now: float,
+                          core: Endpoint) -> list[Event]:
+        """A hold or resume on a call whose Lync side ends here: the other leg gets the
+        description it last had from us with the offered directions; its answer's come back
+        the same way (see `_directions_answered`)."""
+        request = event.request
+        base = call.sdp_to_callee if from_caller else call.sdp_to_caller
+        try:
+            body = restated(parse_sdp(base), wanted).to_bytes()
+        except SdpError as exc:
+            return core.respond(request, event.transaction, make_response(
+                request, 488, reason_phrase("Not Acceptable Here", str(exc))), now)
+        return self._send_change(call, event, from_caller, InDialog(
+            call, "out" if from_caller else "in", "directions", origin=event.transaction,
+            origin_request=request, session=session, sent_body=body, directions=wanted),
+            "application/sdp", now, core)
+
+    def _send_change(self, call: Call, event: RequestReceived, from_caller: bool,
+                     pending: InDialog, content_type: str | None, now: float,
+                     core: Endpoint) -> list[Event]:
+        """The request of ours that takes a session change to the other leg."""
+        assert call.in_dialog is not None and call.out_dialog is not None
+        other, peer = ((call.out_dialog, call.out_peer) if from_caller
+                       else (call.in_dialog, call.in_txn.peer))
+        assert peer is not None
+        timer = call.timers.get(pending.leg)
         headers = [("Contact", self.local.contact(peer.transport)), ("Supported", "timer")]
         if timer is not None:
             headers += uac_headers(timer.interval, self.session_timers().min_se,
                                    refresher=timer.we_refresh)
-        relayed = other.create_request(request.method, self.local.via(peer.transport),
-                                       headers=tuple(headers), body=body,
-                                       content_type=request.headers.get("Content-Type"))
-        pending = InDialog(call, other_leg, "relay", origin=event.transaction,
-                           origin_request=request, session=session, sent_body=body)
+        relayed = other.create_request(event.request.method, self.local.via(peer.transport),
+                                       headers=tuple(headers), body=pending.sent_body,
+                                       content_type=content_type)
         call.relaying = pending
         log.info("session_change_relayed", call_id=call.inbound.call_id,
-                 method=request.method, leg=other_leg)
+                 method=event.request.method, leg=pending.leg, kind=pending.purpose)
         return core.send_request(relayed, peer, now, tu_data=pending)[1]
 
     def _in_dialog_answered(self, sent: InDialog, response: Response | None, now: float,
@@ -894,8 +937,13 @@ class B2bua(Admission):
         if response is not None and status < 300 and response.cseq.method == "INVITE":
             ack = dialog.ack(self.local.via(peer.transport))
             events += TransactionLayer.send_stateless(ack, peer)
-        if sent.purpose == "relay":
-            return events + self._relay_answered(sent, response, status, now, core)
+        if sent.purpose in ("relay", "directions"):
+            call.relaying = None
+            if response is None or status >= 300:
+                return events + self._change_refused(sent, response, status, now, core)
+            answered = (self._relay_answered if sent.purpose == "relay"
+                        else self._directions_answered)
+            return events + answered(sent, response, now, core)
         if sent.purpose == "refresh":
             return events + self._refresh_answered(sent, response, status, now, core)
         if status >= 300:
@@ -904,19 +952,11 @@ class B2bua(Admission):
                         reason=response.reason if response else "no answer")
         return events
 
-    def _relay_answered(self, sent: InDialog, response: Response | None, status: int,
-                        now: float, core: Endpoint) -> list[Event]:
+    def _relay_answered(self, sent: InDialog, response: Response, now: float,
+                        core: Endpoint) -> list[Event]:
         call = sent.call
-        call.relaying = None
-        origin, request = sent.origin, sent.origin_request
-        assert origin is not None and request is not None
-        if response is None or status >= 300:
-            reason = response.reason if response is not None else "Request Timeout"
-            events = core.respond(request, origin, make_response(request, status, reason), now)
-            if status in DIALOG_GONE:  # the other leg is gone: so is the call
-                events += self._hang_up(call, f"session change failed on the {sent.leg} leg:"
-                                        f" {status} {reason}", now, core)
-            return events
+        request = sent.origin_request
+        assert request is not None
         from_caller = sent.leg == "out"
         body = response.body
         if call.bridge is not None and body:
@@ -941,15 +981,63 @@ class B2bua(Admission):
                 call.sdp_from_callee, call.sdp_to_caller = response.body, body
             else:
                 call.sdp_from_caller, call.sdp_to_callee = response.body, body
+        return self._answer_change(sent, response, body,
+                                   response.headers.get("Content-Type"), now, core)
+
+    def _directions_answered(self, sent: InDialog, response: Response, now: float,
+                             core: Endpoint) -> list[Event]:
+        """The other leg's answer to a hold or resume: its directions, restated in what the
+        offering leg last had from us, are our answer to it."""
+        call = sent.call
+        request = sent.origin_request
+        assert request is not None
+        from_caller = sent.leg == "out"
+        try:
+            answered = directions(parse_sdp(response.body)) if response.body else {}
+            answer = restated(parse_sdp(call.sdp_to_caller if from_caller
+                                        else call.sdp_to_callee), answered,
+                              answering=_sdp_of(request))
+        except SdpError as exc:
+            log.warning("answer_sdp_unreadable", call_id=call.inbound.call_id,
+                        error=str(exc))
+            return self._change_refused(sent, None, 488, now, core)
+        body = answer.to_bytes()
+        if from_caller:
+            call.sdp_to_callee, call.sdp_to_caller = sent.sent_body, body
+        else:
+            call.sdp_to_caller, call.sdp_to_callee = sent.sent_body, body
+        call.offered_directions["in" if from_caller else "out"] = sent.directions
+        log.info("session_directions_changed", call_id=call.inbound.call_id,
+                 offered=sent.directions, answered=answered)
+        return self._answer_change(sent, response, body, "application/sdp", now, core)
+
+    def _change_refused(self, sent: InDialog, response: Response | None, status: int,
+                        now: float, core: Endpoint) -> list[Event]:
+        """The other leg refused (or never answered) a session change: so does our answer
+        to the leg that asked; a leg that is gone takes the call with it."""
+        origin, request = sent.origin, sent.origin_request
+        assert origin is not None and request is not None
+        reason = response.reason if response is not None else "Request Timeout"
+        events = core.respond(request, origin, make_response(request, status, reason), now)
+        if status in DIALOG_GONE:  # the other leg is gone: so is the call
+            events += self._hang_up(sent.call, f"session change failed on the {sent.leg} leg:"
+                                    f" {status} {reason}", now, core)
+        return events
+
+    def _answer_change(self, sent: InDialog, response: Response, body: bytes,
+                       content_type: str | None, now: float, core: Endpoint) -> list[Event]:
+        """Our 2xx to the leg that asked for a session change, timers of both legs renewed."""
+        call, origin, request = sent.call, sent.origin, sent.origin_request
+        assert origin is not None and request is not None
         self._set_timer(call, sent.leg, uac_result(response, now))
-        origin_leg = "in" if from_caller else "out"
+        origin_leg = "in" if sent.leg == "out" else "out"
         session = sent.session
         self._set_timer(call, origin_leg, session.leg(now) if session is not None else None)
         headers = [("Contact", self.local.contact(origin.peer.transport))]
         headers += session.headers if session is not None else ()
         return core.respond(request, origin, make_response(
             request, 200, headers=headers, body=body,
-            content_type=response.headers.get("Content-Type") if body else None), now)
+            content_type=content_type if body else None), now)
 
     def _refresh_answered(self, sent: InDialog, response: Response | None, status: int,
                           now: float, core: Endpoint) -> list[Event]:
@@ -1126,8 +1214,8 @@ class B2bua(Admission):
         """An ended call's media counters: into its CDR and the node's totals."""
         if call.record is not None:
             call.record.media = dict(counters)
-        for directions in counters.values():
-            for stats in directions.values():
+        for by_direction in counters.values():
+            for stats in by_direction.values():
                 for key in ("packets", "bytes", "lost"):
                     self.media_totals[key] += int(str(stats[key]))
                 dropped = stats["dropped"]
@@ -1143,15 +1231,17 @@ class B2bua(Admission):
 class InDialog:
     """Marks the client transaction of a request of ours inside a call: the second INVITE
     toward Lync (`remote-candidates`), a session refresh, or a session change relayed from
-    the other leg (its server transaction waits for our answer)."""
+    the other leg (its server transaction waits for our answer): the offer itself, or on a
+    call whose Lync side ends here the hold or resume it asks for (`directions`)."""
 
     call: Call
     leg: str  # "in" | "out": the leg the request went out on
-    purpose: str  # "remote-candidates" | "refresh" | "relay"
+    purpose: str  # "remote-candidates" | "refresh" | "relay" | "directions"
     origin: ServerTransaction | None = None
     origin_request: Request | None = None
     session: UasTimer | None = None  # the originating leg's timer for our answer to it
     sent_body: bytes = b""
+    directions: Directions = field(default_factory=dict)  # a hold or resume: as offered
 
 
 def _user(uri: object) -> str | None:
@@ -1171,14 +1261,22 @@ def _offers(request: Request) -> tuple[SessionDescription | None, SessionDescrip
     content_type = request.content_type
     if not request.body or content_type is None:
         return None, None
-    if content_type.type.startswith("multipart/"):
-        part = pick_sdp(split(request.body, _boundary(request)))
-        offer = parse_sdp(part.body)
-        return (offer if wants_ice(offer) else None), None
-    if content_type.type != "application/sdp":
+    multipart = content_type.type.startswith("multipart/")
+    if not multipart and content_type.type != "application/sdp":
         return None, None
-    offer = parse_sdp(request.body)
-    return (offer, None) if wants_ice(offer) else (None, offer)
+    offer = _sdp_of(request)
+    if wants_ice(offer):
+        return offer, None
+    return None, (None if multipart else offer)
+
+
+def _sdp_of(request: Request) -> SessionDescription:
+    """The session description a request carries: its SDP, or the SDP part of a multipart
+    body (the RFC 5245 one over the draft-6 fallback)."""
+    content_type = request.content_type
+    if content_type is not None and content_type.type.startswith("multipart/"):
+        return parse_sdp(pick_sdp(split(request.body, _boundary(request))).body)
+    return parse_sdp(request.body)
 
 
 def _origin(body: bytes) -> bytes | None:

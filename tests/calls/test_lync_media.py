@@ -288,3 +288,96 @@ async def test_ports_reserved_after_close_are_released_too() -> None:
     with pytest.raises(IceError, match="the call ended while its media was being prepared"):
         await asyncio.wait_for(preparing, 5)
     assert ports.in_use == set()
+
+
+def in_dialog(method: str, cseq: int, body: bytes, *, call_id: str, from_tag: str,
+              to_tag: str, via: str) -> bytes:
+    """A request inside the call, from a leg identified by its Call-ID and tags."""
+    return (f"{method} sip:gw@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/{via};branch=z9hG4bK-{from_tag}"
+            f"{cseq}\r\nFrom: <sip:a@example.com>;tag={from_tag}\r\n"
+            f"To: <sip:b@example.com>;tag={to_tag}\r\nCall-ID: {call_id}\r\n"
+            f"CSeq: {cseq} {method}\r\nMax-Forwards: 70\r\nContact: <sip:a@127.0.0.1>\r\n"
+            f"Content-Type: application/sdp\r\nContent-Length: {len(body)}\r\n\r\n"
+            ).encode() + body
+
+
+async def test_hold_and_resume_cross_the_lync_leg_whose_ice_ends_here() -> None:
+    """Lync's media ends at the gateway (ICE, SRTP), so its SDP cannot go to the phone:
+    a hold from Lync reaches the phone as our offer to it with a=sendonly, and the phone's
+    recvonly comes back to Lync in our own answer (same ICE credentials and key, next o=
+    version); the remote-candidates INVITE is still answered here; a hold from the phone
+    reaches Lync the same way."""
+    base = free_port()
+    h = Harness([FIRST], ports=PortAllocator(base, base + 40), address="127.0.0.1")
+    lync = aioice.Connection(ice_controlling=True, components=1, use_ipv6=False)
+    await lync.gather_candidates()
+    h.feed(invite(lync_offer(lync, os.urandom(30))), LYNC)
+    for _ in range(30):
+        await h.settle()
+    out, peer = outbound(h.take(), "INVITE")
+    phone_sdp = (b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+                 b"m=audio 7000 RTP/AVP 9\r\na=rtpmap:9 G722/8000\r\n")
+    h.feed(make_response(out, 200, to_tag="phone", headers=(("Contact", "<sip:p@127.0.0.1>"),),
+                         body=phone_sdp, content_type="application/sdp"), peer)
+    ok = next(m for m, p in h.take() if isinstance(m, Response) and m.status == 200)
+    first_answer = parse_sdp(ok.body)
+    lync_part = pick_sdp(split(invite(lync_offer(lync, b"k" * 30)).split(b"\r\n\r\n", 1)[1],
+                              BOUNDARY)).body
+    from_lync = {"call_id": "lync-call-1", "from_tag": "lync", "to_tag": str(ok.to.tag),
+                 "via": "TLS 127.0.0.1:5061"}
+
+    # The second INVITE with Lync's remote candidates changes no direction: answered here.
+    candidates = lync_part.replace(b"o=- 0 1", b"o=- 0 2") + b"a=remote-candidates:1 x 1\r\n"
+    h.feed(in_dialog("INVITE", 2, candidates, **from_lync), LYNC)
+    sent = h.take()
+    assert not [m for m, _ in sent if isinstance(m, Request)]
+    assert [m.status for m, _ in sent if isinstance(m, Response)] == [100, 200]
+
+    held = lync_part.replace(b"a=rtcp-mux\r\n", b"a=rtcp-mux\r\na=sendonly\r\n")
+    h.feed(in_dialog("INVITE", 3, held.replace(b"o=- 0 1", b"o=- 0 3"), **from_lync), LYNC)
+    [(reinvite, to_phone)] = [(m, p) for m, p in h.take()
+                              if isinstance(m, Request) and m.method == "INVITE"]
+    assert to_phone == peer and reinvite.call_id == out.call_id
+    offered = parse_sdp(reinvite.body)
+    assert offered.media[0].direction == "sendonly"
+    assert offered.origin[2] == str(int(parse_sdp(out.body).origin[2]) + 1)
+    assert offered.media[0].port == parse_sdp(out.body).media[0].port  # the same relay port
+    recvonly = phone_sdp.replace(b"o=- 1 1", b"o=- 1 2") + b"a=recvonly\r\n"
+    h.feed(make_response(reinvite, 200, headers=(("Contact", "<sip:p@127.0.0.1>"),),
+                         body=recvonly, content_type="application/sdp"), peer)
+    sent = h.take()
+    assert [m.method for m, _ in sent if isinstance(m, Request)] == ["ACK"]
+    [back] = [m for m, p in sent if isinstance(m, Response) and p == LYNC]
+    assert back.status == 200 and back.cseq.seq == 3
+    answer = parse_sdp(back.body)
+    audio, first = answer.media[0], first_answer.media[0]
+    assert audio.direction == "recvonly" and answer.origin[2] == str(
+        int(first_answer.origin[2]) + 1)
+    assert audio.attribute("ice-ufrag") == first.attribute("ice-ufrag")
+    assert audio.cryptos() == first.cryptos() and audio.formats == first.formats
+
+    # The phone holds: Lync gets our description with a=sendonly, and answers recvonly.
+    from_phone = {"call_id": out.call_id, "from_tag": "phone", "to_tag": str(out.from_.tag),
+                  "via": "UDP 198.51.100.1:5060"}
+    phone_hold = phone_sdp.replace(b"o=- 1 1", b"o=- 1 3") + b"a=sendonly\r\n"
+    h.feed(in_dialog("INVITE", 1, phone_hold, **from_phone), peer)
+    [(to_lync, lync_peer)] = [(m, p) for m, p in h.take()
+                              if isinstance(m, Request) and m.method == "INVITE"]
+    assert lync_peer == LYNC and to_lync.call_id == "lync-call-1"
+    assert parse_sdp(to_lync.body).media[0].direction == "sendonly"
+    lync_recvonly = lync_part.replace(b"o=- 0 1", b"o=- 0 4").replace(
+        b"a=rtcp-mux\r\n", b"a=rtcp-mux\r\na=recvonly\r\n")
+    h.feed(make_response(to_lync, 200, headers=(("Contact", "<sip:bob@example.com>"),),
+                         body=lync_recvonly, content_type="application/sdp"), LYNC)
+    [to_phone_ok] = [m for m, p in h.take() if isinstance(m, Response) and p == peer]
+    assert to_phone_ok.status == 200 and parse_sdp(to_phone_ok.body).media[0].direction == (
+        "recvonly")
+    assert parse_sdp(to_phone_ok.body).media[0].formats == ["9"]  # what the phone offered
+    [call] = h.b2bua.calls.values()
+    assert call.offered_directions == {
+        "in": {"audio": "sendonly", "applicationsharing": "sendrecv"},
+        "out": {"audio": "sendonly"}}
+    h.feed(in_dialog("BYE", 4, b"", **from_lync), LYNC)
+    for _ in range(10):
+        await h.settle()
+    await lync.close()

@@ -85,10 +85,10 @@ class CallRecord:
 
 @dataclass(frozen=True, slots=True)
 class _Op:
-    """One statement for the writer, its values taken when it was queued."""
+    """Statements for the writer that go into the same transaction, their values taken when
+    they were queued."""
 
-    sql: str
-    values: tuple[object, ...]
+    statements: tuple[tuple[str, tuple[object, ...]], ...]
     call_id: str
 
 
@@ -106,20 +106,20 @@ class CdrStore:
     def open(self, record: CallRecord) -> None:
         """Keep `record` as a call in progress, so a crash cannot lose it."""
         record.key = next(self._keys)
-        self._put(_Op("INSERT INTO cdr_open (key, record) VALUES (?, ?)",
-                      (record.key, _as_json(record)), record.in_call_id))
+        self._put(_Op((("INSERT INTO cdr_open (key, record) VALUES (?, ?)",
+                        (record.key, _as_json(record))),), record.in_call_id))
 
     def update(self, record: CallRecord) -> None:
         if record.key is not None:
-            self._put(_Op("UPDATE cdr_open SET record = ? WHERE key = ?",
-                          (_as_json(record), record.key), record.in_call_id))
+            self._put(_Op((("UPDATE cdr_open SET record = ? WHERE key = ?",
+                            (_as_json(record), record.key)),), record.in_call_id))
 
     def write(self, record: CallRecord) -> None:
         """The finished call: its CDR, and its open row gone, in the same transaction."""
-        self._put(_Op(_INSERT, _row(record), record.in_call_id))
+        statements: tuple[tuple[str, tuple[object, ...]], ...] = ((_INSERT, _row(record)),)
         if record.key is not None:
-            self._put(_Op("DELETE FROM cdr_open WHERE key = ?", (record.key,),
-                          record.in_call_id))
+            statements += (("DELETE FROM cdr_open WHERE key = ?", (record.key,)),)
+        self._put(_Op(statements, record.in_call_id))
         record.key = None
 
     def flush(self, timeout: float = 5.0) -> bool:
@@ -195,10 +195,11 @@ class CdrStore:
             with db:
                 db.execute("BEGIN")
                 for op in ops:
-                    db.execute(op.sql, op.values)
+                    for sql, values in op.statements:
+                        db.execute(sql, values)
         except (sqlite3.Error, OSError) as exc:  # a full disk must not take calls down
             log.error("cdr_write_failed", calls=sorted({op.call_id for op in ops}),
-                      statements=len(ops), error=str(exc))
+                      statements=sum(len(op.statements) for op in ops), error=str(exc))
 
 
 def _connect(path: Path) -> sqlite3.Connection:

@@ -140,11 +140,13 @@ class Daemon:
     def signal(self, sig: signal.Signals) -> None:
         self.proc.send_signal(sig)
 
-    def stop(self) -> int:
+    def stop(self, grace: float = 40.0) -> int:
+        """SIGTERM, then SIGKILL if the node has not exited within `grace` seconds (its
+        drain waits for calls in progress)."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(40)
+                self.proc.wait(grace)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()

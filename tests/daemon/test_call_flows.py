@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import signal
 import socket
 import subprocess
 import threading
@@ -104,19 +103,9 @@ def lab() -> Iterator[contextlib.ExitStack]:
 
 def start_daemon(lab: contextlib.ExitStack, tmp_path: Path, text: str) -> Daemon:
     daemon = Daemon(tmp_path, text)
-    lab.callback(stop_daemon, daemon)
+    # Without waiting out the drain of a call a failed test left behind.
+    lab.callback(daemon.stop, 1.0)
     return daemon
-
-
-def stop_daemon(daemon: Daemon) -> None:
-    """SIGTERM, but do not wait out the drain of a call a failed test left behind."""
-    if daemon.proc.poll() is None:
-        daemon.proc.send_signal(signal.SIGTERM)
-        try:
-            daemon.proc.wait(1)
-        except subprocess.TimeoutExpired:
-            daemon.proc.kill()
-    daemon.stop()
 
 
 def start_uas(lab: contextlib.ExitStack, tmp_path: Path, scenario: str, port: int,

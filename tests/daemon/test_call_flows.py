@@ -124,6 +124,19 @@ def call(daemon: Daemon, tmp_path: Path, scenario: str, *args: str, alias: str =
                 workdir=str(tmp_path))
 
 
+def routed_call(lab: contextlib.ExitStack, tmp_path: Path, uas_scenario: str,
+                uac_scenario: str, *uac_args: str, uas_args: tuple[str, ...] = (),
+                status: int | None = None) -> tuple[Daemon, Uas]:
+    """The daemon routing `call-N` to a SIPp UAS running `uas_scenario`, and one call from a
+    SIPp UAC running `uac_scenario`, which must succeed; the UAS is the caller's to check."""
+    uas_port = free_port()
+    daemon = start_daemon(lab, tmp_path, BASE + routed_to(f"uas-\\1@127.0.0.1:{uas_port}"))
+    uas = start_uas(lab, tmp_path, uas_scenario, uas_port, *uas_args, status=status)
+    done = call(daemon, tmp_path, uac_scenario, *uac_args, status=status)
+    assert done.returncode == 0, uac_report(done, tmp_path)
+    return daemon, uas
+
+
 def uac_report(done: subprocess.CompletedProcess[str], tmp_path: Path) -> str:
     trace = tmp_path / "uac-messages.log"
     messages = trace.read_text(errors="replace")[-4000:] if trace.exists() else ""
@@ -157,11 +170,8 @@ def test_caller_cancels_while_the_callee_rings(lab: contextlib.ExitStack,
     caller's CANCEL gets 200 and its INVITE 487; the gateway CANCELs the outbound INVITE,
     the callee answers 200 + 487 and gets the ACK for its 487; the CDR says the caller
     cancelled it and that it rang but was never answered."""
-    uas_port = free_port()
-    daemon = start_daemon(lab, tmp_path, BASE + routed_to(f"uas-\\1@127.0.0.1:{uas_port}"))
-    uas = start_uas(lab, tmp_path, "uas_ring_cancel.xml", uas_port)
-    done = call(daemon, tmp_path, "uac_cancel.xml", "-d", "300")
-    assert done.returncode == 0, uac_report(done, tmp_path)
+    daemon, uas = routed_call(lab, tmp_path, "uas_ring_cancel.xml", "uac_cancel.xml", "-d",
+                              "300")
     assert uas.wait() == 0, uas.report()
     [ended] = daemon.wait_event("call_ended")
     assert ended["reason"] == "cancelled by the caller" and ended["ended_by"] == "caller"
@@ -176,11 +186,8 @@ def test_callee_hangs_up_and_the_caller_gets_the_bye(lab: contextlib.ExitStack,
     """BYE from the callee: the gateway answers it 200 on the outbound leg and sends its own
     BYE in the inbound dialog, which the caller answers 200; the CDR says the callee ended an
     answered call."""
-    uas_port = free_port()
-    daemon = start_daemon(lab, tmp_path, BASE + routed_to(f"uas-\\1@127.0.0.1:{uas_port}"))
-    uas = start_uas(lab, tmp_path, "uas_hangs_up.xml", uas_port, "-d", "500")
-    done = call(daemon, tmp_path, "uac_bye_from_callee.xml")
-    assert done.returncode == 0, uac_report(done, tmp_path)
+    daemon, uas = routed_call(lab, tmp_path, "uas_hangs_up.xml", "uac_bye_from_callee.xml",
+                              uas_args=("-d", "500"))
     assert uas.wait() == 0, uas.report()
     [ended] = daemon.wait_event("call_ended")
     assert ended["reason"] == "BYE from the callee" and ended["ended_by"] == "callee"
@@ -195,11 +202,8 @@ def test_a_refusal_from_the_callee_is_relayed(lab: contextlib.ExitStack, tmp_pat
     """486 Busy Here / 603 Decline from the callee reach the caller with the same status
     (issue 7: 480/486/603 relayed); the gateway ACKs the callee's final response, and the
     CDR has the status as end cause, ended by the callee."""
-    uas_port = free_port()
-    daemon = start_daemon(lab, tmp_path, BASE + routed_to(f"uas-\\1@127.0.0.1:{uas_port}"))
-    uas = start_uas(lab, tmp_path, "uas_refuse.xml", uas_port, status=status)
-    done = call(daemon, tmp_path, "invite_refused_uac.xml", status=status)
-    assert done.returncode == 0, uac_report(done, tmp_path)
+    daemon, uas = routed_call(lab, tmp_path, "uas_refuse.xml", "invite_refused_uac.xml",
+                              status=status)
     assert uas.wait() == 0, uas.report()
     [ended] = daemon.wait_event("call_ended")
     assert ended["reason"] == f"{status} Refused by SIPp" and ended["ended_by"] == "callee"
@@ -217,11 +221,7 @@ def test_no_answer_the_gateway_rings_the_caller_itself_until_it_gives_up(
     its CANCEL gets 200 and its INVITE 487; the CDR says the caller cancelled a call that
     rang (about 2 s after it started) and was never answered. (What the silent callee must
     and must not receive meanwhile is the next test's subject.)"""
-    uas_port = free_port()
-    daemon = start_daemon(lab, tmp_path, BASE + routed_to(f"uas-\\1@127.0.0.1:{uas_port}"))
-    uas = start_uas(lab, tmp_path, "uas_silent.xml", uas_port)
-    done = call(daemon, tmp_path, "uac_cancel.xml", "-d", "300")
-    assert done.returncode == 0, uac_report(done, tmp_path)
+    daemon, uas = routed_call(lab, tmp_path, "uas_silent.xml", "uac_cancel.xml", "-d", "300")
     assert received(uas.messages(), "INVITE sip:uas-42@127.0.0.1")  # it got there
     [ended] = daemon.wait_event("call_ended")
     assert ended["reason"] == "cancelled by the caller" and ended["ended_by"] == "caller"
@@ -237,11 +237,7 @@ def test_the_cancel_toward_a_silent_callee_waits_for_its_provisional(
     can overtake its INVITE and leave it ringing). The caller gives up while the callee is
     still silent; the callee rings at 3 s; only then does the gateway CANCEL, and it ACKs
     the callee's 487. The caller is not kept waiting for any of it."""
-    uas_port = free_port()
-    daemon = start_daemon(lab, tmp_path, BASE + routed_to(f"uas-\\1@127.0.0.1:{uas_port}"))
-    uas = start_uas(lab, tmp_path, "uas_silent.xml", uas_port)
-    done = call(daemon, tmp_path, "uac_cancel.xml", "-d", "300")
-    assert done.returncode == 0, uac_report(done, tmp_path)
+    daemon, uas = routed_call(lab, tmp_path, "uas_silent.xml", "uac_cancel.xml", "-d", "300")
     assert uas.wait() == 0, uas.report()
     assert daemon.wait_event("call_ended")[0]["reason"] == "cancelled by the caller"
 

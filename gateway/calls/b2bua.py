@@ -22,13 +22,12 @@ two things a sans-I/O core cannot do, waiting for DNS and for time.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import heapq
 import itertools
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -81,6 +80,7 @@ if TYPE_CHECKING:
 
 log = logs.get(__name__)
 LOCAL_RINGING_AFTER = 2.0  # Lync cancels a call that sees only 100 Trying for ~10 s
+RINGING = "ringing"  # the deadline entry of a call's local 180, beside its legs' timers
 ICE_TIMEOUT = 15.0  # from our answer to a selected pair toward Lync
 # Headers that describe the caller and are carried to the other leg. Session-Expires and
 # Min-SE are not: each leg negotiates its own session timer with the gateway.
@@ -99,7 +99,6 @@ class Hooks:
 
     spawn: Callable[[Coroutine[object, object, None]], None]
     emit: Callable[[Callable[[float], list[Event]]], None]
-    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,9 +245,10 @@ class B2bua(Admission):
         self.mssip_domain = mssip_domain
         self.session_timers = session_timers
         self.anchor_sip_media = anchor_sip_media
-        # Leg timers by deadline, naming calls by id; an entry whose timer has moved on or
-        # whose call ended is stale and skipped, so a refresh never has to find and remove
-        # the old entry, and the heap is compacted when stale entries dominate it.
+        # Leg timers (and each call's local 180) by deadline, naming calls by id. An entry
+        # whose timer has moved on, whose call ended or was heard ringing is stale and
+        # skipped, so a refresh never has to find and remove the old entry; the heap is
+        # compacted when stale entries dominate it.
         self._deadlines: list[tuple[float, int, int, str]] = []
         self._seq = itertools.count()
         self.ice_outcomes: dict[str, int] = {}
@@ -375,9 +375,8 @@ class B2bua(Admission):
         self.calls[call.id] = call
         self._write(record, "open")
         event.transaction.tu_data = call
-        self.hooks.spawn(self._resolve(call, core))
-        self.hooks.spawn(self._local_ringing(call, core))
-        return []
+        self._push(now + LOCAL_RINGING_AFTER, call, RINGING)
+        return self._set_up(call, now, core)
 
     def caller_registered(self, request: Request) -> bool:
         aor = aor_of(request.from_.uri)
@@ -427,18 +426,25 @@ class B2bua(Admission):
             return None
         return uri
 
-    async def _resolve(self, call: Call, core: Endpoint) -> None:
-        """Find the outbound leg's targets and media, then place it. Whatever goes wrong
-        in here, the caller gets a final answer: a call nobody answers holds its
-        transaction, and Lync its user, for 32 s."""
+    def _set_up(self, call: Call, now: float, core: Endpoint) -> list[Event]:
+        """Find the outbound leg's targets and media, then place it: at once when nothing
+        has to be waited for (a registered device or a numeric address, no media to
+        reserve), else from a task. Whatever goes wrong in here, the caller gets a final
+        answer: a call nobody answers holds its transaction, and Lync its user, for 32 s."""
         try:
-            await self._prepare(call, core)
+            uri, targets = self._targets_now(call)
+            if targets is None or self._media_to_prepare(call):
+                self.hooks.spawn(self._prepare(call, core, uri, targets))
+                return []
+            return self._place_on(call, targets, now, core)
+        except SipRequestError as exc:
+            return self._fail(call, exc.status, exc.reason, now, core)
         except Exception as exc:
-            log.exception("call_setup_crashed", call_id=call.inbound.call_id)
-            why = f"call set-up failed: {type(exc).__name__}"
-            self.hooks.emit(lambda now: self._fail(call, 500, why, now, core))
+            return self._fail(call, 500, _crashed(call, exc), now, core)
 
-    async def _prepare(self, call: Call, core: Endpoint) -> None:
+    def _targets_now(self, call: Call) -> tuple[SipUri, list[Target] | None]:
+        """Where the outbound leg goes (the URI to resolve) and, when no DNS is needed,
+        its targets already."""
         uri = parse_uri(call.target_uri)
         assert isinstance(uri, SipUri)
         rule = call.decision.rule
@@ -448,13 +454,9 @@ class B2bua(Admission):
             if bindings:
                 # A registered device: its newest binding, where its REGISTER came from.
                 call.target_uri = bindings[0].contact
-                call.targets = [Target(b.transport, b.host, b.host, b.port) for b in bindings]
-                self.hooks.emit(lambda now: self._place(call, now, core))
-                return
+                return uri, [Target(b.transport, b.host, b.host, b.port) for b in bindings]
             if rule.target == "registered_only":
-                why = f"{aor or call.target_uri} is not registered"
-                self.hooks.emit(lambda now: self._fail(call, 480, why, now, core))
-                return
+                raise SipRequestError(480, f"{aor or call.target_uri} is not registered")
         hop = self.next_hops().get(rule.call_via) if rule is not None else None
         if hop is not None:
             # The Request-URI stays the destination; the request goes to the named server
@@ -464,18 +466,38 @@ class B2bua(Admission):
             assert isinstance(hop_uri, SipUri)
             uri = hop_uri
         try:
-            call.targets = await self.resolver.resolve(uri)
+            return uri, self.resolver.resolve_now(uri)
+        except ResolveError as exc:
+            raise SipRequestError(404, str(exc)) from exc
+
+    def _media_to_prepare(self, call: Call) -> bool:
+        """Whether the outbound offer needs media of ours first: ICE toward Lync, or relay
+        ports for anchored SIP media."""
+        return (call.lync is not None or call.lync_callee is not None
+                or (call.offer is not None and self.media_ports is not None))
+
+    async def _prepare(self, call: Call, core: Endpoint, uri: SipUri,
+                       targets: list[Target] | None) -> None:
+        try:
+            if targets is None:
+                targets = await self.resolver.resolve(uri)
+            await self._prepare_media(call, core)
+        except SipRequestError as exc:
+            status, reason = exc.status, exc.reason
+            self.hooks.emit(lambda now: self._fail(call, status, reason, now, core))
+            return
         except ResolveError as exc:
             why = str(exc)
             self.hooks.emit(lambda now: self._fail(call, 404, why, now, core))
             return
-        call.targets = [t for t in call.targets if not self.local.is_self(t)]
-        if not call.targets:
-            # A rule that leaves the alias unchanged sends sip:x@<this node> back here, where
-            # it would be routed again until Max-Forwards runs out: refuse it at once.
-            why = f"{call.target_uri} routes back to this node"
-            self.hooks.emit(lambda now: self._fail(call, 482, why, now, core))
+        except Exception as exc:
+            why = _crashed(call, exc)
+            self.hooks.emit(lambda now: self._fail(call, 500, why, now, core))
             return
+        found = targets
+        self.hooks.emit(lambda now: self._place_on(call, found, now, core))
+
+    async def _prepare_media(self, call: Call, core: Endpoint) -> None:
         if call.lync is not None or call.lync_callee is not None:
             try:
                 if call.lync is not None:
@@ -483,9 +505,7 @@ class B2bua(Admission):
                 elif call.lync_callee is not None:
                     call.sip_offer = await call.lync_callee.offer()
             except (IceError, PortsExhausted) as exc:
-                why = f"media toward Lync: {exc}"
-                self.hooks.emit(lambda now: self._fail(call, 503, why, now, core))
-                return
+                raise SipRequestError(503, f"media toward Lync: {exc}") from exc
         elif call.offer is not None and self.media_ports is not None:
             # By id, not the call itself: the bridge is the call's, and a callback holding
             # the call would make a cycle only the garbage collector frees.
@@ -496,15 +516,17 @@ class B2bua(Admission):
                 call.toward_caller, call.toward_callee = await call.bridge.reserve(
                     self.local.address, [m.has("rtcp-mux") for m in call.offer.media])
             except PortsExhausted as exc:
-                why = str(exc)
-                self.hooks.emit(lambda now: self._fail(call, 503, why, now, core))
-                return
-        self.hooks.emit(lambda now: self._place(call, now, core))
+                raise SipRequestError(503, str(exc)) from exc
 
-    async def _local_ringing(self, call: Call, core: Endpoint) -> None:
-        await self.hooks.sleep(LOCAL_RINGING_AFTER)
-        if call.state in (CallState.RESOLVING, CallState.CALLING) and not call.provisional_sent:
-            self.hooks.emit(lambda now: self._ring_locally(call, now, core))
+    def _place_on(self, call: Call, targets: list[Target], now: float,
+                  core: Endpoint) -> list[Event]:
+        call.targets = [t for t in targets if not self.local.is_self(t)]
+        if not call.targets:
+            # A rule that leaves the alias unchanged sends sip:x@<this node> back here, where
+            # it would be routed again until Max-Forwards runs out: refuse it at once.
+            return self._fail(call, 482, f"{call.target_uri} routes back to this node", now,
+                              core)
+        return self._place(call, now, core)
 
     def _ring_locally(self, call: Call, now: float, core: Endpoint) -> list[Event]:
         if call.answered or call.provisional_sent:
@@ -1074,6 +1096,9 @@ class B2bua(Admission):
             if call is None:
                 continue
             leg = entry[3]
+            if leg == RINGING:
+                events += self._ring_locally(call, now, core)
+                continue
             timer = call.timers[leg]
             if timer.we_refresh and not timer.pending:
                 events += self._send_refresh(call, leg, timer, now, core)
@@ -1087,7 +1112,12 @@ class B2bua(Admission):
         """The call an entry is due for, or None when the entry is stale."""
         deadline, _, call_id, leg = entry
         call = self.calls.get(call_id)
-        if call is None or call.state is not CallState.CONNECTED:
+        if call is None:
+            return None
+        if leg == RINGING:
+            waiting = call.state in (CallState.RESOLVING, CallState.CALLING)
+            return call if waiting and not call.provisional_sent else None
+        if call.state is not CallState.CONNECTED:
             return None
         timer = call.timers.get(leg)
         return call if timer is not None and timer.deadline() == deadline else None
@@ -1100,8 +1130,11 @@ class B2bua(Admission):
             call.timers.pop(leg, None)
             return
         call.timers[leg] = timer
+        self._push(timer.deadline(), call, leg)
+
+    def _push(self, deadline: float, call: Call, leg: str) -> None:
         heap = self._deadlines
-        heapq.heappush(heap, (timer.deadline(), next(self._seq), call.id, leg))
+        heapq.heappush(heap, (deadline, next(self._seq), call.id, leg))
         if len(heap) > 1024 and len(heap) > 4 * len(self.calls):
             heap[:] = [entry for entry in heap if not self._stale(entry)]
             heapq.heapify(heap)
@@ -1246,6 +1279,13 @@ class InDialog:
 
 def _user(uri: object) -> str | None:
     return uri.user if isinstance(uri, SipUri) else None
+
+
+def _crashed(call: Call, exc: Exception) -> str:
+    """A bug met while setting a call up, logged with its traceback: what the caller's 500
+    says."""
+    log.error("call_setup_crashed", call_id=call.inbound.call_id, exc_info=exc)
+    return f"call set-up failed: {type(exc).__name__}"
 
 
 _REASONS = {404: "Not Found", 408: "Request Timeout", 480: "Temporarily Unavailable",

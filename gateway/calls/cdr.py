@@ -8,8 +8,9 @@ what operators' queries expect.
 SQLite because a node must keep its CDRs across restarts without a server to run; WAL so a
 reader (an operator's query, the status API) never blocks the daemon's writes.
 
-The event loop only snapshots a record (as JSON or a row) and queues it; a writer thread
-commits what has queued in one transaction every `BATCH_WINDOW_S`. On the loop, SQLite's
+The event loop only snapshots a record (a copy of its fields, or the CDR's row) and queues
+it; a writer thread encodes and commits what has queued in one transaction every
+`BATCH_WINDOW_S`, leaving out the open rows of calls that ended within the batch. On the loop, SQLite's
 commits, and above all its WAL checkpoints (which fsync the database), stalled every call the
 node was handling for milliseconds at a time; batched, a few hundred calls a second cost a
 few dozen commits. A record reaches the disk within that window plus a commit, so a node
@@ -26,6 +27,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from gateway import logs
 
@@ -85,10 +87,13 @@ class CallRecord:
 
 @dataclass(frozen=True, slots=True)
 class _Op:
-    """Statements for the writer that go into the same transaction, their values taken when
-    they were queued."""
+    """A step of a call's record for the writer, its values taken when it was queued:
+    "open" and "update" carry the record so far (for its `cdr_open` row), "write" the
+    finished CDR's row."""
 
-    statements: tuple[tuple[str, tuple[object, ...]], ...]
+    kind: Literal["open", "update", "write"]
+    key: int | None  # the call's cdr_open row
+    values: dict[str, object] | tuple[object, ...]
     call_id: str
 
 
@@ -106,20 +111,15 @@ class CdrStore:
     def open(self, record: CallRecord) -> None:
         """Keep `record` as a call in progress, so a crash cannot lose it."""
         record.key = next(self._keys)
-        self._put(_Op((("INSERT INTO cdr_open (key, record) VALUES (?, ?)",
-                        (record.key, _as_json(record))),), record.in_call_id))
+        self._put(_Op("open", record.key, _snapshot(record), record.in_call_id))
 
     def update(self, record: CallRecord) -> None:
         if record.key is not None:
-            self._put(_Op((("UPDATE cdr_open SET record = ? WHERE key = ?",
-                            (_as_json(record), record.key)),), record.in_call_id))
+            self._put(_Op("update", record.key, _snapshot(record), record.in_call_id))
 
     def write(self, record: CallRecord) -> None:
         """The finished call: its CDR, and its open row gone, in the same transaction."""
-        statements: tuple[tuple[str, tuple[object, ...]], ...] = ((_INSERT, _row(record)),)
-        if record.key is not None:
-            statements += (("DELETE FROM cdr_open WHERE key = ?", (record.key,)),)
-        self._put(_Op(statements, record.in_call_id))
+        self._put(_Op("write", record.key, _row(record), record.in_call_id))
         record.key = None
 
     def flush(self, timeout: float = 5.0) -> bool:
@@ -189,17 +189,34 @@ class CdrStore:
 
     @staticmethod
     def _commit(db: sqlite3.Connection, ops: list[_Op]) -> None:
+        """One transaction for the batch. A call whose record opened and ended within it
+        needs no open row at all (most failed calls, and every call shorter than the
+        window); of a row's updates, only the last is written."""
         if not ops:
             return
+        ended = {op.key for op in ops if op.kind == "write"}
+        opened = {op.key for op in ops if op.kind == "open"}
+        latest: dict[int, dict[str, object] | tuple[object, ...]] = {}
+        finished: list[tuple[object, ...]] = []
+        for op in ops:
+            if op.kind == "write":
+                assert isinstance(op.values, tuple)
+                finished.append(op.values)
+            elif op.key is not None and op.key not in ended:
+                latest[op.key] = op.values
+        gone = [(key,) for key in ended if key is not None and key not in opened]
         try:
             with db:
                 db.execute("BEGIN")
-                for op in ops:
-                    for sql, values in op.statements:
-                        db.execute(sql, values)
+                db.executemany("INSERT INTO cdr_open (key, record) VALUES (?, ?)",
+                               [(k, json.dumps(v)) for k, v in latest.items() if k in opened])
+                db.executemany("UPDATE cdr_open SET record = ? WHERE key = ?",
+                               [(json.dumps(v), k) for k, v in latest.items() if k not in opened])
+                db.executemany(_INSERT, finished)
+                db.executemany("DELETE FROM cdr_open WHERE key = ?", gone)
         except (sqlite3.Error, OSError) as exc:  # a full disk must not take calls down
             log.error("cdr_write_failed", calls=sorted({op.call_id for op in ops}),
-                      statements=sum(len(op.statements) for op in ops), error=str(exc))
+                      steps=len(ops), error=str(exc))
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -216,7 +233,10 @@ def _row(record: CallRecord) -> tuple[object, ...]:
             json.dumps(record.media) if record.media else None)
 
 
-def _as_json(record: CallRecord) -> str:
-    """The record's fields as JSON: `vars`, not `dataclasses.asdict`, whose deep copy of
-    every value cost more than the SQLite write itself on each call's set-up."""
-    return json.dumps(vars(record))
+def _snapshot(record: CallRecord) -> dict[str, object]:
+    """The record's fields as they are now, for the writer to encode (the call goes on
+    changing the record): `vars`, not `dataclasses.asdict`, whose deep copy of every value
+    cost more than the SQLite write itself on each call's set-up."""
+    values = vars(record).copy()
+    values["media"] = dict(record.media)
+    return values

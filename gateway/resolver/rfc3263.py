@@ -8,6 +8,7 @@ fails, the words the reference guide's troubleshooting searches for.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import random
 import time
@@ -122,6 +123,7 @@ def host_of(uri: SipUri) -> str:
     return uri.param("maddr") or uri.host_bare
 
 
+@functools.lru_cache(maxsize=1024)  # the same few hosts on every call; a parse is microseconds
 def _is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host.strip("[]"))
@@ -187,16 +189,28 @@ class Resolver:
         self._cache: dict[tuple[str, str], tuple[float, list[object]]] = {}
         self.queries = 0  # DNS queries actually sent (the cache's hit rate is visible)
 
-    async def resolve(self, uri: SipUri) -> list[Target]:
-        host = host_of(uri)
+    def resolve_now(self, uri: SipUri) -> list[Target] | None:
+        """The targets of a URI that needs no DNS (its host is an IP address); None when
+        DNS has to answer, which `resolve` asks. Lets a call to an address be placed
+        without waiting on the event loop."""
         allowed = transports_allowed(uri, self.transports)
         if not allowed:
             raise ResolveError(f"{uri}: no usable transport (sips: needs TLS)")
+        host = host_of(uri)
+        fixed = transport_without_srv(uri, self.transports)
+        if fixed is None or not _is_ip(host):
+            return None
+        return [Target(fixed, host, host.strip("[]"), uri.port or DEFAULT_PORT[fixed])]
+
+    async def resolve(self, uri: SipUri) -> list[Target]:
+        found = self.resolve_now(uri)
+        if found is not None:
+            return found
+        host = host_of(uri)
+        allowed = transports_allowed(uri, self.transports)
         fixed = transport_without_srv(uri, self.transports)
         if fixed is not None:
             port = uri.port or DEFAULT_PORT[fixed]
-            if _is_ip(host):
-                return [Target(fixed, host, host.strip("[]"), port)]
             targets = [Target(fixed, host, a, port) for a in await self._addresses(host)]
         else:
             # With an explicit transport, NAPTR has nothing to choose (RFC 3263 4.1).

@@ -44,6 +44,9 @@ class FakeResolver:
                  rules: str = RULES) -> None:
         self.targets = targets
 
+    def resolve_now(self, uri: SipUri) -> list[Target] | None:
+        return None  # as for a name: the look-up is waited for, as DNS would be
+
     async def resolve(self, uri: SipUri) -> list[Target]:
         if self.targets is None:
             raise ResolveError(f"{uri.host}: no NAPTR, SRV or A/AAAA records")
@@ -58,12 +61,7 @@ class Harness:
         config = parse_text(rules, "t.toml", base_dir=None)
         router = Router(config.services, config.routing_rules)
         self.out: list[Send] = []
-        self.ring = asyncio.Event()  # set: the local-ringing wait (2 s) is over
-
-        async def sleep(_: float) -> None:
-            await self.ring.wait()
-
-        hooks = Hooks(spawn=self.spawn, emit=self.emit, sleep=sleep)
+        hooks = Hooks(spawn=self.spawn, emit=self.emit)
         self.b2bua = B2bua(router=lambda: router, location=lambda: "",
                            hooks=hooks, local=Local(address, {"UDP": 5060}),
                            media_ports=ports, registrar=registrar,
@@ -277,9 +275,36 @@ async def test_local_ringing_when_the_far_end_says_nothing() -> None:
     h.feed(invite(), CALLER)
     await h.settle()
     h.take()
-    h.ring.set()  # the 2 s wait is over
-    await h.settle()
+    h.collect(h.ep.handle_timeout(1.9))  # the INVITE's retransmissions, nothing more
+    assert statuses(h.take(), CALLER) == []
+    h.collect(h.ep.handle_timeout(2.0))  # 2 s of nothing from the far end
     assert statuses(h.take(), CALLER) == [180]
+    h.collect(h.ep.handle_timeout(10.0))
+    assert statuses(h.take(), CALLER) == []  # one local 180 only
+
+
+async def test_no_local_ringing_once_the_far_end_rings() -> None:
+    h = Harness([FIRST])
+    h.feed(invite(), CALLER)
+    await h.settle()
+    out, peer = outbound(h.take(), "INVITE")
+    h.feed(make_response(out, 180, to_tag="callee"), peer)
+    assert statuses(h.take(), CALLER) == [180]
+    h.collect(h.ep.handle_timeout(2.0))
+    assert statuses(h.take(), CALLER) == []
+
+
+def test_a_call_to_an_address_is_placed_while_its_invite_is_handled() -> None:
+    """A numeric target needs no DNS, and signalling-only calls no media: the outbound
+    INVITE leaves with the 100 Trying, from the same message, with no task to wait for."""
+    h = Harness([FIRST], rules=RULES.replace("uas.example.com", "198.51.100.7:5070"))
+    h.b2bua.resolver = Resolver()
+    h.feed(invite(), CALLER)
+    sent = h.take()
+    assert statuses(sent, CALLER) == [100] and h.tasks == []
+    out, peer = outbound(sent, "INVITE")
+    assert out.uri_text == "sip:alice@198.51.100.7:5070"
+    assert (peer.transport, peer.host, peer.port) == ("UDP", "198.51.100.7", 5070)
 
 
 async def test_failed_lookup_is_a_404_that_says_why() -> None:
@@ -433,6 +458,9 @@ async def test_a_failure_while_setting_up_the_call_still_answers_the_caller() ->
     caller gets a final 500 at once instead of waiting out its transaction."""
 
     class Broken:
+        def resolve_now(self, uri: SipUri) -> list[Target] | None:
+            return None
+
         async def resolve(self, uri: SipUri) -> list[Target]:
             raise RuntimeError("resolver bug")
 

@@ -55,7 +55,6 @@ async def test_an_ended_call_needs_no_garbage_collection(no_gc: None, anchored: 
     our_bye, bye_peer = outbound(h.take(), "BYE")
     h.feed(make_response(our_bye, 200), bye_peer)
     h.feed(bye_from_caller(answer.to.tag or ""), CALLER)  # a retransmission, absorbed
-    h.ring.set()  # the local-ringing wait (2 s) holds the call until it ends
     await h.settle()
     assert h.b2bua.calls == {} and len(h.ep.transactions) == 4
     assert gone() is None, [type(r).__name__ for r in gc.get_referrers(gone())]

@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from pathlib import Path
+
+import pytest
 
 from gateway.calls.cdr import CallRecord, CdrStore
 from gateway.sip.message import Response, make_response
@@ -57,3 +61,53 @@ def test_the_writer_commits_off_the_caller_thread_and_close_loses_nothing_queued
     reopened = CdrStore(tmp_path / "cdr.sqlite3")
     assert len(reopened.recent(100)) == 50
     assert reopened.close_interrupted(99.0) == 0
+
+
+def open_rows(path: Path) -> list[tuple[int, str]]:
+    with sqlite3.connect(path) as db:
+        return db.execute("SELECT key, record FROM cdr_open ORDER BY key").fetchall()
+
+
+def test_an_open_row_holds_the_latest_record_until_the_call_ends(tmp_path: Path) -> None:
+    """Open, then answered twice over in one batch: the row has the last values; once the
+    call is written in a later batch, the row is gone and the CDR holds the end."""
+    path = tmp_path / "cdr.sqlite3"
+    store = CdrStore(path)
+    record = CallRecord("c1", "sip:a@x", "b@y", "rule", started=1.0)
+    store.open(record)
+    assert store.flush()
+    record.ringing = 2.0
+    store.update(record)
+    record.answered = 3.0
+    store.update(record)
+    record.answered = 4.0  # after queueing: the queued snapshot must not see it
+    assert store.flush()
+    [(_, text)] = open_rows(path)
+    assert (json.loads(text)["ringing"], json.loads(text)["answered"]) == (2.0, 3.0)
+    record.ended, record.end_cause = 5.0, "BYE from the caller"
+    store.write(record)
+    assert store.flush()
+    assert open_rows(path) == []
+    [cdr] = store.recent()
+    assert (cdr["answered"], cdr["ended"]) == (4.0, 5.0)
+
+
+def test_a_call_that_ends_in_the_batch_it_opened_in_never_writes_an_open_row(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its open row would be inserted and deleted in one transaction: neither is done, and
+    the CDR is written all the same (what a batch of short or failed calls costs)."""
+    path = tmp_path / "cdr.sqlite3"
+    store = CdrStore(path)
+    batch: list[object] = []
+    monkeypatch.setattr(store, "_put", batch.append)  # one batch, committed below
+    record = CallRecord("c1", "sip:a@x", "b@y", "rule", started=1.0)
+    store.open(record)
+    store.update(record)
+    record.ended, record.end_cause = 2.0, "486 Busy Here"
+    store.write(record)
+    db = sqlite3.connect(path, isolation_level=None)
+    executed: list[str] = []
+    db.set_trace_callback(executed.append)
+    CdrStore._commit(db, batch)  # type: ignore[arg-type]
+    assert [sql for sql in executed if "cdr_open" in sql] == []
+    assert [r["end_cause"] for r in store.recent()] == ["486 Busy Here"]

@@ -15,7 +15,17 @@ from gateway.calls.registrar import BindingStore, Registrar
 from gateway.config.load import parse_text
 from gateway.sip.message import Request, Response
 from gateway.sip.transaction import Peer
-from tests.calls.test_b2bua import FIRST, Harness, outbound, statuses
+from ice.ports import PortAllocator
+from sdp.parse import parse_sdp
+from tests.calls.test_b2bua import (
+    FIRST,
+    Harness,
+    invite_with,
+    outbound,
+    sdp_body,
+    statuses,
+)
+from tests.peers import free_port
 
 DEVICE = Peer("TCP", "192.0.2.44", 51234, connection=7)
 CONFIG = """
@@ -133,6 +143,24 @@ async def test_calls_to_a_registered_device_go_where_it_registered_from() -> Non
     assert isinstance(out, Request)
     assert out.uri_text == "sip:room12@192.0.2.44:51234;transport=tcp"
     assert (peer.transport, peer.host, peer.port) == ("TCP", "192.0.2.44", 51234)
+
+
+async def test_a_call_to_a_registered_device_has_its_media_anchored_too() -> None:
+    """The device's binding replaces DNS, not the media plan: with media anchored, the
+    device is offered the relay's ports, as a resolved callee would be."""
+    base = free_port()
+    h = Harness([FIRST], registrar=registrar(None), rules=CONFIG,
+                ports=PortAllocator(base, base + 20), address="127.0.0.1")
+    assert do_register(h).status == 200
+    h.feed(invite_with(sdp_body(4000), "room12").replace(b"gw.example.com",
+                                                         b"vc.example.com"),
+           Peer("UDP", "192.0.2.10", 5062))
+    for _ in range(20):
+        await h.settle()
+    out, peer = outbound(h.take(), "INVITE")
+    assert (peer.transport, peer.host, peer.port) == ("TCP", "192.0.2.44", 51234)
+    offer = parse_sdp(out.body)
+    assert offer.media[0].port != 4000 and base <= offer.media[0].port <= base + 20
 
 
 async def test_registered_only_rule_and_an_unregistered_alias_gets_480() -> None:

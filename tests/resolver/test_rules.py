@@ -125,3 +125,26 @@ async def test_a_name_dns_cannot_ask_for_is_a_resolve_error_in_words(host: str) 
     resolver = Resolver(("127.0.0.1", 9))  # never asked: the name fails first
     with pytest.raises(ResolveError, match="not a valid DNS name"):
         await resolver.resolve(sip(f"sip:bob@{host}"))
+
+
+@pytest.mark.parametrize(
+    ("uri", "targets"),
+    [
+        ("sip:bob@10.0.0.1", [Target("UDP", "10.0.0.1", "10.0.0.1", 5060)]),
+        ("sips:bob@10.0.0.1", [Target("TLS", "10.0.0.1", "10.0.0.1", 5061)]),
+        ("sip:bob@10.0.0.1:5070;transport=tcp", [Target("TCP", "10.0.0.1", "10.0.0.1", 5070)]),
+        ("sip:bob@[2001:db8::1]:5080", [Target("UDP", "2001:db8::1", "2001:db8::1", 5080)]),
+        ("sip:bob@host.example.com:5070", None),  # still an A/AAAA look-up
+        ("sip:bob@host.example.com", None),
+    ],
+)
+def test_only_a_numeric_host_resolves_without_dns(uri: str, targets: list[Target] | None) -> None:
+    """resolve_now answers what needs no query (so a call can be placed at once) and leaves
+    every name to DNS."""
+    assert Resolver(("127.0.0.1", 9)).resolve_now(sip(uri)) == targets
+
+
+def test_resolve_now_refuses_a_uri_no_transport_can_reach() -> None:
+    resolver = Resolver(("127.0.0.1", 9), transports=("UDP",))
+    with pytest.raises(ResolveError, match="no usable transport"):
+        resolver.resolve_now(sip("sips:bob@10.0.0.1"))

@@ -6,6 +6,7 @@ next one (RFC 3550 11), because that is where a peer sends RTCP when the SDP has
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -70,11 +71,17 @@ class PortAllocator:
         """The socket at `port`, or None when a call or another program holds it."""
         if port in self.in_use:
             return None
+        # Bound here rather than by the loop from `local_addr`: a port another program holds
+        # fails at bind() before any loop machinery, and the loop resolves no address.
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
+                             socket.SOCK_DGRAM)
         try:
+            sock.setblocking(False)
+            sock.bind((host, port))
             transport, protocol = await asyncio.get_running_loop().create_datagram_endpoint(
-                factory, local_addr=(host, port)
-            )
+                factory, sock=sock)
         except OSError:
+            sock.close()
             return None
         self.in_use.add(port)
         return transport, protocol

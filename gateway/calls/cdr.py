@@ -10,11 +10,12 @@ reader (an operator's query, the status API) never blocks the daemon's writes.
 
 The event loop only snapshots a record (a copy of its fields, or the CDR's row) and queues
 it; a writer thread encodes and commits what has queued in one transaction every
-`BATCH_WINDOW_S`, leaving out the open rows of calls that ended within the batch. On the loop, SQLite's
-commits, and above all its WAL checkpoints (which fsync the database), stalled every call the
-node was handling for milliseconds at a time; batched, a few hundred calls a second cost a
-few dozen commits. A record reaches the disk within that window plus a commit, so a node
-killed mid-call keeps every call that had been in progress for longer than that.
+`BATCH_WINDOW_S`, leaving out the open rows of calls that ended within the batch. On the
+loop, SQLite's commits, and above all its WAL checkpoints (which fsync the database),
+stalled every call the node was handling for milliseconds at a time; batched, a few hundred
+calls a second cost a few dozen commits. A record reaches the disk within that window plus
+a commit, so a node killed mid-call keeps every call that had been in progress for longer
+than that.
 """
 
 from __future__ import annotations

@@ -136,14 +136,18 @@ class Headers:
     def set(self, name: str, value: str) -> None:
         """Replace every line of `name` by one, at the place of the first (else at the end)."""
         key = canonical(name)
-        positions = self._idx().get(key)
+        index = self._idx()
+        positions = index.get(key)
         if not positions:
+            index[key] = [len(self._items)]
             self._items.append((name, value))
+        elif len(positions) == 1:
+            self._items[positions[0]] = (name, value)
         else:
             self._items[positions[0]] = (name, value)
             for i in reversed(positions[1:]):
                 del self._items[i]
-        self._index = None
+            self._index = None  # later positions moved
 
     def add(self, name: str, value: str, *, first: bool = False) -> None:
         """Add a line; `first` puts it before the other lines of that name (a new top Via)."""
@@ -151,9 +155,14 @@ class Headers:
             positions = self._idx().get(canonical(name))
             at = positions[0] if positions else len(self._items)
             self._items.insert(at, (name, value))
-        else:
-            self._items.append((name, value))
-        self._index = None
+            self._index = None  # every later position moved
+            return
+        # Appending moves nothing: an index already built only gains the new line (messages
+        # are built by adding headers and read in between).
+        index = self._index
+        if index is not None:
+            index.setdefault(canonical(name), []).append(len(self._items))
+        self._items.append((name, value))
 
     def replace_first(self, name: str, value: str) -> None:
         """Replace the first entry of a list header (the top Via), even inside a

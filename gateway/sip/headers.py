@@ -6,10 +6,11 @@ Parsing is lazy: `Message` keeps header values as text and parses one of these o
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
 from functools import lru_cache
 
 from gateway.sip.errors import SipParseError
+from gateway.sip.frozen import frozen
 from gateway.sip.uri import Params, SipUri, Uri, _parse_params, format_params, parse_uri
 
 # Long names for the compact forms (RFC 3261 section 7.3.3 and registered extensions).
@@ -152,7 +153,7 @@ def _param(params: Params, name: str) -> str | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class NameAddr:
     """From, To, Contact, Route, Record-Route entries: [display] <uri> *(;param)."""
 
@@ -233,7 +234,7 @@ def parse_name_addr(text: str, header: str) -> NameAddr:
 parse_repeated_name_addr = lru_cache(maxsize=8192)(parse_name_addr)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Via:
     transport: str  # upper case: UDP, TCP, TLS, WS ...
     host: str
@@ -300,7 +301,7 @@ def parse_via(text: str) -> Via:
     return Via(transport.upper(), host.lower(), port, params, text)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class CSeq:
     seq: int
     method: str
@@ -340,7 +341,7 @@ def parse_tokens(values: list[str]) -> list[str]:
     return [token for token in tokens if token]
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class SessionExpires:
     delta: int
     refresher: str | None  # "uac" | "uas" | None
@@ -353,7 +354,7 @@ def parse_session_expires(text: str) -> SessionExpires:
     return SessionExpires(delta, refresher.lower() if refresher else None)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ContentType:
     type: str  # "application/sdp", lower case
     params: Params

@@ -11,11 +11,12 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.sip.frozen import frozen
 from gateway.sip.message import Request, Response
 from gateway.sip.timers import Timers
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Peer:
     """Where a message came from or goes to; `connection` pins a TCP/TLS connection."""
 
@@ -43,7 +44,7 @@ class State(enum.Enum):
 
 
 # -- what a machine returns ---------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
+@frozen
 class Send:
     data: bytes
     peer: Peer
@@ -52,14 +53,14 @@ class Send:
     message: Request | Response | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ToTU:
     """A message for the transaction user (a response, or an ACK for a 2xx)."""
 
     message: Request | Response
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class TimedOut:
     """Timer B, F or H fired: the TU treats it as a 408 (client) or a missing ACK (server)."""
 

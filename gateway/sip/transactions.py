@@ -10,9 +10,9 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
+from gateway.sip.frozen import frozen
 from gateway.sip.message import MAGIC_COOKIE, Message, Request, Response, make_response, new_tag
 from gateway.sip.timers import DEFAULT, Timers
 from gateway.sip.transaction import (
@@ -29,7 +29,7 @@ from gateway.sip.transaction import (
 
 
 # -- events for the TU ---------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
+@frozen
 class RequestReceived:
     """A new request; answer it with `TransactionLayer.respond(txn, ...)`."""
 
@@ -37,7 +37,7 @@ class RequestReceived:
     transaction: ServerTransaction
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class AckReceived:
     """An ACK for a 2xx (end to end, dialog business) or one no transaction wanted."""
 
@@ -45,7 +45,7 @@ class AckReceived:
     peer: Peer
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class CancelReceived:
     """A CANCEL matched a pending INVITE; the layer already answered the CANCEL with 200,
     whose To tag the INVITE's responses are then given (`TransactionLayer.respond`).
@@ -55,13 +55,13 @@ class CancelReceived:
     invite: ServerTransaction
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ResponseReceived:
     response: Response
     transaction: ClientTransaction
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class StrayResponse:
     """A response no client transaction is waiting for (e.g. a 2xx retransmitted after
     Timer M): a UA core re-sends its ACK for it from the dialog."""
@@ -70,7 +70,7 @@ class StrayResponse:
     peer: Peer
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class TransactionTimeout:
     """Timer B/F (no final response: treat as 408), H (no ACK for our final response), or
     "transport" (the request could not be delivered: treat as 503, RFC 3261 8.1.3.1)."""

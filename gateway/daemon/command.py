@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     return uvloop.run(_serve(config, args.config))
 
 
-def _tune_gc() -> None:
+def tune_gc() -> None:
     """A collection scans every tracked object of the generations it collects, and the loop
     stalls meanwhile (datagrams queue in the socket buffer). Start-up state (config, router,
     imports) lives as long as the process: gc.freeze moves it out of every scan. Calls free
@@ -67,7 +67,7 @@ async def _serve(config: Config, path: str | None) -> int:
         await node.close()
         return 1
     api = await api_server.start(node, path)
-    _tune_gc()
+    tune_gc()
     loop = asyncio.get_running_loop()
     stopping: list[asyncio.Task[None]] = []
 

@@ -4,11 +4,12 @@ fake clock; retransmissions are absorbed; CANCEL, stray ACK and merged requests 
 from __future__ import annotations
 
 import itertools
+import math
 
 from gateway.sip.message import Request, Response, make_response
 from gateway.sip.parse import parse_message
 from gateway.sip.timers import Timers
-from gateway.sip.transaction import Peer, Send, State
+from gateway.sip.transaction import LINGER_GRID_S, Peer, Send, State
 from gateway.sip.transactions import (
     AckReceived,
     CancelReceived,
@@ -23,6 +24,12 @@ from gateway.sip.transactions import (
 UDP = Peer("UDP", "192.0.2.10", 5060)
 TCP = Peer("TCP", "192.0.2.10", 5060, connection=7)
 T = Timers()
+
+
+def lingering(deadline: float) -> float:
+    """Where a Timer D, I, J, K, L or M set for `deadline` fires: on the one-second grid
+    those clean-up timers share."""
+    return math.ceil(deadline / LINGER_GRID_S) * LINGER_GRID_S
 
 
 def request(method: str = "INVITE", branch: str = "z9hG4bK-a", cseq: int = 1,
@@ -94,7 +101,7 @@ def test_non_invite_client_proceeding_retransmits_every_t2_and_completes_with_k(
     assert [t for t, e in fired if isinstance(e, Send)] == [0.5, 4.5]
     layer.receive_response(response_to(req, 200), UDP, now=5.0)
     assert txn.state is State.COMPLETED
-    assert layer.next_deadline() == 5.0 + T.t4  # Timer K
+    assert layer.next_deadline() == lingering(5.0 + T.t4)  # Timer K
     run_until(layer, 20.0)
     assert len(layer) == 0
 
@@ -111,7 +118,7 @@ def test_invite_client_failure_sends_ack_and_absorbs_retransmitted_final() -> No
     assert any(isinstance(e, ResponseReceived) for e in events)
     again = layer.receive_response(busy, UDP, now=1.0)
     assert [type(e) for e in again] == [Send]  # ACK again, nothing new for the TU
-    assert layer.next_deadline() == 0.1 + 32.0  # Timer D
+    assert layer.next_deadline() == lingering(0.1 + 32.0)  # Timer D
     run_until(layer, 40.0)
     assert txn.state is State.TERMINATED
 
@@ -124,7 +131,7 @@ def test_invite_client_accepted_passes_further_2xx_up_until_timer_m() -> None:
     assert isinstance(layer.receive_response(ok, UDP, now=0.1)[0], ResponseReceived)
     assert txn.state is State.ACCEPTED
     assert isinstance(layer.receive_response(ok, UDP, now=0.6)[0], ResponseReceived)
-    run_until(layer, 0.1 + 64 * T.t1)
+    run_until(layer, lingering(0.1 + 64 * T.t1))
     assert isinstance(layer.receive_response(ok, UDP, now=40.0)[0], StrayResponse)
 
 
@@ -152,7 +159,7 @@ def test_invite_server_ack_confirms_and_timer_i_ends_it() -> None:
     ack = request("ACK", to_tag="gw")
     assert layer.receive_request(ack, UDP, now=0.2) == []
     assert txn.transaction.state is State.CONFIRMED
-    assert layer.next_deadline() == 0.2 + T.t4
+    assert layer.next_deadline() == lingering(0.2 + T.t4)
     run_until(layer, 10.0)
     assert len(layer) == 0
 
@@ -174,7 +181,7 @@ def test_non_invite_server_timer_j_absorbs_retransmissions() -> None:
     layer.respond(txn.transaction, make_response(req, 200), now=0.1)
     again = layer.receive_request(request("BYE", to_tag="x"), UDP, now=2.0)
     assert sends(again)[0].data.startswith(b"SIP/2.0 200")
-    assert layer.next_deadline() == 0.1 + 64 * T.t1
+    assert layer.next_deadline() == lingering(0.1 + 64 * T.t1)
     run_until(layer, 40.0)
     assert len(layer) == 0
 
@@ -285,3 +292,21 @@ def test_a_transport_failure_ends_the_client_transactions_to_that_peer_at_once()
             if isinstance(e, TransactionTimeout)] == [(TransactionTimeout, waiting, "transport")]
     assert waiting.terminated and not elsewhere.terminated
     assert layer.transport_failed(TCP, 0.3) == []  # told once
+
+
+def test_clean_up_timers_share_a_one_second_grid_and_retransmissions_keep_theirs() -> None:
+    """Two BYE transactions answered 0.3 s apart are forgotten on the same deadline (one
+    wake-up of the node for both); Timer E still retransmits at exactly T1."""
+    layer = TransactionLayer(T)
+    first = request("BYE", branch="z9hG4bK-b1", to_tag="tt")
+    second = request("BYE", branch="z9hG4bK-b2", cseq=2, to_tag="tt")
+    layer.send_request(first, UDP, now=0.0)
+    layer.send_request(second, UDP, now=0.1)
+    assert layer.next_deadline() == T.t1  # Timer E, off the grid
+    layer.receive_response(response_to(first, 200), UDP, now=0.2)
+    layer.receive_response(response_to(second, 200), UDP, now=0.5)
+    assert layer.next_deadline() == 6.0  # both Timer Ks: 5.2 and 5.5, on the grid
+    layer.handle_timeout(5.99)
+    assert len(layer) == 2
+    layer.handle_timeout(6.0)
+    assert len(layer) == 0 and layer.next_deadline() is None

@@ -66,27 +66,34 @@ def _poll_db(tmp: Path, query: str, ready: Callable[[list[dict[str, Any]]], bool
 class Daemon:
     """A running `lyncgate run`; `text` may use @UDP@, @TCP@, @TLS@ and @STATE@."""
 
-    def __init__(self, tmp: Path, text: str) -> None:
+    def __init__(self, tmp: Path, text: str, attempts: int = 3) -> None:
         self.tmp = tmp
-        self.udp, self.tcp, self.tls = free_port(), free_port(), free_port()
         self.config = tmp / "lyncgate.toml"
-        self.write_config(text)
         self.log_path = tmp / "lyncgate.log"
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "run", "--config", str(self.config),
-             "--log-level", "debug"],
-            cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        try:
-            self.wait_ready()
-        except BaseException:
-            # The constructor raises, so no test holds this daemon to stop it: stop it here.
-            self.proc.kill()
-            self.proc.wait()
-            self._log.close()
-            raise
+        for attempt in range(1, attempts + 1):
+            self.udp, self.tcp, self.tls = free_port(), free_port(), free_port()
+            self.write_config(text)
+            self._log = self.log_path.open("wb")
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gateway.cli", "run", "--config", str(self.config),
+                 "--log-level", "debug"],
+                cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+            try:
+                self.wait_ready()
+                return
+            except BaseException:
+                # The constructor raises, so no test holds this daemon to stop it: stop it.
+                self.proc.kill()
+                self.proc.wait()
+                self._log.close()
+                # free_port() can only say a port was free when it was asked; another
+                # process may take it before the daemon binds it. Then, and only then, the
+                # daemon gets fresh ports.
+                taken = [e for e in self.events("listen_failed") if "in use" in e["error"]]
+                if not taken or attempt == attempts:
+                    raise
 
     def write_config(self, text: str) -> None:
         self.config.write_text(

@@ -13,11 +13,14 @@ refresher of and hangs up both legs when a leg stops refreshing or answering ref
 
 Media is anchored at the node: SIP to SIP through the relay with both SDPs rewritten; a Lync
 caller's ICE is terminated here (`lync_media`); toward a Lync callee the gateway offers ICE
-itself (`lync_callee`). Not here yet: Conference ID joins, and session changes carried
-across to or from a Lync leg whose ICE the gateway terminates (they are answered here).
+itself (`lync_callee`). Toward or from a Lync leg whose ICE the gateway terminates, only a
+change of direction (hold, resume) crosses; other session changes are answered here. Not
+here yet: Conference ID joins.
 
-Each call is a small object driven by events; the asyncio adapter supplies `Hooks` for the
-two things a sans-I/O core cannot do, waiting for DNS and for time.
+Each call is a small object driven by events and by deadlines on the B2BUA's heap (session
+timers, the local 180); the asyncio adapter supplies `Hooks` for what a sans-I/O core
+cannot do, waiting for DNS and for media, which a call to a numeric address with no media
+to reserve does without.
 """
 
 from __future__ import annotations

@@ -61,9 +61,9 @@ CREATE TABLE IF NOT EXISTS cdr_open (
 """
 RESTART_CAUSE = "node restart"
 # Each batch wakes the writer thread, which then takes the GIL from the event loop: at 10 ms
-# that hand-over, about once per call at 100 calls/s, cost the node ~15% more CPU per call
-# than at 100 ms (bench/calls.py). A node killed outright loses at most this much of its
-# latest record changes; a call in progress for longer keeps its open row.
+# that hand-over, about once per call at 100 calls/s, cost the node 5-15% more CPU per call
+# than at 100 ms (paired daemon runs under SIPp). A node killed outright loses at most this
+# much of its latest record changes; a call in progress for longer keeps its open row.
 BATCH_WINDOW_S = 0.1
 _INSERT = ("INSERT INTO cdr (in_call_id, out_call_id, caller, alias, outcome, service, rule, "
            "destination, started, ringing, answered, ended, end_cause, ended_by, media) "

@@ -18,11 +18,13 @@ from gateway.sip.timers import Timers
 
 # Timers D, I, J, K, L and M only keep a finished transaction around to absorb
 # retransmissions (or, for L and M, to let late 2xx through): ending one a little late
-# changes nothing on the wire. Their deadlines share a one-second grid, so a node's
-# clean-ups take one wake-up a second instead of one per timer tick; each wake-up of an
-# otherwise idle node costs far more than the clean-up itself.
+# changes nothing on the wire. Their deadlines share a 100 ms grid, so a node's clean-ups
+# take ten wake-ups a second instead of one per 10 ms timer tick (each wake-up of an
+# otherwise idle node costs far more than the clean-up itself), in batches small enough
+# not to hold up the messages behind them (a one-second grid did: the p99 of anchored call
+# set-up at 200 calls/s went from +3 ms to +6 ms).
 LINGER_TIMERS = frozenset("DIJKLM")
-LINGER_GRID_S = 1.0
+LINGER_GRID_S = 0.1
 
 @frozen
 class Peer:

@@ -283,7 +283,7 @@ class B2bua(Admission):
                 return self.registrar.register(request, event.transaction,
                                                event.transaction.peer, now, core)
             return super().on_event(event, now, core)  # Admission: 481 out of dialog
-        if isinstance(event, ResponseReceived | TransactionTimeout) and isinstance(
+        if isinstance(event, (ResponseReceived, TransactionTimeout)) and isinstance(
                 event.transaction.tu_data, InDialog):
             response = event.response if isinstance(event, ResponseReceived) else None
             return self._in_dialog_answered(event.transaction.tu_data, response, now, core)
@@ -337,7 +337,8 @@ class B2bua(Admission):
                 now)
         offer = None
         lync_offer = None
-        if self.media_ports is not None:
+        if self.media_ports is not None and (
+                self.anchor_sip_media() or _media_for_lync(event.request, decision)):
             try:
                 lync_offer, offer = _offers(event.request)
             except SdpError as exc:
@@ -1293,6 +1294,16 @@ def _crashed(call: Call, exc: Exception) -> str:
 
 _REASONS = {404: "Not Found", 408: "Request Timeout", 480: "Temporarily Unavailable",
             482: "Loop Detected", 500: "Server Internal Error", 503: "Service Unavailable"}
+
+
+def _media_for_lync(request: Request, decision: Decision) -> bool:
+    """Whether a call's media is this node's business even with SIP media not anchored: a
+    leg toward Lync, or a caller's offer that may be Lync's ICE (whose every SDP names its
+    ice-ufrag). Otherwise the SDP goes through unread, as a proxy's would, and a signalling-
+    only call saves parsing it."""
+    rule = decision.rule
+    return (rule is not None and rule.outgoing_protocol == "mssip") or (
+        b"ice-ufrag" in request.body)
 
 
 def _offers(request: Request) -> tuple[SessionDescription | None, SessionDescription | None]:

@@ -50,6 +50,9 @@ class Dialog:
     is_uac: bool
     # The INVITE's CSeq, which an ACK for its 2xx repeats.
     invite_cseq: int = field(default=0)
+    # From and To of our requests, written once: both tags are fixed for the dialog's life.
+    _from_line: str = field(default="", init=False, repr=False, compare=False)
+    _to_line: str = field(default="", init=False, repr=False, compare=False)
 
     @property
     def id(self) -> DialogId:
@@ -187,8 +190,11 @@ class Dialog:
         h.add("Max-Forwards", "70")
         for route in routes:
             h.add("Route", route)
-        h.add("From", str(self.local.with_tag(self.local_tag)))
-        h.add("To", str(self.remote.with_tag(self.remote_tag)))
+        if not self._from_line:
+            self._from_line = str(self.local.with_tag(self.local_tag))
+            self._to_line = str(self.remote.with_tag(self.remote_tag))
+        h.add("From", self._from_line)
+        h.add("To", self._to_line)
         h.add("Call-ID", self.call_id)
         h.add("CSeq", f"{cseq} {method}")
         for name, value in headers:

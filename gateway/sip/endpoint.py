@@ -171,10 +171,7 @@ class Endpoint:
                 out.extend(self._new_request(event, now))
             elif isinstance(event, Send):
                 out.append(event)
-            elif self.handler is not None and isinstance(
-                event, AckReceived | CancelReceived | ResponseReceived | StrayResponse
-                | TransactionTimeout
-            ):
+            elif self.handler is not None and isinstance(event, _FOR_HANDLER):
                 out.extend(self._dispatch(self.handler.on_event(event, now, self), now))
             if isinstance(event, TransactionTimeout):
                 self._count(f"transaction_timeouts:{event.timer}")
@@ -264,6 +261,10 @@ class Endpoint:
     def busy(self) -> bool:
         """Transactions still waiting for a final response (a drain waits for them)."""
         return self.transactions.pending() > 0
+
+
+# A tuple, built once: `A | B | ...` in the call built a union object per event.
+_FOR_HANDLER = (AckReceived, CancelReceived, ResponseReceived, StrayResponse, TransactionTimeout)
 
 
 def _keep_alive(request: Request) -> tuple[tuple[str, str], ...]:

@@ -50,6 +50,7 @@ def _strip_port(host: str) -> str:
     return host
 
 
+@lru_cache(maxsize=1024)  # the same few hosts on every call
 def _is_ip(host: str) -> bool:
     bare = host[1:-1] if host.startswith("[") else host
     # ip_address costs microseconds to refuse a name (it raises), and most hosts are names:

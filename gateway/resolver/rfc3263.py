@@ -82,6 +82,10 @@ def transport_without_srv(uri: SipUri, supported: Sequence[str]) -> str | None:
     allowed = transports_allowed(uri, supported)
     if not allowed or not (_is_ip(host_of(uri)) or uri.port is not None):
         return None
+    return _fixed_transport(uri, allowed)
+
+
+def _fixed_transport(uri: SipUri, allowed: tuple[str, ...]) -> str:
     default = "TLS" if uri.scheme == "sips" else "UDP"
     return default if default in allowed else allowed[0]
 
@@ -197,9 +201,9 @@ class Resolver:
         if not allowed:
             raise ResolveError(f"{uri}: no usable transport (sips: needs TLS)")
         host = host_of(uri)
-        fixed = transport_without_srv(uri, self.transports)
-        if fixed is None or not _is_ip(host):
+        if not _is_ip(host):
             return None
+        fixed = _fixed_transport(uri, allowed)
         return [Target(fixed, host, host.strip("[]"), uri.port or DEFAULT_PORT[fixed])]
 
     async def resolve(self, uri: SipUri) -> list[Target]:

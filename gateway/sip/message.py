@@ -79,8 +79,10 @@ class Headers:
         self, items: Iterable[tuple[str, str]] = (), index: dict[str, list[int]] | None = None
     ) -> None:
         """`index` (canonical name -> positions in `items`) is the parser's, built as it
-        read the lines; otherwise it is built on the first look-up."""
-        self._items: list[tuple[str, str]] = list(items)
+        read the lines, and then `items` is the parser's own list, taken as it is; otherwise
+        the lines are copied and the index is built on the first look-up."""
+        self._items: list[tuple[str, str]] = (
+            items if index is not None and isinstance(items, list) else list(items))
         self._index = index
 
     def _idx(self) -> dict[str, list[int]]:

@@ -90,6 +90,9 @@ class Transaction:
     state: State
     # name -> absolute deadline; the layer's heap holds the same entries.
     deadlines: dict[str, float] = field(default_factory=dict)
+    # Timers armed since the layer last looked, for its heap: a timer left running is
+    # already there.
+    armed: list[tuple[float, str]] = field(default_factory=list)
     # Retransmission interval of timers A, E and G.
     interval: float = 0.0
     tu_data: Any = None  # whatever the TU hangs on the transaction (a call leg, a callback)
@@ -128,6 +131,7 @@ class Transaction:
         if name in LINGER_TIMERS:
             deadline = math.ceil(deadline / LINGER_GRID_S) * LINGER_GRID_S
         self.deadlines[name] = deadline
+        self.armed.append((deadline, name))
 
     def _terminate(self) -> None:
         self.state = State.TERMINATED

@@ -339,11 +339,14 @@ class TransactionLayer:
                 out.append(TransactionTimeout(txn, action.timer))
         if (txn.terminated or txn.settled) and txn.tu_data is not None:
             self._release.append(txn)
+        armed = txn.armed
         if txn.terminated:
             self._forget(txn)
-        else:
-            for name, deadline in txn.deadlines.items():
-                heapq.heappush(self._heap, (deadline, next(self._seq), txn, name))
+        elif armed:
+            heap, seq = self._heap, self._seq
+            for deadline, name in armed:
+                heapq.heappush(heap, (deadline, next(seq), txn, name))
+        armed.clear()
         return out
 
     def _let_go(self) -> None:

@@ -78,6 +78,7 @@ def test_a_host_name_is_not_handed_to_ipaddress(monkeypatch: pytest.MonkeyPatch)
         return real(host)
 
     monkeypatch.setattr(ipaddress, "ip_address", spy)
+    alias._is_ip.cache_clear()  # results are cached per host: earlier tests asked these
     for host in ("example.com", "vc.example.com", "1234", "1.2.3", "a.b.c.d", "10.0.0.1",
                  "[2001:db8::1]"):
         alias._is_ip(host)

@@ -28,24 +28,21 @@ class PortAllocator:
     def size(self) -> int:
         return self.last - self.first + 1
 
-    async def bind_udp(
-        self, factory: Callable[[], P], host: str
-    ) -> tuple[asyncio.DatagramTransport, P, int]:
-        """A UDP socket on `host` at a free port of the range. Ports taken by other programs
-        are skipped; when none is left, PortsExhausted."""
+    def take_udp(self, host: str) -> tuple[socket.socket, int]:
+        """A bound, non-blocking UDP socket on `host` at a free port of the range, at once
+        (no loop turn: a call's relay ports are reserved while its INVITE is handled).
+        Ports taken by other programs are skipped; when none is left, PortsExhausted."""
         for _ in range(self.size):
             port = self._next
             self._next = self.first if port == self.last else port + 1
-            bound = await self._bind(factory, host, port)
-            if bound is not None:
-                return (*bound, port)
+            sock = self._take(host, port)
+            if sock is not None:
+                return sock, port
         raise self._exhausted(host, "port")
 
-    async def bind_udp_pair(
-        self, rtp: Callable[[], P], rtcp: Callable[[], Q], host: str
-    ) -> tuple[tuple[asyncio.DatagramTransport, P], tuple[asyncio.DatagramTransport, Q], int]:
-        """Two UDP sockets on `host`, at an even port of the range and the one after it;
-        returns both and the even port. PortsExhausted when no such pair is free."""
+    def take_udp_pair(self, host: str) -> tuple[socket.socket, socket.socket, int]:
+        """Two bound UDP sockets on `host`, at an even port of the range and the one after
+        it, and the even port. PortsExhausted when no such pair is free."""
         first_even = self.first + self.first % 2
         pairs = (self.last + 1 - first_even) // 2
         for _ in range(pairs):
@@ -55,36 +52,66 @@ class PortAllocator:
             self._next = port + 2 if port + 2 <= self.last else self.first
             if port + 1 in self.in_use:
                 continue
-            even = await self._bind(rtp, host, port)
+            even = self._take(host, port)
             if even is None:
                 continue
-            odd = await self._bind(rtcp, host, port + 1)
+            odd = self._take(host, port + 1)
             if odd is None:
-                even[0].close()
+                even.close()
                 self.release(port)
                 continue
             return even, odd, port
         raise self._exhausted(host, "port pair (even RTP, RTCP after it)")
 
-    async def _bind(self, factory: Callable[[], P], host: str,
-                    port: int) -> tuple[asyncio.DatagramTransport, P] | None:
+    async def bind_udp(
+        self, factory: Callable[[], P], host: str
+    ) -> tuple[asyncio.DatagramTransport, P, int]:
+        """`take_udp` with the loop's datagram transport and protocol `factory` on it."""
+        sock, port = self.take_udp(host)
+        return (*await self._endpoint(factory, sock, port), port)
+
+    async def bind_udp_pair(
+        self, rtp: Callable[[], P], rtcp: Callable[[], Q], host: str
+    ) -> tuple[tuple[asyncio.DatagramTransport, P], tuple[asyncio.DatagramTransport, Q], int]:
+        """`take_udp_pair` with the loop's datagram transports and protocols on both."""
+        even, odd, port = self.take_udp_pair(host)
+        try:
+            first = await self._endpoint(rtp, even, port)
+        except BaseException:
+            odd.close()
+            self.release(port + 1)
+            raise
+        try:
+            second = await self._endpoint(rtcp, odd, port + 1)
+        except BaseException:
+            first[0].close()
+            self.release(port)
+            raise
+        return first, second, port
+
+    def _take(self, host: str, port: int) -> socket.socket | None:
         """The socket at `port`, or None when a call or another program holds it."""
         if port in self.in_use:
             return None
-        # Bound here rather than by the loop from `local_addr`: a port another program holds
-        # fails at bind() before any loop machinery, and the loop resolves no address.
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
                              socket.SOCK_DGRAM)
         try:
             sock.setblocking(False)
             sock.bind((host, port))
-            transport, protocol = await asyncio.get_running_loop().create_datagram_endpoint(
-                factory, sock=sock)
         except OSError:
             sock.close()
             return None
         self.in_use.add(port)
-        return transport, protocol
+        return sock
+
+    async def _endpoint(self, factory: Callable[[], P], sock: socket.socket,
+                        port: int) -> tuple[asyncio.DatagramTransport, P]:
+        try:
+            return await asyncio.get_running_loop().create_datagram_endpoint(factory, sock=sock)
+        except BaseException:
+            sock.close()
+            self.release(port)
+            raise
 
     def _exhausted(self, host: str, what: str) -> PortsExhausted:
         return PortsExhausted(

@@ -432,14 +432,16 @@ class B2bua(Admission):
 
     def _set_up(self, call: Call, now: float, core: Endpoint) -> list[Event]:
         """Find the outbound leg's targets and media, then place it: at once when nothing
-        has to be waited for (a registered device or a numeric address, no media to
-        reserve), else from a task. Whatever goes wrong in here, the caller gets a final
-        answer: a call nobody answers holds its transaction, and Lync its user, for 32 s."""
+        has to be waited for (a registered device or a numeric address, and no ICE toward
+        Lync to gather: relay ports are taken at once), else from a task. Whatever goes
+        wrong in here, the caller gets a final answer: a call nobody answers holds its
+        transaction, and Lync its user, for 32 s."""
         try:
             uri, targets = self._targets_now(call)
-            if targets is None or self._media_to_prepare(call):
+            if targets is None or self._ice_to_prepare(call):
                 self.hooks.spawn(self._prepare(call, core, uri, targets))
                 return []
+            self._reserve_relay(call, core)
             return self._place_on(call, targets, now, core)
         except SipRequestError as exc:
             return self._fail(call, exc.status, exc.reason, now, core)
@@ -474,18 +476,18 @@ class B2bua(Admission):
         except ResolveError as exc:
             raise SipRequestError(404, str(exc)) from exc
 
-    def _media_to_prepare(self, call: Call) -> bool:
-        """Whether the outbound offer needs media of ours first: ICE toward Lync, or relay
-        ports for anchored SIP media."""
-        return (call.lync is not None or call.lync_callee is not None
-                or (call.offer is not None and self.media_ports is not None))
+    @staticmethod
+    def _ice_to_prepare(call: Call) -> bool:
+        """Whether the outbound offer waits for ICE toward Lync (candidates to gather)."""
+        return call.lync is not None or call.lync_callee is not None
 
     async def _prepare(self, call: Call, core: Endpoint, uri: SipUri,
                        targets: list[Target] | None) -> None:
         try:
             if targets is None:
                 targets = await self.resolver.resolve(uri)
-            await self._prepare_media(call, core)
+            await self._prepare_ice(call)
+            self._reserve_relay(call, core)
         except SipRequestError as exc:
             status, reason = exc.status, exc.reason
             self.hooks.emit(lambda now: self._fail(call, status, reason, now, core))
@@ -501,26 +503,31 @@ class B2bua(Admission):
         found = targets
         self.hooks.emit(lambda now: self._place_on(call, found, now, core))
 
-    async def _prepare_media(self, call: Call, core: Endpoint) -> None:
-        if call.lync is not None or call.lync_callee is not None:
-            try:
-                if call.lync is not None:
-                    call.sip_offer = await call.lync.prepare()
-                elif call.lync_callee is not None:
-                    call.sip_offer = await call.lync_callee.offer()
-            except (IceError, PortsExhausted) as exc:
-                raise SipRequestError(503, f"media toward Lync: {exc}") from exc
-        elif call.offer is not None and self.media_ports is not None:
-            # By id, not the call itself: the bridge is the call's, and a callback holding
-            # the call would make a cycle only the garbage collector frees.
-            call_id = call.id
-            call.bridge = SipBridge(self.media_ports, lambda reason: self._media_timed_out(
-                call_id, reason, core))
-            try:
-                call.toward_caller, call.toward_callee = await call.bridge.reserve(
-                    self.local.address, [m.has("rtcp-mux") for m in call.offer.media])
-            except PortsExhausted as exc:
-                raise SipRequestError(503, str(exc)) from exc
+    @staticmethod
+    async def _prepare_ice(call: Call) -> None:
+        try:
+            if call.lync is not None:
+                call.sip_offer = await call.lync.prepare()
+            elif call.lync_callee is not None:
+                call.sip_offer = await call.lync_callee.offer()
+        except (IceError, PortsExhausted) as exc:
+            raise SipRequestError(503, f"media toward Lync: {exc}") from exc
+
+    def _reserve_relay(self, call: Call, core: Endpoint) -> None:
+        """The relay's ports for anchored SIP media, taken at once; none for a call that
+        ended while its target was looked up, since nothing would release them."""
+        if call.offer is None or self.media_ports is None or call.state is CallState.ENDED:
+            return
+        # By id, not the call itself: the bridge is the call's, and a callback holding the
+        # call would make a cycle only the garbage collector frees.
+        call_id = call.id
+        call.bridge = SipBridge(self.media_ports, lambda reason: self._media_timed_out(
+            call_id, reason, core))
+        try:
+            call.toward_caller, call.toward_callee = call.bridge.reserve(
+                self.local.address, [m.has("rtcp-mux") for m in call.offer.media])
+        except PortsExhausted as exc:
+            raise SipRequestError(503, str(exc)) from exc
 
     def _place_on(self, call: Call, targets: list[Target], now: float,
                   core: Endpoint) -> list[Event]:

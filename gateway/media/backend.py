@@ -71,7 +71,7 @@ class BuiltinRelay:
             for index in range(count):
                 # The remote is not known yet: the first packet latches, and connect()
                 # points the endpoint at the SDP's address.
-                self._sip.append(await SipMedia.open(
+                self._sip.append(SipMedia.open(
                     self.ports, host, ("0.0.0.0", 9), None if rtcp_mux else ("0.0.0.0", 9),
                     self._into(index, from_sip=True)))
         except BaseException:
@@ -146,15 +146,15 @@ class SipBridge:
         self._relays: list[StreamRelay] = []
         self.media: CallMedia | None = None
 
-    async def reserve(self, host: str, muxed: list[bool]) -> tuple[list[int], list[int]]:
-        """(ports toward the caller, ports toward the callee), one per stream."""
+    def reserve(self, host: str, muxed: list[bool]) -> tuple[list[int], list[int]]:
+        """(ports toward the caller, ports toward the callee), one per stream; at once."""
         unknown = ("0.0.0.0", 9)
         try:
             for index, mux in enumerate(muxed):
-                self.caller.append(await SipMedia.open(
+                self.caller.append(SipMedia.open(
                     self.ports, host, unknown, None if mux else unknown,
                     self._into(index, from_caller=True)))
-                self.callee.append(await SipMedia.open(
+                self.callee.append(SipMedia.open(
                     self.ports, host, unknown, None if mux else unknown,
                     self._into(index, from_caller=False)))
         except BaseException:

@@ -4,6 +4,7 @@ rtcp-mux, latching onto where packets really come from), and the ICE session tow
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Callable
 
@@ -14,34 +15,57 @@ from ice.session import IceSession
 log = logs.get(__name__)
 Receive = Callable[[bytes, bool | None], None]  # (packet, is RTCP, None: tell by type)
 RELATCH_AFTER = 1.0  # seconds of silence from the latched address before moving
+READ_BURST = 32  # datagrams read from one socket per wake-up
+MAX_PACKET = 65536  # a datagram is never longer; a shorter buffer would truncate silently
 
 
-class UdpEndpoint(asyncio.DatagramProtocol):
+class UdpEndpoint:
     """One media port toward a SIP endpoint. Symmetric RTP: replies go to where packets
-    come from, which behind NAT is not what the SDP said."""
+    come from, which behind NAT is not what the SDP said.
 
-    def __init__(self, remote: tuple[str, int], rtcp: bool | None, receive: Receive) -> None:
+    A plain non-blocking socket, read through the loop's `add_reader`: opened without a
+    loop turn (an asyncio datagram endpoint needs one per socket, and a task to wait in), so
+    an anchored call gets its ports, and its INVITE goes out, while the caller's INVITE is
+    handled. A packet the kernel will not take at once is dropped, as the network drops RTP,
+    rather than queued behind the ones that follow it."""
+
+    def __init__(self, sock: socket.socket, port: int, remote: tuple[str, int],
+                 rtcp: bool | None, receive: Receive) -> None:
         self.remote = remote
         self.rtcp = rtcp  # True: the RTCP port; False: RTP only; None: rtcp-mux
         self.receive = receive
         self.latched = False
         self.last_from_remote = 0.0
         self.foreign = 0  # packets from other addresses, dropped
-        self.transport: asyncio.DatagramTransport | None = None
-        self.port = 0
+        self.port = port
+        self._sock: socket.socket | None = sock
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(sock.fileno(), self._readable)
 
     @classmethod
-    async def open(cls, ports: PortAllocator, host: str, remote: tuple[str, int],
-                   rtcp: bool | None, receive: Receive) -> UdpEndpoint:
-        _, endpoint, port = await ports.bind_udp(lambda: cls(remote, rtcp, receive), host)
-        endpoint.port = port
-        return endpoint
+    def open(cls, ports: PortAllocator, host: str, remote: tuple[str, int],
+             rtcp: bool | None, receive: Receive) -> UdpEndpoint:
+        sock, port = ports.take_udp(host)
+        return cls(sock, port, remote, rtcp, receive)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+    def _readable(self) -> None:
+        # A bounded burst per wake-up, so one busy stream cannot hold up the loop.
+        for _ in range(READ_BURST):
+            sock = self._sock
+            if sock is None:
+                return  # closed by a packet's handler
+            try:
+                data, addr = sock.recvfrom(MAX_PACKET)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                # An ICMP error for an earlier send (the far port closed): reported once
+                # by the kernel, nothing lost; the next read goes on.
+                continue
+            self.datagram_received(data, addr)
 
-    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        source = (str(addr[0]), int(addr[1]))
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        source = (addr[0], addr[1])
         now = time.monotonic()
         if source != self.remote:
             if self.latched and now - self.last_from_remote < RELATCH_AFTER:
@@ -60,18 +84,25 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self.latched = False
 
     def send(self, data: bytes) -> None:
-        if self.transport is not None:
-            self.transport.sendto(data, self.remote)
+        sock = self._sock
+        if sock is None:
+            return
+        # Not contextlib.suppress: a context manager per packet costs more than the send.
+        try:  # noqa: SIM105
+            sock.sendto(data, self.remote)
+        except OSError:
+            pass  # a full buffer or an unreachable peer: this packet is lost, as on the wire
 
     def close(self, ports: PortAllocator) -> None:
-        if self.transport is not None:
-            self.transport.close()
-        # The transport holds us and we held it, and `receive` leads back to the relay that
-        # holds us: cut both so a finished call is freed by reference counting, not left to
-        # a collector pause (hundreds of ms under load, where calls set up).
-        self.transport = None
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            self._loop.remove_reader(sock.fileno())
+            sock.close()
+            ports.release(self.port)
+        # `receive` leads back to the relay that holds us: cut it so a finished call is
+        # freed by reference counting, not left to a collector pause (hundreds of ms under
+        # load, where calls set up).
         self.receive = _ignore
-        ports.release(self.port)
 
 
 def _ignore(data: bytes, rtcp: bool | None) -> None:
@@ -86,17 +117,15 @@ class SipMedia:
         self.rtcp_endpoint = rtcp_endpoint
 
     @classmethod
-    async def open(cls, ports: PortAllocator, host: str, remote: tuple[str, int],
-                   remote_rtcp: tuple[str, int] | None, receive: Receive) -> SipMedia:
+    def open(cls, ports: PortAllocator, host: str, remote: tuple[str, int],
+             remote_rtcp: tuple[str, int] | None, receive: Receive) -> SipMedia:
         """`remote_rtcp` None means rtcp-mux (one port both ways). Otherwise RTCP is on the
         port after RTP's, as the SDP we write implies by leaving out a=rtcp."""
         if remote_rtcp is None:
-            return cls(await UdpEndpoint.open(ports, host, remote, None, receive), None)
-        (_, rtp), (_, rtcp), port = await ports.bind_udp_pair(
-            lambda: UdpEndpoint(remote, False, receive),
-            lambda: UdpEndpoint(remote_rtcp, True, receive), host)
-        rtp.port, rtcp.port = port, port + 1
-        return cls(rtp, rtcp)
+            return cls(UdpEndpoint.open(ports, host, remote, None, receive), None)
+        even, odd, port = ports.take_udp_pair(host)
+        return cls(UdpEndpoint(even, port, remote, False, receive),
+                   UdpEndpoint(odd, port + 1, remote_rtcp, True, receive))
 
     def send(self, packet: bytes, rtcp: bool) -> None:
         (self.rtcp_endpoint if rtcp and self.rtcp_endpoint is not None else self.rtp).send(

@@ -544,3 +544,35 @@ async def test_with_anchoring_off_sip_calls_are_signalling_only() -> None:
                          body=callee_sdp, content_type="application/sdp"), peer)
     answer = next(m for m, _ in h.take() if isinstance(m, Response) and m.status == 200)
     assert answer.body == callee_sdp and ports.in_use == set()
+
+
+class SlowDns(FakeResolver):
+    """A look-up that answers only when told to: the caller can give up while it runs."""
+
+    def __init__(self, targets: list[Target]) -> None:
+        super().__init__(targets)
+        self.answer = asyncio.Event()
+
+    async def resolve(self, uri: SipUri) -> list[Target]:
+        await self.answer.wait()
+        return await super().resolve(uri)
+
+
+async def test_a_call_cancelled_during_its_dns_look_up_reserves_no_relay_ports() -> None:
+    """The relay's ports are taken only for a call still in progress: one the caller
+    cancelled while its target was being looked up must not hold ports (and sockets) that
+    nothing would ever release."""
+    base = free_port()
+    ports = PortAllocator(base, base + 20)
+    h = Harness([FIRST], ports=ports, address="127.0.0.1")
+    dns = SlowDns([FIRST])
+    h.b2bua.resolver = dns  # type: ignore[assignment]
+    h.feed(invite_with(sdp_body(base + 100)), CALLER)
+    await h.settle()
+    h.feed(cancel_of_invite(), CALLER)
+    assert sorted(statuses(h.take(), CALLER)) == [100, 200, 487]
+    dns.answer.set()
+    for _ in range(5):
+        await h.settle()
+    assert ports.in_use == set()
+    assert not [m for m, _ in h.take() if isinstance(m, Request)]  # and no INVITE goes out

@@ -23,7 +23,7 @@ from ice.errors import IceError
 from ice.ports import PortAllocator
 from sdp.parse import parse_sdp
 from tests.calls.test_b2bua import FIRST, Harness, outbound, phone, sdp_body
-from tests.calls.test_lync_media import HeldPairs, StunServer, silent_turn, wait_for_ports
+from tests.calls.test_lync_media import HeldPorts, StunServer, silent_turn, wait_for_ports
 from tests.media.test_relay import far_end, rtcp_sr, rtp
 from tests.peers import free_port
 
@@ -211,15 +211,16 @@ async def test_streams_gather_side_by_side_and_close_meanwhile_frees_every_port(
 
 
 async def test_ports_reserved_after_close_are_released_too() -> None:
-    """close() comes while the ports toward the caller are being bound: the ones bound
-    after it are released as well, and offer() raises IceError rather than offering."""
+    """close() comes while ICE's host ports are being bound: the ones bound after it are
+    released as well, no SIP-side port is taken, and offer() raises IceError rather than
+    offering them."""
     base = free_port()
-    ports = HeldPairs(base, base + 40)
+    ports = HeldPorts(base, base + 40)
     callee = LyncCallee(parse_sdp(AUDIO_VIDEO), ports, "127.0.0.1", "", "best_effort", print)
     offering = asyncio.ensure_future(callee.offer())
     await asyncio.wait_for(ports.waiting.wait(), 5)
     await callee.close()
     ports.go.set()
-    with pytest.raises(IceError, match="the call ended while its media was being prepared"):
+    with pytest.raises(IceError, match="closed while gathering"):
         await asyncio.wait_for(offering, 5)
     assert ports.in_use == set()

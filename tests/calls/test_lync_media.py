@@ -261,31 +261,33 @@ async def test_streams_gather_side_by_side_and_close_meanwhile_frees_every_port(
     assert ports.in_use == set()
 
 
-class HeldPairs(PortAllocator):
-    """Port pairs wait for `go`: the call can end while the SIP side is being reserved."""
+class HeldPorts(PortAllocator):
+    """ICE's host ports wait for `go`: the call can end while its media is being prepared.
+    (The SIP side's ports are taken at once, with no wait to end in.)"""
 
     def __init__(self, first: int, last: int) -> None:
         super().__init__(first, last)
         self.waiting = asyncio.Event()
         self.go = asyncio.Event()
 
-    async def bind_udp_pair(self, *args: Any, **kwargs: Any) -> Any:
+    async def bind_udp(self, *args: Any, **kwargs: Any) -> Any:
         self.waiting.set()
         await self.go.wait()
-        return await super().bind_udp_pair(*args, **kwargs)
+        return await super().bind_udp(*args, **kwargs)
 
 
 async def test_ports_reserved_after_close_are_released_too() -> None:
-    """close() comes while the SIP-side ports are being bound: the ones bound after it are
-    released as well, and prepare() raises IceError rather than offering them."""
+    """close() comes while ICE's host ports are being bound: the ones bound after it are
+    released as well, no SIP-side port is taken, and prepare() raises IceError rather than
+    offering them."""
     base = free_port()
-    ports = HeldPairs(base, base + 40)
+    ports = HeldPorts(base, base + 40)
     media = LyncMedia(fixture_offer(), ports, "127.0.0.1", "", "best_effort", print)
     preparing = asyncio.ensure_future(media.prepare())
     await asyncio.wait_for(ports.waiting.wait(), 5)
     await media.close()
     ports.go.set()
-    with pytest.raises(IceError, match="the call ended while its media was being prepared"):
+    with pytest.raises(IceError, match="closed while gathering"):
         await asyncio.wait_for(preparing, 5)
     assert ports.in_use == set()
 

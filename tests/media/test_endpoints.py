@@ -101,8 +101,8 @@ async def test_separate_rtcp_port_and_a_stray_source_after_latching() -> None:
     ports = PortAllocator(base, base + 10)
     got: list[tuple[bytes, bool | None]] = []
     phone, phone_rx, phone_port = await endpoint_socket()
-    sip = await SipMedia.open(ports, "127.0.0.1", ("127.0.0.1", phone_port),
-                              ("127.0.0.1", phone_port + 1), lambda d, r: got.append((d, r)))
+    sip = SipMedia.open(ports, "127.0.0.1", ("127.0.0.1", phone_port),
+                        ("127.0.0.1", phone_port + 1), lambda d, r: got.append((d, r)))
     assert sip.rtcp_endpoint is not None
     phone.sendto(rtp(1), ("127.0.0.1", sip.rtp.port))
     phone.sendto(rtcp_sr(), ("127.0.0.1", sip.rtcp_endpoint.port))
@@ -147,7 +147,7 @@ async def test_sip_side_rtcp_is_on_the_port_after_an_even_rtp_port() -> None:
         relay = BuiltinRelay(ports, on_timeout=print)
         [rtp_port] = await relay.reserve("127.0.0.1", 1, rtcp_mux=False)
         bridge = SipBridge(ports, on_timeout=print)
-        caller, callee = await bridge.reserve("127.0.0.1", [False])
+        caller, callee = bridge.reserve("127.0.0.1", [False])
         endpoints = [relay._sip[0], bridge.caller[0], bridge.callee[0]]
         assert [e.rtp.port for e in endpoints] == [rtp_port, *caller, *callee]
         for endpoint in endpoints:
@@ -172,7 +172,7 @@ async def test_bridge_sends_rtcp_where_the_peers_a_rtcp_says() -> None:
                 f"m=audio {rtp_port} RTP/AVP 0\r\n{rtcp}")
 
     bridge = SipBridge(ports, on_timeout=print)
-    toward_caller, _ = await bridge.reserve("127.0.0.1", [False])
+    toward_caller, _ = bridge.reserve("127.0.0.1", [False])
     bridge.connect(["audio"], remote_addresses(parse_sdp(sdp(free_port()))),
                    remote_addresses(parse_sdp(sdp(free_port(), f"a=rtcp:{rtcp_port}\r\n"))),
                    timeout=0)

@@ -42,7 +42,7 @@ def configure(*, json: bool | None = None, level: str = "info") -> None:
 # a line the level then drops, several times per call; once configured, each proxy gets its
 # level methods as plain attributes. Unconfigured (tests), proxies stay lazy, so that
 # structlog.testing.capture_logs still sees every line.
-_LEVELS = ("debug", "info", "warning", "error", "exception", "critical")
+_LEVELS = ("debug", "info", "warning", "error", "exception", "critical", "is_enabled_for")
 _made: weakref.WeakSet[Any] = weakref.WeakSet()  # a logger made in a function may go
 _configured = False
 

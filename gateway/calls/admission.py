@@ -8,6 +8,7 @@ this node does not have get 481.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -59,6 +60,8 @@ class Admission:
         context = CallContext(protocol=arriving_protocol(request), location=self.location(),
                               registered=self.caller_registered(request))
         decision = self.router().decide(request.uri_text, context)
+        if not log.is_enabled_for(logging.INFO):
+            return decision  # binding first would cost more than the decision
         call = log.bind(call_id=request.call_id, leg="in", protocol=context.protocol,
                         alias=request.uri_text)
         if decision.rule is not None:

@@ -17,7 +17,7 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 from gateway import logs
 from gateway.sip.errors import SipParseError
@@ -61,12 +61,13 @@ class _Datagram(asyncio.DatagramProtocol):
     def __init__(self, layer: TransportLayer) -> None:
         self.layer = layer
 
-    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        # addr is (host: str, port: int) on AF_INET and AF_INET6 (with flow and scope after).
         if len(data) > MAX_DATAGRAM:
             return
-        if data.strip(b"\r\n") == b"":
+        if not data or (data.startswith(b"\r\n") and not data.strip(b"\r\n")):
             return  # keep-alive over UDP: nothing to answer
-        self.layer.on_message(data, Peer("UDP", str(addr[0]), int(addr[1])), None)
+        self.layer.on_message(data, Peer("UDP", addr[0], addr[1]), None)
 
     def error_received(self, exc: Exception) -> None:
         log.debug("udp_error", error=str(exc))

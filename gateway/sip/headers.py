@@ -229,8 +229,9 @@ def parse_name_addr(text: str, header: str) -> NameAddr:
 
 
 # Cached like `parse_uri`, and for the same reason: To outside a dialog (every OPTIONS probe),
-# Contact, Route and Record-Route repeat, and results are immutable. Not for From, whose tag
-# is new on every request outside a dialog: there a cache would only miss.
+# Contact, Route and Record-Route repeat, and results are immutable. From and To inside a
+# dialog repeat on every request of it (the ACK and BYE after an INVITE), and a call's first
+# From, new, only costs the cache an entry.
 parse_repeated_name_addr = lru_cache(maxsize=8192)(parse_name_addr)
 
 

@@ -22,7 +22,6 @@ from gateway.sip.headers import (
     Via,
     parse_content_type,
     parse_cseq,
-    parse_name_addr,
     parse_repeated_name_addr,
     parse_session_expires,
     parse_tokens,
@@ -269,7 +268,7 @@ class Message:
     def from_(self) -> NameAddr:
         value = self._from
         if value is None:
-            value = self._from = parse_name_addr(self._required("From"), "From")
+            value = self._from = parse_repeated_name_addr(self._required("From"), "From")
         return value
 
     @property

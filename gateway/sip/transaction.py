@@ -80,7 +80,7 @@ class TimedOut:
 Action = Send | ToTU | TimedOut
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Transaction:
     key: tuple[Any, ...]
     # The request that started the transaction, until the transaction settles.
@@ -141,7 +141,7 @@ class Transaction:
         return min(self.deadlines.values(), default=None)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class ClientTransaction(Transaction):
     """INVITE (Calling/Proceeding/Accepted/Completed) and non-INVITE (Trying/Proceeding/
     Completed) client transactions."""
@@ -256,7 +256,7 @@ def build_ack_for_failure(invite: Request, response: Response) -> Request:
     return ack
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class ServerTransaction(Transaction):
     """INVITE (Proceeding/Accepted/Completed/Confirmed) and non-INVITE (Trying/Proceeding/
     Completed) server transactions. `peer` is where responses go (RFC 3261 section 18.2.2)."""
@@ -337,7 +337,9 @@ class ServerTransaction(Transaction):
 
     def _settle(self) -> None:
         self.keep_tag()
-        super()._settle()
+        # Named, not super(): a slotted dataclass is a new class, which the zero-argument
+        # form, bound to the class as written, does not know.
+        Transaction._settle(self)
 
     def fire(self, name: str, now: float) -> list[Action]:
         self.deadlines.pop(name, None)

@@ -26,10 +26,10 @@ async def main() -> None:
     ports = PortAllocator(42000, 43999)
     relays: list[StreamRelay] = []
     while line := await loop.run_in_executor(None, sys.stdin.readline):
-        await add_streams(json.loads(line), ports, relays, loop)
+        add_streams(json.loads(line), ports, relays, loop)
 
 
-async def add_streams(spec: dict[str, list[dict[str, object]]], ports: PortAllocator,
+def add_streams(spec: dict[str, list[dict[str, object]]], ports: PortAllocator,
                       relays: list[StreamRelay], loop: asyncio.AbstractEventLoop) -> None:
     ports_out = []
     for stream in spec["streams"]:
@@ -39,10 +39,10 @@ async def add_streams(spec: dict[str, list[dict[str, object]]], ports: PortAlloc
                                inbound=True)
         sink = int(str(stream["sink"]))
         index = len(relays)
-        inbound = await SipMedia.open(ports, "127.0.0.1", ("127.0.0.1", 9), None,
-                                      lambda d, r, i=index: relays[i].from_a(d, r))
-        outbound = await SipMedia.open(ports, "127.0.0.1", ("127.0.0.1", sink),
-                                       None, lambda d, r, i=index: relays[i].from_b(d, r))
+        inbound = SipMedia.open(ports, "127.0.0.1", ("127.0.0.1", 9), None,
+                                lambda d, r, i=index: relays[i].from_a(d, r))
+        outbound = SipMedia.open(ports, "127.0.0.1", ("127.0.0.1", sink),
+                                 None, lambda d, r, i=index: relays[i].from_b(d, r))
         relays.append(StreamRelay("audio", Side("lync", inbound.send, srtp_in=srtp),
                                   Side("sip", outbound.send), clock=loop.time))
         ports_out.append(inbound.rtp.port)

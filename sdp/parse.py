@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from functools import lru_cache
 
 from sdp.attributes import CHECKED
 from sdp.errors import SdpError
@@ -87,9 +88,16 @@ def _check_connection(value: str, number: int) -> None:
     if len(parts) != 3 or parts[0] != "IN" or parts[1] not in ("IP4", "IP6"):
         raise SdpError(number, "c= must be 'IN <IP4|IP6> <address>'")
     address = parts[2].split("/", 1)[0]
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
+    version = _ip_version(address)
+    if version is None:
         return  # an FQDN is allowed (RFC 8866 5.7)
-    if (ip.version == 4) != (parts[1] == "IP4"):
+    if (version == 4) != (parts[1] == "IP4"):
         raise SdpError(number, f"{address} is not an {parts[1]} address")
+
+
+@lru_cache(maxsize=4096)  # the same few addresses in every call's SDP; ipaddress is slow
+def _ip_version(address: str) -> int | None:
+    try:
+        return ipaddress.ip_address(address).version
+    except ValueError:
+        return None

@@ -15,7 +15,6 @@ from ice.session import IceSession
 log = logs.get(__name__)
 Receive = Callable[[bytes, bool | None], None]  # (packet, is RTCP, None: tell by type)
 RELATCH_AFTER = 1.0  # seconds of silence from the latched address before moving
-READ_BURST = 32  # datagrams read from one socket per wake-up
 MAX_PACKET = 65536  # a datagram is never longer; a shorter buffer would truncate silently
 
 
@@ -49,20 +48,20 @@ class UdpEndpoint:
         return cls(sock, port, remote, rtcp, receive)
 
     def _readable(self) -> None:
-        # A bounded burst per wake-up, so one busy stream cannot hold up the loop.
-        for _ in range(READ_BURST):
-            sock = self._sock
-            if sock is None:
-                return  # closed by a packet's handler
-            try:
-                data, addr = sock.recvfrom(MAX_PACKET)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                # An ICMP error for an earlier send (the far port closed): reported once
-                # by the kernel, nothing lost; the next read goes on.
-                continue
-            self.datagram_received(data, addr)
+        # One datagram per wake-up: reading until the socket is empty ends every wake-up in
+        # a raised BlockingIOError, which costs more than the read; a datagram still queued
+        # makes the (level-triggered) poll report the socket again on the next loop turn,
+        # together with every other socket ready by then.
+        sock = self._sock
+        if sock is None:
+            return
+        try:
+            data, addr = sock.recvfrom(MAX_PACKET)
+        except OSError:
+            # Nothing after all, or an ICMP error for an earlier send (the far port
+            # closed), which the kernel reports once: nothing is lost.
+            return
+        self.datagram_received(data, addr)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         source = (addr[0], addr[1])

@@ -39,8 +39,10 @@ class Dialog:
     call_id: str
     local_tag: str
     remote_tag: str
-    local: NameAddr  # From of our requests (without tag)
-    remote: NameAddr  # To of our requests (without tag)
+    # From and To of our requests, as the dialog's first messages wrote them; their tags are
+    # made local_tag and remote_tag when a request is built.
+    local: NameAddr
+    remote: NameAddr
     remote_target: str  # the URI of the peer's Contact
     route_set: tuple[str, ...]  # Route values for our requests, in order
     local_cseq: int
@@ -69,8 +71,8 @@ class Dialog:
             call_id=request.call_id,
             local_tag=request.from_.tag or "",
             remote_tag=response.to.tag,
-            local=_untagged(request.from_),
-            remote=_untagged(response.to),
+            local=request.from_,
+            remote=response.to,
             remote_target=contact or request.uri_text,
             route_set=tuple(reversed(response.headers.get_all("Record-Route"))),
             local_cseq=request.cseq.seq,
@@ -92,8 +94,8 @@ class Dialog:
             call_id=request.call_id,
             local_tag=local_tag,
             remote_tag=request.from_.tag or "",
-            local=_untagged(request.to),
-            remote=_untagged(request.from_),
+            local=request.to,
+            remote=request.from_,
             remote_target=contact,
             route_set=tuple(request.headers.get_all("Record-Route")),
             local_cseq=0,
@@ -191,8 +193,8 @@ class Dialog:
         for route in routes:
             h.add("Route", route)
         if not self._from_line:
-            self._from_line = str(self.local.with_tag(self.local_tag))
-            self._to_line = str(self.remote.with_tag(self.remote_tag))
+            self._from_line = _tagged(self.local, self.local_tag)
+            self._to_line = _tagged(self.remote, self.remote_tag)
         h.add("From", self._from_line)
         h.add("To", self._to_line)
         h.add("Call-ID", self.call_id)
@@ -220,8 +222,10 @@ class Dialog:
         return self.remote_target
 
 
-def _untagged(addr: NameAddr) -> NameAddr:
-    return addr.with_params(tuple((k, v) for k, v in addr.params if k != "tag"))
+def _tagged(addr: NameAddr, tag: str) -> str:
+    """`addr` with `tag` as its tag: as written when it has that tag already (the usual case,
+    byte for byte what the peer sent), else rewritten."""
+    return str(addr) if addr.tag == tag else str(addr.with_tag(tag))
 
 
 def _contact_uri(message: Request | Response) -> str | None:

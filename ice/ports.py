@@ -13,7 +13,6 @@ from typing import TypeVar
 from ice.errors import PortsExhausted
 
 P = TypeVar("P", bound=asyncio.DatagramProtocol)
-Q = TypeVar("Q", bound=asyncio.DatagramProtocol)
 
 
 class PortAllocator:
@@ -69,25 +68,6 @@ class PortAllocator:
         """`take_udp` with the loop's datagram transport and protocol `factory` on it."""
         sock, port = self.take_udp(host)
         return (*await self._endpoint(factory, sock, port), port)
-
-    async def bind_udp_pair(
-        self, rtp: Callable[[], P], rtcp: Callable[[], Q], host: str
-    ) -> tuple[tuple[asyncio.DatagramTransport, P], tuple[asyncio.DatagramTransport, Q], int]:
-        """`take_udp_pair` with the loop's datagram transports and protocols on both."""
-        even, odd, port = self.take_udp_pair(host)
-        try:
-            first = await self._endpoint(rtp, even, port)
-        except BaseException:
-            odd.close()
-            self.release(port + 1)
-            raise
-        try:
-            second = await self._endpoint(rtcp, odd, port + 1)
-        except BaseException:
-            first[0].close()
-            self.release(port)
-            raise
-        return first, second, port
 
     def _take(self, host: str, port: int) -> socket.socket | None:
         """The socket at `port`, or None when a call or another program holds it."""

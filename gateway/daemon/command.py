@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import gc
 import signal
+import sys
 
 from gateway import logs
 from gateway.api import server as api_server
@@ -57,6 +58,20 @@ def tune_gc() -> None:
     gc.set_threshold(5_000, 5, 1000)
 
 
+# How long the loop waits for the GIL before it makes another thread hand it over.
+SWITCH_INTERVAL_S = 0.0005
+
+
+def tune_threads() -> None:
+    """The CDR writer thread runs Python for a millisecond or more per batch (encoding the
+    records), and a loop woken by a datagram meanwhile waits for the GIL until the writer
+    drops it: at most the switch interval, 5 ms by default, which is the whole set-up
+    latency budget. Half a millisecond bounds that wait; a switch costs microseconds, and
+    only happens when both threads want to run. Measured with bench/calls.py latency
+    (200 calls/s, anchored): p99 added +5.5 ms twice with 5 ms, +2.7 ms with 0.5 ms."""
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+
+
 async def _serve(config: Config, path: str | None) -> int:
     log = logs.get("gateway.daemon")
     node = Node(config)
@@ -68,6 +83,7 @@ async def _serve(config: Config, path: str | None) -> int:
         return 1
     api = await api_server.start(node, path)
     tune_gc()
+    tune_threads()
     loop = asyncio.get_running_loop()
     stopping: list[asyncio.Task[None]] = []
 

@@ -61,10 +61,9 @@ class UdpEndpoint:
             # Nothing after all, or an ICMP error for an earlier send (the far port
             # closed), which the kernel reports once: nothing is lost.
             return
-        self.datagram_received(data, addr)
+        self._packet(data, (addr[0], addr[1]))  # IPv6 adds flow and scope: left out
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        source = (addr[0], addr[1])
+    def _packet(self, data: bytes, source: tuple[str, int]) -> None:
         now = time.monotonic()
         if source != self.remote:
             if self.latched and now - self.last_from_remote < RELATCH_AFTER:

@@ -35,7 +35,7 @@ async def test_ports_from_the_range_round_robin_then_exhausted_then_released() -
         got[1][0].close()
 
 
-async def test_rtp_and_rtcp_are_bound_as_an_even_port_and_the_one_after_it() -> None:
+def test_rtp_and_rtcp_are_bound_as_an_even_port_and_the_one_after_it() -> None:
     """RFC 3550 11: an SDP without a=rtcp means RTCP on RTP's port + 1, so a pair is bound
     together at an even port: a pair whose odd port someone else holds is skipped whole, and
     at the end of the range the search wraps to the first pair instead of pairing the last
@@ -44,22 +44,18 @@ async def test_rtp_and_rtcp_are_bound_as_an_even_port_and_the_one_after_it() -> 
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as held:
         held.bind(("127.0.0.1", base + 1))  # someone else's: base cannot be an RTP port
         ports = PortAllocator(base - 1, base + 4)  # pairs: base, base+2 (base+4 has no +5)
-        rtp, rtcp, port = await ports.bind_udp_pair(asyncio.DatagramProtocol,
-                                                    asyncio.DatagramProtocol, "127.0.0.1")
+        rtp, rtcp, port = ports.take_udp_pair("127.0.0.1")
         assert port == base + 2 and ports.in_use == {base + 2, base + 3}
-        assert rtp[0].get_extra_info("sockname")[1] == base + 2
-        assert rtcp[0].get_extra_info("sockname")[1] == base + 3
+        assert rtp.getsockname()[1] == base + 2 and rtcp.getsockname()[1] == base + 3
+        assert not rtp.getblocking() and not rtcp.getblocking()
         with pytest.raises(PortsExhausted, match="no free media port pair"):
-            await ports.bind_udp_pair(asyncio.DatagramProtocol, asyncio.DatagramProtocol,
-                                      "127.0.0.1")
+            ports.take_udp_pair("127.0.0.1")
         assert ports.in_use == {base + 2, base + 3}  # the failed search kept nothing
-        for transport, _ in (rtp, rtcp):
-            transport.close()
-    await asyncio.sleep(0)
+        rtp.close()
+        rtcp.close()
     ports.release(base + 2)
     ports.release(base + 3)
-    again = await ports.bind_udp_pair(asyncio.DatagramProtocol, asyncio.DatagramProtocol,
-                                      "127.0.0.1")
+    again = ports.take_udp_pair("127.0.0.1")
     assert again[2] == base  # wrapped past base + 4 to the first pair, now free
-    for transport, _ in again[:2]:
-        transport.close()
+    again[0].close()
+    again[1].close()

@@ -12,9 +12,11 @@ anchored calls), never in building the peers' messages.
 
 `--gap S` sleeps S seconds before each message, as messages arrive spread out in a real run:
 the same work then costs several times more CPU (see docs/architecture.md, "What a call
-costs, and where"). For figures that do not move with the machine's load, count instructions:
+costs, and where"). For figures that move little with the machine's load, count instructions
+(hash seed fixed; the node's timers still fire by the wall clock, against which the program
+runs some 50 times slower under valgrind, so compare two trees run at the same time):
 
-    valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
+    PYTHONHASHSEED=0 valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
         .venv/bin/python bench/call_core.py --calls 550   # minus a --calls 50 run, / 500
 """
 

@@ -68,7 +68,7 @@ def tune_threads() -> None:
     drops it: at most the switch interval, 5 ms by default, which is the whole set-up
     latency budget. Half a millisecond bounds that wait; a switch costs microseconds, and
     only happens when both threads want to run. Measured with bench/calls.py latency
-    (200 calls/s, anchored): p99 added +5.5 ms twice with 5 ms, +2.7 ms with 0.5 ms."""
+    (200 calls/s, anchored): p99 added +5.5 ms twice with 5 ms, +2.7-4.1 ms with 0.5 ms."""
     sys.setswitchinterval(SWITCH_INTERVAL_S)
 
 

@@ -48,6 +48,9 @@ _configured = False
 
 
 def _pin(proxy: Any) -> None:
+    # A proxy used once keeps the logger it cached then (its instance's `bind`): dropped, so
+    # that configuring again takes effect.
+    vars(proxy).pop("bind", None)
     bound = proxy.bind()
     for level in _LEVELS:
         setattr(proxy, level, getattr(bound, level))

@@ -75,6 +75,33 @@ def tune_threads() -> None:
 async def _serve(config: Config, path: str | None) -> int:
     log = logs.get("gateway.daemon")
     node = Node(config)
+    loop = asyncio.get_running_loop()
+    stopping: list[asyncio.Task[None]] = []
+    # Signals are handled from the first moment: the node answers on UDP while it still opens
+    # its other listeners, and until then SIGHUP's default action would kill it. One that
+    # comes before the node has started is acted on once it has.
+    early: list[str] = []
+    started = False
+
+    def stop(signame: str) -> None:
+        if not started:
+            early.append(signame)
+            return
+        if stopping:
+            return
+        log.info("signal", signal=signame, action="drain")
+        stopping.append(loop.create_task(node.drain(DRAIN_SECONDS)))
+
+    def reload() -> None:
+        if not started:
+            early.append("SIGHUP")
+            return
+        log.info("signal", signal="SIGHUP", action="reload")
+        node.reload_file(path)
+
+    loop.add_signal_handler(signal.SIGTERM, stop, "SIGTERM")
+    loop.add_signal_handler(signal.SIGINT, stop, "SIGINT")
+    loop.add_signal_handler(signal.SIGHUP, reload)
     try:
         await node.start()
     except OSError as exc:
@@ -84,22 +111,12 @@ async def _serve(config: Config, path: str | None) -> int:
     api = await api_server.start(node, path)
     tune_gc()
     tune_threads()
-    loop = asyncio.get_running_loop()
-    stopping: list[asyncio.Task[None]] = []
-
-    def stop(signame: str) -> None:
-        if stopping:
-            return
-        log.info("signal", signal=signame, action="drain")
-        stopping.append(loop.create_task(node.drain(DRAIN_SECONDS)))
-
-    def reload() -> None:
-        log.info("signal", signal="SIGHUP", action="reload")
-        node.reload_file(path)
-
-    loop.add_signal_handler(signal.SIGTERM, stop, "SIGTERM")
-    loop.add_signal_handler(signal.SIGINT, stop, "SIGINT")
-    loop.add_signal_handler(signal.SIGHUP, reload)
+    started = True
+    for signame in early:
+        if signame == "SIGHUP":
+            reload()
+        else:
+            stop(signame)
     await node.stopped.wait()
     if api is not None:
         await api.cleanup()

@@ -67,7 +67,14 @@ class PortAllocator:
     ) -> tuple[asyncio.DatagramTransport, P, int]:
         """`take_udp` with the loop's datagram transport and protocol `factory` on it."""
         sock, port = self.take_udp(host)
-        return (*await self._endpoint(factory, sock, port), port)
+        try:
+            transport, protocol = await asyncio.get_running_loop().create_datagram_endpoint(
+                factory, sock=sock)
+        except BaseException:
+            sock.close()
+            self.release(port)
+            raise
+        return transport, protocol, port
 
     def _take(self, host: str, port: int) -> socket.socket | None:
         """The socket at `port`, or None when a call or another program holds it."""
@@ -83,15 +90,6 @@ class PortAllocator:
             return None
         self.in_use.add(port)
         return sock
-
-    async def _endpoint(self, factory: Callable[[], P], sock: socket.socket,
-                        port: int) -> tuple[asyncio.DatagramTransport, P]:
-        try:
-            return await asyncio.get_running_loop().create_datagram_endpoint(factory, sock=sock)
-        except BaseException:
-            sock.close()
-            self.release(port)
-            raise
 
     def _exhausted(self, host: str, what: str) -> PortsExhausted:
         return PortsExhausted(

@@ -19,8 +19,8 @@ here yet: Conference ID joins.
 
 Each call is a small object driven by events and by deadlines on the B2BUA's heap (session
 timers, the local 180); the asyncio adapter supplies `Hooks` for what a sans-I/O core
-cannot do, waiting for DNS and for media, which a call to a numeric address with no media
-to reserve does without.
+cannot do, waiting for DNS and for ICE gathering toward Lync, which a call to a numeric
+address or a registered device with SIP media only does without.
 """
 
 from __future__ import annotations

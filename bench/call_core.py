@@ -127,7 +127,7 @@ class Replay:
         self.spent += time.perf_counter() - began
 
     def take(self, port: int) -> list[Message]:
-        mine = [parse_message(d) for d, p in self.sent if p.port == port]
+        mine: list[Message] = [parse_message(d) for d, p in self.sent if p.port == port]
         self.sent[:] = [(d, p) for d, p in self.sent if p.port != port]
         return mine
 

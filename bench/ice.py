@@ -19,6 +19,7 @@ import statistics
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,8 +103,10 @@ def sdp_rate(seconds: float) -> tuple[float, float]:
     body = OFFER.read_bytes()
     part = pick_sdp(split(body, BOUNDARY)).body
     out = []
-    for work in (lambda: parse_sdp(part).to_bytes(),
-                 lambda: parse_sdp(pick_sdp(split(body, BOUNDARY)).body).to_bytes()):
+    works: tuple[Callable[[], bytes], ...] = (
+        lambda: parse_sdp(part).to_bytes(),
+        lambda: parse_sdp(pick_sdp(split(body, BOUNDARY)).body).to_bytes())
+    for work in works:
         count, started = 0, time.process_time()
         while time.process_time() - started < seconds:
             for _ in range(200):

@@ -61,7 +61,12 @@ def bdecode(data: bytes, i: int = 0) -> tuple[object, int]:
             items.append(item)
         if kind == b"l":
             return items, i + 1
-        return {items[k].decode(): items[k + 1] for k in range(0, len(items), 2)}, i + 1  # type: ignore[union-attr]
+        mapping: dict[str, object] = {}
+        for key, value in zip(items[0::2], items[1::2], strict=True):
+            if not isinstance(key, bytes):
+                raise ValueError(f"bencode: a dictionary key that is not a string: {key!r}")
+            mapping[key.decode()] = value
+        return mapping, i + 1
     colon = data.index(b":", i)
     length = int(data[i:colon])
     return data[colon + 1 : colon + 1 + length], colon + 1 + length

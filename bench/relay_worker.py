@@ -13,7 +13,7 @@ from pathlib import Path
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent]
 
 from gateway import logs  # noqa: E402
-from gateway.media.endpoints import SipMedia  # noqa: E402
+from gateway.media.endpoints import Receive, SipMedia  # noqa: E402
 from gateway.media.relay import Side, StreamRelay  # noqa: E402
 from gateway.media.srtp import SrtpContext  # noqa: E402
 from ice.ports import PortAllocator  # noqa: E402
@@ -29,6 +29,15 @@ async def main() -> None:
         add_streams(json.loads(line), ports, relays, loop)
 
 
+def _to_relay(relays: list[StreamRelay], index: int, *, lync_side: bool) -> Receive:
+    """The relay is made after both sides' sockets (it needs their send methods), so the
+    socket's callback finds it by index when packets come."""
+    def receive(packet: bytes, rtcp: bool | None) -> None:
+        relay = relays[index]
+        (relay.from_a if lync_side else relay.from_b)(packet, rtcp)
+    return receive
+
+
 def add_streams(spec: dict[str, list[dict[str, object]]], ports: PortAllocator,
                       relays: list[StreamRelay], loop: asyncio.AbstractEventLoop) -> None:
     ports_out = []
@@ -40,9 +49,9 @@ def add_streams(spec: dict[str, list[dict[str, object]]], ports: PortAllocator,
         sink = int(str(stream["sink"]))
         index = len(relays)
         inbound = SipMedia.open(ports, "127.0.0.1", ("127.0.0.1", 9), None,
-                                lambda d, r, i=index: relays[i].from_a(d, r))
-        outbound = SipMedia.open(ports, "127.0.0.1", ("127.0.0.1", sink),
-                                 None, lambda d, r, i=index: relays[i].from_b(d, r))
+                                _to_relay(relays, index, lync_side=True))
+        outbound = SipMedia.open(ports, "127.0.0.1", ("127.0.0.1", sink), None,
+                                 _to_relay(relays, index, lync_side=False))
         relays.append(StreamRelay("audio", Side("lync", inbound.send, srtp_in=srtp),
                                   Side("sip", outbound.send), clock=loop.time))
         ports_out.append(inbound.rtp.port)

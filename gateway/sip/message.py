@@ -154,10 +154,9 @@ class Headers:
         if not positions:
             index[key] = [len(self._items)]
             self._items.append((name, value))
-        elif len(positions) == 1:
-            self._items[positions[0]] = (name, value)
-        else:
-            self._items[positions[0]] = (name, value)
+            return
+        self._items[positions[0]] = (name, value)
+        if len(positions) > 1:
             for i in reversed(positions[1:]):
                 del self._items[i]
             self._index = None  # later positions moved
@@ -483,7 +482,6 @@ def make_response(
     to = request._to
     if to_tag and status != 100 and _untagged(request):
         lines = [(n, f"{v};tag={to_tag}" if canonical(n) == "to" else v) for n, v in lines]
-        to = request._to
         if to is not None:
             to = NameAddr(to.uri, to.display, (*to.params, ("tag", to_tag)),
                           f"{to.raw};tag={to_tag}")

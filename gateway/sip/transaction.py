@@ -26,6 +26,7 @@ from gateway.sip.timers import Timers
 LINGER_TIMERS = frozenset("DIJKLM")
 LINGER_GRID_S = 0.1
 
+
 @frozen
 class Peer:
     """Where a message came from or goes to; `connection` pins a TCP/TLS connection."""

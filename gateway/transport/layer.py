@@ -65,7 +65,7 @@ class _Datagram(asyncio.DatagramProtocol):
         # addr is (host: str, port: int) on AF_INET and AF_INET6 (with flow and scope after).
         if len(data) > MAX_DATAGRAM:
             return
-        if not data or (data.startswith(b"\r\n") and not data.strip(b"\r\n")):
+        if not data.lstrip(b"\r\n"):  # lstrip: a message (no leading CRLF) is not copied
             return  # keep-alive over UDP: nothing to answer
         self.layer.on_message(data, Peer("UDP", addr[0], addr[1]), None)
 

@@ -91,6 +91,24 @@ async def test_udp_datagram_in_and_reply_out(
     transport.close()
 
 
+async def test_udp_keep_alives_are_absorbed_and_the_next_message_gets_through(
+    layer: tuple[TransportLayer, Inbox]
+) -> None:
+    """RFC 5626 CRLF keep-alives (and a lone CR or LF, as some phones send) reach no parser:
+    the first datagram the SIP layer sees is the message after them."""
+    tl, inbox = layer
+    port = await tl.listen_udp("127.0.0.1", 0)
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(
+        asyncio.DatagramProtocol, remote_addr=("127.0.0.1", port))
+    for ping in (b"\r\n\r\n", b"\r\n", b"\n", b"\n\r\n", b""):
+        transport.sendto(ping)
+    transport.sendto(MSG)
+    data, _, _ = await inbox.get()
+    assert data == MSG and inbox.items.empty()
+    transport.close()
+
+
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
 async def test_tcp_reply_reuses_the_inbound_connection(
     layer: tuple[TransportLayer, Inbox], host: str

@@ -42,7 +42,7 @@ from gateway.daemon.command import tune_gc  # noqa: E402
 from gateway.daemon.node import Node  # noqa: E402
 from gateway.sip.message import Message, Request, Response  # noqa: E402
 from gateway.sip.parse import parse_message  # noqa: E402
-from gateway.sip.transaction import Peer  # noqa: E402
+from gateway.sip.transaction_machines import Peer  # noqa: E402
 
 NODE_PORT, UAC_PORT, UAS_PORT = 5999, 6001, 6002
 UAC, UAS = Peer("UDP", "127.0.0.1", UAC_PORT), Peer("UDP", "127.0.0.1", UAS_PORT)

@@ -10,7 +10,7 @@ class IceError(Exception):
 class PortsExhausted(IceError):
     """No free media port in `listen.media_ports`: the call gets 503 + Retry-After."""
 
-    status = 503
+    status_hint = 503
 
 
 class CandidateError(IceError, ValueError):

@@ -7,7 +7,7 @@ class SdpError(Exception):
     """SDP that breaks a rule; `line` is the 1-based line number (0: not tied to a line).
     `status` is the SIP answer an offer with this fault gets (488 Not Acceptable Here)."""
 
-    status = 488
+    status_hint = 488
 
     def __init__(self, line: int, rule: str) -> None:
         self.line = line

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from gateway import logs
 from gateway.calls.protocol import arriving_protocol
 from gateway.sip.message import Request, make_response
-from gateway.sip.transactions import Event, RequestReceived
+from gateway.sip.transaction_layer import Event, RequestReceived
 from routing.engine import CallContext, Decision, Router
 
 if TYPE_CHECKING:

@@ -55,8 +55,7 @@ from gateway.sip.session_timer import (
     uac_headers,
     uac_result,
 )
-from gateway.sip.transaction import ClientTransaction, Peer, ServerTransaction, State
-from gateway.sip.transactions import (
+from gateway.sip.transaction_layer import (
     AckReceived,
     CancelReceived,
     Event,
@@ -65,7 +64,9 @@ from gateway.sip.transactions import (
     TransactionLayer,
     TransactionTimeout,
 )
+from gateway.sip.transaction_machines import ClientTransaction, ServerTransaction, State
 from gateway.sip.uri import SipUri, parse_uri
+from gateway.transport.peer import Peer
 from ice.errors import IceError, PortsExhausted
 from ice.ports import PortAllocator
 from ice.session import TurnSettings
@@ -316,7 +317,7 @@ class B2bua(Admission):
             in_session = answer_as_uas(event.request, self.session_timers())
         except SipRequestError as exc:  # 422: the caller's interval is below our Min-SE
             return core.respond(event.request, event.transaction, make_response(
-                event.request, exc.status, exc.reason, to_tag=core.new_tag(),
+                event.request, exc.status_hint, exc.reason, to_tag=core.new_tag(),
                 headers=exc.headers), now)
         decision = self.decide(event.request)
         record = self._record(event.request, decision)
@@ -444,7 +445,7 @@ class B2bua(Admission):
             self._reserve_relay(call, core)
             return self._place_on(call, targets, now, core)
         except SipRequestError as exc:
-            return self._fail(call, exc.status, exc.reason, now, core)
+            return self._fail(call, exc.status_hint, exc.reason, now, core)
         except Exception as exc:
             return self._fail(call, 500, _crashed(call, exc), now, core)
 
@@ -460,7 +461,7 @@ class B2bua(Admission):
             if bindings:
                 # A registered device: its newest binding, where its REGISTER came from.
                 call.target_uri = bindings[0].contact
-                return uri, [Target(b.transport, b.host, b.host, b.port) for b in bindings]
+                return uri, [Target(b.peer.transport, b.host, b.host, b.port) for b in bindings]
             if rule.target == "registered_only":
                 raise SipRequestError(480, f"{aor or call.target_uri} is not registered")
         hop = self.next_hops().get(rule.call_via) if rule is not None else None
@@ -489,7 +490,7 @@ class B2bua(Admission):
             await self._prepare_ice(call)
             self._reserve_relay(call, core)
         except SipRequestError as exc:
-            status, reason = exc.status, exc.reason
+            status, reason = exc.status_hint, exc.reason
             self.hooks.emit(lambda now: self._fail(call, status, reason, now, core))
             return
         except ResolveError as exc:
@@ -677,7 +678,7 @@ class B2bua(Admission):
             except SdpError as exc:
                 bye = out_dialog.create_request("BYE", self.local.via(call.out_peer.transport))
                 events += core.send_request(bye, call.out_peer, now)[1]
-                return events + self._fail(call, exc.status, str(exc), now, core)
+                return events + self._fail(call, exc.status_hint, str(exc), now, core)
             self.hooks.spawn(self._ice_toward_lync(call, call.lync_callee, core))
             ok = self._mirror(call, response, 200)
             ok.set_body(caller_answer, "application/sdp")
@@ -687,7 +688,7 @@ class B2bua(Admission):
             except SdpError as exc:
                 bye = out_dialog.create_request("BYE", self.local.via(call.out_peer.transport))
                 events += core.send_request(bye, call.out_peer, now)[1]
-                return events + self._fail(call, exc.status, str(exc), now, core)
+                return events + self._fail(call, exc.status_hint, str(exc), now, core)
             lync = call.lync
             self.hooks.spawn(self._ice(call, lync, core))
             ok = self._mirror(call, response, 200)
@@ -852,7 +853,7 @@ class B2bua(Admission):
             session = answer_as_uas(request, self.session_timers())
         except SipRequestError as exc:
             return core.respond(request, event.transaction, make_response(
-                request, exc.status, exc.reason, headers=exc.headers), now)
+                request, exc.status_hint, exc.reason, headers=exc.headers), now)
         leg = "in" if from_caller else "out"
         if self._changes_session(call, from_caller, request):
             return self._carry(call, event, from_caller, session, now, core)

@@ -20,9 +20,10 @@ from gateway.calls import digest
 from gateway.config.schema import Device
 from gateway.sip.errors import SipParseError
 from gateway.sip.message import Request, make_response
-from gateway.sip.transaction import Peer, ServerTransaction
-from gateway.sip.transactions import Event
+from gateway.sip.transaction_layer import Event
+from gateway.sip.transaction_machines import ServerTransaction
 from gateway.sip.uri import SipUri
+from gateway.transport.peer import Peer, Transport
 
 if TYPE_CHECKING:
     from gateway.sip.endpoint import Endpoint
@@ -44,7 +45,7 @@ class Binding:
 
     @property
     def peer(self) -> Peer:
-        return Peer(self.transport, self.host, self.port)
+        return Peer(Transport.parse(self.transport), self.host, self.port)
 
 
 class BindingStore:

@@ -22,12 +22,13 @@ from gateway.config.schema import Config, Location
 from gateway.daemon.state import ensure_self_signed, state_dir
 from gateway.resolver.rfc3263 import Resolver
 from gateway.sip.endpoint import CallHandler, Endpoint, EndpointSettings
-from gateway.sip.errors import SipParseError
 from gateway.sip.session_timer import TimerPolicy
 from gateway.sip.timers import DEFAULT, Timers
-from gateway.sip.transaction import Peer, Send
-from gateway.sip.transactions import Event
+from gateway.sip.transaction_layer import Event
+from gateway.sip.transaction_machines import Send
+from gateway.transport.errors import FramingError
 from gateway.transport.layer import Limits, TransportLayer
+from gateway.transport.peer import Peer
 from gateway.transport.tls import client_context, server_context
 from ice.ports import PortAllocator
 from ice.session import TurnSettings
@@ -253,7 +254,7 @@ class Node:
         log.info("node_stopped", transactions_left=len(self.endpoint.transactions))
 
     # -- the core's I/O ------------------------------------------------------------------
-    def _on_message(self, data: bytes, peer: Peer, error: SipParseError | None) -> None:
+    def _on_message(self, data: bytes, peer: Peer, error: FramingError | None) -> None:
         now = self._loop.time()
         try:
             events = self.endpoint.receive(data, peer, error, now)

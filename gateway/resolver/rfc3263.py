@@ -24,6 +24,7 @@ import dns.resolver
 
 from gateway import logs
 from gateway.sip.uri import SipUri
+from gateway.transport.peer import Transport
 
 log = logs.get(__name__)
 
@@ -42,7 +43,7 @@ class ResolveError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    transport: str  # UDP | TCP | TLS
+    transport: Transport
     host: str  # the name the target was found under: the TLS server name to check
     address: str  # an IP address
     port: int
@@ -204,7 +205,7 @@ class Resolver:
         if not _is_ip(host):
             return None
         fixed = _fixed_transport(uri, allowed)
-        return [Target(fixed, host, host.strip("[]"), uri.port or DEFAULT_PORT[fixed])]
+        return [Target(Transport(fixed), host, host.strip("[]"), uri.port or DEFAULT_PORT[fixed])]
 
     async def resolve(self, uri: SipUri) -> list[Target]:
         found = self.resolve_now(uri)
@@ -215,7 +216,7 @@ class Resolver:
         fixed = transport_without_srv(uri, self.transports)
         if fixed is not None:
             port = uri.port or DEFAULT_PORT[fixed]
-            targets = [Target(fixed, host, a, port) for a in await self._addresses(host)]
+            targets = [Target(Transport(fixed), host, a, port) for a in await self._addresses(host)]
         else:
             # With an explicit transport, NAPTR has nothing to choose (RFC 3263 4.1).
             targets = await self._by_service(host, allowed, naptr=uri.transport is None)
@@ -236,7 +237,7 @@ class Resolver:
             srvs = [r for r in await self._query(name, "SRV") if isinstance(r, Srv)]
             for srv in order_srv(srvs, self._rng):
                 for address in await self._addresses(srv.target):
-                    targets.append(Target(transport, srv.target, address, srv.port))
+                    targets.append(Target(Transport(transport), srv.target, address, srv.port))
             if from_naptr and targets:
                 # With NAPTR, the first service that yields targets is the one to use; its
                 # SRV records provide the failover among servers.
@@ -245,7 +246,7 @@ class Resolver:
             return targets
         # No NAPTR and no SRV: the host itself, UDP for sip: (TCP if UDP is not allowed).
         transport = "TLS" if allowed == ("TLS",) else ("UDP" if "UDP" in allowed else allowed[0])
-        return [Target(transport, host, a, DEFAULT_PORT[transport])
+        return [Target(Transport(transport), host, a, DEFAULT_PORT[transport])
                 for a in await self._addresses(host)]
 
     async def _addresses(self, host: str) -> list[str]:

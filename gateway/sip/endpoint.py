@@ -17,8 +17,7 @@ from gateway.sip.errors import SipError, SipParseError, SipRequestError
 from gateway.sip.message import Request, Response, make_response, new_tag, stamp_received
 from gateway.sip.parse import error_response, parse_message
 from gateway.sip.timers import DEFAULT, Timers
-from gateway.sip.transaction import ClientTransaction, Peer, Send, ServerTransaction
-from gateway.sip.transactions import (
+from gateway.sip.transaction_layer import (
     AckReceived,
     CancelReceived,
     Event,
@@ -29,7 +28,10 @@ from gateway.sip.transactions import (
     TransactionTimeout,
     response_peer,
 )
+from gateway.sip.transaction_machines import ClientTransaction, Send, ServerTransaction
 from gateway.sip.validate import SUPPORTED, check_request
+from gateway.transport.errors import FramingError
+from gateway.transport.peer import Peer
 
 log = logs.get(__name__)
 
@@ -101,11 +103,11 @@ class Endpoint:
 
     # -- input ---------------------------------------------------------------------------
     def receive(
-        self, data: bytes, peer: Peer, framing: SipParseError | None, now: float
+        self, data: bytes, peer: Peer, framing: FramingError | None, now: float
     ) -> list[Event]:
         """One message from the transport; returns what to send and what happened."""
         if framing is not None:
-            return self._refuse(data, peer, framing)
+            return self._refuse(data, peer, SipParseError(framing.status_hint, framing.reason))
         try:
             message = parse_message(data, datagram=not peer.reliable)
         except SipParseError as exc:
@@ -118,13 +120,12 @@ class Endpoint:
             return self._request(message, peer, now)
         except SipRequestError as exc:
             assert isinstance(message, Request)
-            return self._answer_stateless(message, peer, exc.status, exc.reason, exc.headers)
+            return self._answer_stateless(message, peer, exc.status_hint, exc.reason, exc.headers)
         except SipParseError as exc:
             return self._refuse(data, peer, exc)
 
     def _refuse(self, data: bytes, peer: Peer, exc: SipError) -> list[Event]:
-        status = getattr(exc, "status", 400)
-        self._count(f"parse_errors:{status}")
+        self._count(f"parse_errors:{exc.status_hint}")
         response = error_response(data, exc, self._tag(), (peer.host, peer.port))
         if response is None:
             log.info("message_dropped", peer=_fmt(peer), reason=str(exc), size=len(data))

@@ -9,8 +9,8 @@ import re
 from dataclasses import field
 from functools import lru_cache
 
+from gateway.frozen import frozen
 from gateway.sip.errors import SipParseError
-from gateway.sip.frozen import frozen
 from gateway.sip.uri import Params, SipUri, Uri, _parse_params, format_params, parse_uri
 
 # Long names for the compact forms (RFC 3261 section 7.3.3 and registered extensions).

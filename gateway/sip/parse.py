@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from gateway.sip.errors import SipError, SipParseError
+from gateway.sip.errors import SipError, SipParseError, SipRequestError
 from gateway.sip.headers import is_digits
 from gateway.sip.message import (
     Headers,
@@ -19,8 +19,8 @@ from gateway.sip.message import (
     make_response,
     stamp_received,
 )
+from gateway.transport.framing import MAX_MESSAGE
 
-MAX_MESSAGE = 64 * 1024
 MAX_HEADERS = 256
 MAX_LINE = 8 * 1024
 _TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
@@ -218,8 +218,6 @@ def error_response(
         return None
     if source is not None:
         stamp_received(request, *source)
-    status = getattr(error, "status", 400)
-    reason = getattr(error, "reason", "Bad Request")
-    extra: tuple[tuple[str, str], ...] = getattr(error, "headers", ())
-    return make_response(request, status, reason, to_tag=to_tag, headers=extra)
+    extra = error.headers if isinstance(error, SipRequestError) else ()
+    return make_response(request, error.status_hint, error.reason, to_tag=to_tag, headers=extra)
 

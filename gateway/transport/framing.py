@@ -10,9 +10,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from gateway.sip.errors import SipParseError
-from gateway.sip.parse import MAX_MESSAGE
+from gateway.transport.errors import FramingError
 
+# The largest SIP message this node reads, over any transport (the parser applies it to
+# datagrams; the framer to stream messages before buffering more).
+MAX_MESSAGE = 64 * 1024
 _CONTENT_LENGTH = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*([0-9]*)[ \t]*\r?$", re.I | re.M)
 
 
@@ -27,14 +29,14 @@ class Framed:
 
 
 @dataclass(frozen=True, slots=True)
-class FramingError:
+class Unframed:
     """What was read of the broken message, and the error to answer it with."""
 
     data: bytes
-    error: SipParseError
+    error: FramingError
 
 
-Item = Framed | Ping | FramingError
+Item = Framed | Ping | Unframed
 
 
 class StreamFramer:
@@ -67,19 +69,19 @@ class StreamFramer:
             end = buf.find(b"\r\n\r\n")
             if end < 0:
                 if len(buf) > self._max:
-                    out.append(self._fail(SipParseError(513, "Message Too Large (headers)")))
+                    out.append(self._fail(FramingError(513, "Message Too Large (headers)")))
                 break
             head = bytes(buf[: end + 4])
             lengths = _CONTENT_LENGTH.findall(head)
             if not lengths:
-                out.append(self._fail(SipParseError(400, "Missing header: Content-Length")))
+                out.append(self._fail(FramingError(400, "Missing header: Content-Length")))
                 break
             if len(set(lengths)) > 1 or not lengths[0] or len(lengths[0]) > 6:
-                out.append(self._fail(SipParseError(400, "Bad header: Content-Length")))
+                out.append(self._fail(FramingError(400, "Bad header: Content-Length")))
                 break
             total = end + 4 + int(lengths[0])
             if total > self._max:
-                out.append(self._fail(SipParseError(513, "Message Too Large")))
+                out.append(self._fail(FramingError(513, "Message Too Large")))
                 break
             if len(buf) < total:
                 break
@@ -87,8 +89,8 @@ class StreamFramer:
             del buf[:total]
         return out
 
-    def _fail(self, error: SipParseError) -> FramingError:
+    def _fail(self, error: FramingError) -> Unframed:
         self.broken = True
         data = bytes(self._buf)
         self._buf.clear()
-        return FramingError(data, error)
+        return Unframed(data, error)

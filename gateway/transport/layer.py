@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from gateway import logs
-from gateway.sip.errors import SipParseError
-from gateway.sip.transaction import Peer
-from gateway.transport.framing import Framed, FramingError, Ping, StreamFramer
+from gateway.transport.errors import FramingError
+from gateway.transport.framing import Framed, Ping, StreamFramer, Unframed
+from gateway.transport.peer import Peer, Transport
 from gateway.transport.tls import failure_reason, peer_name_ok
 
 log = logs.get(__name__)
@@ -45,7 +45,7 @@ class Limits:
 
 # on_message(data, peer, error): error is set when a stream message could not be framed;
 # the receiver answers it if it can, and the layer closes that connection afterwards.
-MessageHandler = Callable[[bytes, Peer, SipParseError | None], None]
+MessageHandler = Callable[[bytes, Peer, FramingError | None], None]
 # on_unreachable(peer, reason): a send could not be delivered (connect or handshake failed).
 FailureHandler = Callable[[Peer, str], None]
 
@@ -67,7 +67,7 @@ class _Datagram(asyncio.DatagramProtocol):
             return
         if not data.lstrip(b"\r\n"):  # lstrip: a message (no leading CRLF) is not copied
             return  # keep-alive over UDP: nothing to answer
-        self.layer.on_message(data, Peer("UDP", addr[0], addr[1]), None)
+        self.layer.on_message(data, Peer(Transport.UDP, addr[0], addr[1]), None)
 
     def error_received(self, exc: Exception) -> None:
         log.debug("udp_error", error=str(exc))
@@ -91,7 +91,7 @@ class Connection(asyncio.Protocol):
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
         host, port = transport.get_extra_info("peername")[:2]
-        self.peer = Peer(self.name, str(host), int(port), self.id)
+        self.peer = Peer(Transport(self.name), str(host), int(port), self.id)
         transport.set_write_buffer_limits(high=self.layer.limits.max_write_buffer)
         self.layer._register(self)
 
@@ -103,7 +103,7 @@ class Connection(asyncio.Protocol):
                 self.layer.on_message(item.data, self.peer, None)
             elif isinstance(item, Ping):
                 self.write(b"\r\n")
-            elif isinstance(item, FramingError):
+            elif isinstance(item, Unframed):
                 log.info("stream_framing_error", peer=_fmt(self.peer), error=item.error.reason)
                 self.layer.on_message(item.data, self.peer, item.error)
                 if self.transport is not None:

@@ -12,7 +12,8 @@ from gateway.config.load import parse_text
 from gateway.sip.endpoint import Endpoint, EndpointSettings
 from gateway.sip.message import Request, Response
 from gateway.sip.parse import parse_message
-from gateway.sip.transaction import Peer, Send
+from gateway.sip.transaction_machines import Send
+from gateway.transport.peer import Peer
 from routing.engine import Router
 from tests.routing.conftest import GUIDE
 

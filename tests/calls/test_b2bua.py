@@ -16,9 +16,10 @@ from gateway.resolver.rfc3263 import ResolveError, Resolver, Target
 from gateway.sip.endpoint import Endpoint, EndpointSettings
 from gateway.sip.message import Message, Request, Response, make_response
 from gateway.sip.parse import parse_message
-from gateway.sip.transaction import Peer, Send
-from gateway.sip.transactions import Event
+from gateway.sip.transaction_layer import Event
+from gateway.sip.transaction_machines import Send
 from gateway.sip.uri import SipUri
+from gateway.transport.peer import Peer
 from ice.ports import PortAllocator
 from routing.engine import Router
 from sdp.parse import parse_sdp

@@ -12,7 +12,7 @@ from pathlib import Path
 from gateway.calls.cdr import CdrStore
 from gateway.sip.message import Message, Request, Response, make_response
 from gateway.sip.session_timer import TimerPolicy
-from gateway.sip.transaction import Peer
+from gateway.transport.peer import Peer
 from ice.ports import PortAllocator
 from sdp.parse import parse_sdp
 from tests.calls.test_b2bua import (

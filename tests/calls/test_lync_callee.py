@@ -17,7 +17,7 @@ import pytest
 
 from gateway.calls.lync_callee import LyncCallee
 from gateway.sip.message import Request, Response, make_response
-from gateway.sip.transaction import Peer
+from gateway.transport.peer import Peer
 from ice.candidate import Candidate, parse_candidate
 from ice.errors import IceError
 from ice.ports import PortAllocator

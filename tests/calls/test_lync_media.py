@@ -22,7 +22,7 @@ from aioice import stun
 
 from gateway.calls.lync_media import LyncMedia
 from gateway.sip.message import Request, Response, make_response
-from gateway.sip.transaction import Peer
+from gateway.transport.peer import Peer
 from ice.candidate import Candidate, parse_candidate
 from ice.errors import IceError
 from ice.ports import PortAllocator

@@ -14,7 +14,7 @@ from gateway.calls import digest
 from gateway.calls.registrar import BindingStore, Registrar
 from gateway.config.load import parse_text
 from gateway.sip.message import Request, Response
-from gateway.sip.transaction import Peer
+from gateway.transport.peer import Peer
 from ice.ports import PortAllocator
 from sdp.parse import parse_sdp
 from tests.calls.test_b2bua import (

@@ -152,7 +152,7 @@ async def test_running_out_of_media_ports_fails_gathering_and_frees_what_it_took
     session = IceSession(controlling=True, components=2, address="127.0.0.1", ports=ports)
     with pytest.raises(PortsExhausted) as exhausted:
         await session.gather()
-    assert exhausted.value.status == 503
+    assert exhausted.value.status_hint == 503
     assert ports.in_use == set()
 
 

@@ -76,7 +76,7 @@ def test_srtp_required_refuses_a_plain_offer_with_488() -> None:
     with pytest.raises(NotAcceptable) as refused:
         answer(parse_sdp(offer("audio")), {"audio": AUDIO}, [PLAN], encryption="required",
                origin_address="203.0.113.5")
-    assert refused.value.status == 488 and "SRTP is required" in refused.value.rule
+    assert refused.value.status_hint == 488 and "SRTP is required" in refused.value.rule
 
 
 def test_srtp_off_rejects_savp_and_ignores_best_effort_crypto() -> None:

@@ -113,7 +113,7 @@ def test_peer_requests_out_of_order_cseq_gets_500_and_reinvite_refreshes_target(
     stale = parsed_request(lync_invite.replace(b"CSeq: 1 INVITE", b"CSeq: 2 INVITE"))
     with pytest.raises(SipRequestError) as refused:
         dialog.on_request(stale)
-    assert refused.value.status == 500
+    assert refused.value.status_hint == 500
 
 
 def test_matching_needs_call_id_and_both_tags(lync_invite: bytes) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from gateway.sip.endpoint import Endpoint, EndpointSettings
 from gateway.sip.message import Response
 from gateway.sip.parse import parse_message
-from gateway.sip.transaction import Peer, Send
+from gateway.sip.transaction_machines import Send
+from gateway.transport.peer import Peer
 
 SRC = Peer("UDP", "198.51.100.7", 40123)
 

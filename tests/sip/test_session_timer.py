@@ -69,7 +69,7 @@ def test_no_timer_when_neither_side_asks() -> None:
 def test_an_interval_below_our_min_se_is_refused_with_422() -> None:
     with pytest.raises(SipRequestError) as refused:
         answer_as_uas(invite("Supported: timer\r\nSession-Expires: 30\r\n"), POLICY)
-    assert refused.value.status == 422 and refused.value.headers == (("Min-SE", "90"),)
+    assert refused.value.status_hint == 422 and refused.value.headers == (("Min-SE", "90"),)
 
 
 def test_the_callers_min_se_is_a_floor_for_the_interval() -> None:

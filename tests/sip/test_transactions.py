@@ -9,8 +9,7 @@ import math
 from gateway.sip.message import Request, Response, make_response
 from gateway.sip.parse import parse_message
 from gateway.sip.timers import Timers
-from gateway.sip.transaction import LINGER_GRID_S, Peer, Send, State
-from gateway.sip.transactions import (
+from gateway.sip.transaction_layer import (
     AckReceived,
     CancelReceived,
     Event,
@@ -20,6 +19,8 @@ from gateway.sip.transactions import (
     TransactionLayer,
     TransactionTimeout,
 )
+from gateway.sip.transaction_machines import LINGER_GRID_S, Send, State
+from gateway.transport.peer import Peer
 
 UDP = Peer("UDP", "192.0.2.10", 5060)
 TCP = Peer("TCP", "192.0.2.10", 5060, connection=7)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.transport.framing import Framed, FramingError, Ping, StreamFramer
+from gateway.transport.framing import Framed, Ping, StreamFramer, Unframed
 
 MSG = (b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\n"
        b"l: 5\r\n\r\nhello")
@@ -34,17 +34,17 @@ def test_single_crlf_pong_is_ignored_and_split_ping_still_counts() -> None:
 def test_missing_content_length_breaks_the_stream_with_400() -> None:
     framer = StreamFramer()
     items = framer.feed(b"OPTIONS sip:a@b SIP/2.0\r\nVia: x\r\n\r\n")
-    assert len(items) == 1 and isinstance(items[0], FramingError)
-    assert items[0].error.status == 400 and "Content-Length" in items[0].error.reason
+    assert len(items) == 1 and isinstance(items[0], Unframed)
+    assert items[0].error.status_hint == 400 and "Content-Length" in items[0].error.reason
     assert framer.broken and framer.feed(MSG) == []
 
 
 def test_oversized_message_gives_513() -> None:
     framer = StreamFramer(max_message=1000)
     items = framer.feed(b"INVITE sip:a@b SIP/2.0\r\nContent-Length: 5000\r\n\r\n")
-    assert isinstance(items[0], FramingError) and items[0].error.status == 513
+    assert isinstance(items[0], Unframed) and items[0].error.status_hint == 513
     endless = StreamFramer(max_message=1000).feed(b"INVITE sip:a@b SIP/2.0\r\nX: " + b"a" * 2000)
-    assert isinstance(endless[0], FramingError) and endless[0].error.status == 513
+    assert isinstance(endless[0], Unframed) and endless[0].error.status_hint == 513
 
 
 @settings(max_examples=200, deadline=None)

@@ -13,8 +13,8 @@ import trustme
 from structlog.testing import capture_logs
 
 from gateway.sip.errors import SipParseError
-from gateway.sip.transaction import Peer
 from gateway.transport.layer import UDP_RECEIVE_BUFFER, Limits, TransportLayer
+from gateway.transport.peer import Peer
 from gateway.transport.tls import client_context, server_context
 
 MSG = b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nContent-Length: 0\r\n\r\n"
@@ -137,7 +137,7 @@ async def test_tcp_framing_error_is_reported_and_connection_closed(
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(b"OPTIONS sip:a@b SIP/2.0\r\nVia: x\r\n\r\n")
     _, _, error = await inbox.get()
-    assert error is not None and error.status == 400
+    assert error is not None and error.status_hint == 400
     assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the layer
     writer.close()
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import trustme
 from structlog.testing import capture_logs
 
-from gateway.sip.transaction import Peer
 from gateway.transport.layer import TransportLayer
+from gateway.transport.peer import Peer
 from gateway.transport.tls import client_context, failure_reason, server_context
 
 

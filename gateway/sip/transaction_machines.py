@@ -1,7 +1,7 @@
 """The four transaction state machines of RFC 3261 section 17, as amended by RFC 6026.
 
 Each machine is pure: it takes messages and `now`, keeps named timers as deadlines, and
-returns what to send and what to tell the transaction user (TU). `gateway.sip.transactions`
+returns what to send and what to tell the transaction user (TU). `gateway.sip.transaction_layer`
 owns matching and the timer heap.
 """
 
@@ -12,9 +12,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.sip.frozen import frozen
+from gateway.frozen import frozen
 from gateway.sip.message import Request, Response
 from gateway.sip.timers import Timers
+from gateway.transport.peer import Peer
 
 # Timers D, I, J, K, L and M only keep a finished transaction around to absorb
 # retransmissions (or, for L and M, to let late 2xx through): ending one a little late
@@ -25,23 +26,6 @@ from gateway.sip.timers import Timers
 # set-up at 200 calls/s went from +3 ms to +6 ms).
 LINGER_TIMERS = frozenset("DIJKLM")
 LINGER_GRID_S = 0.1
-
-
-@frozen
-class Peer:
-    """Where a message came from or goes to; `connection` pins a TCP/TLS connection."""
-
-    transport: str  # "UDP" | "TCP" | "TLS"
-    host: str
-    port: int
-    connection: int | None = None
-    # The name a TLS connection opened toward this peer must be certified for (RFC 5922:
-    # the name it was found under, not the address); not part of the peer's identity.
-    server_name: str = field(default="", compare=False)
-
-    @property
-    def reliable(self) -> bool:
-        return self.transport != "UDP"
 
 
 class State(enum.Enum):

@@ -12,13 +12,12 @@ import itertools
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from gateway.sip.frozen import frozen
+from gateway.frozen import frozen
 from gateway.sip.message import MAGIC_COOKIE, Message, Request, Response, make_response, new_tag
 from gateway.sip.timers import DEFAULT, Timers
-from gateway.sip.transaction import (
+from gateway.sip.transaction_machines import (
     Action,
     ClientTransaction,
-    Peer,
     Send,
     ServerTransaction,
     State,
@@ -26,6 +25,7 @@ from gateway.sip.transaction import (
     ToTU,
     Transaction,
 )
+from gateway.transport.peer import Peer
 
 
 # -- events for the TU ---------------------------------------------------------------------

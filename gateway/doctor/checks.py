@@ -1,8 +1,10 @@
 """Deployment checks: the DNS, certificate and reachability mistakes that break most Lync
 integrations, each found and explained (what was found, what to do).
 
-Every check is an async function taking a `Probe` (the config plus a DNS resolver pointed
-where the operator says) and returning `Result`s; none raises for a broken deployment.
+Every check is an async generator taking a `Probe` (the config plus a DNS resolver pointed
+where the operator says) and yielding `Result`s as it finds them, so that `lyncgate doctor`
+can print each as it completes; none raises for a broken deployment. Each failure says what
+was tried, what happened in words, and what to do.
 """
 
 from __future__ import annotations
@@ -10,11 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import errno
 import ipaddress
+import os
 import socket
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import dns.asyncresolver
@@ -32,6 +37,7 @@ from gateway.transport.tls import client_context, failure_reason, peer_name_ok
 
 Level = Literal["pass", "warn", "fail"]
 TIMEOUT = 3.0
+HOSTS_FILE = Path("/etc/hosts")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +48,16 @@ class Result:
     action: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A look-up's records, or why there are none and, when DNS itself failed rather than the
+    record being absent, what to do about the DNS server."""
+
+    records: list[str]
+    why: str = ""
+    fix: str = ""
+
+
 @dataclass
 class Probe:
     config: Config
@@ -49,6 +65,9 @@ class Probe:
     pool: str = ""  # the trusted application pool FQDN, when the node is one of a pool
     pool_nodes: tuple[tuple[str, str], ...] = ()  # (FQDN, address) of every node of the pool
     timeout: float = TIMEOUT
+    hosts_file: Path = HOSTS_FILE
+    # Told what is about to be tried (a terminal shows it while a check waits on the network).
+    progress: Callable[[str], None] = field(default=lambda _: None, repr=False)
     _resolver: dns.asyncresolver.Resolver | None = field(default=None, repr=False)
 
     @property
@@ -63,25 +82,59 @@ class Probe:
             self._resolver.lifetime = self.timeout
         return self._resolver
 
-    async def lookup(self, name: str, rdtype: str) -> tuple[list[str], str]:
-        """(records as text, '' or why there are none)."""
+    @property
+    def dns_name(self) -> str:
+        """The DNS server asked, as the operator would write it."""
+        if self.dns_server is not None:
+            host, port = self.dns_server
+            return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        servers = ", ".join(str(n) for n in self.resolver.nameservers) or "none"
+        return f"{servers} (from /etc/resolv.conf)"
+
+    async def lookup(self, name: str, rdtype: str) -> Answer:
+        self.progress(f"DNS {rdtype} {name} from {self.dns_name}")
         try:
             answer = await self.resolver.resolve(name, rdtype, search=False)
         except dns.resolver.NXDOMAIN:
-            return [], f"{name} does not exist (NXDOMAIN)"
+            return Answer([], f"{name} does not exist in DNS (NXDOMAIN from {self.dns_name})")
         except dns.resolver.NoAnswer:
-            return [], f"{name} has no {rdtype} record"
-        except (dns.resolver.NoNameservers, dns.exception.Timeout) as exc:
-            return [], f"{rdtype} look-up of {name} failed: {type(exc).__name__}"
-        return [r.to_text() for r in answer], ""
+            return Answer([], f"{name} exists in DNS but has no {rdtype} record")
+        except dns.exception.Timeout:
+            return Answer([], f"no answer from the DNS server {self.dns_name} within "
+                          f"{self.timeout:g} s for the {rdtype} record of {name}",
+                          "check that the DNS server is running and reachable from here "
+                          "(UDP and TCP port 53), or ask another with --dns-server ADDRESS:PORT")
+        except dns.resolver.NoNameservers:
+            return Answer([], f"the DNS server {self.dns_name} failed or refused the {rdtype} "
+                          f"look-up of {name} (SERVFAIL or REFUSED)",
+                          "check that the DNS server serves or forwards this zone, or ask "
+                          "another with --dns-server ADDRESS:PORT")
+        except dns.exception.DNSException as exc:
+            return Answer([], f"the {rdtype} look-up of {name} failed: {exc}",
+                          "check the name and the DNS server")
+        return Answer([r.to_text() for r in answer])
 
-    async def addresses(self, host: str) -> tuple[list[str], str]:
+    async def addresses(self, host: str) -> Answer:
         """IP addresses of `host` from the probe's DNS (a literal stands for itself)."""
         try:
             ipaddress.ip_address(host)
         except ValueError:
             return await self.lookup(host, "A")
-        return [host], ""
+        return Answer([host])
+
+    def hosts(self, name: str) -> list[str]:
+        """Addresses /etc/hosts gives `name`, as the system resolver would find them first."""
+        try:
+            text = self.hosts_file.read_text("utf-8", "replace")
+        except OSError:
+            return []
+        wanted = name.rstrip(".").lower()
+        found = []
+        for line in text.splitlines():
+            fields = line.split("#", 1)[0].split()
+            if len(fields) >= 2 and wanted in (n.rstrip(".").lower() for n in fields[1:]):
+                found.append(fields[0])
+        return found
 
     @property
     def node_address(self) -> str:
@@ -89,60 +142,105 @@ class Probe:
         node = self.config.node
         return node.static_nat_address or node.address
 
+    @property
+    def loopback_only(self) -> bool:
+        """A node nothing outside this machine talks to (the embedded default): no Lync server,
+        no federation domain, no pool, listening on a loopback address. Nothing about it is
+        published in DNS, so nothing is asked of DNS."""
+        config = self.config
+        try:
+            loopback = ipaddress.ip_address(config.node.address).is_loopback
+        except ValueError:
+            return False
+        return (loopback and not config.node.static_nat_address and not config.lync_servers
+                and not config.global_settings.mssip_domain and not self.pool
+                and not self.pool_nodes)
+
     def nodes(self) -> list[tuple[str, str]]:
         own = (self.config.node.sip_tls_fqdn, self.node_address)
         return [own, *(n for n in self.pool_nodes if n[0] != own[0])]
 
 
-Check = Callable[[Probe], Awaitable[list[Result]]]
+Check = Callable[[Probe], AsyncIterator[Result]]
 
 
 # -- DNS ---------------------------------------------------------------------------------------
-async def node_a_records(probe: Probe) -> list[Result]:
-    out = []
+async def node_a_records(probe: Probe) -> AsyncIterator[Result]:
     for fqdn, address in probe.nodes():
-        records, why = await probe.lookup(fqdn, "A")
-        name = f"A {fqdn}"
-        if why:
-            out.append(Result(name, "fail", why, f"create an A record {fqdn} -> {address}"))
-        elif address not in records:
-            out.append(Result(name, "fail", f"resolves to {', '.join(records)}, not {address}",
-                              f"point {fqdn} at {address} (the node's "
-                              f"{'static NAT ' if probe.config.node.static_nat_address else ''}"
-                              "address)"))
-        else:
-            out.append(Result(name, "pass", f"{fqdn} -> {', '.join(records)}"))
-    return out
+        yield await _node_a_record(probe, fqdn, address)
 
 
-async def pool_round_robin(probe: Probe) -> list[Result]:
+async def _node_a_record(probe: Probe, fqdn: str, address: str) -> Result:
+    name = f"A {fqdn}"
+    local = probe.hosts(fqdn)
+    is_localhost = fqdn.rstrip(".").lower() in ("localhost", "localhost.localdomain")
+    if probe.loopback_only:
+        # Resolved on this machine the way its resolver does it: /etc/hosts first, and
+        # "localhost" is always loopback (RFC 6761 6.3).
+        if address in local:
+            return Result(name, "pass", f"{fqdn} -> {', '.join(local)} (/etc/hosts)")
+        if is_localhost:
+            return Result(name, "pass", f"{fqdn} is this machine's loopback name (RFC 6761)")
+        if local:
+            return Result(name, "fail", f"/etc/hosts gives {fqdn} {', '.join(local)}, not "
+                          f"{address} (node.address)",
+                          f"make /etc/hosts say `{address} {fqdn}`, or set node.address")
+        return Result(name, "warn", f"{fqdn} is not in {probe.hosts_file}; a loopback node is "
+                      "not looked up in DNS",
+                      f"add `{address} {fqdn}` to {probe.hosts_file} for clients on this "
+                      "machine that verify the name")
+    if is_localhost:
+        return Result(name, "fail", f"node.sip_tls_fqdn is {fqdn}, which names each machine "
+                      "itself: a Lync server cannot reach this node by it",
+                      "set node.sip_tls_fqdn to the node's own FQDN and create its A record")
+    answer = await probe.lookup(fqdn, "A")
+    if answer.why:
+        also = (f"; only this machine's {probe.hosts_file} has it, and Lync servers look it "
+                "up in DNS") if local else ""
+        return Result(name, "fail", answer.why + also,
+                      answer.fix or f"create an A record {fqdn} -> {address}")
+    if address not in answer.records:
+        return Result(name, "fail", f"resolves to {', '.join(answer.records)}, not {address}",
+                      f"point {fqdn} at {address} (the node's "
+                      f"{'static NAT ' if probe.config.node.static_nat_address else ''}"
+                      "address)")
+    return Result(name, "pass", f"{fqdn} -> {', '.join(answer.records)}")
+
+
+async def pool_round_robin(probe: Probe) -> AsyncIterator[Result]:
     if not probe.pool:
-        return []
-    records, why = await probe.lookup(probe.pool, "A")
+        return
+    answer = await probe.lookup(probe.pool, "A")
     wanted = sorted({address for _, address in probe.nodes()})
     name = f"pool {probe.pool}"
-    if why:
-        return [Result(name, "fail", why,
-                       f"create one A record per node: {probe.pool} -> {', '.join(wanted)}")]
-    missing = [a for a in wanted if a not in records]
+    if answer.why:
+        yield Result(name, "fail", answer.why, answer.fix or
+                     f"create one A record per node: {probe.pool} -> {', '.join(wanted)}")
+        return
+    missing = [a for a in wanted if a not in answer.records]
     if missing:
-        return [Result(name, "fail", f"resolves to {', '.join(records)}; missing "
-                       f"{', '.join(missing)}", "add an A record for every node of the pool")]
-    return [Result(name, "pass", f"round robin over {', '.join(records)}")]
+        yield Result(name, "fail", f"resolves to {', '.join(answer.records)}; missing "
+                     f"{', '.join(missing)}", "add an A record for every node of the pool")
+        return
+    yield Result(name, "pass", f"round robin over {', '.join(answer.records)}")
 
 
-async def federation_srv(probe: Probe) -> list[Result]:
+async def federation_srv(probe: Probe) -> AsyncIterator[Result]:
+    if probe.loopback_only:
+        return  # nothing federates with a node only this machine can reach
     domain = probe.config.global_settings.mssip_domain
     if not domain:
-        return [Result("SRV _sipfederationtls", "warn", "global.mssip_domain is not set",
-                       "set the domain Lync federates with")]
+        yield Result("SRV _sipfederationtls", "warn", "global.mssip_domain is not set",
+                     "set the domain Lync federates with")
+        return
     name = f"_sipfederationtls._tcp.{domain}"
-    records, why = await probe.lookup(name, "SRV")
+    answer = await probe.lookup(name, "SRV")
     check = f"SRV {name}"
-    if why:
-        return [Result(check, "fail", why, f"publish {name} SRV 0 0 5061 <node or pool FQDN>")]
-    out = []
-    for record in records:
+    if answer.why:
+        yield Result(check, "fail", answer.why,
+                     answer.fix or f"publish {name} SRV 0 0 5061 <node or pool FQDN>")
+        return
+    for record in answer.records:
         _priority, _weight, port_text, target = record.split()
         target = target.rstrip(".").lower()
         port = int(port_text)
@@ -152,19 +250,20 @@ async def federation_srv(probe: Probe) -> list[Result]:
         if not (target == domain or target.endswith("." + domain)):
             problems.append(f"target {target} is outside {domain} (Lync requires the same "
                             "domain)")
-        addresses, why = await probe.lookup(target, "A")
+        addresses = await probe.lookup(target, "A")
         reach = {a for _, a in probe.nodes()}
-        if why:
-            problems.append(why)
-        elif not reach & set(addresses):
-            problems.append(f"{target} resolves to {', '.join(addresses)}, none of them a node")
+        if addresses.why:
+            problems.append(addresses.why)
+        elif not reach & set(addresses.records):
+            problems.append(f"{target} resolves to {', '.join(addresses.records)}, none of "
+                            "them a node")
         if problems:
-            out.append(Result(check, "fail", f"-> {target}:{port}: " + "; ".join(problems),
-                              "point the SRV record at a node or pool FQDN in the domain, "
-                              "port 5061"))
+            yield Result(check, "fail", f"-> {target}:{port}: " + "; ".join(problems),
+                         "point the SRV record at a node or pool FQDN in the domain, "
+                         "port 5061")
         else:
-            out.append(Result(check, "pass", f"-> {target}:{port} ({', '.join(addresses)})"))
-    return out
+            yield Result(check, "pass",
+                         f"-> {target}:{port} ({', '.join(addresses.records)})")
 
 
 # -- certificate -----------------------------------------------------------------------------
@@ -176,56 +275,54 @@ def _node_certificate(probe: Probe) -> x509.Certificate | None:
     return load_certificates(path)[0]
 
 
-async def certificate_names(probe: Probe) -> list[Result]:
+async def certificate_names(probe: Probe) -> AsyncIterator[Result]:
     cert = _node_certificate(probe)
     if cert is None:
-        return [Result("certificate", "fail", "no [tls] certificate: the node serves a "
-                       "self-signed one that Lync will not trust",
-                       "run `lyncgate csr`, have it signed, `lyncgate cert import`")]
-    out = []
+        # A loopback node has no Lync peer to refuse the self-signed certificate (yet).
+        yield Result("certificate", "warn" if probe.loopback_only else "fail",
+                     "no [tls] certificate: the node serves a self-signed one that Lync will "
+                     "not trust", "run `lyncgate csr`, have it signed, `lyncgate cert import`")
+        return
     for fqdn, _ in probe.nodes():
         if matches(cert, fqdn):
-            out.append(Result(f"SAN {fqdn}", "pass", "in the certificate"))
+            yield Result(f"SAN {fqdn}", "pass", "in the certificate")
         else:
-            out.append(Result(f"SAN {fqdn}", "fail", "not in the certificate's SAN (it names "
-                              f"{', '.join(sip_names(cert)) or 'nothing'})",
-                              "request a certificate whose SAN lists every node FQDN"))
+            yield Result(f"SAN {fqdn}", "fail", "not in the certificate's SAN (it names "
+                         f"{', '.join(sip_names(cert)) or 'nothing'})",
+                         "request a certificate whose SAN lists every node FQDN")
     domain = probe.config.global_settings.mssip_domain
     if domain:
-        records, _ = await probe.lookup(f"_sipfederationtls._tcp.{domain}", "SRV")
+        answer = await probe.lookup(f"_sipfederationtls._tcp.{domain}", "SRV")
         cn_attrs = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
         cn = str(cn_attrs[0].value).lower() if cn_attrs else ""
-        for record in records:
+        for record in answer.records:
             target = record.split()[3].rstrip(".").lower()
             if cn == target:
-                out.append(Result("CN = SRV target", "pass", f"CN {cn}"))
+                yield Result("CN = SRV target", "pass", f"CN {cn}")
             else:
-                out.append(Result("CN = SRV target", "fail", f"CN {cn or '(none)'} but the SRV "
-                                  f"record points at {target}",
-                                  "the certificate's subject CN must be the SRV target"))
+                yield Result("CN = SRV target", "fail", f"CN {cn or '(none)'} but the SRV "
+                             f"record points at {target}",
+                             "the certificate's subject CN must be the SRV target")
     days = (cert.not_valid_after_utc - dt.datetime.now(dt.UTC)).days
     level: Level = "fail" if days < 0 else "warn" if days < 30 else "pass"
-    out.append(Result("certificate expiry", level, f"{days} days left",
-                      "renew with `lyncgate csr` + `lyncgate cert import`" if level != "pass"
-                      else ""))
-    return out
+    yield Result("certificate expiry", level, f"{days} days left",
+                 "renew with `lyncgate csr` + `lyncgate cert import`" if level != "pass"
+                 else "")
 
 
 # -- reachability ----------------------------------------------------------------------------
-async def lync_tls(probe: Probe) -> list[Result]:
-    out = []
+async def lync_tls(probe: Probe) -> AsyncIterator[Result]:
     for server in probe.config.lync_servers:
         if server.transport != "tls":
-            out.append(Result(f"Lync {server.name}", "warn", f"transport {server.transport}",
-                              "Lync trusted applications use TLS on 5061"))
+            yield Result(f"Lync {server.name}", "warn", f"transport {server.transport}",
+                         "Lync trusted applications use TLS on 5061")
             continue
-        addresses, why = await probe.addresses(server.address)
-        if why:
-            out.append(Result(f"Lync {server.name}", "fail", why,
-                              f"create an A record for {server.address}"))
+        answer = await probe.addresses(server.address)
+        if answer.why:
+            yield Result(f"Lync {server.name}", "fail", answer.why,
+                         answer.fix or f"create an A record for {server.address}")
             continue
-        out.append(await _tls_options(probe, server, addresses[0]))
-    return out
+        yield await _tls_options(probe, server, answer.records[0])
 
 
 # Alerts a TLS server sends about the client's certificate: under TLS 1.3 they arrive after
@@ -251,12 +348,19 @@ async def _tls_options(probe: Probe, server: ServerAddress, address: str) -> Res
     name = f"TLS {server.name} {server.address}:{server.port}"
     tls = probe.config.tls
     ctx = client_context(tls.certificate, tls.private_key, tls.trusted_ca, True)
+    probe.progress(f"{name}: mutual TLS to {address}:{server.port}")
     try:
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(address, server.port, ssl=ctx,
                                     server_hostname=server.address), probe.timeout)
-    except (OSError, TimeoutError, ssl.SSLError) as exc:
+    except ssl.SSLError as exc:
         return _refused(name, exc, "handshake failed")
+    except (OSError, TimeoutError) as exc:
+        return Result(name, "fail", f"TCP and TLS to {address}:{server.port}: "
+                      f"{_network_error(exc, probe.timeout)}",
+                      f"check lync_servers {server.name!r}: its address and port (the pool's "
+                      "SIP TLS port, 5061), that the server is up, and that no firewall "
+                      "between drops the connection")
     try:
         writer.write(_options_request(probe.config, server))
         status = await asyncio.wait_for(_status_line(reader), probe.timeout)
@@ -288,11 +392,29 @@ def _refused(name: str, exc: BaseException, what: str) -> Result:
         return Result(name, "fail", f"the server refused our certificate: {reason}",
                       _OURS_REFUSED.get(reason, "add the CA that issued our certificate to the "
                                         "Lync servers' trusted root store"))
-    reason = failure_reason(exc) if isinstance(exc, ssl.SSLError | TimeoutError) else (
-        getattr(exc, "strerror", None) or str(exc))
+    reason = (failure_reason(exc) if isinstance(exc, ssl.SSLError)
+              else _network_error(exc, None))
     return Result(name, "fail", f"{what}: {reason}",
                   _THEIRS_REFUSED.get(reason, "check the address, port and both sides' "
                                       "certificates"))
+
+
+def _network_error(exc: BaseException, timeout: float | None) -> str:
+    """A failed connection or exchange in words: asyncio's own text for a refused connection
+    is "Connect call failed (address)", which says neither what failed nor why."""
+    if isinstance(exc, TimeoutError | stun.TransactionTimeout):
+        within = f" within {timeout:g} s" if timeout is not None else ""
+        return (f"no answer{within} (the address is wrong, the server is down, or a firewall "
+                "drops the packets)")
+    if isinstance(exc, socket.gaierror):
+        return f"the name does not resolve ({exc.strerror})"
+    if isinstance(exc, ConnectionRefusedError) or getattr(exc, "errno", None) == \
+            errno.ECONNREFUSED:
+        return "connection refused: nothing listens on that port"
+    code = getattr(exc, "errno", None)
+    if isinstance(code, int):
+        return os.strerror(code).lower()
+    return str(exc) or type(exc).__name__
 
 
 def _options_request(config: Config, server: ServerAddress) -> bytes:
@@ -322,8 +444,10 @@ async def _status_line(reader: asyncio.StreamReader) -> str:
     return ""
 
 
-async def stun_servers(probe: Probe) -> list[Result]:
-    return [await _stun_binding(s, probe.timeout) for s in probe.config.stun_servers]
+async def stun_servers(probe: Probe) -> AsyncIterator[Result]:
+    for server in probe.config.stun_servers:
+        probe.progress(f"STUN {server.name}: binding request to {server.address}:{server.port}")
+        yield await _stun_binding(server, probe.timeout)
 
 
 async def _stun_binding(server: StunServer, timeout: float) -> Result:
@@ -334,8 +458,10 @@ async def _stun_binding(server: StunServer, timeout: float) -> Result:
         response = await _udp_exchange(bytes(request), (server.address, server.port), timeout,
                                        request.transaction_id)
     except (OSError, TimeoutError) as exc:
-        return Result(name, "fail", f"no answer: {exc or 'timeout'}",
-                      "check the address and that UDP reaches it")
+        return Result(name, "fail", f"STUN binding request over UDP to {server.address}:"
+                      f"{server.port}: {_network_error(exc, timeout)}",
+                      f"check stun_servers {server.name!r}: its address and port, that it "
+                      "is a STUN server, and that UDP reaches it")
     mapped = response.attributes.get("XOR-MAPPED-ADDRESS")
     if response.message_class != stun.Class.RESPONSE or mapped is None:
         return Result(name, "fail", "binding refused", "check the server is a STUN server")
@@ -369,8 +495,11 @@ async def _udp_exchange(data: bytes, addr: tuple[str, int], timeout: float,
         transport.close()
 
 
-async def turn_servers(probe: Probe) -> list[Result]:
-    return [await _turn_allocation(s, probe.timeout) for s in probe.config.turn_servers]
+async def turn_servers(probe: Probe) -> AsyncIterator[Result]:
+    for server in probe.config.turn_servers:
+        probe.progress(f"TURN {server.name}: allocation at {server.address}:{server.port}"
+                       f"/{server.transport}")
+        yield await _turn_allocation(server, probe.timeout)
 
 
 async def _turn_allocation(server: TurnServer, timeout: float) -> Result:
@@ -387,8 +516,10 @@ async def _turn_allocation(server: TurnServer, timeout: float) -> Result:
                   if code[0] == 401 else "see the TURN server's log")
         return Result(name, "fail", f"allocation refused: {code[0]} {code[1]}", action)
     except (OSError, TimeoutError, stun.TransactionTimeout, ConnectionError) as exc:
-        return Result(name, "fail", f"no answer: {exc or 'timeout'}",
-                      "check the address, port and transport")
+        return Result(name, "fail", f"TURN allocation over {server.transport.upper()} to "
+                      f"{server.address}:{server.port}: {_network_error(exc, timeout * 2)}",
+                      f"check turn_servers {server.name!r}: its address, port and transport "
+                      "(udp or tcp), and that the firewall lets them through")
     relayed = transport.get_extra_info("sockname")
     transport.close()
     return Result(name, "pass", f"allocation ok, relayed address {relayed[0]}:{relayed[1]}")
@@ -400,8 +531,13 @@ ALL_CHECKS: tuple[Check, ...] = (
 )
 
 
-async def run_all(probe: Probe) -> list[Result]:
+async def run_all(probe: Probe,
+                  on_result: Callable[[Result], None] | None = None) -> list[Result]:
+    """Every check in order; `on_result` sees each result the moment it is known."""
     out: list[Result] = []
     for check in ALL_CHECKS:
-        out.extend(await check(probe))
+        async for result in check(probe):
+            out.append(result)
+            if on_result is not None:
+                on_result(result)
     return out

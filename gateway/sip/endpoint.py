@@ -4,6 +4,13 @@
 (RFC 3581), answers OPTIONS (Lync pools and proxies probe with it), 405 for methods this node
 does not take, 501 for methods it does not know, and hands INVITE and dialog requests to a
 `CallHandler` (the B2BUA). Sans-I/O: the asyncio adapter is `gateway.daemon.node`.
+
+Nothing raised while one message (or one timer tick) is handled leaves `receive`,
+`handle_timeout` or `transport_failed`: the node serves every other call from the same loop,
+and an exception out of its message handler would lose the answer to this request and
+whatever else that batch of events carried. A refusal (`SipError`) raised for a request
+still waiting for its answer becomes that answer; anything else is logged once with the
+Call-ID, answered 500 where a request waits, and counted as `internal_errors`.
 """
 
 from __future__ import annotations
@@ -28,22 +35,14 @@ from gateway.sip.transaction_layer import (
     TransactionTimeout,
     response_peer,
 )
-from gateway.sip.transaction_machines import ClientTransaction, Send, ServerTransaction
-from gateway.sip.validate import SUPPORTED, check_request
+from gateway.sip.transaction_machines import ClientTransaction, Send, ServerTransaction, State
+from gateway.sip.validate import KNOWN_METHODS, SUPPORTED, check_request
 from gateway.transport.errors import FramingError
 from gateway.transport.peer import Peer
 
 log = logs.get(__name__)
 
-# Methods a SIP element must at least know (RFC 3261 and the extensions Lync uses); others
-# get 501, these get 405 unless a handler takes them.
-KNOWN_METHODS = frozenset(
-    {
-        "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "SUBSCRIBE",
-        "NOTIFY", "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE", "SERVICE", "NEGOTIATE",
-        "BENOTIFY",
-    }
-)
+__all__ = ["KNOWN_METHODS", "CallHandler", "Endpoint", "EndpointSettings", "stateless_tag"]
 
 
 class CallHandler(Protocol):
@@ -91,6 +90,10 @@ class Endpoint:
         self.counters: dict[str, int] = {}
         methods = {"OPTIONS", "ACK", "CANCEL"} | (handler.methods if handler else set())
         self.allow = ", ".join(sorted(methods))
+        self._known = KNOWN_METHODS | methods
+        # Counter keys by method, built once: a method name is chosen by the peer, and each
+        # new one would be a new counter and a new label value of a metric for ever.
+        self._method_keys = {m: f"requests_in:{m}" for m in self._known}
         self._options_headers = (
             ("Allow", self.allow),
             ("Accept", settings.accept),
@@ -106,23 +109,52 @@ class Endpoint:
         self, data: bytes, peer: Peer, framing: FramingError | None, now: float
     ) -> list[Event]:
         """One message from the transport; returns what to send and what happened."""
-        if framing is not None:
-            return self._refuse(data, peer, SipParseError(framing.status_hint, framing.reason))
+        message: Request | Response | None = None
         try:
-            message = parse_message(data, datagram=not peer.reliable)
-        except SipParseError as exc:
-            return self._refuse(data, peer, exc)
+            if framing is not None:
+                exc = SipParseError(framing.status_hint, framing.reason)
+                return self._refuse(data, peer, exc)
+            try:
+                message = parse_message(data, datagram=not peer.reliable)
+            except SipParseError as exc:
+                return self._refuse(data, peer, exc)
+            try:
+                if isinstance(message, Response):
+                    self._count(f"responses_in:{message.status}")
+                    events = self.transactions.receive_response(message, peer, now)
+                    return self._dispatch(events, now)
+                self._count(self._method_keys.get(message.method, "requests_in:other"))
+                return self._request(message, peer, now)
+            except SipRequestError as exc:
+                if not isinstance(message, Request):
+                    raise  # a refusal of a response is no answer: the boundary logs it
+                return self._answer_stateless(
+                    message, peer, exc.status_hint, exc.reason, exc.headers)
+            except SipParseError as exc:
+                return self._refuse(data, peer, exc)
+        except Exception as exc:  # the boundary: see the module docstring
+            return self._crashed("receive", exc, message, peer)
+
+    def _crashed(
+        self, where: str, exc: Exception, message: Request | Response | None = None,
+        peer: Peer | None = None,
+    ) -> list[Event]:
+        """An exception the handling of one message or tick did not expect: logged once,
+        counted, and a request that came with it answered 500 (statelessly: whatever failed
+        may have been the transaction layer)."""
+        self._count("internal_errors")
+        call_id = message.headers.get("Call-ID") if message is not None else None
+        log.error("sip_internal_error", where=where, call_id=call_id,
+                  error=f"{type(exc).__name__}: {exc}"[:200], exc_info=exc)
+        if not isinstance(message, Request) or message.method == "ACK" or peer is None:
+            return []
         try:
-            if isinstance(message, Response):
-                self._count(f"responses_in:{message.status}")
-                return self._dispatch(self.transactions.receive_response(message, peer, now), now)
-            self._count(f"requests_in:{message.method}")
-            return self._request(message, peer, now)
-        except SipRequestError as exc:
-            assert isinstance(message, Request)
-            return self._answer_stateless(message, peer, exc.status_hint, exc.reason, exc.headers)
-        except SipParseError as exc:
-            return self._refuse(data, peer, exc)
+            response = make_response(message, 500, "Server Internal Error", to_tag=self._tag())
+            self._stamp(response)
+            self._count("responses_out:500")
+            return [Send(response.to_bytes(), _response_peer(response, peer), response)]
+        except Exception:  # no 500 for a request that cannot be answered
+            return []
 
     def _refuse(self, data: bytes, peer: Peer, exc: SipError) -> list[Event]:
         self._count(f"parse_errors:{exc.status_hint}")
@@ -133,7 +165,7 @@ class Endpoint:
         log.info("request_refused", peer=_fmt(peer), status=response.status,
                  reason=response.reason)
         self._stamp(response)
-        return [Send(response.to_bytes(), response_peer(response, peer), response)]
+        return [Send(response.to_bytes(), _response_peer(response, peer), response)]
 
     def _answer_stateless(
         self, request: Request, peer: Peer, status: int, reason: str,
@@ -153,6 +185,7 @@ class Endpoint:
             request,
             supported=self.settings.supported,
             forwarding=request.method == "INVITE" and request.to.tag is None,
+            known=self._known,
         )
         if request.method == "OPTIONS" and request.to.tag is None:
             # Health probes are answered statelessly (RFC 3261 8.2.7), as proxies do: no
@@ -173,7 +206,7 @@ class Endpoint:
             elif isinstance(event, Send):
                 out.append(event)
             elif self.handler is not None and isinstance(event, _FOR_HANDLER):
-                out.extend(self._dispatch(self.handler.on_event(event, now, self), now))
+                out.extend(self._dispatch(self._to_handler(event, now), now))
             if isinstance(event, TransactionTimeout):
                 self._count(f"transaction_timeouts:{event.timer}")
                 log.info("transaction_timeout", timer=event.timer,
@@ -192,7 +225,7 @@ class Endpoint:
             )
             return self.respond(request, txn, response, now)
         if self.handler is not None and method in self.handler.methods:
-            return self._dispatch(self.handler.on_event(event, now, self), now)
+            return self._dispatch(self._to_handler(event, now), now)
         if method in KNOWN_METHODS:
             if request.to.tag is not None and method in ("BYE", "INFO", "UPDATE", "NOTIFY"):
                 response = make_response(request, 481)
@@ -204,6 +237,46 @@ class Endpoint:
             response = make_response(
                 request, 501, to_tag=self._tag(), headers=(("Allow", self.allow),)
             )
+        return self.respond(request, txn, response, now)
+
+    def _to_handler(self, event: Event, now: float) -> list[Event]:
+        """The handler's events for `event`; what it raises ends here, where the request
+        it was handling (if any) is known and can still be answered through its
+        transaction."""
+        assert self.handler is not None
+        try:
+            return self.handler.on_event(event, now, self)
+        except Exception as exc:  # the boundary: see the module docstring
+            return self._handler_failed(event, exc, now)
+
+    def _handler_failed(self, event: Event, exc: Exception, now: float) -> list[Event]:
+        txn: ServerTransaction | None = None
+        if isinstance(event, RequestReceived):
+            txn = event.transaction
+        elif isinstance(event, CancelReceived):
+            txn = event.invite
+        request = txn.origin if txn is not None else None
+        pending = (txn is not None and request is not None
+                   and txn.state in (State.TRYING, State.PROCEEDING))
+        if isinstance(exc, SipError) and pending:
+            assert txn is not None and request is not None
+            # A refusal the handler raised instead of returning (a header it read was
+            # malformed): the answer it names, sent through the transaction so that
+            # retransmissions get it too.
+            log.info("request_refused", method=request.method, status=exc.status_hint,
+                     reason=exc.reason, call_id=request.headers.get("Call-ID"))
+            headers = exc.headers if isinstance(exc, SipRequestError) else ()
+            response = make_response(request, exc.status_hint, exc.reason,
+                                     to_tag=self._tag(), headers=headers)
+            return self.respond(request, txn, response, now)
+        self._count("internal_errors")
+        log.error("sip_handler_error", handling=type(event).__name__,
+                  call_id=_event_call_id(event),
+                  error=f"{type(exc).__name__}: {exc}"[:200], exc_info=exc)
+        if not pending:
+            return []
+        assert txn is not None and request is not None
+        response = make_response(request, 500, "Server Internal Error", to_tag=self._tag())
         return self.respond(request, txn, response, now)
 
     def new_tag(self) -> str:
@@ -250,12 +323,23 @@ class Endpoint:
 
     def transport_failed(self, peer: Peer, now: float) -> list[Event]:
         """A message to `peer` could not be delivered: what waited on it fails now."""
-        return self._dispatch(self.transactions.transport_failed(peer, now), now)
+        try:
+            return self._dispatch(self.transactions.transport_failed(peer, now), now)
+        except Exception as exc:  # the boundary: see the module docstring
+            return self._crashed("transport_failed", exc)
 
     def handle_timeout(self, now: float) -> list[Event]:
-        events = self._dispatch(self.transactions.handle_timeout(now), now)
+        try:
+            events = self._dispatch(self.transactions.handle_timeout(now), now)
+        except Exception as exc:  # the boundary: see the module docstring
+            events = self._crashed("handle_timeout", exc)
         if self.handler is not None:
-            events += self._dispatch(self.handler.handle_timeout(now, self), now)
+            # The handler's own timers run even when the transactions' failed, and its
+            # failure costs only its own events of this tick.
+            try:
+                events += self._dispatch(self.handler.handle_timeout(now, self), now)
+            except Exception as exc:  # the boundary: see the module docstring
+                events += self._crashed("handler_timeout", exc)
         return events
 
     @property
@@ -288,6 +372,27 @@ def stateless_tag(request: Request) -> str:
     via = request.top_via
     key = (request.call_id, request.from_.tag, via.branch, via.host, via.port, request.cseq.seq)
     return f"{hash(key) & 0xFFFFFFFFFFFF:012x}"
+
+
+def _response_peer(response: Response, source: Peer) -> Peer:
+    """Where a response goes: as its top Via says, or back to the source when the Via
+    cannot be read (a 505 to a SIP/7.0 Via, a 400 to a Via of stray separators): the
+    only address there is, and the one a stream transport would answer on anyway."""
+    try:
+        return response_peer(response, source)
+    except SipParseError:
+        return source
+
+
+def _event_call_id(event: Event) -> str | None:
+    if isinstance(event, RequestReceived | AckReceived | CancelReceived):
+        return event.request.headers.get("Call-ID")
+    if isinstance(event, ResponseReceived | StrayResponse):
+        return event.response.headers.get("Call-ID")
+    if isinstance(event, TransactionTimeout):
+        origin = event.transaction.origin
+        return origin.headers.get("Call-ID") if origin is not None else None
+    return None
 
 
 def _fmt(peer: Peer) -> str:

@@ -153,6 +153,11 @@ def _param(params: Params, name: str) -> str | None:
     return None
 
 
+# An unquoted display name is tokens and whitespace (RFC 3261 25.1); characters beyond ASCII
+# are let through, since devices write names in their language without quotes.
+_DISPLAY_TOKENS = re.compile(r"[A-Za-z0-9\-.!%*_+`'~ \t\x80-\U0010ffff]*")
+
+
 @frozen
 class NameAddr:
     """From, To, Contact, Route, Record-Route entries: [display] <uri> *(;param)."""
@@ -212,12 +217,24 @@ def parse_name_addr(text: str, header: str) -> NameAddr:
             if gt < 0:
                 raise SipParseError(400, f"Bad header: {header} (missing '>')")
             display = (text[:lt].strip() or None) if lt else None
-            uri = parse_uri(text[lt + 1 : gt])
+            if display and not quoted_end and _DISPLAY_TOKENS.fullmatch(display) is None:
+                # RFC 4475 3.1.2.15: `Bell, Alexander <sip:...>` is not a display name; a
+                # comma there would also split Contact and Route lists in the wrong place.
+                raise SipParseError(
+                    400, f"Bad header: {header} (display name must be quoted)")
+            uri_text = text[lt + 1 : gt]
+            if uri_text[:1].isspace() or uri_text[-1:].isspace():
+                raise SipParseError(400, f"Bad header: {header} (spaces inside <>)")
+            uri = parse_uri(uri_text)
             rest = text[gt + 1 :]
             params = _split_params(rest.lstrip().removeprefix(";")) if rest else ()
         else:
             # addr-spec form: parameters after the URI belong to the header, not the URI.
             uri_text, _, rest = text.partition(";")
+            if "?" in uri_text or "," in uri_text:
+                # RFC 3261 20: such a URI must be in <> (RFC 4475 3.1.2.13), else where
+                # it ends is a guess.
+                raise SipParseError(400, f"Bad header: {header} (URI must be in <>)")
             uri = parse_uri(uri_text)
             display = None
             params = _split_params(rest)

@@ -7,6 +7,7 @@ checked by `gateway.sip.validate`, so a response can be built even for a bad req
 
 from __future__ import annotations
 
+import contextlib
 import re
 
 from gateway.sip.errors import SipError, SipParseError, SipRequestError
@@ -179,8 +180,12 @@ def parse_request_leniently(data: bytes) -> Request | None:
         lines.pop(0)
     if not lines:
         return None
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or parts[0].startswith("SIP/") or not _is_token(parts[0]):
+    # A request line with extra spaces, or spaces inside the URI (RFC 4475 3.1.2.8-10), is
+    # still a request to refuse: the method is the first word, the version the last.
+    method, _, rest = lines[0].strip(" ").partition(" ")
+    uri, _, version = rest.rpartition(" ")
+    uri = uri.strip(" ")
+    if not uri or not version.startswith("SIP/") or not _is_token(method):
         return None
     items: list[tuple[str, str]] = []
     for line in lines[1 : MAX_HEADERS + 1]:
@@ -190,7 +195,7 @@ def parse_request_leniently(data: bytes) -> Request | None:
         name, colon, value = line.partition(":")
         if colon and _is_token(name.strip()):
             items.append((name.strip(), value.strip()))
-    return Request(parts[0], parts[1], Headers(items))
+    return Request(method, uri, Headers(items))
 
 
 def error_response(
@@ -198,11 +203,12 @@ def error_response(
 ) -> Response | None:
     """The response to send for a request that could not be processed, or None to drop it.
 
-    A response needs the request's Via, From, To, Call-ID and CSeq (RFC 3261 section 8.2.6).
-    The Via must parse, since the response goes where it says (`source`, the address the
-    request came from, is stamped on it as on any request); the others are copied as
-    written, To with our tag, so a malformed one still gets the 400 that names it. Without
-    a usable Via or with one of the others missing there is nobody to answer: None.
+    A response copies the request's Via, From, To, Call-ID and CSeq (RFC 3261 section
+    8.2.6) as written, To with our tag, so a malformed one still gets the 400 that names it,
+    and one missing gets the 400 without it (RFC 4475 3.1.4.1). It goes where the Via says
+    (`source`, the address the request came from, is stamped on it as on any request), or
+    back to the source when the Via cannot be read; without any Via line, a response would
+    not be one: None.
     """
     if isinstance(error, _VersionError):
         request: Request | None = error.request
@@ -210,14 +216,11 @@ def error_response(
         request = parse_request_leniently(data)
     if request is None or request.method == "ACK":
         return None  # garbage, a response, or an ACK, never answered (section 17.2.1)
-    try:
-        request.vias  # noqa: B018 - parse the Via lines: a response needs somewhere to go
-    except SipParseError:
-        return None
-    if any(name not in request.headers for name in ("From", "To", "Call-ID", "CSeq")):
+    if "Via" not in request.headers:
         return None
     if source is not None:
-        stamp_received(request, *source)
+        with contextlib.suppress(SipParseError):  # an unreadable Via is copied as it is
+            stamp_received(request, *source)
     extra = error.headers if isinstance(error, SipRequestError) else ()
     return make_response(request, error.status_hint, error.reason, to_tag=to_tag, headers=extra)
 

@@ -158,19 +158,28 @@ def parse_uri(text: str) -> Uri:
 def _parse_sip(scheme: str, rest: str, raw: str) -> SipUri:
     if not rest or _BAD_CHARS.search(rest):
         raise SipParseError(400, f"Bad SIP URI: {raw[:60]!r}")
-    rest, _, headers = rest.partition("?")
+    before, _, headers = rest.partition("?")
     user = password = None
-    at = rest.rfind("@")
-    if at >= 0:
-        userinfo, rest = rest[:at], rest[at + 1:]
+    at = before.rfind("@")
+    userinfo, hostpart = (before[:at], before[at + 1:]) if at >= 0 else (None, before)
+    hostport, _, params = hostpart.partition(";")
+    match = _HOSTPORT.match(hostport)
+    if not match and rest.find("@", len(before)) >= 0:
+        # The user part may hold '?' (and ';', '/', ',', '&', '=', '+', '$': RFC 3261
+        # user-unreserved, as tel-style users do): the '@' ends the userinfo then, and the
+        # headers start after the host. Tried only when the common reading failed.
+        at = rest.rfind("@")
+        userinfo = rest[:at]
+        hostpart, _, headers = rest[at + 1:].partition("?")
+        hostport, _, params = hostpart.partition(";")
+        match = _HOSTPORT.match(hostport)
+    if not match:
+        raise SipParseError(400, f"Bad SIP URI host: {raw[:60]!r}")
+    if userinfo is not None:
         user, colon, pw = userinfo.partition(":")
         password = pw if colon else None
         if not user:
             raise SipParseError(400, f"Bad SIP URI: empty user in {raw[:60]!r}")
-    hostport, _, params = rest.partition(";")
-    match = _HOSTPORT.match(hostport)
-    if not match:
-        raise SipParseError(400, f"Bad SIP URI host: {raw[:60]!r}")
     port = None
     if match.group(2):
         port = int(match.group(2))

@@ -188,14 +188,40 @@ def test_malformed_to_or_call_id_is_answered_400_naming_it() -> None:
     assert response.headers.get("Call-ID") == "c 1"
 
 
+def test_missing_call_id_from_or_to_gets_400_naming_it() -> None:
+    """RFC 4475 3.1.4.1: a request without Call-ID, From or To is answered 400 with the
+    headers it has (issue 22: it used to get nothing)."""
+    for name, line in (("To", b"To: <sip:gw@192.0.2.1>\r\n"), ("Call-ID", b"Call-ID: c-1\r\n"),
+                       ("From", b"From: <sip:a@example.com>;tag=f1\r\n")):
+        sent, status = answer(probe().replace(line, b""))
+        response = parse_message(sent.data)
+        assert isinstance(response, Response)
+        assert status == 400 and response.reason == f"Missing header: {name}"
+        assert name not in response.headers
+        assert sent.peer == SRC  # rport: back to the source port
+
+
+def test_unreadable_via_is_answered_at_the_source_address() -> None:
+    """With a Via that does not parse there is no other address than the source: the
+    400 (or 505) goes there, with the Via copied as written."""
+    bad_via = probe(rport=False).replace(b"Via: SIP/2.0/UDP 10.1.1.1:5062", b"Via: garbage here")
+    sent, status = answer(bad_via)
+    assert status == 400 and sent.peer == SRC
+    assert b"\r\nVia: garbage here;branch=z9hG4bK-77\r\n" in sent.data
+    version = probe().replace(b"SIP/2.0\r\n", b"SIP/7.0\r\n").replace(
+        b"Via: SIP/2.0/UDP", b"Via: SIP/7.0/UDP")
+    sent, status = answer(version)
+    assert status == 505 and sent.peer == SRC
+
+
 def test_what_cannot_be_answered_is_still_dropped() -> None:
-    """Without a Via that parses, or without one of the headers a response copies, there
-    is nothing to answer: dropped."""
+    """Without any Via a response would not be one; responses and ACKs are never
+    answered: dropped."""
     ep = Endpoint(EndpointSettings(server="x"))
     for data in (
-        probe().replace(b"Via: SIP/2.0/UDP 10.1.1.1:5062", b"Via: garbage here"),
-        probe().replace(b"To: <sip:gw@192.0.2.1>\r\n", b""),
-        probe().replace(b"Call-ID: c-1\r\n", b""),
+        probe().replace(b"Via: SIP/2.0/UDP 10.1.1.1:5062;branch=z9hG4bK-77;rport\r\n", b""),
+        probe("ACK").replace(b"To: <sip:gw@192.0.2.1>\r\n", b""),
+        b"SIP/2.0 200 OK\r\nCSeq: x\r\nContent-Length: 0\r\n\r\n",
     ):
         assert ep.receive(data, SRC, None, 0.0) == []
 

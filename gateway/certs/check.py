@@ -136,9 +136,17 @@ def _chain(
                                "the system store): Lync will not trust it either; use a "
                                "certificate from a CA Lync trusts (an enterprise CA's root "
                                "belongs in tls.trusted_ca)")
-            return Finding("chain", "fail", f"chain incomplete: missing issuer "
-                           f"{_name(current.issuer)}; add the intermediate CA certificate(s) "
-                           "to the bundle")
+            # A missing issuer may be an intermediate left out of the bundle or a root that
+            # is simply not trusted; nothing in the certificate says which, so both are said,
+            # the trust one first: advice to add intermediates misleads about a root.
+            issuer = _name(current.issuer)
+            return Finding("chain", "fail", f"chain incomplete: missing issuer {issuer}: it "
+                           "is neither a trusted CA nor in the bundle. If it is your root CA, "
+                           "it is not trusted: trust comes from tls.trusted_ca (add the root "
+                           "CA certificate to that file; the guide's Trusted CA "
+                           f"Certificates) or the system store ({SYSTEM_CA_BUNDLE}), never "
+                           "from the bundle. If it is an intermediate CA, add it to the "
+                           "bundle (--chain)")
         # Every CA between this issuer and the leaf counts against its pathLenConstraint.
         checked = [(c, trusted, _ca_problem(c, now, len(path) - 1)) for c, trusted in candidates]
         issuer, trusted, problem = next((c for c in checked if not c[2]), checked[0])

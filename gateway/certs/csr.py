@@ -6,6 +6,7 @@ optionally Microsoft's certificate template extension naming `WebServer`."""
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,20 @@ KEY_TYPES = ("rsa2048", "rsa4096", "ec256", "ec384")
 # szOID_ENROLL_CERTTYPE_EXTENSION: a Microsoft CA picks the template named in it.
 MS_TEMPLATE_OID = ObjectIdentifier("1.3.6.1.4.1.311.20.2")
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+# RFC 1123 host names, the only names a SIP TLS certificate carries (RFC 5922).
+_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
+_DNS_NAME = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
+
+
+def check_dns_name(name: str, what: str) -> None:
+    """Refuse what no CA signs and no peer matches, before a key is made for it."""
+    if "*" in name:
+        raise CertificateError(f"{what} {name}: wildcard names are not allowed for SIP "
+                               "(RFC 5922)")
+    if len(name) > 253 or not _DNS_NAME.match(name):
+        raise CertificateError(f"{what} {name!r} is not a valid DNS name: dot-separated "
+                               "labels of letters, digits and hyphens, e.g. "
+                               "gw1.vc.example.com")
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +108,7 @@ def san_names(common_name: str, fqdns: list[str], *, include_cn: bool) -> list[s
         name = name.strip().rstrip(".").lower()
         if not name:
             continue
-        if "*" in name:
-            raise CertificateError(f"{name}: wildcard names are not allowed for SIP (RFC 5922)")
+        check_dns_name(name, "SAN")
         if name not in names:
             names.append(name)
     if not names:

@@ -107,7 +107,7 @@ def test_a_refused_subject_writes_nothing_so_the_corrected_run_needs_no_force(
     """Every input (SANs, subject fields, X.509's 64-character CN limit) is checked before any
     file is written: a refused run leaves no key behind to block the corrected one."""
     code, csr = make(tmp_path, "--cn", "gw.example.com", *bad)
-    assert code == 1 and csr is None
+    assert code == 2 and csr is None  # a wrong argument: the exit code of a usage error
     assert "lyncgate csr:" in capsys.readouterr().err
     assert not (tmp_path / "node.key").exists()
     assert make(tmp_path, "--cn", "gw.example.com", "--country", "GB")[0] == 0

@@ -139,8 +139,8 @@ def _chain(
             # A missing issuer may be an intermediate left out of the bundle or a root that
             # is simply not trusted; nothing in the certificate says which, so both are said,
             # the trust one first: advice to add intermediates misleads about a root.
-            issuer = _name(current.issuer)
-            return Finding("chain", "fail", f"chain incomplete: missing issuer {issuer}: it "
+            missing = _name(current.issuer)
+            return Finding("chain", "fail", f"chain incomplete: missing issuer {missing}: it "
                            "is neither a trusted CA nor in the bundle. If it is your root CA, "
                            "it is not trusted: trust comes from tls.trusted_ca (add the root "
                            "CA certificate to that file; the guide's Trusted CA "

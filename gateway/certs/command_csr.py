@@ -101,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
 
 def describe(subject: x509.Name) -> str:
     """The subject in the order it was asked for (CN first), every field written."""
-    return ", ".join(f"{attr.rfc4514_attribute_name}={attr.value}" for attr in subject)
+    return ", ".join(f"{attr.rfc4514_attribute_name}={attr.value!s}" for attr in subject
+                     if isinstance(attr.value, str))
 
 
 def next_steps(csr: Path, key: Path, config: str | None, in_config: bool) -> str:

@@ -16,7 +16,7 @@ from urllib.parse import unquote
 import pytest
 
 from gateway.sip.endpoint import Endpoint, EndpointSettings
-from gateway.sip.errors import SipError, SipParseError
+from gateway.sip.errors import SipParseError
 from gateway.sip.headers import parse_name_addr
 from gateway.sip.message import Request, Response
 from gateway.sip.parse import parse_message

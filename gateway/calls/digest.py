@@ -108,4 +108,8 @@ def verify(creds: Credentials, method: str, password: str) -> bool:
         return False
     if creds.qop == "auth" and (not creds.nc or not creds.cnonce):
         return False
-    return hmac.compare_digest(response(creds, method, password), creds.response.lower())
+    # Compared as bytes: compare_digest refuses str with characters beyond ASCII (a
+    # TypeError), and `response=` is whatever the client wrote. UTF-8 leaves a hex digest
+    # as it is and any other text unequal to it, so a wrong answer is just wrong.
+    expected = response(creds, method, password).encode()
+    return hmac.compare_digest(expected, creds.response.lower().encode("utf-8", "replace"))

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from gateway.calls import digest
@@ -47,3 +49,20 @@ def test_authorization_header_parsing() -> None:
     assert creds is not None and creds.algorithm == "SHA-256" and creds.cnonce == 'x"y'
     assert digest.parse_authorization("Basic dXNlcjpwYXNz") is None
     assert digest.parse_authorization('Digest username="a"') is None  # fields missing
+
+
+@pytest.mark.parametrize("answer", ["é" * 32, "ﬀ" + "0" * 31, "\udcff" * 32, ""])
+def test_a_response_beyond_ascii_is_a_wrong_answer_not_a_crash(answer: str) -> None:
+    """Issue 22 (fuzzing): a REGISTER with a valid nonce and `response="é..."` made
+    hmac.compare_digest raise TypeError and went unanswered. It is a wrong answer: the
+    registrar challenges again (401)."""
+    nonces = digest.Nonces(b"k" * 32)
+    nonce = nonces.issue(1000.0)
+    header = (f'Digest username="dev", realm="r", nonce="{nonce}", uri="sip:r", '
+              f'response="{answer}", algorithm=SHA-256, qop=auth, nc=00000001, cnonce="c"')
+    creds = digest.parse_authorization(header)
+    assert creds is not None and creds.response == answer
+    assert nonces.check(creds.nonce, 1100.0) is None
+    assert digest.verify(creds, "REGISTER", "secret") is False
+    right = digest.response(creds, "REGISTER", "secret")
+    assert digest.verify(dataclasses.replace(creds, response=right), "REGISTER", "secret")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import os
 import time
 
 from aiohttp import web
@@ -19,6 +20,7 @@ from gateway import __version__, logs
 from gateway.api.metrics import registry_for, render
 from gateway.api.openapi import SPEC
 from gateway.calls.b2bua import B2bua
+from gateway.config.load import EMBEDDED_DEFAULT, log_warnings
 from gateway.daemon.node import Node
 from routing.engine import CallContext
 from routing.model import PROTOCOLS
@@ -49,7 +51,12 @@ async def status(request: web.Request) -> web.Response:
     calls = handler.active() if isinstance(handler, B2bua) else []
     return _json({
         "version": __version__, "node": node.config.node.name,
-        "config": node.config.source, "generation": node.generation,
+        # Absolute: a relative --config says nothing to someone who does not know the
+        # daemon's working directory.
+        "config": node.config.source if node.config.source == EMBEDDED_DEFAULT
+        else os.path.abspath(node.config.source),
+        "generation": node.generation,
+        "warnings": list(node.config.warnings),
         "listeners": [{"transport": t, "address": a, "port": p}
                       for t, a, p in node.transport.listening],
         "connections": node.transport.connection_count,
@@ -107,6 +114,7 @@ async def reload(request: web.Request) -> web.Response:
     problems = node.reload_file(request.app[CONFIG_PATH] or None)
     if problems:
         return _json({"reloaded": False, "problems": problems}, 422)
+    log_warnings(node.config)
     return _json({"reloaded": True, "generation": node.generation})
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import re
 import sys
@@ -11,7 +12,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gateway.certs.check import KEY_PAIR_MISMATCH, load_certificates, same_key_pair
+from cryptography import x509
+
+from gateway import logs
+from gateway.certs.check import (
+    EXPIRY_WARNING,
+    KEY_PAIR_MISMATCH,
+    load_certificates,
+    same_key_pair,
+)
 from gateway.certs.csr import load_key
 from gateway.certs.errors import CertificateError
 from gateway.config.errors import ConfigError
@@ -41,6 +50,8 @@ from routing.model import RoutingReferences, parse_routing
 
 EMBEDDED_DEFAULT = "<embedded default>"
 _T = TypeVar("_T")
+# Accepted by the guide's rule form but not built here: a call would go out as SIP instead.
+UNSUPPORTED_OUTGOING = frozenset({"h323", "webrtc", "webrtc-not-allowed"})
 
 # RFC 1123 host names; SIP TLS needs a real FQDN, not an address (RFC 5922 matches names).
 _LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
@@ -89,18 +100,46 @@ def parse_data(raw: dict[str, Any], source: str, *, base_dir: Path | None,
                check_files: bool = True) -> Config:
     """A config from already-decoded TOML: every problem in one ConfigError."""
     problems = Problems()
+    raw = _unsupported_outgoing(raw, problems)
     config = _build(raw, source, base_dir, problems, check_files)
     if problems:
         raise ConfigError(source, problems.items)
     return config
 
 
+def log_warnings(config: Config) -> None:
+    """Log what is valid today but will not be for long (a certificate about to expire)."""
+    log = logs.get("gateway.config")
+    for warning in config.warnings:
+        log.warning("config_warning", config=config.source, warning=warning)
+
+
+def _unsupported_outgoing(raw: dict[str, Any], problems: Problems) -> dict[str, Any]:
+    """Refuse outgoing protocols lyncgate cannot place, in words of their own. The rule reader
+    gets "sip" in their place so that it adds no second, vaguer problem for the same field;
+    the config is refused anyway."""
+    rules = raw.get("routing_rules")
+    if not isinstance(rules, list):
+        return raw
+    cleaned: list[Any] = []
+    for i, rule in enumerate(rules):
+        value = rule.get("outgoing_protocol") if isinstance(rule, dict) else None
+        if isinstance(value, str) and value in UNSUPPORTED_OUTGOING:
+            problems.add(f"routing_rules[{i}].outgoing_protocol",
+                         f"{value!r} is not supported by lyncgate: it places calls as "
+                         "\"sip\" or \"mssip\" only")
+            rule = {**rule, "outgoing_protocol": "sip"}
+        cleaned.append(rule)
+    return {**raw, "routing_rules": cleaned}
+
+
 def _build(raw: dict[str, Any], source: str, base_dir: Path | None, problems: Problems,
            check_files: bool) -> Config:
     root = Section(raw, "", problems)
+    warnings: list[str] = []
     node = _node(root.table("node"))
     listen = _listen(root.table("listen"))
-    tls = _tls(root.table("tls"), base_dir, check_files)
+    tls = _tls(root.table("tls"), base_dir, check_files, warnings)
     global_settings = _global(root.table("global"))
     api = _api(root.table("api"))
 
@@ -164,6 +203,7 @@ def _build(raw: dict[str, Any], source: str, base_dir: Path | None, problems: Pr
         routing_rules=rules,
         api=api,
         devices=devices,
+        warnings=tuple(warnings),
     )
 
 
@@ -228,7 +268,8 @@ def _port_range(s: Section, key: str, default: tuple[int, int]) -> tuple[int, in
     return (first, last)
 
 
-def _tls(s: Section, base_dir: Path | None, check_files: bool) -> TlsConfig:
+def _tls(s: Section, base_dir: Path | None, check_files: bool,
+         warnings: list[str]) -> TlsConfig:
     def path_of(key: str) -> Path | None:
         text = s.string(key, max_len=4096)
         if not text:
@@ -246,12 +287,12 @@ def _tls(s: Section, base_dir: Path | None, check_files: bool) -> TlsConfig:
         verify_mode=s.choice("verify_mode", "on", ("off", "on")),
     )
     if check_files:
-        _tls_files(s, config)
+        _tls_files(s, config, warnings)
     s.reject_unknown()
     return config
 
 
-def _tls_files(s: Section, tls: TlsConfig) -> None:
+def _tls_files(s: Section, tls: TlsConfig, warnings: list[str]) -> None:
     """The files must exist, be readable by this process (under systemd, the daemon's user:
     check-config runs as it) and hold PEM of the right kind with a key that fits, so a bad file
     is reported here with its field instead of as a bare errno when the listener starts or a
@@ -267,11 +308,31 @@ def _tls_files(s: Section, tls: TlsConfig) -> None:
             return None
 
     certs = read("certificate", tls.certificate, load_certificates)
+    if certs:
+        _validity(s, tls.certificate, certs[0], dt.datetime.now(dt.UTC), warnings)
     key = read("private_key", tls.private_key, load_key)
     read("trusted_ca", tls.trusted_ca, load_certificates)
     if certs and key is not None and not same_key_pair(certs[0], key):
         s.problems.add(join(s.path, "private_key"), f"{tls.private_key}: {KEY_PAIR_MISMATCH} "
                        f"(the certificate is the first one in {tls.certificate})")
+
+
+def _validity(s: Section, path: Path | None, cert: x509.Certificate, now: dt.datetime,
+              warnings: list[str]) -> None:
+    """Peers refuse a certificate outside its dates, and a node serving one takes no call over
+    TLS: refused here, so check-config, a start and a reload all stop on it. Its last month
+    is a warning, time enough to renew."""
+    field = join(s.path, "certificate")
+    start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
+    if now < start:
+        s.problems.add(field, f"{path}: not yet valid: valid from {start:%Y-%m-%d %H:%M} UTC")
+    elif now > end:
+        s.problems.add(field, f"{path}: expired on {end:%Y-%m-%d %H:%M} UTC; renew it with "
+                       "`lyncgate csr` and `lyncgate cert import`")
+    elif end - now < EXPIRY_WARNING:
+        warnings.append(f"{field}: {path}: expires on {end:%Y-%m-%d %H:%M} UTC, in "
+                        f"{(end - now).days} days; renew it with `lyncgate csr` and "
+                        "`lyncgate cert import`")
 
 
 def _global(s: Section) -> GlobalConfig:

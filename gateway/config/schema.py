@@ -138,6 +138,8 @@ class Config:
     routing_rules: tuple[RoutingRule, ...]
     api: ApiConfig = ApiConfig()
     devices: tuple[Device, ...] = ()
+    # Valid now but not for long, each `field.path: message` (a certificate near its end).
+    warnings: tuple[str, ...] = ()
 
     def location(self, name: str) -> Location | None:
         return next((loc for loc in self.locations if loc.name == name), None)

@@ -50,12 +50,12 @@ def test_every_bad_file_is_reported_with_its_field(
     _, _, ca = pair
     path = config(tmp_path, certificate=tmp_path / "gone.pem", private_key=ca,
                   trusted_ca=tmp_path)
-    assert main(["check-config", str(path)]) == 1
+    assert main(["check-config", str(path)]) == 2
     err = capsys.readouterr().err
     assert f"tls.certificate: {tmp_path / 'gone.pem'}: cannot read: No such file" in err
     assert f"tls.private_key: {ca}: cannot read a private key" in err
     assert f"tls.trusted_ca: {tmp_path}: cannot read: Is a directory" in err
-    assert "3 problem(s)" in err
+    assert "3 problems; not valid" in err
 
 
 def test_a_key_of_another_certificate_is_reported(
@@ -65,7 +65,7 @@ def test_a_key_of_another_certificate_is_reported(
     OpenSSL when the listener starts."""
     cert, _, _ = pair
     other = write(tmp_path / "other.key", key_pem(Authority.root().key))
-    assert main(["check-config", str(config(tmp_path, certificate=cert, private_key=other))]) == 1
+    assert main(["check-config", str(config(tmp_path, certificate=cert, private_key=other))]) == 2
     assert ("tls.private_key: " + str(other) + ": Certificate and private key do not appear to "
             "be part of the same key pair") in capsys.readouterr().err
 
@@ -84,6 +84,6 @@ def test_a_key_this_process_cannot_read_is_reported(tmp_path: Path) -> None:
     done = subprocess.run([*(drop if os.geteuid() == 0 else []), sys.executable, "-m",
                            "gateway.cli", "check-config", str(path)],
                           cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
-    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.returncode == 2, done.stdout + done.stderr
     assert (f"tls.private_key: {key_path}: cannot read: Permission denied (this process runs "
             f"as uid {os.geteuid()})") in done.stderr

@@ -52,15 +52,14 @@ def write_config(folder: Path, text: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("dates", "words"), [
-    ({"not_before": NOW - dt.timedelta(days=10), "not_after": NOW - dt.timedelta(days=2)},
-     "expired on"),
-    ({"not_before": NOW + dt.timedelta(days=2)}, "not yet valid: valid from"),
+@pytest.mark.parametrize(("start", "end", "words"), [
+    (NOW - dt.timedelta(days=10), NOW - dt.timedelta(days=2), "expired on"),
+    (NOW + dt.timedelta(days=2), NOW + dt.timedelta(days=200), "not yet valid: valid from"),
 ])
 def test_check_config_and_run_refuse_a_certificate_outside_its_dates(
-    tmp_path: Path, dates: dict[str, dt.datetime], words: str,
+    tmp_path: Path, start: dt.datetime, end: dt.datetime, words: str,
 ) -> None:
-    cert, key = node_files(tmp_path, **dates)
+    cert, key = node_files(tmp_path, not_before=start, not_after=end)
     config = write_config(tmp_path, config_text(cert, key))
     checked = lyncgate("check-config", str(config))
     assert checked.returncode == 2, checked.stdout + checked.stderr

@@ -12,7 +12,7 @@ from gateway.sip.errors import SipError, SipParseError
 from gateway.sip.headers import parse_name_addr
 from gateway.sip.message import Request, Response, make_response
 from gateway.sip.parse import MAX_MESSAGE, error_response, parse_message
-from gateway.sip.uri import SipUri, TelUri
+from gateway.sip.uri import SipUri, TelUri, parse_uri
 
 OPTIONS = (
     b"OPTIONS sip:ping@127.0.0.1:5060 SIP/2.0\r\n"
@@ -332,3 +332,44 @@ def test_generated_name_addrs_parse_to_what_was_written(
     contact = f"m: {', '.join(entries)}\r\nl: 0".encode()
     msg = parse_message(OPTIONS.replace(b"l: 0", contact))
     assert [c.display for c in msg.contacts] == [d for d, _, _ in displays]
+
+
+@pytest.mark.parametrize(
+    ("text", "user", "host", "params", "headers"),
+    [
+        ("sip:+1-212-555-1212;phone-context=example.com@gw.example.com;user=phone",
+         "+1-212-555-1212;phone-context=example.com", "gw.example.com", (("user", "phone"),), ""),
+        ("sip:a/b?c,d&e=f+g$h@host.example:5070;transport=tcp?X=1",
+         "a/b?c,d&e=f+g$h", "host.example", (("transport", "tcp"),), "X=1"),
+        ("sip:user;par=u%40example.net@example.com", "user;par=u%40example.net", "example.com",
+         (), ""),
+        # The common reading first: '@' inside the headers leaves the host where it was.
+        ("sip:u@h.example.com?Route=x@y", "u", "h.example.com", (), "Route=x@y"),
+        ("sip:h.example.com;lr?Replaces=a%40b", None, "h.example.com", (("lr", None),),
+         "Replaces=a%40b"),
+    ],
+)
+def test_user_part_may_hold_user_unreserved_characters(
+    text: str, user: str | None, host: str, params: tuple[tuple[str, str | None], ...],
+    headers: str,
+) -> None:
+    """RFC 3261 user-unreserved (';', '?', '/', ',', '&', '=', '+', '$'), as tel-style users
+    with ;phone-context write them: the user is everything before the '@' (issue 22)."""
+    uri = parse_uri(text)
+    assert isinstance(uri, SipUri)
+    assert (uri.user, uri.host, uri.params, uri.headers) == (user, host, params, headers)
+    assert str(uri) == text
+
+
+def test_name_addr_forms_rfc4475_refuses() -> None:
+    """Unquoted display names of non-token characters, spaces inside <>, and '?' in an
+    addr-spec are 400s; token display names, UTF-8 ones and quoted ones are fine."""
+    for bad in ('Bell, Alexander <sip:a.g.bell@example.com>;tag=43',
+                '"Watson, Thomas" < sip:t.watson@example.org >',
+                'sip:user@example.com?Route=%3Csip:sip.example.com%3E'):
+        with pytest.raises(SipParseError) as info:
+            parse_name_addr(bad, "From")
+        assert info.value.status_hint == 400 and info.value.reason.startswith("Bad header: From")
+    assert parse_name_addr("caller<sip:c@example.com>", "From").display == "caller"
+    assert parse_name_addr("Jürgen Groß <sip:j@example.com>", "From").display == "Jürgen Groß"
+    assert parse_name_addr('"Bell, A." <sip:b@example.com>', "From").display == '"Bell, A."'

@@ -12,10 +12,14 @@ import structlog
 
 def configure(*, json: bool | None = None, level: str = "info") -> None:
     """Configure structlog once per process; `json=None` chooses by whether stderr is a TTY."""
+    tty = sys.stderr.isatty()
     if json is None:
-        json = not sys.stderr.isatty()
+        json = not tty
+    # `--log-format console` into a pipe or file is read with less or grep, where colour codes
+    # are noise: colour goes only to a terminal.
     renderer: Any = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
+        structlog.processors.JSONRenderer() if json
+        else structlog.dev.ConsoleRenderer(colors=tty)
     )
     structlog.configure(
         processors=[

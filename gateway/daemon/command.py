@@ -5,15 +5,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import gc
+import os
 import signal
 import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from gateway import logs
 from gateway.api import server as api_server
-from gateway.config.load import load_for_command
+from gateway.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from gateway.config.load import load_for_command, log_warnings
 from gateway.config.schema import Config
 from gateway.daemon.node import Node
+from gateway.daemon.state import StateDirError, prepare_state_dir
 
 DRAIN_SECONDS = 32.0  # long enough for a non-INVITE transaction's Timer F
 
@@ -23,7 +29,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-format", choices=("json", "console"),
                         help="default: json unless stderr is a terminal")
     parser.add_argument("--log-level", default="info",
-                        choices=("debug", "info", "warning", "error"))
+                        choices=("debug", "info", "warning", "error"),
+                        help="lines below this level are not written (default: info; debug "
+                        "adds every SIP message)")
+
+
+Runner = Callable[[Coroutine[Any, Any, int]], int]
+
+
+def event_loop_runner() -> Runner:
+    """uvloop's runner when it is installed, else asyncio's. Chosen here and run by the
+    caller: a loop run inside the `except ImportError` block would chain that ImportError onto
+    every exception the daemon ever logs ("During handling of the above exception...")."""
+    try:
+        import uvloop
+    except ImportError:
+        logs.get("gateway.daemon").info("event_loop", loop="asyncio",
+                                        note="uvloop not installed")
+        return asyncio.run
+    return uvloop.run
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,13 +58,16 @@ def run(args: argparse.Namespace) -> int:
     log = logs.get("gateway.daemon")
     config = load_for_command(args.config)
     if config is None:
-        return 2
+        return EXIT_USAGE
+    log_warnings(config)
     try:
-        import uvloop
-    except ImportError:
-        log.info("event_loop", loop="asyncio", note="uvloop not installed")
-        return asyncio.run(_serve(config, args.config))
-    return uvloop.run(_serve(config, args.config))
+        prepare_state_dir(config.node)
+    except StateDirError as exc:
+        log.error("state_dir_unusable", directory=str(exc.directory), error=exc.reason,
+                  note=exc.advice)
+        return EXIT_FAILED
+    runner = event_loop_runner()
+    return runner(_serve(config, args.config))
 
 
 def tune_gc() -> None:
@@ -97,17 +124,23 @@ async def _serve(config: Config, path: str | None) -> int:
             early.append("SIGHUP")
             return
         log.info("signal", signal="SIGHUP", action="reload")
-        node.reload_file(path)
+        if not node.reload_file(path):
+            log_warnings(node.config)
 
     loop.add_signal_handler(signal.SIGTERM, stop, "SIGTERM")
     loop.add_signal_handler(signal.SIGINT, stop, "SIGINT")
     loop.add_signal_handler(signal.SIGHUP, reload)
     try:
         await node.start()
-    except OSError as exc:
-        log.error("listen_failed", error=str(exc))
+    except StateDirError as exc:
+        log.error("state_dir_unusable", directory=str(exc.directory), error=exc.reason,
+                  note=exc.advice)
         await node.close()
-        return 1
+        return EXIT_FAILED
+    except OSError as exc:
+        log.error("listen_failed", **_listener(config, node), error=bind_error(exc))
+        await node.close()
+        return EXIT_FAILED
     api = await api_server.start(node, path)
     tune_gc()
     tune_threads()
@@ -120,4 +153,28 @@ async def _serve(config: Config, path: str | None) -> int:
     await node.stopped.wait()
     if api is not None:
         await api.cleanup()
-    return 0
+    return EXIT_OK
+
+
+def _listener(config: Config, node: Node) -> dict[str, Any]:
+    """The listener that failed: the first configured one not yet listening (they open in
+    this order); the loop's own error names no transport, and uvloop's no address either."""
+    bound = {transport.lower() for transport, _, _ in node.transport.listening}
+    for transport, port in (("udp", config.listen.udp), ("tcp", config.listen.tcp),
+                            ("tls", config.listen.tls)):
+        if port and transport not in bound:
+            return {"transport": transport, "address": config.node.address, "port": port}
+    return {}
+
+
+def bind_error(exc: OSError) -> str:
+    """The errno in words, the same for every transport: asyncio says "address already in use"
+    for TCP but uvloop only "could not bind to local_addr" for UDP, its errno in the cause."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.errno is not None:
+            words = os.strerror(cause.errno).lower()
+            name = errno.errorcode.get(cause.errno, str(cause.errno))
+            return f"{words} ({name})"
+        cause = cause.__cause__ or cause.__context__
+    return str(exc)

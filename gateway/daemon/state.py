@@ -25,6 +25,32 @@ SELF_SIGNED_DAYS = 365
 RENEW_BEFORE = dt.timedelta(days=30)
 
 
+class StateDirError(OSError):
+    """The state directory cannot be made or written: said with the directory and the setting
+    that moves it, so it does not read as a port or certificate problem."""
+
+    def __init__(self, directory: Path, exc: OSError) -> None:
+        self.directory = directory
+        self.reason = exc.strerror or str(exc)
+        self.advice = (f"the state directory {directory} must be writable by this user (uid "
+                       f"{os.geteuid()}); set node.state_dir in the config to one that is")
+        super().__init__(exc.errno, f"state directory {directory}: {self.reason}; "
+                         f"{self.advice}")
+
+
+def prepare_state_dir(node: NodeConfig) -> Path:
+    """The state directory, made if missing and proven writable, before anything needs it."""
+    directory = state_dir(node)
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        probe = directory / f".write-test.{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise StateDirError(directory, exc) from exc
+    return directory
+
+
 def state_dir(node: NodeConfig) -> Path:
     """`node.state_dir`, else systemd's $STATE_DIRECTORY, else the FHS or XDG default."""
     if node.state_dir:
@@ -56,7 +82,10 @@ def ensure_self_signed(directory: Path, node: NodeConfig, now: dt.datetime) -> S
     key_path = tls_dir / "self-signed.key"
     if _still_good(cert_path, key_path, node, now):
         return SelfSigned(cert_path, key_path, created=False)
-    tls_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        tls_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise StateDirError(directory, exc) from exc
     key = ec.generate_private_key(ec.SECP256R1())
     names: list[x509.GeneralName] = [x509.DNSName(node.sip_tls_fqdn)]
     names.append(x509.IPAddress(ipaddress.ip_address(node.address)))
@@ -79,8 +108,11 @@ def ensure_self_signed(directory: Path, node: NodeConfig, now: dt.datetime) -> S
         )
         .sign(key, hashes.SHA256())
     )
-    write_private_key(key, key_path, force=True)
-    write_pem(cert.public_bytes(serialization.Encoding.PEM), cert_path)
+    try:
+        write_private_key(key, key_path, force=True)
+        write_pem(cert.public_bytes(serialization.Encoding.PEM), cert_path)
+    except OSError as exc:
+        raise StateDirError(directory, exc) from exc
     return SelfSigned(cert_path, key_path, created=True)
 
 

@@ -207,8 +207,8 @@ def error_response(
     8.2.6) as written, To with our tag, so a malformed one still gets the 400 that names it,
     and one missing gets the 400 without it (RFC 4475 3.1.4.1). It goes where the Via says
     (`source`, the address the request came from, is stamped on it as on any request), or
-    back to the source when the Via cannot be read; without any Via line, a response would
-    not be one: None.
+    back to the source when the Via cannot be read. Without any Via or CSeq line there is
+    nothing a client could match the answer to (RFC 3261 17.1.3): None.
     """
     if isinstance(error, _VersionError):
         request: Request | None = error.request
@@ -216,7 +216,7 @@ def error_response(
         request = parse_request_leniently(data)
     if request is None or request.method == "ACK":
         return None  # garbage, a response, or an ACK, never answered (section 17.2.1)
-    if "Via" not in request.headers:
+    if "Via" not in request.headers or "CSeq" not in request.headers:
         return None
     if source is not None:
         with contextlib.suppress(SipParseError):  # an unreadable Via is copied as it is

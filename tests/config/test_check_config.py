@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from tests.cli.console import lyncgate
+from tests.daemon.harness import ROOT
 
 RULE = """
 [[routing_rules]]
@@ -51,3 +53,19 @@ def test_outgoing_protocols_lyncgate_cannot_place_are_refused(
     problems = [line for line in done.stderr.splitlines() if "].outgoing_protocol" in line]
     assert problems == [f"{path}: routing_rules[0].outgoing_protocol: {protocol!r} is not "
                         "supported by lyncgate: it places calls as \"sip\" or \"mssip\" only"]
+
+
+def test_the_example_error_in_config_md_is_the_real_one(tmp_path: Path) -> None:
+    """docs/config.md shows a check-config run on a fourth rule with a broken regex: the same
+    file gets the same words."""
+    docs = (ROOT / "docs" / "config.md").read_text()
+    match = re.search(r"a fourth\s+rule with `match = '([^']*)'`.*?```\n(.*?)```", docs,
+                      re.DOTALL)
+    assert match is not None, "the example is gone from docs/config.md"
+    pattern, shown = match.groups()
+    rules = "".join(RULE.format(protocol="sip").replace('"out"', f'"r{i}"') for i in range(3))
+    bad = RULE.format(protocol="sip").replace('"out"', '"r3"').replace("'.*'", f"'{pattern}'")
+    (tmp_path / "lyncgate.toml").write_text(rules + bad)
+    done = lyncgate("check-config", "lyncgate.toml", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr == shown

@@ -7,9 +7,11 @@ import json
 import os
 import pty
 import select
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import urllib.request
@@ -62,6 +64,32 @@ def test_an_unwritable_state_directory_is_named_with_its_setting(tmp_path: Path)
     assert unusable["directory"] == str(state)
     assert unusable["error"] == "Not a directory"
     assert "set node.state_dir" in unusable["note"]
+
+
+def test_a_user_whose_home_is_unwritable_is_told_about_the_state_directory() -> None:
+    """The issue's case: no node.state_dir, HOME=/nonexistent, not root (as root, setpriv
+    drops to nobody, whom the mode binds)."""
+    folder = Path(tempfile.mkdtemp(prefix="lyncgate-nobody-"))
+    try:
+        folder.chmod(0o755)
+        path = folder / "lyncgate.toml"
+        path.write_text(f"[listen]\nudp = {free_port()}\ntcp = {free_port()}\n"
+                        f"tls = {free_port()}\n[api]\nport = 0\n")
+        path.chmod(0o644)
+        nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        done = subprocess.run(
+            [*(nobody if os.geteuid() == 0 else []), LYNCGATE, "run", "--config", str(path),
+             "--log-format", "json"],
+            env={"PATH": os.environ["PATH"], "HOME": "/nonexistent"}, capture_output=True,
+            text=True, timeout=30, check=False)
+    finally:
+        shutil.rmtree(folder)
+    assert done.returncode == 1, done.stderr
+    [unusable] = [e for e in events(done.stderr) if e["event"] == "state_dir_unusable"]
+    assert unusable["directory"] == "/nonexistent/.local/state/lyncgate"
+    assert unusable["error"] == "Permission denied"
+    assert "set node.state_dir" in unusable["note"]
+    assert not [e for e in events(done.stderr) if e["event"] == "listen_failed"]
 
 
 def test_a_udp_port_in_use_says_the_same_words_as_a_tcp_one(tmp_path: Path) -> None:

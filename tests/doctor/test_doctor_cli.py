@@ -150,3 +150,20 @@ def test_a_terminal_shows_what_is_being_tried(tmp_path: Path) -> None:
     assert f"... DNS A gw.example.test from 127.0.0.1:{dns_port}" in screen
     # Each progress line is wiped before the result that ends it is written.
     assert "\r\x1b[KFAIL  STUN stun0" in screen
+
+
+def test_a_loopback_node_named_outside_etc_hosts_is_a_warning_without_dns(
+    tmp_path: Path,
+) -> None:
+    """A lab node on loopback under a name of its own: still nothing asked of DNS; the name
+    missing from /etc/hosts is said, with the line to add."""
+    path = tmp_path / "lab.toml"
+    path.write_text('[node]\nsip_tls_fqdn = "gw.lab.test"\naddress = "127.0.0.1"\n')
+    with silent_udp() as (port, sock):
+        done = lyncgate("doctor", "--config", str(path), "--dns-server", f"127.0.0.1:{port}",
+                        "--timeout", "1")
+        asked = received(sock)
+    assert asked == 0
+    assert done.returncode == 0, done.stdout
+    assert "WARN  A gw.lab.test" in done.stdout
+    assert "-> add `127.0.0.1 gw.lab.test` to /etc/hosts" in done.stdout

@@ -42,10 +42,11 @@ from gateway.daemon.command import tune_gc  # noqa: E402
 from gateway.daemon.node import Node  # noqa: E402
 from gateway.sip.message import Message, Request, Response  # noqa: E402
 from gateway.sip.parse import parse_message  # noqa: E402
-from gateway.sip.transaction_machines import Peer  # noqa: E402
+from gateway.transport.peer import Peer, Transport  # noqa: E402
 
 NODE_PORT, UAC_PORT, UAS_PORT = 5999, 6001, 6002
-UAC, UAS = Peer("UDP", "127.0.0.1", UAC_PORT), Peer("UDP", "127.0.0.1", UAS_PORT)
+UAC, UAS = (Peer(Transport.UDP, "127.0.0.1", UAC_PORT),
+            Peer(Transport.UDP, "127.0.0.1", UAS_PORT))
 SDP = ("v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\n"
        "t=0 0\r\nm=audio {port} RTP/AVP 9\r\na=rtpmap:9 G722/8000\r\n")
 
@@ -138,7 +139,7 @@ async def replay(calls: int, anchor: bool, batch: int, gap: float) -> None:
         text = LYNCGATE_CFG.format(port=NODE_PORT, anchor=str(anchor).lower(),
                                    uas_port=UAS_PORT).replace("@STATE@", state)
         node = Node(parse_text(text, "bench.toml", base_dir=None))
-        node.local.ports["UDP"] = NODE_PORT
+        node.local.ports[Transport.UDP] = NODE_PORT
         run = Replay(node, gap)
         tune_gc()
         completed = 0

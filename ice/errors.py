@@ -4,13 +4,14 @@ from __future__ import annotations
 
 
 class IceError(Exception):
-    """ICE could not be set up or did not complete; the message is the reason."""
+    """ICE could not be set up or did not complete; the message is the reason. A call that
+    needed it is refused with `status_hint` (Service Unavailable + Retry-After)."""
+
+    status_hint = 503
 
 
 class PortsExhausted(IceError):
     """No free media port in `listen.media_ports`: the call gets 503 + Retry-After."""
-
-    status_hint = 503
 
 
 class CandidateError(IceError, ValueError):

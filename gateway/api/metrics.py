@@ -10,8 +10,6 @@ from prometheus_client import CollectorRegistry, ProcessCollector, generate_late
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from gateway.calls.b2bua import B2bua
-
 if TYPE_CHECKING:
     from gateway.daemon.node import Node
 
@@ -54,45 +52,33 @@ class NodeCollector(Collector):
                                 value=node.transport.connection_count)
         yield GaugeMetricFamily("lyncgate_config_generation", "Config reloads applied + 1",
                                 value=node.generation)
-        handler = node.endpoint.handler
-        if isinstance(handler, B2bua):
-            yield GaugeMetricFamily("lyncgate_calls_active", "Calls in progress",
-                                    value=len(handler.calls))
-            calls = CounterMetricFamily("lyncgate_calls", "Ended calls by outcome and routing "
-                                        "decision", labels=["outcome", "decision"])
-            for (outcome, decision), count in handler.outcomes.items():
-                calls.add_metric([outcome, decision], count)
-            yield calls
-            ice = CounterMetricFamily("lyncgate_ice_outcomes", "ICE toward Lync callers, by "
-                                      "outcome", labels=["outcome"])
-            for outcome in ("connected", "failed"):
-                ice.add_metric([outcome], handler.ice_outcomes.get(outcome, 0))
-            yield ice
-            live = {"packets": 0, "lost": 0, "dropped": 0}
-            for call in handler.calls.values():
-                media = call.media
-                if media is not None:
-                    for directions in media.counters().values():
-                        for stats_ in directions.values():
-                            live["packets"] += int(str(stats_["packets"]))
-                            live["lost"] += int(str(stats_["lost"]))
-                            dropped = stats_["dropped"]
-                            assert isinstance(dropped, dict)
-                            live["dropped"] += sum(dropped.values())
-            yield CounterMetricFamily("lyncgate_relay_packets", "RTP packets relayed",
-                                      value=handler.media_totals["packets"] + live["packets"])
-            # RFC 3550's cumulative loss falls when a late packet arrives, and a counter must
-            # never fall: ended calls' final losses are the counter, calls in progress a gauge.
-            yield CounterMetricFamily("lyncgate_relay_packets_lost",
-                                      "RTP packets lost (sequence gaps) on ended calls' streams",
-                                      value=handler.media_totals["lost"])
-            yield GaugeMetricFamily("lyncgate_relay_packets_lost_in_progress",
-                                    "RTP packets lost so far on calls in progress",
-                                    value=live["lost"])
-            yield CounterMetricFamily("lyncgate_relay_packets_dropped",
-                                      "Relayed packets dropped as bad (short, wrong version, "
-                                      "failed authentication)",
-                                      value=handler.media_totals["dropped"] + live["dropped"])
+        calls = node.calls.statistics()
+        yield GaugeMetricFamily("lyncgate_calls_active", "Calls in progress", value=calls.active)
+        ended = CounterMetricFamily("lyncgate_calls", "Ended calls by outcome and routing "
+                                    "decision", labels=["outcome", "decision"])
+        for (outcome, decision), count in calls.outcomes.items():
+            ended.add_metric([outcome, decision], count)
+        yield ended
+        ice = CounterMetricFamily("lyncgate_ice_outcomes", "ICE toward Lync callers, by "
+                                  "outcome", labels=["outcome"])
+        for outcome, count in calls.ice.items():
+            ice.add_metric([outcome], count)
+        yield ice
+        done, live = calls.ended_media, calls.live_media
+        yield CounterMetricFamily("lyncgate_relay_packets", "RTP packets relayed",
+                                  value=done["packets"] + live["packets"])
+        # RFC 3550's cumulative loss falls when a late packet arrives, and a counter must
+        # never fall: ended calls' final losses are the counter, calls in progress a gauge.
+        yield CounterMetricFamily("lyncgate_relay_packets_lost",
+                                  "RTP packets lost (sequence gaps) on ended calls' streams",
+                                  value=done["lost"])
+        yield GaugeMetricFamily("lyncgate_relay_packets_lost_in_progress",
+                                "RTP packets lost so far on calls in progress",
+                                value=live["lost"])
+        yield CounterMetricFamily("lyncgate_relay_packets_dropped",
+                                  "Relayed packets dropped as bad (short, wrong version, "
+                                  "failed authentication)",
+                                  value=done["dropped"] + live["dropped"])
 
 
 def registry_for(node: Node) -> CollectorRegistry:

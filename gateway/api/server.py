@@ -19,7 +19,6 @@ from prometheus_client import CollectorRegistry
 from gateway import __version__, logs
 from gateway.api.metrics import registry_for, render
 from gateway.api.openapi import SPEC
-from gateway.calls.b2bua import B2bua
 from gateway.config.load import EMBEDDED_DEFAULT, log_warnings
 from gateway.daemon.node import Node
 from routing.engine import CallContext
@@ -47,8 +46,6 @@ async def health(request: web.Request) -> web.Response:
 
 async def status(request: web.Request) -> web.Response:
     node = _node(request)
-    handler = node.endpoint.handler
-    calls = handler.active() if isinstance(handler, B2bua) else []
     return _json({
         "version": __version__, "node": node.config.node.name,
         # Absolute: a relative --config says nothing to someone who does not know the
@@ -65,14 +62,13 @@ async def status(request: web.Request) -> web.Response:
             {"aor": b.aor, "contact": b.contact, "expires_at": b.expires_at,
              "source": f"{b.transport.lower()}:{b.host}:{b.port}"}
             for b in node.registrar.store.all(time.time())],
-        "calls": calls,
+        "calls": node.calls.active(),
         "counters": node.endpoint.counters,
     })
 
 
 async def calls(request: web.Request) -> web.Response:
-    handler = _node(request).endpoint.handler
-    return _json(handler.active() if isinstance(handler, B2bua) else [])
+    return _json(_node(request).calls.active())
 
 
 async def cdrs(request: web.Request) -> web.Response:

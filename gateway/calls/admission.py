@@ -1,23 +1,25 @@
-"""Admitting a new INVITE: the routing decision, logged and answered when it is a rejection.
+"""Admitting a new INVITE: overload limits, then the routing decision, logged and answered
+when it is a rejection.
 
 The transaction layer has already sent 100 Trying. A rejected alias is answered 404 with the
-decision's reason. `Admission` alone (no B2BUA) answers a routed call 501 naming what was
-decided; `gateway.calls.b2bua.B2bua` places the call instead. In-dialog requests for dialogs
-this node does not have get 481.
+decision's reason. `Admission` alone (a node without call control) answers a routed call 501
+naming what was decided; `gateway.calls.b2bua.B2bua` holds one and places the call instead.
+In-dialog requests for dialogs this node does not have get 481.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections import deque
 from typing import TYPE_CHECKING
 
 from gateway import logs
 from gateway.calls.protocol import arriving_protocol
+from gateway.calls.settings import CallSettings
 from gateway.sip.message import Request, make_response
 from gateway.sip.transaction_layer import Event, RequestReceived
-from routing.engine import CallContext, Decision, Router
+from routing.engine import CallContext, Decision
 
 if TYPE_CHECKING:
     from gateway.sip.endpoint import Endpoint
@@ -28,14 +30,15 @@ MAX_REASON = 160
 
 
 class Admission:
-    """The `CallHandler` for INVITE. `router` is read per call, so a reload that swaps the
-    router applies to the next call and never to one already decided."""
+    """Decides each new INVITE under `settings`, which a reload replaces: the next call is
+    decided under the new config, never one already decided. Alone, it is the node's
+    `CallHandler` for INVITE."""
 
     methods: frozenset[str] = frozenset({"INVITE"})
 
-    def __init__(self, *, router: Callable[[], Router], location: Callable[[], str]) -> None:
-        self.router = router
-        self.location = location
+    def __init__(self, settings: CallSettings) -> None:
+        self.settings = settings
+        self._recent: deque[float] = deque()  # admission times in the last second
 
     def on_event(self, event: Event, now: float, core: Endpoint) -> list[Event]:
         if not isinstance(event, RequestReceived):
@@ -43,7 +46,7 @@ class Admission:
         request = event.request
         if request.to.tag is not None:
             return core.respond(request, event.transaction, make_response(request, 481), now)
-        return self.answer_decision(event, self.decide(request), now, core)
+        return self.answer_decision(event, self.decide(request, registered=False), now, core)
 
     def next_deadline(self) -> float | None:
         return None  # admission alone keeps no call, so no timer
@@ -51,15 +54,28 @@ class Admission:
     def handle_timeout(self, now: float, core: Endpoint) -> list[Event]:
         return []
 
-    def caller_registered(self, request: Request) -> bool:
-        """Whether the caller is registered here (rules may be for registered devices only);
-        without a registrar, nobody is."""
-        return False
+    def overloaded(self, now: float, active: int) -> str | None:
+        """Why a new call is refused under the node's limits (`active` calls in progress),
+        or None to take it; a call taken counts toward the rate limit."""
+        limits = self.settings.limits
+        if limits.max_calls and active >= limits.max_calls:
+            return f"call limit reached: {limits.max_calls} calls in progress"
+        if limits.max_calls_per_second:
+            recent = self._recent
+            while recent and now - recent[0] >= 1.0:
+                recent.popleft()
+            if len(recent) >= limits.max_calls_per_second:
+                return f"call rate limit reached: {limits.max_calls_per_second} calls/s"
+            recent.append(now)
+        return None
 
-    def decide(self, request: Request) -> Decision:
-        context = CallContext(protocol=arriving_protocol(request), location=self.location(),
-                              registered=self.caller_registered(request))
-        decision = self.router().decide(request.uri_text, context)
+    def decide(self, request: Request, *, registered: bool) -> Decision:
+        """The routing decision for `request`; `registered`: whether its caller is
+        registered here (rules may be for registered devices only)."""
+        settings = self.settings
+        context = CallContext(protocol=arriving_protocol(request), location=settings.location,
+                              registered=registered)
+        decision = settings.router.decide(request.uri_text, context)
         if not log.is_enabled_for(logging.INFO):
             return decision  # binding first would cost more than the decision
         call = log.bind(call_id=request.call_id, leg="in", protocol=context.protocol,

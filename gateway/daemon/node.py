@@ -8,30 +8,30 @@ import datetime as dt
 import math
 import sqlite3
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 
 from gateway import __version__, logs
-from gateway.calls.b2bua import B2bua, CallLimits, Hooks, Local, NextHop
+from gateway.calls.b2bua import B2bua
 from gateway.calls.cdr import CdrStore
 from gateway.calls.registrar import BindingStore, Registrar
+from gateway.calls.settings import CallSettings, Local
 from gateway.config.errors import ConfigError
 from gateway.config.load import load_default, load_file
-from gateway.config.schema import Config, Location
+from gateway.config.schema import Config
+from gateway.daemon.call_io import CallIo
 from gateway.daemon.state import ensure_self_signed, state_dir
 from gateway.resolver.rfc3263 import Resolver
-from gateway.sip.endpoint import CallHandler, Endpoint, EndpointSettings
-from gateway.sip.session_timer import TimerPolicy
+from gateway.sip.endpoint import Endpoint, EndpointSettings
 from gateway.sip.timers import DEFAULT, Timers
 from gateway.sip.transaction_layer import Event
 from gateway.sip.transaction_machines import Send
 from gateway.transport.errors import FramingError
 from gateway.transport.layer import Limits, TransportLayer
-from gateway.transport.peer import Peer
+from gateway.transport.peer import Peer, Transport
 from gateway.transport.tls import client_context, server_context
 from ice.ports import PortAllocator
-from ice.session import TurnSettings
 from routing.engine import Router
 
 # The core's timers fire on a 10 ms grid: with thousands of transactions the earliest
@@ -52,14 +52,8 @@ class TlsFiles:
 
 
 class Node:
-    def __init__(
-        self,
-        config: Config,
-        *,
-        timers: Timers = DEFAULT,
-        limits: Limits | None = None,
-        handler: CallHandler | None = None,
-    ) -> None:
+    def __init__(self, config: Config, *, timers: Timers = DEFAULT,
+                 limits: Limits | None = None) -> None:
         self.config = config
         self.router = Router(config.services, config.routing_rules)
         self.generation = 1
@@ -70,69 +64,25 @@ class Node:
             realm=lambda: (self.config.global_settings.mssip_domain
                            or self.config.node.sip_tls_fqdn),
             store=self._open_bindings(config))
-        if handler is None:
-            handler = B2bua(router=lambda: self.router,
-                            location=lambda: self.config.node.location,
-                            hooks=Hooks(spawn=self._spawn, emit=self._emit),
-                            local=self.local, cdrs=self.cdrs,
-                            resolver=Resolver(config.global_settings.dns_server),
-                            limits=lambda: CallLimits(
-                                self.config.global_settings.max_calls,
-                                self.config.global_settings.max_calls_per_second),
-                            media_ports=PortAllocator(*config.listen.media_ports),
-                            media_timeout=lambda: float(
-                                self.config.global_settings.media_timeout_seconds),
-                            next_hops=self._next_hops, registrar=self.registrar,
-                            static_nat=lambda: self.config.node.static_nat_address,
-                            encryption=lambda: self.config.global_settings.sip_media_encryption,
-                            turn_for=self._turn_for,
-                            stun_for=self._stun_for,
-                            mssip_domain=lambda location: self.config.mssip_domain_for(
-                                location or self.config.node.location),
-                            anchor_sip_media=lambda: (
-                                self.config.global_settings.anchor_sip_media),
-                            session_timers=lambda: TimerPolicy(
-                                self.config.global_settings.session_expires_seconds,
-                                self.config.global_settings.min_session_expires_seconds))
+        resolver = Resolver(config.global_settings.dns_server)
+        self.calls = B2bua(CallSettings.from_config(config, self.router, self.generation),
+                           local=self.local, resolver=resolver, cdrs=self.cdrs,
+                           media_ports=PortAllocator(*config.listen.media_ports),
+                           registrar=self.registrar)
         self.endpoint = Endpoint(
-            EndpointSettings(server=f"lyncgate/{__version__}"), timers=timers, handler=handler
-        )
+            EndpointSettings(server=f"lyncgate/{__version__}"), timers=timers,
+            handler=self.calls)
         self.transport = TransportLayer(self._on_message, limits=limits,
                                         on_unreachable=self._on_unreachable)
         # Built in the running loop; kept, since asyncio.get_running_loop() costs a getpid()
         # system call, and the core asks the time on every message.
         self._loop = asyncio.get_running_loop()
+        self.call_io = CallIo(self.calls, self.endpoint, resolver, spawn=self._spawn,
+                              deliver=self._deliver, clock=self._loop.time)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._work: set[asyncio.Future[None]] = set()
         self.stopped = asyncio.Event()
-
-    def _server_name(self, rule_choice: str, location_name: str,
-                     of_location: Callable[[Location], str]) -> str:
-        """A rule's TURN or STUN server, else that of the call's outgoing location (the
-        node's when the rule says automatic)."""
-        if rule_choice:
-            return rule_choice
-        location = self.config.location(location_name or self.config.node.location)
-        return of_location(location) if location is not None else ""
-
-    def _turn_for(self, rule_turn: str, location_name: str) -> TurnSettings | None:
-        name = self._server_name(rule_turn, location_name, lambda loc: loc.turn_server)
-        server = next((t for t in self.config.turn_servers if t.name == name), None)
-        if server is None:
-            return None
-        return TurnSettings(server.address, server.port, server.username, server.password,
-                            server.transport)
-
-    def _stun_for(self, rule_stun: str, location_name: str) -> tuple[str, int] | None:
-        name = self._server_name(rule_stun, location_name, lambda loc: loc.stun_server)
-        server = next((s for s in self.config.stun_servers if s.name == name), None)
-        return None if server is None else (server.address, server.port)
-
-    def _next_hops(self) -> dict[str, NextHop]:
-        """`call_via` names: the configured SIP proxies and Lync servers."""
-        servers = (*self.config.sip_proxies, *self.config.lync_servers)
-        return {s.name: NextHop(s.address, s.port, s.transport) for s in servers}
 
     @staticmethod
     def _open_bindings(config: Config) -> BindingStore:
@@ -167,13 +117,16 @@ class Node:
             files = self._tls_files(cfg)
             self._apply_tls(cfg, files)
         if cfg.listen.udp:
-            port = self.local.ports["UDP"] = await self.transport.listen_udp(host, cfg.listen.udp)
+            port = await self.transport.listen_udp(host, cfg.listen.udp)
+            self.local.ports[Transport.UDP] = port
             log.info("listening", transport="udp", address=host, port=port)
         if cfg.listen.tcp:
-            port = self.local.ports["TCP"] = await self.transport.listen_tcp(host, cfg.listen.tcp)
+            port = await self.transport.listen_tcp(host, cfg.listen.tcp)
+            self.local.ports[Transport.TCP] = port
             log.info("listening", transport="tcp", address=host, port=port)
         if cfg.listen.tls:
-            port = self.local.ports["TLS"] = await self.transport.listen_tls(host, cfg.listen.tls)
+            port = await self.transport.listen_tls(host, cfg.listen.tls)
+            self.local.ports[Transport.TLS] = port
             log.info("listening", transport="tls", address=host, port=port,
                      verify_mode=cfg.tls.verify_mode)
         log.info("node_started", node=cfg.node.name, config=cfg.source,
@@ -228,6 +181,7 @@ class Node:
         router = Router(config.services, config.routing_rules)
         self.config, self.router = config, router
         self.generation += 1
+        self.calls.configure(CallSettings.from_config(config, router, self.generation))
         log.info("config_reloaded", config=config.source, generation=self.generation)
 
     async def drain(self, timeout: float) -> None:
@@ -263,13 +217,11 @@ class Node:
             log.exception("message_crashed_core", peer=f"{peer.host}:{peer.port}",
                           head=data[:200].decode("utf-8", "replace"))
             return
-        self._send(events)
-        self._arm()
+        self._deliver(events)
 
     def _on_unreachable(self, peer: Peer, reason: str) -> None:
         now = self._loop.time()
-        self._send(self.endpoint.transport_failed(peer, now))
-        self._arm()
+        self._deliver(self.endpoint.transport_failed(peer, now))
 
     def _spawn(self, work: Coroutine[object, object, None]) -> None:
         task = self._loop.create_task(work)
@@ -281,14 +233,11 @@ class Node:
         if not task.cancelled() and task.exception() is not None:
             log.error("call_task_crashed", error=repr(task.exception()))
 
-    def _emit(self, make: Callable[[float], list[Event]]) -> None:
-        """Feed the outcome of asynchronous work (DNS, a timer) back into the core."""
-        try:
-            events = make(self._loop.time())
-        except Exception:
-            log.exception("call_step_crashed")
-            return
+    def _deliver(self, events: list[Event]) -> None:
+        """What the core returned goes out, what call control asked for is done, and the
+        core's next deadline is armed."""
         self._send(events)
+        self.call_io.run()
         self._arm()
 
     def _send(self, events: list[Event]) -> None:
@@ -314,7 +263,8 @@ class Node:
         self._timer_at = None
         now = self._loop.time()
         try:
-            self._send(self.endpoint.handle_timeout(now))
+            events = self.endpoint.handle_timeout(now)
         except Exception:
             log.exception("timer_crashed_core")
-        self._arm()
+            events = []
+        self._deliver(events)

@@ -9,7 +9,6 @@ connects each stream with its keys and payload-type map.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -22,8 +21,6 @@ from ice.ports import PortAllocator
 from ice.session import IceSession
 from sdp.anchor import Remote
 from sdp.attributes import Crypto
-
-CallMediaTimeout = Callable[[str], None]  # called with the reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,9 +56,8 @@ class MediaBackend(Protocol):
 class BuiltinRelay:
     """The in-process relay (gateway.media.relay) as a MediaBackend for one call."""
 
-    def __init__(self, ports: PortAllocator, on_timeout: CallMediaTimeout) -> None:
+    def __init__(self, ports: PortAllocator) -> None:
         self.ports = ports
-        self.on_timeout = on_timeout
         self._sip: list[SipMedia] = []
         self._relays: list[StreamRelay] = []
         self.media: CallMedia | None = None
@@ -103,8 +99,7 @@ class BuiltinRelay:
                 clock=loop.time,
             ))
         self.media = CallMedia([r for r in self._relays if r.media != "unused"],
-                               timeout=timeout, on_timeout=self.on_timeout, clock=loop.time)
-        self.media.start()
+                               timeout=timeout)
         return self.media
 
     def _into(self, index: int, *, from_sip: bool) -> Receive:
@@ -116,8 +111,6 @@ class BuiltinRelay:
         return receive
 
     def close(self) -> None:
-        if self.media is not None:
-            self.media.stop()
         for sip in self._sip:
             sip.close(self.ports)
         self._sip.clear()
@@ -138,9 +131,8 @@ class SipBridge:
     description with its codecs as written, so each sends with the numbers the receiver
     chose (RFC 3264 5.1)."""
 
-    def __init__(self, ports: PortAllocator, on_timeout: CallMediaTimeout) -> None:
+    def __init__(self, ports: PortAllocator) -> None:
         self.ports = ports
-        self.on_timeout = on_timeout
         self.caller: list[SipMedia] = []
         self.callee: list[SipMedia] = []
         self._relays: list[StreamRelay] = []
@@ -171,9 +163,7 @@ class SipBridge:
             self._relays.append(StreamRelay(kind, Side("caller", self.caller[index].send),
                                             Side("callee", self.callee[index].send),
                                             clock=loop.time))
-        self.media = CallMedia(self._relays, timeout=timeout, on_timeout=self.on_timeout,
-                               clock=loop.time)
-        self.media.start()
+        self.media = CallMedia(self._relays, timeout=timeout)
         return self.media
 
     def repoint(self, *, caller_side: bool, remotes: list[Remote | None]) -> None:
@@ -196,8 +186,6 @@ class SipBridge:
         return receive
 
     def close(self) -> None:
-        if self.media is not None:
-            self.media.stop()
         for endpoint in (*self.caller, *self.callee):
             endpoint.close(self.ports)
         self.caller.clear()

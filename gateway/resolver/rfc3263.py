@@ -14,7 +14,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import dns.asyncresolver
 import dns.exception
@@ -38,7 +38,22 @@ MAX_CACHE = 10_000
 
 
 class ResolveError(Exception):
-    """No target could be found for a URI; the message says which name and why."""
+    """No target could be found for a URI; the message says which name and why. A call
+    toward it is refused with `status_hint`."""
+
+    status_hint = 404
+
+
+class TargetResolver(Protocol):
+    """What call control needs of a resolver: `Resolver`, or a test's stand-in."""
+
+    def resolve_now(self, uri: SipUri) -> list[Target] | None:
+        """The targets when no DNS look-up is due (or its answer is cached), else None."""
+        ...
+
+    async def resolve(self, uri: SipUri) -> list[Target]:
+        """The targets in failover order; raises ResolveError."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -90,6 +90,11 @@ class Dialog:
         contact = _contact_uri(request)
         if contact is None:
             raise SipRequestError(400, "Bad Request (Contact required to set up a dialog)")
+        route_set = tuple(request.headers.get_all("Record-Route"))
+        if route_set:
+            # Read now, so that a route set our requests could not follow refuses the
+            # request that would set up the dialog (400), not the dialog's first BYE.
+            parse_name_addr(route_set[0], "Record-Route")
         return cls(
             call_id=request.call_id,
             local_tag=local_tag,
@@ -97,7 +102,7 @@ class Dialog:
             local=request.to,
             remote=request.from_,
             remote_target=contact,
-            route_set=tuple(request.headers.get_all("Record-Route")),
+            route_set=route_set,
             local_cseq=0,
             remote_cseq=request.cseq.seq,
             secure=_is_sips(request.uri_text),

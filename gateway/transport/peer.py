@@ -25,11 +25,6 @@ class Transport(enum.StrEnum):
     def reliable(self) -> bool:
         return self is not Transport.UDP
 
-    @property
-    def uri_param(self) -> str:
-        """The `transport=` parameter of a SIP URI naming this transport."""
-        return self.value.lower()
-
 
 @frozen
 class Peer:

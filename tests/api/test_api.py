@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.daemon.harness import Daemon
+from tests.kit.nodes import metric
 from tests.peers import SCENARIOS, free_port, need
 
 pytestmark = pytest.mark.peer
@@ -66,14 +66,6 @@ class Api:
                 return response.status, json.loads(response.read())
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read())
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return float(sample.value)
-    return 0.0
 
 
 @pytest.fixture

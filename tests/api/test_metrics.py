@@ -9,8 +9,11 @@ from types import SimpleNamespace
 from prometheus_client import CollectorRegistry
 
 from gateway.api.metrics import NodeCollector, render
-from tests.api.test_api import metric
-from tests.calls.test_b2bua import FIRST, Harness
+from tests.kit.calls import (
+    FIRST,
+    Harness,
+)
+from tests.kit.nodes import metric
 
 
 def scrape(node: object) -> str:
@@ -21,10 +24,12 @@ def scrape(node: object) -> str:
 
 def test_loss_on_calls_in_progress_is_a_gauge_and_the_counter_only_grows() -> None:
     h = Harness([FIRST])
-    stats = {"packets": 10, "lost": 3, "dropped": {"short": 2}}
-    media = SimpleNamespace(counters=lambda: {"audio": {"in": stats}})
-    h.b2bua.calls[1] = SimpleNamespace(media=media)  # type: ignore[assignment]
-    node = SimpleNamespace(endpoint=h.ep, generation=1, transport=SimpleNamespace(
+    stats: dict[str, object] = {"packets": 10, "bytes": 1720, "lost": 3,
+                                "dropped": {"short": 2}}
+    relayed = SimpleNamespace(counters=lambda: {"audio": {"in": stats}})
+    h.b2bua.calls[1] = SimpleNamespace(  # type: ignore[assignment]
+        media=SimpleNamespace(relayed=relayed))
+    node = SimpleNamespace(endpoint=h.ep, calls=h.b2bua, generation=1, transport=SimpleNamespace(
         stats=SimpleNamespace(tls_handshakes=0, tls_failures={}), connection_count=0))
     first = scrape(node)
     assert metric(first, "lyncgate_relay_packets_lost_in_progress") == 3
@@ -33,7 +38,7 @@ def test_loss_on_calls_in_progress_is_a_gauge_and_the_counter_only_grows() -> No
     stats["lost"] = 1  # two late packets filled the gaps
     assert metric(scrape(node), "lyncgate_relay_packets_lost_in_progress") == 1
     h.b2bua.calls.clear()  # the call ended: its final counts join the totals
-    h.b2bua.media_totals.update(packets=10, lost=1, dropped=2)
+    h.b2bua.ctx.stats.media_ended({"audio": {"in": stats}})
     last = scrape(node)
     assert metric(last, "lyncgate_relay_packets_lost_total") == 1
     assert metric(last, "lyncgate_relay_packets_dropped_total") == 2

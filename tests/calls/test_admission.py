@@ -8,6 +8,7 @@ from pathlib import Path
 
 from gateway.calls.admission import Admission
 from gateway.calls.protocol import arriving_protocol
+from gateway.calls.settings import CallSettings
 from gateway.config.load import parse_text
 from gateway.sip.endpoint import Endpoint, EndpointSettings
 from gateway.sip.message import Request, Response
@@ -24,7 +25,7 @@ TLS = Peer("TLS", "10.0.1.5", 5061, connection=1)
 def endpoint(text: str = GUIDE, location: str = "London") -> Endpoint:
     config = parse_text(text, "t.toml", base_dir=None)
     router = Router(config.services, config.routing_rules)
-    admission = Admission(router=lambda: router, location=lambda: location)
+    admission = Admission(CallSettings(router=router, location=location))
     return Endpoint(EndpointSettings(server="lyncgate/test"), handler=admission)
 
 

@@ -5,123 +5,34 @@ only for its two waits. Pins the outbound INVITE, provisional relay, 2xx/ACK, BY
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from gateway.calls.b2bua import B2bua, CallLimits, Hooks, Local, NextHop
 from gateway.calls.cdr import CdrStore
-from gateway.calls.registrar import Registrar
+from gateway.calls.settings import CallLimits, NextHop
 from gateway.config.load import parse_text
-from gateway.resolver.rfc3263 import ResolveError, Resolver, Target
-from gateway.sip.endpoint import Endpoint, EndpointSettings
-from gateway.sip.message import Message, Request, Response, make_response
-from gateway.sip.parse import parse_message
-from gateway.sip.transaction_layer import Event
-from gateway.sip.transaction_machines import Send
+from gateway.resolver.rfc3263 import Resolver, Target
+from gateway.sip.message import Request, Response, make_response
 from gateway.sip.uri import SipUri
-from gateway.transport.peer import Peer
+from gateway.transport.peer import Peer, Transport
 from ice.ports import PortAllocator
 from routing.engine import Router
 from sdp.parse import parse_sdp
+from tests.kit.calls import (
+    CALLER,
+    FIRST,
+    RULES,
+    SECOND,
+    FakeResolver,
+    Harness,
+    far,
+    invite,
+    invite_with,
+    outbound,
+    phone,
+    sdp_body,
+    statuses,
+)
 from tests.peers import free_port
-
-CALLER = Peer("UDP", "192.0.2.10", 5062)
-FIRST = Target("UDP", "uas.example.com", "198.51.100.1", 5060)
-SECOND = Target("UDP", "uas.example.com", "198.51.100.2", 5060)
-RULES = """
-[[routing_rules]]
-name = "to endpoints"
-priority = 10
-protocols = ["sip", "mssip"]
-match = '(.+)@gw\\.example\\.com'
-replace = '\\1@uas.example.com'
-"""
-
-
-class FakeResolver:
-    def __init__(self, targets: list[Target] | None, cdrs: CdrStore | None = None,
-                 limits: CallLimits | None = None, ports: PortAllocator | None = None,
-                 address: str = "203.0.113.5", registrar: Registrar | None = None,
-                 rules: str = RULES) -> None:
-        self.targets = targets
-
-    def resolve_now(self, uri: SipUri) -> list[Target] | None:
-        return None  # as for a name: the look-up is waited for, as DNS would be
-
-    async def resolve(self, uri: SipUri) -> list[Target]:
-        if self.targets is None:
-            raise ResolveError(f"{uri.host}: no NAPTR, SRV or A/AAAA records")
-        return list(self.targets)
-
-
-class Harness:
-    def __init__(self, targets: list[Target] | None, cdrs: CdrStore | None = None,
-                 limits: CallLimits | None = None, ports: PortAllocator | None = None,
-                 address: str = "203.0.113.5", registrar: Registrar | None = None,
-                 rules: str = RULES) -> None:
-        config = parse_text(rules, "t.toml", base_dir=None)
-        router = Router(config.services, config.routing_rules)
-        self.out: list[Send] = []
-        hooks = Hooks(spawn=self.spawn, emit=self.emit)
-        self.b2bua = B2bua(router=lambda: router, location=lambda: "",
-                           hooks=hooks, local=Local(address, {"UDP": 5060}),
-                           media_ports=ports, registrar=registrar,
-                           resolver=FakeResolver(targets),  # type: ignore[arg-type]
-                           cdrs=cdrs, limits=lambda: limits or CallLimits(),
-                           wall_clock=lambda: 1_700_000_000.0)
-        self.ep = Endpoint(EndpointSettings(server="lyncgate/test"), handler=self.b2bua)
-        self.tasks: list[asyncio.Future[None]] = []
-
-    def spawn(self, work: Awaitable[None]) -> None:
-        self.tasks.append(asyncio.ensure_future(work))
-
-    def emit(self, make: Callable[[float], list[Event]]) -> None:
-        self.collect(make(0.0))
-
-    def collect(self, events: list[Event]) -> None:
-        self.out.extend(e for e in events if isinstance(e, Send))
-
-    def feed(self, message: Message | bytes, peer: Peer, now: float = 0.0) -> None:
-        data = message if isinstance(message, bytes) else message.to_bytes()
-        self.collect(self.ep.receive(data, peer, None, now))
-
-    async def settle(self) -> None:
-        for _ in range(5):
-            await asyncio.sleep(0)
-
-    def take(self) -> list[tuple[Message, Peer]]:
-        sent = [(parse_message(s.data), s.peer) for s in self.out]
-        self.out.clear()
-        return sent
-
-
-def invite(user: str = "alice") -> bytes:
-    return (
-        f"INVITE sip:{user}@gw.example.com SIP/2.0\r\n"
-        "Via: SIP/2.0/UDP 192.0.2.10:5062;branch=z9hG4bK-in1;rport\r\n"
-        "From: \"Bob\" <sip:bob@example.org>;tag=caller\r\n"
-        f"To: <sip:{user}@gw.example.com>\r\nCall-ID: in-call-1\r\nCSeq: 1 INVITE\r\n"
-        "Contact: <sip:bob@192.0.2.10:5062>\r\nMax-Forwards: 70\r\n"
-        "Content-Type: application/sdp\r\nContent-Length: 10\r\n\r\nv=0\r\ns=x\r\n"
-    ).encode()
-
-
-def invite_with(body: bytes, user: str = "alice") -> bytes:
-    """The caller's INVITE carrying `body` as its SDP."""
-    return invite(user).replace(b"Content-Length: 10\r\n\r\nv=0\r\ns=x\r\n",
-                                b"Content-Length: %d\r\n\r\n" % len(body) + body)
-
-
-def statuses(sent: list[tuple[Message, Peer]], peer: Peer) -> list[int]:
-    return [m.status for m, p in sent if isinstance(m, Response) and p == peer]
-
-
-def outbound(sent: list[tuple[Message, Peer]], method: str) -> tuple[Request, Peer]:
-    return next((m, p) for m, p in sent if isinstance(m, Request) and m.method == method)
-
-
-def far(target: Target) -> Peer:
-    return Peer(target.transport, target.address, target.port)
 
 
 async def test_call_connects_and_bye_from_the_caller_ends_both_legs(tmp_path: Path) -> None:
@@ -299,7 +210,7 @@ def test_a_call_to_an_address_is_placed_while_its_invite_is_handled() -> None:
     """A numeric target needs no DNS, and signalling-only calls no media: the outbound
     INVITE leaves with the 100 Trying, from the same message, with no task to wait for."""
     h = Harness([FIRST], rules=RULES.replace("uas.example.com", "198.51.100.7:5070"))
-    h.b2bua.resolver = Resolver()
+    h.use_resolver(Resolver())
     h.feed(invite(), CALLER)
     sent = h.take()  # no turn of the event loop in between
     assert statuses(sent, CALLER) == [100]
@@ -316,25 +227,6 @@ async def test_failed_lookup_is_a_404_that_says_why() -> None:
     assert statuses(sent, CALLER) == [100, 404]
     final = next(m for m, _ in sent if isinstance(m, Response) and m.status == 404)
     assert "uas.example.com: no NAPTR, SRV or A/AAAA records" in final.reason
-
-
-def sdp_body(port: int) -> bytes:
-    return (f"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-            f"m=audio {port} RTP/AVP 9\r\na=rtpmap:9 G722/8000\r\na=sendrecv\r\n").encode()
-
-
-class Phone(asyncio.DatagramProtocol):
-    def __init__(self) -> None:
-        self.got: asyncio.Queue[bytes] = asyncio.Queue()
-
-    def datagram_received(self, data: bytes, addr: object) -> None:
-        self.got.put_nowait(data)
-
-
-async def phone() -> tuple[asyncio.DatagramTransport, Phone, int]:
-    transport, protocol = await asyncio.get_running_loop().create_datagram_endpoint(
-        Phone, local_addr=("127.0.0.1", 0))
-    return transport, protocol, int(transport.get_extra_info("sockname")[1])
 
 
 async def test_media_is_anchored_at_the_relay_and_ports_come_back(tmp_path: Path) -> None:
@@ -395,9 +287,9 @@ async def test_call_via_a_named_proxy_keeps_the_destination_as_request_uri() -> 
                         + '[[sip_proxies]]\nname = "edge-proxy"\naddress = "192.0.2.77"\n'
                           'port = 5070\ntransport = "tcp"\n', "t.toml", base_dir=None)
     h = Harness(None)  # DNS would fail: the proxy is an address
-    h.b2bua.router = lambda: Router(config.services, config.routing_rules)
-    h.b2bua.resolver = Resolver()
-    h.b2bua.next_hops = lambda: {"edge-proxy": NextHop("192.0.2.77", 5070, "tcp")}
+    h.configure(router=Router(config.services, config.routing_rules),
+                next_hops={"edge-proxy": NextHop("192.0.2.77", 5070, Transport.TCP)})
+    h.use_resolver(Resolver())
     h.feed(invite(), CALLER)
     await h.settle()
     out, peer = outbound(h.take(), "INVITE")
@@ -466,7 +358,7 @@ async def test_a_failure_while_setting_up_the_call_still_answers_the_caller() ->
             raise RuntimeError("resolver bug")
 
     h = Harness([FIRST])
-    h.b2bua.resolver = Broken()  # type: ignore[assignment]
+    h.use_resolver(Broken())
     h.feed(invite(), CALLER)
     await h.settle()
     sent = h.take()
@@ -533,7 +425,7 @@ async def test_with_anchoring_off_sip_calls_are_signalling_only() -> None:
     base = free_port()
     ports = PortAllocator(base, base + 20)
     h = Harness([FIRST], ports=ports, address="127.0.0.1")
-    h.b2bua.anchor_sip_media = lambda: False
+    h.configure(anchor_sip_media=False)
     body = sdp_body(4000)
     h.feed(invite_with(body), CALLER)
     for _ in range(20):
@@ -567,7 +459,7 @@ async def test_a_call_cancelled_during_its_dns_look_up_reserves_no_relay_ports()
     ports = PortAllocator(base, base + 20)
     h = Harness([FIRST], ports=ports, address="127.0.0.1")
     dns = SlowDns([FIRST])
-    h.b2bua.resolver = dns  # type: ignore[assignment]
+    h.use_resolver(dns)
     h.feed(invite_with(sdp_body(base + 100)), CALLER)
     await h.settle()
     h.feed(cancel_of_invite(), CALLER)

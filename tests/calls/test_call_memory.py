@@ -9,9 +9,17 @@ from collections.abc import Iterator
 
 import pytest
 
+from gateway.calls.sip_side import SipSide
 from gateway.sip.message import Response, make_response
 from ice.ports import PortAllocator
-from tests.calls.test_b2bua import CALLER, FIRST, Harness, invite_with, outbound, sdp_body
+from tests.kit.calls import (
+    CALLER,
+    FIRST,
+    Harness,
+    invite_with,
+    outbound,
+    sdp_body,
+)
 from tests.peers import free_port
 
 
@@ -47,8 +55,9 @@ async def test_an_ended_call_needs_no_garbage_collection(no_gc: None, anchored: 
     answer = next(m for m, _ in h.take() if isinstance(m, Response) and m.status == 200)
     [call] = h.b2bua.calls.values()
     gone = weakref.ref(call)
-    media = [weakref.ref(e) for e in (call.bridge.caller + call.bridge.callee)] if (
-        call.bridge is not None) else []
+    bridge = call.media.bridge if isinstance(call.media, SipSide) else None
+    media = [weakref.ref(e) for e in (bridge.caller + bridge.callee)] if bridge else []
+    del bridge
     assert len(media) == (2 if anchored else 0)
     del call
     h.feed(bye_from_caller(answer.to.tag or ""), CALLER)

@@ -11,7 +11,13 @@ import pytest
 
 from gateway.calls.cdr import CallRecord, CdrStore
 from gateway.sip.message import Response, make_response
-from tests.calls.test_b2bua import CALLER, FIRST, Harness, invite, outbound
+from tests.kit.calls import (
+    CALLER,
+    FIRST,
+    Harness,
+    invite,
+    outbound,
+)
 
 
 async def test_a_call_in_progress_is_closed_as_node_restart_on_the_next_start(
@@ -23,7 +29,7 @@ async def test_a_call_in_progress_is_closed_as_node_restart_on_the_next_start(
     out, peer = outbound(h.take(), "INVITE")
     h.feed(make_response(out, 200, to_tag="callee", headers=(("Contact", "<sip:a@x>"),)), peer)
     assert any(isinstance(m, Response) and m.status == 200 for m, _ in h.take())
-    assert h.b2bua.cdrs is not None and h.b2bua.cdrs.recent() == []  # still in progress
+    assert h.cdrs is not None and h.cdrs.recent() == []  # still in progress
 
     restarted = CdrStore(path)  # the process died; a new one opens the same file
     assert restarted.close_interrupted(1_700_000_100.0) == 1

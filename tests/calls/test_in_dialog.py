@@ -15,7 +15,7 @@ from gateway.sip.session_timer import TimerPolicy
 from gateway.transport.peer import Peer
 from ice.ports import PortAllocator
 from sdp.parse import parse_sdp
-from tests.calls.test_b2bua import (
+from tests.kit.calls import (
     CALLER,
     FIRST,
     Harness,
@@ -127,8 +127,8 @@ async def test_a_caller_that_stops_refreshing_ends_both_legs(tmp_path: Path) -> 
     assert {p for _, p in byes} == {CALLER, call.peer}
     assert all("session expired" in (m.headers.get("Reason") or "") for m, _ in byes)
     assert h.b2bua.calls == {}
-    assert h.b2bua.cdrs is not None
-    [cdr] = h.b2bua.cdrs.recent()
+    assert h.cdrs is not None
+    [cdr] = h.cdrs.recent()
     assert cdr["end_cause"] == "session expired: no refresh from the caller in 1800 s"
     assert h.b2bua.next_deadline() is None
 

@@ -21,10 +21,17 @@ from gateway.transport.peer import Peer
 from ice.candidate import Candidate, parse_candidate
 from ice.errors import IceError
 from ice.ports import PortAllocator
+from ice.session import TurnSettings
 from sdp.parse import parse_sdp
-from tests.calls.test_b2bua import FIRST, Harness, outbound, phone, sdp_body
-from tests.calls.test_lync_media import HeldPorts, StunServer, silent_turn, wait_for_ports
-from tests.media.test_relay import far_end, rtcp_sr, rtp
+from tests.kit.calls import (
+    FIRST,
+    Harness,
+    outbound,
+    phone,
+    sdp_body,
+)
+from tests.kit.lync import HeldPorts, StunServer, silent_turn, wait_for_ports
+from tests.kit.media import far_end, rtcp_sr, rtp
 from tests.peers import free_port
 
 PHONE = Peer("UDP", "127.0.0.1", 5062)
@@ -64,7 +71,7 @@ async def test_sip_phone_calls_a_lync_client_through_ice_and_srtp(event_pt: int)
     phone_sock, phone_rx, phone_port = await phone()
     rtcp_sock, rtcp_rx, rtcp_port = await phone()
     h = Harness([FIRST], ports=ports, address="127.0.0.1", rules=RULES)
-    h.b2bua.mssip_domain = {"": "vc.example.com"}.__getitem__  # automatic: the ingress location
+    h.configure(mssip_domain_default="vc.example.com")  # no override for the location
     body = sdp_body(phone_port).replace(b"RTP/AVP 9\r\n", b"RTP/AVP 9 101\r\na=rtcp:%d\r\n"
                                         b"a=rtpmap:101 telephone-event/8000\r\n" % rtcp_port)
     h.feed(phone_invite(body), PHONE)
@@ -142,8 +149,8 @@ async def test_sip_phone_calls_a_lync_client_through_ice_and_srtp(event_pt: int)
 
 async def test_the_rules_bandwidth_cap_and_stun_server_reach_both_sides() -> None:
     """Lync's offer carries the rule's cap (b=AS/b=TIAS, and x-mediabw, which Lync reads)
-    and a server-reflexive candidate from the STUN server the hook names for the rule; the
-    phone's answer asks for no more than the cap either."""
+    and a server-reflexive candidate from the STUN server the rule names; the phone's answer
+    asks for no more than the cap either."""
     stun_transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
         StunServer, local_addr=("127.0.0.1", 0))
     stun_at = ("127.0.0.1", int(stun_transport.get_extra_info("sockname")[1]))
@@ -153,18 +160,11 @@ async def test_the_rules_bandwidth_cap_and_stun_server_reach_both_sides() -> Non
                           'max_bandwidth_kbps = 256\noutgoing_protocol')
     rules += '[[stun_servers]]\nname = "edge-stun"\naddress = "127.0.0.1"\nport = 3478\n'
     h = Harness([FIRST], ports=ports, address="127.0.0.1", rules=rules)
-    asked: list[tuple[str, str]] = []
-
-    def stun_for(rule: str, location: str) -> tuple[str, int]:
-        asked.append((rule, location))
-        return stun_at
-
-    h.b2bua.stun_for = stun_for
+    h.configure(stun_servers={"edge-stun": stun_at})  # where the test's server listens
     h.feed(phone_invite(sdp_body(5004)), PHONE)
     for _ in range(30):
         await h.settle()
     out, lync_peer = outbound(h.take(), "INVITE")
-    assert asked == [("edge-stun", "")]
     audio = parse_sdp(out.body).media[0]
     assert (audio.bandwidth("AS"), audio.bandwidth("TIAS")) == (256, 256000)
     assert audio.attribute("x-mediabw") == "main-audio send=256;recv=256"
@@ -180,8 +180,8 @@ async def test_the_rules_bandwidth_cap_and_stun_server_reach_both_sides() -> Non
     to_phone = parse_sdp(ok.body).media[0]
     assert (to_phone.bandwidth("AS"), to_phone.bandwidth("TIAS")) == (256, 256000)
     [call] = h.b2bua.calls.values()
-    assert call.lync_callee is not None
-    await call.lync_callee.close()
+    assert isinstance(call.media, LyncCallee)
+    await call.media.close()
     stun_transport.close()
     assert ports.in_use == set()
 
@@ -191,16 +191,21 @@ AUDIO_VIDEO = (b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\
                b"m=video 5006 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n")
 
 
+def callee_media(ports: PortAllocator, turn: TurnSettings | None = None) -> LyncCallee:
+    return LyncCallee(parse_sdp(AUDIO_VIDEO), ports, "127.0.0.1", static_nat="",
+                      encryption="best_effort", turn=turn, stun=None, bandwidth_kbps=0,
+                      media_timeout=60.0, call_id="t")
+
+
 async def test_streams_gather_side_by_side_and_close_meanwhile_frees_every_port() -> None:
     """A CANCEL while the TURN server has not answered: both streams are gathering at once
     (a dead TURN server delays Lync's INVITE by its timeout once, not per stream); close()
-    returns with every port back, and offer() raises IceError."""
+    returns with every port back, and prepare() raises IceError."""
     base = free_port()
     ports = PortAllocator(base, base + 40)
     with silent_turn() as turn:
-        callee = LyncCallee(parse_sdp(AUDIO_VIDEO), ports, "127.0.0.1", "", "best_effort",
-                            print, turn=turn)
-        offering = asyncio.ensure_future(callee.offer())
+        callee = callee_media(ports, turn)
+        offering = asyncio.ensure_future(callee.prepare())
         await wait_for_ports(ports, 2)  # audio's and video's host port, together
         await asyncio.wait_for(callee.close(), 1)
         assert ports.in_use == set()
@@ -212,12 +217,12 @@ async def test_streams_gather_side_by_side_and_close_meanwhile_frees_every_port(
 
 async def test_ports_reserved_after_close_are_released_too() -> None:
     """close() comes while ICE's host ports are being bound: the ones bound after it are
-    released as well, no SIP-side port is taken, and offer() raises IceError rather than
+    released as well, no SIP-side port is taken, and prepare() raises IceError rather than
     offering them."""
     base = free_port()
     ports = HeldPorts(base, base + 40)
-    callee = LyncCallee(parse_sdp(AUDIO_VIDEO), ports, "127.0.0.1", "", "best_effort", print)
-    offering = asyncio.ensure_future(callee.offer())
+    callee = callee_media(ports)
+    offering = asyncio.ensure_future(callee.prepare())
     await asyncio.wait_for(ports.waiting.wait(), 5)
     await callee.close()
     ports.go.set()

@@ -17,7 +17,7 @@ from gateway.sip.message import Request, Response
 from gateway.transport.peer import Peer
 from ice.ports import PortAllocator
 from sdp.parse import parse_sdp
-from tests.calls.test_b2bua import (
+from tests.kit.calls import (
     FIRST,
     Harness,
     invite_with,
@@ -123,8 +123,8 @@ def test_wrong_password_unknown_device_short_interval_and_removal() -> None:
     h.feed(register(auth=auth, contact="*", cseq=3).replace(
         b"Max-Forwards", b"Expires: 0\r\nMax-Forwards"), DEVICE)
     assert statuses(h.take(), DEVICE) == [200]
-    assert h.b2bua.registrar is not None
-    assert h.b2bua.registrar.bindings("room12@vc.example.com") == []
+    assert h.registrar is not None
+    assert h.registrar.bindings("room12@vc.example.com") == []
 
 
 async def test_calls_to_a_registered_device_go_where_it_registered_from() -> None:

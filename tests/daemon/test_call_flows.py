@@ -24,7 +24,7 @@ import trustme
 from aioice import stun
 
 from tests.daemon.harness import Daemon, committed_cdrs
-from tests.daemon.test_daemon import BASE, RULES
+from tests.kit.nodes import BASE, RULES
 from tests.peers import SCENARIOS, dnsmasq, free_port, need, process, sipp
 
 pytestmark = pytest.mark.peer

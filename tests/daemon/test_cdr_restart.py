@@ -11,7 +11,7 @@ import pytest
 
 from gateway.calls.cdr import CdrStore
 from tests.daemon.harness import Daemon, open_cdrs
-from tests.daemon.test_daemon import BASE, RULES
+from tests.kit.nodes import BASE, RULES
 from tests.peers import SCENARIOS, free_port, need
 
 pytestmark = pytest.mark.peer

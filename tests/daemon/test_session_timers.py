@@ -12,7 +12,7 @@ import pytest
 
 from gateway.calls.cdr import CdrStore
 from tests.daemon.harness import Daemon
-from tests.daemon.test_daemon import BASE, RULES
+from tests.kit.nodes import BASE, RULES
 from tests.peers import SCENARIOS, free_port, need, sipp
 
 pytestmark = pytest.mark.peer

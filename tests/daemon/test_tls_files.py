@@ -14,7 +14,7 @@ import pytest
 import trustme
 
 from tests.daemon.harness import ROOT, Daemon
-from tests.daemon.test_daemon import BASE
+from tests.kit.nodes import BASE
 from tests.peers import free_port
 
 pytestmark = pytest.mark.peer

@@ -18,7 +18,7 @@ from ice.ports import PortAllocator
 from ice.session import IceSession
 from sdp.anchor import remote_addresses
 from sdp.parse import parse_sdp
-from tests.media.test_relay import crypto, far_end, rtcp_sr, rtp
+from tests.kit.media import crypto, far_end, rtcp_sr, rtp
 from tests.peers import free_port
 
 
@@ -67,8 +67,7 @@ async def test_lync_srtp_over_ice_to_sip_rtp_with_latching_and_remap() -> None:
     # SIP side: the SDP says port `sdp_port`, packets really come from `real_port`.
     sdp_port = free_port()
     phone, phone_rx, real_port = await endpoint_socket()
-    ended: list[str] = []
-    backend = BuiltinRelay(ports, on_timeout=ended.append)
+    backend = BuiltinRelay(ports)
     [sip_port] = await backend.reserve("127.0.0.1", 1, rtcp_mux=True)
     media = backend.connect([StreamPlan(
         "audio", ours, ("127.0.0.1", sdp_port), None, lync_key_in=their_crypto,
@@ -87,7 +86,8 @@ async def test_lync_srtp_over_ice_to_sip_rtp_with_latching_and_remap() -> None:
     assert real_port != sdp_port  # so the phone got them only because the relay latched
     counters = media.counters()["audio"]
     assert counters["lync->sip"]["packets"] == 1 and counters["lync->sip"]["rtcp_packets"] == 1
-    assert counters["sip->lync"]["packets"] == 1 and ended == []
+    assert counters["sip->lync"]["packets"] == 1
+    assert media.expired(asyncio.get_running_loop().time()) is None  # not silent: no timeout
 
     phone.close()
     backend.close()
@@ -125,12 +125,15 @@ async def test_a_call_without_media_times_out_with_the_reason() -> None:
     ports = PortAllocator(base, base + 10)
     session = IceSession(controlling=True, components=1, address="127.0.0.1", ports=ports)
     await session.gather()
-    ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-    backend = BuiltinRelay(ports, on_timeout=ended.set_result)
+    backend = BuiltinRelay(ports)
     await backend.reserve("127.0.0.1", 1, rtcp_mux=False)
-    backend.connect([StreamPlan("audio", session, ("127.0.0.1", free_port()))], timeout=0.3)
-    reason = await asyncio.wait_for(ended, 5)
-    assert reason.startswith("media timeout: no packets for 0.3 s (audio ")
+    media = backend.connect([StreamPlan("audio", session, ("127.0.0.1", free_port()))],
+                            timeout=0.3)
+    loop = asyncio.get_running_loop()
+    assert media.expired(loop.time()) is None  # the relay's clock is the loop's
+    await asyncio.sleep(0.35)
+    reason = media.expired(loop.time())
+    assert reason is not None and reason.startswith("media timeout: no packets for 0.3 s (audio ")
     backend.close()
     await session.close()
     assert ports.in_use == set()
@@ -144,9 +147,9 @@ async def test_sip_side_rtcp_is_on_the_port_after_an_even_rtp_port() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as held:
         held.bind(("127.0.0.1", base + 1))
         ports = PortAllocator(base, base + 11)
-        relay = BuiltinRelay(ports, on_timeout=print)
+        relay = BuiltinRelay(ports)
         [rtp_port] = await relay.reserve("127.0.0.1", 1, rtcp_mux=False)
-        bridge = SipBridge(ports, on_timeout=print)
+        bridge = SipBridge(ports)
         caller, callee = bridge.reserve("127.0.0.1", [False])
         endpoints = [relay._sip[0], bridge.caller[0], bridge.callee[0]]
         assert [e.rtp.port for e in endpoints] == [rtp_port, *caller, *callee]
@@ -171,7 +174,7 @@ async def test_bridge_sends_rtcp_where_the_peers_a_rtcp_says() -> None:
         return (f"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
                 f"m=audio {rtp_port} RTP/AVP 0\r\n{rtcp}")
 
-    bridge = SipBridge(ports, on_timeout=print)
+    bridge = SipBridge(ports)
     toward_caller, _ = bridge.reserve("127.0.0.1", [False])
     bridge.connect(["audio"], remote_addresses(parse_sdp(sdp(free_port()))),
                    remote_addresses(parse_sdp(sdp(free_port(), f"a=rtcp:{rtcp_port}\r\n"))),

@@ -5,10 +5,6 @@ and the media timeout."""
 
 from __future__ import annotations
 
-import base64
-import os
-import struct
-
 import pylibsrtp
 import pytest
 from hypothesis import given, settings
@@ -17,29 +13,7 @@ from hypothesis import strategies as st
 from gateway.media.call import CallMedia
 from gateway.media.relay import MAX_SSRCS, Side, StreamRelay
 from gateway.media.srtp import SrtpContext
-from sdp.attributes import Crypto
-
-SUITE = "AES_CM_128_HMAC_SHA1_80"
-
-
-def rtp(seq: int, pt: int = 0, ssrc: int = 0x11223344, payload: bytes = b"\xaa" * 160) -> bytes:
-    return struct.pack("!BBHII", 0x80, pt, seq, seq * 160, ssrc) + payload
-
-
-def rtcp_sr(ssrc: int = 0x11223344) -> bytes:
-    return struct.pack("!BBHI", 0x80, 200, 6, ssrc) + bytes(20)
-
-
-def crypto(mki: bool) -> tuple[Crypto, bytes]:
-    key = os.urandom(30)
-    params = f"inline:{base64.b64encode(key).decode()}|2^31" + ("|1:1" if mki else "")
-    return Crypto(1, SUITE, params), key
-
-
-def far_end(key: bytes, outbound: bool) -> pylibsrtp.Session:
-    ssrc = pylibsrtp.Policy.SSRC_ANY_OUTBOUND if outbound else pylibsrtp.Policy.SSRC_ANY_INBOUND
-    return pylibsrtp.Session(pylibsrtp.Policy(
-        key=key, ssrc_type=ssrc, srtp_profile=pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80))
+from tests.kit.media import crypto, far_end, rtcp_sr, rtp
 
 
 class Wire:
@@ -181,9 +155,8 @@ def test_media_timeout_names_the_silent_streams() -> None:
     wire = Wire()
     audio = StreamRelay("audio", Side("a", wire), Side("b", wire), clock=lambda: now[0])
     video = StreamRelay("video", Side("a", wire), Side("b", wire), clock=lambda: now[0])
-    ended: list[str] = []
-    media = CallMedia([audio, video], timeout=30, on_timeout=ended.append,
-                      clock=lambda: now[0])
+    media = CallMedia([audio, video], timeout=30)
+    assert media.check_interval == 5.0  # a quarter of the timeout, at most 5 s
     now[0] = 20.0
     audio.from_a(rtp(1))
     now[0] = 45.0
@@ -191,7 +164,9 @@ def test_media_timeout_names_the_silent_streams() -> None:
     now[0] = 51.0
     assert media.expired(now[0]) == ("media timeout: no packets for 30 s "
                                      "(audio 31 s, video 51 s)")
-    assert CallMedia([audio], timeout=0, on_timeout=ended.append).expired(1e9) is None
+    assert CallMedia([audio], timeout=0).expired(1e9) is None
+    assert CallMedia([audio], timeout=0).check_interval is None
+    assert CallMedia([audio], timeout=0.1).check_interval == 0.05
 
 
 def test_a_sender_that_keeps_changing_ssrc_is_capped_before_libsrtp() -> None:

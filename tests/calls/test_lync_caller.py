@@ -10,17 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import os
-import socket
-from collections.abc import Iterator
-from typing import Any
 
 import aioice
 import pytest
-from aioice import stun
 
-from gateway.calls.lync_media import LyncMedia
+from gateway.calls.lync_caller import LyncCaller
 from gateway.sip.message import Request, Response, make_response
 from gateway.transport.peer import Peer
 from ice.candidate import Candidate, parse_candidate
@@ -30,8 +25,15 @@ from ice.session import TurnSettings
 from sdp.model import SessionDescription
 from sdp.multipart import pick_sdp, split
 from sdp.parse import parse_sdp
-from tests.calls.test_b2bua import FIRST, RULES, Harness, outbound, phone
-from tests.media.test_relay import far_end, rtcp_sr, rtp
+from tests.kit.calls import (
+    FIRST,
+    RULES,
+    Harness,
+    outbound,
+    phone,
+)
+from tests.kit.lync import HeldPorts, StunServer, silent_turn, wait_for_ports
+from tests.kit.media import far_end, rtcp_sr, rtp
 from tests.peers import free_port
 from tests.sdp.conftest import LYNC_BOUNDARY, fixture
 
@@ -122,15 +124,15 @@ async def test_lync_ice_and_srtp_to_a_plain_rtp_phone(event_pt: int) -> None:
     await asyncio.wait_for(lync.connect(), 10)
     for _ in range(40):  # the gateway's side of ICE completes and the relay joins
         await asyncio.sleep(0.02)
-        if any(c.lync and c.lync.media for c in h.b2bua.calls.values()):
+        if any(c.media.relayed for c in h.b2bua.calls.values()):
             break
 
     tx, rx = far_end(lync_key, True), far_end(our_key, False)
     await lync.send(tx.protect(rtp(1, pt=9, ssrc=42)))
     assert await asyncio.wait_for(phone_rx.got.get(), 5) == rtp(1, pt=9, ssrc=42)
     [call] = h.b2bua.calls.values()
-    assert call.lync is not None and call.lync.relay is not None
-    sip_port = call.lync.sip_ports[0]
+    assert isinstance(call.media, LyncCaller) and call.media.relay is not None
+    sip_port = call.media.sip_ports[0]
     phone_sock.sendto(rtp(2, pt=9, ssrc=77), ("127.0.0.1", sip_port))
     assert rx.unprotect(await asyncio.wait_for(lync.recv(), 5)) == rtp(2, pt=9, ssrc=77)
     await lync.send(tx.protect(rtp(3, pt=101, ssrc=42)))
@@ -141,7 +143,7 @@ async def test_lync_ice_and_srtp_to_a_plain_rtp_phone(event_pt: int) -> None:
                                                                             ssrc=77)
     await lync.send(tx.protect_rtcp(rtcp_sr(42)))
     assert await asyncio.wait_for(rtcp_rx.got.get(), 5) == rtcp_sr(42)  # to its a=rtcp
-    assert h.b2bua.ice_outcomes == {"connected": 1}
+    assert h.b2bua.statistics().ice == {"connected": 1, "failed": 0}
 
     bye = (f"BYE sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5061;branch=z9hG4bK-lb\r\n"
            f"From: \"Bob\" <sip:bob@example.com>;tag=lync\r\nTo: <sip:alice@gw.example.com>;"
@@ -160,25 +162,10 @@ async def test_lync_ice_and_srtp_to_a_plain_rtp_phone(event_pt: int) -> None:
 RULE_WITH_CAP = RULES.replace('replace = ', 'max_bandwidth_kbps = 512\nreplace = ')
 
 
-class StunServer(asyncio.DatagramProtocol):
-    """Answers every Binding request with the address it came from."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        request = stun.parse_message(data)
-        response = stun.Message(message_method=request.message_method,
-                                message_class=stun.Class.RESPONSE,
-                                transaction_id=request.transaction_id)
-        response.attributes["XOR-MAPPED-ADDRESS"] = addr
-        self.transport.sendto(bytes(response), addr)  # type: ignore[attr-defined]
-
-
 async def test_the_rules_bandwidth_cap_and_stun_server_reach_both_sides() -> None:
     """The SIP side's offer asks for no more than the rule's cap (b=AS/b=TIAS) and so does
-    the answer to Lync (with Lync's x-mediabw lowered too); the STUN server the B2BUA's hook
-    names for the rule and location gives Lync a server-reflexive candidate."""
+    the answer to Lync (with Lync's x-mediabw lowered too); the STUN server of the node's
+    location (the rule names none: automatic) gives Lync a server-reflexive candidate."""
     stun_transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
         StunServer, local_addr=("127.0.0.1", 0))
     stun_at = ("127.0.0.1", int(stun_transport.get_extra_info("sockname")[1]))
@@ -187,13 +174,7 @@ async def test_the_rules_bandwidth_cap_and_stun_server_reach_both_sides() -> Non
     lync = aioice.Connection(ice_controlling=True, components=1, use_ipv6=False)
     await lync.gather_candidates()
     h = Harness([FIRST], ports=ports, address="127.0.0.1", rules=RULE_WITH_CAP)
-    asked: list[tuple[str, str]] = []
-
-    def stun_for(rule: str, location: str) -> tuple[str, int]:
-        asked.append((rule, location))
-        return stun_at
-
-    h.b2bua.stun_for = stun_for
+    h.configure(stun_servers={"edge-stun": stun_at}, location_stun={"": "edge-stun"})
     offer = lync_offer(lync, os.urandom(30)).replace(
         b"a=label:main-audio\r\n", b"a=label:main-audio\r\na=x-mediabw:main-audio "
         b"send=2000;recv=100\r\n")
@@ -201,7 +182,6 @@ async def test_the_rules_bandwidth_cap_and_stun_server_reach_both_sides() -> Non
     for _ in range(30):
         await h.settle()
     out, peer = outbound(h.take(), "INVITE")
-    assert asked == [("", "")]  # the rule names none: the location's, automatic
     audio = parse_sdp(out.body).media[0]
     assert (audio.bandwidth("AS"), audio.bandwidth("TIAS")) == (512, 512000)
     sip_answer = (b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
@@ -214,32 +194,22 @@ async def test_the_rules_bandwidth_cap_and_stun_server_reach_both_sides() -> Non
     assert ours.attribute("x-mediabw") == "main-audio send=100;recv=512"
     assert any(" typ srflx " in c for c in ours.attributes("candidate"))
     [call] = h.b2bua.calls.values()
-    assert call.lync is not None
-    await call.lync.close()
+    assert isinstance(call.media, LyncCaller)
+    await call.media.close()
     await lync.close()
     stun_transport.close()
     assert ports.in_use == set()
 
 
-@contextlib.contextmanager
-def silent_turn() -> Iterator[TurnSettings]:
-    """A TURN server that never answers: gathering waits for it (5 s) unless stopped."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
-        silent.bind(("127.0.0.1", 0))
-        yield TurnSettings("127.0.0.1", silent.getsockname()[1], "u", "p")
-
-
-async def wait_for_ports(ports: PortAllocator, count: int) -> None:
-    for _ in range(200):
-        if len(ports.in_use) >= count:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"{sorted(ports.in_use)} in use, {count} expected")
-
-
 def fixture_offer() -> SessionDescription:
     """Lync 2013's RFC 5245 part: audio and video, two components each (no rtcp-mux)."""
     return parse_sdp(pick_sdp(split(fixture("lync2013_multipart.txt"), LYNC_BOUNDARY)).body)
+
+
+def caller_media(ports: PortAllocator, turn: TurnSettings | None = None) -> LyncCaller:
+    return LyncCaller(fixture_offer(), ports, "127.0.0.1", static_nat="",
+                      encryption="best_effort", turn=turn, stun=None, bandwidth_kbps=0,
+                      media_timeout=60.0, call_id="t")
 
 
 async def test_streams_gather_side_by_side_and_close_meanwhile_frees_every_port() -> None:
@@ -249,8 +219,7 @@ async def test_streams_gather_side_by_side_and_close_meanwhile_frees_every_port(
     base = free_port()
     ports = PortAllocator(base, base + 40)
     with silent_turn() as turn:
-        media = LyncMedia(fixture_offer(), ports, "127.0.0.1", "", "best_effort", print,
-                          turn=turn)
+        media = caller_media(ports, turn)
         preparing = asyncio.ensure_future(media.prepare())
         await wait_for_ports(ports, 4)  # audio's and video's two host ports, together
         await asyncio.wait_for(media.close(), 1)
@@ -261,28 +230,13 @@ async def test_streams_gather_side_by_side_and_close_meanwhile_frees_every_port(
     assert ports.in_use == set()
 
 
-class HeldPorts(PortAllocator):
-    """ICE's host ports wait for `go`: the call can end while its media is being prepared.
-    (The SIP side's ports are taken at once, with no wait to end in.)"""
-
-    def __init__(self, first: int, last: int) -> None:
-        super().__init__(first, last)
-        self.waiting = asyncio.Event()
-        self.go = asyncio.Event()
-
-    async def bind_udp(self, *args: Any, **kwargs: Any) -> Any:
-        self.waiting.set()
-        await self.go.wait()
-        return await super().bind_udp(*args, **kwargs)
-
-
 async def test_ports_reserved_after_close_are_released_too() -> None:
     """close() comes while ICE's host ports are being bound: the ones bound after it are
     released as well, no SIP-side port is taken, and prepare() raises IceError rather than
     offering them."""
     base = free_port()
     ports = HeldPorts(base, base + 40)
-    media = LyncMedia(fixture_offer(), ports, "127.0.0.1", "", "best_effort", print)
+    media = caller_media(ports)
     preparing = asyncio.ensure_future(media.prepare())
     await asyncio.wait_for(ports.waiting.wait(), 5)
     await media.close()
@@ -376,9 +330,8 @@ async def test_hold_and_resume_cross_the_lync_leg_whose_ice_ends_here() -> None:
         "recvonly")
     assert parse_sdp(to_phone_ok.body).media[0].formats == ["9"]  # what the phone offered
     [call] = h.b2bua.calls.values()
-    assert call.offered_directions == {
-        "in": {"audio": "sendonly", "applicationsharing": "sendrecv"},
-        "out": {"audio": "sendonly"}}
+    assert call.caller.directions == {"audio": "sendonly", "applicationsharing": "sendrecv"}
+    assert call.callee.directions == {"audio": "sendonly"}
     h.feed(in_dialog("BYE", 4, b"", **from_lync), LYNC)
     for _ in range(10):
         await h.settle()

@@ -1,0 +1,40 @@
+"""What call control asks its adapter to do: the waits and the I/O a sans-I/O core cannot do
+itself. `B2bua.take_actions()` hands them over (as aioquic's `datagrams_to_send`); the
+adapter (`gateway.daemon.call_io`) carries each out and feeds the outcome back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.calls.media_side import MediaSide
+from gateway.sip.uri import SipUri
+
+
+@dataclass(frozen=True, slots=True)
+class Prepare:
+    """Take the call's media resources (`MediaSide.reserve` at once, then `prepare` if it
+    gathers) and look up `resolve` (RFC 3263) if set; then `B2bua.prepared` with the
+    targets found (None when nothing was looked up) or the error."""
+
+    call_id: int
+    media: MediaSide
+    resolve: SipUri | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Connect:
+    """Await `MediaSide.connect(timeout)`; then `B2bua.media_connected`."""
+
+    call_id: int
+    media: MediaSide
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """`MediaSide.close()`, and await what it leaves to wait for."""
+
+    media: MediaSide
+
+
+Action = Prepare | Connect | Close

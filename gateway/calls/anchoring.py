@@ -1,0 +1,60 @@
+"""Which media side a new call gets, from its INVITE, its routing decision and the node's
+settings: ICE toward a Lync caller, ICE toward a Lync callee, SIP media anchored at the
+relay, or SDP passed through (signalling only)."""
+
+from __future__ import annotations
+
+from gateway.calls.bodies import offered_sdp
+from gateway.calls.lync_callee import LyncCallee
+from gateway.calls.lync_caller import LyncCaller, wants_ice
+from gateway.calls.media_side import MediaSide, PassThrough
+from gateway.calls.settings import CallSettings
+from gateway.calls.sip_side import SipSide
+from gateway.sip.message import Request
+from ice.ports import PortAllocator
+from routing.engine import Decision
+from sdp.offer_answer import rule_cap
+
+
+def media_for(request: Request, decision: Decision, settings: CallSettings,
+              ports: PortAllocator | None, address: str) -> MediaSide:
+    """The call's media side; raises SdpError for an offer the node must read and cannot
+    (488). Without media ports (`ports` None) nothing is anchored."""
+    rule = decision.rule
+    toward_lync = rule is not None and rule.outgoing_protocol == "mssip"
+    # A signalling-only node leaves SDP unread, as a proxy would, unless a leg is Lync's:
+    # one toward Lync, or a caller's offer that may be Lync's ICE (every SDP of which names
+    # its ice-ufrag).
+    if ports is None or not (settings.anchor_sip_media or toward_lync
+                             or b"ice-ufrag" in request.body):
+        return PassThrough()
+    offer = offered_sdp(request)
+    if offer is None:
+        return PassThrough()
+    cap, timeout, call_id = rule_cap(rule), settings.media_timeout, request.call_id
+    if wants_ice(offer):
+        return LyncCaller(
+            offer, ports, address, static_nat=settings.static_nat,
+            encryption=settings.encryption,
+            turn=settings.turn_for(rule.turn_server if rule else "",
+                                   decision.outgoing_location),
+            stun=settings.stun_for(rule.stun_server if rule else "",
+                                   decision.outgoing_location),
+            bandwidth_kbps=cap, media_timeout=timeout, call_id=call_id)
+    multipart = request.content_type is not None and (
+        request.content_type.type.startswith("multipart/"))
+    if multipart:
+        return PassThrough()  # only Lync's ICE offers are read out of a multipart body
+    if toward_lync:
+        assert rule is not None
+        return LyncCallee(
+            offer, ports, address, static_nat=settings.static_nat,
+            encryption=settings.encryption,
+            turn=settings.turn_for(rule.turn_server, decision.outgoing_location),
+            stun=settings.stun_for(rule.stun_server, decision.outgoing_location),
+            bandwidth_kbps=cap, media_timeout=timeout, call_id=call_id)
+    if not settings.anchor_sip_media:
+        return PassThrough()
+    return SipSide(offer, ports, address, bandwidth_kbps=cap, media_timeout=timeout,
+                   call_id=call_id)
+

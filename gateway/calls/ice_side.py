@@ -1,0 +1,127 @@
+"""What both Lync media sides share: an ICE session per relayed stream, gathered side by
+side, the relay's ports toward the SIP leg, ICE checks, then the relay joined to the
+selected pairs; and a `close` that may come at any point (a CANCEL during gathering), after
+which whatever was still being reserved is released too and the waits raise IceError.
+
+`LyncCaller` (the gateway answers a Lync offer: controlled) and `LyncCallee` (the gateway
+offers to Lync: controlling) add the SDP each direction needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any
+
+from gateway import logs
+from gateway.media.backend import BuiltinRelay, StreamPlan
+from gateway.media.call import CallMedia
+from ice.errors import IceError
+from ice.ports import PortAllocator
+from ice.session import IceSession, TurnSettings
+from sdp.model import Media, SessionDescription
+from sdp.offer_answer import Encryption
+
+log = logs.get(__name__)
+RELAYED = ("audio", "video")  # what the relay carries; other streams are rejected
+
+
+class IceSide:
+    gathers = True
+    connects = True
+    answers_offers_here = True
+
+    def __init__(self, streams: SessionDescription, ports: PortAllocator, address: str, *,
+                 controlling: bool, static_nat: str, encryption: Encryption,
+                 turn: TurnSettings | None, stun: tuple[str, int] | None,
+                 bandwidth_kbps: int, media_timeout: float, call_id: str) -> None:
+        self.streams = streams  # the offer whose audio and video get ICE toward Lync
+        self.ports = ports
+        self.address = address
+        self.controlling = controlling
+        self.static_nat = static_nat
+        self.encryption = encryption
+        self.turn = turn  # the rule's or location's TURN server (Lync Edge)
+        self.stun = stun
+        self.bandwidth_kbps = bandwidth_kbps  # the rule's cap (sdp.offer_answer.rule_cap)
+        self.media_timeout = media_timeout
+        self.call_id = call_id
+        self.sessions: list[IceSession | None] = []  # one per m= line, None: not relayed
+        self.relay: BuiltinRelay | None = None
+        self.sip_ports: list[int] = []  # the relay's ports toward the SIP leg
+        self.media: CallMedia | None = None
+        self.closed = False
+
+    @property
+    def relayed(self) -> CallMedia | None:
+        return self.media
+
+    def reserve(self) -> None:
+        return None  # the relay's ports come with gathering, in prepare()
+
+    async def prepare(self) -> None:
+        relayed = [m for m in self.streams.media if m.media in RELAYED and not m.rejected]
+        self.relay = BuiltinRelay(self.ports)
+        # No MS-ICE2 hint: a peer that speaks RFC 5389 must not get MS-ICE2 signatures; an
+        # MS-ICE2 one is recognised by its own first check, and answered in its form.
+        self.sessions = [IceSession(
+            controlling=self.controlling, components=self._components(media),
+            address=self.address, ports=self.ports, static_nat_address=self.static_nat,
+            stun_server=self.stun, turn=self.turn) if media in relayed else None
+            for media in self.streams.media]
+        try:
+            # Side by side: a STUN or TURN server that does not answer costs its timeout
+            # once, not once per stream, before the other leg gets its INVITE.
+            await asyncio.gather(*(_gather(media.media, session) for media, session
+                                   in zip(self.streams.media, self.sessions, strict=True)
+                                   if session is not None))
+            self.sip_ports = await self.relay.reserve(self.address, len(relayed),
+                                                      rtcp_mux=False)
+            if self.closed:
+                raise IceError("the call ended while its media was being prepared")
+        except BaseException:
+            await self.close()  # again if the call closed it: frees what came after
+            raise
+
+    def _components(self, media: Media) -> int:
+        return 1
+
+    async def _run(self, plans: list[StreamPlan | None], timeout: float) -> None:
+        """ICE checks on every planned stream, then the relay joins the selected pairs."""
+        assert self.relay is not None
+        live = [p for p in plans if p is not None]
+        await asyncio.gather(*(p.ice.connect(timeout) for p in live))
+        if self.closed:
+            raise IceError("the call ended while ICE was running")
+        self.media = self.relay.connect(plans, self.media_timeout)
+        log.info("ice_connected", call_id=self.call_id, streams=len(live),
+                 role="controlling" if self.controlling else "controlled",
+                 pairs=[f"{s.local.address}:{s.local.port}->{s.remote.address}:"
+                        f"{s.remote.port}" for p in live for s in p.ice.selected])
+
+    def close(self) -> Coroutine[Any, Any, None]:
+        self.closed = True
+        if self.relay is not None:
+            self.relay.close()
+        return self._close_sessions()
+
+    async def _close_sessions(self) -> None:
+        await asyncio.gather(*(s.close() for s in self.sessions if s is not None))
+
+
+async def set_remote(session: IceSession, sdp: SessionDescription, media: Media) -> None:
+    """Give `session` the peer's credentials and candidates from its SDP for `media` (the
+    media section's, else the session's: Lync writes them either way)."""
+    ufrag = media.attribute("ice-ufrag") or sdp.session.attribute("ice-ufrag") or ""
+    pwd = media.attribute("ice-pwd") or sdp.session.attribute("ice-pwd") or ""
+    await session.set_remote(ufrag, pwd, [f"candidate:{c}" for c in media.attributes("candidate")]
+                             + [f"x-candidate-ipv6:{c}"
+                                for c in media.attributes("x-candidate-ipv6")])
+
+
+async def _gather(media: str, session: IceSession) -> None:
+    await session.gather()
+    for problem in session.stats.problems:
+        log.warning("ice_gathering_problem", media=media, problem=problem)
+    log.info("ice_gathered", media=media,
+             candidates=[f"{c.type} {c.address}:{c.port}" for c in session.local_candidates()])

@@ -1,0 +1,113 @@
+"""The one interface call control drives a call's media through, whatever anchors it.
+
+Implemented by `PassThrough` (signalling only: SDP crosses as it is), `SipSide` (both legs
+plain SIP, anchored at the relay), `LyncCaller` (the caller speaks ICE; the gateway answers
+it) and `LyncCallee` (the callee is Lync; the gateway offers ICE to it). Call control asks
+what a side can do (`gathers`, `connects`, `answers_offers_here`), never which kind it is;
+the asyncio adapter runs the waits (`prepare`, `connect`) and `close`'s remainder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine
+from typing import Any, Protocol
+
+from gateway.media.call import CallMedia
+
+Body = tuple[bytes, str | None]  # a message body and its Content-Type
+
+
+class MediaSide(Protocol):
+    @property
+    def gathers(self) -> bool:
+        """Whether `prepare` must be awaited before the callee's offer (ICE gathering)."""
+        ...
+
+    @property
+    def connects(self) -> bool:
+        """Whether `connect` must be awaited after the answer (ICE checks) for media."""
+        ...
+
+    @property
+    def answers_offers_here(self) -> bool:
+        """Whether a leg's ICE ends here: its offers are answered here, and only a change of
+        direction (hold, resume) crosses to the other leg."""
+        ...
+
+    @property
+    def relayed(self) -> CallMedia | None:
+        """The streams being relayed, once media flows through the node."""
+        ...
+
+    def reserve(self) -> None:
+        """Take what the offer needs at once (relay ports); raises PortsExhausted."""
+
+    async def prepare(self) -> None:
+        """Gather toward Lync and take the relay's ports; raises IceError."""
+
+    def offer(self, caller: Body) -> Body:
+        """What the callee is offered, from the caller's INVITE body."""
+        ...
+
+    def answer(self, callee: Body, *, final: bool) -> Body:
+        """What the caller gets from the callee's answer (a 2xx, or a provisional when not
+        `final`); raises SdpError when a final answer cannot be used."""
+        ...
+
+    async def connect(self, timeout: float) -> None:
+        """Run ICE and start relaying; raises IceError."""
+
+    def updated_offer(self) -> bytes | None:
+        """After `connect`, a second offer the callee leg needs (RFC 5245 9.1.2.2), if any."""
+        ...
+
+    def relay_offer(self, *, from_caller: bool, body: bytes) -> bytes:
+        """A leg's new offer as the other leg gets it; raises SdpError when it cannot be
+        carried (488)."""
+        ...
+
+    def relay_answer(self, *, from_caller: bool, body: bytes) -> bytes:
+        """The answer to a carried offer, as the offering leg gets it (`from_caller`: who
+        answered)."""
+        ...
+
+    def close(self) -> Coroutine[Any, Any, None] | None:
+        """Stop media and free what is held now; returns what is left to await, if any."""
+        ...
+
+
+class PassThrough:
+    """Signalling only: SIP endpoints send their media to each other, and SDP crosses the
+    gateway unread, as through a proxy."""
+
+    gathers = False
+    connects = False
+    answers_offers_here = False
+    relayed = None
+
+    def reserve(self) -> None:
+        return None
+
+    async def prepare(self) -> None:
+        return None
+
+    def offer(self, caller: Body) -> Body:
+        return caller
+
+    def answer(self, callee: Body, *, final: bool) -> Body:
+        return callee
+
+    async def connect(self, timeout: float) -> None:
+        return None
+
+    def updated_offer(self) -> bytes | None:
+        return None
+
+    def relay_offer(self, *, from_caller: bool, body: bytes) -> bytes:
+        return body
+
+    def relay_answer(self, *, from_caller: bool, body: bytes) -> bytes:
+        return body
+
+    def close(self) -> None:
+        return None

@@ -1,0 +1,160 @@
+"""Call control driven through the endpoint without SIP sockets: the real B2BUA, its real
+asyncio adapter (`CallIo`), and a resolver that answers from a list instead of DNS. With
+the messages a caller and a callee send, and a phone's media socket."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Coroutine
+from typing import Any
+
+from gateway.calls.b2bua import B2bua
+from gateway.calls.cdr import CdrStore
+from gateway.calls.registrar import Registrar
+from gateway.calls.settings import CallLimits, CallSettings, Local
+from gateway.config.load import parse_text
+from gateway.daemon.call_io import CallIo
+from gateway.resolver.rfc3263 import ResolveError, Target, TargetResolver
+from gateway.sip.endpoint import Endpoint, EndpointSettings
+from gateway.sip.message import Message, Request, Response
+from gateway.sip.parse import parse_message
+from gateway.sip.transaction_layer import Event
+from gateway.sip.transaction_machines import Send
+from gateway.sip.uri import SipUri
+from gateway.transport.peer import Peer, Transport
+from ice.ports import PortAllocator
+from routing.engine import Router
+
+CALLER = Peer("UDP", "192.0.2.10", 5062)
+FIRST = Target("UDP", "uas.example.com", "198.51.100.1", 5060)
+SECOND = Target("UDP", "uas.example.com", "198.51.100.2", 5060)
+RULES = """
+[[routing_rules]]
+name = "to endpoints"
+priority = 10
+protocols = ["sip", "mssip"]
+match = '(.+)@gw\\.example\\.com'
+replace = '\\1@uas.example.com'
+"""
+
+
+
+
+class FakeResolver:
+    """Every name resolves to `targets` (None: to nothing), after a wait as DNS would."""
+
+    def __init__(self, targets: list[Target] | None) -> None:
+        self.targets = targets
+
+    def resolve_now(self, uri: SipUri) -> list[Target] | None:
+        return None  # as for a name: the look-up is waited for, as DNS would be
+
+    async def resolve(self, uri: SipUri) -> list[Target]:
+        if self.targets is None:
+            raise ResolveError(f"{uri.host}: no NAPTR, SRV or A/AAAA records")
+        return list(self.targets)
+
+
+class Harness:
+    def __init__(self, targets: list[Target] | None, cdrs: CdrStore | None = None,
+                 limits: CallLimits | None = None, ports: PortAllocator | None = None,
+                 address: str = "203.0.113.5", registrar: Registrar | None = None,
+                 rules: str = RULES) -> None:
+        config = parse_text(rules, "t.toml", base_dir=None)
+        router = Router(config.services, config.routing_rules)
+        self.out: list[Send] = []
+        self.cdrs, self.registrar = cdrs, registrar
+        self.resolver: TargetResolver = FakeResolver(targets)
+        self.b2bua = B2bua(CallSettings(router=router, limits=limits or CallLimits()),
+                           local=Local(address, {Transport.UDP: 5060}),
+                           resolver=self.resolver, media_ports=ports, registrar=registrar,
+                           cdrs=cdrs, wall_clock=lambda: 1_700_000_000.0)
+        self.ep = Endpoint(EndpointSettings(server="lyncgate/test"), handler=self.b2bua)
+        self.io = CallIo(self.b2bua, self.ep, self.resolver, spawn=self.spawn,
+                         deliver=self.collect, clock=lambda: 0.0)
+        self.tasks: list[asyncio.Future[None]] = []
+
+    def configure(self, **changes: Any) -> None:
+        """A new config generation for call control: the current settings, changed."""
+        self.b2bua.configure(dataclasses.replace(self.b2bua.settings, **changes))
+
+    def use_resolver(self, resolver: TargetResolver) -> None:
+        self.resolver = self.io.resolver = self.b2bua.ctx.resolver = resolver
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        self.tasks.append(asyncio.ensure_future(work))
+
+    def collect(self, events: list[Event]) -> None:
+        self.out.extend(e for e in events if isinstance(e, Send))
+
+    def feed(self, message: Message | bytes, peer: Peer, now: float = 0.0) -> None:
+        data = message if isinstance(message, bytes) else message.to_bytes()
+        self.collect(self.ep.receive(data, peer, None, now))
+        self.io.run()
+
+    def tick(self, now: float) -> None:
+        """Time passes: the core's timers due by `now` fire."""
+        self.collect(self.ep.handle_timeout(now))
+        self.io.run()
+
+    async def settle(self) -> None:
+        for _ in range(5):
+            await asyncio.sleep(0)
+
+    def take(self) -> list[tuple[Message, Peer]]:
+        sent = [(parse_message(s.data), s.peer) for s in self.out]
+        self.out.clear()
+        return sent
+
+
+def invite(user: str = "alice") -> bytes:
+    return (
+        f"INVITE sip:{user}@gw.example.com SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 192.0.2.10:5062;branch=z9hG4bK-in1;rport\r\n"
+        "From: \"Bob\" <sip:bob@example.org>;tag=caller\r\n"
+        f"To: <sip:{user}@gw.example.com>\r\nCall-ID: in-call-1\r\nCSeq: 1 INVITE\r\n"
+        "Contact: <sip:bob@192.0.2.10:5062>\r\nMax-Forwards: 70\r\n"
+        "Content-Type: application/sdp\r\nContent-Length: 10\r\n\r\nv=0\r\ns=x\r\n"
+    ).encode()
+
+
+def invite_with(body: bytes, user: str = "alice") -> bytes:
+    """The caller's INVITE carrying `body` as its SDP."""
+    return invite(user).replace(b"Content-Length: 10\r\n\r\nv=0\r\ns=x\r\n",
+                                b"Content-Length: %d\r\n\r\n" % len(body) + body)
+
+
+def statuses(sent: list[tuple[Message, Peer]], peer: Peer) -> list[int]:
+    return [m.status for m, p in sent if isinstance(m, Response) and p == peer]
+
+
+def outbound(sent: list[tuple[Message, Peer]], method: str) -> tuple[Request, Peer]:
+    return next((m, p) for m, p in sent if isinstance(m, Request) and m.method == method)
+
+
+def far(target: Target) -> Peer:
+    return Peer(target.transport, target.address, target.port)
+
+
+
+
+def sdp_body(port: int) -> bytes:
+    return (f"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            f"m=audio {port} RTP/AVP 9\r\na=rtpmap:9 G722/8000\r\na=sendrecv\r\n").encode()
+
+
+class Phone(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.got: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        self.got.put_nowait(data)
+
+
+async def phone() -> tuple[asyncio.DatagramTransport, Phone, int]:
+    transport, protocol = await asyncio.get_running_loop().create_datagram_endpoint(
+        Phone, local_addr=("127.0.0.1", 0))
+    return transport, protocol, int(transport.get_extra_info("sockname")[1])
+
+

@@ -48,7 +48,7 @@ def usage_error(prog: str, message: str) -> int:
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("gateway.daemon.command", "run the gateway daemon (embedded default without --config)"),
     "check-config": ("gateway.config.command", "validate a config file, print every problem"),
-    "dialplan": ("routing.command", "explain the routing decision for an alias"),
+    "dialplan": ("gateway.dialplan", "explain the routing decision for an alias"),
     "csr": ("gateway.certs.command_csr", "create a private key and certificate signing request"),
     "cert": ("gateway.certs.command_cert", "import or check the node certificate"),
     "doctor": ("gateway.doctor.command", "check DNS, certificates and reachability of peers"),

@@ -33,6 +33,7 @@ from gateway.config.fields import (
     check_unique,
     join,
 )
+from gateway.config.routing_sections import RoutingReferences, parse_routing
 from gateway.config.schema import (
     ApiConfig,
     Config,
@@ -46,7 +47,6 @@ from gateway.config.schema import (
     TlsConfig,
     TurnServer,
 )
-from routing.model import RoutingReferences, parse_routing
 
 EMBEDDED_DEFAULT = "<embedded default>"
 _T = TypeVar("_T")

@@ -71,8 +71,9 @@ class Harness:
                            resolver=self.resolver, media_ports=ports, registrar=registrar,
                            cdrs=cdrs, wall_clock=lambda: 1_700_000_000.0)
         self.ep = Endpoint(EndpointSettings(server="lyncgate/test"), handler=self.b2bua)
+        self.now = 0.0  # call control's clock: what feed() and outcomes fed back are stamped
         self.io = CallIo(self.b2bua, self.ep, self.resolver, spawn=self.spawn,
-                         deliver=self.collect, clock=lambda: 0.0)
+                         deliver=self.collect, clock=lambda: self.now)
         self.tasks: list[asyncio.Future[None]] = []
 
     def configure(self, **changes: Any) -> None:
@@ -88,13 +89,14 @@ class Harness:
     def collect(self, events: list[Event]) -> None:
         self.out.extend(e for e in events if isinstance(e, Send))
 
-    def feed(self, message: Message | bytes, peer: Peer, now: float = 0.0) -> None:
+    def feed(self, message: Message | bytes, peer: Peer, now: float | None = None) -> None:
         data = message if isinstance(message, bytes) else message.to_bytes()
-        self.collect(self.ep.receive(data, peer, None, now))
+        self.collect(self.ep.receive(data, peer, None, self.now if now is None else now))
         self.io.run()
 
     def tick(self, now: float) -> None:
-        """Time passes: the core's timers due by `now` fire."""
+        """Time passes to `now`: the core's timers due by then fire."""
+        self.now = now
         self.collect(self.ep.handle_timeout(now))
         self.io.run()
 

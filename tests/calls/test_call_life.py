@@ -1,0 +1,121 @@
+"""A call's life against its settings and its clock: the media timeout is a deadline on call
+control's heap (no loop timer of its own), a call keeps the config generation it was
+admitted under through a reload, and INVITEs that cannot set up a dialog are refused before
+anything is placed, as are headers the gateway only carries (fuzzing found each of these
+ending in an exception or a call that never ended)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from gateway.sip.message import Request, Response, make_response
+from ice.ports import PortAllocator
+from tests.kit.calls import (
+    CALLER,
+    FIRST,
+    Harness,
+    invite,
+    invite_with,
+    outbound,
+    sdp_body,
+    statuses,
+)
+from tests.peers import free_port
+
+
+def second_call(data: bytes) -> bytes:
+    """The same INVITE as another call: its own Call-ID, branch and tag."""
+    return (data.replace(b"Call-ID: in-call-1", b"Call-ID: in-call-2")
+            .replace(b"z9hG4bK-in1", b"z9hG4bK-in2").replace(b"tag=caller", b"tag=caller2"))
+
+
+async def connect(h: Harness, data: bytes, callee_tag: str) -> Response:
+    """Place `data`'s call and have the callee answer it with SDP; returns our 200."""
+    h.feed(data, CALLER)
+    for _ in range(20):
+        await h.settle()
+    out, peer = outbound(h.take(), "INVITE")
+    h.feed(make_response(out, 200, to_tag=callee_tag, body=sdp_body(5000),
+                         content_type="application/sdp",
+                         headers=(("Contact", "<sip:a@198.51.100.1>"),)), peer)
+    return next(m for m, _ in h.take() if isinstance(m, Response) and m.status == 200)
+
+
+def byes(sent: list[tuple[object, object]]) -> list[Request]:
+    return [m for m, _ in sent if isinstance(m, Request) and m.method == "BYE"]
+
+
+async def test_silent_media_ends_the_call_from_the_deadline_heap() -> None:
+    """Nobody sends on an anchored call: when call control's clock passes the media timeout
+    it sends BYE on both legs with the reason, and the relay's ports come back."""
+    base = free_port()
+    ports = PortAllocator(base, base + 20)
+    h = Harness([FIRST], ports=ports, address="127.0.0.1")
+    loop = asyncio.get_running_loop()
+    h.now = start = loop.time()  # the relay's clock, as in the daemon
+    h.configure(media_timeout=0.3)
+    await connect(h, invite_with(sdp_body(4000)), "callee")
+    deadline = h.b2bua.next_deadline()
+    assert deadline is not None and deadline <= start + 0.3  # checked at least that often
+    h.tick(loop.time())  # not silent for 0.3 s yet
+    assert byes(h.take()) == [] and len(h.b2bua.calls) == 1
+    h.tick(loop.time() + 1.0)
+    sent = byes(h.take())
+    assert len(sent) == 2
+    assert all("media timeout: no packets for 0.3 s" in (b.headers.get("Reason") or "")
+               for b in sent)
+    assert h.b2bua.calls == {}
+    await h.settle()
+    assert ports.in_use == set()
+
+
+async def test_a_reload_applies_to_the_next_call_never_to_one_in_progress() -> None:
+    """Admitted under a 60 s media timeout, a call keeps it after a reload to 0.3 s; the
+    call admitted after the reload gets 0.3 s."""
+    base = free_port()
+    h = Harness([FIRST], ports=PortAllocator(base, base + 20), address="127.0.0.1")
+    h.now = asyncio.get_running_loop().time()  # the relay's clock, as in the daemon
+    await connect(h, invite_with(sdp_body(4000)), "first")
+    h.configure(media_timeout=0.3)
+    await connect(h, second_call(invite_with(sdp_body(4002))), "second")
+    first, second = h.b2bua.calls.values()
+    assert first.settings.media_timeout == 60.0 and second.settings.media_timeout == 0.3
+    h.tick(asyncio.get_running_loop().time() + 5.0)
+    ended = byes(h.take())
+    assert {b.call_id for b in ended if b.call_id.startswith("in-call")} == {"in-call-2"}
+    assert list(h.b2bua.calls.values()) == [first]
+
+
+async def test_an_invite_that_cannot_set_up_a_dialog_is_refused_before_it_is_placed() -> None:
+    """Without a Contact, with one that does not parse, or with a Record-Route our requests
+    could not follow: 400 naming the header, no INVITE toward the callee, no call kept."""
+    broken = {
+        "no Contact": invite().replace(b"Contact: <sip:bob@192.0.2.10:5062>\r\n", b""),
+        "bad Contact": invite().replace(b"Contact: <sip:bob@192.0.2.10:5062>",
+                                        b"Contact: <sip:bob@192.0.2.10:5062"),
+        "bad Record-Route": invite().replace(b"Max-Forwards: 70\r\n",
+                                             b"Max-Forwards: 70\r\nRecord-Route: <sip:p;lr\r\n"),
+    }
+    for what, data in broken.items():
+        h = Harness([FIRST])
+        h.feed(data, CALLER)
+        await h.settle()
+        sent = h.take()
+        assert statuses(sent, CALLER) == [100, 400], what
+        refused = next(m for m, _ in sent if isinstance(m, Response) and m.status == 400)
+        header = what.split(" ", 1)[1]
+        assert header in refused.reason, (what, refused.reason)
+        assert not [m for m, _ in sent if isinstance(m, Request)], what
+        assert h.b2bua.calls == {}, what
+
+
+async def test_a_carried_header_the_gateway_cannot_read_is_carried_as_written() -> None:
+    """A P-Asserted-Identity with an unterminated quote and a comma is the caller's to
+    send: the callee gets it as written, and the call is placed."""
+    odd = 'P-Asserted-Identity: "Bob, <sip:bob@example.org>\r\n'
+    h = Harness([FIRST])
+    h.feed(invite().replace(b"Max-Forwards: 70\r\n", b"Max-Forwards: 70\r\n" + odd.encode()),
+           CALLER)
+    await h.settle()
+    out, _ = outbound(h.take(), "INVITE")
+    assert out.headers.lines("P-Asserted-Identity") == ['"Bob, <sip:bob@example.org>']

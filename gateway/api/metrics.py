@@ -39,6 +39,10 @@ class NodeCollector(Collector):
             if prefix in families:
                 families[prefix].add_metric([label], value)
         yield from families.values()
+        yield CounterMetricFamily("lyncgate_sip_internal_errors", "Exceptions met while "
+                                  "handling a message (bugs): logged, answered 500 where a "
+                                  "request waited, and the node kept serving",
+                                  value=node.endpoint.counters.get("internal_errors", 0))
         stats = node.transport.stats
         yield CounterMetricFamily("lyncgate_tls_handshakes", "TLS handshakes completed",
                                   value=stats.tls_handshakes)

@@ -43,3 +43,14 @@ def test_loss_on_calls_in_progress_is_a_gauge_and_the_counter_only_grows() -> No
     assert metric(last, "lyncgate_relay_packets_lost_total") == 1
     assert metric(last, "lyncgate_relay_packets_dropped_total") == 2
     assert metric(last, "lyncgate_relay_packets_total") == 10
+
+
+def test_internal_errors_the_endpoint_counted_are_exported() -> None:
+    """A bug met while handling a message is counted by the endpoint, which keeps serving;
+    operators see the count in /metrics."""
+    h = Harness([FIRST])
+    node = SimpleNamespace(endpoint=h.ep, calls=h.b2bua, generation=1, transport=SimpleNamespace(
+        stats=SimpleNamespace(tls_handshakes=0, tls_failures={}), connection_count=0))
+    assert metric(scrape(node), "lyncgate_sip_internal_errors_total") == 0
+    h.ep.counters["internal_errors"] = 2
+    assert metric(scrape(node), "lyncgate_sip_internal_errors_total") == 2

@@ -125,8 +125,9 @@ def aor_of(uri: object) -> str | None:
 
 
 class Registrar:
-    def __init__(self, *, devices: Callable[[], tuple[Device, ...]],
-                 realm: Callable[[], str], store: BindingStore,
+    """`devices` and `realm` are the config's; `configure` swaps them in on a reload."""
+
+    def __init__(self, *, devices: tuple[Device, ...], realm: str, store: BindingStore,
                  clock: Callable[[], float] = time.time,
                  nonces: digest.Nonces | None = None) -> None:
         self.devices = devices
@@ -135,11 +136,14 @@ class Registrar:
         self.clock = clock
         self.nonces = nonces or digest.Nonces()
 
+    def configure(self, devices: tuple[Device, ...], realm: str) -> None:
+        self.devices, self.realm = devices, realm
+
     def device_for(self, aor: str) -> Device | None:
         """The device an AOR belongs to: its alias as configured, or the alias's user part
         when the alias has no domain."""
         user = aor.split("@", 1)[0]
-        for device in self.devices():
+        for device in self.devices:
             alias = device.alias.lower()
             if alias == aor or ("@" not in alias and alias == user):
                 return device
@@ -168,7 +172,7 @@ class Registrar:
             log.info("register_challenged", aor=aor, reason=refusal)
             return answer(401, "Unauthorized", tuple(
                 ("WWW-Authenticate", c) for c in digest.challenges(
-                    self.realm(), nonce, stale=stale, algorithms=device.digest)))
+                    self.realm, nonce, stale=stale, algorithms=device.digest)))
         try:
             return self._update(request, aor, peer, wall, answer)
         except SipParseError as exc:
@@ -180,7 +184,7 @@ class Registrar:
         if header is None:
             return "no credentials"
         creds = digest.parse_authorization(header)
-        if creds is None or creds.username != device.username or creds.realm != self.realm():
+        if creds is None or creds.username != device.username or creds.realm != self.realm:
             return "wrong username or realm"
         if creds.algorithm not in device.digest:
             return f"algorithm {creds.algorithm} not offered to this device"

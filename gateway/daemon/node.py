@@ -59,11 +59,8 @@ class Node:
         self.generation = 1
         self.local = Local(config.node.address, {}, config.node.sip_tls_fqdn)
         self.cdrs = self._open_cdrs(config)
-        self.registrar = Registrar(
-            devices=lambda: self.config.devices,
-            realm=lambda: (self.config.global_settings.mssip_domain
-                           or self.config.node.sip_tls_fqdn),
-            store=self._open_bindings(config))
+        self.registrar = Registrar(devices=config.devices, realm=_realm(config),
+                                   store=self._open_bindings(config))
         resolver = Resolver(config.global_settings.dns_server)
         self.calls = B2bua(CallSettings.from_config(config, self.router, self.generation),
                            local=self.local, resolver=resolver, cdrs=self.cdrs,
@@ -182,6 +179,7 @@ class Node:
         self.config, self.router = config, router
         self.generation += 1
         self.calls.configure(CallSettings.from_config(config, router, self.generation))
+        self.registrar.configure(config.devices, _realm(config))
         log.info("config_reloaded", config=config.source, generation=self.generation)
 
     async def drain(self, timeout: float) -> None:
@@ -268,3 +266,8 @@ class Node:
             log.exception("timer_crashed_core")
             events = []
         self._deliver(events)
+
+
+def _realm(config: Config) -> str:
+    """The digest realm devices register in: the MS-SIP domain, else the node's FQDN."""
+    return config.global_settings.mssip_domain or config.node.sip_tls_fqdn

@@ -22,6 +22,7 @@ from gateway.sip.transaction_machines import (
     ServerTransaction,
     State,
     TimedOut,
+    TimerName,
     ToTU,
     Transaction,
 )
@@ -76,7 +77,7 @@ class TransactionTimeout:
     "transport" (the request could not be delivered: treat as 503, RFC 3261 8.1.3.1)."""
 
     transaction: Transaction
-    timer: str
+    timer: TimerName
 
 
 Event = (
@@ -154,7 +155,7 @@ class TransactionLayer:
         self._client: dict[tuple[Any, ...], ClientTransaction] = {}
         # (from tag, Call-ID, CSeq) of requests without a To tag, for merged-request detection.
         self._merge: dict[tuple[Any, ...], ServerTransaction] = {}
-        self._heap: list[tuple[float, int, AnyTransaction, str]] = []
+        self._heap: list[tuple[float, int, AnyTransaction, TimerName]] = []
         self._seq = itertools.count()
         # Settled or ended transactions whose `tu_data` goes at the next message or timer:
         # the TU reads it from the event the transaction's last step produced.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from gateway.frozen import frozen
 from gateway.sip.message import Request, Response
@@ -24,7 +24,10 @@ from gateway.transport.peer import Peer
 # otherwise idle node costs far more than the clean-up itself), in batches small enough
 # not to hold up the messages behind them (a one-second grid did: the p99 of anchored call
 # set-up at 200 calls/s went from +3 ms to +6 ms).
-LINGER_TIMERS = frozenset("DIJKLM")
+# RFC 3261's timer letters, and "transport" for a request the transport could not deliver
+# (RFC 3261 8.1.3.1): the one spelling of timer names, in events, logs and metrics labels.
+TimerName = Literal["A", "B", "D", "E", "F", "G", "H", "I", "J", "K", "L", "M", "transport"]
+LINGER_TIMERS: frozenset[TimerName] = frozenset(("D", "I", "J", "K", "L", "M"))
 LINGER_GRID_S = 0.1
 
 
@@ -59,7 +62,7 @@ class ToTU:
 class TimedOut:
     """Timer B, F or H fired: the TU treats it as a 408 (client) or a missing ACK (server)."""
 
-    timer: str
+    timer: TimerName
 
 
 Action = Send | ToTU | TimedOut
@@ -74,10 +77,10 @@ class Transaction:
     timers: Timers
     state: State
     # name -> absolute deadline; the layer's heap holds the same entries.
-    deadlines: dict[str, float] = field(default_factory=dict)
+    deadlines: dict[TimerName, float] = field(default_factory=dict)
     # Timers armed since the layer last looked, for its heap: a timer left running is
     # already there.
-    armed: list[tuple[float, str]] = field(default_factory=list)
+    armed: list[tuple[float, TimerName]] = field(default_factory=list)
     # Retransmission interval of timers A, E and G.
     interval: float = 0.0
     tu_data: Any = None  # whatever the TU hangs on the transaction (a call leg, a callback)
@@ -111,7 +114,7 @@ class Transaction:
     def terminated(self) -> bool:
         return self.state is State.TERMINATED
 
-    def _arm(self, name: str, now: float, delay: float) -> None:
+    def _arm(self, name: TimerName, now: float, delay: float) -> None:
         deadline = now + delay
         if name in LINGER_TIMERS:
             deadline = math.ceil(deadline / LINGER_GRID_S) * LINGER_GRID_S
@@ -198,7 +201,7 @@ class ClientTransaction(Transaction):
         self._settle()
         return [ToTU(response)]
 
-    def fire(self, name: str, now: float) -> list[Action]:
+    def fire(self, name: TimerName, now: float) -> list[Action]:
         self.deadlines.pop(name, None)
         if name in ("A", "E"):
             if name == "E" and self.state is State.PROCEEDING:
@@ -326,7 +329,7 @@ class ServerTransaction(Transaction):
         # form, bound to the class as written, does not know.
         Transaction._settle(self)
 
-    def fire(self, name: str, now: float) -> list[Action]:
+    def fire(self, name: TimerName, now: float) -> list[Action]:
         self.deadlines.pop(name, None)
         if name == "G" and self.state is State.COMPLETED:
             self.interval = min(2 * self.interval, self.timers.t2)

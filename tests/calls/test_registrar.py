@@ -46,7 +46,7 @@ NOW = [1_700_000_000.0]
 
 def registrar(path: Path | None) -> Registrar:
     config = parse_text(CONFIG, "t.toml", base_dir=None)
-    return Registrar(devices=lambda: config.devices, realm=lambda: "vc.example.com",
+    return Registrar(devices=config.devices, realm="vc.example.com",
                      store=BindingStore(path), clock=lambda: NOW[0],
                      nonces=digest.Nonces(b"n" * 32))
 
@@ -182,7 +182,7 @@ async def test_registered_only_rule_and_an_unregistered_alias_gets_480() -> None
 def test_a_device_limited_to_md5_is_offered_only_md5_and_refuses_sha256() -> None:
     config = parse_text(CONFIG.replace('password = "s3cret!"', 'password = "s3cret!"\n'
                                        'digest = ["MD5"]'), "t.toml", base_dir=None)
-    reg = Registrar(devices=lambda: config.devices, realm=lambda: "vc.example.com",
+    reg = Registrar(devices=config.devices, realm="vc.example.com",
                     store=BindingStore(None), clock=lambda: NOW[0],
                     nonces=digest.Nonces(b"n" * 32))
     h = Harness([FIRST], registrar=reg, rules=CONFIG)

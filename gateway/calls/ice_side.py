@@ -30,15 +30,15 @@ class IceSide:
     gathers = True
     connects = True
     answers_offers_here = True
+    controlling: bool  # the ICE role: the offerer controls (RFC 8445 6.1.1)
 
     def __init__(self, streams: SessionDescription, ports: PortAllocator, address: str, *,
-                 controlling: bool, static_nat: str, encryption: Encryption,
+                 static_nat: str, encryption: Encryption,
                  turn: TurnSettings | None, stun: tuple[str, int] | None,
                  bandwidth_kbps: int, media_timeout: float, call_id: str) -> None:
         self.streams = streams  # the offer whose audio and video get ICE toward Lync
         self.ports = ports
         self.address = address
-        self.controlling = controlling
         self.static_nat = static_nat
         self.encryption = encryption
         self.turn = turn  # the rule's or location's TURN server (Lync Edge)

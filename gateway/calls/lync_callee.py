@@ -21,13 +21,11 @@ from gateway.calls.ice_side import IceSide, set_remote
 from gateway.calls.media_side import Body
 from gateway.media.backend import StreamPlan
 from ice.errors import IceError
-from ice.ports import PortAllocator
-from ice.session import TurnSettings
 from sdp.anchor import stream_remote
 from sdp.attributes import Crypto, MediaBandwidth
 from sdp.errors import NotAcceptable
 from sdp.model import Line, Media, Section, SessionDescription
-from sdp.offer_answer import Encryption, cap_bandwidth, payload_remap
+from sdp.offer_answer import cap_bandwidth, payload_remap
 from sdp.parse import parse_sdp
 
 KEPT = ("rtpmap", "fmtp", "ptime")
@@ -36,20 +34,14 @@ SDP = "application/sdp"
 
 
 class LyncCallee(IceSide):
-    def __init__(self, caller_offer: SessionDescription, ports: PortAllocator, address: str,
-                 *, static_nat: str, encryption: Encryption, turn: TurnSettings | None,
-                 stun: tuple[str, int] | None, bandwidth_kbps: int, media_timeout: float,
-                 call_id: str) -> None:
-        super().__init__(caller_offer, ports, address, controlling=True, static_nat=static_nat,
-                         encryption=encryption, turn=turn, stun=stun,
-                         bandwidth_kbps=bandwidth_kbps, media_timeout=media_timeout,
-                         call_id=call_id)
-        self.caller_offer = caller_offer  # the SIP caller's SDP
-        self.keys: list[Crypto | None] = []  # ours toward Lync, per stream
-        self.lync_offer: SessionDescription | None = None  # what offer() gave Lync
-        self.lync_answer: SessionDescription | None = None
-        self.caller_answer: SessionDescription | None = None  # what answer() gave the caller
-        self.version = 1
+    """`streams` is the SIP caller's offer."""
+
+    controlling = True  # we offer to Lync
+    keys: list[Crypto | None]  # ours toward Lync, per stream (from prepare())
+    lync_offer: SessionDescription | None = None  # what offer() gave Lync
+    lync_answer: SessionDescription | None = None
+    caller_answer: SessionDescription | None = None  # what answer() gave the caller
+    version = 1  # of our offer's o= line: the second offer is the next
 
     async def prepare(self) -> None:
         await super().prepare()
@@ -69,7 +61,7 @@ class LyncCallee(IceSide):
                            Line("s", "session"), Line("c", f"IN {family} {origin}"),
                            Line("t", "0 0")])
         streams = []
-        for media, ice, key in zip(self.caller_offer.media, self.sessions, self.keys,
+        for media, ice, key in zip(self.streams.media, self.sessions, self.keys,
                                    strict=True):
             if ice is None:
                 streams.append(_rejected(media))
@@ -106,9 +98,9 @@ class LyncCallee(IceSide):
         if not final:
             return b"", None
         answer = parse_sdp(callee[0])
-        if len(answer.media) != len(self.caller_offer.media):
+        if len(answer.media) != len(self.streams.media):
             raise NotAcceptable(f"Lync answered {len(answer.media)} streams to "
-                                f"{len(self.caller_offer.media)} offered")
+                                f"{len(self.streams.media)} offered")
         self.lync_answer = answer
         family = "IP6" if ":" in self.address else "IP4"
         session = Section([Line("v", "0"), Line("o", f"- 1 1 IN {family} {self.address}"),
@@ -116,7 +108,7 @@ class LyncCallee(IceSide):
                            Line("t", "0 0")])
         streams = []
         relayed = 0
-        for offered, answered, ice in zip(self.caller_offer.media, answer.media,
+        for offered, answered, ice in zip(self.streams.media, answer.media,
                                           self.sessions, strict=True):
             if ice is None:
                 streams.append(_rejected(offered))
@@ -142,11 +134,11 @@ class LyncCallee(IceSide):
             raise IceError("no answer was negotiated")
         plans: list[StreamPlan | None] = []
         for offered, answered, ice, key, to_lync, to_caller in zip(
-                self.caller_offer.media, self.lync_answer.media, self.sessions, self.keys,
+                self.streams.media, self.lync_answer.media, self.sessions, self.keys,
                 self.lync_offer.media, self.caller_answer.media, strict=True):
             if ice is None:
                 continue
-            remote = stream_remote(self.caller_offer, offered)
+            remote = stream_remote(self.streams, offered)
             if answered.rejected or remote is None:
                 plans.append(None)
                 continue

@@ -21,15 +21,12 @@ from gateway.calls.ice_side import RELAYED, IceSide, set_remote
 from gateway.calls.media_side import Body
 from gateway.media.backend import StreamPlan
 from ice.errors import IceError
-from ice.ports import PortAllocator
-from ice.session import TurnSettings
 from sdp.anchor import Remote, stream_remote
 from sdp.errors import NotAcceptable
 from sdp.model import Line, Media, Section, SessionDescription
 from sdp.offer_answer import (
     Answer,
     Codec,
-    Encryption,
     MediaPlan,
     answer,
     cap_bandwidth,
@@ -47,19 +44,13 @@ def wants_ice(offer: SessionDescription) -> bool:
 
 
 class LyncCaller(IceSide):
-    def __init__(self, offer: SessionDescription, ports: PortAllocator, address: str, *,
-                 static_nat: str, encryption: Encryption, turn: TurnSettings | None,
-                 stun: tuple[str, int] | None, bandwidth_kbps: int, media_timeout: float,
-                 call_id: str) -> None:
-        super().__init__(offer, ports, address, controlling=False, static_nat=static_nat,
-                         encryption=encryption, turn=turn, stun=stun,
-                         bandwidth_kbps=bandwidth_kbps, media_timeout=media_timeout,
-                         call_id=call_id)
-        self.offer_from_lync = offer  # Lync's (the RFC 5245 part)
-        self.sip_offer: SessionDescription | None = None
-        self.negotiated: Answer | None = None
-        # Per relayed stream, the SIP side's answer to it and where its media goes.
-        self._sip_answers: list[tuple[Media, Remote] | None] = []
+    """`streams` is Lync's offer (the RFC 5245 part)."""
+
+    controlling = False  # Lync offered
+    sip_offer: SessionDescription | None = None
+    negotiated: Answer | None = None
+    # Per relayed stream, the SIP side's answer to it and where its media goes.
+    _sip_answers: list[tuple[Media, Remote] | None]
 
     def _components(self, media: Media) -> int:
         return 1 if media.has("rtcp-mux") else 2
@@ -98,7 +89,7 @@ class LyncCaller(IceSide):
         supported: dict[str, list[Codec]] = {}
         for position, index in enumerate(relayed):
             media = sip.media[position] if position < len(sip.media) else None
-            offered = self.offer_from_lync.media[index]
+            offered = self.streams.media[index]
             remote = None if media is None else stream_remote(sip, media)
             if media is None or remote is None or media.media != offered.media:
                 self._sip_answers.append(None)
@@ -123,7 +114,7 @@ class LyncCaller(IceSide):
             rtcp = None if session.components == 1 else session.default_candidate(2).port
             plans.append(MediaPlan(default.address, default.port, rtcp, session.ufrag,
                                    session.pwd, tuple(session.candidate_attributes())))
-        self.negotiated = answer(self.offer_from_lync, supported, plans,
+        self.negotiated = answer(self.streams, supported, plans,
                                  encryption=self.encryption, bandwidth_kbps=self.bandwidth_kbps,
                                  origin_address=self.static_nat or self.address)
         return self.negotiated.sdp.to_bytes(), SDP
@@ -145,8 +136,8 @@ class LyncCaller(IceSide):
                 plans.append(None)
                 continue
             sip_answered, remote = sip_answer
-            offered = self.offer_from_lync.media[index]
-            await set_remote(session, self.offer_from_lync, offered)
+            offered = self.streams.media[index]
+            await set_remote(session, self.streams, offered)
             plans.append(StreamPlan(
                 offered.media, session, remote.rtp, remote.rtcp,
                 lync_key_in=stream.remote_crypto, lync_key_out=stream.local_crypto,

@@ -52,14 +52,9 @@ class SipSide:
     def answer(self, callee: Body, *, final: bool) -> Body:
         """The callee's SDP pointed at the relay, which starts relaying on the first answer
         (a provisional's early media included). An answer that cannot be anchored passes
-        as it is, logged: the call goes on and the endpoints may still reach each other."""
-        body, content_type = callee
-        if not body:
-            return callee
-        try:
-            answer = parse_sdp(body)
-        except SdpError as exc:
-            log.warning("answer_sdp_unreadable", call_id=self.call_id, error=str(exc))
+        as it is, logged."""
+        answer = self._readable(callee[0])
+        if answer is None:
             return callee
         offered = self.caller_offer.media
         if len(answer.media) != len(offered):
@@ -69,7 +64,7 @@ class SipSide:
         if self.bridge.media is None:
             self.bridge.connect([m.media for m in offered], remote_addresses(self.caller_offer),
                                 remote_addresses(answer), self.media_timeout)
-        return self._anchored(answer, self.toward_caller), content_type
+        return self._anchored(answer, self.toward_caller), callee[1]
 
     async def connect(self, timeout: float) -> None:
         return None
@@ -87,18 +82,25 @@ class SipSide:
         return self._anchored(offer, self.toward_callee if from_caller else self.toward_caller)
 
     def relay_answer(self, *, from_caller: bool, body: bytes) -> bytes:
-        if not body:
-            return body
-        try:
-            answer = parse_sdp(body)
-        except SdpError as exc:
-            log.warning("answer_sdp_unreadable", call_id=self.call_id, error=str(exc))
+        answer = self._readable(body)
+        if answer is None:
             return body
         self.bridge.repoint(caller_side=from_caller, remotes=remote_addresses(answer))
         return self._anchored(answer, self.toward_callee if from_caller else self.toward_caller)
 
     def close(self) -> None:
         self.bridge.close()
+
+    def _readable(self, body: bytes) -> SessionDescription | None:
+        """An answer's SDP, or None when there is none or it cannot be read (logged): such
+        an answer passes as it is, and the endpoints may still reach each other."""
+        if not body:
+            return None
+        try:
+            return parse_sdp(body)
+        except SdpError as exc:
+            log.warning("answer_sdp_unreadable", call_id=self.call_id, error=str(exc))
+            return None
 
     def _anchored(self, sdp: SessionDescription, ports: list[int]) -> bytes:
         return anchored(sdp, self.address, ports, self.bandwidth_kbps).to_bytes()

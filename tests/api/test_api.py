@@ -17,24 +17,13 @@ from typing import Any
 import pytest
 
 from tests.daemon.harness import Daemon
-from tests.kit.nodes import metric
+from tests.kit.nodes import loopback_node, metric
 from tests.peers import SCENARIOS, free_port, need
 
 pytestmark = pytest.mark.peer
 
 TOKEN = "s3cret-reload-token-42"
-CONFIG = """
-[node]
-name = "api-node"
-sip_tls_fqdn = "gw.example.com"
-address = "127.0.0.1"
-state_dir = "@STATE@"
-
-[listen]
-udp = @UDP@
-tcp = @TCP@
-tls = 0
-
+CONFIG = loopback_node(name="api-node", tls=False) + """
 [api]
 port = @API@
 token = "@TOKEN@"

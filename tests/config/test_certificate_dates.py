@@ -14,6 +14,7 @@ import pytest
 from tests.certs.factory import NOW, Authority, key_pem, pem, write
 from tests.cli.console import lyncgate
 from tests.daemon.harness import Daemon
+from tests.kit.nodes import loopback_node
 from tests.peers import free_port
 
 FQDN = "gw.example.com"
@@ -26,15 +27,7 @@ def node_files(folder: Path, *, not_before: dt.datetime | None = None,
 
 
 def config_text(cert: Path, key: Path, *, api_port: int = 0) -> str:
-    return f"""
-[node]
-sip_tls_fqdn = "{FQDN}"
-address = "127.0.0.1"
-state_dir = "@STATE@"
-[listen]
-udp = @UDP@
-tcp = @TCP@
-tls = @TLS@
+    return loopback_node(FQDN) + f"""
 [tls]
 certificate = "{cert}"
 private_key = "{key}"

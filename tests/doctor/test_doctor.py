@@ -17,6 +17,7 @@ import trustme
 
 from gateway.cli import main
 from tests.daemon.harness import Daemon
+from tests.kit.nodes import loopback_node
 from tests.peers import coturn, dnsmasq, free_port, need, process
 
 pytestmark = pytest.mark.peer
@@ -44,15 +45,7 @@ def lync_pool(tmp_path: Path, ca: trustme.CA) -> Iterator[Daemon]:
     folder.mkdir()
     cert, key = certificate(folder, ca, "fepool.example.test")
     ca.cert_pem.write_to_path(folder / "ca.pem")
-    pool = Daemon(folder, f"""
-[node]
-sip_tls_fqdn = "fepool.example.test"
-address = "127.0.0.1"
-state_dir = "@STATE@"
-[listen]
-udp = @UDP@
-tcp = @TCP@
-tls = @TLS@
+    pool = Daemon(folder, loopback_node("fepool.example.test") + f"""
 [tls]
 certificate = "{cert}"
 private_key = "{key}"

@@ -4,21 +4,17 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
-BASE = """
-[node]
-name = "test-node"
-sip_tls_fqdn = "gw.example.com"
-address = "127.0.0.1"
-state_dir = "@STATE@"
 
-[listen]
-udp = @UDP@
-tcp = @TCP@
-tls = @TLS@
+def loopback_node(fqdn: str = "gw.example.com", *, name: str = "test-node",
+                  tls: bool = True) -> str:
+    """`[node]` and `[listen]` on 127.0.0.1, with the daemon harness's placeholders for the
+    state directory and free ports (tests/daemon/harness.py); `tls` False listens on none."""
+    return (f'\n[node]\nname = "{name}"\nsip_tls_fqdn = "{fqdn}"\naddress = "127.0.0.1"\n'
+            f'state_dir = "@STATE@"\n\n[listen]\nudp = @UDP@\ntcp = @TCP@\n'
+            f'tls = {"@TLS@" if tls else 0}\n')
 
-[tls]
-verify_mode = "off"
-"""
+
+BASE = loopback_node() + '\n[tls]\nverify_mode = "off"\n'
 RULES = """
 [[routing_rules]]
 name = "endpoints"

@@ -17,6 +17,7 @@ import trustme
 
 from gateway.calls.cdr import CdrStore
 from tests.daemon.harness import Daemon
+from tests.kit.nodes import loopback_node
 from tests.peers import SCENARIOS, coturn, dnsmasq, free_port, need, process, sipp
 
 pytestmark = pytest.mark.peer
@@ -91,15 +92,7 @@ def test_lync_call_over_mutual_tls_reaches_the_sip_side_through_kamailio(
     dns_port = lab.enter_context(dnsmasq(["--local=/test/",
                                           "--host-record=proxy.lab.test,127.0.0.1"]))
     turn_port = lab.enter_context(coturn())
-    daemon = Daemon(tmp_path, f"""
-[node]
-sip_tls_fqdn = "gw.example.test"
-address = "127.0.0.1"
-state_dir = "@STATE@"
-[listen]
-udp = @UDP@
-tcp = @TCP@
-tls = @TLS@
+    daemon = Daemon(tmp_path, loopback_node("gw.example.test") + f"""
 [tls]
 certificate = "{tmp_path / 'node.pem'}"
 private_key = "{tmp_path / 'node.key'}"

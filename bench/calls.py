@@ -19,6 +19,10 @@ Modes:
                      lyncgate >= 0.5x Kamailio and >= 4x sippy calls per CPU-second.
   soak               lyncgate alone at --rate for --duration s (default 300/s for 60 s):
                      goal 0 failed calls.
+  overload           anchored calls at 2x and 4x the rate lyncgate sustains (measured first,
+                     or --rate), Kamailio with ratelimit beside it: see bench/overload.py
+                     for the goals (>= 90% of the sustained rate served, every failure a
+                     503, no kernel drops, back to full service within 2 s).
   latency            INVITE -> 180 at the UAC, through lyncgate (anchored and signalling only)
                      and Kamailio and UAC -> UAS direct, at --rate (default 200/s): p99
                      added by the element (p99 through it minus p99 direct), goal < 5 ms
@@ -38,6 +42,7 @@ machine, so take the lock:
     flock /tmp/bench.lock .venv/bin/python bench/calls.py [--rate 100 --duration 30]
     flock /tmp/bench.lock .venv/bin/python bench/calls.py soak [--rate 300 --duration 60]
     flock /tmp/bench.lock .venv/bin/python bench/calls.py latency [--rate 200 --duration 20]
+    flock /tmp/bench.lock .venv/bin/python bench/calls.py overload [--rate R --duration 20]
 
 Add --keep to keep the logs and SIPp traces (the directory is printed).
 """
@@ -696,7 +701,16 @@ def latency(work: Path, rate: int, duration: int) -> None:
         print_problems(run, work)
 
 
-MODES = {"compare": (compare, 100, 30), "soak": (soak, 300, 60), "latency": (latency, 200, 20)}
+def overload(work: Path, rate: int, duration: int) -> None:
+    """bench/overload.py (it builds on this module's runs)."""
+    from overload import overload as run_overload
+
+    run_overload(work, rate, duration)
+
+
+# (measure, default rate, default duration); overload's rate 0: measure the sustained rate
+MODES = {"compare": (compare, 100, 30), "soak": (soak, 300, 60), "latency": (latency, 200, 20),
+         "overload": (overload, 0, 20)}
 
 
 def _interrupted(signum: int, frame: FrameType | None) -> None:
@@ -707,6 +721,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("mode", nargs="?", choices=list(MODES), default="compare")
     parser.add_argument("--rate", type=int, help="calls per second (compare 100, soak 300, "
+                        "overload: the sustained rate, measured when not given; "
                         "latency 200)")
     parser.add_argument("--duration", type=int, help="seconds of calls: SIPp -m = rate x "
                         "duration (compare 30, soak 60, latency 20)")

@@ -39,6 +39,15 @@ class NodeCollector(Collector):
             if prefix in families:
                 families[prefix].add_metric([label], value)
         yield from families.values()
+        overload = node.endpoint.overload
+        shed = CounterMetricFamily("lyncgate_sip_shed", "New dialogs (INVITE, REGISTER, "
+                                   "SUBSCRIBE) refused 503 by overload control, by the signal "
+                                   "over its target", labels=["reason"])
+        for reason, count in overload.shed.items():
+            shed.add_metric([reason], count)
+        yield shed
+        yield GaugeMetricFamily("lyncgate_overload_admitted_share", "Share of new dialogs "
+                                "overload control admits (1: no shedding)", value=overload.share)
         yield CounterMetricFamily("lyncgate_sip_internal_errors", "Exceptions met while "
                                   "handling a message (bugs): logged, answered 500 where a "
                                   "request waited, and the node kept serving",
@@ -63,6 +72,8 @@ class NodeCollector(Collector):
         for (outcome, decision), count in calls.outcomes.items():
             ended.add_metric([outcome, decision], count)
         yield ended
+        yield CounterMetricFamily("lyncgate_calls_stuck", "Calls whose set-up never "
+                                  "finished (a bug), ended by their deadline", value=calls.stuck)
         ice = CounterMetricFamily("lyncgate_ice_outcomes", "ICE toward Lync callers, by "
                                   "outcome", labels=["outcome"])
         for outcome, count in calls.ice.items():

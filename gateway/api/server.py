@@ -64,6 +64,9 @@ async def status(request: web.Request) -> web.Response:
             for b in node.registrar.store.all(time.time())],
         "calls": node.calls.active(),
         "counters": node.endpoint.counters,
+        "overload": {"admitted_share": node.endpoint.overload.share,
+                     "reason": node.endpoint.overload.reason,
+                     "shed": node.endpoint.overload.shed},
     })
 
 

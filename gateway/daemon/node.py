@@ -21,6 +21,7 @@ from gateway.config.errors import ConfigError
 from gateway.config.load import load_default, load_file
 from gateway.config.schema import Config
 from gateway.daemon.call_io import CallIo
+from gateway.daemon.headroom import Headroom
 from gateway.daemon.state import ensure_self_signed, state_dir
 from gateway.resolver.rfc3263 import Resolver
 from gateway.sip.endpoint import Endpoint, EndpointSettings
@@ -76,6 +77,7 @@ class Node:
         self._loop = asyncio.get_running_loop()
         self.call_io = CallIo(self.calls, self.endpoint, resolver, spawn=self._spawn,
                               deliver=self._deliver, clock=self._loop.time)
+        self.headroom = Headroom(self.endpoint.overload, self.transport, self._loop)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._work: set[asyncio.Future[None]] = set()
@@ -126,6 +128,7 @@ class Node:
             self.local.ports[Transport.TLS] = port
             log.info("listening", transport="tls", address=host, port=port,
                      verify_mode=cfg.tls.verify_mode)
+        self.headroom.start()
         log.info("node_started", node=cfg.node.name, config=cfg.source,
                  version=__version__, generation=self.generation)
 
@@ -194,6 +197,7 @@ class Node:
         await self.close()
 
     async def close(self) -> None:
+        self.headroom.stop()
         if self._timer is not None:
             self._timer.cancel()
         for task in list(self._work):

@@ -22,6 +22,7 @@ from typing import Protocol
 from gateway import logs
 from gateway.sip.errors import SipError, SipParseError, SipRequestError
 from gateway.sip.message import Request, Response, make_response, new_tag, stamp_received
+from gateway.sip.overload import DIALOG_CREATING, OverloadControl
 from gateway.sip.parse import error_response, parse_message
 from gateway.sip.timers import DEFAULT, Timers
 from gateway.sip.transaction_layer import (
@@ -86,6 +87,7 @@ class Endpoint:
         self.transactions = TransactionLayer(timers, server=settings.server, new_tag=clock_tag)
         self.handler = handler
         self.draining = False
+        self.overload = OverloadControl()
         self._tag = clock_tag
         self.counters: dict[str, int] = {}
         methods = {"OPTIONS", "ACK", "CANCEL"} | (handler.methods if handler else set())
@@ -181,6 +183,10 @@ class Endpoint:
 
     def _request(self, request: Request, peer: Peer, now: float) -> list[Event]:
         stamp_received(request, peer.host, peer.port)
+        overload = self.overload
+        if (overload.shedding and request.method in DIALOG_CREATING and request.to.tag is None
+                and not self.transactions.has_server(request) and not overload.admit()):
+            return self._shed(request, peer, now)
         check_request(
             request,
             supported=self.settings.supported,
@@ -195,6 +201,8 @@ class Endpoint:
             self._count("responses_out:200")
             return [Send(response.to_bytes(), response_peer(request, peer), response)]
         events = self.transactions.receive_request(request, peer, now)
+        if overload.shedding or overload.last_cut is not None:
+            events = _with_feedback(events, overload.feedback(now))  # on the 100 Trying
         return self._dispatch(events, now)
 
     # -- TU ------------------------------------------------------------------------------
@@ -289,7 +297,7 @@ class Endpoint:
     def respond(
         self, request: Request, txn: ServerTransaction, response: Response, now: float
     ) -> list[Event]:
-        self._stamp(response)
+        self._stamp(response, now)
         for name, value in _keep_alive(request):
             if name not in response.headers:
                 response.headers.add(name, value)
@@ -308,10 +316,23 @@ class Endpoint:
         self._count(f"requests_out:{request.method}")
         return self.transactions.send_request(request, peer, now, tu_data)
 
-    def _stamp(self, response: Response) -> None:
+    def _stamp(self, response: Response, now: float | None = None) -> None:
         if "Server" not in response.headers:
             response.headers.add("Server", self.settings.server)
             response.changed()
+        overload = self.overload
+        if now is not None and (overload.shedding or overload.last_cut is not None):
+            _overload_feedback(response, overload.feedback(now))
+
+    def _shed(self, request: Request, peer: Peer, now: float) -> list[Event]:
+        """A new dialog refused for overload: answered statelessly (no transaction, nothing
+        kept), told when to come back; its ACK will be absorbed as a stray."""
+        response = make_response(
+            request, 503, f"Service Unavailable (overloaded: {self.overload.reason})",
+            to_tag=self._tag(), headers=(("Retry-After", str(self.settings.retry_after)),))
+        self._stamp(response, now)
+        self._count("responses_out:503")
+        return [Send(response.to_bytes(), response_peer(request, peer), response)]
 
     # -- time ----------------------------------------------------------------------------
     def next_deadline(self) -> float | None:
@@ -350,6 +371,30 @@ class Endpoint:
 
 # A tuple, built once: `A | B | ...` in the call built a union object per event.
 _FOR_HANDLER = (AckReceived, CancelReceived, ResponseReceived, StrayResponse, TransactionTimeout)
+
+
+def _overload_feedback(response: Response, feedback: str | None) -> None:
+    """RFC 7339: a client that put `oc` in its Via (it can reduce what it sends) gets the
+    node's overload state in the same Via of the response."""
+    via = response.top_via
+    if feedback is None or not any(name == "oc" for name, _ in via.params):
+        return
+    kept = tuple((n, v) for n, v in via.params if not n.startswith("oc"))
+    extra = tuple((name, value) for name, _, value in
+                  (part.partition("=") for part in feedback.split(";")))
+    response.set_top_via(via.with_params(kept + extra))
+
+
+def _with_feedback(events: list[Event], feedback: str | None) -> list[Event]:
+    """The transaction layer's own answers (100 Trying, a retransmitted response) with the
+    RFC 7339 feedback their client asked for."""
+    out: list[Event] = []
+    for event in events:
+        if isinstance(event, Send) and isinstance(event.message, Response):
+            _overload_feedback(event.message, feedback)
+            event = Send(event.message.to_bytes(), event.peer, event.message)
+        out.append(event)
+    return out
 
 
 def _keep_alive(request: Request) -> tuple[tuple[str, str], ...]:

@@ -182,6 +182,10 @@ class TransactionLayer:
         return None
 
     # -- inbound -------------------------------------------------------------------------
+    def has_server(self, request: Request) -> bool:
+        """Whether `request` belongs to a server transaction already (a retransmission)."""
+        return server_key(request) in self._server
+
     def receive_request(self, request: Request, source: Peer, now: float) -> list[Event]:
         """A parsed, validated request from the transport."""
         self._let_go()

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import itertools
 import socket
+import struct
 import ssl
 import time
 from collections.abc import Callable
@@ -48,6 +49,17 @@ class Limits:
 MessageHandler = Callable[[bytes, Peer, FramingError | None], None]
 # on_unreachable(peer, reason): a send could not be delivered (connect or handshake failed).
 FailureHandler = Callable[[Peer, str], None]
+
+
+# getsockopt(SOL_SOCKET, SO_MEMINFO): nine u32 (linux/sock_diag.h), of which these three.
+SO_MEMINFO = 55
+_RMEM_ALLOC, _RCVBUF, _DROPS = 0, 1, 8
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiveQueues:
+    fill: float  # of the fullest UDP receive buffer, 0..1
+    drops: int  # datagrams the kernel dropped at the UDP listeners, since they opened
 
 
 @dataclass
@@ -174,6 +186,22 @@ class TransportLayer:
         self.listening.append(("UDP", host, bound))
         self._start_sweeper()
         return bound
+
+    def receive_queues(self) -> ReceiveQueues:
+        """How full the UDP listeners' kernel receive buffers are, and what the kernel has
+        dropped at them for want of room (SO_MEMINFO, Linux): what overload control and the
+        benchmarks read."""
+        fill, drops = 0.0, 0
+        for transport in self._udp.values():
+            sock = transport.get_extra_info("socket")
+            try:
+                info = struct.unpack("9I", sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 36))
+            except OSError:  # not Linux, or a socket already closed
+                continue
+            if info[_RCVBUF]:
+                fill = max(fill, info[_RMEM_ALLOC] / info[_RCVBUF])
+            drops += info[_DROPS]
+        return ReceiveQueues(fill, drops)
 
     async def listen_tcp(self, host: str, port: int) -> int:
         return await self._listen_stream("TCP", host, port)

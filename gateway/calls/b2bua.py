@@ -198,6 +198,7 @@ class B2bua:
         ctx.record(record, "open")
         txn.tu_data = call
         ctx.push(now + placement.LOCAL_RINGING_AFTER, call, Due.RINGING)
+        ctx.push(now + placement.SETUP_LIMIT, call, Due.SETUP)
         return self._set_up(call, now, core)
 
     def _refuse(self, record: CallRecord, request: Request, txn: ServerTransaction, status: int,
@@ -267,6 +268,8 @@ class B2bua:
                 events += placement.ring_locally(ctx, call, now, core)
             elif due is Due.MEDIA:
                 events += self._media_check(call, now, core)
+            elif due is Due.SETUP:
+                events += placement.set_up_too_long(ctx, call, now, core)
             else:
                 events += session.timer_due(ctx, call, call.leg(TIMER_ROLE[due]), now, core)
         return events

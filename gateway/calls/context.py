@@ -61,6 +61,8 @@ class Context:
         if due is Due.RINGING:
             return call.state in (CallState.RESOLVING, CallState.CALLING) and (
                 not call.provisional_sent)
+        if due is Due.SETUP:
+            return call.state in (CallState.RESOLVING, CallState.CALLING, CallState.EARLY)
         if call.state is not CallState.CONNECTED:
             return False
         if due is Due.MEDIA:

@@ -20,6 +20,7 @@ class Due(enum.Enum):
     CALLEE_TIMER = "out"
     RINGING = "ringing"  # a local 180 if the callee has said nothing yet
     MEDIA = "media"  # check whether every stream has been silent for the media timeout
+    SETUP = "setup"  # the call is still not answered: give up on it
 
 
 Entry = tuple[float, int, int, Due]  # (deadline, sequence, call id, what)

@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 
 log = logs.get(__name__)
 LOCAL_RINGING_AFTER = 2.0  # Lync cancels a call that sees only 100 Trying for ~10 s
+# A call not answered by then is given up: RFC 3261's Timer C (a proxy's "more than three
+# minutes") for a callee that keeps ringing, and the bound on a set-up that never finished.
+SETUP_LIMIT = 181.0
 ICE_TIMEOUT = 15.0  # from our answer to a selected pair toward Lync
 # Headers that describe the caller and are carried to the other leg, line by line as
 # written. Session-Expires and Min-SE are not: each leg negotiates its own session timer.
@@ -283,6 +286,20 @@ def media_connected(ctx: Context, call: Call | None, error: BaseException | None
     if offer is None:
         return []
     return send_offer(ctx, call, call.callee, offer, now, core)
+
+
+def set_up_too_long(ctx: Context, call: Call, now: float, core: Endpoint) -> list[Event]:
+    """SETUP_LIMIT passed without an answer. A callee that rang all that time is told CANCEL
+    and the caller 408; a call still waiting for its own set-up (its media or targets) has
+    met a bug, and is ended as an internal error, counted, with whatever it held freed."""
+    if call.state is CallState.RESOLVING:
+        ctx.stats.stuck += 1
+        log.error("call_setup_stuck", call_id=call.inbound.call_id, after=SETUP_LIMIT)
+        return fail(ctx, call, 500, f"internal error: set-up did not finish in "
+                    f"{SETUP_LIMIT:g} s", now, core)
+    call.cancelled = True  # a 2xx crossing our CANCEL is ACKed and hung up
+    events = send_cancel(call, now, core) if call.out.heard else []
+    return events + fail(ctx, call, 408, f"no answer in {SETUP_LIMIT:g} s", now, core)
 
 
 def ring_locally(ctx: Context, call: Call, now: float, core: Endpoint) -> list[Event]:

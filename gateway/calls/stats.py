@@ -19,6 +19,7 @@ class Statistics:
     ice: dict[str, int]  # ICE toward Lync by outcome: connected, failed
     ended_media: dict[str, int]  # relay totals of ended calls (MEDIA_KEYS)
     live_media: dict[str, int]  # the same so far on calls in progress
+    stuck: int  # calls ended because their set-up never finished
 
 
 @dataclass(slots=True)
@@ -26,6 +27,7 @@ class CallStats:
     outcomes: dict[tuple[str, str], int] = field(default_factory=dict)
     ice: dict[str, int] = field(default_factory=lambda: {"connected": 0, "failed": 0})
     media: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MEDIA_KEYS, 0))
+    stuck: int = 0  # calls whose set-up never finished (a bug), ended by their deadline
 
     def ended(self, outcome: str, decision: str) -> None:
         key = (outcome, decision)
@@ -43,7 +45,7 @@ class CallStats:
         for media in live:
             add(so_far, media.counters())
         return Statistics(active, dict(self.outcomes), dict(self.ice), dict(self.media),
-                          so_far)
+                          so_far, self.stuck)
 
 
 def add(totals: dict[str, int], counters: Counters) -> None:

@@ -119,3 +119,49 @@ async def test_a_carried_header_the_gateway_cannot_read_is_carried_as_written() 
     await h.settle()
     out, _ = outbound(h.take(), "INVITE")
     assert out.headers.lines("P-Asserted-Identity") == ['"Bob, <sip:bob@example.org>']
+
+
+async def test_a_callee_that_rings_past_the_setup_limit_is_cancelled() -> None:
+    """Nobody answers for three minutes (RFC 3261's Timer C): CANCEL toward the callee,
+    408 to the caller, and the call is over."""
+    h = Harness([FIRST])
+    h.feed(invite(), CALLER)
+    await h.settle()
+    out, peer = outbound(h.take(), "INVITE")
+    h.feed(make_response(out, 180, to_tag="callee"), peer)
+    h.take()
+    h.tick(180.0)
+    assert statuses(h.take(), CALLER) == []
+    h.tick(181.0)
+    sent = h.take()
+    assert [m.method for m, _ in sent if isinstance(m, Request)] == ["CANCEL"]
+    assert statuses(sent, CALLER) == [408]
+    assert h.b2bua.calls == {}
+
+
+async def test_a_set_up_that_never_finishes_ends_as_an_internal_error() -> None:
+    """A look-up that never returns (a bug somewhere below call control): the caller gets
+    500 at the set-up limit, the call is counted as stuck, and its media side is closed."""
+
+    class Hung:
+        def resolve_now(self, uri: object) -> None:
+            return None
+
+        async def resolve(self, uri: object) -> list[object]:
+            await asyncio.Event().wait()
+            return []
+
+    base = free_port()
+    ports = PortAllocator(base, base + 20)
+    h = Harness([FIRST], ports=ports, address="127.0.0.1")
+    h.use_resolver(Hung())  # type: ignore[arg-type]
+    h.feed(invite_with(sdp_body(4000)), CALLER)
+    await h.settle()
+    assert statuses(h.take(), CALLER) == [100] and ports.in_use  # relay ports taken
+    h.tick(181.0)
+    sent = h.take()
+    assert statuses(sent, CALLER) == [180, 500]  # the local 180 came due first
+    assert h.b2bua.calls == {} and h.b2bua.statistics().stuck == 1
+    assert ports.in_use == set()
+    for task in h.tasks:
+        task.cancel()

@@ -42,12 +42,15 @@ LOCAL_RINGING_AFTER = 2.0  # Lync cancels a call that sees only 100 Trying for ~
 # minutes") for a callee that keeps ringing, and the bound on a set-up that never finished.
 SETUP_LIMIT = 181.0
 ICE_TIMEOUT = 15.0  # from our answer to a selected pair toward Lync
-# Headers that describe the caller and are carried to the other leg, line by line as
-# written. Session-Expires and Min-SE are not: each leg negotiates its own session timer.
-CARRIED = ("Allow", "User-Agent", "Ms-Conversation-ID", "P-Asserted-Identity", "Accept")
-# Option tags of the caller's that the gateway cannot honour on the other leg: it relays
-# provisionals unreliably, so a callee told 100rel would wait for PRACKs that never come.
-NOT_CARRIED_OPTIONS = frozenset({"100rel"})
+# What the caller's INVITE says of the caller, carried to the callee line by line as written.
+# What it says of the caller's software (User-Agent, Allow, Supported, Accept) is not: each
+# leg is told what the gateway itself does (RFC 3261 20.5, 20.37), and a Lync caller's
+# product and option tags would make a SIP callee, or a second gateway, take the call for
+# MS-SIP. Session timers are negotiated per leg.
+CARRIED = ("P-Asserted-Identity",)
+CARRIED_TOWARD_LYNC = (*CARRIED, "Ms-Conversation-ID")  # Lync's conversation, on Lync's side
+# From parameters that belong to the caller's own leg: Lync's endpoint ID.
+NOT_CARRIED_FROM = frozenset({"tag", "epid"})
 
 
 def targets_now(ctx: Context, call: Call) -> tuple[SipUri, list[Target] | None]:
@@ -112,8 +115,9 @@ def place(ctx: Context, call: Call, now: float, core: Endpoint) -> list[Event]:
     h.add("Via", f"{ctx.local.via(target.transport)};branch={new_branch()};rport")
     h.add("Max-Forwards", str(max(0, (inbound.max_forwards or 70) - 1)))
     rule = call.decision.rule
+    toward_lync = rule is not None and rule.outgoing_protocol == "mssip"
     domain = settings.mssip_domain(call.decision.outgoing_location)
-    if rule is not None and rule.outgoing_protocol == "mssip" and domain:
+    if toward_lync and domain:
         # Toward Lync the caller appears in the gateway's domain (the guide's Infinity
         # domain, the outgoing location's override first), which the Lync pool trusts for
         # this application.
@@ -121,16 +125,19 @@ def place(ctx: Context, call: Call, now: float, core: Endpoint) -> list[Event]:
         display = f"{inbound.from_.display} " if inbound.from_.display else ""
         h.add("From", f"{display}<sip:{user}@{domain}>;tag={call.in_tag}")
     else:
-        h.add("From", str(inbound.from_.with_tag(call.in_tag)))
+        caller = inbound.from_
+        h.add("From", str(caller.with_params((*((n, v) for n, v in caller.params
+                                                 if n not in NOT_CARRIED_FROM),
+                                               ("tag", call.in_tag)))))
     h.add("To", f"<{call.target_uri}>")
     h.add("Call-ID", new_call_id(ctx.local.address))
     h.add("CSeq", "1 INVITE")
     h.add("Contact", ctx.local.contact(target.transport))
-    for name in CARRIED:
+    for name in CARRIED_TOWARD_LYNC if toward_lync else CARRIED:
         for value in inbound.headers.lines(name):
             h.add(name, value)
-    options = [t for t in inbound.tokens("supported") if t not in NOT_CARRIED_OPTIONS]
-    h.add("Supported", ", ".join(dict.fromkeys([*options, "timer"])))
+    h.add("Allow", core.allow)
+    h.add("Supported", "timer")
     if out.interval:
         for name, value in uac_headers(out.interval, settings.timers.min_se, refresher=False):
             h.add(name, value)

@@ -10,7 +10,9 @@ from routing.model import Protocol
 # Lync/SfB clients and servers identify themselves by these products (one search in C
 # rather than a generator over them: this runs on every call).
 _MS_AGENTS = ("uccapi", "rtc/", "rtcc/", "ocs/", "lync", "skype for business", "mediation")
-_MS_AGENT = re.compile("|".join(re.escape(product) for product in _MS_AGENTS))
+# Whole words only: "lyncgate" (this gateway, one hop upstream) is no Lync.
+_MS_AGENT = re.compile("|".join(re.escape(product) + (r"\b" if product[-1].isalpha() else "")
+                                for product in _MS_AGENTS))
 
 
 def arriving_protocol(request: Request) -> Protocol:

@@ -7,8 +7,11 @@ ending in an exception or a call that never ended)."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
+from gateway.calls.protocol import arriving_protocol
 from gateway.sip.message import Request, Response, make_response
+from gateway.sip.parse import parse_message
 from ice.ports import PortAllocator
 from tests.kit.calls import (
     CALLER,
@@ -21,6 +24,8 @@ from tests.kit.calls import (
     statuses,
 )
 from tests.peers import free_port
+
+FIXTURES = Path(__file__).parent.parent / "sip" / "fixtures"
 
 
 def second_call(data: bytes) -> bytes:
@@ -165,3 +170,23 @@ async def test_a_set_up_that_never_finishes_ends_as_an_internal_error() -> None:
     assert ports.in_use == set()
     for task in h.tasks:
         task.cancel()
+
+
+async def test_the_sip_leg_of_a_lync_call_says_what_the_gateway_is() -> None:
+    """A Lync caller's INVITE (its product, conversation, endpoint ID, option tags, methods)
+    placed toward a SIP endpoint: the SIP leg carries the gateway's own User-Agent, Allow and
+    Supported, none of Lync's, so a SIP callee (or a second gateway) sees a SIP call."""
+    lync = (FIXTURES / "lync_invite.txt").read_bytes().replace(
+        b"INVITE sip:meet.alice@vc.example.com", b"INVITE sip:alice@gw.example.com")
+    request = parse_message(lync)
+    assert isinstance(request, Request) and arriving_protocol(request) == "mssip"
+    h = Harness([FIRST])
+    h.feed(lync, CALLER)
+    await h.settle()
+    out, _ = outbound(h.take(), "INVITE")
+    assert arriving_protocol(out) == "sip"
+    assert (out.headers.get("User-Agent") or "").startswith("lyncgate/")
+    assert "Ms-Conversation-ID" not in out.headers
+    assert out.from_.param("epid") is None and out.from_.tag
+    assert out.tokens("supported") == ["timer"]
+    assert set(out.tokens("allow")) == set(h.ep.allow.lower().split(", "))

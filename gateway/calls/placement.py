@@ -68,7 +68,14 @@ def targets_now(ctx: Context, call: Call) -> tuple[SipUri, list[Target] | None]:
             return uri, [Target(b.peer.transport, b.host, b.host, b.port) for b in bindings]
         if rule.target == "registered_only":
             raise SipRequestError(480, f"{aor or call.target_uri} is not registered")
-    hop = call.settings.next_hops.get(rule.call_via) if rule is not None else None
+    settings = call.settings
+    via = rule.call_via if rule is not None else "dns"
+    if via == "dns" and rule is not None and rule.outgoing_protocol == "mssip":
+        # The guide: toward Lync, the outgoing location's Lync server unless the rule names
+        # one (the node's own location when the rule's is automatic).
+        via = settings.location_lync_server.get(
+            call.decision.outgoing_location or settings.location, "dns")
+    hop = settings.next_hops.get(via)
     if hop is not None:
         # The Request-URI stays the destination; the request goes to the named server (an
         # outbound proxy), found the way a SIP URI naming it would be.

@@ -54,6 +54,8 @@ class CallSettings:
     stun_servers: Mapping[str, tuple[str, int]] = field(default_factory=dict)
     location_turn: Mapping[str, str] = field(default_factory=dict)
     location_stun: Mapping[str, str] = field(default_factory=dict)
+    # Each location's default Lync server: where calls toward Lync go when the rule names none.
+    location_lync_server: Mapping[str, str] = field(default_factory=dict)
     # The From domain toward Lync per location (the location's override, else the global).
     mssip_domains: Mapping[str, str] = field(default_factory=dict)
     mssip_domain_default: str = ""
@@ -63,27 +65,24 @@ class CallSettings:
     def from_config(cls, config: Config, router: Router, generation: int) -> CallSettings:
         g = config.global_settings
         servers = (*config.sip_proxies, *config.lync_servers)
+        locations = config.locations
         return cls(
             router=router, location=config.node.location,
             limits=CallLimits(g.max_calls, g.max_calls_per_second),
             timers=TimerPolicy(g.session_expires_seconds, g.min_session_expires_seconds),
             encryption=g.sip_media_encryption, anchor_sip_media=g.anchor_sip_media,
             media_timeout=float(g.media_timeout_seconds),
-            next_hops=({s.name: NextHop(s.address, s.port,
-                                                        Transport.parse(s.transport))
-                                        for s in servers}),
+            next_hops={s.name: NextHop(s.address, s.port, Transport.parse(s.transport))
+                       for s in servers},
             static_nat=config.node.static_nat_address,
-            turn_servers=({t.name: TurnSettings(
-                t.address, t.port, t.username, t.password, t.transport)
-                for t in config.turn_servers}),
-            stun_servers=({s.name: (s.address, s.port)
-                                           for s in config.stun_servers}),
-            location_turn=({loc.name: loc.turn_server
-                                            for loc in config.locations}),
-            location_stun=({loc.name: loc.stun_server
-                                            for loc in config.locations}),
-            mssip_domains=({loc.name: loc.mssip_domain
-                                            for loc in config.locations if loc.mssip_domain}),
+            turn_servers={t.name: TurnSettings(t.address, t.port, t.username, t.password,
+                                               t.transport) for t in config.turn_servers},
+            stun_servers={s.name: (s.address, s.port) for s in config.stun_servers},
+            location_turn={loc.name: loc.turn_server for loc in locations},
+            location_stun={loc.name: loc.stun_server for loc in locations},
+            location_lync_server={loc.name: loc.lync_server for loc in locations
+                                  if loc.lync_server},
+            mssip_domains={loc.name: loc.mssip_domain for loc in locations if loc.mssip_domain},
             mssip_domain_default=g.mssip_domain,
             generation=generation,
         )

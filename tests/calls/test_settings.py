@@ -1,0 +1,95 @@
+"""Call control's settings snapshot read from a real config file, and what a call takes from
+it: toward Lync, the outgoing location's Lync server when the rule names none (the guide's
+`locations[].lync_server`), the rule's own `call_via` over it."""
+
+from __future__ import annotations
+
+from gateway.calls.settings import CallSettings
+from gateway.config.load import parse_text
+from gateway.resolver.rfc3263 import Resolver
+from routing.engine import Router
+from tests.kit.calls import CALLER, Harness, invite, outbound
+
+CONFIG = """
+[node]
+location = "London"
+
+[global]
+mssip_domain = "vc.example.com"
+
+[[locations]]
+name = "London"
+lync_server = "lync-london"
+turn_server = "turn-london"
+
+[[locations]]
+name = "Oslo"
+mssip_domain = "oslo.example.com"
+
+[[lync_servers]]
+name = "lync-london"
+address = "10.1.2.3"
+port = 5061
+transport = "tls"
+
+[[turn_servers]]
+name = "turn-london"
+address = "10.1.2.4"
+port = 3478
+username = "u"
+password = "p"
+
+[[routing_rules]]
+name = "to Lync"
+priority = 10
+protocols = ["sip"]
+match = '(.+)@gw\\.example\\.com'
+replace = '\\1@lync.example.com'
+outgoing_protocol = "mssip"
+"""
+
+
+def settings(text: str = CONFIG) -> CallSettings:
+    config = parse_text(text, "t.toml", base_dir=None)
+    return CallSettings.from_config(config, Router(config.services, config.routing_rules), 3)
+
+
+def test_the_snapshot_reads_every_location_choice() -> None:
+    s = settings()
+    assert s.generation == 3 and s.location == "London"
+    assert s.location_lync_server == {"London": "lync-london"}
+    assert (s.next_hops["lync-london"].address, s.next_hops["lync-london"].port) == (
+        "10.1.2.3", 5061)
+    turn = s.turn_for("", "")
+    assert turn is not None and turn.address == "10.1.2.4"  # automatic: the node's location
+    assert s.turn_for("", "Oslo") is None
+    assert (s.mssip_domain(""), s.mssip_domain("Oslo")) == ("vc.example.com", "oslo.example.com")
+
+
+async def test_a_call_toward_lync_goes_to_the_locations_lync_server() -> None:
+    h = Harness(None)  # DNS would fail: the server is an address
+    h.use_resolver(Resolver(("127.0.0.1", 9), timeout=0.5))  # any look-up stays on loopback
+    s = settings()
+    h.configure(router=s.router, location=s.location, next_hops=s.next_hops,
+                location_lync_server=s.location_lync_server)
+    h.feed(invite(), CALLER)
+    await h.settle()
+    out, peer = outbound(h.take(), "INVITE")
+    assert (peer.transport, peer.host, peer.port) == ("TLS", "10.1.2.3", 5061)
+    assert out.uri_text == "sip:alice@lync.example.com"  # the destination stays the URI
+
+
+async def test_the_rules_call_via_comes_before_the_locations_server() -> None:
+    text = CONFIG.replace('outgoing_protocol = "mssip"',
+                          'outgoing_protocol = "mssip"\ncall_via = "edge"') + (
+        '[[lync_servers]]\nname = "edge"\naddress = "10.9.9.9"\nport = 5062\n'
+        'transport = "tls"\n')
+    s = settings(text)
+    h = Harness(None)
+    h.use_resolver(Resolver(("127.0.0.1", 9), timeout=0.5))  # any look-up stays on loopback
+    h.configure(router=s.router, location=s.location, next_hops=s.next_hops,
+                location_lync_server=s.location_lync_server)
+    h.feed(invite(), CALLER)
+    await h.settle()
+    _, peer = outbound(h.take(), "INVITE")
+    assert (peer.host, peer.port) == ("10.9.9.9", 5062)

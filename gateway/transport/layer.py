@@ -13,8 +13,8 @@ import asyncio
 import contextlib
 import itertools
 import socket
-import struct
 import ssl
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field

@@ -128,6 +128,9 @@ class Router:
     services: tuple[Service, ...]
     rules: tuple[RoutingRule, ...]
     _by_alias: dict[str, Service] = field(init=False, repr=False, compare=False)
+    # Test Call Services' aliases without a domain: they answer that user at any domain, so
+    # `test-call@` whatever the caller's domain reaches the node's own test call.
+    _by_user: dict[str, Service] = field(init=False, repr=False, compare=False)
     _ordered: tuple[RoutingRule, ...] = field(init=False, repr=False, compare=False)
     _locations: frozenset[str] = field(init=False, repr=False, compare=False)
     _plans: dict[CallContext, _Plan] = field(init=False, repr=False, compare=False)
@@ -137,6 +140,8 @@ class Router:
         set_ = object.__setattr__
         set_(self, "_by_alias",
              {a.casefold(): s for s in self.services for a in s.parsed_aliases})
+        set_(self, "_by_user", {a.casefold(): s for s in self.services if s.type == "test_call"
+                                for a in s.parsed_aliases if "@" not in a})
         ordered = tuple(sorted(self.rules, key=RoutingRule.sort_key))
         set_(self, "_ordered", ordered)
         locations = frozenset(r.location for r in ordered if r.location)
@@ -204,6 +209,8 @@ class Router:
 
     def _service(self, alias: str, parsed: str) -> Decision | None:
         service = self._by_alias.get(parsed.casefold())
+        if service is None and self._by_user and "@" in parsed:
+            service = self._by_user.get(parsed.partition("@")[0].casefold())
         if service is not None:
             return Decision(alias, "service", service=service)
         if "*" not in parsed:

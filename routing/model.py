@@ -49,6 +49,12 @@ class Service:
     lookup_location: str
     theme: str
     service_tag: str
+    duration_seconds: int = 30  # test_call: how long the node loops the caller's media back
+
+    @property
+    def answered_here(self) -> bool:
+        """A Test Call Service with no media engine: the node answers it itself."""
+        return self.type == "test_call" and not self.target
 
 
 @dataclass(frozen=True, slots=True)

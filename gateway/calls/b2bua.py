@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from gateway import logs
-from gateway.calls import placement, session, teardown
+from gateway.calls import placement, session, teardown, test_call
 from gateway.calls.actions import Action, Prepare
 from gateway.calls.admission import Admission, reason_phrase
 from gateway.calls.anchoring import media_for
@@ -29,6 +29,8 @@ from gateway.calls.call import Call, InDialogRequest, Leg, Outbound, Role
 from gateway.calls.cdr import CallRecord, CdrStore
 from gateway.calls.context import TIMER_ROLE, Context
 from gateway.calls.deadlines import Due
+from gateway.calls.echo_side import echo_for
+from gateway.calls.media_side import MediaSide
 from gateway.calls.refusals import refusal
 from gateway.calls.registrar import Registrar, aor_of
 from gateway.calls.settings import CallSettings, Local
@@ -171,7 +173,8 @@ class B2bua:
             ctx.stats.ended("rejected", "reject")
             ctx.record(record)
             return self.admission.answer_decision(event, decision, now, core)
-        target = _target_uri(decision)
+        local = decision.service is not None and decision.service.answered_here
+        target = "" if local else _target_uri(decision)
         if target is None:
             why = (f"{decision.reason}; {decision.destination} is not a SIP address and the "
                    "rule names no server")
@@ -181,7 +184,9 @@ class B2bua:
         try:
             # A request that cannot set up a dialog is refused before anything is placed.
             caller_dialog = Dialog.from_request(request, tag, confirmed=False)
-            media = media_for(request, decision, settings, ctx.ports, ctx.local.address)
+            media: MediaSide = echo_for(
+                request, ctx.ports, ctx.local.address, settings.media_timeout) if local else (
+                media_for(request, decision, settings, ctx.ports, ctx.local.address))
         except SipError as exc:
             return self._refuse(record, request, txn, exc.status_hint, exc.reason, now, core)
         except SdpError as exc:
@@ -193,7 +198,7 @@ class B2bua:
                     caller=Leg(Role.CALLER, peer=txn.peer, dialog=caller_dialog,
                                sdp_from=request.body if sdp else b""),
                     callee=Leg(Role.CALLEE), record=record, in_session=in_session,
-                    out=Outbound(interval=settings.timers.interval))
+                    out=Outbound(interval=settings.timers.interval), local=local)
         ctx.calls[call.id] = call
         ctx.record(record, "open")
         txn.tu_data = call
@@ -232,6 +237,9 @@ class B2bua:
         media resources, asked of the adapter; it places the call when both are ready.
         Whatever goes wrong, the caller gets a final answer: a call nobody answers holds
         its transaction, and Lync its user, for 32 s."""
+        if call.local:
+            self.ctx.actions.append(Prepare(call.id, call.media))  # its ports, then answer
+            return []
         try:
             uri, targets = placement.targets_now(self.ctx, call)
         except Exception as exc:
@@ -248,6 +256,8 @@ class B2bua:
         call = self.ctx.calls.get(call_id)
         if call is None:
             return []  # ended meanwhile: its media was closed with it
+        if call.local and error is None:
+            return test_call.answer(self.ctx, call, now, core)
         return placement.prepared(self.ctx, call, targets, error, now, core)
 
     def media_connected(self, call_id: int, error: BaseException | None, now: float,
@@ -270,6 +280,8 @@ class B2bua:
                 events += self._media_check(call, now, core)
             elif due is Due.SETUP:
                 events += placement.set_up_too_long(ctx, call, now, core)
+            elif due is Due.HANG_UP:
+                events += test_call.over(ctx, call, now, core)
             else:
                 events += session.timer_due(ctx, call, call.leg(TIMER_ROLE[due]), now, core)
         return events

@@ -89,6 +89,7 @@ class Call:
     state: CallState = CallState.RESOLVING
     provisional_sent: bool = False
     cancelled: bool = False
+    local: bool = False  # answered by the node itself (the Test Call Service): no callee leg
     pending: InDialogRequest | None = None  # a session change in flight to the other leg
 
     def other(self, leg: Leg) -> Leg:

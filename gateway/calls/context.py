@@ -65,7 +65,7 @@ class Context:
             return call.state in (CallState.RESOLVING, CallState.CALLING, CallState.EARLY)
         if call.state is not CallState.CONNECTED:
             return False
-        if due is Due.MEDIA:
+        if due in (Due.MEDIA, Due.HANG_UP):
             return True
         timer = call.leg(TIMER_ROLE[due]).timer
         return timer is not None and timer.deadline() == deadline

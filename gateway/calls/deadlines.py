@@ -21,6 +21,7 @@ class Due(enum.Enum):
     RINGING = "ringing"  # a local 180 if the callee has said nothing yet
     MEDIA = "media"  # check whether every stream has been silent for the media timeout
     SETUP = "setup"  # the call is still not answered: give up on it
+    HANG_UP = "hang-up"  # a call the node answered itself has run its time
 
 
 Entry = tuple[float, int, int, Due]  # (deadline, sequence, call id, what)

@@ -102,8 +102,8 @@ def _new_directions(call: Call, leg: Leg, request: Request) -> Directions | None
     """On a call where `leg`'s ICE ends here, the directions its offer changes to (a hold
     or a resume); None when it keeps them (a refresh, or the second INVITE with Lync's
     remote candidates: answered here)."""
-    if not request.body or not call.media.answers_offers_here:
-        return None
+    if not request.body or not call.media.answers_offers_here or call.local:
+        return None  # (a call the node took itself has no other leg to tell)
     try:
         wanted = directions(sdp_of(request))
     except SdpError:

@@ -45,7 +45,7 @@ def end(ctx: Context, call: Call, why: str, by: str = "gateway") -> None:
         ctx.stats.media_ended(counters)
     ctx.actions.append(Close(call.media))
     log.info("call_ended", call_id=call.inbound.call_id, reason=why, ended_by=by)
-    outcome = "answered" if call.callee.dialog is not None else (
+    outcome = "answered" if call.record.answered is not None else (
         "cancelled" if call.cancelled else "failed")
     ctx.stats.ended(outcome, call.decision.outcome)
     call.record.ended, call.record.end_cause = ctx.wall_clock(), why
@@ -106,22 +106,23 @@ def bye(ctx: Context, event: RequestReceived, now: float, core: Endpoint) -> lis
         return core.respond(request, event.transaction, make_response(request, 481), now)
     leg = call.caller if request.call_id == call.inbound.call_id else call.callee
     other = call.other(leg)
-    assert leg.dialog is not None and other.dialog is not None and other.peer is not None
+    assert leg.dialog is not None
     try:
         leg.dialog.on_request(request)
     except SipError as exc:
         return core.respond(request, event.transaction,
                             make_response(request, exc.status_hint, exc.reason), now)
     del ctx.by_dialog[key]
-    ctx.by_dialog.pop((other.dialog.call_id, other.dialog.local_tag), None)
     events = core.respond(request, event.transaction, make_response(request, 200), now)
-    try:
-        sent = core.send_request(other.dialog.create_request(
-            "BYE", ctx.local.via(other.peer.transport)), other.peer, now)[1]
-    except SipError as exc:
-        log.warning("bye_not_sent", call_id=call.inbound.call_id, leg=other.role,
-                    error=str(exc))
-        sent = []
+    sent: list[Event] = []
+    if other.dialog is not None and other.peer is not None:  # none on a call the node took
+        ctx.by_dialog.pop((other.dialog.call_id, other.dialog.local_tag), None)
+        try:
+            sent = core.send_request(other.dialog.create_request(
+                "BYE", ctx.local.via(other.peer.transport)), other.peer, now)[1]
+        except SipError as exc:
+            log.warning("bye_not_sent", call_id=call.inbound.call_id, leg=other.role,
+                        error=str(exc))
     who = leg.role.party
     end(ctx, call, f"BYE from the {who}", who)
     return events + sent + abandon_pending(ctx, call, now, core)

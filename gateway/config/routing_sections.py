@@ -78,6 +78,7 @@ def _service(s: Section, refs: RoutingReferences) -> Service:
         lookup_location=s.string("lookup_location"),
         theme=s.string("theme"),
         service_tag=s.string("service_tag"),
+        duration_seconds=s.integer("duration_seconds", 30, low=5, high=3600),
     )
     for key in ("pin", "guest_pin"):
         value = getattr(service, key)
@@ -87,7 +88,7 @@ def _service(s: Section, refs: RoutingReferences) -> Service:
         s.problems.add(f"{s.path}.guest_pin", "a guest PIN needs a host PIN")
     if service.pin and service.pin == service.guest_pin:
         s.problems.add(f"{s.path}.guest_pin", "must differ from the host PIN")
-    if kind in ("vmr", "auditorium", "scheduled", "test_call") and not service.target:
+    if kind in ("vmr", "auditorium", "scheduled") and not service.target:
         s.problems.add(f"{s.path}.target", f"a {kind} service needs the URI of its media engine")
     check_reference(f"{s.path}.lync_server", service.lync_server, refs.lync_servers,
                     s.problems, "Lync server")

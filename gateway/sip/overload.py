@@ -54,14 +54,20 @@ class OverloadControl:
     seq: int = 0  # RFC 7339 oc-seq: grows with every change of the share
     last_cut: float | None = None  # when the share was last cut
     _credit: float = 0.0
+    _over: int = 0  # consecutive observations over a target
 
     def observe(self, now: float, seen: Observation) -> None:
         pressure, why = seen.pressure(self.policy)
         before = self.share
-        if pressure > 1.0:
+        # A full receive buffer is load already lost; a late timer or a busy interval may be
+        # one pause (a collection, start-up work): those must last two intervals to count.
+        self._over = self._over + 1 if pressure > 1.0 else 0
+        if pressure > 1.0 and (why == "receive queue" or self._over >= 2):
             # Multiplicative decrease by the excess: twice the target halves the share.
             self.share = max(self.policy.floor, self.share / min(pressure, 4.0))
             self.reason, self.last_cut = why, now
+        elif pressure > 1.0:
+            pass  # a first interval over the target: wait for the next
         elif pressure < 0.5:
             self.share = min(1.0, self.share * 1.5 + 0.05)  # plenty of room: back fast
         elif self.share < 1.0:

@@ -56,13 +56,33 @@ def overloaded() -> tuple[Endpoint, Taker]:
     taker = Taker()
     ep = Endpoint(EndpointSettings(server="lyncgate/test", retry_after=7),
                   handler=taker)  # type: ignore[arg-type]
-    ep.overload.observe(0.0, LAGGING)  # a quarter of new dialogs admitted
+    ep.overload.observe(0.0, LAGGING)
+    ep.overload.observe(0.1, LAGGING)  # lasting: a quarter of new dialogs admitted
     return ep, taker
+
+
+def test_one_late_interval_is_a_pause_and_two_are_overload() -> None:
+    """A collection or start-up work can make one timer late: that alone sheds nothing."""
+    control = OverloadControl()
+    control.observe(0.0, Observation(lag=0.5, queue=0.0, cpu=1.0))
+    assert control.share == 1.0
+    control.observe(0.1, CALM)
+    control.observe(0.2, Observation(lag=0.5, queue=0.0, cpu=1.0))
+    assert control.share == 1.0
+    control.observe(0.3, Observation(lag=0.04, queue=0.0, cpu=0.5))  # the second in a row
+    assert control.share == 0.5 and control.reason == "event loop lag"
+
+
+def test_a_filling_receive_buffer_cuts_at_once() -> None:
+    control = OverloadControl()
+    control.observe(0.0, Observation(lag=0.0, queue=0.2, cpu=0.5))  # twice the target
+    assert control.share == 0.5 and control.reason == "receive queue"
 
 
 def test_the_share_falls_with_the_pressure_and_is_back_within_a_second() -> None:
     control = OverloadControl()
     control.observe(0.0, Observation(lag=0.04, queue=0.0, cpu=0.5))  # twice the target
+    control.observe(0.05, Observation(lag=0.04, queue=0.0, cpu=0.5))
     assert control.share == 0.5 and control.reason == "event loop lag"
     control.observe(0.1, Observation(lag=0.0, queue=0.3, cpu=0.5))  # 3x the queue target
     assert abs(control.share - 0.5 / 3) < 1e-9 and control.reason == "receive queue"

@@ -1,0 +1,59 @@
+"""The Test Call Service (the guide's; built into the default config as `test-call`): the
+node answers the call itself and loops the caller's media back (`echo_side`) for the
+service's `duration_seconds`, then hangs up. An operator's first call through a new node,
+and a check of a path's media in both directions."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from gateway import logs
+from gateway.calls.call import Call, CallState
+from gateway.calls.context import Context
+from gateway.calls.deadlines import Due
+from gateway.calls.teardown import fail, hang_up
+from gateway.sip.dialog import DialogState
+from gateway.sip.message import make_response
+from gateway.sip.transaction_layer import Event
+from sdp.errors import SdpError
+
+if TYPE_CHECKING:
+    from gateway.sip.endpoint import Endpoint
+
+log = logs.get(__name__)
+
+
+def answer(ctx: Context, call: Call, now: float, core: Endpoint) -> list[Event]:
+    """The caller's media is ready (its ports taken): answer it and start the loop."""
+    caller = call.caller
+    assert caller.dialog is not None and call.decision.service is not None
+    try:
+        body, content_type = call.media.answer((b"", None), final=True)
+    except SdpError as exc:
+        return fail(ctx, call, exc.status_hint, str(exc), now, core)
+    headers = [("Contact", ctx.local.contact(call.in_txn.peer.transport)), ("Allow", core.allow),
+               ("Supported", "timer")]
+    if call.in_session is not None:
+        headers += call.in_session.headers
+    ok = make_response(call.inbound, 200, "OK", to_tag=call.in_tag, headers=headers,
+                       body=body, content_type=content_type)
+    caller.sdp_to = body
+    caller.dialog.state = DialogState.CONFIRMED
+    call.state = CallState.CONNECTED
+    caller.timer = call.in_session.leg(now) if call.in_session else None
+    caller.allows_update = "update" in call.inbound.tokens("allow")
+    ctx.timer_due(call, caller)
+    ctx.media_due(call, now)
+    ctx.push(now + call.decision.service.duration_seconds, call, Due.HANG_UP)
+    call.record.answered = ctx.wall_clock()
+    ctx.record(call.record, "update")
+    ctx.by_dialog[(call.inbound.call_id, call.in_tag)] = call
+    log.info("call_connected", call_id=call.inbound.call_id, leg="in",
+             service=call.decision.service.name)
+    return core.respond(call.inbound, call.in_txn, ok, now)
+
+
+def over(ctx: Context, call: Call, now: float, core: Endpoint) -> list[Event]:
+    assert call.decision.service is not None
+    return hang_up(ctx, call, f"test call over after {call.decision.service.duration_seconds}"
+                   " s", now, core)

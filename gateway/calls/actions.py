@@ -19,6 +19,7 @@ class Prepare:
     call_id: int
     media: MediaSide
     resolve: SipUri | None = None
+    federation: bool = False  # toward Lync: try the federation SRV record first
 
 
 @dataclass(frozen=True, slots=True)

@@ -246,8 +246,10 @@ class B2bua:
             status, reason = refusal(exc, call.inbound.call_id)
             return teardown.fail(self.ctx, call, status, reason, now, core)
         call.out.targets = targets or []
-        self.ctx.actions.append(Prepare(call.id, call.media,
-                                        resolve=None if targets is not None else uri))
+        rule = call.decision.rule
+        self.ctx.actions.append(Prepare(
+            call.id, call.media, resolve=None if targets is not None else uri,
+            federation=rule is not None and rule.outgoing_protocol == "mssip"))
         return []
 
     # -- outcomes the adapter feeds back ---------------------------------------------------

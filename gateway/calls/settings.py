@@ -17,7 +17,7 @@ from gateway.sip.session_timer import TimerPolicy
 from gateway.transport.peer import Transport
 from ice.session import TurnSettings
 from routing.engine import Router
-from sdp.offer_answer import Encryption
+from sdp.sdes import Encryption
 
 
 @dataclass(frozen=True, slots=True)

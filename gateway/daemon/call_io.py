@@ -74,7 +74,8 @@ class CallIo:
         error: BaseException | None = None
         try:
             if action.resolve is not None:
-                targets = await self.resolver.resolve(action.resolve)
+                targets = await self.resolver.resolve(action.resolve,
+                                                      federation=action.federation)
             await action.media.prepare()
         except Exception as exc:
             error = exc

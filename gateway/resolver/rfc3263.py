@@ -32,6 +32,9 @@ log = logs.get(__name__)
 NAPTR_SERVICES = {"SIPS+D2T": "TLS", "SIP+D2T": "TCP", "SIP+D2U": "UDP"}
 # SRV prefixes tried without NAPTR, in our order of preference: TLS first, as Lync wants.
 SRV_PREFIXES = (("_sips._tcp.", "TLS"), ("_sip._tcp.", "TCP"), ("_sip._udp.", "UDP"))
+# Where another organisation's Lync/SfB Edge takes federated MS-SIP (the guide's federation
+# section): tried first for calls toward Lync, over TLS.
+FEDERATION_PREFIX = "_sipfederationtls._tcp."
 DEFAULT_PORT = {"UDP": 5060, "TCP": 5060, "TLS": 5061}
 NEGATIVE_TTL = 30.0  # how long a failed look-up is remembered
 MAX_CACHE = 10_000
@@ -51,8 +54,9 @@ class TargetResolver(Protocol):
         """The targets when no DNS look-up is due (or its answer is cached), else None."""
         ...
 
-    async def resolve(self, uri: SipUri) -> list[Target]:
-        """The targets in failover order; raises ResolveError."""
+    async def resolve(self, uri: SipUri, *, federation: bool = False) -> list[Target]:
+        """The targets in failover order; raises ResolveError. `federation`: a call toward
+        Lync, which another organisation's Edge takes at its federation SRV record."""
         ...
 
 
@@ -222,13 +226,17 @@ class Resolver:
         fixed = _fixed_transport(uri, allowed)
         return [Target(Transport(fixed), host, host.strip("[]"), uri.port or DEFAULT_PORT[fixed])]
 
-    async def resolve(self, uri: SipUri) -> list[Target]:
+    async def resolve(self, uri: SipUri, *, federation: bool = False) -> list[Target]:
         found = self.resolve_now(uri)
         if found is not None:
             return found
         host = host_of(uri)
         allowed = transports_allowed(uri, self.transports)
         fixed = transport_without_srv(uri, self.transports)
+        if federation and fixed is None and "TLS" in allowed:
+            targets = await self._srv_targets("TLS", FEDERATION_PREFIX + host)
+            if targets:
+                return targets
         if fixed is not None:
             port = uri.port or DEFAULT_PORT[fixed]
             targets = [Target(Transport(fixed), host, a, port) for a in await self._addresses(host)]
@@ -249,10 +257,7 @@ class Resolver:
             services = [(t, prefix + host) for prefix, t in SRV_PREFIXES if t in allowed]
         targets: list[Target] = []
         for transport, name in services:
-            srvs = [r for r in await self._query(name, "SRV") if isinstance(r, Srv)]
-            for srv in order_srv(srvs, self._rng):
-                for address in await self._addresses(srv.target):
-                    targets.append(Target(Transport(transport), srv.target, address, srv.port))
+            targets += await self._srv_targets(transport, name)
             if from_naptr and targets:
                 # With NAPTR, the first service that yields targets is the one to use; its
                 # SRV records provide the failover among servers.
@@ -263,6 +268,13 @@ class Resolver:
         transport = "TLS" if allowed == ("TLS",) else ("UDP" if "UDP" in allowed else allowed[0])
         return [Target(Transport(transport), host, a, DEFAULT_PORT[transport])
                 for a in await self._addresses(host)]
+
+    async def _srv_targets(self, transport: str, name: str) -> list[Target]:
+        """The servers an SRV name lists, in RFC 2782 order, with their addresses."""
+        srvs = [r for r in await self._query(name, "SRV") if isinstance(r, Srv)]
+        return [Target(Transport(transport), srv.target, address, srv.port)
+                for srv in order_srv(srvs, self._rng)
+                for address in await self._addresses(srv.target)]
 
     async def _addresses(self, host: str) -> list[str]:
         addresses = [str(a) for a in await self._query(host, "A")]

@@ -354,7 +354,7 @@ async def test_a_failure_while_setting_up_the_call_still_answers_the_caller() ->
         def resolve_now(self, uri: SipUri) -> list[Target] | None:
             return None
 
-        async def resolve(self, uri: SipUri) -> list[Target]:
+        async def resolve(self, uri: SipUri, *, federation: bool = False) -> list[Target]:
             raise RuntimeError("resolver bug")
 
     h = Harness([FIRST])
@@ -446,7 +446,7 @@ class SlowDns(FakeResolver):
         super().__init__(targets)
         self.answer = asyncio.Event()
 
-    async def resolve(self, uri: SipUri) -> list[Target]:
+    async def resolve(self, uri: SipUri, *, federation: bool = False) -> list[Target]:
         await self.answer.wait()
         return await super().resolve(uri)
 

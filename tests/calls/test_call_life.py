@@ -152,7 +152,7 @@ async def test_a_set_up_that_never_finishes_ends_as_an_internal_error() -> None:
         def resolve_now(self, uri: object) -> None:
             return None
 
-        async def resolve(self, uri: object) -> list[object]:
+        async def resolve(self, uri: object, *, federation: bool = False) -> list[object]:
             await asyncio.Event().wait()
             return []
 

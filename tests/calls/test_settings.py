@@ -8,7 +8,7 @@ from gateway.calls.settings import CallSettings
 from gateway.config.load import parse_text
 from gateway.resolver.rfc3263 import Resolver
 from routing.engine import Router
-from tests.kit.calls import CALLER, Harness, invite, outbound
+from tests.kit.calls import CALLER, FIRST, FakeResolver, Harness, invite, outbound
 
 CONFIG = """
 [node]
@@ -93,3 +93,17 @@ async def test_the_rules_call_via_comes_before_the_locations_server() -> None:
     await h.settle()
     _, peer = outbound(h.take(), "INVITE")
     assert (peer.host, peer.port) == ("10.9.9.9", 5062)
+
+
+async def test_a_call_toward_lync_with_no_server_named_asks_for_the_federation_record() -> None:
+    """Neither the rule nor the location names a Lync server: the destination's domain is
+    looked up for federation (`_sipfederationtls._tcp`) first; a SIP call is not."""
+    for protocol, federation in (("mssip", True), ("sip", False)):
+        s = settings(CONFIG.replace('outgoing_protocol = "mssip"',
+                                    f'outgoing_protocol = "{protocol}"'))
+        h = Harness([FIRST])
+        h.configure(router=s.router, location=s.location)  # no Lync server for the location
+        h.feed(invite(), CALLER)
+        await h.settle()
+        assert isinstance(h.resolver, FakeResolver)
+        assert h.resolver.asked == [("lync.example.com", federation)]

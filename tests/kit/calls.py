@@ -46,11 +46,13 @@ class FakeResolver:
 
     def __init__(self, targets: list[Target] | None) -> None:
         self.targets = targets
+        self.asked: list[tuple[str, bool]] = []  # (host, federation) of each look-up
 
     def resolve_now(self, uri: SipUri) -> list[Target] | None:
         return None  # as for a name: the look-up is waited for, as DNS would be
 
-    async def resolve(self, uri: SipUri) -> list[Target]:
+    async def resolve(self, uri: SipUri, *, federation: bool = False) -> list[Target]:
+        self.asked.append((uri.host, federation))
         if self.targets is None:
             raise ResolveError(f"{uri.host}: no NAPTR, SRV or A/AAAA records")
         return list(self.targets)

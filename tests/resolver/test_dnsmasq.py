@@ -30,6 +30,12 @@ RECORDS = [
     "--host-record=proxy.srvonly.test,127.0.0.21",
     # plain.test: only an A record
     "--host-record=plain.test,127.0.0.31",
+    # partner.test: another organisation's Edge, at its federation record; RFC 3263 would
+    # find its SIP proxy instead
+    "--srv-host=_sipfederationtls._tcp.partner.test,sipfed.partner.test,5061,0,0",
+    "--host-record=sipfed.partner.test,127.0.0.41",
+    "--srv-host=_sip._tcp.partner.test,proxy.partner.test,5060,0,0",
+    "--host-record=proxy.partner.test,127.0.0.42",
 ]
 
 
@@ -107,3 +113,17 @@ async def test_answers_are_cached_for_their_ttl() -> None:
     with pytest.raises(ResolveError):
         await resolver.resolve(sip("sip:bob@srvonly.test"))
     assert resolver.queries > sent
+
+
+async def test_calls_toward_lync_find_a_federated_edge_by_its_federation_record(
+        dns_port: int) -> None:
+    """The guide's federation: `_sipfederationtls._tcp.<domain>` names another organisation's
+    Edge, over TLS; a call that is not toward Lync resolves the domain by RFC 3263, and one
+    toward a domain with no federation record falls back to it too."""
+    resolver = Resolver(("127.0.0.1", dns_port))
+    assert await resolver.resolve(sip("sip:bob@partner.test"), federation=True) == [
+        Target("TLS", "sipfed.partner.test", "127.0.0.41", 5061)]
+    assert await resolver.resolve(sip("sip:bob@partner.test")) == [
+        Target("TCP", "proxy.partner.test", "127.0.0.42", 5060)]
+    assert await resolver.resolve(sip("sip:bob@srvonly.test"), federation=True) == [
+        Target("TCP", "proxy.srvonly.test", "127.0.0.21", 5070)]

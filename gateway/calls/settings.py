@@ -11,13 +11,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from gateway.config.schema import Config
+from gateway.config.schema import Config, MediaEncryption
 from gateway.resolver.rfc3263 import Target
 from gateway.sip.session_timer import TimerPolicy
 from gateway.transport.peer import Transport
 from ice.session import TurnSettings
 from routing.engine import Router
-from sdp.sdes import Encryption
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +43,7 @@ class CallSettings:
     location: str = ""  # this node's location: where calls arrive
     limits: CallLimits = field(default_factory=CallLimits)
     timers: TimerPolicy = field(default_factory=TimerPolicy)
-    encryption: Encryption = "best_effort"
+    encryption: MediaEncryption = "best_effort"
     anchor_sip_media: bool = True  # False: SIP-to-SIP calls are signalling only
     media_timeout: float = 60.0  # seconds of silence on every stream that end a call; 0: never
     next_hops: Mapping[str, NextHop] = field(default_factory=dict)

@@ -119,7 +119,7 @@ def place(ctx: Context, call: Call, now: float, core: Endpoint) -> list[Event]:
     inbound, settings = call.inbound, call.settings
     request = Request("INVITE", call.target_uri)
     h = request.headers
-    h.add("Via", f"{ctx.local.via(target.transport)};branch={new_branch()};rport")
+    h.add("Via", f"{ctx.local.via(target.transport, target.address)};branch={new_branch()};rport")
     h.add("Max-Forwards", str(max(0, (inbound.max_forwards or 70) - 1)))
     rule = call.decision.rule
     toward_lync = rule is not None and rule.outgoing_protocol == "mssip"
@@ -139,7 +139,7 @@ def place(ctx: Context, call: Call, now: float, core: Endpoint) -> list[Event]:
     h.add("To", f"<{call.target_uri}>")
     h.add("Call-ID", new_call_id(ctx.local.address))
     h.add("CSeq", "1 INVITE")
-    h.add("Contact", ctx.local.contact(target.transport))
+    h.add("Contact", ctx.local.contact(target.transport, target.address))
     for name in CARRIED_TOWARD_LYNC if toward_lync else CARRIED:
         for value in inbound.headers.lines(name):
             h.add(name, value)
@@ -225,7 +225,7 @@ def connected(ctx: Context, call: Call, answer: Response, now: float,
     out, callee, caller = call.out, call.callee, call.caller
     peer = callee.peer
     assert out.invite is not None and peer is not None and caller.dialog is not None
-    via = ctx.local.via(peer.transport)
+    via = ctx.local.via(peer.transport, peer.host)
     known = callee.dialog
     if known is not None and answer.to.tag == known.remote_tag:
         # A retransmitted 2xx: our ACK was lost; send it again (RFC 3261 13.2.2.4).
@@ -270,7 +270,7 @@ def connected(ctx: Context, call: Call, answer: Response, now: float,
 def _mirror(ctx: Context, call: Call, answer: Response, status: int) -> Response:
     """The callee's answer, as our answer on the caller leg, its SDP as the media side
     makes it (raises SdpError for a final answer the media side cannot use)."""
-    headers = [("Contact", ctx.local.contact(call.in_txn.peer.transport))]
+    headers = [("Contact", ctx.local.contact(call.in_txn.peer.transport, call.in_txn.peer.host))]
     headers += [(n, v) for n in ("Supported", "Allow") for v in answer.headers.get_all(n)]
     if 200 <= status < 300 and call.in_session is not None:
         headers += call.in_session.headers  # the caller's leg timer is ours to state

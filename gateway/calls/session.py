@@ -66,7 +66,7 @@ def in_dialog(ctx: Context, event: RequestReceived, now: float, core: Endpoint) 
     if wanted is not None:
         return _carry_directions(ctx, call, leg, event, session, wanted, now, core)
     body = b"" if request.method == "UPDATE" and not request.body else leg.sdp_to
-    headers = [("Contact", ctx.local.contact(event.transaction.peer.transport))]
+    headers = [("Contact", ctx.local.contact(event.transaction.peer.transport, event.transaction.peer.host))]
     headers += session.headers if session is not None else ()
     leg.timer = session.leg(now) if session is not None else None
     ctx.timer_due(call, leg)
@@ -135,11 +135,11 @@ def _send_change(ctx: Context, call: Call, event: RequestReceived, pending: InDi
     leg = pending.leg
     dialog, peer = leg.dialog, leg.peer
     assert dialog is not None and peer is not None
-    headers = [("Contact", ctx.local.contact(peer.transport)), ("Supported", "timer")]
+    headers = [("Contact", ctx.local.contact(peer.transport, peer.host)), ("Supported", "timer")]
     if leg.timer is not None:
         headers += uac_headers(leg.timer.interval, call.settings.timers.min_se,
                                refresher=leg.timer.we_refresh)
-    relayed = dialog.create_request(event.request.method, ctx.local.via(peer.transport),
+    relayed = dialog.create_request(event.request.method, ctx.local.via(peer.transport, peer.host),
                                     headers=tuple(headers), body=pending.sent_body,
                                     content_type=content_type)
     call.pending = pending
@@ -161,7 +161,7 @@ def answered(ctx: Context, sent: InDialogRequest, answer: Response | None, now: 
     assert dialog is not None and peer is not None
     events: list[Event] = []
     if answer is not None and status < 300 and answer.cseq.method == "INVITE":
-        events += TransactionLayer.send_stateless(dialog.ack(ctx.local.via(peer.transport)),
+        events += TransactionLayer.send_stateless(dialog.ack(ctx.local.via(peer.transport, peer.host)),
                                                   peer)
     if sent.purpose in (Purpose.RELAY, Purpose.DIRECTIONS):
         call.pending = None
@@ -241,7 +241,7 @@ def _answer_change(ctx: Context, sent: InDialogRequest, answer: Response, body: 
     asker, session = call.other(sent.leg), sent.session
     asker.timer = session.leg(now) if session is not None else None
     ctx.timer_due(call, asker)
-    headers = [("Contact", ctx.local.contact(origin_txn.peer.transport))]
+    headers = [("Contact", ctx.local.contact(origin_txn.peer.transport, origin_txn.peer.host))]
     headers += session.headers if session is not None else ()
     return core.respond(request, origin_txn, make_response(
         request, 200, headers=headers, body=body,
@@ -288,9 +288,9 @@ def send_refresh(ctx: Context, call: Call, leg: Leg, now: float, core: Endpoint)
     assert dialog is not None and peer is not None and timer is not None
     method = "UPDATE" if leg.allows_update else "INVITE"
     body = b"" if method == "UPDATE" else leg.sdp_to
-    headers = (("Contact", ctx.local.contact(peer.transport)), ("Supported", "timer"),
+    headers = (("Contact", ctx.local.contact(peer.transport, peer.host)), ("Supported", "timer"),
                *uac_headers(timer.interval, call.settings.timers.min_se, refresher=True))
-    refresh = dialog.create_request(method, ctx.local.via(peer.transport), headers=headers,
+    refresh = dialog.create_request(method, ctx.local.via(peer.transport, peer.host), headers=headers,
                                     body=body, content_type=SDP if body else None)
     timer.pending = True
     ctx.timer_due(call, leg)  # now due at expiry, should the refresh go unanswered
@@ -307,8 +307,8 @@ def send_offer(ctx: Context, call: Call, leg: Leg, body: bytes, now: float,
     if dialog is None or peer is None:
         return []
     reinvite = dialog.create_request(
-        "INVITE", ctx.local.via(peer.transport),
-        headers=(("Contact", ctx.local.contact(peer.transport)),), body=body, content_type=SDP)
+        "INVITE", ctx.local.via(peer.transport, peer.host),
+        headers=(("Contact", ctx.local.contact(peer.transport, peer.host)),), body=body, content_type=SDP)
     leg.sdp_to = body
     return core.send_request(reinvite, peer, now,
                              tu_data=InDialogRequest(call, leg, Purpose.REMOTE_CANDIDATES))[1]

@@ -8,6 +8,8 @@ half-way (its limits, timers, TURN server and encryption stay those it started w
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -104,11 +106,20 @@ class CallSettings:
 
 @dataclass(frozen=True, slots=True)
 class Local:
-    """How this node appears in the SIP it writes."""
+    """How this node appears in the SIP it writes, to a given peer: behind a static NAT (the
+    guide's appendix), a peer outside the node's private network is given the public
+    address, one inside the private one."""
 
     address: str  # Via / Contact host
     ports: dict[Transport, int]  # transport -> listening port, filled as listeners open
     fqdn: str = ""  # the SIP TLS FQDN: the host of our Contact over TLS (Lync checks it)
+    static_nat: str = ""  # the public address of a node behind static NAT
+
+    def address_for(self, peer_host: str) -> str:
+        """The address `peer_host` reaches this node at."""
+        if self.static_nat and not _same_side(self.address, peer_host):
+            return self.static_nat
+        return self.address
 
     def is_self(self, target: Target) -> bool:
         """Whether `target` is one of this node's own listeners."""
@@ -118,10 +129,24 @@ class Local:
         return target.address == self.address or (
             target.address in loopback and self.address in (*loopback, "0.0.0.0", "::"))
 
-    def via(self, transport: Transport) -> str:
-        return f"SIP/2.0/{transport} {self.address}:{self.ports.get(transport, 5060)}"
+    def via(self, transport: Transport, peer_host: str) -> str:
+        return (f"SIP/2.0/{transport} {self.address_for(peer_host)}:"
+                f"{self.ports.get(transport, 5060)}")
 
-    def contact(self, transport: Transport) -> str:
+    def contact(self, transport: Transport, peer_host: str) -> str:
         suffix = "" if transport == Transport.UDP else f";transport={transport.lower()}"
-        host = self.fqdn if transport == Transport.TLS and self.fqdn else self.address
+        host = self.fqdn if transport == Transport.TLS and self.fqdn else self.address_for(
+            peer_host)
         return f"<sip:{host}:{self.ports.get(transport, 5060)}{suffix}>"
+
+
+@functools.lru_cache(maxsize=4096)  # a node talks to the same few peers
+def _same_side(node: str, peer: str) -> bool:
+    """Whether `peer` is on the node's side of a NAT: both globally reachable addresses or
+    neither (RFC 1918, loopback, link-local, unique local, shared and documentation space).
+    A name, not an address, counts as outside."""
+    try:
+        return ipaddress.ip_address(node.strip("[]")).is_global == ipaddress.ip_address(
+            peer.strip("[]")).is_global
+    except ValueError:
+        return False

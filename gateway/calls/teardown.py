@@ -76,7 +76,7 @@ def hang_up(ctx: Context, call: Call, reason: str, now: float, core: Endpoint) -
             continue
         ctx.by_dialog.pop((dialog.call_id, dialog.local_tag), None)
         try:
-            bye = dialog.create_request("BYE", ctx.local.via(peer.transport), headers=(
+            bye = dialog.create_request("BYE", ctx.local.via(peer.transport, peer.host), headers=(
                 ("Reason", f'SIP;cause=200;text="{reason}"'),))
         except SipError as exc:  # a route set we cannot follow: the other leg still ends
             log.warning("bye_not_sent", call_id=call.inbound.call_id, leg=leg.role,
@@ -119,7 +119,7 @@ def bye(ctx: Context, event: RequestReceived, now: float, core: Endpoint) -> lis
         ctx.by_dialog.pop((other.dialog.call_id, other.dialog.local_tag), None)
         try:
             sent = core.send_request(other.dialog.create_request(
-                "BYE", ctx.local.via(other.peer.transport)), other.peer, now)[1]
+                "BYE", ctx.local.via(other.peer.transport, other.peer.host)), other.peer, now)[1]
         except SipError as exc:
             log.warning("bye_not_sent", call_id=call.inbound.call_id, leg=other.role,
                         error=str(exc))

@@ -58,7 +58,8 @@ class Node:
         self.config = config
         self.router = Router(config.services, config.routing_rules)
         self.generation = 1
-        self.local = Local(config.node.address, {}, config.node.sip_tls_fqdn)
+        self.local = Local(config.node.address, {}, config.node.sip_tls_fqdn,
+                           config.node.static_nat_address)
         self.cdrs = self._open_cdrs(config)
         self.registrar = Registrar(devices=config.devices, realm=_realm(config),
                                    store=self._open_bindings(config))

@@ -4,9 +4,10 @@ it: toward Lync, the outgoing location's Lync server when the rule names none (t
 
 from __future__ import annotations
 
-from gateway.calls.settings import CallSettings
+from gateway.calls.settings import CallSettings, Local
 from gateway.config.load import parse_text
-from gateway.resolver.rfc3263 import Resolver
+from gateway.resolver.rfc3263 import Resolver, Target
+from gateway.transport.peer import Transport
 from routing.engine import Router
 from tests.kit.calls import CALLER, FIRST, FakeResolver, Harness, invite, outbound
 
@@ -107,3 +108,18 @@ async def test_a_call_toward_lync_with_no_server_named_asks_for_the_federation_r
         await h.settle()
         assert isinstance(h.resolver, FakeResolver)
         assert h.resolver.asked == [("lync.example.com", federation)]
+
+
+async def test_behind_static_nat_a_peer_outside_is_given_the_public_address() -> None:
+    """The guide's static NAT appendix: Via and Contact toward a peer on the Internet name
+    the public address; toward one on the node's private network, the private one."""
+    public = Target(Transport.UDP, "edge.partner.example", "93.184.216.34", 5060)
+    private = Target(Transport.UDP, "pbx.corp.example", "10.20.0.7", 5060)
+    for target, expected in ((public, "203.0.113.9"), (private, "10.20.0.5")):
+        h = Harness([target], address="10.20.0.5")
+        h.b2bua.ctx.local = Local("10.20.0.5", {Transport.UDP: 5060}, static_nat="203.0.113.9")
+        h.feed(invite(), CALLER)
+        await h.settle()
+        out, _ = outbound(h.take(), "INVITE")
+        assert out.top_via.host == expected
+        assert out.contacts[0].uri.host == expected  # type: ignore[union-attr]

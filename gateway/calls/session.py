@@ -66,7 +66,8 @@ def in_dialog(ctx: Context, event: RequestReceived, now: float, core: Endpoint) 
     if wanted is not None:
         return _carry_directions(ctx, call, leg, event, session, wanted, now, core)
     body = b"" if request.method == "UPDATE" and not request.body else leg.sdp_to
-    headers = [("Contact", ctx.local.contact(event.transaction.peer.transport, event.transaction.peer.host))]
+    source = event.transaction.peer
+    headers = [("Contact", ctx.local.contact(source.transport, source.host))]
     headers += session.headers if session is not None else ()
     leg.timer = session.leg(now) if session is not None else None
     ctx.timer_due(call, leg)
@@ -161,8 +162,8 @@ def answered(ctx: Context, sent: InDialogRequest, answer: Response | None, now: 
     assert dialog is not None and peer is not None
     events: list[Event] = []
     if answer is not None and status < 300 and answer.cseq.method == "INVITE":
-        events += TransactionLayer.send_stateless(dialog.ack(ctx.local.via(peer.transport, peer.host)),
-                                                  peer)
+        ack = dialog.ack(ctx.local.via(peer.transport, peer.host))
+        events += TransactionLayer.send_stateless(ack, peer)
     if sent.purpose in (Purpose.RELAY, Purpose.DIRECTIONS):
         call.pending = None
         if answer is None or status >= 300:
@@ -290,8 +291,9 @@ def send_refresh(ctx: Context, call: Call, leg: Leg, now: float, core: Endpoint)
     body = b"" if method == "UPDATE" else leg.sdp_to
     headers = (("Contact", ctx.local.contact(peer.transport, peer.host)), ("Supported", "timer"),
                *uac_headers(timer.interval, call.settings.timers.min_se, refresher=True))
-    refresh = dialog.create_request(method, ctx.local.via(peer.transport, peer.host), headers=headers,
-                                    body=body, content_type=SDP if body else None)
+    refresh = dialog.create_request(method, ctx.local.via(peer.transport, peer.host),
+                                    headers=headers, body=body,
+                                    content_type=SDP if body else None)
     timer.pending = True
     ctx.timer_due(call, leg)  # now due at expiry, should the refresh go unanswered
     log.info("session_refresh_sent", call_id=call.inbound.call_id, leg=leg.role, method=method)
@@ -308,7 +310,8 @@ def send_offer(ctx: Context, call: Call, leg: Leg, body: bytes, now: float,
         return []
     reinvite = dialog.create_request(
         "INVITE", ctx.local.via(peer.transport, peer.host),
-        headers=(("Contact", ctx.local.contact(peer.transport, peer.host)),), body=body, content_type=SDP)
+        headers=(("Contact", ctx.local.contact(peer.transport, peer.host)),), body=body,
+        content_type=SDP)
     leg.sdp_to = body
     return core.send_request(reinvite, peer, now,
                              tu_data=InDialogRequest(call, leg, Purpose.REMOTE_CANDIDATES))[1]

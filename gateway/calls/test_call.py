@@ -31,8 +31,9 @@ def answer(ctx: Context, call: Call, now: float, core: Endpoint) -> list[Event]:
         body, content_type = call.media.answer((b"", None), final=True)
     except SdpError as exc:
         return fail(ctx, call, exc.status_hint, str(exc), now, core)
-    headers = [("Contact", ctx.local.contact(call.in_txn.peer.transport, call.in_txn.peer.host)), ("Allow", core.allow),
-               ("Supported", "timer")]
+    source = call.in_txn.peer
+    headers = [("Contact", ctx.local.contact(source.transport, source.host)),
+               ("Allow", core.allow), ("Supported", "timer")]
     if call.in_session is not None:
         headers += call.in_session.headers
     ok = make_response(call.inbound, 200, "OK", to_tag=call.in_tag, headers=headers,

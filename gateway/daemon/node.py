@@ -174,9 +174,10 @@ class Node:
 
     def reload(self, config: Config) -> None:
         """Swap in an already validated config; calls in progress keep what they had."""
-        if config.listen != self.config.listen or config.node.address != self.config.node.address:
-            log.warning("reload_listeners_unchanged",
-                        note="listening addresses and ports change only on restart")
+        changed = _restart_only(self.config, config)
+        if changed:
+            log.warning("reload_listeners_unchanged", fields=changed,
+                        note="these take effect on restart; the running node keeps the old ones")
         if config.listen.tls:
             self._apply_tls(config, self._tls_files(config))
         router = Router(config.services, config.routing_rules)
@@ -276,3 +277,15 @@ class Node:
 def _realm(config: Config) -> str:
     """The digest realm devices register in: the MS-SIP domain, else the node's FQDN."""
     return config.global_settings.mssip_domain or config.node.sip_tls_fqdn
+
+
+def _restart_only(old: Config, new: Config) -> list[str]:
+    """The fields a reload changed that only a restart applies (listeners are open, the
+    node's own addresses are written into calls in progress), by their config path."""
+    pairs = {"node.address": (old.node.address, new.node.address),
+             "node.static_nat_address": (old.node.static_nat_address,
+                                         new.node.static_nat_address),
+             "node.sip_tls_fqdn": (old.node.sip_tls_fqdn, new.node.sip_tls_fqdn),
+             **{f"listen.{name}": (getattr(old.listen, name), getattr(new.listen, name))
+                for name in ("udp", "tcp", "tls", "media_ports")}}
+    return [path for path, (was, now) in pairs.items() if was != now]

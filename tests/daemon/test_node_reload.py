@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from structlog.testing import capture_logs
+
 from gateway.config.load import parse_text
 from gateway.daemon.node import Node
 
@@ -46,5 +48,21 @@ async def test_a_reload_reaches_call_control_and_the_registrar(tmp_path: Path) -
         assert node.registrar.device_for("room12@vc.example.com") is None
         assert node.registrar.device_for("room14@vc.example.com") is not None
         assert node.registrar.realm == "lync.example.com"
+    finally:
+        await node.close()
+
+
+async def test_a_reload_names_the_fields_only_a_restart_applies(tmp_path: Path) -> None:
+    node = Node(parse_text(config(tmp_path, "room12", "vc.example.com", 5), "a.toml",
+                           base_dir=None))
+    try:
+        moved = config(tmp_path, "room12", "vc.example.com", 5).replace(
+            'address = "127.0.0.1"', 'address = "127.0.0.1"\nstatic_nat_address = "203.0.113.9"'
+        ) + "[listen]\nudp = 5999\n"
+        with capture_logs() as logs:
+            node.reload(parse_text(moved, "b.toml", base_dir=None))
+        [warning] = [e for e in logs if e["event"] == "reload_listeners_unchanged"]
+        assert warning["fields"] == ["node.static_nat_address", "listen.udp"]
+        assert node.local.static_nat == ""  # the running node keeps what it started with
     finally:
         await node.close()

@@ -8,19 +8,16 @@ that would reject everything is refused with 488 and the reason instead.
 
 from __future__ import annotations
 
-import base64
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Protocol
 
 from sdp.attributes import Crypto, MediaBandwidth, RtpMap, parse_mediabw
 from sdp.errors import NotAcceptable
 from sdp.model import Line, Media, Section, SessionDescription
+from sdp.sdes import Encryption, StreamRefused, answer_crypto, offered_crypto
+from sdp.sdes import new_key as fresh_key
 
-Encryption = Literal["off", "best_effort", "required"]
-# SDES suites both libsrtp and Lync speak, in our order of preference.
-SUITES = ("AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32")
 # Codecs that only make sense next to a real one.
 AUXILIARY = frozenset({"telephone-event", "cn", "red", "x-ulpfecuc"})
 ANSWER_DIRECTION = {"sendrecv": "sendrecv", "sendonly": "recvonly", "recvonly": "sendonly",
@@ -118,7 +115,7 @@ def answer(
 ) -> Answer:
     """Answer `offer`. `supported` maps a media type to the codecs the far side can take;
     `plans[i]` is where stream i is received (None: reject it)."""
-    make_key = new_key or _new_key
+    make_key = new_key or fresh_key
     session = Section([
         Line("v", "0"),
         Line("o", f"- {session_id} {session_id} IN {_ip(origin_address)} {origin_address}"),
@@ -155,23 +152,16 @@ def _answer_media(
     chosen = _common_codecs(media, codecs)
     if not any(c.encoding.lower() not in AUXILIARY for c in chosen):
         return reject("no codec in common")
-    cryptos = [c for c in media.cryptos() if c.suite in SUITES]
-    remote_crypto = min(cryptos, key=lambda c: SUITES.index(c.suite)) if cryptos else None
-    if encryption == "required" and remote_crypto is None:
-        raise NotAcceptable(f"{media.media}: SRTP is required (sip_media_encryption = "
-                            "required) but the offer has no usable a=crypto")
-    if encryption == "off" and media.secure:
-        return reject("offer requires SRTP (RTP/SAVP) and sip_media_encryption is off")
-    if media.secure and remote_crypto is None:
-        return reject(f"offer requires SRTP but has no suite we speak ({', '.join(SUITES)})")
-    use_srtp = remote_crypto is not None and encryption != "off"
+    try:
+        remote_crypto = offered_crypto(media, encryption)
+    except StreamRefused as exc:
+        return reject(exc.rule)
     lines = [Line("m", f"{media.media} {plan.port} {media.proto} "
                        + " ".join(str(c.payload_type) for c in chosen))]
     body = Media(lines)
     local_crypto = None
-    if use_srtp and remote_crypto is not None:
-        local_crypto = Crypto(remote_crypto.tag, remote_crypto.suite,
-                              f"inline:{make_key()}{_lifetime_mki(remote_crypto)}")
+    if remote_crypto is not None:
+        local_crypto = answer_crypto(remote_crypto, make_key)
         body.add_attribute("crypto", str(local_crypto))
     if plan.ice_ufrag:
         body.add_attribute("ice-ufrag", plan.ice_ufrag)
@@ -198,7 +188,7 @@ def _answer_media(
     body.add_attribute(ANSWER_DIRECTION[media.direction or "sendrecv"])
     cap_bandwidth(body, cap)
     stream = Negotiated(index, media.media, True, "", tuple(chosen),
-                        remote_crypto if use_srtp else None, local_crypto, mux, cap)
+                        remote_crypto, local_crypto, mux, cap)
     return stream, body.lines
 
 
@@ -281,17 +271,6 @@ def _common_codecs(media: Media, codecs: Sequence[Codec]) -> list[RtpMap]:
         if any(c.accepts(offered, media.fmtp(offered.payload_type)) for c in codecs):
             out.append(offered)
     return out
-
-
-def _lifetime_mki(crypto: Crypto) -> str:
-    """Mirror the offer's lifetime and MKI layout (Lync uses '|2^31|1:1')."""
-    fields = crypto.key_params.split(";", 1)[0].removeprefix("inline:").split("|")[1:]
-    return "".join(f"|{f}" for f in fields)
-
-
-def _new_key() -> str:
-    """A fresh AES-128 master key and salt (30 bytes), base64 as SDES writes it."""
-    return base64.b64encode(os.urandom(30)).decode()
 
 
 def _ip(address: str) -> str:

@@ -1,6 +1,7 @@
 """Which media side a new call gets, from its INVITE, its routing decision and the node's
 settings: ICE toward a Lync caller, ICE toward a Lync callee, SIP media anchored at the
-relay, or SDP passed through (signalling only)."""
+relay, or SDP passed through (signalling only). Each anchored side gets the rule's bandwidth
+cap and call capability; a signalling-only call, whose SDP is not read, enforces neither."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from gateway.calls.sip_side import SipSide
 from gateway.sip.message import Request
 from ice.ports import PortAllocator
 from routing.engine import Decision
+from sdp.capability import UNLIMITED
 from sdp.offer_answer import rule_cap
 
 
@@ -32,6 +34,7 @@ def media_for(request: Request, decision: Decision, settings: CallSettings,
     if offer is None:
         return PassThrough()
     cap, timeout, call_id = rule_cap(rule), settings.media_timeout, request.call_id
+    capability = rule.call_capability if rule is not None else UNLIMITED
     if wants_ice(offer):
         return LyncCaller(
             offer, ports, address, static_nat=settings.static_nat,
@@ -40,7 +43,8 @@ def media_for(request: Request, decision: Decision, settings: CallSettings,
                                    decision.outgoing_location),
             stun=settings.stun_for(rule.stun_server if rule else "",
                                    decision.outgoing_location),
-            bandwidth_kbps=cap, media_timeout=timeout, call_id=call_id)
+            bandwidth_kbps=cap, media_timeout=timeout, call_id=call_id,
+            capability=capability)
     multipart = request.content_type is not None and (
         request.content_type.type.startswith("multipart/"))
     if multipart:
@@ -52,9 +56,10 @@ def media_for(request: Request, decision: Decision, settings: CallSettings,
             encryption=settings.encryption,
             turn=settings.turn_for(rule.turn_server, decision.outgoing_location),
             stun=settings.stun_for(rule.stun_server, decision.outgoing_location),
-            bandwidth_kbps=cap, media_timeout=timeout, call_id=call_id)
+            bandwidth_kbps=cap, media_timeout=timeout, call_id=call_id,
+            capability=capability)
     if not settings.anchor_sip_media:
         return PassThrough()
     return SipSide(offer, ports, address, bandwidth_kbps=cap, media_timeout=timeout,
-                   call_id=call_id)
+                   call_id=call_id, capability=capability)
 

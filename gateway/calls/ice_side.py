@@ -4,7 +4,10 @@ selected pairs; and a `close` that may come at any point (a CANCEL during gather
 which whatever was still being reserved is released too and the waits raise IceError.
 
 `LyncCaller` (the gateway answers a Lync offer: controlled) and `LyncCallee` (the gateway
-offers to Lync: controlling) add the SDP each direction needs.
+offers to Lync: controlling) add the SDP each direction needs. Which streams of the offer
+are relayed is settled when the side is made: audio and video within the rule's call
+capability (and, for `LyncCallee`, whose SIP keys the policy accepts); the others are
+rejected toward both legs, and an offer left with none is refused (488).
 """
 
 from __future__ import annotations
@@ -19,11 +22,16 @@ from gateway.media.call import CallMedia
 from ice.errors import IceError
 from ice.ports import PortAllocator
 from ice.session import IceSession, TurnSettings
+from sdp.capability import UNLIMITED, Capability, beyond, require_some
 from sdp.model import Media, SessionDescription
-from sdp.offer_answer import Encryption
+from sdp.sdes import Encryption
 
 log = logs.get(__name__)
 RELAYED = ("audio", "video")  # what the relay carries; other streams are rejected
+# `sip_media_encryption` is the SIP leg's: the Lync leg follows Lync, which requires SRTP
+# unless its own policy says otherwise and refuses an unencrypted offer with 488. So Lync
+# always gets our keys, and its offer is answered with SRTP whenever it carries keys.
+LYNC_ENCRYPTION: Encryption = "best_effort"
 
 
 class IceSide:
@@ -35,12 +43,13 @@ class IceSide:
     def __init__(self, streams: SessionDescription, ports: PortAllocator, address: str, *,
                  static_nat: str, encryption: Encryption,
                  turn: TurnSettings | None, stun: tuple[str, int] | None,
-                 bandwidth_kbps: int, media_timeout: float, call_id: str) -> None:
+                 bandwidth_kbps: int, media_timeout: float, call_id: str,
+                 capability: Capability = UNLIMITED) -> None:
         self.streams = streams  # the offer whose audio and video get ICE toward Lync
         self.ports = ports
         self.address = address
         self.static_nat = static_nat
-        self.encryption = encryption
+        self.encryption = encryption  # the SIP leg's SRTP policy
         self.turn = turn  # the rule's or location's TURN server (Lync Edge)
         self.stun = stun
         self.bandwidth_kbps = bandwidth_kbps  # the rule's cap (sdp.offer_answer.rule_cap)
@@ -51,6 +60,13 @@ class IceSide:
         self.sip_ports: list[int] = []  # the relay's ports toward the SIP leg
         self.media: CallMedia | None = None
         self.closed = False
+        # Per m= line of `streams`, why it is not relayed ('': it is, unless the offer
+        # rejected it).
+        self.refused = [reason or self._refusal(media) for media, reason
+                        in zip(streams.media, beyond(streams, capability), strict=True)]
+        require_some(streams, self.refused)
+        self.relays = [not r and not m.rejected for m, r in zip(streams.media, self.refused,
+                                                                 strict=True)]
 
     @property
     def relayed(self) -> CallMedia | None:
@@ -59,23 +75,27 @@ class IceSide:
     def reserve(self) -> None:
         return None  # the relay's ports come with gathering, in prepare()
 
+    def _refusal(self, media: Media) -> str:
+        """Why this side does not relay `media` ('': it does); raises NotAcceptable when the
+        whole offer must be refused for it."""
+        return "" if media.media in RELAYED else "not relayed by the gateway"
+
     async def prepare(self) -> None:
-        relayed = [m for m in self.streams.media if m.media in RELAYED and not m.rejected]
         self.relay = BuiltinRelay(self.ports)
         # No MS-ICE2 hint: a peer that speaks RFC 5389 must not get MS-ICE2 signatures; an
         # MS-ICE2 one is recognised by its own first check, and answered in its form.
         self.sessions = [IceSession(
             controlling=self.controlling, components=self._components(media),
             address=self.address, ports=self.ports, static_nat_address=self.static_nat,
-            stun_server=self.stun, turn=self.turn) if media in relayed else None
-            for media in self.streams.media]
+            stun_server=self.stun, turn=self.turn) if relays else None
+            for media, relays in zip(self.streams.media, self.relays, strict=True)]
         try:
             # Side by side: a STUN or TURN server that does not answer costs its timeout
             # once, not once per stream, before the other leg gets its INVITE.
             await asyncio.gather(*(_gather(media.media, session) for media, session
                                    in zip(self.streams.media, self.sessions, strict=True)
                                    if session is not None))
-            self.sip_ports = await self.relay.reserve(self.address, len(relayed),
+            self.sip_ports = await self.relay.reserve(self.address, sum(self.relays),
                                                       rtcp_mux=False)
             if self.closed:
                 raise IceError("the call ended while its media was being prepared")

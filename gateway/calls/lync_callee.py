@@ -3,19 +3,19 @@ gateway is the ICE offerer and controlling agent toward the Lync client.
 
 1. `prepare()`: ICE gathered per audio/video stream of the SIP caller's offer, and the
    relay's ports toward the caller; `offer()` then gives what Lync gets: the caller's codecs
-   and payload types, SRTP per policy (a fresh key), our candidates, rtcp-mux, the rule's
-   bandwidth cap.
-2. `answer()`: with Lync's answer, the plain-RTP answer the SIP caller gets (Lync's codecs,
-   the relay's ports).
+   and payload types, SRTP (a fresh key: see ice_side.LYNC_ENCRYPTION), our candidates,
+   rtcp-mux, the rule's bandwidth cap.
+2. `answer()`: with Lync's answer, the answer the SIP caller gets (Lync's codecs, the
+   relay's ports): SRTP with a key of ours (SDES) where the caller offered a key the
+   policy takes, plain RTP otherwise. A stream the policy cannot answer (RTP/SAVP with
+   encryption off, or without a suite we speak) is rejected toward both legs, and an
+   offer without keys when encryption is required refused (488), when the side is made.
 3. `connect()`: ICE checks; when pairs are selected the relay joins each stream, and
    `updated_offer()` gives the second offer (a=remote-candidates) the controlling agent
    sends (RFC 5245 9.1.2.2), which Lync expects before it considers the call set up.
 """
 
 from __future__ import annotations
-
-import base64
-import os
 
 from gateway.calls.ice_side import IceSide, set_remote
 from gateway.calls.media_side import Body
@@ -27,9 +27,9 @@ from sdp.errors import NotAcceptable
 from sdp.model import Line, Media, Section, SessionDescription
 from sdp.offer_answer import cap_bandwidth, payload_remap
 from sdp.parse import parse_sdp
+from sdp.sdes import StreamRefused, answer_crypto, offer_crypto, offered_crypto
 
 KEPT = ("rtpmap", "fmtp", "ptime")
-SUITE = "AES_CM_128_HMAC_SHA1_80"
 SDP = "application/sdp"
 
 
@@ -38,16 +38,30 @@ class LyncCallee(IceSide):
 
     controlling = True  # we offer to Lync
     keys: list[Crypto | None]  # ours toward Lync, per stream (from prepare())
+    # Per stream, the SIP caller's key and ours answering it (None: plain RTP).
+    sip_keys: list[tuple[Crypto, Crypto] | None]
     lync_offer: SessionDescription | None = None  # what offer() gave Lync
     lync_answer: SessionDescription | None = None
     caller_answer: SessionDescription | None = None  # what answer() gave the caller
     version = 1  # of our offer's o= line: the second offer is the next
 
+    def _refusal(self, media: Media) -> str:
+        reason = super()._refusal(media)
+        if reason or media.rejected:
+            return reason
+        try:
+            offered_crypto(media, self.encryption)
+        except StreamRefused as exc:
+            return exc.rule
+        return ""
+
     async def prepare(self) -> None:
         await super().prepare()
-        self.keys = [None if session is None or self.encryption == "off" else Crypto(
-            1, SUITE, f"inline:{base64.b64encode(os.urandom(30)).decode()}|2^31")
-            for session in self.sessions]
+        self.keys = [None if session is None else offer_crypto() for session in self.sessions]
+        self.sip_keys = []
+        for media, session in zip(self.streams.media, self.sessions, strict=True):
+            theirs = None if session is None else offered_crypto(media, self.encryption)
+            self.sip_keys.append(None if theirs is None else (theirs, answer_crypto(theirs)))
 
     def offer(self, caller: Body) -> Body:
         self.lync_offer = self._lync_offer(remote_candidates=False)
@@ -93,8 +107,9 @@ class LyncCallee(IceSide):
         return SessionDescription(session, streams)
 
     def answer(self, callee: Body, *, final: bool) -> Body:
-        """The SIP caller's answer, from Lync's: Lync's codecs, the relay's ports, plain RTP.
-        A provisional's SDP (Lync's ICE and SRTP) is nothing the caller could use."""
+        """The SIP caller's answer, from Lync's: Lync's codecs, the relay's ports, the
+        offer's transport with our key where it gave one. A provisional's SDP (Lync's ICE
+        and SRTP) is nothing the caller could use."""
         if not final:
             return b"", None
         answer = parse_sdp(callee[0])
@@ -108,8 +123,8 @@ class LyncCallee(IceSide):
                            Line("t", "0 0")])
         streams = []
         relayed = 0
-        for offered, answered, ice in zip(self.streams.media, answer.media,
-                                          self.sessions, strict=True):
+        for offered, answered, ice, keys in zip(self.streams.media, answer.media,
+                                                self.sessions, self.sip_keys, strict=True):
             if ice is None:
                 streams.append(_rejected(offered))
                 continue
@@ -120,6 +135,8 @@ class LyncCallee(IceSide):
                 continue
             body = Media([Line("m", f"{offered.media} {port} {offered.proto} "
                                     + " ".join(answered.formats))])
+            if keys is not None:
+                body.add_attribute("crypto", str(keys[1]))
             for line in answered.lines[1:]:
                 if line.kind == "a" and line.attribute[0] in KEPT:
                     body.lines.append(Line("a", line.value))
@@ -133,9 +150,9 @@ class LyncCallee(IceSide):
         if self.lync_offer is None or self.lync_answer is None or self.caller_answer is None:
             raise IceError("no answer was negotiated")
         plans: list[StreamPlan | None] = []
-        for offered, answered, ice, key, to_lync, to_caller in zip(
+        for offered, answered, ice, key, sip_keys, to_lync, to_caller in zip(
                 self.streams.media, self.lync_answer.media, self.sessions, self.keys,
-                self.lync_offer.media, self.caller_answer.media, strict=True):
+                self.sip_keys, self.lync_offer.media, self.caller_answer.media, strict=True):
             if ice is None:
                 continue
             remote = stream_remote(self.streams, offered)
@@ -149,6 +166,8 @@ class LyncCallee(IceSide):
             plans.append(StreamPlan(
                 offered.media, ice, remote.rtp, remote.rtcp,
                 lync_key_in=cryptos[0] if cryptos else None, lync_key_out=key,
+                sip_key_in=sip_keys[0] if sip_keys else None,
+                sip_key_out=sip_keys[1] if sip_keys else None,
                 lync_pt_map=payload_remap(answered, to_caller, offered),
                 sip_pt_map=payload_remap(offered, to_lync, answered)))
         await self._run(plans, timeout)

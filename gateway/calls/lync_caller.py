@@ -2,26 +2,29 @@
 RFC 5245 part of a multipart body): the gateway terminates ICE itself (controlled: Lync
 offered) and anchors the media.
 
-1. `prepare()`: ICE gathered per audio/video stream, ports for the SIP side, and the plain
+1. `prepare()`: ICE gathered per audio/video stream, ports for the SIP side, and the
    offer the SIP side gets (Lync's codecs and payload types, no ICE, no Microsoft
-   attributes, the rule's bandwidth cap).
+   attributes, the rule's bandwidth cap): plain RTP, or SRTP with our key (SDES) when
+   `sip_media_encryption` is "required".
 2. `answer()`: with the SIP side's answer, the one application/sdp Lync gets back
    (sdp.offer_answer: common codecs, SRTP per policy, our candidates).
 3. `connect()`: ICE checks; when pairs are selected the relay joins each stream, renumbering
    payload types the SIP side numbered differently. Lync's second INVITE (with
    a=remote-candidates) is answered like any refresh.
 
-Streams Lync offers that the SIP side cannot carry (application sharing over TCP) are
-rejected in the answer with port 0.
+Streams Lync offers that the SIP side cannot carry (application sharing over TCP), or that
+go beyond the rule's call capability, are left out of the SIP side's offer and rejected in
+the answer to Lync with port 0.
 """
 
 from __future__ import annotations
 
-from gateway.calls.ice_side import RELAYED, IceSide, set_remote
+from gateway.calls.ice_side import LYNC_ENCRYPTION, IceSide, set_remote
 from gateway.calls.media_side import Body
 from gateway.media.backend import StreamPlan
 from ice.errors import IceError
 from sdp.anchor import Remote, stream_remote
+from sdp.attributes import Crypto
 from sdp.errors import NotAcceptable
 from sdp.model import Line, Media, Section, SessionDescription
 from sdp.offer_answer import (
@@ -33,6 +36,7 @@ from sdp.offer_answer import (
     payload_remap,
 )
 from sdp.parse import parse_sdp
+from sdp.sdes import answered_crypto, offer_crypto
 
 # Lync's offer lines the SIP side gets unchanged (codecs and direction).
 KEPT = ("rtpmap", "fmtp", "sendrecv", "sendonly", "recvonly", "inactive", "ptime")
@@ -49,26 +53,40 @@ class LyncCaller(IceSide):
     controlling = False  # Lync offered
     sip_offer: SessionDescription | None = None
     negotiated: Answer | None = None
-    # Per relayed stream, the SIP side's answer to it and where its media goes.
-    _sip_answers: list[tuple[Media, Remote] | None]
+    # Per relayed stream, our SIP-side key (None: plain RTP), as the SIP offer gave it.
+    sip_keys: list[Crypto | None]
+    # Per relayed stream, the SIP side's answer to it, where its media goes, and its key.
+    _sip_answers: list[tuple[Media, Remote, Crypto | None] | None]
 
     def _components(self, media: Media) -> int:
         return 1 if media.has("rtcp-mux") else 2
 
     def offer(self, caller: Body) -> Body:
-        """The SIP side's offer (once prepared): Lync's codecs toward the relay's ports."""
-        relayed = [m for m in self.streams.media if m.media in RELAYED and not m.rejected]
+        """The SIP side's offer (once prepared): Lync's codecs toward the relay's ports.
+
+        SRTP only when the policy requires it: "best_effort" offers plain RTP, because one
+        m= line cannot offer SRTP and RTP both. An a=crypto on RTP/AVP is not standard
+        (RFC 4568 defines it for SAVP; endpoints that do not speak it ignore it or refuse
+        the offer), and offering both properly needs RFC 5939 capability negotiation, which
+        few SIP endpoints implement."""
+        relayed = [m for m, relays in zip(self.streams.media, self.relays, strict=True)
+                   if relays]
+        secure = self.encryption == "required"
+        self.sip_keys = [offer_crypto() if secure else None for _ in relayed]
         family = "IP6" if ":" in self.address else "IP4"
         session = Section([Line("v", "0"),
                            Line("o", f"- 1 1 IN {family} {self.address}"),
                            Line("s", "lyncgate"), Line("c", f"IN {family} {self.address}"),
                            Line("t", "0 0")])
         streams = []
-        for media, port in zip(relayed, self.sip_ports, strict=True):
-            lines = [Line("m", f"{media.media} {port} RTP/AVP {' '.join(media.formats)}")]
+        for media, port, key in zip(relayed, self.sip_ports, self.sip_keys, strict=True):
+            proto = "RTP/AVP" if key is None else "RTP/SAVP"
+            lines = [Line("m", f"{media.media} {port} {proto} {' '.join(media.formats)}")]
             lines += [ln for ln in media.lines[1:]
                       if ln.kind == "a" and ln.attribute[0] in KEPT]
             stream = Media(lines)
+            if key is not None:
+                stream.add_attribute("crypto", str(key))
             cap_bandwidth(stream, self.bandwidth_kbps)
             streams.append(stream)
         self.sip_offer = SessionDescription(session, streams)
@@ -80,7 +98,7 @@ class LyncCaller(IceSide):
         if not final:
             return b"", None
         sip = parse_sdp(callee[0])
-        relayed = [i for i, s in enumerate(self.sessions) if s is not None]
+        relayed = [i for i, relays in enumerate(self.relays) if relays]
         if len(sip.media) > len(relayed):
             raise NotAcceptable(f"the SIP side answered {len(sip.media)} streams to "
                                 f"{len(relayed)} offered")
@@ -94,7 +112,14 @@ class LyncCaller(IceSide):
             if media is None or remote is None or media.media != offered.media:
                 self._sip_answers.append(None)
                 continue
-            self._sip_answers.append((media, remote))
+            ours = self.sip_keys[position]
+            theirs = None if ours is None else answered_crypto(media, ours)
+            if ours is not None and theirs is None:
+                # Accepting our SRTP offer without a key is no answer RFC 4568 allows.
+                raise NotAcceptable(f"the SIP side accepted {media.media} over SRTP without "
+                                    f"an a=crypto answering ours (tag {ours.tag} "
+                                    f"{ours.suite})")
+            self._sip_answers.append((media, remote, theirs))
             maps = media.rtpmaps()
             supported.setdefault(media.media, []).extend(
                 Codec(m.encoding, m.clock_rate, m.channels or 1, media.fmtp(m.payload_type) or "")
@@ -115,7 +140,8 @@ class LyncCaller(IceSide):
             plans.append(MediaPlan(default.address, default.port, rtcp, session.ufrag,
                                    session.pwd, tuple(session.candidate_attributes())))
         self.negotiated = answer(self.streams, supported, plans,
-                                 encryption=self.encryption, bandwidth_kbps=self.bandwidth_kbps,
+                                 encryption=LYNC_ENCRYPTION,
+                                 bandwidth_kbps=self.bandwidth_kbps,
                                  origin_address=self.static_nat or self.address)
         return self.negotiated.sdp.to_bytes(), SDP
 
@@ -124,23 +150,24 @@ class LyncCaller(IceSide):
         if self.negotiated is None or self.sip_offer is None:
             raise IceError("no answer was negotiated")
         plans: list[StreamPlan | None] = []
-        relayed_index = 0
+        position = -1  # of the stream among the relayed ones (the SIP side's m= lines)
         for index, session in enumerate(self.sessions):
             if session is None:
                 continue
-            sip_offered = self.sip_offer.media[relayed_index]
-            sip_answer = self._sip_answers[relayed_index]
-            relayed_index += 1
+            position += 1
+            sip_offered = self.sip_offer.media[position]
+            sip_answer = self._sip_answers[position]
             stream = self.negotiated.streams[index]
             if sip_answer is None or not stream.accepted:
                 plans.append(None)
                 continue
-            sip_answered, remote = sip_answer
+            sip_answered, remote, sip_key_in = sip_answer
             offered = self.streams.media[index]
             await set_remote(session, self.streams, offered)
             plans.append(StreamPlan(
                 offered.media, session, remote.rtp, remote.rtcp,
                 lync_key_in=stream.remote_crypto, lync_key_out=stream.local_crypto,
+                sip_key_in=sip_key_in, sip_key_out=self.sip_keys[position],
                 lync_pt_map=payload_remap(offered, sip_offered, sip_answered),
                 sip_pt_map=payload_remap(sip_answered, self.negotiated.sdp.media[index],
                                          offered)))

@@ -1,7 +1,9 @@
 """The media of a call whose legs are both plain SIP, anchored at the relay: each stream gets
 a port toward the caller and one toward the callee, and each leg's SDP is rewritten to point
 at the node (`sdp.anchor`). Offers that change the session cross to the other leg rewritten
-the same way, the offerer's new addresses taking effect at once (RFC 3264 8.3.1)."""
+the same way, the offerer's new addresses taking effect at once (RFC 3264 8.3.1). Streams
+beyond the rule's call capability are rejected (port 0) in every offer and answer either
+leg gets, so neither can escalate past it with a re-offer."""
 
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ from gateway.calls.media_side import Body
 from gateway.media.backend import SipBridge
 from gateway.media.call import CallMedia
 from ice.ports import PortAllocator
-from sdp.anchor import anchored, remote_addresses
+from sdp.anchor import Remote, anchored, remote_addresses
+from sdp.capability import UNLIMITED, Capability, beyond, require_some, within
 from sdp.errors import NotAcceptable, SdpError
 from sdp.model import SessionDescription
 from sdp.parse import parse_sdp
@@ -25,10 +28,16 @@ class SipSide:
     answers_offers_here = False
 
     def __init__(self, offer: SessionDescription, ports: PortAllocator, address: str, *,
-                 bandwidth_kbps: int, media_timeout: float, call_id: str) -> None:
+                 bandwidth_kbps: int, media_timeout: float, call_id: str,
+                 capability: Capability = UNLIMITED) -> None:
         self.caller_offer = offer  # the caller's SDP, as its INVITE carried it
         self.address = address
         self.bandwidth_kbps = bandwidth_kbps
+        self.capability = capability
+        # Per m= line, why the offer last carried across refuses it ('': relayed); its
+        # answer rejects the same streams, whatever the answerer wrote (RFC 3264 6).
+        self.refused = beyond(offer, capability)
+        require_some(offer, self.refused)
         self.media_timeout = media_timeout
         self.call_id = call_id
         self.bridge = SipBridge(ports)
@@ -47,7 +56,7 @@ class SipSide:
         return None
 
     def offer(self, caller: Body) -> Body:
-        return self._anchored(self.caller_offer, self.toward_callee), SDP
+        return self._anchored(self.caller_offer, self.toward_callee, self.refused), SDP
 
     def answer(self, callee: Body, *, final: bool) -> Body:
         """The callee's SDP pointed at the relay, which starts relaying on the first answer
@@ -62,9 +71,9 @@ class SipSide:
                         answered=len(answer.media))
             return callee
         if self.bridge.media is None:
-            self.bridge.connect([m.media for m in offered], remote_addresses(self.caller_offer),
-                                remote_addresses(answer), self.media_timeout)
-        return self._anchored(answer, self.toward_caller), callee[1]
+            self.bridge.connect([m.media for m in offered], self._remotes(self.caller_offer),
+                                self._remotes(answer), self.media_timeout)
+        return self._anchored(answer, self.toward_caller, self.refused), callee[1]
 
     async def connect(self, timeout: float) -> None:
         return None
@@ -76,17 +85,22 @@ class SipSide:
         offer = parse_sdp(body)
         if len(offer.media) != len(self.toward_callee):
             raise NotAcceptable("a re-offer that adds or removes streams is not relayed")
+        refused = beyond(offer, self.capability)
+        require_some(offer, refused)
+        self.refused = refused
         # The offerer's new addresses take effect now: RFC 3264 8.3.1, it must be ready to
         # receive on them; what it sends latches anyway.
-        self.bridge.repoint(caller_side=from_caller, remotes=remote_addresses(offer))
-        return self._anchored(offer, self.toward_callee if from_caller else self.toward_caller)
+        self.bridge.repoint(caller_side=from_caller, remotes=self._remotes(offer))
+        return self._anchored(offer, self.toward_callee if from_caller else self.toward_caller,
+                              refused)
 
     def relay_answer(self, *, from_caller: bool, body: bytes) -> bytes:
         answer = self._readable(body)
         if answer is None:
             return body
-        self.bridge.repoint(caller_side=from_caller, remotes=remote_addresses(answer))
-        return self._anchored(answer, self.toward_callee if from_caller else self.toward_caller)
+        self.bridge.repoint(caller_side=from_caller, remotes=self._remotes(answer))
+        return self._anchored(answer, self.toward_callee if from_caller else self.toward_caller,
+                              self.refused)
 
     def close(self) -> None:
         self.bridge.close()
@@ -102,5 +116,12 @@ class SipSide:
             log.warning("answer_sdp_unreadable", call_id=self.call_id, error=str(exc))
             return None
 
-    def _anchored(self, sdp: SessionDescription, ports: list[int]) -> bytes:
-        return anchored(sdp, self.address, ports, self.bandwidth_kbps).to_bytes()
+    def _remotes(self, sdp: SessionDescription) -> list[Remote | None]:
+        """Where each stream goes, None for one the capability refuses: nothing is sent
+        there, whatever an endpoint that ignores port 0 sends us."""
+        return [None if reason else remote for remote, reason
+                in zip(remote_addresses(sdp), self.refused, strict=False)]
+
+    def _anchored(self, sdp: SessionDescription, ports: list[int], refused: list[str]) -> bytes:
+        return within(anchored(sdp, self.address, ports, self.bandwidth_kbps),
+                      refused).to_bytes()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+from dataclasses import replace
 
 import aioice
 import pytest
@@ -21,15 +22,17 @@ from gateway.transport.peer import Peer
 from ice.candidate import Candidate, parse_candidate
 from ice.ports import PortAllocator
 from sdp.parse import parse_sdp
+from sdp.sdes import Encryption
 from tests.kit.calls import (
     FIRST,
     Harness,
     outbound,
     phone,
     sdp_body,
+    statuses,
 )
 from tests.kit.lync import StunServer
-from tests.kit.media import far_end, rtcp_sr, rtp
+from tests.kit.media import crypto, far_end, rtcp_sr, rtp
 from tests.peers import free_port
 
 PHONE = Peer("UDP", "127.0.0.1", 5062)
@@ -182,3 +185,142 @@ async def test_the_rules_bandwidth_cap_and_stun_server_reach_both_sides() -> Non
     await call.media.close()
     stun_transport.close()
     assert ports.in_use == set()
+
+
+async def lync_client_answers(h: Harness, out: Request, lync_peer: Peer
+                              ) -> tuple[aioice.Connection, bytes]:
+    """"Lync" answers our offer with its ICE agent and key, and ICE completes; the relay
+    has joined when this returns. (The agent, Lync's key.)"""
+    lync = aioice.Connection(ice_controlling=False, components=1, use_ipv6=False)
+    await lync.gather_candidates()
+    lync_key = os.urandom(30)
+    offered = parse_sdp(out.body).media[0]
+    candidates = "".join(f"a={Candidate.from_aioice(c).attribute()}\r\n"
+                         for c in lync.local_candidates)
+    answer = (f"v=0\r\no=- 0 1 IN IP4 127.0.0.1\r\ns=session\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+              f"m=audio {lync.local_candidates[0].port} RTP/SAVP 9\r\n"
+              f"a=ice-ufrag:{lync.local_username}\r\na=ice-pwd:{lync.local_password}\r\n"
+              f"{candidates}a=rtcp-mux\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"
+              f"{base64.b64encode(lync_key).decode()}|2^31\r\na=rtpmap:9 G722/8000\r\n")
+    h.feed(make_response(out, 200, to_tag="lync", body=answer.encode(),
+                         headers=(("Contact", "<sip:alice@127.0.0.1;transport=tls>"),),
+                         content_type="application/sdp"), lync_peer)
+    lync.remote_username = offered.attribute("ice-ufrag")
+    lync.remote_password = offered.attribute("ice-pwd")
+    for value in offered.attributes("candidate"):
+        await lync.add_remote_candidate(parse_candidate(value).to_aioice())
+    await lync.add_remote_candidate(None)
+    await asyncio.wait_for(lync.connect(), 10)
+    for _ in range(100):
+        if any(c.media.relayed for c in h.b2bua.calls.values()):
+            return lync, lync_key
+        await asyncio.sleep(0.02)
+    raise AssertionError("the relay never joined")
+
+
+F8 = "a=crypto:3 F8_128_HMAC_SHA1_80 inline:" + base64.b64encode(bytes(30)).decode() + "\r\n"
+
+
+@pytest.mark.parametrize("encryption", ["best_effort", "required"])
+async def test_a_phones_srtp_is_answered_with_our_key_and_relayed_to_lync(
+        encryption: Encryption) -> None:
+    """The phone offers RTP/SAVP with a suite we cannot use and one we can (tag 5): its
+    answer is RTP/SAVP with one a=crypto, tag 5, our own key; SRTP and SRTCP from the phone
+    reach Lync decrypted with the phone's key and protected with ours toward Lync, and
+    Lync's come back protected with the key we gave the phone (libsrtp at both far ends)."""
+    base = free_port()
+    ports = PortAllocator(base, base + 40)
+    phone_sock, phone_rx, phone_port = await phone()
+    rtcp_sock, rtcp_rx, rtcp_port = await phone()
+    h = Harness([FIRST], ports=ports, address="127.0.0.1", rules=RULES)
+    h.configure(encryption=encryption)
+    phone_crypto, phone_key = crypto(mki=False)
+    body = sdp_body(phone_port).replace(
+        b"RTP/AVP 9\r\n", b"RTP/SAVP 9\r\na=rtcp:%d\r\n%s%s\r\n" % (
+            rtcp_port, F8.encode(), f"a=crypto:{replace(phone_crypto, tag=5)}".encode()))
+    h.feed(phone_invite(body), PHONE)
+    for _ in range(30):
+        await h.settle()
+    out, lync_peer = outbound(h.take(), "INVITE")
+    to_lync = parse_sdp(out.body).media[0]
+    assert to_lync.proto == "RTP/SAVP" and len(to_lync.cryptos()) == 1
+    lync, lync_key = await lync_client_answers(h, out, lync_peer)
+    ok = next(m for m, _ in h.take() if isinstance(m, Response) and m.status == 200)
+    to_phone = parse_sdp(ok.body).media[0]
+    [ours] = to_phone.cryptos()
+    assert to_phone.proto == "RTP/SAVP" and (ours.tag, ours.suite) == (
+        5, "AES_CM_128_HMAC_SHA1_80")
+    our_sip_key = base64.b64decode(ours.key, validate=True)
+    assert len(our_sip_key) == 30 and our_sip_key != phone_key
+    our_lync_key = base64.b64decode(to_lync.cryptos()[0].key)
+    assert our_lync_key != our_sip_key
+
+    relay_port = to_phone.port
+    phone_tx, phone_rx_srtp = far_end(phone_key, True), far_end(our_sip_key, False)
+    lync_tx, lync_rx = far_end(lync_key, True), far_end(our_lync_key, False)
+    phone_sock.sendto(phone_tx.protect(rtp(1, pt=9, ssrc=5)), ("127.0.0.1", relay_port))
+    assert lync_rx.unprotect(await asyncio.wait_for(lync.recv(), 5)) == rtp(1, pt=9, ssrc=5)
+    rtcp_sock.sendto(phone_tx.protect_rtcp(rtcp_sr(5)), ("127.0.0.1", relay_port + 1))
+    assert lync_rx.unprotect_rtcp(await asyncio.wait_for(lync.recv(), 5)) == rtcp_sr(5)
+    await lync.send(lync_tx.protect(rtp(2, pt=9, ssrc=6)))
+    got = await asyncio.wait_for(phone_rx.got.get(), 5)
+    assert got != rtp(2, pt=9, ssrc=6) and phone_rx_srtp.unprotect(got) == rtp(2, pt=9, ssrc=6)
+    await lync.send(lync_tx.protect_rtcp(rtcp_sr(6)))
+    assert phone_rx_srtp.unprotect_rtcp(await asyncio.wait_for(rtcp_rx.got.get(), 5)) == (
+        rtcp_sr(6))
+    [call] = h.b2bua.calls.values()
+    assert isinstance(call.media, LyncCallee)
+    await call.media.close()
+    await lync.close()
+    phone_sock.close()
+    rtcp_sock.close()
+
+
+async def test_a_phones_plain_offer_keeps_plain_rtp_when_encryption_is_off() -> None:
+    """sip_media_encryption is the SIP leg's: "off" leaves the phone's key unused (its
+    answer has none), while Lync still gets SRTP, which it requires."""
+    base = free_port()
+    ports = PortAllocator(base, base + 40)
+    h = Harness([FIRST], ports=ports, address="127.0.0.1", rules=RULES)
+    h.configure(encryption="off")
+    phone_crypto, _ = crypto(mki=False)
+    body = sdp_body(5004).replace(b"a=sendrecv", f"a=crypto:{phone_crypto}".encode())
+    h.feed(phone_invite(body), PHONE)
+    for _ in range(30):
+        await h.settle()
+    out, lync_peer = outbound(h.take(), "INVITE")
+    to_lync = parse_sdp(out.body).media[0]
+    assert to_lync.proto == "RTP/SAVP" and to_lync.cryptos()
+    lync, _ = await lync_client_answers(h, out, lync_peer)
+    ok = next(m for m, _ in h.take() if isinstance(m, Response) and m.status == 200)
+    to_phone = parse_sdp(ok.body).media[0]
+    assert to_phone.proto == "RTP/AVP" and not to_phone.has("crypto")
+    [call] = h.b2bua.calls.values()
+    assert isinstance(call.media, LyncCallee)
+    await call.media.close()
+    await lync.close()
+
+
+@pytest.mark.parametrize(("encryption", "offer", "why"), [
+    ("best_effort", b"RTP/SAVP 9\r\n" + F8.encode(), "has no suite we speak"),
+    ("best_effort", b"RTP/SAVP 9\r\n", "has no suite we speak"),
+    ("off", b"RTP/SAVP 9\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"
+     + base64.b64encode(bytes(30)) + b"\r\n", "sip_media_encryption is off"),
+    ("required", b"RTP/AVP 9\r\n", "SRTP is required"),
+], ids=["unusable suite", "no key", "encryption off", "encryption required"])
+async def test_an_offer_whose_srtp_cannot_be_answered_gets_488_saying_why(
+        encryption: Encryption, offer: bytes, why: str) -> None:
+    """Refused before anything is gathered or sent toward Lync: an RTP/SAVP offer cannot be
+    answered RTP/AVP, nor SAVP without a key (RFC 3264 6.1, RFC 4568)."""
+    base = free_port()
+    ports = PortAllocator(base, base + 40)
+    h = Harness([FIRST], ports=ports, address="127.0.0.1", rules=RULES)
+    h.configure(encryption=encryption)
+    h.feed(phone_invite(sdp_body(5004).replace(b"RTP/AVP 9\r\n", offer)), PHONE)
+    await h.settle()
+    sent = h.take()
+    assert statuses(sent, PHONE) == [100, 488]
+    refused = next(m for m, _ in sent if isinstance(m, Response) and m.status == 488)
+    assert why in refused.reason
+    assert not [m for m, _ in sent if isinstance(m, Request) and m.method == "INVITE"]
+    assert not h.b2bua.calls and ports.in_use == set()

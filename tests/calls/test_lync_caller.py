@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+from dataclasses import replace
 
 import aioice
 import pytest
@@ -20,8 +21,10 @@ from gateway.sip.message import Request, Response, make_response
 from gateway.transport.peer import Peer
 from ice.candidate import Candidate, parse_candidate
 from ice.ports import PortAllocator
+from sdp.model import Media
 from sdp.multipart import pick_sdp, split
 from sdp.parse import parse_sdp
+from sdp.sdes import Encryption
 from tests.kit.calls import (
     FIRST,
     RULES,
@@ -30,7 +33,7 @@ from tests.kit.calls import (
     phone,
 )
 from tests.kit.lync import StunServer
-from tests.kit.media import far_end, rtcp_sr, rtp
+from tests.kit.media import crypto, far_end, rtcp_sr, rtp
 from tests.peers import free_port
 
 LYNC = Peer("TLS", "127.0.0.1", 5061, connection=3)
@@ -286,4 +289,132 @@ async def test_hold_and_resume_cross_the_lync_leg_whose_ice_ends_here() -> None:
     h.feed(in_dialog("BYE", 4, b"", **from_lync), LYNC)
     for _ in range(10):
         await h.settle()
+    await lync.close()
+
+
+def phone_answer(port: int, extra: bytes = b"", proto: bytes = b"RTP/AVP") -> bytes:
+    return (b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            b"m=audio %d %s 9\r\na=rtpmap:9 G722/8000\r\n%s" % (port, proto, extra))
+
+
+async def ice_completes(h: Harness, lync: aioice.Connection, ours: Media) -> None:
+    """Lync (controlling) runs ICE against our answer; the relay has joined on return."""
+    lync.remote_username = ours.attribute("ice-ufrag")
+    lync.remote_password = ours.attribute("ice-pwd")
+    for value in ours.attributes("candidate"):
+        await lync.add_remote_candidate(parse_candidate(value).to_aioice())
+    await lync.add_remote_candidate(None)
+    await asyncio.wait_for(lync.connect(), 10)
+    for _ in range(100):
+        if any(c.media.relayed for c in h.b2bua.calls.values()):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the relay never joined")
+
+
+async def test_encryption_required_offers_the_phone_srtp_and_relays_it() -> None:
+    """With sip_media_encryption "required" the phone is offered RTP/SAVP with our key; its
+    answer's key (our tag and suite) unprotects what it sends, and Lync's media reaches it
+    protected with ours (libsrtp at both far ends)."""
+    base = free_port()
+    ports = PortAllocator(base, base + 40)
+    lync = aioice.Connection(ice_controlling=True, components=1, use_ipv6=False)
+    await lync.gather_candidates()
+    lync_key = os.urandom(30)
+    phone_sock, phone_rx, phone_port = await phone()
+    h = Harness([FIRST], ports=ports, address="127.0.0.1")
+    h.configure(encryption="required")
+    h.feed(invite(lync_offer(lync, lync_key)), LYNC)
+    for _ in range(30):
+        await h.settle()
+    out, peer = outbound(h.take(), "INVITE")
+    offered = parse_sdp(out.body).media[0]
+    [ours_to_phone] = offered.cryptos()
+    assert offered.proto == "RTP/SAVP" and ours_to_phone.suite == "AES_CM_128_HMAC_SHA1_80"
+    phone_crypto, phone_key = crypto(mki=False)
+    answer_key = replace(phone_crypto, tag=ours_to_phone.tag)
+    h.feed(make_response(out, 200, to_tag="phone", headers=(("Contact", "<sip:p@127.0.0.1>"),),
+                         body=phone_answer(phone_port, b"a=crypto:%s\r\n" % str(
+                             answer_key).encode(), b"RTP/SAVP"),
+                         content_type="application/sdp"), peer)
+    ok = next(m for m, p in h.take() if isinstance(m, Response) and m.status == 200 and p == LYNC)
+    ours = parse_sdp(ok.body).media[0]
+    our_lync_key = base64.b64decode(ours.cryptos()[0].key)
+    await ice_completes(h, lync, ours)
+
+    [call] = h.b2bua.calls.values()
+    assert isinstance(call.media, LyncCaller)
+    sip_port = call.media.sip_ports[0]
+    lync_tx, lync_rx = far_end(lync_key, True), far_end(our_lync_key, False)
+    phone_tx = far_end(phone_key, True)
+    phone_rx_srtp = far_end(base64.b64decode(ours_to_phone.key), False)
+    await lync.send(lync_tx.protect(rtp(1, pt=9, ssrc=42)))
+    got = await asyncio.wait_for(phone_rx.got.get(), 5)
+    assert got != rtp(1, pt=9, ssrc=42) and phone_rx_srtp.unprotect(got) == rtp(1, pt=9, ssrc=42)
+    phone_sock.sendto(phone_tx.protect(rtp(2, pt=9, ssrc=77)), ("127.0.0.1", sip_port))
+    assert lync_rx.unprotect(await asyncio.wait_for(lync.recv(), 5)) == rtp(2, pt=9, ssrc=77)
+    phone_sock.sendto(phone_tx.protect_rtcp(rtcp_sr(77)), ("127.0.0.1", sip_port + 1))
+    assert lync_rx.unprotect_rtcp(await asyncio.wait_for(lync.recv(), 5)) == rtcp_sr(77)
+    await call.media.close()
+    await lync.close()
+    phone_sock.close()
+
+
+@pytest.mark.parametrize("encryption", ["off", "best_effort"])
+async def test_without_required_the_phone_gets_plain_rtp_and_lync_still_srtp(
+        encryption: Encryption) -> None:
+    """One m= line cannot offer SRTP and RTP both, so only "required" offers the phone SRTP;
+    the setting is the SIP leg's, and Lync's SRTP offer is answered with SRTP under "off"
+    too."""
+    base = free_port()
+    ports = PortAllocator(base, base + 40)
+    lync = aioice.Connection(ice_controlling=True, components=1, use_ipv6=False)
+    await lync.gather_candidates()
+    h = Harness([FIRST], ports=ports, address="127.0.0.1")
+    h.configure(encryption=encryption)
+    h.feed(invite(lync_offer(lync, os.urandom(30))), LYNC)
+    for _ in range(30):
+        await h.settle()
+    out, peer = outbound(h.take(), "INVITE")
+    offered = parse_sdp(out.body).media[0]
+    assert offered.proto == "RTP/AVP" and not offered.has("crypto")
+    h.feed(make_response(out, 200, to_tag="phone", headers=(("Contact", "<sip:p@127.0.0.1>"),),
+                         body=phone_answer(5004), content_type="application/sdp"), peer)
+    ok = next(m for m, p in h.take() if isinstance(m, Response) and m.status == 200 and p == LYNC)
+    ours = parse_sdp(ok.body).media[0]
+    assert ours.proto == "RTP/SAVP" and len(ours.cryptos()) == 1
+    [call] = h.b2bua.calls.values()
+    assert isinstance(call.media, LyncCaller)
+    await call.media.close()
+    await lync.close()
+
+
+@pytest.mark.parametrize("answered", [
+    b"", b"a=crypto:1 AES_CM_128_HMAC_SHA1_32 inline:" + base64.b64encode(bytes(30)) + b"\r\n",
+    b"a=crypto:7 AES_CM_128_HMAC_SHA1_80 inline:" + base64.b64encode(bytes(30)) + b"\r\n",
+], ids=["no key", "another suite", "another tag"])
+async def test_a_phone_accepting_our_srtp_offer_without_its_key_fails_the_call_488(
+        answered: bytes) -> None:
+    """An answer that accepts the SRTP stream without a key for our tag and suite cannot be
+    used (RFC 4568 5.1.3): the phone's leg is hung up and Lync gets 488 saying why."""
+    base = free_port()
+    ports = PortAllocator(base, base + 40)
+    lync = aioice.Connection(ice_controlling=True, components=1, use_ipv6=False)
+    await lync.gather_candidates()
+    h = Harness([FIRST], ports=ports, address="127.0.0.1")
+    h.configure(encryption="required")
+    h.feed(invite(lync_offer(lync, os.urandom(30))), LYNC)
+    for _ in range(30):
+        await h.settle()
+    out, peer = outbound(h.take(), "INVITE")
+    h.feed(make_response(out, 200, to_tag="phone", headers=(("Contact", "<sip:p@127.0.0.1>"),),
+                         body=phone_answer(5004, answered, b"RTP/SAVP"),
+                         content_type="application/sdp"), peer)
+    for _ in range(10):
+        await h.settle()
+    sent = h.take()
+    assert [m.method for m, p in sent if isinstance(m, Request) and p == peer] == ["ACK", "BYE"]
+    [refused] = [m for m, p in sent if isinstance(m, Response) and p == LYNC]
+    assert refused.status == 488 and "without an a=crypto answering ours" in refused.reason
+    assert ports.in_use == set()
     await lync.close()

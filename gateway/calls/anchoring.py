@@ -19,9 +19,10 @@ from sdp.offer_answer import rule_cap
 
 
 def media_for(request: Request, decision: Decision, settings: CallSettings,
-              ports: PortAllocator | None, address: str) -> MediaSide:
+              ports: PortAllocator | None, address: str, seen_by_caller: str) -> MediaSide:
     """The call's media side; raises SdpError for an offer the node must read and cannot
-    (488). Without media ports (`ports` None) nothing is anchored."""
+    (488). Without media ports (`ports` None) nothing is anchored. `address`: where media
+    sockets are bound; `seen_by_caller`: the node's address as the caller reaches it."""
     rule = decision.rule
     toward_lync = rule is not None and rule.outgoing_protocol == "mssip"
     # A signalling-only node leaves SDP unread, as a proxy would, unless a leg is Lync's:
@@ -44,7 +45,7 @@ def media_for(request: Request, decision: Decision, settings: CallSettings,
             stun=settings.stun_for(rule.stun_server if rule else "",
                                    decision.outgoing_location),
             bandwidth_kbps=cap, media_timeout=timeout, call_id=call_id,
-            capability=capability)
+            capability=capability, seen_by_caller=seen_by_caller)
     multipart = request.content_type is not None and (
         request.content_type.type.startswith("multipart/"))
     if multipart:
@@ -57,9 +58,9 @@ def media_for(request: Request, decision: Decision, settings: CallSettings,
             turn=settings.turn_for(rule.turn_server, decision.outgoing_location),
             stun=settings.stun_for(rule.stun_server, decision.outgoing_location),
             bandwidth_kbps=cap, media_timeout=timeout, call_id=call_id,
-            capability=capability)
+            capability=capability, seen_by_caller=seen_by_caller)
     if not settings.anchor_sip_media:
         return PassThrough()
     return SipSide(offer, ports, address, bandwidth_kbps=cap, media_timeout=timeout,
-                   call_id=call_id, capability=capability)
+                   call_id=call_id, capability=capability, seen_by_caller=seen_by_caller)
 

@@ -184,9 +184,10 @@ class B2bua:
         try:
             # A request that cannot set up a dialog is refused before anything is placed.
             caller_dialog = Dialog.from_request(request, tag, confirmed=False)
+            seen = ctx.local.address_for(txn.peer.host)
             media: MediaSide = echo_for(
-                request, ctx.ports, ctx.local.address, settings.media_timeout) if local else (
-                media_for(request, decision, settings, ctx.ports, ctx.local.address))
+                request, ctx.ports, ctx.local.address, settings.media_timeout, seen) if local else (
+                media_for(request, decision, settings, ctx.ports, ctx.local.address, seen))
         except SipError as exc:
             return self._refuse(record, request, txn, exc.status_hint, exc.reason, now, core)
         except SdpError as exc:

@@ -24,7 +24,7 @@ _MIRROR = {"sendonly": "recvonly", "recvonly": "sendonly", "sendrecv": "sendrecv
 
 
 def echo_for(request: Request, ports: PortAllocator | None, address: str,
-             media_timeout: float) -> EchoSide:
+             media_timeout: float, seen_by_caller: str) -> EchoSide:
     """The test call's media for `request`; raises NotAcceptable for what it cannot loop."""
     content_type = request.content_type
     if ports is None:
@@ -34,7 +34,7 @@ def echo_for(request: Request, ports: PortAllocator | None, address: str,
     offer = parse_sdp(request.body)
     if wants_ice(offer) or any("SAVP" in m.proto for m in offer.media):
         raise NotAcceptable("the test call loops plain RTP only (no ICE, no SRTP)")
-    return EchoSide(offer, ports, address, media_timeout)
+    return EchoSide(offer, ports, address, media_timeout, seen_by_caller)
 
 
 class EchoSide:
@@ -43,9 +43,10 @@ class EchoSide:
     answers_offers_here = True
 
     def __init__(self, offer: SessionDescription, ports: PortAllocator, address: str,
-                 media_timeout: float) -> None:
+                 media_timeout: float, seen_by_caller: str) -> None:
         self.caller_offer = offer
-        self.address = address
+        self.address = address  # where the echo's sockets are bound
+        self.seen_by_caller = seen_by_caller  # what the caller's SDP names (static NAT)
         self.media_timeout = media_timeout
         self.echo = Echo(ports)
         self.ports: list[int] = []
@@ -61,19 +62,20 @@ class EchoSide:
     async def prepare(self) -> None:
         return None
 
-    def offer(self, caller: Body) -> Body:
+    def offer(self, caller: Body, toward: str) -> Body:
         return caller  # nothing is placed: the node is the callee
 
     def answer(self, callee: Body, *, final: bool) -> Body:
         """Our own answer to the caller (there is no callee to hear from): its codecs and
         directions mirrored, toward our ports; the loop starts with it."""
         offer = self.caller_offer
-        mirrored = restated(anchored(offer, self.address, self.ports),
+        mirrored = restated(anchored(offer, self.seen_by_caller, self.ports),
                             {kind: _MIRROR.get(way, "sendrecv")
                              for kind, way in directions(offer).items()})
-        family = "IP6" if ":" in self.address else "IP4"
+        family = "IP6" if ":" in self.seen_by_caller else "IP4"
         mirrored.session.lines[:] = [
-            Line("o", f"lyncgate 1 1 IN {family} {self.address}") if ln.kind == "o" else ln
+            Line("o", f"lyncgate 1 1 IN {family} {self.seen_by_caller}") if ln.kind == "o"
+            else ln
             for ln in mirrored.session.lines]
         if self.echo.media is None:
             self.echo.connect([m.media for m in offer.media], remote_addresses(offer),

@@ -44,10 +44,12 @@ class IceSide:
                  static_nat: str, encryption: Encryption,
                  turn: TurnSettings | None, stun: tuple[str, int] | None,
                  bandwidth_kbps: int, media_timeout: float, call_id: str,
-                 capability: Capability = UNLIMITED) -> None:
+                 capability: Capability = UNLIMITED, seen_by_caller: str = "") -> None:
         self.streams = streams  # the offer whose audio and video get ICE toward Lync
         self.ports = ports
-        self.address = address
+        self.address = address  # where ICE and the relay bind
+        # The node's address in SDP toward a SIP caller (static NAT: as the caller reaches it).
+        self.seen_by_caller = seen_by_caller or address
         self.static_nat = static_nat
         self.encryption = encryption  # the SIP leg's SRTP policy
         self.turn = turn  # the rule's or location's TURN server (Lync Edge)

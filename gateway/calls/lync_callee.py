@@ -63,7 +63,7 @@ class LyncCallee(IceSide):
             theirs = None if session is None else offered_crypto(media, self.encryption)
             self.sip_keys.append(None if theirs is None else (theirs, answer_crypto(theirs)))
 
-    def offer(self, caller: Body) -> Body:
+    def offer(self, caller: Body, toward: str) -> Body:
         self.lync_offer = self._lync_offer(remote_candidates=False)
         return self.lync_offer.to_bytes(), SDP
 
@@ -117,9 +117,10 @@ class LyncCallee(IceSide):
             raise NotAcceptable(f"Lync answered {len(answer.media)} streams to "
                                 f"{len(self.streams.media)} offered")
         self.lync_answer = answer
-        family = "IP6" if ":" in self.address else "IP4"
-        session = Section([Line("v", "0"), Line("o", f"- 1 1 IN {family} {self.address}"),
-                           Line("s", "lyncgate"), Line("c", f"IN {family} {self.address}"),
+        seen = self.seen_by_caller
+        family = "IP6" if ":" in seen else "IP4"
+        session = Section([Line("v", "0"), Line("o", f"- 1 1 IN {family} {seen}"),
+                           Line("s", "lyncgate"), Line("c", f"IN {family} {seen}"),
                            Line("t", "0 0")])
         streams = []
         relayed = 0

@@ -61,7 +61,7 @@ class LyncCaller(IceSide):
     def _components(self, media: Media) -> int:
         return 1 if media.has("rtcp-mux") else 2
 
-    def offer(self, caller: Body) -> Body:
+    def offer(self, caller: Body, toward: str) -> Body:
         """The SIP side's offer (once prepared): Lync's codecs toward the relay's ports.
 
         SRTP only when the policy requires it: "best_effort" offers plain RTP, because one
@@ -73,10 +73,10 @@ class LyncCaller(IceSide):
                    if relays]
         secure = self.encryption == "required"
         self.sip_keys = [offer_crypto() if secure else None for _ in relayed]
-        family = "IP6" if ":" in self.address else "IP4"
+        family = "IP6" if ":" in toward else "IP4"
         session = Section([Line("v", "0"),
-                           Line("o", f"- 1 1 IN {family} {self.address}"),
-                           Line("s", "lyncgate"), Line("c", f"IN {family} {self.address}"),
+                           Line("o", f"- 1 1 IN {family} {toward}"),
+                           Line("s", "lyncgate"), Line("c", f"IN {family} {toward}"),
                            Line("t", "0 0")])
         streams = []
         for media, port, key in zip(relayed, self.sip_ports, self.sip_keys, strict=True):

@@ -45,8 +45,9 @@ class MediaSide(Protocol):
     async def prepare(self) -> None:
         """Gather toward Lync and take the relay's ports; raises IceError."""
 
-    def offer(self, caller: Body) -> Body:
-        """What the callee is offered, from the caller's INVITE body."""
+    def offer(self, caller: Body, toward: str) -> Body:
+        """What the callee is offered, from the caller's INVITE body; `toward`: the node's
+        address as the callee reaches it (static NAT)."""
         ...
 
     def answer(self, callee: Body, *, final: bool) -> Body:
@@ -91,7 +92,7 @@ class PassThrough:
     async def prepare(self) -> None:
         return None
 
-    def offer(self, caller: Body) -> Body:
+    def offer(self, caller: Body, toward: str) -> Body:
         return caller
 
     def answer(self, callee: Body, *, final: bool) -> Body:

@@ -151,7 +151,8 @@ def place(ctx: Context, call: Call, now: float, core: Endpoint) -> list[Event]:
     if out.single_part:
         request.set_body(out.single_part, "application/sdp")
     else:
-        request.set_body(*call.media.offer((inbound.body, inbound.headers.get("Content-Type"))))
+        request.set_body(*call.media.offer((inbound.body, inbound.headers.get("Content-Type")),
+                                           ctx.local.address_for(target.address)))
     call.callee.sdp_to = request.body
     peer = Peer(target.transport, target.address, target.port, server_name=target.host)
     txn, events = core.send_request(request, peer, now, tu_data=call)

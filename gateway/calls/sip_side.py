@@ -29,9 +29,11 @@ class SipSide:
 
     def __init__(self, offer: SessionDescription, ports: PortAllocator, address: str, *,
                  bandwidth_kbps: int, media_timeout: float, call_id: str,
-                 capability: Capability = UNLIMITED) -> None:
+                 capability: Capability = UNLIMITED, seen_by_caller: str = "") -> None:
         self.caller_offer = offer  # the caller's SDP, as its INVITE carried it
-        self.address = address
+        self.address = address  # where the relay's sockets are bound
+        # The node's address as each leg reaches it, written in that leg's SDP (static NAT).
+        self.seen_by = {True: seen_by_caller or address, False: address}
         self.bandwidth_kbps = bandwidth_kbps
         self.capability = capability
         # Per m= line, why the offer last carried across refuses it ('': relayed); its
@@ -55,8 +57,9 @@ class SipSide:
     async def prepare(self) -> None:
         return None
 
-    def offer(self, caller: Body) -> Body:
-        return self._anchored(self.caller_offer, self.toward_callee, self.refused), SDP
+    def offer(self, caller: Body, toward: str) -> Body:
+        self.seen_by[False] = toward
+        return self._anchored(self.caller_offer, self.refused, to_caller=False), SDP
 
     def answer(self, callee: Body, *, final: bool) -> Body:
         """The callee's SDP pointed at the relay, which starts relaying on the first answer
@@ -73,7 +76,7 @@ class SipSide:
         if self.bridge.media is None:
             self.bridge.connect([m.media for m in offered], self._remotes(self.caller_offer),
                                 self._remotes(answer), self.media_timeout)
-        return self._anchored(answer, self.toward_caller, self.refused), callee[1]
+        return self._anchored(answer, self.refused, to_caller=True), callee[1]
 
     async def connect(self, timeout: float) -> None:
         return None
@@ -91,16 +94,14 @@ class SipSide:
         # The offerer's new addresses take effect now: RFC 3264 8.3.1, it must be ready to
         # receive on them; what it sends latches anyway.
         self.bridge.repoint(caller_side=from_caller, remotes=self._remotes(offer))
-        return self._anchored(offer, self.toward_callee if from_caller else self.toward_caller,
-                              refused)
+        return self._anchored(offer, refused, to_caller=not from_caller)
 
     def relay_answer(self, *, from_caller: bool, body: bytes) -> bytes:
         answer = self._readable(body)
         if answer is None:
             return body
         self.bridge.repoint(caller_side=from_caller, remotes=self._remotes(answer))
-        return self._anchored(answer, self.toward_callee if from_caller else self.toward_caller,
-                              self.refused)
+        return self._anchored(answer, self.refused, to_caller=not from_caller)
 
     def close(self) -> None:
         self.bridge.close()
@@ -122,6 +123,9 @@ class SipSide:
         return [None if reason else remote for remote, reason
                 in zip(remote_addresses(sdp), self.refused, strict=False)]
 
-    def _anchored(self, sdp: SessionDescription, ports: list[int], refused: list[str]) -> bytes:
-        return within(anchored(sdp, self.address, ports, self.bandwidth_kbps),
+    def _anchored(self, sdp: SessionDescription, refused: list[str], *, to_caller: bool) -> bytes:
+        """`sdp` as the leg it goes to gets it: that leg's relay ports, the node's address as
+        that leg reaches it."""
+        ports = self.toward_caller if to_caller else self.toward_callee
+        return within(anchored(sdp, self.seen_by[to_caller], ports, self.bandwidth_kbps),
                       refused).to_bytes()

@@ -82,7 +82,7 @@ async def test_a_re_offer_cannot_escalate_past_the_capability_either_way() -> No
     side = SipSide(offer, PortAllocator(base, base + 40), "127.0.0.1", bandwidth_kbps=0,
                    media_timeout=60.0, call_id="c", capability="main_video")
     side.reserve()
-    assert ports_of(side.offer((b"", None))[0])[2] == 0
+    assert ports_of(side.offer((b"", None), "127.0.0.1")[0])[2] == 0
     side.answer((phone_sdp(AUDIO, VIDEO, SLIDES, first=9000), "application/sdp"), final=True)
     for from_caller in (True, False):
         reoffer = phone_sdp(AUDIO, VIDEO, SLIDES, first=8000).replace(b"o=- 1 1", b"o=- 1 2")

@@ -7,9 +7,22 @@ from __future__ import annotations
 from gateway.calls.settings import CallSettings, Local
 from gateway.config.load import parse_text
 from gateway.resolver.rfc3263 import Resolver, Target
+from gateway.sip.message import Response, make_response
 from gateway.transport.peer import Transport
+from ice.ports import PortAllocator
 from routing.engine import Router
-from tests.kit.calls import CALLER, FIRST, FakeResolver, Harness, invite, outbound
+from sdp.parse import parse_sdp
+from tests.kit.calls import (
+    CALLER,
+    FIRST,
+    FakeResolver,
+    Harness,
+    invite,
+    invite_with,
+    outbound,
+    sdp_body,
+)
+from tests.peers import free_port
 
 CONFIG = """
 [node]
@@ -123,3 +136,25 @@ async def test_behind_static_nat_a_peer_outside_is_given_the_public_address() ->
         out, _ = outbound(h.take(), "INVITE")
         assert out.top_via.host == expected
         assert out.contacts[0].uri.host == expected  # type: ignore[union-attr]
+
+
+async def test_behind_static_nat_each_legs_sdp_names_the_address_it_reaches() -> None:
+    """An anchored call from a phone on the node's private network to an endpoint on the
+    Internet: the callee's offer names the public address, the caller's answer the private
+    one; the relay's sockets are bound on the node's own address either way."""
+    base = free_port()
+    public = Target(Transport.UDP, "room.partner.example", "93.184.216.34", 5060)
+    h = Harness([public], ports=PortAllocator(base, base + 20), address="127.0.0.1")
+    h.b2bua.ctx.local = Local("127.0.0.1", {Transport.UDP: 5060}, static_nat="203.0.113.9")
+    h.feed(invite_with(sdp_body(4000)), CALLER)  # the caller: 192.0.2.10, not global
+    for _ in range(20):
+        await h.settle()
+    out, peer = outbound(h.take(), "INVITE")
+    offer = parse_sdp(out.body)
+    assert offer.connection_address(offer.media[0]) == "203.0.113.9"
+    h.feed(make_response(out, 200, to_tag="callee", body=sdp_body(5000),
+                         content_type="application/sdp",
+                         headers=(("Contact", "<sip:room@93.184.216.34>"),)), peer)
+    ok = next(m for m, _ in h.take() if isinstance(m, Response) and m.status == 200)
+    answer = parse_sdp(ok.body)
+    assert answer.connection_address(answer.media[0]) == "127.0.0.1"

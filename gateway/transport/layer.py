@@ -420,6 +420,11 @@ class _TlsAccept(asyncio.Protocol):
                 self.abort()
                 return
             if not chunk:
+                # CPython's SSLObject.read returns b"" for the peer's close_notify rather
+                # than raising SSLZeroReturnError; "nothing yet" raises SSLWantReadError. A
+                # client that waits for our close_notify (asyncio's waits 30 s, a blocking
+                # `unwrap()` for ever) otherwise holds the connection open until then.
+                self.close()
                 break
             plain.append(chunk)
         self.flush()  # TLS 1.3 session tickets and key updates

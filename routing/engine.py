@@ -207,6 +207,17 @@ class Router:
             _first_match(self._known, len(self._ordered), alias, parsed) is not None
         )
 
+    def known(self, alias: str) -> Service | RoutingRule | None:
+        """What makes `alias` known (see `is_known_alias`): its service, else the first
+        enabled rule in priority order that matches it in some context. Presence shows
+        that one's name and description."""
+        parsed = parse_alias(alias)
+        found = self._service(alias, parsed)
+        if found is not None:
+            return found.service
+        hit = _first_match(self._known, len(self._ordered), alias, parsed)
+        return None if hit is None else self._ordered[hit[0]]
+
     def _service(self, alias: str, parsed: str) -> Decision | None:
         service = self._by_alias.get(parsed.casefold())
         if service is None and self._by_user and "@" in parsed:

@@ -50,6 +50,8 @@ class Service:
     theme: str
     service_tag: str
     duration_seconds: int = 30  # test_call: how long the node loops the caller's media back
+    # Presence: the contact list's image, a PNG or JPEG file ("" = the node's default image)
+    avatar: str = ""
 
     @property
     def answered_here(self) -> bool:
@@ -85,6 +87,8 @@ class RoutingRule:
     call_capability: Capability
     theme: str
     service_tag: str
+    # Presence: the contact list's image, a PNG or JPEG file ("" = the node's default image)
+    avatar: str = ""
 
     def sort_key(self) -> tuple[int, str]:
         """Ascending priority; ties by name, so decisions do not depend on file order."""

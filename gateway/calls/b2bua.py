@@ -35,6 +35,7 @@ from gateway.calls.refusals import refusal
 from gateway.calls.registrar import Registrar, aor_of
 from gateway.calls.settings import CallSettings, Local
 from gateway.calls.stats import Statistics
+from gateway.presence.handler import NotifySent, Presence
 from gateway.resolver.rfc3263 import Target, TargetResolver
 from gateway.sip.dialog import Dialog
 from gateway.sip.errors import SipError, SipParseError, SipRequestError
@@ -66,7 +67,8 @@ class B2bua:
     def __init__(self, settings: CallSettings, *, local: Local, resolver: TargetResolver,
                  cdrs: CdrStore | None = None, media_ports: PortAllocator | None = None,
                  registrar: Registrar | None = None,
-                 wall_clock: Callable[[], float] = time.time) -> None:
+                 wall_clock: Callable[[], float] = time.time,
+                 presence: Presence | None = None) -> None:
         self.admission = Admission(settings)
         self.ctx = Context(local, cdrs, wall_clock, resolver, registrar=registrar,
                            ports=media_ports)
@@ -74,6 +76,9 @@ class B2bua:
         methods = {"INVITE", "BYE", "UPDATE"}
         if registrar is not None:
             methods.add("REGISTER")
+        self.presence = presence  # SUBSCRIBE and our NOTIFYs' answers go to it
+        if presence is not None:
+            methods |= presence.methods
         self.methods = frozenset(methods)
 
     # -- configuration and what others read ------------------------------------------------
@@ -131,10 +136,15 @@ class B2bua:
             if method == "REGISTER" and ctx.registrar is not None:
                 return ctx.registrar.register(request, event.transaction,
                                               event.transaction.peer, now, core)
+            if method == "SUBSCRIBE" and self.presence is not None:
+                return self.presence.on_subscribe(event, now, core)
             return self.admission.on_event(event, now, core)
         if isinstance(event, ResponseReceived | TransactionTimeout):
             mark = event.transaction.tu_data
             answer = event.response if isinstance(event, ResponseReceived) else None
+            if isinstance(mark, NotifySent) and self.presence is not None:
+                self.presence.answered(mark, answer.status if answer else None, now)
+                return []
             if isinstance(mark, InDialogRequest):
                 return session.answered(ctx, mark, answer, now, core)
             if isinstance(mark, Call) and event.transaction is mark.out.txn:
@@ -270,7 +280,9 @@ class B2bua:
 
     # -- time --------------------------------------------------------------------------------
     def next_deadline(self) -> float | None:
-        return self.ctx.deadlines.next()
+        mine = self.ctx.deadlines.next()
+        theirs = self.presence.next_deadline() if self.presence is not None else None
+        return mine if theirs is None or (mine is not None and mine < theirs) else theirs
 
     def handle_timeout(self, now: float, core: Endpoint) -> list[Event]:
         ctx = self.ctx
@@ -287,6 +299,8 @@ class B2bua:
                 events += test_call.over(ctx, call, now, core)
             else:
                 events += session.timer_due(ctx, call, call.leg(TIMER_ROLE[due]), now, core)
+        if self.presence is not None:
+            events += self.presence.handle_timeout(now, core)
         return events
 
     def _media_check(self, call: Call, now: float, core: Endpoint) -> list[Event]:

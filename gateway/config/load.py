@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import ipaddress
 import re
@@ -36,6 +37,7 @@ from gateway.config.fields import (
 from gateway.config.routing_sections import RoutingReferences, parse_routing
 from gateway.config.schema import (
     ApiConfig,
+    AvatarConfig,
     Config,
     Device,
     GlobalConfig,
@@ -47,6 +49,7 @@ from gateway.config.schema import (
     TlsConfig,
     TurnServer,
 )
+from routing.model import RoutingRule, Service
 
 EMBEDDED_DEFAULT = "<embedded default>"
 _T = TypeVar("_T")
@@ -142,6 +145,7 @@ def _build(raw: dict[str, Any], source: str, base_dir: Path | None, problems: Pr
     tls = _tls(root.table("tls"), base_dir, check_files, warnings)
     global_settings = _global(root.table("global"))
     api = _api(root.table("api"))
+    avatar = _avatar(root.table("avatar"))
 
     lync_servers = tuple(_server(s, ("tls", "tcp")) for s in root.tables("lync_servers"))
     sip_proxies = tuple(_server(s, ("udp", "tcp", "tls")) for s in root.tables("sip_proxies"))
@@ -187,6 +191,7 @@ def _build(raw: dict[str, Any], source: str, base_dir: Path | None, problems: Pr
     check_unique(((f"devices[{i}].username", d.username) for i, d in enumerate(devices)),
                  problems, "device username")
     services, rules = parse_routing(root, refs)
+    services, rules = _avatar_files(services, rules, base_dir, check_files, problems)
     root.reject_unknown()
     return Config(
         source=source,
@@ -203,6 +208,7 @@ def _build(raw: dict[str, Any], source: str, base_dir: Path | None, problems: Pr
         routing_rules=rules,
         api=api,
         devices=devices,
+        avatar=avatar,
         warnings=tuple(warnings),
     )
 
@@ -387,6 +393,58 @@ def _api(s: Section) -> ApiConfig:
         s.problems.add(f"{s.path}.token", "must be at least 16 characters (it guards reload)")
     s.reject_unknown()
     return config
+
+
+def _avatar(s: Section) -> AvatarConfig:
+    config = AvatarConfig(
+        address=s.string("address", "127.0.0.1", max_len=MAX_ADDRESS),
+        port=s.integer("port", 80, low=0, high=65535),
+        url=s.string("url", max_len=MAX_ADDRESS),
+    )
+    _check_ip(s, "address", config.address, allow_empty=False)
+    if config.url and not re.match(r"^https?://[^/\s]+(/\S*)?$", config.url):
+        s.problems.add(f"{s.path}.url", f"{config.url!r} is not an http:// or https:// URL")
+    s.reject_unknown()
+    return config
+
+
+# Larger images are not contact list avatars: Lync shows them at 48-96 pixels.
+MAX_AVATAR_BYTES = 1 << 20
+_IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
+
+
+def _avatar_files(services: tuple[Service, ...], rules: tuple[RoutingRule, ...],
+                  base_dir: Path | None, check_files: bool, problems: Problems) -> tuple[
+                      tuple[Service, ...], tuple[RoutingRule, ...]]:
+    """Each `avatar` resolved against the config's folder and, unless `check_files` is
+    off, read: a missing or unreadable file, or one that is not PNG or JPEG, is named here
+    rather than served as a broken image to every contact list."""
+
+    def resolved(path: str, field: str) -> str:
+        if not path:
+            return path
+        p = Path(path)
+        if not p.is_absolute() and base_dir is not None:
+            p = base_dir / p
+        if check_files:
+            try:
+                with p.open("rb") as image:
+                    head = image.read(MAX_AVATAR_BYTES + 1)
+            except OSError as exc:
+                problems.add(field, f"cannot read {p}: {exc.strerror or exc}")
+                return str(p)
+            if len(head) > MAX_AVATAR_BYTES:
+                problems.add(field, f"{p} is over {MAX_AVATAR_BYTES} bytes")
+            elif not head.startswith(_IMAGE_MAGIC):
+                problems.add(field, f"{p} is neither a PNG nor a JPEG image")
+        return str(p)
+
+    return (
+        tuple(dataclasses.replace(s, avatar=resolved(s.avatar, f"services[{i}].avatar"))
+              if s.avatar else s for i, s in enumerate(services)),
+        tuple(dataclasses.replace(r, avatar=resolved(r.avatar, f"routing_rules[{i}].avatar"))
+              if r.avatar else r for i, r in enumerate(rules)),
+    )
 
 
 def _host_port(s: Section, key: str) -> tuple[str, int] | None:

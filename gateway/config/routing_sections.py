@@ -79,6 +79,7 @@ def _service(s: Section, refs: RoutingReferences) -> Service:
         theme=s.string("theme"),
         service_tag=s.string("service_tag"),
         duration_seconds=s.integer("duration_seconds", 30, low=5, high=3600),
+        avatar=s.string("avatar", max_len=4096),
     )
     for key in ("pin", "guest_pin"):
         value = getattr(service, key)
@@ -161,6 +162,7 @@ def _rule(s: Section, refs: RoutingReferences) -> RoutingRule:
         ),
         theme=s.string("theme"),
         service_tag=s.string("service_tag"),
+        avatar=s.string("avatar", max_len=4096),
     )
     if not rule.protocols and rule.incoming:
         problems.add(f"{path}.protocols", "an incoming rule must match at least one protocol")

@@ -123,6 +123,18 @@ class ApiConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AvatarConfig:
+    """The HTTP listener serving presence avatars (the guide's "HTTP conference avatar",
+    TCP 80 from Lync clients); port 0 turns it off. Separate from the status API: it is
+    reached from every Lync client, the API only by operators."""
+
+    address: str = "127.0.0.1"
+    port: int = 80
+    # The URL prefix clients fetch avatars at; "" = http://<node.sip_tls_fqdn>[:port]
+    url: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     source: str
     node: NodeConfig
@@ -138,6 +150,7 @@ class Config:
     routing_rules: tuple[RoutingRule, ...]
     api: ApiConfig = ApiConfig()
     devices: tuple[Device, ...] = ()
+    avatar: AvatarConfig = AvatarConfig()
     # Valid now but not for long, each `field.path: message` (a certificate near its end).
     warnings: tuple[str, ...] = ()
 
@@ -150,3 +163,13 @@ class Config:
         if loc is not None and loc.mssip_domain:
             return loc.mssip_domain
         return self.global_settings.mssip_domain
+
+    def avatar_base(self) -> str:
+        """The absolute URL prefix of the avatars in presence documents ("" when off)."""
+        avatar = self.avatar
+        if not avatar.port:
+            return ""
+        if avatar.url:
+            return avatar.url.rstrip("/")
+        port = "" if avatar.port == 80 else f":{avatar.port}"
+        return f"http://{self.node.sip_tls_fqdn or self.node.address}{port}"

@@ -23,11 +23,13 @@ from gateway.config.schema import Config
 from gateway.daemon.call_io import CallIo
 from gateway.daemon.headroom import Headroom
 from gateway.daemon.state import ensure_self_signed, state_dir
+from gateway.presence.handler import OPTION_TAGS, Presence
 from gateway.resolver.rfc3263 import Resolver
 from gateway.sip.endpoint import Endpoint, EndpointSettings
 from gateway.sip.timers import DEFAULT, Timers
 from gateway.sip.transaction_layer import Event
 from gateway.sip.transaction_machines import Send
+from gateway.sip.validate import SUPPORTED
 from gateway.transport.errors import FramingError
 from gateway.transport.layer import Limits, TransportLayer
 from gateway.transport.peer import Peer, Transport
@@ -64,12 +66,14 @@ class Node:
         self.registrar = Registrar(devices=config.devices, realm=_realm(config),
                                    store=self._open_bindings(config))
         resolver = Resolver(config.global_settings.dns_server)
+        self.presence = Presence(self.router, self.local, avatar_base=config.avatar_base())
         self.calls = B2bua(CallSettings.from_config(config, self.router, self.generation),
                            local=self.local, resolver=resolver, cdrs=self.cdrs,
                            media_ports=PortAllocator(*config.listen.media_ports),
-                           registrar=self.registrar)
+                           registrar=self.registrar, presence=self.presence)
         self.endpoint = Endpoint(
-            EndpointSettings(server=f"lyncgate/{__version__}"), timers=timers,
+            EndpointSettings(server=f"lyncgate/{__version__}",
+                             supported=SUPPORTED | OPTION_TAGS), timers=timers,
             handler=self.calls)
         self.transport = TransportLayer(self._on_message, limits=limits,
                                         on_unreachable=self._on_unreachable)
@@ -185,6 +189,8 @@ class Node:
         self.generation += 1
         self.calls.configure(CallSettings.from_config(config, router, self.generation))
         self.registrar.configure(config.devices, _realm(config))
+        self._deliver(self.presence.configure(router, config.avatar_base(), self.generation,
+                                              self._loop.time(), self.endpoint))
         log.info("config_reloaded", config=config.source, generation=self.generation)
 
     async def drain(self, timeout: float) -> None:

@@ -1,0 +1,216 @@
+"""SUBSCRIBE/NOTIFY for presence through the real endpoint and B2BUA, on a clock the tests
+set: who is Available, the forms Lync and standard clients use, the subscription's life
+(refresh, unsubscribe, expiry, a subscriber that is gone, a reload), and bad input."""
+
+from __future__ import annotations
+
+from gateway.presence.subscriptions import Limits
+from gateway.sip.message import Response
+from gateway.transport.peer import Peer, Transport
+from tests.kit.presence import (
+    AVATARS,
+    CONFIG,
+    LYNC,
+    PHONE,
+    PresenceHarness,
+    batch_body,
+    lync_subscribe,
+    notify_answer,
+    requests,
+    responses,
+    subscribe,
+)
+
+ROOM = "sip:london-room003@vc.example.com"
+BOARD = "sip:meet.board@vc.example.com"
+TYPO = "sip:london-rooom003@vc.example.com"
+
+
+def only_response(sent: list) -> Response:  # type: ignore[type-arg]
+    answers = responses(sent)
+    assert len(answers) == 1, answers
+    return answers[0]
+
+
+def test_a_standard_client_gets_200_then_a_pidf_notify_open_for_a_routed_alias() -> None:
+    h = PresenceHarness()
+    sent = h.feed(subscribe(ROOM, PHONE, accept="application/pidf+xml"), PHONE)
+    ok = only_response(sent)
+    assert ok.status == 200 and ok.headers.get("Expires") == "3600" and ok.to.tag
+    assert not ok.body
+    (notify,) = requests(sent)
+    assert notify.headers.get("Event") == "presence"
+    assert notify.headers.get("Subscription-State") == "active;expires=3600"
+    assert notify.headers.get("Content-Type") == "application/pidf+xml"
+    assert b"<basic>open</basic>" in notify.body and b"rooms: Video rooms by city" in notify.body
+    assert notify.from_.tag == ok.to.tag and notify.to.tag == "from-" + ok.call_id
+    assert notify.uri_text == "sip:alice@192.0.2.30:5062;transport=udp"
+    assert len(h.presence.table) == 1
+
+
+def test_lync_gets_the_categories_document_in_the_200_and_no_notify() -> None:
+    h = PresenceHarness()
+    sent = h.feed(lync_subscribe(BOARD), LYNC)
+    ok = only_response(sent)
+    assert not requests(sent)
+    assert ok.headers.get("Content-Type") == "application/msrtc-event-categories+xml"
+    assert ok.headers.get("Subscription-State") == "active;expires=3600"
+    assert ok.headers.get("ms-piggyback-cseq") == "1"
+    body = ok.body.decode()
+    assert "<availability>3500</availability>" in body
+    assert "<displayName>Board room</displayName>" in body
+    assert "<description>The fourth-floor board room</description>" in body
+    assert f"<uri>{AVATARS}/avatars/service/Board%20room</uri>" in body
+
+
+def test_an_alias_nothing_routes_is_offline_so_a_typo_stands_out() -> None:
+    h = PresenceHarness()
+    ok = only_response(h.feed(lync_subscribe(TYPO), LYNC))
+    body = ok.body.decode()
+    assert "<availability>18500</availability>" in body and "contactCard" not in body
+    notify = requests(h.feed(subscribe(TYPO, PHONE), PHONE))[0]
+    assert b"<basic>closed</basic>" in notify.body
+
+
+def test_lync_batch_subscription_gets_one_multipart_document_per_contact() -> None:
+    h = PresenceHarness()
+    body = batch_body([ROOM, TYPO, BOARD, ROOM])
+    sent = h.feed(lync_subscribe("sip:alice@example.com", body=body,
+                                 content_type="application/msrtc-adrl-categorylist+xml",
+                                 require="adhoclist, categoryList"), LYNC)
+    ok = only_response(sent)
+    assert ok.status == 200, ok.reason
+    content_type = ok.headers.get("Content-Type") or ""
+    assert content_type.startswith("multipart/related;type=\"application/rlmi+xml\"")
+    assert ok.headers.get("Require") == "eventlist"
+    text = ok.body.decode()
+    assert text.count("Content-Type: application/msrtc-event-categories+xml") == 3
+    assert text.count("<resource uri=") == 3  # the repeated contact once
+    assert text.count("<availability>3500</availability>") == 2
+    assert text.count("<availability>18500</availability>") == 1
+
+
+def test_refresh_renews_and_unsubscribe_ends_with_a_terminated_notify() -> None:
+    h = PresenceHarness()
+    first = h.feed(subscribe(ROOM, PHONE, call_id="c1"), PHONE)
+    tag = only_response(first).to.tag or ""
+    h.feed(notify_answer(requests(first)[0], 200), PHONE)
+    h.now = 3000.0
+    again = h.feed(subscribe(ROOM, PHONE, call_id="c1", cseq=2, to_tag=tag), PHONE)
+    assert only_response(again).headers.get("Expires") == "3600"
+    (notify,) = requests(again)
+    assert notify.headers.get("Subscription-State") == "active;expires=3600"
+    assert notify.cseq.seq == 2
+    h.feed(notify_answer(notify, 200), PHONE)
+    assert h.tick(3700.0) == []  # refreshed: not expired at the first expiry
+    bye = h.feed(subscribe(ROOM, PHONE, call_id="c1", cseq=3, to_tag=tag, expires=0), PHONE)
+    assert only_response(bye).headers.get("Expires") == "0"
+    (final,) = requests(bye)
+    assert final.headers.get("Subscription-State") == "terminated;reason=timeout"
+    assert len(h.presence.table) == 0 and h.presence.next_deadline() is None
+
+
+def test_an_unrefreshed_subscription_expires_with_a_final_notify_and_leaves_nothing() -> None:
+    h = PresenceHarness()
+    h.feed(lync_subscribe(BOARD, expires=600), LYNC)
+    assert h.presence.next_deadline() == 600.0
+    assert h.tick(599.0) == []
+    (final,) = requests(h.tick(600.0))
+    assert final.headers.get("Subscription-State") == "terminated;reason=timeout"
+    assert b"<availability>3500</availability>" in final.body
+    assert len(h.presence.table) == 0 and h.presence.table.sources() == {}
+
+
+def test_a_notify_answered_481_or_never_answered_drops_the_subscription() -> None:
+    h = PresenceHarness()
+    notify = requests(h.feed(subscribe(ROOM, PHONE), PHONE))[0]
+    h.feed(notify_answer(notify, 481), PHONE)
+    assert len(h.presence.table) == 0
+    requests(h.feed(subscribe(ROOM, PHONE), PHONE))
+    assert len(h.presence.table) == 1
+    # No answer: the NOTIFY is retransmitted (Timer E) until Timer F, then dropped.
+    retransmitted = h.tick(0.5)
+    assert len(requests(retransmitted)) == 1
+    for t in range(1, 33):
+        h.tick(float(t))
+    assert len(h.presence.table) == 0
+    assert h.presence.counters["dropped"] == 2
+
+
+def test_a_reload_that_removes_the_rule_notifies_offline_and_one_that_does_not_stays_quiet(
+) -> None:
+    h = PresenceHarness()
+    h.feed(lync_subscribe(ROOM), LYNC)
+    h.feed(lync_subscribe(BOARD), LYNC)
+    assert h.reload(CONFIG + "\n# a comment changes nothing anyone sees\n") == []
+    without_rule = CONFIG.split("[[routing_rules]]")[0]
+    sent = h.reload(without_rule)
+    (notify,) = requests(sent)
+    assert notify.to.uri is not None
+    assert b"<availability>18500</availability>" in notify.body
+    assert (notify.headers.get("Subscription-State") or "").startswith("active;expires=")
+    assert notify.cseq.seq == 2  # the 200 stood for NOTIFY 1 (ms-piggyback-cseq)
+
+
+def test_other_event_packages_get_489_with_allow_events() -> None:
+    h = PresenceHarness()
+    for event in ("dialog", "presence.winfo", ""):
+        ok = only_response(h.feed(subscribe(ROOM, PHONE, event=event), PHONE))
+        assert ok.status == 489 and ok.headers.get("Allow-Events") == "presence"
+    assert len(h.presence.table) == 0
+
+
+def test_bad_bodies_are_refused_with_the_reason() -> None:
+    h = PresenceHarness()
+    cases = {
+        b"<batchSub><adhocList><resource uri='sip:a@b'/>": "malformed XML body",
+        b'<!DOCTYPE x [<!ENTITY a "aaaa">]><batchSub/>': "XML body with a DTD",
+        batch_body([ROOM], tuple(f"c{i}" for i in range(65))): "more than 64 categories",
+        batch_body([f"sip:r{i}@vc.example.com" for i in range(1001)]): "more than 1000",
+        b"<other/>": "unexpected XML root",
+        batch_body([]): "lists no resource",
+    }
+    for body, why in cases.items():
+        ok = only_response(h.feed(lync_subscribe(
+            "sip:alice@example.com", body=body,
+            content_type="application/msrtc-adrl-categorylist+xml"), LYNC))
+        assert ok.status == 400 and why in ok.reason, (ok.status, ok.reason)
+    ok = only_response(h.feed(lync_subscribe(ROOM, body=b"x", content_type="text/plain"), LYNC))
+    assert ok.status == 415
+    assert len(h.presence.table) == 0
+
+
+def test_expires_accept_and_dialog_errors() -> None:
+    h = PresenceHarness()
+    ok = only_response(h.feed(subscribe(ROOM, PHONE, expires=10), PHONE))
+    assert ok.status == 423 and ok.headers.get("Min-Expires") == "60"
+    ok = only_response(h.feed(subscribe(ROOM, PHONE, accept="application/xpidf+xml"), PHONE))
+    assert ok.status == 406
+    ok = only_response(h.feed(subscribe(ROOM, PHONE, to_tag="nosuch"), PHONE))
+    assert ok.status == 481
+    long = only_response(h.feed(subscribe(ROOM, PHONE, expires=86400), PHONE))
+    assert long.headers.get("Expires") == "3600"
+    fetched = h.feed(subscribe(ROOM, PHONE, expires=0), PHONE)  # a fetch: one NOTIFY, no state
+    assert requests(fetched)[0].headers.get("Subscription-State") == "terminated;reason=timeout"
+    assert len(h.presence.table) == 1
+
+
+def test_a_flood_from_one_source_gets_503_and_others_are_still_served() -> None:
+    h = PresenceHarness(Limits(max_total=5, max_per_source=3, retry_after=20))
+    for _ in range(3):
+        assert only_response(h.feed(lync_subscribe(ROOM), LYNC)).status == 200
+    refused = only_response(h.feed(lync_subscribe(ROOM), LYNC))
+    assert refused.status == 503 and refused.headers.get("Retry-After") == "20"
+    other = Peer(Transport.TLS, "192.0.2.21", 5061, connection=8)
+    for _ in range(2):
+        assert only_response(h.feed(subscribe(BOARD, other), other)).status == 200
+    full = only_response(h.feed(subscribe(BOARD, PHONE), PHONE))
+    assert full.status == 503 and "5 subscriptions held" in full.reason
+    assert len(h.presence.table) == 5
+
+
+def test_subscribe_is_allowed_and_lync_option_tags_are_not_refused_420() -> None:
+    h = PresenceHarness()
+    assert "SUBSCRIBE" in h.ep.allow
+    ok = only_response(h.feed(lync_subscribe(ROOM, require="adhoclist, categoryList"), LYNC))
+    assert ok.status == 200

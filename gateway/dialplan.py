@@ -1,5 +1,7 @@
 """`lyncgate dialplan ALIAS`: explain where a call to ALIAS would go and why each earlier rule
-missed. Exit 0 when routed, 1 when rejected, 2 on a usage or config error (config.md)."""
+missed, and what presence the node publishes for it (a Lync contact list's 'Available' or
+'Offline'), which does not depend on the call's context. Exit 0 when routed, 1 when
+rejected, 2 on a usage or config error (config.md)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ import json
 import sys
 
 from gateway.config.load import load_for_command
+from gateway.config.schema import Config
+from gateway.presence.answer import Answer, answer
 from routing.engine import CallContext, Decision, Router
 from routing.model import PROTOCOLS
 
@@ -35,11 +39,15 @@ def run(args: argparse.Namespace) -> int:
         return 2
     context = CallContext(protocol=args.protocol, location=location,
                           registered=args.registered, outgoing=args.outgoing)
-    decision = Router(config.services, config.routing_rules).explain(args.alias, context)
+    router = Router(config.services, config.routing_rules)
+    decision = router.explain(args.alias, context)
+    presence = answer(router, args.alias)
     if args.json:
-        print(json.dumps(decision.to_json(), indent=2))
+        print(json.dumps({**decision.to_json(), "presence": presence_json(presence, config)},
+                         indent=2))
     else:
         print(describe(decision, context))
+        print(describe_presence(presence, config))
     return 0 if decision.routed else 1
 
 
@@ -65,4 +73,26 @@ def describe(decision: Decision, context: CallContext) -> str:
                   f"target:   {rule.target} via {rule.call_via}, {rule.outgoing_protocol}, "
                   f"location {decision.outgoing_location or '(automatic)'}"]
     lines.append(f"result:   {decision.outcome}: {decision.reason}")
+    return "\n".join(lines)
+
+
+def presence_json(found: Answer, config: Config) -> dict[str, object]:
+    base = config.avatar_base()
+    return {"availability": found.availability,
+            "state": "Available" if found.available else "Offline",
+            "name": found.name or None, "description": found.description or None,
+            "avatar": f"{base}{found.avatar_path}" if base and found.avatar_path else None,
+            "why": found.why}
+
+
+def describe_presence(found: Answer, config: Config) -> str:
+    shown = presence_json(found, config)
+    lines = [f"presence: {shown['state']} ({found.availability}): {found.why}"]
+    if found.available:
+        card = found.name + (f" - {found.description}" if found.description else "")
+        lines.append(f"  card:   {card}")
+        if shown["avatar"]:
+            lines.append(f"  avatar: {shown['avatar']}")
+    else:
+        lines.append("  a Lync contact list shows this contact Offline, as a mistyped one")
     return "\n".join(lines)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from gateway import logs
+from gateway.api import avatars as avatar_server
 from gateway.api import server as api_server
 from gateway.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from gateway.config.load import load_for_command, log_warnings
@@ -142,6 +143,8 @@ async def _serve(config: Config, path: str | None) -> int:
         await node.close()
         return EXIT_FAILED
     api = await api_server.start(node, path)
+    avatars = await avatar_server.start(config.avatar.address, config.avatar.port,
+                                        lambda: node.presence.avatars)
     tune_gc()
     tune_threads()
     started = True
@@ -153,6 +156,8 @@ async def _serve(config: Config, path: str | None) -> int:
     await node.stopped.wait()
     if api is not None:
         await api.cleanup()
+    if avatars is not None:
+        await avatars.cleanup()
     return EXIT_OK
 
 

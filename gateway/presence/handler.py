@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from gateway import logs
-from gateway.presence import documents
+from gateway.presence import avatars, documents
 from gateway.presence.answer import Answer, answer
 from gateway.presence.bodies import BATCH_TYPES, CATEGORY_LIST, read_batch
 from gateway.presence.subscriptions import Limits, Subscription, Subscriptions
@@ -88,12 +88,14 @@ class Presence:
         self.generation = generation
         self._published = _timestamp(wall_clock())
         self._cache: dict[tuple[str, str], tuple[str, int]] = {}
+        self.avatars = avatars.table(router)  # what gateway.api.avatars serves
 
     # -- configuration --------------------------------------------------------------------
     def configure(self, router: Router, avatar_base: str, generation: int, now: float,
                   core: Endpoint) -> list[Event]:
         """A new config: each subscription whose answer changed is told (NOTIFY)."""
         self.router, self.avatar_base, self.generation = router, avatar_base, generation
+        self.avatars = avatars.table(router)
         self._published = _timestamp(self.wall_clock())
         self._cache.clear()
         out: list[Event] = []

@@ -44,6 +44,7 @@ from gateway.config.schema import (
     ListenConfig,
     Location,
     NodeConfig,
+    PresenceConfig,
     ServerAddress,
     StunServer,
     TlsConfig,
@@ -146,6 +147,7 @@ def _build(raw: dict[str, Any], source: str, base_dir: Path | None, problems: Pr
     global_settings = _global(root.table("global"))
     api = _api(root.table("api"))
     avatar = _avatar(root.table("avatar"))
+    presence = _presence(root.table("presence"))
 
     lync_servers = tuple(_server(s, ("tls", "tcp")) for s in root.tables("lync_servers"))
     sip_proxies = tuple(_server(s, ("udp", "tcp", "tls")) for s in root.tables("sip_proxies"))
@@ -209,6 +211,7 @@ def _build(raw: dict[str, Any], source: str, base_dir: Path | None, problems: Pr
         api=api,
         devices=devices,
         avatar=avatar,
+        presence=presence,
         warnings=tuple(warnings),
     )
 
@@ -358,6 +361,9 @@ def _global(s: Section) -> GlobalConfig:
         min_session_expires_seconds=s.integer("min_session_expires_seconds", 90, low=1,
                                               high=86400),
         anchor_sip_media=s.boolean("anchor_sip_media", True),
+        pin_attempts=s.integer("pin_attempts", 5, low=1, high=1000),
+        pin_window_seconds=s.integer("pin_window_seconds", 600, low=1, high=86400),
+        pin_lockout_seconds=s.integer("pin_lockout_seconds", 600, low=1, high=86400),
     )
     if 0 < config.session_expires_seconds < config.min_session_expires_seconds:
         s.problems.add(join(s.path, "session_expires_seconds"),
@@ -404,6 +410,16 @@ def _avatar(s: Section) -> AvatarConfig:
     _check_ip(s, "address", config.address, allow_empty=False)
     if config.url and not re.match(r"^https?://[^/\s]+(/\S*)?$", config.url):
         s.problems.add(f"{s.path}.url", f"{config.url!r} is not an http:// or https:// URL")
+    s.reject_unknown()
+    return config
+
+
+def _presence(s: Section) -> PresenceConfig:
+    config = PresenceConfig(
+        max_subscriptions=s.integer("max_subscriptions", 50_000, low=0, high=10_000_000),
+        max_subscriptions_per_source=s.integer("max_subscriptions_per_source", 20_000, low=0,
+                                               high=10_000_000),
+    )
     s.reject_unknown()
     return config
 

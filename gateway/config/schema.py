@@ -58,6 +58,11 @@ class GlobalConfig:
     session_expires_seconds: int = 1800  # RFC 4028 interval we ask for; 0 = ask for none
     min_session_expires_seconds: int = 90  # our Min-SE: shorter intervals get 422
     anchor_sip_media: bool = True  # False: SIP-to-SIP calls are signalling only
+    # Brute-force resistance for PINs (the guide's feature table): this many wrong PINs from
+    # one source address within the window lock that address out for the lock-out time.
+    pin_attempts: int = 5
+    pin_window_seconds: int = 600
+    pin_lockout_seconds: int = 600
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +140,16 @@ class AvatarConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PresenceConfig:
+    """Caps on presence subscriptions held in memory; beyond either, 503 + Retry-After."""
+
+    max_subscriptions: int = 50_000
+    # A Lync pool is one source for all of its users' subscriptions: this is against one
+    # client or address flooding, not a pool's share.
+    max_subscriptions_per_source: int = 20_000
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     source: str
     node: NodeConfig
@@ -151,6 +166,7 @@ class Config:
     api: ApiConfig = ApiConfig()
     devices: tuple[Device, ...] = ()
     avatar: AvatarConfig = AvatarConfig()
+    presence: PresenceConfig = PresenceConfig()
     # Valid now but not for long, each `field.path: message` (a certificate near its end).
     warnings: tuple[str, ...] = ()
 

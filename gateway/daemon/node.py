@@ -24,6 +24,7 @@ from gateway.daemon.call_io import CallIo
 from gateway.daemon.headroom import Headroom
 from gateway.daemon.state import ensure_self_signed, state_dir
 from gateway.presence.handler import OPTION_TAGS, Presence
+from gateway.presence.subscriptions import Limits as PresenceLimits
 from gateway.resolver.rfc3263 import Resolver
 from gateway.sip.endpoint import Endpoint, EndpointSettings
 from gateway.sip.timers import DEFAULT, Timers
@@ -66,7 +67,8 @@ class Node:
         self.registrar = Registrar(devices=config.devices, realm=_realm(config),
                                    store=self._open_bindings(config))
         resolver = Resolver(config.global_settings.dns_server)
-        self.presence = Presence(self.router, self.local, avatar_base=config.avatar_base())
+        self.presence = Presence(self.router, self.local, avatar_base=config.avatar_base(),
+                                 limits=_presence_limits(config))
         self.calls = B2bua(CallSettings.from_config(config, self.router, self.generation),
                            local=self.local, resolver=resolver, cdrs=self.cdrs,
                            media_ports=PortAllocator(*config.listen.media_ports),
@@ -189,6 +191,7 @@ class Node:
         self.generation += 1
         self.calls.configure(CallSettings.from_config(config, router, self.generation))
         self.registrar.configure(config.devices, _realm(config))
+        self.presence.table.limits = _presence_limits(config)  # for new subscriptions
         self._deliver(self.presence.configure(router, config.avatar_base(), self.generation,
                                               self._loop.time(), self.endpoint))
         log.info("config_reloaded", config=config.source, generation=self.generation)
@@ -278,6 +281,12 @@ class Node:
             log.exception("timer_crashed_core")
             events = []
         self._deliver(events)
+
+
+def _presence_limits(config: Config) -> PresenceLimits:
+    presence = config.presence
+    return PresenceLimits(max_total=presence.max_subscriptions,
+                          max_per_source=presence.max_subscriptions_per_source)
 
 
 def _realm(config: Config) -> str:

@@ -59,3 +59,13 @@ def test_the_avatar_listener_section() -> None:
 def test_the_embedded_default_serves_avatars_on_a_high_loopback_port() -> None:
     config = load_default()
     assert (config.avatar.address, config.avatar.port) == ("127.0.0.1", 8081)
+
+
+def test_the_presence_caps() -> None:
+    plain = parse_text("", "c.toml", base_dir=None).presence
+    assert (plain.max_subscriptions, plain.max_subscriptions_per_source) == (50_000, 20_000)
+    set_ = parse_text("[presence]\nmax_subscriptions = 10\nmax_subscriptions_per_source = 3\n",
+                      "c.toml", base_dir=None).presence
+    assert (set_.max_subscriptions, set_.max_subscriptions_per_source) == (10, 3)
+    with pytest.raises(ConfigError):
+        parse_text("[presence]\nmax_subscriptions = -1\n", "c.toml", base_dir=None)

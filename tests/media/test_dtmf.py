@@ -45,7 +45,7 @@ def udp_payloads(path: Path) -> list[bytes]:
 def capture(name: str) -> list[bytes]:
     path = SIPP / f"dtmf_2833_{name}.pcap"
     if not path.exists():
-        pytest.skip("sip-tester is not installed (scripts/install --test)")
+        pytest.fail(f"{path} is missing: sip-tester is not installed (scripts/install --test)")
     return udp_payloads(path)
 
 

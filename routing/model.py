@@ -55,8 +55,10 @@ class Service:
 
     @property
     def answered_here(self) -> bool:
-        """A Test Call Service with no media engine: the node answers it itself."""
-        return self.type == "test_call" and not self.target
+        """The node answers it itself: a Virtual Reception, or a Test Call Service with no
+        media engine."""
+        return self.type == "virtual_reception" or (self.type == "test_call" and
+                                                    not self.target)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.calls.media_side import MediaSide
+from gateway.calls.reception_side import ReceptionSide
 from gateway.sip.uri import SipUri
 
 
@@ -38,4 +39,22 @@ class Close:
     media: MediaSide
 
 
-Action = Prepare | Connect | Close
+@dataclass(frozen=True, slots=True)
+class Play:
+    """Play `prompts` in a row on a reception's media, cutting off what was playing; then
+    `B2bua.played`. `listen`: from now on, the caller's keypad goes to `B2bua.digit`."""
+
+    call_id: int
+    media: ReceptionSide
+    prompts: tuple[str, ...]
+    listen: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Silence:
+    """Stop the prompt playing (the caller started typing)."""
+
+    media: ReceptionSide
+
+
+Action = Prepare | Connect | Close | Play | Silence

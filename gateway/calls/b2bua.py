@@ -21,20 +21,24 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from gateway import logs
-from gateway.calls import placement, session, teardown, test_call
+from gateway.calls import local as answered_here
+from gateway.calls import placement, reception, session, teardown
 from gateway.calls.actions import Action, Prepare
 from gateway.calls.admission import Admission, reason_phrase
 from gateway.calls.anchoring import media_for
-from gateway.calls.call import Call, InDialogRequest, Leg, Outbound, Role
+from gateway.calls.call import Call, InDialogRequest, Leg, Outbound, Purpose, Role
 from gateway.calls.cdr import CallRecord, CdrStore
 from gateway.calls.context import TIMER_ROLE, Context
 from gateway.calls.deadlines import Due
 from gateway.calls.echo_side import echo_for
 from gateway.calls.media_side import MediaSide
+from gateway.calls.reception import Reception
+from gateway.calls.reception_side import reception_for
 from gateway.calls.refusals import refusal
 from gateway.calls.registrar import Registrar, aor_of
 from gateway.calls.settings import CallSettings, Local
 from gateway.calls.stats import Statistics
+from gateway.media.dtmf import info_digit
 from gateway.presence.handler import NotifySent, Presence
 from gateway.resolver.rfc3263 import Target, TargetResolver
 from gateway.sip.dialog import Dialog
@@ -52,6 +56,7 @@ from gateway.sip.transaction_layer import (
 from gateway.sip.transaction_machines import ServerTransaction
 from gateway.sip.uri import SipUri, parse_uri
 from ice.ports import PortAllocator
+from routing.alias import parse_alias
 from routing.engine import Decision
 from sdp.errors import SdpError
 
@@ -73,7 +78,8 @@ class B2bua:
         self.ctx = Context(local, cdrs, wall_clock, resolver, registrar=registrar,
                            ports=media_ports)
         self._ids = itertools.count(1)
-        methods = {"INVITE", "BYE", "UPDATE"}
+        # INFO (keypad digits) and NOTIFY (how a REFER went) inside calls the node took.
+        methods = {"INVITE", "BYE", "UPDATE", "INFO", "NOTIFY"}
         if registrar is not None:
             methods.add("REGISTER")
         self.presence = presence  # SUBSCRIBE and our NOTIFYs' answers go to it
@@ -138,6 +144,8 @@ class B2bua:
                                               event.transaction.peer, now, core)
             if method == "SUBSCRIBE" and self.presence is not None:
                 return self.presence.on_subscribe(event, now, core)
+            if method in ("INFO", "NOTIFY") and tagged:
+                return self._in_local_call(event, now, core)
             return self.admission.on_event(event, now, core)
         if isinstance(event, ResponseReceived | TransactionTimeout):
             mark = event.transaction.tu_data
@@ -145,6 +153,8 @@ class B2bua:
             if isinstance(mark, NotifySent) and self.presence is not None:
                 self.presence.answered(mark, answer.status if answer else None, now)
                 return []
+            if isinstance(mark, InDialogRequest) and mark.purpose is Purpose.REFER:
+                return reception.referred(ctx, mark, answer, now, core)
             if isinstance(mark, InDialogRequest):
                 return session.answered(ctx, mark, answer, now, core)
             if isinstance(mark, Call) and event.transaction is mark.out.txn:
@@ -183,7 +193,14 @@ class B2bua:
             ctx.stats.ended("rejected", "reject")
             ctx.record(record)
             return self.admission.answer_decision(event, decision, now, core)
-        local = decision.service is not None and decision.service.answered_here
+        service = decision.service
+        if service is not None and service.pin and decision.pin is not None:
+            refused = self._wrong_pin(decision, txn.peer.host, now, settings)
+            if refused:
+                return self._refuse(record, request, txn, 403, refused, now, core)
+        # PIN-protected and dialled without it: the node asks for it itself.
+        asks_pin = service is not None and bool(service.pin) and decision.pin is None
+        local = service is not None and (service.answered_here or asks_pin)
         target = "" if local else _target_uri(decision)
         if target is None:
             why = (f"{decision.reason}; {decision.destination} is not a SIP address and the "
@@ -195,9 +212,20 @@ class B2bua:
             # A request that cannot set up a dialog is refused before anything is placed.
             caller_dialog = Dialog.from_request(request, tag, confirmed=False)
             seen = ctx.local.address_for(txn.peer.host)
-            media: MediaSide = echo_for(
-                request, ctx.ports, ctx.local.address, settings.media_timeout, seen) if local else (
-                media_for(request, decision, settings, ctx.ports, ctx.local.address, seen))
+            media: MediaSide
+            prompter: Reception | None = None
+            if service is not None and (asks_pin or service.type == "virtual_reception"):
+                side = reception_for(request, ctx.ports, ctx.local.address,
+                                     settings.media_timeout, seen, service.theme)
+                media, prompter = side, Reception(
+                    side, "pin" if asks_pin else "number", pin_for=decision if asks_pin
+                    else None, target=parse_alias(request.uri_text) if asks_pin else "")
+            elif local:
+                media = echo_for(request, ctx.ports, ctx.local.address,
+                                 settings.media_timeout, seen)
+            else:
+                media = media_for(request, decision, settings, ctx.ports, ctx.local.address,
+                                  seen)
         except SipError as exc:
             return self._refuse(record, request, txn, exc.status_hint, exc.reason, now, core)
         except SdpError as exc:
@@ -209,7 +237,8 @@ class B2bua:
                     caller=Leg(Role.CALLER, peer=txn.peer, dialog=caller_dialog,
                                sdp_from=request.body if sdp else b""),
                     callee=Leg(Role.CALLEE), record=record, in_session=in_session,
-                    out=Outbound(interval=settings.timers.interval), local=local)
+                    out=Outbound(interval=settings.timers.interval), local=local,
+                    reception=prompter)
         ctx.calls[call.id] = call
         ctx.record(record, "open")
         txn.tu_data = call
@@ -226,6 +255,51 @@ class B2bua:
         self.ctx.record(record)
         return core.respond(request, txn, make_response(request, status, reason,
                                                         to_tag=core.new_tag()), now)
+
+    def _wrong_pin(self, decision: Decision, source: str, now: float,
+                   settings: CallSettings) -> str:
+        """Why a PIN dialled with the alias (`alias*PIN`) is refused, or '' when it is
+        right; a wrong one counts against the caller's address (`pin_guard`)."""
+        service = decision.service
+        assert service is not None
+        guard = self.ctx.pin_guard
+        locked = guard.locked_for(source, now)
+        if locked is not None:
+            log.warning("pin_locked_out", source=source, service=service.name,
+                        seconds_left=round(locked))
+            return (f"Forbidden (too many wrong PINs from {source}: try again in "
+                    f"{locked:.0f} s)")
+        if decision.pin in (service.pin, service.guest_pin):
+            return ""
+        now_locked = guard.failed(source, now, settings.pins)
+        log.warning("pin_refused", source=source, service=service.name, locked_out=now_locked)
+        return "Forbidden (wrong PIN)"
+
+    def _in_local_call(self, event: RequestReceived, now: float, core: Endpoint
+                       ) -> list[Event]:
+        """INFO or NOTIFY inside a call: the reception's keypad and REFER reports."""
+        request = event.request
+        call = self.ctx.by_dialog.get((request.call_id, request.to.tag or ""))
+        if call is None or call.reception is None:
+            return core.respond(request, event.transaction, make_response(request, 481), now)
+        if request.method == "NOTIFY":
+            return reception.notify(self.ctx, call, event, now, core)
+        content_type = request.content_type
+        key = info_digit(content_type.type if content_type else "", request.body)
+        return reception.info(self.ctx, call, event, key, now, core)
+
+    # -- what the reception's media feeds back -----------------------------------------
+    def played(self, call_id: int, now: float, core: Endpoint) -> list[Event]:
+        call = self.ctx.calls.get(call_id)
+        if call is None or call.reception is None or not call.connected:
+            return []
+        return reception.played(self.ctx, call, now, core)
+
+    def digit(self, call_id: int, key: str, now: float, core: Endpoint) -> list[Event]:
+        call = self.ctx.calls.get(call_id)
+        if call is None or call.reception is None:
+            return []
+        return reception.digit(self.ctx, call, key, now, core)
 
     def _registered(self, request: Request) -> bool:
         registrar = self.ctx.registrar
@@ -270,7 +344,7 @@ class B2bua:
         if call is None:
             return []  # ended meanwhile: its media was closed with it
         if call.local and error is None:
-            return test_call.answer(self.ctx, call, now, core)
+            return answered_here.answer(self.ctx, call, now, core)
         return placement.prepared(self.ctx, call, targets, error, now, core)
 
     def media_connected(self, call_id: int, error: BaseException | None, now: float,
@@ -296,7 +370,9 @@ class B2bua:
             elif due is Due.SETUP:
                 events += placement.set_up_too_long(ctx, call, now, core)
             elif due is Due.HANG_UP:
-                events += test_call.over(ctx, call, now, core)
+                events += answered_here.over(ctx, call, now, core)
+            elif due is Due.ENTRY:
+                events += reception.entry_timed_out(ctx, call, now, core)
             else:
                 events += session.timer_due(ctx, call, call.leg(TIMER_ROLE[due]), now, core)
         if self.presence is not None:

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from gateway.calls.cdr import CallRecord
 from gateway.calls.media_side import MediaSide
 from gateway.calls.settings import CallSettings
+
+if TYPE_CHECKING:
+    from gateway.calls.reception import Reception
 from gateway.resolver.rfc3263 import Target
 from gateway.sip.dialog import Dialog
 from gateway.sip.message import Request, Response
@@ -91,6 +95,7 @@ class Call:
     cancelled: bool = False
     local: bool = False  # answered by the node itself (the Test Call Service): no callee leg
     pending: InDialogRequest | None = None  # a session change in flight to the other leg
+    reception: Reception | None = None  # prompts and digits, on a call the node took
 
     def other(self, leg: Leg) -> Leg:
         return self.callee if leg is self.caller else self.caller
@@ -113,6 +118,7 @@ class Purpose(enum.Enum):
     """Why the gateway sent a request inside a call."""
 
     REMOTE_CANDIDATES = "remote-candidates"  # the second offer toward Lync (RFC 5245 9.1.2.2)
+    REFER = "refer"  # the reception hands the caller on (RFC 3515)
     REFRESH = "refresh"  # a session refresh of ours (RFC 4028)
     RELAY = "relay"  # the other leg's offer, carried across
     DIRECTIONS = "directions"  # a hold or resume, where a Lync side ends here

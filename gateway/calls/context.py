@@ -12,6 +12,7 @@ from gateway.calls.actions import Action
 from gateway.calls.call import Call, CallState, Leg, Role
 from gateway.calls.cdr import CallRecord, CdrStore
 from gateway.calls.deadlines import Deadlines, Due, Entry
+from gateway.calls.pin_guard import PinGuard
 from gateway.calls.registrar import Registrar
 from gateway.calls.settings import Local
 from gateway.calls.stats import CallStats
@@ -33,6 +34,7 @@ class Context:
     by_dialog: dict[tuple[str, str], Call] = field(default_factory=dict)  # (Call-ID, our tag)
     stats: CallStats = field(default_factory=CallStats)
     actions: list[Action] = field(default_factory=list)
+    pin_guard: PinGuard = field(default_factory=PinGuard)  # across reloads, as attackers are
     deadlines: Deadlines = field(init=False)
 
     def __post_init__(self) -> None:
@@ -67,6 +69,8 @@ class Context:
             return False
         if due in (Due.MEDIA, Due.HANG_UP):
             return True
+        if due is Due.ENTRY:
+            return call.reception is not None and call.reception.entry_until == deadline
         timer = call.leg(TIMER_ROLE[due]).timer
         return timer is not None and timer.deadline() == deadline
 

@@ -22,6 +22,7 @@ class Due(enum.Enum):
     MEDIA = "media"  # check whether every stream has been silent for the media timeout
     SETUP = "setup"  # the call is still not answered: give up on it
     HANG_UP = "hang-up"  # a call the node answered itself has run its time
+    ENTRY = "entry"  # the reception's caller has not typed (or finished typing) in time
 
 
 Entry = tuple[float, int, int, Due]  # (deadline, sequence, call id, what)

@@ -13,6 +13,7 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from gateway.calls.pin_guard import PinPolicy
 from gateway.config.schema import Config, MediaEncryption
 from gateway.resolver.rfc3263 import Target
 from gateway.sip.session_timer import TimerPolicy
@@ -60,6 +61,7 @@ class CallSettings:
     # The From domain toward Lync per location (the location's override, else the global).
     mssip_domains: Mapping[str, str] = field(default_factory=dict)
     mssip_domain_default: str = ""
+    pins: PinPolicy = field(default_factory=PinPolicy)
     generation: int = 1
 
     @classmethod
@@ -85,6 +87,8 @@ class CallSettings:
                                   if loc.lync_server},
             mssip_domains={loc.name: loc.mssip_domain for loc in locations if loc.mssip_domain},
             mssip_domain_default=g.mssip_domain,
+            pins=PinPolicy(g.pin_attempts, float(g.pin_window_seconds),
+                           float(g.pin_lockout_seconds)),
             generation=generation,
         )
 

@@ -9,7 +9,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from gateway import logs
-from gateway.calls.actions import Action, Connect, Prepare
+from gateway.calls.actions import Action, Connect, Play, Prepare, Silence
 from gateway.calls.b2bua import B2bua
 from gateway.resolver.rfc3263 import Target, TargetResolver
 from gateway.sip.endpoint import Endpoint
@@ -49,10 +49,22 @@ class CallIo:
             self._prepare(action)
         elif isinstance(action, Connect):
             self.spawn(self._connect(action))
+        elif isinstance(action, Play):
+            self._play(action)
+        elif isinstance(action, Silence):
+            action.media.silence()
         else:
             rest = action.media.close()
             if rest is not None:
                 self.spawn(rest)
+
+    def _play(self, action: Play) -> None:
+        call_id = action.call_id
+        if action.listen:
+            action.media.listen(lambda key: self._feed(
+                lambda now: self.calls.digit(call_id, key, now, self.core)))
+        action.media.play(action.prompts, lambda: self._feed(
+            lambda now: self.calls.played(call_id, now, self.core)))
 
     def _prepare(self, action: Prepare) -> None:
         error: BaseException | None = None

@@ -1,13 +1,15 @@
-"""The Test Call Service (the guide's; built into the default config as `test-call`): the
-node answers the call itself and loops the caller's media back (`echo_side`) for the
-service's `duration_seconds`, then hangs up. An operator's first call through a new node,
-and a check of a path's media in both directions."""
+"""Calls the node answers itself: the Test Call Service (the guide's; built into the default
+config as `test-call`), which loops the caller's media back (`echo_side`) for the service's
+`duration_seconds` and hangs up, and the Virtual Reception (`reception`), which prompts for
+a number or a PIN. The same call life as any call (dialog, session timer, media timeout,
+CDR), with no callee leg."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from gateway import logs
+from gateway.calls import reception
 from gateway.calls.call import Call, CallState
 from gateway.calls.context import Context
 from gateway.calls.deadlines import Due
@@ -24,7 +26,8 @@ log = logs.get(__name__)
 
 
 def answer(ctx: Context, call: Call, now: float, core: Endpoint) -> list[Event]:
-    """The caller's media is ready (its ports taken): answer it and start the loop."""
+    """The caller's media is ready (its ports taken): answer it, and start the loop or the
+    reception's first prompt."""
     caller = call.caller
     assert caller.dialog is not None and call.decision.service is not None
     try:
@@ -45,13 +48,17 @@ def answer(ctx: Context, call: Call, now: float, core: Endpoint) -> list[Event]:
     caller.allows_update = "update" in call.inbound.tokens("allow")
     ctx.timer_due(call, caller)
     ctx.media_due(call, now)
-    ctx.push(now + call.decision.service.duration_seconds, call, Due.HANG_UP)
+    if call.reception is None:
+        ctx.push(now + call.decision.service.duration_seconds, call, Due.HANG_UP)
     call.record.answered = ctx.wall_clock()
     ctx.record(call.record, "update")
     ctx.by_dialog[(call.inbound.call_id, call.in_tag)] = call
     log.info("call_connected", call_id=call.inbound.call_id, leg="in",
              service=call.decision.service.name)
-    return core.respond(call.inbound, call.in_txn, ok, now)
+    events = core.respond(call.inbound, call.in_txn, ok, now)
+    if call.reception is not None:
+        events += reception.start(ctx, call)
+    return events
 
 
 def over(ctx: Context, call: Call, now: float, core: Endpoint) -> list[Event]:

@@ -1,0 +1,253 @@
+"""The Virtual Reception (the guide's IVR gateway) and the PIN prompt of a PIN-protected
+service dialled without its PIN: the node answers, prompts, collects digits (RFC 4733 from
+the media, SIP INFO from signalling), `#` ending an entry, and routes what was entered like
+a dialled alias (services first, then rules). A silent entry is prompted again; three
+failures end the call with a goodbye.
+
+The caller is handed on by REFER (RFC 3515) to `<entered alias>@<this node>`, or
+`<alias>*<PIN>@<this node>` for a PIN-protected service: its new INVITE is routed and placed
+like any call, so a caller reaching a room through the reception gets exactly what dialling
+the room gets (media, encryption, bandwidth, CDR), and the reception holds nothing once the
+caller has moved on (the NOTIFY with the new call's final status ends the old one). A caller
+that refuses REFER is told goodbye: carrying its leg over to a new outbound leg of ours is
+not built.
+
+Wrong PINs count against the caller's source address (`pin_guard`); the digits of a PIN are
+never logged nor written in a CDR.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from gateway import logs
+from gateway.calls.actions import Play, Silence
+from gateway.calls.call import Call, CallState, InDialogRequest, Purpose
+from gateway.calls.context import Context
+from gateway.calls.deadlines import Due
+from gateway.calls.protocol import arriving_protocol
+from gateway.calls.reception_side import ReceptionSide
+from gateway.calls.teardown import hang_up
+from gateway.sip.message import Request, Response, make_response
+from gateway.sip.transaction_layer import Event, RequestReceived
+from routing.engine import CallContext, Decision
+
+if TYPE_CHECKING:
+    from gateway.sip.endpoint import Endpoint
+
+log = logs.get(__name__)
+MAX_DIGITS = 32  # an entry longer than any alias or PIN is a mistake (or a flood)
+ENTRY_TIMEOUT = 10.0  # seconds to start, or go on, typing after a prompt
+MAX_FAILURES = 3
+
+
+@dataclass(eq=False, slots=True)
+class Reception:
+    media: ReceptionSide
+    asking: Literal["number", "pin"]
+    pin_for: Decision | None = None  # the PIN-protected service the PIN is asked for
+    target: str = ""  # the (parsed) alias the PIN is for
+    digits: str = ""
+    failures: int = 0
+    typing: bool = False  # the caller has started an entry: the prompt was cut off
+    entry_until: float | None = None  # the entry's deadline on the heap
+    referring: str = ""  # the alias the caller is being handed on to
+    pin: str = ""  # the PIN that goes with it (in the Refer-To only)
+    leaving: str = ""  # why the call ends once the goodbye prompt is over
+    outcome: str = ""  # for the CDR: what the entries came to (never the PIN)
+
+    def prompts(self) -> tuple[str, ...]:
+        return ("enter_number",) if self.asking == "number" else ("enter_pin",)
+
+
+def start(ctx: Context, call: Call) -> list[Event]:
+    """The call is answered: the first prompt, and the caller's keypad is listened to."""
+    r = _reception(call)
+    first = ("welcome", "enter_number") if r.asking == "number" else ("enter_pin",)
+    ctx.actions.append(Play(call.id, r.media, first, listen=True))
+    return []
+
+
+def played(ctx: Context, call: Call, now: float, core: Endpoint) -> list[Event]:
+    """A prompt is over: the caller's turn (or the call's end, or the REFER)."""
+    r = _reception(call)
+    if r.leaving:
+        return hang_up(ctx, call, r.leaving, now, core)
+    if r.referring:
+        return _refer(ctx, call, now, core)
+    if not r.typing:
+        _wait(ctx, call, now)
+    return []
+
+
+def digit(ctx: Context, call: Call, key: str, now: float, core: Endpoint) -> list[Event]:
+    r = _reception(call)
+    if r.leaving or r.referring or call.state is not CallState.CONNECTED:
+        return []
+    if not r.typing:
+        r.typing = True
+        ctx.actions.append(Silence(r.media))
+    if key == "#":
+        return _finish(ctx, call, now, core)
+    r.digits += key
+    if len(r.digits) > MAX_DIGITS:
+        return _failed(ctx, call, "entry too long")
+    _wait(ctx, call, now)
+    return []
+
+
+def entry_timed_out(ctx: Context, call: Call, now: float, core: Endpoint) -> list[Event]:
+    r = _reception(call)
+    r.entry_until = None
+    if r.digits:
+        return _finish(ctx, call, now, core)
+    return _failed(ctx, call, "nothing entered")
+
+
+def info(ctx: Context, call: Call, event: RequestReceived, key: str | None, now: float,
+         core: Endpoint) -> list[Event]:
+    """A SIP INFO in the call: 200, and its digit (if it carries one) as if keyed."""
+    events = core.respond(event.request, event.transaction,
+                          make_response(event.request, 200), now)
+    if key is None or call.reception is None:
+        return events
+    return events + digit(ctx, call, key, now, core)
+
+
+def notify(ctx: Context, call: Call, event: RequestReceived, now: float,
+           core: Endpoint) -> list[Event]:
+    """The caller reports on the call it placed for our REFER (RFC 3515 2.4.5): once that
+    call has its final answer, the reception's call is over."""
+    request = event.request
+    events = core.respond(request, event.transaction, make_response(request, 200), now)
+    r = call.reception
+    status = _sipfrag_status(request)
+    if r is None or not r.referring or status is None or status < 200:
+        return events
+    r.outcome = f"handed on to {r.referring}: {status}"
+    return events + hang_up(ctx, call, f"reception: {r.outcome}", now, core)
+
+
+def referred(ctx: Context, sent: InDialogRequest, answer: Response | None, now: float,
+             core: Endpoint) -> list[Event]:
+    """The caller's answer to our REFER: accepted, the NOTIFYs follow; refused, goodbye."""
+    call = sent.call
+    r = call.reception
+    if r is None or (answer is not None and answer.status < 300):
+        return []
+    why = f"{answer.status} {answer.reason}" if answer is not None else "no answer"
+    r.referring = ""
+    r.outcome = f"the caller could not be handed on (REFER: {why})"
+    return _leave(ctx, call, f"reception: {r.outcome}")
+
+
+def _finish(ctx: Context, call: Call, now: float, core: Endpoint) -> list[Event]:
+    r = _reception(call)
+    entry, r.digits, r.typing, r.entry_until = r.digits, "", False, None
+    if r.asking == "number":
+        return _number(ctx, call, entry)
+    return _pin(ctx, call, entry, now)
+
+
+def _number(ctx: Context, call: Call, entry: str) -> list[Event]:
+    r = _reception(call)
+    if not entry:
+        return _failed(ctx, call, "nothing entered")
+    settings = call.settings
+    decision = settings.router.decide(entry, CallContext(
+        protocol=arriving_protocol(call.inbound), location=settings.location,
+        registered=False))
+    service = decision.service
+    if not decision.routed or (service is not None and service.type == "virtual_reception"):
+        log.info("reception_not_found", call_id=call.inbound.call_id, reason=decision.reason)
+        return _failed(ctx, call, "number not found", ("not_found", "enter_number"))
+    if service is not None and service.pin and decision.pin is None:
+        r.asking, r.pin_for, r.target = "pin", decision, entry
+        ctx.actions.append(Play(call.id, r.media, ("enter_pin",)))
+        return []
+    return _hand_on(ctx, call, entry)
+
+
+def _pin(ctx: Context, call: Call, entry: str, now: float) -> list[Event]:
+    r = _reception(call)
+    assert r.pin_for is not None and r.pin_for.service is not None
+    service = r.pin_for.service
+    source = call.in_txn.peer.host
+    guard = ctx.pin_guard
+    if guard.locked_for(source, now) is None and entry and entry in (
+            service.pin, service.guest_pin):
+        return _hand_on(ctx, call, r.target, pin=entry)
+    locked = guard.locked_for(source, now) is not None or guard.failed(
+        source, now, call.settings.pins)
+    log.warning("pin_refused", call_id=call.inbound.call_id, source=source,
+                service=service.name, locked_out=locked)
+    if locked:
+        r.outcome = f"wrong PINs for {service.name!r}: {source} locked out"
+        return _leave(ctx, call, f"reception: {r.outcome}", ("wrong_pin", "goodbye"))
+    return _failed(ctx, call, f"wrong PIN for {service.name!r}", ("wrong_pin", "enter_pin"))
+
+
+def _hand_on(ctx: Context, call: Call, alias: str, pin: str = "") -> list[Event]:
+    r = _reception(call)
+    r.referring, r.pin = alias, pin
+    ctx.actions.append(Play(call.id, r.media, ("connecting",)))
+    return []
+
+
+def _refer(ctx: Context, call: Call, now: float, core: Endpoint) -> list[Event]:
+    r = _reception(call)
+    leg = call.caller
+    dialog, peer = leg.dialog, leg.peer
+    assert dialog is not None and peer is not None
+    # An alias in a domain goes there (the domain of a deployment's rooms leads to its
+    # nodes); a bare one (a number) to this node. A PIN goes as the guide's alias*PIN form.
+    here = ctx.local.address_for(peer.host)
+    user, _, domain = r.referring.partition("@")
+    pin = f"*{r.pin}" if r.pin else ""
+    refer = dialog.create_request("REFER", ctx.local.via(peer.transport, peer.host), headers=(
+        ("Contact", ctx.local.contact(peer.transport, peer.host)),
+        ("Refer-To", f"<sip:{user}{pin}@{domain or here}>"),
+        ("Referred-By", f"<sip:reception@{here}>")))
+    log.info("reception_handing_on", call_id=call.inbound.call_id, to=r.referring)
+    return core.send_request(refer, peer, now,
+                             tu_data=InDialogRequest(call, leg, Purpose.REFER))[1]
+
+
+def _failed(ctx: Context, call: Call, why: str,
+            prompts: tuple[str, ...] | None = None) -> list[Event]:
+    r = _reception(call)
+    r.failures += 1
+    r.typing = False
+    if r.failures >= MAX_FAILURES:
+        r.outcome = f"{why}, {MAX_FAILURES} times"
+        return _leave(ctx, call, f"reception: {r.outcome}")
+    ctx.actions.append(Play(call.id, r.media, prompts or r.prompts()))
+    return []
+
+
+def _leave(ctx: Context, call: Call, reason: str,
+           prompts: tuple[str, ...] = ("goodbye",)) -> list[Event]:
+    r = _reception(call)
+    r.leaving = reason
+    ctx.actions.append(Play(call.id, r.media, prompts))
+    return []
+
+
+def _wait(ctx: Context, call: Call, now: float) -> None:
+    r = _reception(call)
+    r.entry_until = now + ENTRY_TIMEOUT
+    ctx.push(r.entry_until, call, Due.ENTRY)
+
+
+def _reception(call: Call) -> Reception:
+    assert call.reception is not None
+    return call.reception
+
+
+def _sipfrag_status(request: Request) -> int | None:
+    """The status of the message/sipfrag body of a refer NOTIFY (RFC 3420)."""
+    words = request.body.split(b"\r\n", 1)[0].split()
+    if len(words) >= 2 and words[0] == b"SIP/2.0" and words[1].isdigit():
+        return int(words[1])
+    return None

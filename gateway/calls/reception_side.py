@@ -1,0 +1,195 @@
+"""The media side of a call the Virtual Reception answers: one audio stream toward the
+caller, on a codec the prompts are recorded in (G.711 either law, G.722), prompts played on
+it (`gateway.media.player`), and the caller's keypad read from it as RFC 4733
+telephone-events (`gateway.media.dtmf`). What the caller sends is counted like relayed
+media, so the media timeout ends a reception call nobody is on any more. Plain RTP only, as
+the test call: a Lync caller's ICE and SRTP are not terminated here yet."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+from gateway.calls.lync_caller import wants_ice
+from gateway.calls.media_side import Body
+from gateway.media.call import CallMedia
+from gateway.media.dtmf import DtmfReceiver
+from gateway.media.endpoints import SipMedia
+from gateway.media.player import Player
+from gateway.media.prompts import CODECS, load
+from gateway.media.relay import Side, StreamRelay
+from gateway.sip.message import Request
+from ice.ports import PortAllocator
+from sdp.anchor import stream_remote
+from sdp.errors import NotAcceptable
+from sdp.model import Line, Media, Section, SessionDescription
+from sdp.parse import parse_sdp
+
+SDP = "application/sdp"
+# RFC 3551's static payload types for the codecs prompts come in.
+STATIC = {0: "PCMU", 8: "PCMA", 9: "G722"}
+Digit = Callable[[str], None]
+
+
+def reception_for(request: Request, ports: PortAllocator | None, address: str,
+                  media_timeout: float, seen_by_caller: str, theme: str) -> ReceptionSide:
+    """The reception's media for `request`; raises NotAcceptable for what it cannot serve."""
+    content_type = request.content_type
+    if ports is None:
+        raise NotAcceptable("the reception needs anchored media (listen.media_ports)")
+    if not request.body or content_type is None or content_type.type != "application/sdp":
+        raise NotAcceptable("the reception answers an SDP offer in the INVITE")
+    offer = parse_sdp(request.body)
+    if wants_ice(offer) or any("SAVP" in m.proto for m in offer.media):
+        raise NotAcceptable("the reception speaks plain RTP only (no ICE, no SRTP)")
+    return ReceptionSide(offer, ports, address, media_timeout, seen_by_caller,
+                         Path(theme) if theme else None)
+
+
+class ReceptionSide:
+    gathers = False
+    connects = False
+    answers_offers_here = True
+
+    def __init__(self, offer: SessionDescription, ports: PortAllocator, address: str,
+                 media_timeout: float, seen_by_caller: str, theme: Path | None) -> None:
+        self.caller_offer = offer
+        self.ports = ports
+        self.address = address
+        self.media_timeout = media_timeout
+        self.seen_by_caller = seen_by_caller
+        self.theme = theme
+        self.index, self.payload_type, self.codec, self.events = _chosen(offer)
+        self.endpoint: SipMedia | None = None
+        self.media: CallMedia | None = None
+        self.player: Player | None = None
+        self.dtmf = DtmfReceiver(frozenset(self.events))
+        self.on_digit: Digit | None = None
+        self._relay: StreamRelay | None = None
+
+    @property
+    def relayed(self) -> CallMedia | None:
+        return self.media
+
+    def reserve(self) -> None:
+        stream = self.caller_offer.media[self.index]
+        unknown = ("0.0.0.0", 9)
+        self.endpoint = SipMedia.open(self.ports, self.address, unknown,
+                                      None if stream.has("rtcp-mux") else unknown,
+                                      self._received)
+
+    async def prepare(self) -> None:
+        return None
+
+    def offer(self, caller: Body, toward: str) -> Body:
+        return caller  # nothing is placed: the node is the callee
+
+    def answer(self, callee: Body, *, final: bool) -> Body:
+        """Our answer: the chosen codec (and telephone-event) on our port; the other streams
+        rejected. Media starts with it: the player and the keypad."""
+        assert self.endpoint is not None
+        family = "IP6" if ":" in self.seen_by_caller else "IP4"
+        session = Section([Line("v", "0"), Line("o", f"lyncgate 1 1 IN {family} "
+                                                     f"{self.seen_by_caller}"),
+                           Line("s", "lyncgate reception"),
+                           Line("c", f"IN {family} {self.seen_by_caller}"), Line("t", "0 0")])
+        streams = []
+        for index, media in enumerate(self.caller_offer.media):
+            if index != self.index:
+                streams.append(Media([Line("m", f"{media.media} 0 {media.proto} "
+                                                f"{media.formats[0]}")]))
+                continue
+            formats = [str(self.payload_type), *(str(pt) for pt in self.events)]
+            stream = Media([Line("m", f"audio {self.endpoint.rtp.port} RTP/AVP "
+                                      + " ".join(formats))])
+            rate = 8000
+            stream.add_attribute("rtpmap", f"{self.payload_type} {self.codec}/{rate}")
+            for pt in self.events:
+                stream.add_attribute("rtpmap", f"{pt} telephone-event/8000")
+                stream.add_attribute("fmtp", f"{pt} 0-15")
+            if media.has("rtcp-mux"):
+                stream.add_attribute("rtcp-mux")
+            stream.add_attribute("sendrecv")
+            streams.append(stream)
+        if self.media is None:
+            self._start()
+        return SessionDescription(session, streams).to_bytes(), SDP
+
+    def _start(self) -> None:
+        assert self.endpoint is not None
+        remote = stream_remote(self.caller_offer, self.caller_offer.media[self.index])
+        if remote is not None:
+            self.endpoint.rtp.point_at(remote.rtp)
+            if self.endpoint.rtcp_endpoint is not None:
+                self.endpoint.rtcp_endpoint.point_at(remote.rtcp)
+        loop = asyncio.get_running_loop()
+        self._relay = StreamRelay("audio", Side("caller", self.endpoint.send),
+                                  Side("reception", self._keypad), clock=loop.time)
+        self.media = CallMedia([self._relay], timeout=self.media_timeout)
+        self.player = Player(self.endpoint.send, payload_type=self.payload_type,
+                             codec=self.codec)
+
+    def listen(self, on_digit: Digit) -> None:
+        self.on_digit = on_digit
+
+    def play(self, prompts: tuple[str, ...], done: Callable[[], None]) -> None:
+        """The prompts in a row, then `done`; whatever was playing is cut off first."""
+        assert self.player is not None
+        self.player.stop()
+        self.player.play(b"".join(load(name, self.codec, self.theme) for name in prompts),
+                         done)
+
+    def silence(self) -> None:
+        """The caller started typing: the prompt stops (barge-in)."""
+        if self.player is not None:
+            self.player.stop()
+
+    def _received(self, data: bytes, rtcp: bool | None) -> None:
+        if self._relay is not None:
+            self._relay.from_a(data, rtcp)
+
+    def _keypad(self, packet: bytes, rtcp: bool) -> None:
+        if rtcp:
+            return
+        digit = self.dtmf.rtp(packet)
+        if digit is not None and self.on_digit is not None:
+            self.on_digit(digit)
+
+    async def connect(self, timeout: float) -> None:
+        return None
+
+    def updated_offer(self) -> bytes | None:
+        return None
+
+    def relay_offer(self, *, from_caller: bool, body: bytes) -> bytes:
+        raise NotAcceptable("the reception answers its offers itself")
+
+    def relay_answer(self, *, from_caller: bool, body: bytes) -> bytes:
+        return body
+
+    def close(self) -> None:
+        if self.player is not None:
+            self.player.stop()
+        if self.endpoint is not None:
+            self.endpoint.close(self.ports)
+            self.endpoint = None
+
+
+def _chosen(offer: SessionDescription) -> tuple[int, int, str, list[int]]:
+    """(stream index, payload type, codec, telephone-event payload types): the first audio
+    stream's first format in a codec the prompts are recorded in."""
+    for index, media in enumerate(offer.media):
+        if media.media != "audio" or media.rejected:
+            continue
+        maps = media.rtpmaps()
+        events = [pt for pt, m in maps.items() if m.encoding.lower() == "telephone-event"
+                  and str(pt) in media.formats]
+        for text in media.formats:
+            if not text.isdigit():
+                continue
+            pt = int(text)
+            name = maps[pt].encoding.upper() if pt in maps else STATIC.get(pt)
+            if name is not None and name in CODECS:
+                return index, pt, name, events
+    raise NotAcceptable("the reception plays its prompts in G.711 or G.722: none offered")

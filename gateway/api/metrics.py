@@ -65,6 +65,17 @@ class NodeCollector(Collector):
                                 value=node.transport.connection_count)
         yield GaugeMetricFamily("lyncgate_config_generation", "Config reloads applied + 1",
                                 value=node.generation)
+        presence = node.calls.presence
+        if presence is not None:
+            yield GaugeMetricFamily("lyncgate_presence_subscriptions", "Presence "
+                                    "subscriptions held", value=len(presence.table))
+            happened = CounterMetricFamily(
+                "lyncgate_presence_events", "Presence subscriptions by what happened to them "
+                "(subscribed, refreshed, unsubscribed, expired, dropped, refused_full, "
+                "bad_event, notify_sent, ...)", labels=["event"])
+            for event, count in presence.counters.items():
+                happened.add_metric([event], count)
+            yield happened
         calls = node.calls.statistics()
         yield GaugeMetricFamily("lyncgate_calls_active", "Calls in progress", value=calls.active)
         ended = CounterMetricFamily("lyncgate_calls", "Ended calls by outcome and routing "

@@ -4,9 +4,15 @@ set: who is Available, the forms Lync and standard clients use, the subscription
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
+from prometheus_client import CollectorRegistry
+
+from gateway.api.metrics import NodeCollector, render
 from gateway.presence.subscriptions import Limits
 from gateway.sip.message import Response
 from gateway.transport.peer import Peer, Transport
+from tests.kit.nodes import metric
 from tests.kit.presence import (
     AVATARS,
     CONFIG,
@@ -214,3 +220,18 @@ def test_subscribe_is_allowed_and_lync_option_tags_are_not_refused_420() -> None
     assert "SUBSCRIBE" in h.ep.allow
     ok = only_response(h.feed(lync_subscribe(ROOM, require="adhoclist, categoryList"), LYNC))
     assert ok.status == 200
+
+
+def test_metrics_show_subscriptions_held_and_what_happened() -> None:
+    h = PresenceHarness(Limits(max_total=1))
+    h.feed(lync_subscribe(BOARD), LYNC)
+    h.feed(lync_subscribe(BOARD), LYNC)
+    h.feed(subscribe(ROOM, PHONE, event="dialog"), PHONE)
+    node = SimpleNamespace(endpoint=h.ep, calls=h.b2bua, generation=1, transport=SimpleNamespace(
+        stats=SimpleNamespace(tls_handshakes=0, tls_failures={}), connection_count=0))
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(NodeCollector(node))  # type: ignore[arg-type]
+    text = render(registry).decode()
+    assert metric(text, "lyncgate_presence_subscriptions") == 1
+    for event in ("subscribed", "refused_full", "bad_event"):
+        assert metric(text, "lyncgate_presence_events_total", event=event) == 1

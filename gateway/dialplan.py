@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     decision = router.explain(args.alias, context)
     presence = answer(router, args.alias)
     if args.json:
-        print(json.dumps({**decision.to_json(), "presence": presence_json(presence, config)},
+        print(json.dumps({**decision.to_json(), "presence": presence.to_json(config.avatar_base())},
                          indent=2))
     else:
         print(describe(decision, context))
@@ -76,17 +76,8 @@ def describe(decision: Decision, context: CallContext) -> str:
     return "\n".join(lines)
 
 
-def presence_json(found: Answer, config: Config) -> dict[str, object]:
-    base = config.avatar_base()
-    return {"availability": found.availability,
-            "state": "Available" if found.available else "Offline",
-            "name": found.name or None, "description": found.description or None,
-            "avatar": f"{base}{found.avatar_path}" if base and found.avatar_path else None,
-            "why": found.why}
-
-
 def describe_presence(found: Answer, config: Config) -> str:
-    shown = presence_json(found, config)
+    shown = found.to_json(config.avatar_base())
     lines = [f"presence: {shown['state']} ({found.availability}): {found.why}"]
     if found.available:
         card = found.name + (f" - {found.description}" if found.description else "")

@@ -21,6 +21,7 @@ from gateway.api.metrics import registry_for, render
 from gateway.api.openapi import SPEC
 from gateway.config.load import EMBEDDED_DEFAULT, log_warnings
 from gateway.daemon.node import Node
+from gateway.presence.answer import answer
 from routing.engine import CallContext
 from routing.model import PROTOCOLS
 
@@ -99,7 +100,9 @@ async def dialplan(request: web.Request) -> web.Response:
         registered=query.get("registered", "") in ("1", "true", "yes"),
         outgoing=query.get("outgoing", "") in ("1", "true", "yes"),
     )
-    return _json(node.router.explain(alias, context).to_json())
+    decision = node.router.explain(alias, context).to_json()
+    presence = answer(node.router, alias).to_json(node.config.avatar_base())
+    return _json({**decision, "presence": presence})
 
 
 async def reload(request: web.Request) -> web.Response:

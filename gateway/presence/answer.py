@@ -32,6 +32,14 @@ class Answer:
     def availability(self) -> int:
         return AVAILABLE if self.available else OFFLINE
 
+    def to_json(self, avatar_base: str) -> dict[str, object]:
+        """The `presence` key of `lyncgate dialplan --json` and the API's /dialplan."""
+        avatar = f"{avatar_base}{self.avatar_path}" if avatar_base and self.avatar_path else None
+        return {"availability": self.availability,
+                "state": "Available" if self.available else "Offline",
+                "name": self.name or None, "description": self.description or None,
+                "avatar": avatar, "why": self.why}
+
 
 def avatar_path(kind: str, name: str) -> str:
     """Where the avatar server serves the image of the service or rule called `name`."""

@@ -5,6 +5,7 @@ raw UDP; the avatar over HTTP."""
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
@@ -205,10 +206,15 @@ def test_bad_input_and_a_flood_get_their_answers_and_nothing_else_is_affected(
 
 
 def test_the_avatar_is_served_over_http_and_unknown_names_are_404(tmp_path: Path) -> None:
-    port = free_port()
-    d = Daemon(tmp_path, config(port))
+    port, api = free_port(), free_port()
+    d = Daemon(tmp_path, config(port) + f"\n[api]\nport = {api}\n")
     try:
         d.wait_event("avatar_listening")
+        explained = f"http://127.0.0.1:{api}/dialplan?alias=oslo-room001@vc.example.com"
+        with urllib.request.urlopen(explained, timeout=5) as response:
+            presence = json.loads(response.read())["presence"]
+        assert presence["state"] == "Available"
+        assert presence["avatar"] == f"http://gw.example.com:{port}/avatars/rule/rooms"
         base = f"http://127.0.0.1:{port}"
         with urllib.request.urlopen(f"{base}/avatars/rule/rooms", timeout=5) as response:
             assert response.headers["Content-Type"] == "image/png"

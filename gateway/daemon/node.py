@@ -302,5 +302,7 @@ def _restart_only(old: Config, new: Config) -> list[str]:
                                          new.node.static_nat_address),
              "node.sip_tls_fqdn": (old.node.sip_tls_fqdn, new.node.sip_tls_fqdn),
              **{f"listen.{name}": (getattr(old.listen, name), getattr(new.listen, name))
-                for name in ("udp", "tcp", "tls", "media_ports")}}
+                for name in ("udp", "tcp", "tls", "media_ports")},
+             "avatar.address": (old.avatar.address, new.avatar.address),
+             "avatar.port": (old.avatar.port, new.avatar.port)}
     return [path for path, (was, now) in pairs.items() if was != now]

@@ -185,6 +185,11 @@ class Presence:
                 request, 500, "Server Internal Error (CSeq out of order)",
                 headers=(("Retry-After", "1"),)), now)
         sub.remote_cseq = request.cseq.seq
+        if txn.peer.host == sub.peer.host:
+            # Lync reconnects (a pool failover, an idle timeout) and refreshes on the new
+            # connection: NOTIFYs follow it there rather than fail on the closed one. Another
+            # address would be another source, whose count this subscription is not in.
+            sub.peer = txn.peer
         limits = self.table.limits
         expires = request.expires
         if expires is None:

@@ -235,3 +235,13 @@ def test_metrics_show_subscriptions_held_and_what_happened() -> None:
     assert metric(text, "lyncgate_presence_subscriptions") == 1
     for event in ("subscribed", "refused_full", "bad_event"):
         assert metric(text, "lyncgate_presence_events_total", event=event) == 1
+
+
+def test_a_refresh_on_a_new_connection_moves_the_notifies_there() -> None:
+    h = PresenceHarness()
+    tag = only_response(h.feed(lync_subscribe(BOARD, call_id="moved"), LYNC)).to.tag or ""
+    again = Peer(Transport.TLS, LYNC.host, 5061, connection=99)
+    h.feed(lync_subscribe(BOARD, call_id="moved", cseq=2, to_tag=tag, expires=600), again)
+    (final,) = [(m, p) for m, p in h.tick(600.0)]
+    assert final[1] == again and final[0].headers.get("Subscription-State") == (
+        "terminated;reason=timeout")

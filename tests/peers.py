@@ -86,12 +86,16 @@ SCENARIOS = Path(__file__).parent / "scenarios"
 
 
 def sipp(target: str, scenario: str, *args: str, status: int | None = None,
-         timeout: float = 30.0, workdir: str = "/tmp") -> subprocess.CompletedProcess[str]:
+         timeout: float = 30.0, workdir: str = "/tmp",
+         fill: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run SIPp (Debian's sip-tester) to completion, bounded in time. `status` fills the
-    scenario's @STATUS@ placeholder. Exit 0 means every call went as the scenario says."""
+    scenario's @STATUS@ placeholder, `fill` any other. Exit 0 means every call went as the
+    scenario says."""
     text = (SCENARIOS / scenario).read_text()
     if status is not None:
         text = text.replace("@STATUS@", str(status))
+    for placeholder, value in (fill or {}).items():
+        text = text.replace(placeholder, value)
     path = f"{workdir}/{scenario}"
     with open(path, "w") as out:
         out.write(text)

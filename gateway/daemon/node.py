@@ -200,6 +200,7 @@ class Node:
         """Stop taking new work, let running transactions finish, then close."""
         log.info("draining", timeout=timeout)
         self.endpoint.draining = True
+        self._deliver(self.presence.deactivate(self._loop.time(), self.endpoint))
         self.transport.stop_listening()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout

@@ -9,7 +9,8 @@
 - A subscription nobody refreshed ends at its expiry with a final NOTIFY; a NOTIFY answered
   481, 408 or a failure that ends the usage (RFC 5057), or never answered, drops it: the
   subscriber is gone, and so is what it held.
-- A reload (`configure`) sends a NOTIFY to each subscription whose answer changed.
+- A reload (`configure`) sends a NOTIFY to each subscription whose answer changed; a
+  drain (`deactivate`) ends them all, so that subscribers come back at once.
 
 Other event packages are 489 Bad Event with Allow-Events; beyond the caps, 503 with
 Retry-After; bad bodies, the 400 that names what is wrong.
@@ -108,6 +109,24 @@ class Presence:
         if changed:
             log.info("presence_changed_on_reload", subscriptions=changed,
                      generation=generation)
+        return out
+
+    def deactivate(self, now: float, core: Endpoint) -> list[Event]:
+        """The node is stopping: every subscription ends with a final NOTIFY saying
+        `deactivated`, which tells the subscriber to subscribe again at once (RFC 6665
+        4.1.3), here after a restart or at another node, rather than learn at its next
+        refresh (481) that the subscription went with the process.
+
+        Only subscribers on a connection (Lync pools, over TLS) are told: the drain waits
+        for every transaction to finish, and a UDP subscriber that is gone leaves its NOTIFY
+        unanswered for 32 s (Timer F), where a closed connection fails it at once."""
+        out: list[Event] = []
+        for sub in self.table:
+            self.table.remove(sub.key)
+            if sub.peer.reliable:
+                out += self._notify(sub, self._render(sub), now, core, reason="deactivated")
+        if out:
+            log.info("presence_deactivated", subscriptions=len(out))
         return out
 
     # -- SUBSCRIBE ---------------------------------------------------------------------

@@ -10,7 +10,8 @@ from prometheus_client import CollectorRegistry
 
 from gateway.api.metrics import NodeCollector, render
 from gateway.presence.subscriptions import Limits
-from gateway.sip.message import Response
+from gateway.sip.message import Request, Response
+from gateway.sip.transaction_machines import Send
 from gateway.transport.peer import Peer, Transport
 from tests.kit.nodes import metric
 from tests.kit.presence import (
@@ -245,3 +246,16 @@ def test_a_refresh_on_a_new_connection_moves_the_notifies_there() -> None:
     (final,) = [(m, p) for m, p in h.tick(600.0)]
     assert final[1] == again and final[0].headers.get("Subscription-State") == (
         "terminated;reason=timeout")
+
+
+def test_a_drain_ends_every_subscription_and_tells_those_on_a_connection() -> None:
+    h = PresenceHarness()
+    h.feed(lync_subscribe(BOARD), LYNC)
+    h.feed(subscribe(ROOM, PHONE), PHONE)
+    h.take()
+    h.out += [e for e in h.presence.deactivate(5.0, h.ep)
+              if isinstance(e, Send)]  # as Node.drain does before it stops listening
+    (final,) = h.take()
+    assert final[1] == LYNC and isinstance(final[0], Request)
+    assert final[0].headers.get("Subscription-State") == "terminated;reason=deactivated"
+    assert len(h.presence.table) == 0 and h.presence.next_deadline() is None

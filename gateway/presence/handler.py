@@ -183,7 +183,7 @@ class Presence:
             remote_target=dialog.remote_target, route_set=dialog.route_set, local_cseq=0,
             remote_cseq=request.cseq.seq, peer=txn.peer, resources=resources,
             list_uri=list_uri, fmt=fmt, piggyback=PIGGYBACK in request.tokens("Supported"),
-            expires_at=now + expires)
+            expires_at=now + expires, event=_event(request))
         self._count("subscribed")
         if expires:
             self.table.add(sub)
@@ -234,7 +234,7 @@ class Presence:
         peer = txn.peer
         headers: list[tuple[str, str]] = [
             ("Contact", self.local.contact(peer.transport, peer.host)),
-            ("Expires", str(expires)), ("Event", "presence")]
+            ("Expires", str(expires)), ("Event", sub.event)]
         rendered = self._render(sub)
         body, content_type, sub.signature = rendered
         if not sub.piggyback:
@@ -264,7 +264,7 @@ class Presence:
                         parse_name_addr(sub.local, "From"), parse_name_addr(sub.remote, "To"),
                         sub.remote_target, sub.route_set, sub.local_cseq, sub.remote_cseq,
                         secure=False, state=DialogState.CONFIRMED, is_uac=False)
-        headers = [("Event", "presence"), ("Subscription-State", state),
+        headers = [("Event", sub.event), ("Subscription-State", state),
                    ("Contact", self.local.contact(peer.transport, peer.host))]
         if content_type.startswith(documents.MULTIPART):
             headers.append(("Require", "eventlist"))
@@ -339,6 +339,18 @@ class Presence:
 
     def _count(self, key: str) -> None:
         self.counters[key] = self.counters.get(key, 0) + 1
+
+
+def _event(request: Request) -> str:
+    """The Event header our NOTIFYs repeat: with the SUBSCRIBE's `id` if it had one
+    (RFC 6665 8.2.1), else the one shared string."""
+    value = request.headers.get("Event") or ""
+    _, _, params = value.partition(";")
+    for param in params.split(";"):
+        name, _, given = param.partition("=")
+        if name.strip().lower() == "id" and given.strip():
+            return f"presence;id={given.strip()}"
+    return "presence"
 
 
 def _accepted(request: Request) -> list[str]:

@@ -49,6 +49,7 @@ class Subscription:
     piggyback: bool  # documents go in the 200 to a SUBSCRIBE ([MS-SIP] 3.4.5.1)
     expires_at: float
     signature: int = 0  # of the answers last sent, to tell whether a reload changed them
+    event: str = "presence"  # the Event header of our NOTIFYs (with the SUBSCRIBE's id)
 
     @property
     def key(self) -> Key:

@@ -259,3 +259,10 @@ def test_a_drain_ends_every_subscription_and_tells_those_on_a_connection() -> No
     assert final[1] == LYNC and isinstance(final[0], Request)
     assert final[0].headers.get("Subscription-State") == "terminated;reason=deactivated"
     assert len(h.presence.table) == 0 and h.presence.next_deadline() is None
+
+
+def test_an_event_id_is_repeated_in_the_notifies() -> None:
+    h = PresenceHarness()
+    sent = h.feed(subscribe(ROOM, PHONE, event="Presence;id=42"), PHONE)
+    assert only_response(sent).headers.get("Event") == "presence;id=42"
+    assert requests(sent)[0].headers.get("Event") == "presence;id=42"

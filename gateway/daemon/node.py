@@ -23,6 +23,7 @@ from gateway.config.schema import Config
 from gateway.daemon.call_io import CallIo
 from gateway.daemon.headroom import Headroom
 from gateway.daemon.state import ensure_self_signed, state_dir
+from gateway.media import prompts
 from gateway.presence.handler import OPTION_TAGS, Presence
 from gateway.presence.subscriptions import Limits as PresenceLimits
 from gateway.resolver.rfc3263 import Resolver
@@ -191,6 +192,7 @@ class Node:
         self.generation += 1
         self.calls.configure(CallSettings.from_config(config, router, self.generation))
         self.registrar.configure(config.devices, _realm(config))
+        prompts.forget()  # a theme's files may have changed with it
         self.presence.table.limits = _presence_limits(config)  # for new subscriptions
         self._deliver(self.presence.configure(router, config.avatar_base(), self.generation,
                                               self._loop.time(), self.endpoint))

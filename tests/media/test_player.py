@@ -17,7 +17,7 @@ import pytest
 
 from gateway.media.player import Player
 from gateway.media.prompts import CODECS, TEXTS, load
-from tests.media.test_prompts import assert_speech, decode
+from tests.kit.audio import assert_speech, decode
 
 
 @dataclass

@@ -19,6 +19,7 @@ Retry-After; bad bodies, the 400 that names what is wrong.
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,6 +51,9 @@ PIGGYBACK = "ms-piggyback-first-notify"
 # NOTIFY answers after which the subscription is gone (RFC 6665 4.2.2; RFC 5057 4.1).
 _ENDS_USAGE = frozenset({404, 405, 408, 410, 416, 480, 481, 482, 483, 484, 485, 489, 501,
                          604})
+# NOTIFYs answered with a failure that does not end the subscription, tried again this many
+# times (after 2, 4, 8 s) before the subscriber is taken to be gone.
+_RETRIES = 3
 # Documents kept per config generation, by (format, presentity): a Lync pool asks for the
 # same few hundred contacts over and over.
 _CACHE_SIZE = 20_000
@@ -90,6 +94,9 @@ class Presence:
         self._published = _timestamp(wall_clock())
         self._cache: dict[tuple[str, str], tuple[str, int]] = {}
         self.avatars = avatars.table(router)  # what gateway.api.avatars serves
+        # NOTIFYs to send again: attempts so far by subscription, and when
+        self._retries: dict[tuple[str, str], int] = {}
+        self._retry_at: list[tuple[float, tuple[str, str]]] = []
 
     # -- configuration --------------------------------------------------------------------
     def configure(self, router: Router, avatar_base: str, generation: int, now: float,
@@ -123,6 +130,7 @@ class Presence:
         out: list[Event] = []
         for sub in self.table:
             self.table.remove(sub.key)
+            self._retries.pop(sub.key, None)
             if sub.peer.reliable:
                 out += self._notify(sub, self._render(sub), now, core, reason="deactivated")
         if out:
@@ -224,6 +232,7 @@ class Presence:
         else:
             self._count("unsubscribed")
             self.table.remove(sub.key)
+            self._retries.pop(sub.key, None)
         log.info("presence_refreshed" if expires else "presence_unsubscribed",
                  call_id=request.call_id, expires=expires)
         return self._answer(sub, request, txn, expires, now, core)
@@ -277,25 +286,48 @@ class Presence:
         return core.send_request(notify, peer, now, tu_data=mark)[1]
 
     def answered(self, mark: NotifySent, status: int | None, now: float) -> None:
-        """The answer to a NOTIFY of ours (None: none came, or it could not be sent)."""
+        """The answer to a NOTIFY of ours (None: none came, or it could not be sent).
+        Another failure (a 500, 503, 491: the subscriber busy for now) is retried with
+        the state as it is then, after 2, 4 and 8 s; after that the subscriber is taken to
+        be gone."""
         if status is not None and status < 300:
+            self._retries.pop(mark.key, None)
             return
-        if status is None or status in _ENDS_USAGE:
+        attempt = self._retries.get(mark.key, 0) + 1
+        if status is None or status in _ENDS_USAGE or attempt > _RETRIES or mark.final:
+            self._retries.pop(mark.key, None)
             sub = self.table.remove(mark.key)
             if sub is not None:
                 self._count("dropped")
                 log.info("presence_subscription_dropped", call_id=mark.key[0],
                          status=status or "no answer")
+            return
+        self._retries[mark.key] = attempt
+        heapq.heappush(self._retry_at, (now + 2.0 ** attempt, mark.key))
+        self._count("notify_retried")
 
     # -- time ----------------------------------------------------------------------------
     def next_deadline(self) -> float | None:
-        return self.table.next_deadline()
+        expiry = self.table.next_deadline()
+        if not self._retry_at:
+            return expiry
+        retry = self._retry_at[0][0]
+        return retry if expiry is None or retry < expiry else expiry
 
     def handle_timeout(self, now: float, core: Endpoint) -> list[Event]:
         out: list[Event] = []
         for sub in self.table.expired(now):
             self._count("expired")
+            self._retries.pop(sub.key, None)
             out += self._notify(sub, self._render(sub), now, core)
+        retry_at = self._retry_at
+        while retry_at and retry_at[0][0] <= now:
+            _, key = heapq.heappop(retry_at)
+            held = self.table.get(key)
+            if held is None:
+                self._retries.pop(key, None)
+            elif key in self._retries:
+                out += self._notify(held, self._render(held), now, core)
         return out
 
     # -- documents -----------------------------------------------------------------------

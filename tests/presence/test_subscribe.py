@@ -266,3 +266,23 @@ def test_an_event_id_is_repeated_in_the_notifies() -> None:
     sent = h.feed(subscribe(ROOM, PHONE, event="Presence;id=42"), PHONE)
     assert only_response(sent).headers.get("Event") == "presence;id=42"
     assert requests(sent)[0].headers.get("Event") == "presence;id=42"
+
+
+def test_a_notify_refused_for_now_is_retried_then_the_subscriber_given_up() -> None:
+    h = PresenceHarness()
+    notify = requests(h.feed(subscribe(ROOM, PHONE), PHONE))[0]
+    h.feed(notify_answer(notify, 503), PHONE)
+    assert h.presence.next_deadline() == 2.0
+    again = requests(h.tick(2.0))
+    assert len(again) == 1 and again[0].cseq.seq == notify.cseq.seq + 1
+    h.feed(notify_answer(again[0], 200), PHONE)  # taken this time: no more retries
+    assert h.tick(10.0) == [] and len(h.presence.table) == 1
+    # A change to tell, refused every time: sent, then retried at +2, +4 and +8 s.
+    (pending,) = requests(h.reload(CONFIG.split("[[routing_rules]]")[0]))
+    for at in (12.0, 16.0, 24.0, None):
+        h.feed(notify_answer(pending, 500), PHONE)
+        if at is not None:
+            assert h.presence.next_deadline() == at
+            (pending,) = requests(h.tick(at))
+    assert len(h.presence.table) == 0 and h.presence.counters["dropped"] == 1
+    assert h.presence.next_deadline() is None or h.tick(60.0) == []

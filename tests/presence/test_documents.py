@@ -22,6 +22,7 @@ PIDF = xmlschema.XMLSchema(FIXTURES / "pidf.xsd")
 CATEGORIES = xmlschema.XMLSchema(FIXTURES / "ms-categories.xsd")
 CATEGORY_LIST = xmlschema.XMLSchema(FIXTURES / "categorylist.xsd")
 WHEN = "2026-12-06T03:40:00Z"
+ROUTER = router()
 URL = "http://gw.example.com/avatars/rule/rooms%20%26%20more"
 
 AVAILABLE = Answer("sip:a@vc.example.com", True, "Rooms & <more>", 'say "hi" & go',
@@ -117,3 +118,17 @@ def test_who_is_available_follows_services_then_rules() -> None:
     typo = answer(r, "london-rooom003@vc.example.com")
     assert not typo.available and typo.availability == 18500
     assert r.is_known_alias("london-room003@vc.example.com")
+
+
+@settings(max_examples=300, deadline=None)
+@given(user=st.sampled_from(["meet.board", "london-room003", "london-rooom003", "MEET.BOARD",
+                             "x-room999", "", "paris-room04"]),
+       domain=st.sampled_from(["vc.example.com", "VC.example.com", "example.com"]),
+       form=st.sampled_from(["{u}@{d}", "sip:{u}@{d}", "sips:{u}@{d}:5061;transport=tls",
+                             "<sip:{u}@{d}>", "{u}*1234@{d}"]))
+def test_known_agrees_with_is_known_alias(user: str, domain: str, form: str) -> None:
+    r = ROUTER
+    alias = form.format(u=user, d=domain)
+    assert (r.known(alias) is not None) == r.is_known_alias(alias)
+    assert answer(r, alias).available == r.is_known_alias(alias)
+

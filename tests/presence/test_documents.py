@@ -132,3 +132,19 @@ def test_known_agrees_with_is_known_alias(user: str, domain: str, form: str) -> 
     assert (r.known(alias) is not None) == r.is_known_alias(alias)
     assert answer(r, alias).available == r.is_known_alias(alias)
 
+
+
+def test_the_older_adrl_batch_and_format_choice() -> None:
+    body = (b'<adhoclist xmlns="urn:ietf:params:xml:ns:adrl" uri="sip:w@example.com" '
+            b'name="sip:w@example.com"><create><resource uri="sip:a@vc.example.com"/>'
+            b'<resource uri="sip:b@vc.example.com"/></create></adhoclist>')
+    assert read_batch(body) == read_batch(body.replace(b"<create>", b"<create>\n"))
+    assert read_batch(body).resources == ("sip:a@vc.example.com", "sip:b@vc.example.com")
+    assert read_batch(body).categories == ()
+    choose = documents.choose_format
+    assert choose([], False) == documents.PIDF  # RFC 3856: no Accept means PIDF
+    assert choose([], True) == documents.CATEGORIES
+    assert choose(["application/rlmi+xml", "text/xml+msrtc.pidf", "multipart/related"],
+                  False) == documents.MSRTC_PIDF
+    assert choose(["application/xpidf+xml", "*/*"], False) == documents.PIDF
+    assert choose(["application/xpidf+xml"], False) is None

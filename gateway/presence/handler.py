@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from gateway import logs
 from gateway.presence import avatars, documents
-from gateway.presence.answer import Answer, answer
+from gateway.presence.answer import answer
 from gateway.presence.bodies import BATCH_TYPES, CATEGORY_LIST, read_batch
 from gateway.presence.subscriptions import Limits, Subscription, Subscriptions
 from gateway.sip.dialog import Dialog, DialogState
@@ -331,9 +331,6 @@ class Presence:
         return out
 
     # -- documents -----------------------------------------------------------------------
-    def answer(self, alias: str) -> Answer:
-        return answer(self.router, alias)
-
     def _render(self, sub: Subscription) -> tuple[str, str, int]:
         """(body, content type, signature) of the full state for `sub` now."""
         if not sub.list_uri:

@@ -212,6 +212,9 @@ class Presence:
                 request, 500, "Server Internal Error (CSeq out of order)",
                 headers=(("Retry-After", "1"),)), now)
         sub.remote_cseq = request.cseq.seq
+        contacts = request.contacts
+        if contacts:  # SUBSCRIBE refreshes the target (RFC 6665 4.1.1)
+            sub.remote_target = str(contacts[0].uri)
         if txn.peer.host == sub.peer.host:
             # Lync reconnects (a pool failover, an idle timeout) and refreshes on the new
             # connection: NOTIFYs follow it there rather than fail on the closed one. Another

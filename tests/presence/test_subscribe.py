@@ -286,3 +286,13 @@ def test_a_notify_refused_for_now_is_retried_then_the_subscriber_given_up() -> N
             (pending,) = requests(h.tick(at))
     assert len(h.presence.table) == 0 and h.presence.counters["dropped"] == 1
     assert h.presence.next_deadline() is None or h.tick(60.0) == []
+
+
+def test_a_refresh_with_a_new_contact_retargets_the_notifies() -> None:
+    h = PresenceHarness()
+    tag = only_response(h.feed(subscribe(ROOM, PHONE, call_id="rt"), PHONE)).to.tag or ""
+    moved = subscribe(ROOM, PHONE, call_id="rt", cseq=2, to_tag=tag).replace(
+        b"Contact: <sip:alice@192.0.2.30:5062;transport=udp>",
+        b"Contact: <sip:alice@192.0.2.31:5070>")
+    (notify,) = requests(h.feed(moved, PHONE))
+    assert notify.uri_text == "sip:alice@192.0.2.31:5070"

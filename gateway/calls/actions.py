@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.calls.media_side import MediaSide
-from gateway.calls.reception_side import ReceptionSide
+from gateway.calls.prompter import Prompting
 from gateway.sip.uri import SipUri
 
 
@@ -45,7 +45,7 @@ class Play:
     `B2bua.played`. `listen`: from now on, the caller's keypad goes to `B2bua.digit`."""
 
     call_id: int
-    media: ReceptionSide
+    media: Prompting
     prompts: tuple[str, ...]
     listen: bool = False
 
@@ -54,7 +54,7 @@ class Play:
 class Silence:
     """Stop the prompt playing (the caller started typing)."""
 
-    media: ReceptionSide
+    media: Prompting
 
 
 Action = Prepare | Connect | Close | Play | Silence

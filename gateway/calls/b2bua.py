@@ -33,7 +33,7 @@ from gateway.calls.deadlines import Due
 from gateway.calls.echo_side import echo_for
 from gateway.calls.media_side import MediaSide
 from gateway.calls.reception import Reception
-from gateway.calls.reception_side import reception_for
+from gateway.calls.reception_media import reception_for
 from gateway.calls.refusals import refusal
 from gateway.calls.registrar import Registrar, aor_of
 from gateway.calls.settings import CallSettings, Local
@@ -215,8 +215,8 @@ class B2bua:
             media: MediaSide
             prompter: Reception | None = None
             if service is not None and (asks_pin or service.type == "virtual_reception"):
-                side = reception_for(request, ctx.ports, ctx.local.address,
-                                     settings.media_timeout, seen, service.theme)
+                side = reception_for(request, settings, ctx.ports, ctx.local.address, seen,
+                                     service.theme)
                 media, prompter = side, Reception(
                     side, "pin" if asks_pin else "number", pin_for=decision if asks_pin
                     else None, target=parse_alias(request.uri_text) if asks_pin else "")

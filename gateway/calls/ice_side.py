@@ -97,7 +97,7 @@ class IceSide:
             await asyncio.gather(*(_gather(media.media, session) for media, session
                                    in zip(self.streams.media, self.sessions, strict=True)
                                    if session is not None))
-            self.sip_ports = await self.relay.reserve(self.address, sum(self.relays),
+            self.sip_ports = await self.relay.reserve(self.address, self._sip_streams(),
                                                       rtcp_mux=False)
             if self.closed:
                 raise IceError("the call ended while its media was being prepared")
@@ -107,6 +107,10 @@ class IceSide:
 
     def _components(self, media: Media) -> int:
         return 1
+
+    def _sip_streams(self) -> int:
+        """How many relay ports toward the SIP leg: one for each stream relayed."""
+        return sum(self.relays)
 
     async def _run(self, plans: list[StreamPlan | None], timeout: float) -> None:
         """ICE checks on every planned stream, then the relay joins the selected pairs."""

@@ -10,9 +10,11 @@ from typing import TYPE_CHECKING
 
 from gateway import logs
 from gateway.calls import reception
+from gateway.calls.actions import Connect
 from gateway.calls.call import Call, CallState
 from gateway.calls.context import Context
 from gateway.calls.deadlines import Due
+from gateway.calls.placement import ICE_TIMEOUT
 from gateway.calls.teardown import fail, hang_up
 from gateway.sip.dialog import DialogState
 from gateway.sip.message import make_response
@@ -55,6 +57,8 @@ def answer(ctx: Context, call: Call, now: float, core: Endpoint) -> list[Event]:
     ctx.by_dialog[(call.inbound.call_id, call.in_tag)] = call
     log.info("call_connected", call_id=call.inbound.call_id, leg="in",
              service=call.decision.service.name)
+    if call.media.connects:  # ICE toward a Lync caller: prompts start once it completes
+        ctx.actions.append(Connect(call.id, call.media, ICE_TIMEOUT))
     events = core.respond(call.inbound, call.in_txn, ok, now)
     if call.reception is not None:
         events += reception.start(ctx, call)

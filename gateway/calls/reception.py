@@ -26,8 +26,8 @@ from gateway.calls.actions import Play, Silence
 from gateway.calls.call import Call, CallState, InDialogRequest, Purpose
 from gateway.calls.context import Context
 from gateway.calls.deadlines import Due
+from gateway.calls.prompter import Prompting
 from gateway.calls.protocol import arriving_protocol
-from gateway.calls.reception_side import ReceptionSide
 from gateway.calls.teardown import hang_up
 from gateway.sip.message import Request, Response, make_response
 from gateway.sip.transaction_layer import Event, RequestReceived
@@ -44,7 +44,7 @@ MAX_FAILURES = 3
 
 @dataclass(eq=False, slots=True)
 class Reception:
-    media: ReceptionSide
+    media: Prompting
     asking: Literal["number", "pin"]
     pin_for: Decision | None = None  # the PIN-protected service the PIN is asked for
     target: str = ""  # the (parsed) alias the PIN is for

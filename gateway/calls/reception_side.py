@@ -8,43 +8,31 @@ the test call: a Lync caller's ICE and SRTP are not terminated here yet."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from pathlib import Path
 
-from gateway.calls.lync_caller import wants_ice
 from gateway.calls.media_side import Body
+from gateway.calls.prompter import Digit, Done, Prompter
 from gateway.media.call import CallMedia
-from gateway.media.dtmf import DtmfReceiver
 from gateway.media.endpoints import SipMedia
-from gateway.media.player import Player
-from gateway.media.prompts import CODECS, load
+from gateway.media.prompts import CODECS
 from gateway.media.relay import Side, StreamRelay
-from gateway.sip.message import Request
 from ice.ports import PortAllocator
 from sdp.anchor import stream_remote
 from sdp.errors import NotAcceptable
 from sdp.model import Line, Media, Section, SessionDescription
-from sdp.parse import parse_sdp
 
 SDP = "application/sdp"
 # RFC 3551's static payload types for the codecs prompts come in.
 STATIC = {0: "PCMU", 8: "PCMA", 9: "G722"}
-Digit = Callable[[str], None]
 
 
-def reception_for(request: Request, ports: PortAllocator | None, address: str,
-                  media_timeout: float, seen_by_caller: str, theme: str) -> ReceptionSide:
-    """The reception's media for `request`; raises NotAcceptable for what it cannot serve."""
-    content_type = request.content_type
-    if ports is None:
-        raise NotAcceptable("the reception needs anchored media (listen.media_ports)")
-    if not request.body or content_type is None or content_type.type != "application/sdp":
-        raise NotAcceptable("the reception answers an SDP offer in the INVITE")
-    offer = parse_sdp(request.body)
-    if wants_ice(offer) or any("SAVP" in m.proto for m in offer.media):
-        raise NotAcceptable("the reception speaks plain RTP only (no ICE, no SRTP)")
-    return ReceptionSide(offer, ports, address, media_timeout, seen_by_caller,
-                         Path(theme) if theme else None)
+def plain_reception(offer: SessionDescription, ports: PortAllocator, address: str,
+                    media_timeout: float, seen_by_caller: str, theme: Path | None
+                    ) -> ReceptionSide:
+    """The reception's media for a plain SIP caller; raises NotAcceptable for SRTP."""
+    if any("SAVP" in m.proto for m in offer.media):
+        raise NotAcceptable("the reception takes SIP callers over plain RTP only (no SRTP)")
+    return ReceptionSide(offer, ports, address, media_timeout, seen_by_caller, theme)
 
 
 class ReceptionSide:
@@ -59,13 +47,10 @@ class ReceptionSide:
         self.address = address
         self.media_timeout = media_timeout
         self.seen_by_caller = seen_by_caller
-        self.theme = theme
-        self.index, self.payload_type, self.codec, self.events = _chosen(offer)
+        self.index, self.payload_type, self.codec, self.events = chosen(offer)
+        self.prompter = Prompter(theme)
         self.endpoint: SipMedia | None = None
         self.media: CallMedia | None = None
-        self.player: Player | None = None
-        self.dtmf = DtmfReceiver(frozenset(self.events))
-        self.on_digit: Digit | None = None
         self._relay: StreamRelay | None = None
 
     @property
@@ -125,36 +110,23 @@ class ReceptionSide:
                 self.endpoint.rtcp_endpoint.point_at(remote.rtcp)
         loop = asyncio.get_running_loop()
         self._relay = StreamRelay("audio", Side("caller", self.endpoint.send),
-                                  Side("reception", self._keypad), clock=loop.time)
+                                  Side("reception", self.prompter.keypad), clock=loop.time)
         self.media = CallMedia([self._relay], timeout=self.media_timeout)
-        self.player = Player(self.endpoint.send, payload_type=self.payload_type,
-                             codec=self.codec)
+        self.prompter.start(self.endpoint.send, self.payload_type, self.codec, self.events)
 
     def listen(self, on_digit: Digit) -> None:
-        self.on_digit = on_digit
+        self.prompter.listen(on_digit)
 
-    def play(self, prompts: tuple[str, ...], done: Callable[[], None]) -> None:
-        """The prompts in a row, then `done`; whatever was playing is cut off first."""
-        assert self.player is not None
-        self.player.stop()
-        self.player.play(b"".join(load(name, self.codec, self.theme) for name in prompts),
-                         done)
+    def play(self, prompts: tuple[str, ...], done: Done) -> None:
+        self.prompter.play(prompts, done)
 
     def silence(self) -> None:
         """The caller started typing: the prompt stops (barge-in)."""
-        if self.player is not None:
-            self.player.stop()
+        self.prompter.silence()
 
     def _received(self, data: bytes, rtcp: bool | None) -> None:
         if self._relay is not None:
             self._relay.from_a(data, rtcp)
-
-    def _keypad(self, packet: bytes, rtcp: bool) -> None:
-        if rtcp:
-            return
-        digit = self.dtmf.rtp(packet)
-        if digit is not None and self.on_digit is not None:
-            self.on_digit(digit)
 
     async def connect(self, timeout: float) -> None:
         return None
@@ -169,14 +141,13 @@ class ReceptionSide:
         return body
 
     def close(self) -> None:
-        if self.player is not None:
-            self.player.stop()
+        self.prompter.stop()
         if self.endpoint is not None:
             self.endpoint.close(self.ports)
             self.endpoint = None
 
 
-def _chosen(offer: SessionDescription) -> tuple[int, int, str, list[int]]:
+def chosen(offer: SessionDescription) -> tuple[int, int, str, list[int]]:
     """(stream index, payload type, codec, telephone-event payload types): the first audio
     stream's first format in a codec the prompts are recorded in."""
     for index, media in enumerate(offer.media):

@@ -18,8 +18,7 @@ import pytest
 
 from gateway.calls.lync_caller import LyncCaller
 from gateway.sip.message import Request, Response, make_response
-from gateway.transport.peer import Peer
-from ice.candidate import Candidate, parse_candidate
+from ice.candidate import parse_candidate
 from ice.ports import PortAllocator
 from sdp.model import Media
 from sdp.multipart import pick_sdp, split
@@ -32,52 +31,15 @@ from tests.kit.calls import (
     outbound,
     phone,
 )
-from tests.kit.lync import StunServer
+from tests.kit.lync import BOUNDARY, LYNC, StunServer, invite, lync_offer
 from tests.kit.media import crypto, far_end, rtcp_sr, rtp
 from tests.peers import free_port
-
-LYNC = Peer("TLS", "127.0.0.1", 5061, connection=3)
-BOUNDARY = "lyncboundary"
 
 
 @pytest.fixture(autouse=True)
 def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6:
                         ["127.0.0.1"])
-
-
-def lync_offer(agent: aioice.Connection, key: bytes) -> bytes:
-    candidates = "".join(f"a={Candidate.from_aioice(c).attribute()}\r\n"
-                         for c in agent.local_candidates)
-    port = agent.local_candidates[0].port
-    rfc5245 = (
-        "v=0\r\no=- 0 1 IN IP4 127.0.0.1\r\ns=session\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-        f"m=audio {port} RTP/SAVP 9 0 101\r\n"
-        f"a=ice-ufrag:{agent.local_username}\r\na=ice-pwd:{agent.local_password}\r\n"
-        f"{candidates}a=rtcp-mux\r\n"
-        f"a=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:{base64.b64encode(key).decode()}|2^31\r\n"
-        "a=label:main-audio\r\na=rtpmap:9 G722/8000\r\na=rtpmap:0 PCMU/8000\r\n"
-        "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n"
-        "m=applicationsharing 5398 TCP/RTP/SAVP 127\r\na=rtpmap:127 x-data/90000\r\n")
-    fallback = ("v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=session\r\nc=IN IP4 127.0.0.1\r\n"
-                f"t=0 0\r\nm=audio {port} RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\n")
-    return (f"--{BOUNDARY}\r\nContent-Type: application/sdp\r\nContent-Disposition: session; "
-            f"handling=optional; ms-proxy-2007fallback\r\n\r\n{fallback}\r\n"
-            f"--{BOUNDARY}\r\nContent-Type: application/sdp\r\nContent-Disposition: session; "
-            f"handling=optional\r\n\r\n{rfc5245}\r\n--{BOUNDARY}--\r\n").encode()
-
-
-def invite(body: bytes) -> bytes:
-    return (
-        "INVITE sip:alice@gw.example.com SIP/2.0\r\n"
-        "Via: SIP/2.0/TLS 127.0.0.1:5061;branch=z9hG4bK-lync1\r\n"
-        "From: \"Bob\" <sip:bob@example.com>;tag=lync\r\nTo: <sip:alice@gw.example.com>\r\n"
-        "Call-ID: lync-call-1\r\nCSeq: 1 INVITE\r\n"
-        "Contact: <sip:bob@example.com;opaque=user:epid:x;gruu>\r\n"
-        "Ms-Conversation-ID: AdWy9f3h1yF2cNbzQ8KyK3u7bD2a0Q==\r\nMax-Forwards: 70\r\n"
-        f"Content-Type: multipart/alternative;boundary={BOUNDARY}\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
 
 
 @pytest.mark.parametrize("event_pt", [101, 96])

@@ -37,6 +37,7 @@ from sdp.offer_answer import (
 )
 from sdp.parse import parse_sdp
 from sdp.sdes import answered_crypto, offer_crypto
+from sdp.standard import keep_formats, standard_audio
 
 # Lync's offer lines the SIP side gets unchanged (codecs and direction).
 KEPT = ("rtpmap", "fmtp", "sendrecv", "sendonly", "recvonly", "inactive", "ptime")
@@ -81,9 +82,13 @@ class LyncCaller(IceSide):
         streams = []
         for media, port, key in zip(relayed, self.sip_ports, self.sip_keys, strict=True):
             proto = "RTP/AVP" if key is None else "RTP/SAVP"
-            lines = [Line("m", f"{media.media} {port} {proto} {' '.join(media.formats)}")]
-            lines += [ln for ln in media.lines[1:]
-                      if ln.kind == "a" and ln.attribute[0] in KEPT]
+            formats = standard_audio(media) if media.media == "audio" else media.formats
+            if not formats:
+                raise NotAcceptable("Lync offered no audio codec a SIP endpoint takes "
+                                    "(G.722, G.711)")
+            lines = [Line("m", f"{media.media} {port} {proto} {' '.join(formats)}")]
+            lines += keep_formats([ln for ln in media.lines[1:]
+                                   if ln.kind == "a" and ln.attribute[0] in KEPT], formats)
             stream = Media(lines)
             if key is not None:
                 stream.add_attribute("crypto", str(key))

@@ -151,8 +151,12 @@ def place(ctx: Context, call: Call, now: float, core: Endpoint) -> list[Event]:
     if out.single_part:
         request.set_body(out.single_part, "application/sdp")
     else:
-        request.set_body(*call.media.offer((inbound.body, inbound.headers.get("Content-Type")),
-                                           ctx.local.address_for(target.address)))
+        try:
+            request.set_body(*call.media.offer(
+                (inbound.body, inbound.headers.get("Content-Type")),
+                ctx.local.address_for(target.address)))
+        except SdpError as exc:  # nothing the callee could take
+            return fail(ctx, call, exc.status_hint, str(exc), now, core)
     call.callee.sdp_to = request.body
     peer = Peer(target.transport, target.address, target.port, server_name=target.host)
     txn, events = core.send_request(request, peer, now, tu_data=call)

@@ -1,0 +1,373 @@
+"""RFC 6184 H.264 over RTP, non-interleaved mode (packetization-mode=1): NAL unit headers,
+single NAL unit packets, STAP-A and FU-A both ways, and the picture size an SPS declares
+(H.264 7.3.2.1.1, 7.4.2.1.1). Pure functions on bytes; malformed input raises H264Error,
+which callers count and drop."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+# nal_unit_type values (H.264 Table 7-1, RFC 6184 Table 1, RFC 6190 for 30).
+NAL_SLICE = 1
+NAL_IDR = 5
+NAL_SEI = 6
+NAL_SPS = 7
+NAL_PPS = 8
+NAL_AUD = 9
+NAL_PREFIX = 14
+NAL_SUBSET_SPS = 15
+NAL_SLICE_EXT = 20
+STAP_A = 24
+STAP_B = 25
+MTAP16 = 26
+MTAP24 = 27
+FU_A = 28
+FU_B = 29
+NAL_PACSI = 30
+
+# What a plain AVC decoder takes (Table 7-1 types 1-13 and 19); 14-15 and 20 are SVC's,
+# 16-18 and 21-23 reserved or other extensions, 0 and 24-31 never reach a decoder.
+AVC_TYPES = frozenset({*range(1, 14), 19})
+VCL_TYPES = frozenset({1, 2, 3, 4, 5})
+
+# Profiles whose SPS carries chroma_format_idc and the fields after it (7.3.2.1.1).
+HIGH_PROFILES = frozenset({100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135})
+
+
+class H264Error(ValueError):
+    """A payload or NAL unit no decoder could use; `kind` names the counter it goes to."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        super().__init__(kind)
+
+
+@dataclass(frozen=True, slots=True)
+class NalHeader:
+    forbidden: bool
+    nri: int
+    type: int
+
+    @classmethod
+    def parse(cls, octet: int) -> NalHeader:
+        return cls(bool(octet & 0x80), (octet >> 5) & 3, octet & 0x1F)
+
+    def octet(self) -> int:
+        return (0x80 if self.forbidden else 0) | (self.nri << 5) | self.type
+
+
+def nal_type(nal: bytes) -> int:
+    return nal[0] & 0x1F
+
+
+def split_stap_a(payload: bytes) -> list[bytes]:
+    """The NAL units of a STAP-A payload (RFC 6184 5.7.1); a size running past the end, a
+    zero size or trailing octets make the whole packet unusable."""
+    if len(payload) < 4 or payload[0] & 0x1F != STAP_A:
+        raise H264Error("stap_short")
+    nals = []
+    at = 1
+    while at < len(payload):
+        if at + 2 > len(payload):
+            raise H264Error("stap_truncated")
+        size = (payload[at] << 8) | payload[at + 1]
+        at += 2
+        if size == 0 or at + size > len(payload):
+            raise H264Error("stap_truncated")
+        nals.append(payload[at:at + size])
+        at += size
+    return nals
+
+
+def stap_a(nals: Sequence[bytes]) -> bytes:
+    """One STAP-A of `nals`: F is the OR and NRI the highest of theirs (RFC 6184 5.7)."""
+    forbidden = any(nal[0] & 0x80 for nal in nals)
+    nri = max((nal[0] >> 5) & 3 for nal in nals)
+    out = bytearray([(0x80 if forbidden else 0) | (nri << 5) | STAP_A])
+    for nal in nals:
+        out += len(nal).to_bytes(2, "big")
+        out += nal
+    return bytes(out)
+
+
+@dataclass(frozen=True, slots=True)
+class Fragment:
+    """One FU-A (RFC 6184 5.8): the reassembled NAL header and this piece of its payload."""
+
+    header: int
+    start: bool
+    end: bool
+    data: bytes
+
+
+def parse_fu_a(payload: bytes) -> Fragment:
+    if len(payload) < 3 or payload[0] & 0x1F != FU_A:
+        raise H264Error("fu_short")
+    indicator, fu = payload[0], payload[1]
+    start, end = bool(fu & 0x80), bool(fu & 0x40)
+    if start and end:
+        raise H264Error("fu_start_and_end")  # RFC 6184 5.8: MUST NOT both be set
+    return Fragment((indicator & 0xE0) | (fu & 0x1F), start, end, payload[2:])
+
+
+def fragment(nal: bytes, mtu: int) -> list[bytes]:
+    """FU-A payloads of at most `mtu` octets carrying `nal`, in near-equal pieces so that
+    the last is not a sliver."""
+    body = nal[1:]
+    room = mtu - 2
+    if room < 1 or not body:
+        raise H264Error("mtu")
+    count = -(-len(body) // room)
+    piece = -(-len(body) // count)
+    indicator = (nal[0] & 0xE0) | FU_A
+    out = []
+    for index, at in enumerate(range(0, len(body), piece)):
+        fu = nal[0] & 0x1F
+        if index == 0:
+            fu |= 0x80
+        if at + piece >= len(body):
+            fu |= 0x40
+        out.append(bytes([indicator, fu]) + body[at:at + piece])
+    return out
+
+
+def packetize(nals: Iterable[bytes], mtu: int) -> list[bytes]:
+    """RTP payloads for one access unit's NAL units in order: consecutive units that fit
+    together go in one STAP-A, a unit alone in its packet as a single NAL unit packet, one
+    larger than `mtu` as FU-As."""
+    out: list[bytes] = []
+    group: list[bytes] = []
+    size = 1
+
+    def flush() -> None:
+        nonlocal size
+        if len(group) == 1:
+            out.append(group[0])
+        elif group:
+            out.append(stap_a(group))
+        group.clear()
+        size = 1
+
+    for nal in nals:
+        if len(nal) > mtu:
+            flush()
+            out.extend(fragment(nal, mtu))
+            continue
+        if size + 2 + len(nal) > mtu:
+            flush()
+        group.append(nal)
+        size += 2 + len(nal)
+    flush()
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Pushed:
+    """What one payload gave: the NAL units it completed and, when something was lost or
+    malformed, the counter for it (the units are still good)."""
+
+    nals: list[bytes]
+    error: str | None = None
+
+
+class Reassembler:
+    """NAL units out of a sequence of RTP payloads of one stream (single, STAP-A, FU-A),
+    in order. A fragmented unit whose start or end never came is reported once and
+    forgotten; the caller knows from sequence numbers when payloads went missing and calls
+    `reset`."""
+
+    __slots__ = ("_fu",)
+
+    def __init__(self) -> None:
+        self._fu: bytearray | None = None
+
+    @property
+    def pending(self) -> bool:
+        return self._fu is not None
+
+    def reset(self) -> bool:
+        """Forget a half-received fragmented unit; True if there was one."""
+        had = self._fu is not None
+        self._fu = None
+        return had
+
+    def push(self, payload: bytes) -> Pushed:
+        if not payload:
+            return Pushed([], "empty")
+        kind = payload[0] & 0x1F
+        cut = self._fu is not None and not (kind == FU_A and len(payload) > 1
+                                            and not payload[1] & 0x80)
+        try:
+            if kind == FU_A:
+                return self._fragment(parse_fu_a(payload), cut)
+            if cut:
+                self._fu = None
+            return Pushed(self._units(kind, payload), "fu_truncated" if cut else None)
+        except H264Error as error:
+            self._fu = None
+            return Pushed([], error.kind)
+
+    def _fragment(self, piece: Fragment, cut: bool) -> Pushed:
+        if piece.start:
+            self._fu = bytearray([piece.header]) + piece.data
+        elif self._fu is None:
+            return Pushed([], "fu_truncated")
+        else:
+            self._fu += piece.data
+        error = "fu_truncated" if cut else None
+        if piece.end:
+            nal, self._fu = bytes(self._fu), None
+            return Pushed([nal], error)
+        return Pushed([], error)
+
+    @staticmethod
+    def _units(kind: int, payload: bytes) -> list[bytes]:
+        if kind == STAP_A:
+            return split_stap_a(payload)
+        if 1 <= kind <= 23 or kind == NAL_PACSI:
+            return [payload]
+        raise H264Error("packetization")  # STAP-B, MTAPs, FU-B: interleaved mode only
+
+
+# --- SPS ---------------------------------------------------------------------------------
+
+
+def unescape(data: bytes) -> bytes:
+    """RBSP from NAL unit payload: drop each emulation_prevention_three_byte (7.4.1)."""
+    if b"\x00\x00\x03" not in data:
+        return data
+    out = bytearray()
+    zeros = 0
+    for octet in data:
+        if zeros >= 2 and octet == 3:
+            zeros = 0
+            continue
+        out.append(octet)
+        zeros = zeros + 1 if octet == 0 else 0
+    return bytes(out)
+
+
+class BitReader:
+    """u(n), ue(v) and se(v) of H.264 9.1 over an RBSP; reading past the end raises."""
+
+    __slots__ = ("_bits", "_data", "_pos")
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self._pos = 0
+        self._bits = len(data) * 8
+
+    def u(self, count: int) -> int:
+        if self._pos + count > self._bits:
+            raise H264Error("sps_truncated")
+        value = 0
+        for _ in range(count):
+            octet = self._data[self._pos >> 3]
+            value = (value << 1) | ((octet >> (7 - (self._pos & 7))) & 1)
+            self._pos += 1
+        return value
+
+    def ue(self) -> int:
+        zeros = 0
+        while self.u(1) == 0:
+            zeros += 1
+            if zeros > 31:  # 9.1: codeNum fits 32 bits; more is a corrupt stream
+                raise H264Error("sps_golomb")
+        return (1 << zeros) - 1 + self.u(zeros)
+
+    def se(self) -> int:
+        code = self.ue()
+        return (code + 1) // 2 if code & 1 else -(code // 2)
+
+
+@dataclass(frozen=True, slots=True)
+class Sps:
+    profile_idc: int
+    constraints: int
+    level_idc: int
+    sps_id: int
+    chroma_format_idc: int
+    max_num_ref_frames: int
+    frame_mbs_only: bool
+    coded_width: int  # whole macroblocks, before cropping
+    coded_height: int
+    width: int  # what is displayed: after the frame cropping rectangle
+    height: int
+
+
+def _skip_scaling_list(bits: BitReader, size: int) -> None:
+    last = following = 8
+    for _ in range(size):
+        if following:
+            following = (last + bits.se() + 256) % 256
+        last = following or last
+
+
+def parse_sps(nal: bytes) -> Sps:
+    """The fields of a sequence parameter set NAL unit that describe the picture."""
+    if len(nal) < 4 or nal[0] & 0x1F != NAL_SPS:
+        raise H264Error("sps_short")
+    bits = BitReader(unescape(nal[1:]))
+    profile, constraints, level = bits.u(8), bits.u(8), bits.u(8)
+    sps_id = bits.ue()
+    if sps_id > 31:
+        raise H264Error("sps_range")
+    chroma_format_idc = 1  # 7.4.2.1.1: inferred 4:2:0 when absent
+    separate_planes = False
+    if profile in HIGH_PROFILES:
+        chroma_format_idc = bits.ue()
+        if chroma_format_idc > 3:
+            raise H264Error("sps_range")
+        if chroma_format_idc == 3:
+            separate_planes = bool(bits.u(1))
+        bits.ue()  # bit_depth_luma_minus8
+        bits.ue()  # bit_depth_chroma_minus8
+        bits.u(1)  # qpprime_y_zero_transform_bypass_flag
+        if bits.u(1):  # seq_scaling_matrix_present_flag
+            for index in range(8 if chroma_format_idc != 3 else 12):
+                if bits.u(1):
+                    _skip_scaling_list(bits, 16 if index < 6 else 64)
+    bits.ue()  # log2_max_frame_num_minus4
+    poc_type = bits.ue()
+    if poc_type == 0:
+        bits.ue()  # log2_max_pic_order_cnt_lsb_minus4
+    elif poc_type == 1:
+        bits.u(1)
+        bits.se()
+        bits.se()
+        cycle = bits.ue()
+        if cycle > 255:
+            raise H264Error("sps_range")
+        for _ in range(cycle):
+            bits.se()
+    elif poc_type != 2:
+        raise H264Error("sps_range")
+    max_refs = bits.ue()
+    bits.u(1)  # gaps_in_frame_num_value_allowed_flag
+    width_mbs = bits.ue() + 1
+    height_map_units = bits.ue() + 1
+    frame_mbs_only = bool(bits.u(1))
+    if not frame_mbs_only:
+        bits.u(1)  # mb_adaptive_frame_field_flag
+    bits.u(1)  # direct_8x8_inference_flag
+    coded_width = width_mbs * 16
+    coded_height = (2 - frame_mbs_only) * height_map_units * 16
+    width, height = coded_width, coded_height
+    if bits.u(1):  # frame_cropping_flag
+        left, right, top, bottom = bits.ue(), bits.ue(), bits.ue(), bits.ue()
+        # 7.4.2.1.1, (7-19)..(7-22): crop units follow the chroma subsampling, and count
+        # field lines twice when the picture may be coded as fields.
+        chroma_array_type = 0 if separate_planes else chroma_format_idc
+        if chroma_array_type == 0:
+            unit_x, unit_y = 1, 2 - frame_mbs_only
+        else:
+            sub_width = 1 if chroma_format_idc == 3 else 2
+            sub_height = 2 if chroma_format_idc == 1 else 1
+            unit_x, unit_y = sub_width, sub_height * (2 - frame_mbs_only)
+        width -= (left + right) * unit_x
+        height -= (top + bottom) * unit_y
+    if width <= 0 or height <= 0 or coded_width > 0xFFFF or coded_height > 0xFFFF:
+        raise H264Error("sps_range")
+    return Sps(profile, constraints, level, sps_id, chroma_format_idc, max_refs,
+               frame_mbs_only, coded_width, coded_height, width, height)

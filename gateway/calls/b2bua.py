@@ -280,8 +280,12 @@ class B2bua:
         """INFO or NOTIFY inside a call: the reception's keypad and REFER reports."""
         request = event.request
         call = self.ctx.by_dialog.get((request.call_id, request.to.tag or ""))
-        if call is None or call.reception is None:
+        if call is None or (call.reception is None and request.method == "NOTIFY"):
             return core.respond(request, event.transaction, make_response(request, 481), now)
+        if call.reception is None:  # RFC 6086 legacy INFO: nothing here takes its body
+            return core.respond(request, event.transaction, make_response(
+                request, 415, "Unsupported Media Type (INFO is not carried across calls)"),
+                now)
         if request.method == "NOTIFY":
             return reception.notify(self.ctx, call, event, now, core)
         content_type = request.content_type

@@ -1,0 +1,119 @@
+"""Real H.264 encoders and decoders as the judges of the video translators: GStreamer's
+x264enc + rtph264pay make RFC 6184 packets (sent over 127.0.0.1 UDP, as an endpoint would),
+rtph264depay + ffmpeg's decoder turn packets back into frames (framemd5), and tshark
+dissects packets from a pcap. Nothing here shares code with gateway.media."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import subprocess
+import threading
+from pathlib import Path
+
+from tests.peers import need
+
+PT = 96
+
+
+def encode(tmp: Path, *, frames: int = 60, width: int = 640, height: int = 360,
+           profile: str = "constrained-baseline", key_interval: int = 30,
+           mtu: int = 1200) -> list[bytes]:
+    """The RTP packets GStreamer sends for `frames` frames of its test pattern, received on
+    a loopback socket in the order they were sent."""
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+    receiver.bind(("127.0.0.1", 0))
+    receiver.settimeout(0.5)
+    port = receiver.getsockname()[1]
+    packets: list[bytes] = []
+    done = threading.Event()
+
+    def receive() -> None:
+        while True:
+            try:
+                packets.append(receiver.recv(65535))
+            except TimeoutError:
+                if done.is_set():
+                    return
+
+    thread = threading.Thread(target=receive)
+    thread.start()
+    try:
+        subprocess.run(
+            [need("gst-launch-1.0"), "-q", "videotestsrc", "pattern=ball",
+             f"num-buffers={frames}", "!",
+             f"video/x-raw,width={width},height={height},framerate=30/1", "!",
+             "x264enc", "tune=zerolatency", "speed-preset=ultrafast",
+             f"key-int-max={key_interval}", "!", f"video/x-h264,profile={profile}", "!",
+             "rtph264pay", "config-interval=1", f"pt={PT}", f"mtu={mtu}", "!",
+             # sync=false with a steady source: packets paced by the encoder, not a clock
+             "udpsink", "host=127.0.0.1", f"port={port}", "sync=false"],
+            check=True, capture_output=True, timeout=60)
+    finally:
+        done.set()
+        thread.join()
+        receiver.close()
+    return packets
+
+
+def write_pcap(path: Path, packets: list[bytes], port: int = 5004) -> None:
+    """`packets` as UDP datagrams 127.0.0.1:port -> 127.0.0.1:port, LINKTYPE_RAW (IPv4)."""
+    with path.open("wb") as out:
+        out.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 101))
+        for index, payload in enumerate(packets):
+            udp = struct.pack("!HHHH", port, port, 8 + len(payload), 0) + payload
+            header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), index & 0xFFFF,
+                                 0, 64, 17, 0, bytes([127, 0, 0, 1]), bytes([127, 0, 0, 1]))
+            checksum = sum(struct.unpack("!10H", header))
+            while checksum >> 16:
+                checksum = (checksum & 0xFFFF) + (checksum >> 16)
+            header = header[:10] + struct.pack("!H", ~checksum & 0xFFFF) + header[12:]
+            frame = header + udp
+            seconds, micros = divmod(index * 1000, 1_000_000)  # 1 ms apart
+            out.write(struct.pack("<IIII", seconds, micros, len(frame), len(frame)))
+            out.write(frame)
+
+
+def frames(tmp: Path, packets: list[bytes], name: str) -> list[str]:
+    """The frames GStreamer's RFC 6184 depayloader and ffmpeg's H.264 decoder get from
+    `packets`: one framemd5 line (hash of the decoded picture) per frame."""
+    pcap = tmp / f"{name}.pcap"
+    stream = tmp / f"{name}.h264"
+    write_pcap(pcap, packets)
+    caps = (f"application/x-rtp,media=video,clock-rate=90000,encoding-name=H264,"
+            f"payload={PT}")
+    subprocess.run(
+        [need("gst-launch-1.0"), "-q", "filesrc", f"location={pcap}", "!", "pcapparse",
+         f"caps={caps}", "!", "rtph264depay", "!", "h264parse", "!",
+         "video/x-h264,stream-format=byte-stream,alignment=au", "!", "filesink",
+         f"location={stream}"],
+        check=True, capture_output=True, timeout=60)
+    md5 = subprocess.run(
+        [need("ffmpeg"), "-hide_banner", "-loglevel", "error", "-f", "h264", "-i",
+         str(stream), "-f", "framemd5", "-"],
+        check=True, capture_output=True, timeout=60).stdout.decode()
+    # Each line: stream, dts, pts, duration, size, hash; the picture is what must match.
+    return [line.split(",")[-1].strip() for line in md5.splitlines()
+            if line and not line.startswith("#")]
+
+
+def dissect(tmp: Path, packets: list[bytes], name: str, fields: list[str],
+            payload_type: int | None = None) -> tuple[list[list[str]], str]:
+    """tshark's reading of `packets` as RTP carrying H.264 on `payload_type` (as RTCP when
+    None): the `fields` of each packet (occurrences joined by ','), and the expert
+    information of warning level and above."""
+    pcap = tmp / f"{name}.pcap"
+    write_pcap(pcap, packets)
+    base = [need("tshark"), "-r", str(pcap)]
+    if payload_type is None:
+        base += ["-d", "udp.port==5004,rtcp"]
+    else:
+        base += ["-d", "udp.port==5004,rtp", "-d", f"rtp.pt=={payload_type},h264"]
+    table = subprocess.run(
+        [*base, "-T", "fields", "-E", "occurrence=a", "-E", "aggregator=,",
+         *[arg for name_ in fields for arg in ("-e", name_)]],
+        check=True, capture_output=True, timeout=60).stdout.decode()
+    expert = subprocess.run([*base, "-q", "-z", "expert,warn"], check=True,
+                            capture_output=True, timeout=60).stdout.decode()
+    return [line.split("\t") for line in table.splitlines()], expert

@@ -225,9 +225,9 @@ class Reassembler:
     def _units(kind: int, payload: bytes) -> list[bytes]:
         if kind == STAP_A:
             return split_stap_a(payload)
-        if 1 <= kind <= 23 or kind == NAL_PACSI:
-            return [payload]
-        raise H264Error("packetization")  # STAP-B, MTAPs, FU-B: interleaved mode only
+        if kind in (STAP_B, MTAP16, MTAP24, FU_B):
+            raise H264Error("packetization")  # interleaved mode only: content unusable
+        return [payload]  # a NAL unit, of a type the caller may know (0, 30, 31 included)
 
 
 # --- SPS ---------------------------------------------------------------------------------

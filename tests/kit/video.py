@@ -18,7 +18,7 @@ PT = 96
 
 def encode(tmp: Path, *, frames: int = 60, width: int = 640, height: int = 360,
            profile: str = "constrained-baseline", key_interval: int = 30,
-           mtu: int = 1200) -> list[bytes]:
+           mtu: int = 1200, pattern: str = "ball") -> list[bytes]:
     """The RTP packets GStreamer sends for `frames` frames of its test pattern, received on
     a loopback socket in the order they were sent."""
     receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -41,7 +41,7 @@ def encode(tmp: Path, *, frames: int = 60, width: int = 640, height: int = 360,
     thread.start()
     try:
         subprocess.run(
-            [need("gst-launch-1.0"), "-q", "videotestsrc", "pattern=ball",
+            [need("gst-launch-1.0"), "-q", "videotestsrc", f"pattern={pattern}",
              f"num-buffers={frames}", "!",
              f"video/x-raw,width={width},height={height},framerate=30/1", "!",
              "x264enc", "tune=zerolatency", "speed-preset=ultrafast",

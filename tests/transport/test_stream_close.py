@@ -6,6 +6,7 @@ at once. Bounded: timeouts of a fraction of a second."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import ssl
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ import trustme
 from structlog.testing import capture_logs
 
 from gateway.transport.errors import FramingError
-from gateway.transport.layer import Limits, TransportLayer
+from gateway.transport.layer import Connection, Limits, TransportLayer, _TlsAccept
 from gateway.transport.peer import Peer
 from gateway.transport.tls import server_context
 
@@ -152,3 +153,32 @@ async def test_a_tls_close_notify_is_answered_at_once_and_the_connection_forgott
         await asyncio.sleep(0.01)
     assert tl.connection_count == 0
     await tl.close()
+
+
+async def test_closed_tls_connections_are_freed_without_the_collector(tmp_path: Path) -> None:
+    """The daemon makes full collections rare (tune_gc): a closed connection caught in a
+    reference cycle kept its OpenSSL state (~25 kB) until one ran. Closed by the client and
+    closed for idleness, neither may be left for the collector."""
+    gc.collect()
+    gc.disable()
+    try:
+        tl, _, port = await layer(tmp_path, "TLS", Limits(idle_timeout=IDLE))
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_tls())
+        writer.write(b"\r\n\r\n")
+        assert await asyncio.wait_for(reader.readexactly(2), 5) == b"\r\n"
+        writer.close()
+        await asyncio.wait_for(writer.wait_closed(), 5)
+        idle_reader, idle_writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=client_tls())
+        assert await closed_by_peer(idle_reader, IDLE * 4)
+        idle_writer.close()
+        for _ in range(50):
+            if tl.connection_count == 0:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        alive = [o for o in gc.get_objects() if isinstance(o, Connection | _TlsAccept)]
+        assert alive == [], [type(r).__name__ for a in alive for r in gc.get_referrers(a)]
+        await tl.close()
+    finally:
+        gc.enable()

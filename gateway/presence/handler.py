@@ -183,12 +183,19 @@ class Presence:
             return self._refuse(request, txn, 423, "Interval Too Brief", now, core,
                                 (("Min-Expires", str(limits.min_expires)),))
         expires = min(expires, limits.max_expires)
+        contacts = request.contacts
+        if not contacts:
+            raise SipRequestError(400, "Bad Request (Contact required to set up a dialog)")
+        route_set = tuple(request.headers.get_all("Record-Route"))
+        if route_set:
+            # Read now, so that a route set our NOTIFYs could not follow refuses the
+            # SUBSCRIBE (400), not the first NOTIFY.
+            parse_name_addr(route_set[0], "Record-Route")
         tag = core.new_tag()
-        dialog = Dialog.from_request(request, tag, confirmed=True)  # 400 without Contact
         sub = Subscription(
             call_id=request.call_id, local_tag=tag, remote_tag=request.from_.tag or "",
             local=f"{request.to.raw};tag={tag}", remote=request.from_.raw,
-            remote_target=dialog.remote_target, route_set=dialog.route_set, local_cseq=0,
+            remote_target=str(contacts[0].uri), route_set=route_set, local_cseq=0,
             remote_cseq=request.cseq.seq, peer=txn.peer, resources=resources,
             list_uri=list_uri, fmt=fmt, piggyback=PIGGYBACK in request.tokens("Supported"),
             expires_at=now + expires, event=_event(request))

@@ -296,3 +296,14 @@ def test_a_refresh_with_a_new_contact_retargets_the_notifies() -> None:
         b"Contact: <sip:alice@192.0.2.31:5070>")
     (notify,) = requests(h.feed(moved, PHONE))
     assert notify.uri_text == "sip:alice@192.0.2.31:5070"
+
+
+def test_a_subscribe_that_cannot_set_up_a_dialog_is_refused_400() -> None:
+    h = PresenceHarness()
+    no_contact = b"".join(line for line in subscribe(ROOM, PHONE).splitlines(keepends=True)
+                          if not line.startswith(b"Contact:"))
+    ok = only_response(h.feed(no_contact, PHONE))
+    assert ok.status == 400 and "Contact" in ok.reason
+    bad_route = subscribe(ROOM, PHONE).replace(b"Event:", b"Record-Route: <<nope\r\nEvent:")
+    assert only_response(h.feed(bad_route, PHONE)).status == 400
+    assert len(h.presence.table) == 0

@@ -8,7 +8,11 @@ memory is not what the next reuses):
   tls   --count mutual-TLS connections (a throwaway CA from trustme: the node's certificate,
         a few client certificates as a pool's front ends and its clients would present;
         the node's [tls] with trusted_ca and verify_mode = "on"), each sending one CRLF
-        keep-alive and reading the pong, then silent. Figures: memory per connection (the
+        keep-alive and reading the pong, then silent. The clients verify the node, so
+        OpenSSL sends their certificate with the CA's (taken from their trust store): the
+        node holds a two-certificate chain per connection, as it would a Lync certificate
+        and its issuing CA; OpenSSL keeps that chain, decoded, for the connection's life
+        (~6 kB of the figure; a client sending its certificate alone costs ~26 kB). Figures: memory per connection (the
         daemon's RSS delta / connections; goal <= 30 kB, Kamailio's tls module ~61 kB),
         time to accept them all and the daemon's CPU per handshake.
   tcp   the same over TCP.
@@ -58,11 +62,20 @@ from pathlib import Path
 from typing import cast
 
 import trustme
-from common import ROOT, cpu_seconds, free_port, options_probe, running, wait_udp_answer
+from common import (
+    ROOT,
+    cpu_seconds,
+    free_port,
+    options_probe,
+    runnable_wait_seconds,
+    running,
+    wait_udp_answer,
+)
 
 NODE_NAME = "gw.example.com"
 CLIENT_NAMES = ["fepool.example.com", *(f"client{i}.example.com" for i in range(1, 8))]
 CONCURRENT_OPENS = 64  # connections being opened at once (the daemon's listen backlog is 100)
+OPENING = [CONCURRENT_OPENS]  # --concurrency
 SETTLE_S = 2.0  # after the last connection opens, before RSS is read
 HOLD_S = 5.0  # connections held open, OPTIONS probed meanwhile
 PING = b"\r\n\r\n"  # RFC 5626 keep-alive, answered with a CRLF
@@ -249,17 +262,26 @@ def probe_main(port: int, interval: float, out: Path) -> int:
     return 0
 
 
+@dataclass
+class Probes:
+    samples: list[tuple[float, float | None]] = field(default_factory=list)
+    cpu_wait: float = 0.0  # how long the prober waited, runnable, for a CPU
+
+
 @contextlib.contextmanager
-def prober(work: Path, port: int, interval: float) -> Iterator[list[tuple[float, float | None]]]:
-    """The prober around a phase; the list it yields is filled when the phase ends."""
+def prober(work: Path, port: int, interval: float) -> Iterator[Probes]:
+    """The prober around a phase; what it yields is filled when the phase ends."""
     out = work / f"probe-{port}.json"
-    samples: list[tuple[float, float | None]] = []
+    probes = Probes()
     cmd = [sys.executable, __file__, "--probe", str(port), "--probe-ms", str(interval * 1000),
            "--probe-out", str(out)]
     proc = subprocess.Popen(cmd, cwd=ROOT)
     try:
-        yield samples
+        yield probes
     finally:
+        # Its own wait for a CPU is in each round trip it times: on a machine whose cores
+        # the daemon and the clients keep busy, that, not the daemon, can be the tail.
+        probes.cpu_wait = runnable_wait_seconds(proc.pid)
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(10)
@@ -267,11 +289,12 @@ def prober(work: Path, port: int, interval: float) -> Iterator[list[tuple[float,
             proc.kill()
             proc.wait()
         if out.exists():
-            samples.extend((float(a), None if b is None else float(b))
-                           for a, b in json.loads(out.read_text()))
+            probes.samples.extend((float(a), None if b is None else float(b))
+                                  for a, b in json.loads(out.read_text()))
 
 
-def probe_summary(samples: Sequence[tuple[float, float | None]]) -> str:
+def probe_summary(probes: Probes) -> str:
+    samples = probes.samples
     rtts = sorted(r for _, r in samples if r is not None)
     lost = sum(1 for _, r in samples if r is None)
     if not rtts:
@@ -280,7 +303,8 @@ def probe_summary(samples: Sequence[tuple[float, float | None]]) -> str:
     verdict = "met" if p99 < 0.010 and not lost else "MISSED"
     return (f"OPTIONS over UDP: {len(samples)} probes, p50 {statistics.median(rtts) * 1e3:.2f}"
             f" ms, p99 {p99 * 1e3:.2f} ms, max {rtts[-1] * 1e3:.1f} ms, {lost} unanswered "
-            f"(goal p99 < 10 ms: {verdict})")
+            f"(goal p99 < 10 ms: {verdict}); the prober waited {probes.cpu_wait:.2f} s for a "
+            "CPU")
 
 
 # -- the connections -------------------------------------------------------------------------
@@ -315,16 +339,20 @@ class Opened:
 
 
 async def open_many(port: int, count: int, contexts: Sequence[ssl.SSLContext | None],
-                    first: bytes, *, wait_pong: bool) -> Opened:
-    """`count` connections to 127.0.0.1:`port`, CONCURRENT_OPENS at a time, each with a
-    context of `contexts` in turn (None: plain TCP), sending `first`."""
+                    first: bytes, *, wait_pong: bool, rate: float = 0.0) -> Opened:
+    """`count` connections to 127.0.0.1:`port`, CONCURRENT_OPENS at a time and at most
+    `rate` a second (0: as fast as they open), each with a context of `contexts` in turn
+    (None: plain TCP), sending `first`."""
     loop = asyncio.get_running_loop()
-    limit = asyncio.Semaphore(CONCURRENT_OPENS)
+    limit = asyncio.Semaphore(OPENING[0])
     held: list[Held] = []
     failed: dict[str, int] = {}
+    started = time.monotonic()
 
     async def one(i: int) -> None:
         ctx = contexts[i % len(contexts)]
+        if rate:
+            await asyncio.sleep(max(0.0, started + i / rate - time.monotonic()))
         async with limit:
             try:
                 _, protocol = await asyncio.wait_for(loop.create_connection(
@@ -341,7 +369,6 @@ async def open_many(port: int, count: int, contexts: Sequence[ssl.SSLContext | N
                 return
             held.append(protocol)
 
-    started = time.monotonic()
     await asyncio.gather(*(one(i) for i in range(count)))
     return Opened(held, failed, time.monotonic() - started)
 
@@ -360,10 +387,11 @@ def wait_connections(api: int, wanted: int, timeout: float) -> int:
     return count
 
 
-def hold_phase(work: Path, pki: Pki, kind: str, count: int, probe_interval: float) -> None:
+def hold_phase(work: Path, pki: Pki, kind: str, count: int, probe_interval: float,
+               rate: float) -> None:
     contexts: list[ssl.SSLContext | None] = (
         list(pki.client_contexts()) if kind == "tls" else [None])
-    with daemon(work, pki, kind) as node, prober(work, node.udp, probe_interval) as samples:
+    with daemon(work, pki, kind) as node, prober(work, node.udp, probe_interval) as probes:
         port = node.tls if kind == "tls" else node.tcp
 
         async def warm_up() -> None:
@@ -378,7 +406,7 @@ def hold_phase(work: Path, pki: Pki, kind: str, count: int, probe_interval: floa
         rss0, cpu0 = rss_bytes(node.pid), cpu_seconds(node.pid)
 
         async def hold() -> tuple[Opened, int, float, int]:
-            opened = await open_many(port, count, contexts, PING, wait_pong=True)
+            opened = await open_many(port, count, contexts, PING, wait_pong=True, rate=rate)
             cpu_open = cpu_seconds(node.pid) - cpu0
             await asyncio.sleep(SETTLE_S)
             rss_open = rss_bytes(node.pid)
@@ -398,14 +426,15 @@ def hold_phase(work: Path, pki: Pki, kind: str, count: int, probe_interval: floa
     print(f"{kind}: {held_by_node} of {count} connections open "
           f"({opened.failed or 'none failed'}), {alive} still open after {HOLD_S:g} s idle")
     print(f"  accepted in {opened.seconds:.2f} s ({held_by_node / opened.seconds:.0f}/s, "
-          f"{CONCURRENT_OPENS} opening at a time); daemon CPU {cpu_open:.2f} s "
+          f"{OPENING[0]} opening at a time, "
+          f"{f'paced at {rate:g}/s' if rate else 'unpaced'}); daemon CPU {cpu_open:.2f} s "
           f"({cpu_open / n * 1e3:.2f} ms per connection)")
     print(f"  daemon RSS {rss0 / 2**20:.1f} MiB -> {rss_open / 2**20:.1f} MiB open: "
           f"{per / 1000:.1f} kB per connection"
           + ("" if goal is None else f" (goal <= {goal / 1000:.0f} kB: "
              f"{'met' if per <= goal else 'MISSED'})")
           + f"; {rss_closed / 2**20:.1f} MiB once closed ({after_close} left)")
-    print(f"  {probe_summary(samples)}")
+    print(f"  {probe_summary(probes)}")
 
 
 def idle_phase(work: Path, pki: Pki, count: int, idle_timeout: float,
@@ -414,7 +443,7 @@ def idle_phase(work: Path, pki: Pki, count: int, idle_timeout: float,
     kinds = [("tcp", k) for k in HALF] + [("tls", k) for k in HALF] + [("tls", "no handshake")]
     per_kind = max(1, count // len(kinds))
     with daemon(work, pki, "idle", idle_timeout=idle_timeout, cap=count + 1000) as node, \
-            prober(work, node.udp, probe_interval) as samples:
+            prober(work, node.udp, probe_interval) as probes:
 
         async def one_round() -> tuple[int, int, float, int]:
             batches = []
@@ -453,7 +482,7 @@ def idle_phase(work: Path, pki: Pki, count: int, idle_timeout: float,
     print(f"  RSS before {rss0 / 2**20:.1f} MiB; left behind by round 2: "
           f"{growth / 2**20:+.1f} MiB ({growth / max(1, rounds[1][0]):+.0f} B per connection)"
           f"; connections the daemon still holds: {left}")
-    print(f"  {probe_summary(samples)}")
+    print(f"  {probe_summary(probes)}")
 
 
 def main() -> int:
@@ -462,6 +491,11 @@ def main() -> int:
     parser.add_argument("--phases", default="tls,tcp,idle")
     parser.add_argument("--idle-timeout", type=float, default=10.0)
     parser.add_argument("--probe-ms", type=float, default=10.0)
+    parser.add_argument("--concurrency", type=int, default=CONCURRENT_OPENS,
+                        help=f"connections being opened at once (default {CONCURRENT_OPENS})")
+    parser.add_argument("--open-rate", type=float, default=0.0,
+                        help="connections opened per second in the tls and tcp phases "
+                        "(default 0: as fast as the daemon accepts them)")
     parser.add_argument("--keep", action="store_true", help="keep the logs (path printed)")
     parser.add_argument("--probe", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--probe-out", type=Path, help=argparse.SUPPRESS)
@@ -473,6 +507,7 @@ def main() -> int:
     with contextlib.suppress(ImportError):
         import uvloop
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    OPENING[0] = args.concurrency
     # Ours: every connection and a margin; the daemon's (inherited): the same.
     got = raise_fd_limit(args.count + 2000)
     if got < args.count + 500:
@@ -485,7 +520,7 @@ def main() -> int:
               f"RLIMIT_NOFILE {got}")
         for phase in args.phases.split(","):
             if phase in ("tls", "tcp"):
-                hold_phase(work, pki, phase, args.count, args.probe_ms / 1000)
+                hold_phase(work, pki, phase, args.count, args.probe_ms / 1000, args.open_rate)
             elif phase == "idle":
                 idle_phase(work, pki, args.count, args.idle_timeout, args.probe_ms / 1000)
             else:

@@ -12,9 +12,10 @@ memory is not what the next reuses):
         OpenSSL sends their certificate with the CA's (taken from their trust store): the
         node holds a two-certificate chain per connection, as it would a Lync certificate
         and its issuing CA; OpenSSL keeps that chain, decoded, for the connection's life
-        (~6 kB of the figure; a client sending its certificate alone costs ~26 kB). Figures: memory per connection (the
-        daemon's RSS delta / connections; goal <= 30 kB, Kamailio's tls module ~61 kB),
-        time to accept them all and the daemon's CPU per handshake.
+        (~6 kB of the figure; a client sending its certificate alone costs ~26 kB).
+        Figures: memory per connection (the daemon's RSS delta / connections; goal
+        <= 30 kB, Kamailio's tls module ~61 kB), time to accept them all and the daemon's
+        CPU per handshake.
   tcp   the same over TCP.
   idle  connections that send half a message (a cut head, a body shorter than its
         Content-Length) or nothing (TCP; TLS after the handshake; TLS that never starts its

@@ -11,6 +11,7 @@ from gateway.calls.lync_caller import LyncCaller, wants_ice
 from gateway.calls.media_side import MediaSide, PassThrough
 from gateway.calls.settings import CallSettings
 from gateway.calls.sip_side import SipSide
+from gateway.sip.errors import SipRequestError
 from gateway.sip.message import Request
 from ice.ports import PortAllocator
 from routing.engine import Decision
@@ -32,8 +33,16 @@ def media_for(request: Request, decision: Decision, settings: CallSettings,
                              or b"ice-ufrag" in request.body):
         return PassThrough()
     offer = offered_sdp(request)
+    if offer is None and request.body:
+        # A body the node must anchor and cannot read: refused before anything is placed,
+        # not relayed unread with no media anchored (RFC 3261 20.15, 21.4.13).
+        content_type = request.content_type
+        if content_type is None:
+            raise SipRequestError(400, "Bad Request (a body without Content-Type)")
+        raise SipRequestError(415, f"Unsupported Media Type ({content_type.type[:40]})",
+                              (("Accept", "application/sdp, multipart/alternative"),))
     if offer is None:
-        return PassThrough()
+        return PassThrough()  # no offer in the INVITE: the callee's comes back unread
     cap, timeout, call_id = rule_cap(rule), settings.media_timeout, request.call_id
     capability = rule.call_capability if rule is not None else UNLIMITED
     if wants_ice(offer):

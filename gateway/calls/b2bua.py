@@ -227,7 +227,8 @@ class B2bua:
                 media = media_for(request, decision, settings, ctx.ports, ctx.local.address,
                                   seen)
         except SipError as exc:
-            return self._refuse(record, request, txn, exc.status_hint, exc.reason, now, core)
+            return self._refuse(record, request, txn, exc.status_hint, exc.reason, now, core,
+                                headers=exc.headers if isinstance(exc, SipRequestError) else ())
         except SdpError as exc:
             return self._refuse(record, request, txn, 488,
                                 reason_phrase("Not Acceptable Here", str(exc)), now, core)
@@ -247,14 +248,16 @@ class B2bua:
         return self._set_up(call, now, core)
 
     def _refuse(self, record: CallRecord, request: Request, txn: ServerTransaction, status: int,
-                reason: str, now: float, core: Endpoint, tally: str = "") -> list[Event]:
+                reason: str, now: float, core: Endpoint, tally: str = "",
+                headers: tuple[tuple[str, str], ...] = ()) -> list[Event]:
         """A routed call refused before it became one: its CDR closed, the caller told."""
         record.ended, record.end_cause = record.started, f"{status} {reason}"
         if tally:
             self.ctx.stats.ended(tally, record.outcome)
         self.ctx.record(record)
         return core.respond(request, txn, make_response(request, status, reason,
-                                                        to_tag=core.new_tag()), now)
+                                                        to_tag=core.new_tag(), headers=headers),
+                            now)
 
     def _wrong_pin(self, decision: Decision, source: str, now: float,
                    settings: CallSettings) -> str:

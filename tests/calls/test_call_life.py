@@ -190,3 +190,21 @@ async def test_the_sip_leg_of_a_lync_call_says_what_the_gateway_is() -> None:
     assert out.from_.param("epid") is None and out.from_.tag
     assert out.tokens("supported") == ["timer"]
     assert set(out.tokens("allow")) == set(h.ep.allow.lower().split(", "))
+
+
+async def test_an_anchored_call_with_a_body_it_cannot_read_is_refused_before_placing() -> None:
+    """Fuzzing found calls placed signalling-only, no media anchored, because their body had
+    no Content-Type or an unknown one: 400 and 415 (with Accept) instead, nothing placed."""
+    base = free_port()
+    for header, status in ((b"", 400), (b"Content-Type: applicati6n/sdp\r\n", 415)):
+        h = Harness([FIRST], ports=PortAllocator(base, base + 20), address="127.0.0.1")
+        h.feed(invite_with(sdp_body(4000)).replace(b"Content-Type: application/sdp\r\n",
+                                                   header), CALLER)
+        await h.settle()
+        sent = h.take()
+        assert statuses(sent, CALLER) == [100, status]
+        assert not [m for m, _ in sent if isinstance(m, Request)]
+        refused = next(m for m, _ in sent if isinstance(m, Response) and m.status == status)
+        if status == 415:
+            assert "application/sdp" in (refused.headers.get("Accept") or "")
+        assert h.b2bua.calls == {}

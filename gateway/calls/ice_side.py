@@ -24,6 +24,7 @@ from ice.ports import PortAllocator
 from ice.session import IceSession, TurnSettings
 from sdp.capability import UNLIMITED, Capability, beyond, require_some
 from sdp.model import Media, SessionDescription
+from sdp.offer_answer import MediaPlan
 from sdp.sdes import Encryption
 
 log = logs.get(__name__)
@@ -107,6 +108,14 @@ class IceSide:
 
     def _components(self, media: Media) -> int:
         return 1
+
+    @staticmethod
+    def _plan(session: IceSession) -> MediaPlan:
+        """Where Lync sends a stream: our default candidates and ICE credentials."""
+        default = session.default_candidate(1)
+        rtcp = None if session.components == 1 else session.default_candidate(2).port
+        return MediaPlan(default.address, default.port, rtcp, session.ufrag, session.pwd,
+                         tuple(session.candidate_attributes()))
 
     def _sip_streams(self) -> int:
         """How many relay ports toward the SIP leg: one for each stream relayed."""

@@ -140,10 +140,7 @@ class LyncCaller(IceSide):
             if not accepted:
                 plans.append(None)
                 continue
-            default = session.default_candidate(1)
-            rtcp = None if session.components == 1 else session.default_candidate(2).port
-            plans.append(MediaPlan(default.address, default.port, rtcp, session.ufrag,
-                                   session.pwd, tuple(session.candidate_attributes())))
+            plans.append(self._plan(session))
         self.negotiated = answer(self.streams, supported, plans,
                                  encryption=LYNC_ENCRYPTION,
                                  bandwidth_kbps=self.bandwidth_kbps,

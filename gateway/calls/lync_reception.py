@@ -13,7 +13,7 @@ from typing import Any
 
 from gateway.calls.ice_side import LYNC_ENCRYPTION, IceSide, set_remote
 from gateway.calls.media_side import Body
-from gateway.calls.prompter import Digit, Done, Prompter
+from gateway.calls.prompter import Prompted, Prompter
 from gateway.calls.reception_side import chosen
 from gateway.media.call import CallMedia
 from gateway.media.endpoints import IceMedia
@@ -31,7 +31,7 @@ SPOKEN = [Codec("G722", 8000), Codec("PCMU", 8000), Codec("PCMA", 8000),
           Codec("telephone-event", 8000, 1, "0-15")]
 
 
-class LyncReception(IceSide):
+class LyncReception(Prompted, IceSide):
     controlling = False  # Lync offered
     negotiated: Answer | None = None
 
@@ -62,10 +62,7 @@ class LyncReception(IceSide):
             if session is None:
                 plans.append(None)
                 continue
-            default = session.default_candidate(1)
-            rtcp = None if session.components == 1 else session.default_candidate(2).port
-            plans.append(MediaPlan(default.address, default.port, rtcp, session.ufrag,
-                                   session.pwd, tuple(session.candidate_attributes())))
+            plans.append(self._plan(session))
         self.negotiated = answer(self.streams, {"audio": SPOKEN}, plans,
                                  encryption=LYNC_ENCRYPTION,
                                  origin_address=self.static_nat or self.address)
@@ -101,15 +98,6 @@ class LyncReception(IceSide):
             Side("reception", self.prompter.keypad), clock=loop.time)
         self.media = CallMedia([relay], timeout=self.media_timeout)
         self.prompter.start(relay.from_b, payload_type, codec, events)
-
-    def listen(self, on_digit: Digit) -> None:
-        self.prompter.listen(on_digit)
-
-    def play(self, prompts: tuple[str, ...], done: Done) -> None:
-        self.prompter.play(prompts, done)
-
-    def silence(self) -> None:
-        self.prompter.silence()
 
     def updated_offer(self) -> bytes | None:
         return None

@@ -28,6 +28,22 @@ class Prompting(Protocol):
     def silence(self) -> None: ...
 
 
+class Prompted:
+    """A media side's `Prompting` half, handed to its `prompter`."""
+
+    prompter: Prompter
+
+    def listen(self, on_digit: Digit) -> None:
+        self.prompter.listen(on_digit)
+
+    def play(self, prompts: tuple[str, ...], done: Done) -> None:
+        self.prompter.play(prompts, done)
+
+    def silence(self) -> None:
+        """The caller started typing: the prompt stops (barge-in)."""
+        self.prompter.silence()
+
+
 class Prompter:
     def __init__(self, theme: Path | None) -> None:
         self.theme = theme

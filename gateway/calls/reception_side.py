@@ -11,7 +11,7 @@ import asyncio
 from pathlib import Path
 
 from gateway.calls.media_side import Body
-from gateway.calls.prompter import Digit, Done, Prompter
+from gateway.calls.prompter import Prompted, Prompter
 from gateway.media.call import CallMedia
 from gateway.media.endpoints import SipMedia
 from gateway.media.prompts import CODECS
@@ -35,7 +35,7 @@ def plain_reception(offer: SessionDescription, ports: PortAllocator, address: st
     return ReceptionSide(offer, ports, address, media_timeout, seen_by_caller, theme)
 
 
-class ReceptionSide:
+class ReceptionSide(Prompted):
     gathers = False
     connects = False
     answers_offers_here = True
@@ -113,16 +113,6 @@ class ReceptionSide:
                                   Side("reception", self.prompter.keypad), clock=loop.time)
         self.media = CallMedia([self._relay], timeout=self.media_timeout)
         self.prompter.start(self.endpoint.send, self.payload_type, self.codec, self.events)
-
-    def listen(self, on_digit: Digit) -> None:
-        self.prompter.listen(on_digit)
-
-    def play(self, prompts: tuple[str, ...], done: Done) -> None:
-        self.prompter.play(prompts, done)
-
-    def silence(self) -> None:
-        """The caller started typing: the prompt stops (barge-in)."""
-        self.prompter.silence()
 
     def _received(self, data: bytes, rtcp: bool | None) -> None:
         if self._relay is not None:

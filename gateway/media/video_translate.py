@@ -222,7 +222,43 @@ class _Writer:
         return out
 
 
-class FromLync:
+class _Translator:
+    """What both directions share: counters, the access unit being assembled, the writer
+    of the packets out, and the key-frame flag a lost picture raises."""
+
+    stats: VideoStats
+    key_frame_wanted: bool
+    _assembly: _Assembly
+
+    def poll(self, now: float) -> None:
+        """Drop an access unit left open past ACCESS_UNIT_TIMEOUT."""
+        self._assembly.poll(now)
+
+    def _parsed(self, packet: bytes) -> _Rtp | None:
+        self.stats.packets_in += 1
+        rtp = _parse_rtp(packet)
+        if isinstance(rtp, str):
+            _bump(self.stats.packets_dropped, rtp)
+            return None
+        return rtp
+
+    def _assembled(self, rtp: _Rtp, now: float) -> list[bytes]:
+        """`rtp` into the access unit; the packets of every unit it completes."""
+        dropped = sum(self.stats.frames_dropped.values())
+        self._assembly.poll(now)
+        units = self._assembly.push(rtp, now)
+        if sum(self.stats.frames_dropped.values()) != dropped:
+            self.key_frame_wanted = True  # the pictures after a lost one refer to it
+        out: list[bytes] = []
+        for done in units:
+            out += self._translate(done, rtp)
+        return out
+
+    def _translate(self, done: _Complete, rtp: _Rtp) -> list[bytes]:
+        raise NotImplementedError
+
+
+class FromLync(_Translator):
     """[MS-H264PF] from Lync -> RFC 6184 for the SIP endpoint: one SSRC of Lync's
     `x-ssrc-range` (the first seen in it, or `select`ed), its AVC base layer only (PACSI,
     prefix and SVC units dropped, also from inside STAP-As and FU-As), repacketised for
@@ -251,10 +287,8 @@ class FromLync:
             self.key_frame_wanted = True
 
     def push(self, packet: bytes, now: float) -> list[bytes]:
-        self.stats.packets_in += 1
-        rtp = _parse_rtp(packet)
-        if isinstance(rtp, str):
-            _bump(self.stats.packets_dropped, rtp)
+        rtp = self._parsed(packet)
+        if rtp is None:
             return []
         if self._source is None:
             low, high = self._range if self._range is not None else (0, 0xFFFFFFFF)
@@ -265,15 +299,7 @@ class FromLync:
         elif rtp.ssrc != self._source:
             _bump(self.stats.packets_dropped, "ssrc")
             return []
-        dropped = sum(self.stats.frames_dropped.values())
-        self._assembly.poll(now)
-        units = self._assembly.push(rtp, now)
-        if sum(self.stats.frames_dropped.values()) != dropped:
-            self.key_frame_wanted = True  # the pictures after a lost one refer to it
-        out: list[bytes] = []
-        for done in units:
-            out += self._translate(done, rtp)
-        return out
+        return self._assembled(rtp, now)
 
     def _translate(self, done: _Complete, rtp: _Rtp) -> list[bytes]:
         kept = []
@@ -300,10 +326,6 @@ class FromLync:
         self.stats.packets_out += len(out)
         return out
 
-    def poll(self, now: float) -> None:
-        """Drop an access unit left open past ACCESS_UNIT_TIMEOUT."""
-        self._assembly.poll(now)
-
     def _note_sps(self, nal: bytes) -> None:
         try:
             sps = parse_sps(nal)
@@ -312,7 +334,7 @@ class FromLync:
         self.stats.width, self.stats.height = sps.width, sps.height
 
 
-class ToLync:
+class ToLync(_Translator):
     """RFC 6184 from the SIP endpoint -> [MS-H264PF] for Lync: each access unit starts with
     a PACSI carrying a full Stream Layout (the picture size of the last SPS, `bitrate`,
     `fps`) and a Bitstream Info SEI, each slice gets its prefix NAL unit, and the whole is
@@ -334,24 +356,14 @@ class ToLync:
         self._writer = _Writer(ssrc, payload_type, first_sequence, mtu)
 
     def push(self, packet: bytes, now: float) -> list[bytes]:
-        self.stats.packets_in += 1
-        rtp = _parse_rtp(packet)
-        if isinstance(rtp, str):
-            _bump(self.stats.packets_dropped, rtp)
+        rtp = self._parsed(packet)
+        if rtp is None:
             return []
         if self._source != rtp.ssrc:
             # A SIP endpoint that restarts its stream (new SSRC) starts a new sequence.
             self._source = rtp.ssrc
             self._assembly = _Assembly(self.stats)
-        dropped = sum(self.stats.frames_dropped.values())
-        self._assembly.poll(now)
-        units = self._assembly.push(rtp, now)
-        if sum(self.stats.frames_dropped.values()) != dropped:
-            self.key_frame_wanted = True  # the pictures after a lost one refer to it
-        out: list[bytes] = []
-        for done in units:
-            out += self._translate(done, rtp)
-        return out
+        return self._assembled(rtp, now)
 
     def _translate(self, done: _Complete, rtp: _Rtp) -> list[bytes]:
         kept = []
@@ -396,9 +408,6 @@ class ToLync:
         self.stats.access_units_out += 1
         self.stats.packets_out += len(out)
         return out
-
-    def poll(self, now: float) -> None:
-        self._assembly.poll(now)
 
     def _note_sps(self, nal: bytes) -> None:
         try:

@@ -21,25 +21,12 @@ from gateway.sip.message import Response
 from gateway.sip.parse import parse_message
 from tests.daemon.harness import Daemon, options
 from tests.kit.nodes import loopback_node
+from tests.kit.presence import CONFIG
 from tests.peers import SCENARIOS, free_port, need, process
 
 pytestmark = pytest.mark.peer
 
-RULES = """
-[[services]]
-type = "vmr"
-name = "Board room"
-description = "The fourth-floor board room"
-aliases = ["meet.board@vc.example.com"]
-target = "sip:mcu@127.0.0.1:9"
-
-[[routing_rules]]
-name = "rooms"
-description = "Video rooms by city"
-priority = 10
-protocols = ["sip", "mssip"]
-match = '[a-z]+-room\\d\\d\\d@vc\\.example\\.com'
-"""
+RULES = CONFIG  # the rooms the in-process presence tests use
 LIMITS = "\n[presence]\nmax_subscriptions = 40\nmax_subscriptions_per_source = 25\n"
 OPEN = "&lt;basic&gt;open&lt;/basic&gt;"
 CLOSED = "&lt;basic&gt;closed&lt;/basic&gt;"

@@ -130,3 +130,24 @@ def coturn(user: str = "lync", password: str = "secret",
             "--simple-log", "--pidfile=", "--no-software-attribute"]
     with process(argv, ready=lambda: stun_answers(port)):
         yield port
+
+
+@contextlib.contextmanager
+def stunnel(folder: Path, *, accept: int, connect: int, cert: Path, check_host: str = "",
+            client: bool = True) -> Iterator[subprocess.Popen[bytes]]:
+    """stunnel4 on 127.0.0.1:`accept`, relaying to 127.0.0.1:`connect` with `cert` and the
+    CA in `folder`/ca.pem: as a TLS client (`client`, the name it checks in `check_host`), or
+    as a TLS server terminating connections made to it; ready once it listens."""
+    conf = folder / "stunnel.conf"
+    conf.write_text(
+        f"foreground = yes\npid =\n[sip]\n{'client = yes' if client else ''}\n"
+        f"accept = 127.0.0.1:{accept}\nconnect = 127.0.0.1:{connect}\ncert = {cert}\n"
+        f"CAfile = {folder / 'ca.pem'}\nverifyChain = yes\n"
+        + (f"checkHost = {check_host}\n" if check_host else ""))
+
+    def listening() -> bool:
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", accept)) == 0
+
+    with process([need("stunnel4"), str(conf)], ready=listening) as proc:
+        yield proc

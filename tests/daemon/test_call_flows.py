@@ -25,7 +25,7 @@ from aioice import stun
 
 from tests.daemon.harness import Daemon, committed_cdrs
 from tests.kit.nodes import BASE, RULES
-from tests.peers import SCENARIOS, dnsmasq, free_port, need, process, sipp
+from tests.peers import SCENARIOS, dnsmasq, free_port, need, sipp, stunnel
 
 pytestmark = pytest.mark.peer
 
@@ -395,11 +395,6 @@ def lync_lab(lab: contextlib.ExitStack, tmp_path: Path, candidate_port: int | No
     ca.issue_cert("fepool.lync.test").private_key_and_cert_chain_pem.write_to_path(
         tmp_path / "lync.pem")
     stunnel_port, uas_port = free_port(), free_port()
-    conf = tmp_path / "stunnel.conf"
-    conf.write_text(
-        f"foreground = yes\npid =\n[lync]\naccept = 127.0.0.1:{stunnel_port}\n"
-        f"connect = 127.0.0.1:{uas_port}\ncert = {tmp_path / 'lync.pem'}\n"
-        f"CAfile = {tmp_path / 'ca.pem'}\nverifyChain = yes\n")
     text = BASE.replace('verify_mode = "off"', (
         f'verify_mode = "{"on" if verify else "off"}"\ncertificate = "{tmp_path / "node.pem"}"\n'
         f'private_key = "{tmp_path / "node.key"}"\ntrusted_ca = "{tmp_path / "ca.pem"}"'
@@ -428,8 +423,8 @@ call_via = "fepool"
         candidate = f"1 1 UDP 2130706431 127.0.0.1 {candidate_port} typ host"
     uas = start_uas(lab, tmp_path, "uas_lync_callee.xml", uas_port, "-key", "ice_port",
                     str(candidate_port or 9), "-key", "candidate", candidate, transport="t1")
-    lab.enter_context(process([need("stunnel4"), str(conf)],
-                              ready=lambda: bound(stunnel_port, "tcp")))
+    lab.enter_context(stunnel(tmp_path, accept=stunnel_port, connect=uas_port,
+                              cert=tmp_path / "lync.pem", client=False))
     return daemon, uas
 
 

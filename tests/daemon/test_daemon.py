@@ -21,7 +21,7 @@ from gateway.sip.message import Response
 from gateway.sip.parse import parse_message
 from tests.daemon.harness import Daemon, options
 from tests.kit.nodes import BASE, RULES
-from tests.peers import SCENARIOS, free_port, need, process, sipp
+from tests.peers import SCENARIOS, free_port, need, sipp, stunnel
 
 pytestmark = pytest.mark.peer
 
@@ -181,18 +181,8 @@ def test_sipp_through_stunnel_with_a_trusted_client_certificate(
     client = ca.issue_cert("fepool.example.com")
     client.private_key_and_cert_chain_pem.write_to_path(tmp_path / "client.pem")
     accept = free_port()
-    conf = tmp_path / "stunnel.conf"
-    conf.write_text(
-        f"foreground = yes\npid =\n[sip]\nclient = yes\naccept = 127.0.0.1:{accept}\n"
-        f"connect = 127.0.0.1:{daemon.tls}\ncert = {tmp_path / 'client.pem'}\n"
-        f"CAfile = {tmp_path / 'ca.pem'}\nverifyChain = yes\ncheckHost = gw.example.com\n"
-    )
-
-    def listening() -> bool:
-        with socket.socket() as s:
-            return s.connect_ex(("127.0.0.1", accept)) == 0
-
-    with process([need("stunnel4"), str(conf)], ready=listening):
+    with stunnel(tmp_path, accept=accept, connect=daemon.tls, cert=tmp_path / "client.pem",
+                 check_host="gw.example.com"):
         done = sipp(f"127.0.0.1:{accept}", "invite_refused_uac.xml", "-s", "nobody", "-t",
                     "t1", "-m", "5", "-p", str(free_port()), status=404, workdir=str(tmp_path))
     assert done.returncode == 0, done.stdout + done.stderr

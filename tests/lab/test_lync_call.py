@@ -18,7 +18,7 @@ import trustme
 from gateway.calls.cdr import CdrStore
 from tests.daemon.harness import Daemon
 from tests.kit.nodes import loopback_node
-from tests.peers import SCENARIOS, coturn, dnsmasq, free_port, need, process, sipp
+from tests.peers import SCENARIOS, coturn, dnsmasq, free_port, need, process, sipp, stunnel
 
 pytestmark = pytest.mark.peer
 
@@ -119,21 +119,12 @@ match = '.*@vc\\.lab\\.test'
 call_via = "kamailio"
 turn_server = "coturn"
 """)
-    stunnel_conf = tmp_path / "stunnel.conf"
-    stunnel_conf.write_text(
-        f"foreground = yes\npid =\n[lync]\nclient = yes\naccept = 127.0.0.1:{stunnel_port}\n"
-        f"connect = 127.0.0.1:{daemon.tls}\ncert = {tmp_path / 'pool.pem'}\n"
-        f"CAfile = {tmp_path / 'ca.pem'}\nverifyChain = yes\ncheckHost = gw.example.test\n")
-
-    def listening() -> bool:
-        with socket.socket() as s:
-            return s.connect_ex(("127.0.0.1", stunnel_port)) == 0
-
     kamailio = [need("kamailio"), "-f", str(kamailio_config(kamailio_port, uas_port, tmp_path)),
                 "-DD", "-E", "-Y", str(tmp_path), "-P", str(tmp_path / "kamailio.pid")]
     try:
         with process(kamailio, ready=lambda: answers_sip(kamailio_port)), \
-                process([need("stunnel4"), str(stunnel_conf)], ready=listening):
+                stunnel(tmp_path, accept=stunnel_port, connect=daemon.tls,
+                        cert=tmp_path / "pool.pem", check_host="gw.example.test"):
             uas = subprocess.Popen(
                 [need("sipp"), "-sf", str(SCENARIOS / "uas_rr.xml"), "-i", "127.0.0.1", "-p",
                  str(uas_port), "-m", "1", "-nostdin", "-timeout", "20s"], cwd=tmp_path,

@@ -22,7 +22,7 @@ from gateway.sip.parse import parse_message
 from tests.daemon.harness import Daemon, options
 from tests.kit.nodes import loopback_node
 from tests.kit.presence import CONFIG
-from tests.peers import SCENARIOS, free_port, need, process
+from tests.peers import SCENARIOS, free_port, need, stunnel
 
 pytestmark = pytest.mark.peer
 
@@ -89,21 +89,12 @@ def test_lync_subscribes_over_mutual_tls_single_and_batched(
     pool = ca.issue_cert("fepool.example.com")
     pool.private_key_and_cert_chain_pem.write_to_path(tmp_path / "pool.pem")
     accept = free_port()
-    conf = tmp_path / "stunnel.conf"
-    conf.write_text(
-        f"foreground = yes\npid =\n[sip]\nclient = yes\naccept = 127.0.0.1:{accept}\n"
-        f"connect = 127.0.0.1:{daemon.tls}\ncert = {tmp_path / 'pool.pem'}\n"
-        f"CAfile = {tmp_path / 'ca.pem'}\nverifyChain = yes\ncheckHost = gw.example.com\n")
-
-    def listening() -> bool:
-        with socket.socket() as s:
-            return s.connect_ex(("127.0.0.1", accept)) == 0
-
     card = ("&lt;availability&gt;3500&lt;/availability&gt;.*"
             "&lt;displayName&gt;Board room&lt;/displayName&gt;.*"
             "&lt;description&gt;The fourth-floor board room&lt;/description&gt;.*"
             "/avatars/service/Board%20room")
-    with process([need("stunnel4"), str(conf)], ready=listening):
+    with stunnel(tmp_path, accept=accept, connect=daemon.tls, cert=tmp_path / "pool.pem",
+                 check_host="gw.example.com"):
         single = run_sipp(f"127.0.0.1:{accept}", "presence_lync_uac.xml", card, tmp_path,
                           "-s", "meet.board", "-t", "t1")
         assert single.returncode == 0, single.stdout + single.stderr

@@ -15,7 +15,6 @@ import aioice
 import pytest
 
 from gateway.config.load import parse_text
-from gateway.media.prompts import CODECS, PROMPTS, file_name
 from gateway.sip.message import Request, Response
 from ice.candidate import parse_candidate
 from ice.ports import PortAllocator
@@ -24,6 +23,7 @@ from sdp.parse import parse_sdp
 from tests.kit.calls import Harness
 from tests.kit.lync import LYNC, invite, lync_offer
 from tests.kit.media import far_end
+from tests.kit.reception import services, short_theme
 from tests.peers import free_port
 
 
@@ -41,22 +41,9 @@ def event(key: int, seq: int, timestamp: int, end: bool) -> bytes:
 
 async def test_a_lync_caller_hears_the_prompt_keys_a_room_and_is_handed_on(
         tmp_path: Path) -> None:
-    for name in PROMPTS:  # 40 ms prompts: the flow, not the speech, is under test
-        for codec in CODECS:
-            (tmp_path / file_name(name, codec)).write_bytes(b"\x55" * 320)
-    config = parse_text(f'''
-[[services]]
-type = "virtual_reception"
-name = "Lobby"
-aliases = ["reception"]
-theme = "{tmp_path}"
-
-[[services]]
-type = "vmr"
-name = "Room 1234"
-aliases = ["1234"]
-target = "sip:room1234@mcu.example.com"
-''', "t.toml", base_dir=None)
+    # 40 ms prompts: the flow, not the speech, is under test
+    theme = short_theme(tmp_path, b"\x55" * 320)
+    config = parse_text(services(theme), "t.toml", base_dir=None)
     base = free_port()
     ports = PortAllocator(base, base + 40)
     h = Harness(None, ports=ports, address="127.0.0.1")

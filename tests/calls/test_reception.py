@@ -9,49 +9,17 @@ import asyncio
 from pathlib import Path
 
 from gateway.config.load import parse_text
-from gateway.media.prompts import CODECS, PROMPTS, file_name
 from gateway.sip.message import Request, Response, make_response
 from gateway.transport.peer import Peer
 from ice.ports import PortAllocator
 from routing.engine import Router
 from tests.kit.calls import CALLER, Harness, invite_with, sdp_body, statuses
+from tests.kit.reception import services, short_theme
 from tests.peers import free_port
 
 PCMU = (b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
         b"m=audio 5004 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n"
         b"a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n")
-
-
-def services(theme: Path) -> str:
-    return f"""
-[[services]]
-type = "virtual_reception"
-name = "Lobby"
-aliases = ["reception"]
-theme = "{theme}"
-
-[[services]]
-type = "vmr"
-name = "Room 1234"
-aliases = ["1234"]
-target = "sip:room1234@mcu.example.com"
-
-[[services]]
-type = "vmr"
-name = "Secret room"
-aliases = ["5555"]
-pin = "1357"
-target = "sip:secret@mcu.example.com"
-theme = "{theme}"
-"""
-
-
-def short_theme(folder: Path) -> Path:
-    """Every prompt 20 ms long in every codec: the flow, not the speech, is under test."""
-    for name in PROMPTS:
-        for codec in CODECS:
-            (folder / file_name(name, codec)).write_bytes(b"\xff" * 160)
-    return folder
 
 
 def reception(tmp_path: Path) -> Harness:

@@ -202,7 +202,9 @@ class Endpoint:
             return [Send(response.to_bytes(), response_peer(request, peer), response)]
         events = self.transactions.receive_request(request, peer, now)
         if overload.shedding or overload.last_cut is not None:
-            events = _with_feedback(events, overload.feedback(now))  # on the 100 Trying
+            feedback = overload.feedback(now)
+            if feedback is not None:
+                events = _with_feedback(events, feedback)  # on the 100 Trying
         return self._dispatch(events, now)
 
     # -- TU ------------------------------------------------------------------------------
@@ -385,7 +387,7 @@ def _overload_feedback(response: Response, feedback: str | None) -> None:
     response.set_top_via(via.with_params(kept + extra))
 
 
-def _with_feedback(events: list[Event], feedback: str | None) -> list[Event]:
+def _with_feedback(events: list[Event], feedback: str) -> list[Event]:
     """The transaction layer's own answers (100 Trying, a retransmitted response) with the
     RFC 7339 feedback their client asked for."""
     out: list[Event] = []

@@ -98,4 +98,5 @@ class OverloadControl:
                     f";oc-seq={self.seq}")
         if self.last_cut is not None and now - self.last_cut < self.policy.validity:
             return f"oc=0;oc-algo=\"loss\";oc-validity=0;oc-seq={self.seq}"
+        self.last_cut = None  # all told: messages need no feedback looked for any more
         return None

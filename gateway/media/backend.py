@@ -17,6 +17,7 @@ from gateway.media.endpoints import IceMedia, Receive, SipMedia
 from gateway.media.errors import MediaError
 from gateway.media.relay import Side, StreamRelay
 from gateway.media.srtp import SrtpContext
+from gateway.media.video_plan import VideoPlan
 from ice.ports import PortAllocator
 from ice.session import IceSession
 from sdp.anchor import Remote
@@ -38,6 +39,8 @@ class StreamPlan:
     # Payload types renumbered in packets toward each side (sdp.offer_answer.payload_remap).
     lync_pt_map: dict[int, int] = field(default_factory=dict)
     sip_pt_map: dict[int, int] = field(default_factory=dict)
+    # Set for video translated between X-H264UC and H264; None relays packets as they are.
+    video: VideoPlan | None = None
 
 
 class MediaBackend(Protocol):

@@ -1,0 +1,33 @@
+"""What call control tells the relay about one translated video stream (X-H264UC on the
+Lync side, RFC 6184 H264 on the SIP side): the call layer fills it from the negotiated SDP,
+the media layer builds the translating relay from it. Plain data, so the two layers meet
+here and nowhere else."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class SipVideoLimits:
+    """The most the SIP endpoint said it can take (its H264 fmtp profile-level-id and
+    max-fs/max-mbps, a=imageattr, b=AS): what the Video Source Request asks Lync for."""
+
+    width: int
+    height: int
+    fps: float
+    bitrate_bps: int
+
+
+@dataclass(frozen=True, slots=True)
+class VideoPlan:
+    """One video stream translated between the two sides."""
+
+    lync_payload_type: int  # X-H264UC as the Lync side numbers it
+    sip_payload_type: int  # H264 (packetization-mode=1) as the SIP side numbers it
+    limits: SipVideoLimits
+    # Lync's a=x-ssrc-range (first, last): the SSRCs its video may come from; None when the
+    # description had none.
+    lync_ssrc_range: tuple[int, int] | None = None
+    # Lync's a=rtcp-fb / x-caps said it takes VSRs (x-message app send:src,x-pli ...).
+    lync_takes_vsr: bool = True

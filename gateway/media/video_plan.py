@@ -31,3 +31,6 @@ class VideoPlan:
     lync_ssrc_range: tuple[int, int] | None = None
     # Lync's a=rtcp-fb / x-caps said it takes VSRs (x-message app send:src,x-pli ...).
     lync_takes_vsr: bool = True
+    # The SSRC the gateway sends Lync video with: the SDP toward Lync names it in our
+    # a=x-ssrc-range. None: the relay draws one (then the SDP must not name a range).
+    lync_send_ssrc: int | None = None

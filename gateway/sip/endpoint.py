@@ -21,7 +21,16 @@ from typing import Protocol
 
 from gateway import logs
 from gateway.sip.errors import SipError, SipParseError, SipRequestError
-from gateway.sip.message import Request, Response, make_response, new_tag, stamp_received
+from gateway.sip.glance import SHED_TAG_PREFIX, Glance, glance, header_value
+from gateway.sip.headers import Via
+from gateway.sip.message import (
+    Request,
+    Response,
+    make_response,
+    new_tag,
+    received_via,
+    stamp_received,
+)
 from gateway.sip.overload import DIALOG_CREATING, OverloadControl
 from gateway.sip.parse import error_response, parse_message
 from gateway.sip.timers import DEFAULT, Timers
@@ -35,6 +44,8 @@ from gateway.sip.transaction_layer import (
     TransactionLayer,
     TransactionTimeout,
     response_peer,
+    server_key,
+    via_peer,
 )
 from gateway.sip.transaction_machines import ClientTransaction, Send, ServerTransaction, State
 from gateway.sip.validate import KNOWN_METHODS, SUPPORTED, check_request
@@ -116,6 +127,15 @@ class Endpoint:
             if framing is not None:
                 exc = SipParseError(framing.status_hint, framing.reason)
                 return self._refuse(data, peer, exc)
+            screened = False
+            overload = self.overload
+            if overload.shedding or overload.last_cut is not None:
+                seen = glance(data)
+                if seen is not None:
+                    quick = self._screen(seen, peer, now)
+                    if quick is not None:
+                        return quick
+                    screened = seen.method in DIALOG_CREATING and seen.to_tag is None
             try:
                 message = parse_message(data, datagram=not peer.reliable)
             except SipParseError as exc:
@@ -126,7 +146,7 @@ class Endpoint:
                     events = self.transactions.receive_response(message, peer, now)
                     return self._dispatch(events, now)
                 self._count(self._method_keys.get(message.method, "requests_in:other"))
-                return self._request(message, peer, now)
+                return self._request(message, peer, now, screened=screened)
             except SipRequestError as exc:
                 if not isinstance(message, Request):
                     raise  # a refusal of a response is no answer: the boundary logs it
@@ -181,11 +201,42 @@ class Endpoint:
                                  headers=(*headers, ("Server", self.settings.server)))
         return [Send(response.to_bytes(), response_peer(request, peer), response)]
 
-    def _request(self, request: Request, peer: Peer, now: float) -> list[Event]:
+    def _screen(self, seen: Glance, peer: Peer, now: float) -> list[Event] | None:
+        """While shedding, from the raw request: what to send for a refused new dialog, []
+        for the ACK of an earlier refusal, None for what goes the full way (a new dialog
+        admitted among them)."""
+        if seen.method == "ACK":
+            if seen.to_tag is not None and seen.to_tag.startswith(SHED_TAG_PREFIX):
+                self._count("acks_absorbed")
+                return []
+            return None
+        if seen.method not in DIALOG_CREATING or seen.to_tag is not None:
+            return None
+        key = seen.key
+        if key is None or self.transactions.has_server(key) or self.overload.admit():
+            return None
+        via = received_via(seen.top_via, peer.host, peer.port) or seen.top_via
+        feedback = self.overload.feedback(now)
+        if feedback is not None:
+            via = _feedback_via(via, feedback)
+        tag = shed_tag(seen.top_via.branch, header_value(seen.call_id), header_value(seen.cseq))
+        data = b"\r\n".join((
+            f"SIP/2.0 503 {self._shed_reason()}".encode(), b"Via: " + str(via).encode(),
+            *seen.vias[1:], seen.from_, seen.to + b";tag=" + tag.encode(), seen.call_id,
+            seen.cseq, b"Retry-After: %d" % self.settings.retry_after,
+            f"Server: {self.settings.server}".encode(), b"Content-Length: 0", b"", b""))
+        self._count("responses_out:503")
+        return [Send(data, via_peer(via, peer))]
+
+    def _request(self, request: Request, peer: Peer, now: float, *,
+                 screened: bool = False) -> list[Event]:
+        """`screened`: a new dialog the glance has admitted already."""
         stamp_received(request, peer.host, peer.port)
         overload = self.overload
-        if (overload.shedding and request.method in DIALOG_CREATING and request.to.tag is None
-                and not self.transactions.has_server(request) and not overload.admit()):
+        if (overload.shedding and not screened and request.method in DIALOG_CREATING
+                and request.to.tag is None
+                and not self.transactions.has_server(server_key(request))
+                and not overload.admit()):
             return self._shed(request, peer, now)
         check_request(
             request,
@@ -329,12 +380,18 @@ class Endpoint:
     def _shed(self, request: Request, peer: Peer, now: float) -> list[Event]:
         """A new dialog refused for overload: answered statelessly (no transaction, nothing
         kept), told when to come back; its ACK will be absorbed as a stray."""
+        via = request.top_via
+        tag = shed_tag(via.branch, request.headers.get("Call-ID") or "",
+                       request.headers.get("CSeq") or "")
         response = make_response(
-            request, 503, f"Service Unavailable (overloaded: {self.overload.reason})",
-            to_tag=self._tag(), headers=(("Retry-After", str(self.settings.retry_after)),))
+            request, 503, self._shed_reason(), to_tag=tag,
+            headers=(("Retry-After", str(self.settings.retry_after)),))
         self._stamp(response, now)
         self._count("responses_out:503")
         return [Send(response.to_bytes(), response_peer(request, peer), response)]
+
+    def _shed_reason(self) -> str:
+        return f"Service Unavailable (overloaded: {self.overload.reason})"
 
     # -- time ----------------------------------------------------------------------------
     def next_deadline(self) -> float | None:
@@ -378,13 +435,20 @@ _FOR_HANDLER = (AckReceived, CancelReceived, ResponseReceived, StrayResponse, Tr
 def _overload_feedback(response: Response, feedback: str | None) -> None:
     """RFC 7339: a client that put `oc` in its Via (it can reduce what it sends) gets the
     node's overload state in the same Via of the response."""
-    via = response.top_via
-    if feedback is None or not any(name == "oc" for name, _ in via.params):
-        return
+    if feedback is not None:
+        via = response.top_via
+        with_feedback = _feedback_via(via, feedback)
+        if with_feedback is not via:
+            response.set_top_via(with_feedback)
+
+
+def _feedback_via(via: Via, feedback: str) -> Via:
+    if not any(name == "oc" for name, _ in via.params):
+        return via
     kept = tuple((n, v) for n, v in via.params if not n.startswith("oc"))
     extra = tuple((name, value) for name, _, value in
                   (part.partition("=") for part in feedback.split(";")))
-    response.set_top_via(via.with_params(kept + extra))
+    return via.with_params(kept + extra)
 
 
 def _with_feedback(events: list[Event], feedback: str) -> list[Event]:
@@ -419,6 +483,13 @@ def stateless_tag(request: Request) -> str:
     via = request.top_via
     key = (request.call_id, request.from_.tag, via.branch, via.host, via.port, request.cseq.seq)
     return f"{hash(key) & 0xFFFFFFFFFFFF:012x}"
+
+
+def shed_tag(branch: str | None, call_id: str, cseq: str) -> str:
+    """The To tag of an overload refusal: the same for every retransmission of the request
+    (keyed per process, as `stateless_tag`), and marked so that its ACK is known from the
+    raw bytes (`glance.SHED_TAG_PREFIX`)."""
+    return f"{SHED_TAG_PREFIX.decode()}{hash((branch, call_id, cseq)) & 0xFFFFFFFFFFFF:012x}"
 
 
 def _response_peer(response: Response, source: Peer) -> Peer:

@@ -517,15 +517,21 @@ def stamp_received(request: Request, host: str, port: int) -> None:
     """RFC 3261 18.2.1 and RFC 3581, on every transport: tell the response (and whoever
     debugs a NAT) where a request really came from. `received` when the sent-by host is a
     name or another address, or when the client asked for rport, which gets the port."""
-    via = request.top_via
+    stamped = received_via(request.top_via, host, port)
+    if stamped is not None:
+        request.set_top_via(stamped)
+
+
+def received_via(via: Via, host: str, port: int) -> Via | None:
+    """`via` stamped as `stamp_received` says, or None when it needs nothing."""
     wants_rport = via.wants_rport
     if not wants_rport and _same_address(via.host_bare, host):
-        return
+        return None
     params = [(k, v) for k, v in via.params if k not in ("received", "rport")]
     params.append(("received", host))
     if wants_rport:
         params.append(("rport", str(port)))
-    request.set_top_via(via.with_params(tuple(params)))
+    return via.with_params(tuple(params))
 
 
 def _same_address(sent_by: str, source: str) -> bool:

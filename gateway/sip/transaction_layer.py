@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from gateway.frozen import frozen
+from gateway.sip.headers import Via
 from gateway.sip.message import MAGIC_COOKIE, Message, Request, Response, make_response, new_tag
 from gateway.sip.timers import DEFAULT, Timers
 from gateway.sip.transaction_machines import (
@@ -100,9 +101,13 @@ def response_peer(request: Message, source: Peer) -> Peer:
     address is used when the client asked for rport, else the Via sent-by port (default 5060)
     at the source address, which the transport recorded as `received`.
     """
+    return via_peer(request.top_via, source)
+
+
+def via_peer(via: Via, source: Peer) -> Peer:
+    """`response_peer` for a response whose top Via is `via`."""
     if source.reliable:
         return source
-    via = request.top_via
     if via.wants_rport:
         return source
     maddr = via.maddr
@@ -182,9 +187,10 @@ class TransactionLayer:
         return None
 
     # -- inbound -------------------------------------------------------------------------
-    def has_server(self, request: Request) -> bool:
-        """Whether `request` belongs to a server transaction already (a retransmission)."""
-        return server_key(request) in self._server
+    def has_server(self, key: tuple[Any, ...]) -> bool:
+        """Whether the request with this `server_key` belongs to a server transaction
+        already (a retransmission)."""
+        return key in self._server
 
     def receive_request(self, request: Request, source: Peer, now: float) -> list[Event]:
         """A parsed, validated request from the transport."""

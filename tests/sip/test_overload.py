@@ -160,3 +160,57 @@ def test_rfc7339_feedback_goes_to_clients_that_ask_for_it() -> None:
     later = sent(ep.receive(request("SUBSCRIBE", 51, oc=True), SRC, None, 3.0))
     after = dict(later[0].top_via.params)  # told once: the client's own bare oc, no values
     assert after["oc"] is None and "oc-validity" not in after
+
+
+def refusals(ep: Endpoint, method: str, numbers: range, *, oc: bool = False
+             ) -> dict[int, Response]:
+    out: dict[int, Response] = {}
+    for n in numbers:
+        answer = sent(ep.receive(request(method, n, oc=oc), SRC, None, 1.0))
+        if answer and isinstance(answer[0], Response) and answer[0].status == 503:
+            out[n] = answer[0]
+    return out
+
+
+def test_the_ack_of_a_refusal_is_absorbed_without_reaching_anyone() -> None:
+    """A refusal's To tag marks it, so its ACK (hop-by-hop, RFC 3261 17.1.1.3) is dropped
+    from the raw bytes while the node sheds: no transaction looks for it, no handler sees it."""
+    ep, taker = overloaded()
+    shed = refusals(ep, "INVITE", range(20))
+    assert shed and all(r.to.tag and r.to.tag.startswith("o") for r in shed.values())
+    before = len(taker.got)
+    for n, refusal in shed.items():
+        # the ACK of a non-2xx answer has its INVITE's branch
+        ack = request("ACK", n, to_tag=refusal.to.tag or "").replace(b"-ACK", b"-INVITE")
+        assert ep.receive(ack, SRC, None, 1.1) == []
+    assert ep.counters["acks_absorbed"] == len(shed) and len(taker.got) == before
+
+
+def test_a_retransmitted_refusal_is_the_same_refusal() -> None:
+    """Stateless, yet a retransmission of a shed INVITE gets the same To tag, whichever of
+    the raw and the parsed path answered it (a folded header sends it the parsed way)."""
+    ep, _ = overloaded()
+    ep.overload.share = ep.overload.policy.floor
+    first = refusals(ep, "INVITE", range(10))
+    again = refusals(ep, "INVITE", range(10))
+    common = first.keys() & again.keys()
+    assert common and all(first[n].to.tag == again[n].to.tag for n in common)
+    folded = request("INVITE", 500).replace(b"Max-Forwards: 70", b"Max-Forwards:\r\n 70")
+    answers = [sent(ep.receive(folded, SRC, None, 1.0)) for _ in range(3)]
+    tags = {a[0].to.tag for a in answers if a and isinstance(a[0], Response)
+            and a[0].status == 503}
+    assert len(tags) == 1 and next(iter(tags)).startswith("o")  # type: ignore[union-attr]
+
+
+def test_refusals_from_raw_bytes_carry_what_a_parsed_one_does() -> None:
+    """Via stamped with received/rport and the RFC 7339 feedback, every Via, From, To with
+    the tag, Call-ID, CSeq, Retry-After, Server: the refusal a client gets is the same."""
+    ep, _ = overloaded()
+    shed = refusals(ep, "INVITE", range(20), oc=True)
+    refusal = next(iter(shed.values()))
+    params = dict(refusal.top_via.params)
+    assert params["received"] == SRC.host and params["rport"] == str(SRC.port)
+    assert params["oc"] == str(round(100 * (1 - ep.overload.share)))
+    assert refusal.headers.get("Retry-After") == "7"
+    assert refusal.headers.get("Server") == "lyncgate/test"
+    assert refusal.cseq.method == "INVITE" and refusal.call_id.startswith("call-")

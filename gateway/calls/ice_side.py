@@ -8,24 +8,33 @@ offers to Lync: controlling) add the SDP each direction needs. Which streams of 
 are relayed is settled when the side is made: audio and video within the rule's call
 capability (and, for `LyncCallee`, whose SIP keys the policy accepts); the others are
 rejected toward both legs, and an offer left with none is refused (488).
+
+Video is translated between Lync's X-H264UC and a SIP endpoint's H264 (sdp.video): each
+side fills a `VideoPlan` per translated stream for the relay, names the SSRCs it sends Lync
+video with in the SDP toward Lync, and says for the CDR whether video came up and at what
+size (`video`), or why it was refused.
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import Coroutine
 from typing import Any
 
 from gateway import logs
 from gateway.media.backend import BuiltinRelay, StreamPlan
 from gateway.media.call import CallMedia
+from gateway.media.video_plan import SipVideoLimits, VideoPlan
 from ice.errors import IceError
 from ice.ports import PortAllocator
 from ice.session import IceSession, TurnSettings
-from sdp.capability import UNLIMITED, Capability, beyond, require_some
+from sdp.attributes import SsrcRange
+from sdp.capability import UNLIMITED, Capability, beyond, presentation, require_some
 from sdp.model import Media, SessionDescription
 from sdp.offer_answer import MediaPlan
 from sdp.sdes import Encryption
+from sdp.video import SSRC_RANGE_SIZE, Limits, takes_source_requests
 
 log = logs.get(__name__)
 RELAYED = ("audio", "video")  # what the relay carries; other streams are rejected
@@ -70,6 +79,40 @@ class IceSide:
         require_some(streams, self.refused)
         self.relays = [not r and not m.rejected for m, r in zip(streams.media, self.refused,
                                                                  strict=True)]
+        # Per m= line, the SSRCs we send Lync with (video: the range named toward Lync).
+        self.ssrc_ranges = [_ssrc_range() for _ in streams.media]
+        self.videos: dict[int, VideoPlan] = {}  # per m= line, the video translated there
+        self.video_refused = next((r for m, r in zip(streams.media, self.refused, strict=True)
+                                   if m.media == "video" and r and not presentation(m)), "")
+        if self.video_refused:
+            log.info("video_refused", call_id=call_id, reason=self.video_refused)
+
+    @property
+    def video(self) -> str:
+        """The CDR's word on video: "up WxH" (the size asked of Lync for the SIP side, as
+        its description allows), "refused: <why>", or "none"."""
+        if self.videos and self.media is not None:
+            limits = next(iter(self.videos.values())).limits
+            return f"up {limits.width}x{limits.height}"
+        return f"refused: {self.video_refused}" if self.video_refused else "none"
+
+    def _refuse_video(self, reason: str) -> None:
+        """A video stream the answer could not take: said once, in the log and the CDR."""
+        if not self.video_refused:
+            self.video_refused = reason
+            log.info("video_refused", call_id=self.call_id, reason=reason)
+
+    def _video_plan(self, index: int, lync: Media, lync_pt: int, sip_pt: int,
+                    limits: Limits) -> None:
+        """The translated video of m= line `index`: Lync's `lync` stream and numbering, the
+        SIP side's, what the SIP side takes."""
+        ours = self.ssrc_ranges[index]
+        theirs = lync.ssrc_range()
+        self.videos[index] = VideoPlan(
+            lync_pt, sip_pt, SipVideoLimits(limits.width, limits.height, limits.fps,
+                                            limits.bitrate_bps),
+            lync_ssrc_range=None if theirs is None else (theirs.first, theirs.last),
+            lync_takes_vsr=takes_source_requests(lync), lync_send_ssrc=ours.first)
 
     @property
     def relayed(self) -> CallMedia | None:
@@ -142,6 +185,11 @@ class IceSide:
 
     async def _close_sessions(self) -> None:
         await asyncio.gather(*(s.close() for s in self.sessions if s is not None))
+
+
+def _ssrc_range() -> SsrcRange:
+    first = secrets.randbelow(2**32 - SSRC_RANGE_SIZE)
+    return SsrcRange(first, first + SSRC_RANGE_SIZE - 1)
 
 
 async def set_remote(session: IceSession, sdp: SessionDescription, media: Media) -> None:

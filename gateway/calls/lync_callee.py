@@ -13,6 +13,11 @@ gateway is the ICE offerer and controlling agent toward the Lync client.
 3. `connect()`: ICE checks; when pairs are selected the relay joins each stream, and
    `updated_offer()` gives the second offer (a=remote-candidates) the controlling agent
    sends (RFC 5245 9.1.2.2), which Lync expects before it considers the call set up.
+
+Video is translated (sdp.video): the caller's H264 (packetization-mode 1) reaches Lync as
+X-H264UC with Lync's attributes (our SSRC range, x-caps for what the caller takes), and
+Lync's X-H264UC answer reaches the caller as constrained-baseline H264 no higher than the
+level it offered. A caller's video without H264 mode 1 is refused toward both legs.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from gateway.calls.ice_side import IceSide, set_remote
 from gateway.calls.media_side import Body
 from gateway.media.backend import StreamPlan
 from ice.errors import IceError
+from sdp import video as translated
 from sdp.anchor import stream_remote
 from sdp.attributes import Crypto, MediaBandwidth
 from sdp.errors import NotAcceptable
@@ -31,6 +37,7 @@ from sdp.sdes import StreamRefused, answer_crypto, offer_crypto, offered_crypto
 
 KEPT = ("rtpmap", "fmtp", "ptime")
 SDP = "application/sdp"
+LYNC_VIDEO_PT = 122  # the number Lync 2013 and SfB give X-H264UC in their own offers
 
 
 class LyncCallee(IceSide):
@@ -53,7 +60,7 @@ class LyncCallee(IceSide):
             offered_crypto(media, self.encryption)
         except StreamRefused as exc:
             return exc.rule
-        return ""
+        return translated.refusal(media, lync=False) if media.media == "video" else ""
 
     async def prepare(self) -> None:
         await super().prepare()
@@ -75,15 +82,17 @@ class LyncCallee(IceSide):
                            Line("s", "session"), Line("c", f"IN {family} {origin}"),
                            Line("t", "0 0")])
         streams = []
-        for media, ice, key in zip(self.streams.media, self.sessions, self.keys,
-                                   strict=True):
+        for index, (media, ice, key) in enumerate(zip(self.streams.media, self.sessions,
+                                                      self.keys, strict=True)):
             if ice is None:
                 streams.append(_rejected(media))
                 continue
             default = ice.default_candidate(1)
             proto = "RTP/AVP" if key is None else "RTP/SAVP"
+            video = media.media == "video"
+            formats = [str(LYNC_VIDEO_PT)] if video else media.formats
             body = Media([Line("m", f"{media.media} {default.port} {proto} "
-                                    + " ".join(media.formats))])
+                                    + " ".join(formats))])
             body.add_attribute("ice-ufrag", ice.ufrag)
             body.add_attribute("ice-pwd", ice.pwd)
             for attribute in ice.candidate_attributes():
@@ -94,17 +103,29 @@ class LyncCallee(IceSide):
             if key is not None:
                 body.add_attribute("crypto", str(key))
             body.add_attribute("rtcp-mux")
-            body.add_attribute("label", f"main-{media.media}")
-            for line in media.lines[1:]:
-                if line.kind == "a" and line.attribute[0] in KEPT:
-                    body.lines.append(Line("a", line.value))
+            if video:
+                body.lines += self._lync_video(index, media)
+            else:
+                body.add_attribute("label", f"main-{media.media}")
+                for line in media.lines[1:]:
+                    if line.kind == "a" and line.attribute[0] in KEPT:
+                        body.lines.append(Line("a", line.value))
             body.add_attribute("sendrecv")
-            if self.bandwidth_kbps:  # Lync reads its own attribute, not b=
+            if self.bandwidth_kbps and not video:  # Lync reads its own attribute, not b=
                 body.add_attribute("x-mediabw", str(MediaBandwidth(
                     f"main-{media.media}", self.bandwidth_kbps, self.bandwidth_kbps)))
-                cap_bandwidth(body, self.bandwidth_kbps)
+            cap_bandwidth(body, self.bandwidth_kbps)
             streams.append(body)
         return SessionDescription(session, streams)
+
+    def _lync_video(self, index: int, media: Media) -> list[Line]:
+        """The caller's H264 as Lync is offered it: X-H264UC with Lync's attributes, x-caps
+        and x-mediabw for what the caller's offer says it takes (within the cap)."""
+        pt = translated.h264_pm1(media)
+        assert pt is not None  # a stream without it is refused when the side is made
+        taken = translated.limits(self.streams, media, pt, self.bandwidth_kbps)
+        kbps = translated.video_kbps(taken.bitrate_bps // 1000, self.bandwidth_kbps)
+        return translated.lync_lines(LYNC_VIDEO_PT, taken, self.ssrc_ranges[index], kbps)
 
     def answer(self, callee: Body, *, final: bool) -> Body:
         """The SIP caller's answer, from Lync's: Lync's codecs, the relay's ports, the
@@ -124,53 +145,86 @@ class LyncCallee(IceSide):
                            Line("t", "0 0")])
         streams = []
         relayed = 0
-        for offered, answered, ice, keys in zip(self.streams.media, answer.media,
-                                                self.sessions, self.sip_keys, strict=True):
+        for index, (offered, answered, ice, keys) in enumerate(zip(
+                self.streams.media, answer.media, self.sessions, self.sip_keys, strict=True)):
             if ice is None:
                 streams.append(_rejected(offered))
                 continue
             port = self.sip_ports[relayed]
             relayed += 1
-            if answered.rejected:
+            video = offered.media == "video"
+            if video and not answered.rejected and _answered_pt(answered) is None:
+                self._refuse_video("Lync answered no X-H264UC")
                 streams.append(_rejected(offered))
                 continue
+            if answered.rejected:
+                if video:
+                    self._refuse_video("Lync declined video")
+                streams.append(_rejected(offered))
+                continue
+            sip_pt = translated.h264_pm1(offered) if video else None
+            formats = answered.formats if sip_pt is None else [str(sip_pt)]
             body = Media([Line("m", f"{offered.media} {port} {offered.proto} "
-                                    + " ".join(answered.formats))])
+                                    + " ".join(formats))])
             if keys is not None:
                 body.add_attribute("crypto", str(keys[1]))
-            for line in answered.lines[1:]:
-                if line.kind == "a" and line.attribute[0] in KEPT:
-                    body.lines.append(Line("a", line.value))
+            if sip_pt is None:
+                for line in answered.lines[1:]:
+                    if line.kind == "a" and line.attribute[0] in KEPT:
+                        body.lines.append(Line("a", line.value))
+            else:
+                body.lines += self._caller_video(index, offered, answered, sip_pt)
+                body.set_bandwidth("AS", translated.video_kbps(
+                    translated.lync_kbps(answer, answered), self.bandwidth_kbps))
             body.add_attribute("sendrecv")
             cap_bandwidth(body, self.bandwidth_kbps)
             streams.append(body)
         self.caller_answer = SessionDescription(session, streams)
         return self.caller_answer.to_bytes(), SDP
 
+    def _caller_video(self, index: int, offered: Media, answered: Media,
+                      sip_pt: int) -> list[Line]:
+        """Lync's X-H264UC as the caller gets it: its own H264 number, constrained baseline
+        at the lower of the level it offered and what Lync receives (no level asymmetry),
+        and the relay's plan for the stream."""
+        assert self.lync_answer is not None
+        receives = translated.lync_receives(self.lync_answer, answered)
+        level = translated.lower(translated.level_of(offered.fmtp(sip_pt) or ""),
+                                 translated.level_for(*receives))
+        lync_pt = _answered_pt(answered)
+        assert lync_pt is not None
+        taken = translated.limits(self.streams, offered, sip_pt, self.bandwidth_kbps)
+        self._video_plan(index, answered, lync_pt, sip_pt, taken)
+        return translated.sip_lines(sip_pt, level)
+
     async def connect(self, timeout: float) -> None:
         if self.lync_offer is None or self.lync_answer is None or self.caller_answer is None:
             raise IceError("no answer was negotiated")
         plans: list[StreamPlan | None] = []
-        for offered, answered, ice, key, sip_keys, to_lync, to_caller in zip(
-                self.streams.media, self.lync_answer.media, self.sessions, self.keys,
-                self.sip_keys, self.lync_offer.media, self.caller_answer.media, strict=True):
+        for index, (offered, answered, ice, key, sip_keys, to_lync, to_caller) in enumerate(
+                zip(self.streams.media, self.lync_answer.media, self.sessions, self.keys,
+                    self.sip_keys, self.lync_offer.media, self.caller_answer.media,
+                    strict=True)):
             if ice is None:
                 continue
             remote = stream_remote(self.streams, offered)
-            if answered.rejected or remote is None:
+            if answered.rejected or to_caller.rejected or remote is None:
                 plans.append(None)
                 continue
             await set_remote(ice, self.lync_answer, answered)
             cryptos = answered.cryptos()
             if key is not None and not cryptos:
                 raise IceError("Lync answered without a=crypto to our SRTP offer")
+            video = self.videos.get(index)
             plans.append(StreamPlan(
                 offered.media, ice, remote.rtp, remote.rtcp,
                 lync_key_in=cryptos[0] if cryptos else None, lync_key_out=key,
                 sip_key_in=sip_keys[0] if sip_keys else None,
                 sip_key_out=sip_keys[1] if sip_keys else None,
-                lync_pt_map=payload_remap(answered, to_caller, offered),
-                sip_pt_map=payload_remap(offered, to_lync, answered)))
+                # Translated video has its payload types written by the translator.
+                lync_pt_map={} if video else payload_remap(answered, to_caller, offered),
+                sip_pt_map={} if video else payload_remap(offered, to_lync, answered),
+                video=video))
         await self._run(plans, timeout)
 
     def updated_offer(self) -> bytes | None:
@@ -184,6 +238,16 @@ class LyncCallee(IceSide):
 
     def relay_answer(self, *, from_caller: bool, body: bytes) -> bytes:
         return body
+
+
+def _answered_pt(answered: Media) -> int | None:
+    """Lync's X-H264UC in its answer: as its rtpmap names it, or our own number answered
+    with no rtpmap (which can only mean what we offered under it)."""
+    named = translated.x_h264uc(answered)
+    if named is None and str(LYNC_VIDEO_PT) in answered.formats and (
+            LYNC_VIDEO_PT not in answered.rtpmaps()):
+        return LYNC_VIDEO_PT
+    return named
 
 
 def _rejected(media: Media) -> Media:

@@ -15,6 +15,11 @@ offered) and anchors the media.
 Streams Lync offers that the SIP side cannot carry (application sharing over TCP), or that
 go beyond the rule's call capability, are left out of the SIP side's offer and rejected in
 the answer to Lync with port 0.
+
+Video is translated (sdp.video): Lync's X-H264UC reaches the SIP side as constrained-baseline
+H264 (packetization-mode 1) at the level Lync receives; a SIP answer with that H264 makes
+the answer to Lync accept X-H264UC with Lync's attributes (our SSRC range, x-caps for what
+the SIP side takes). An x-rtvc1-only offer has its video refused.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from gateway.calls.ice_side import LYNC_ENCRYPTION, IceSide, set_remote
 from gateway.calls.media_side import Body
 from gateway.media.backend import StreamPlan
 from ice.errors import IceError
+from sdp import video as translated
 from sdp.anchor import Remote, stream_remote
 from sdp.attributes import Crypto
 from sdp.errors import NotAcceptable
@@ -41,6 +47,10 @@ from sdp.standard import keep_formats, standard_audio
 
 # Lync's offer lines the SIP side gets unchanged (codecs and direction).
 KEPT = ("rtpmap", "fmtp", "sendrecv", "sendonly", "recvonly", "inactive", "ptime")
+DIRECTION = KEPT[2:6]
+# What the answer to Lync states of a translated video stream in Lync's terms.
+LYNC_VIDEO = ("rtpmap", "fmtp", "label", "x-source", "x-mediabw", "x-ssrc-range", "rtcp-fb",
+              "rtcp-rsize", "x-caps")
 SDP = "application/sdp"
 
 
@@ -62,6 +72,12 @@ class LyncCaller(IceSide):
     def _components(self, media: Media) -> int:
         return 1 if media.has("rtcp-mux") else 2
 
+    def _refusal(self, media: Media) -> str:
+        reason = super()._refusal(media)
+        if reason or media.media != "video" or media.rejected:
+            return reason
+        return translated.refusal(media, lync=True)
+
     def offer(self, caller: Body, toward: str) -> Body:
         """The SIP side's offer (once prepared): Lync's codecs toward the relay's ports.
 
@@ -82,20 +98,37 @@ class LyncCaller(IceSide):
         streams = []
         for media, port, key in zip(relayed, self.sip_ports, self.sip_keys, strict=True):
             proto = "RTP/AVP" if key is None else "RTP/SAVP"
-            formats = standard_audio(media) if media.media == "audio" else media.formats
-            if not formats:
-                raise NotAcceptable("Lync offered no audio codec a SIP endpoint takes "
-                                    "(G.722, G.711)")
-            lines = [Line("m", f"{media.media} {port} {proto} {' '.join(formats)}")]
-            lines += keep_formats([ln for ln in media.lines[1:]
-                                   if ln.kind == "a" and ln.attribute[0] in KEPT], formats)
-            stream = Media(lines)
+            if media.media == "video":
+                stream = self._sip_video(media, port, proto)
+            else:
+                formats = standard_audio(media) if media.media == "audio" else media.formats
+                if not formats:
+                    raise NotAcceptable("Lync offered no audio codec a SIP endpoint takes "
+                                        "(G.722, G.711)")
+                lines = [Line("m", f"{media.media} {port} {proto} {' '.join(formats)}")]
+                lines += keep_formats([ln for ln in media.lines[1:]
+                                       if ln.kind == "a" and ln.attribute[0] in KEPT], formats)
+                stream = Media(lines)
             if key is not None:
                 stream.add_attribute("crypto", str(key))
             cap_bandwidth(stream, self.bandwidth_kbps)
             streams.append(stream)
         self.sip_offer = SessionDescription(session, streams)
         return self.sip_offer.to_bytes(), SDP
+
+    def _sip_video(self, media: Media, port: int, proto: str) -> Media:
+        """Lync's X-H264UC as the SIP side is offered it: H264 under Lync's number, at the
+        level Lync receives, b=AS at what Lync takes (or Lync's usual) within the cap."""
+        pt = translated.x_h264uc(media)
+        assert pt is not None  # a stream without it is refused when the side is made
+        level = translated.level_for(*translated.lync_receives(self.streams, media))
+        stream = Media([Line("m", f"video {port} {proto} {pt}"),
+                        *translated.sip_lines(pt, level),
+                        *(ln for ln in media.lines[1:]
+                          if ln.kind == "a" and ln.attribute[0] in DIRECTION)])
+        stream.set_bandwidth("AS", translated.video_kbps(
+            translated.lync_kbps(self.streams, media), self.bandwidth_kbps))
+        return stream
 
     def answer(self, callee: Body, *, final: bool) -> Body:
         """Our answer to Lync, given the SIP side's answer: Lync gets our own SDP with the
@@ -116,6 +149,8 @@ class LyncCaller(IceSide):
             remote = None if media is None else stream_remote(sip, media)
             if media is None or remote is None or media.media != offered.media:
                 self._sip_answers.append(None)
+                if offered.media == "video":
+                    self._refuse_video("the SIP side declined video")
                 continue
             ours = self.sip_keys[position]
             theirs = None if ours is None else answered_crypto(media, ours)
@@ -125,6 +160,15 @@ class LyncCaller(IceSide):
                                     f"an a=crypto answering ours (tag {ours.tag} "
                                     f"{ours.suite})")
             self._sip_answers.append((media, remote, theirs))
+            if media.media == "video":
+                # Translated: the SIP side's H264 (mode 1) is Lync's X-H264UC.
+                if translated.h264_pm1(media) is None:
+                    self._refuse_video("the SIP side answered no H264 with "
+                                       "packetization-mode=1")
+                    continue
+                supported.setdefault("video", []).append(
+                    Codec(translated.X_H264UC, 90000, fmtp="packetization-mode=1"))
+                continue
             maps = media.rtpmaps()
             supported.setdefault(media.media, []).extend(
                 Codec(m.encoding, m.clock_rate, m.channels or 1, media.fmtp(m.payload_type) or "")
@@ -145,7 +189,29 @@ class LyncCaller(IceSide):
                                  encryption=LYNC_ENCRYPTION,
                                  bandwidth_kbps=self.bandwidth_kbps,
                                  origin_address=self.static_nat or self.address)
+        self._translate_video(sip, relayed)
         return self.negotiated.sdp.to_bytes(), SDP
+
+    def _translate_video(self, sip: SessionDescription, relayed: list[int]) -> None:
+        """Each video stream the answer accepts: stated to Lync in its terms, and planned
+        for the relay with what the SIP side's answer says it takes."""
+        assert self.negotiated is not None
+        for position, index in enumerate(relayed):
+            stream, sip_answer = self.negotiated.streams[index], self._sip_answers[position]
+            if stream.media != "video" or not stream.accepted or sip_answer is None:
+                continue
+            sip_media = sip_answer[0]
+            sip_pt = translated.h264_pm1(sip_media)
+            assert sip_pt is not None  # else X-H264UC was not supported, nor accepted
+            lync_pt = stream.codecs[0].payload_type
+            taken = translated.limits(sip, sip_media, sip_pt, self.bandwidth_kbps)
+            body = self.negotiated.sdp.media[index]
+            for name in LYNC_VIDEO:
+                body.remove_attribute(name)
+            kbps = translated.video_kbps(taken.bitrate_bps // 1000, self.bandwidth_kbps)
+            body.lines[:] = [body.lines[0], *translated.lync_lines(
+                lync_pt, taken, self.ssrc_ranges[index], kbps), *body.lines[1:]]
+            self._video_plan(index, self.streams.media[index], lync_pt, sip_pt, taken)
 
     async def connect(self, timeout: float) -> None:
         """Run ICE toward Lync, then join each stream at the relay."""
@@ -166,13 +232,16 @@ class LyncCaller(IceSide):
             sip_answered, remote, sip_key_in = sip_answer
             offered = self.streams.media[index]
             await set_remote(session, self.streams, offered)
+            video = self.videos.get(index)
             plans.append(StreamPlan(
                 offered.media, session, remote.rtp, remote.rtcp,
                 lync_key_in=stream.remote_crypto, lync_key_out=stream.local_crypto,
                 sip_key_in=sip_key_in, sip_key_out=self.sip_keys[position],
-                lync_pt_map=payload_remap(offered, sip_offered, sip_answered),
-                sip_pt_map=payload_remap(sip_answered, self.negotiated.sdp.media[index],
-                                         offered)))
+                # Translated video has its payload types written by the translator.
+                lync_pt_map={} if video else payload_remap(offered, sip_offered, sip_answered),
+                sip_pt_map={} if video else payload_remap(
+                    sip_answered, self.negotiated.sdp.media[index], offered),
+                video=video))
         await self._run(plans, timeout)
 
     def updated_offer(self) -> bytes | None:

@@ -143,6 +143,9 @@ async def test_toward_lync_streams_beyond_the_capability_are_rejected_on_both_le
     assert ports.in_use == set()
 
 
+H264UC = b"122 X-H264UC/90000\r\na=fmtp:122 packetization-mode=1;mst-mode=NI-TC"
+
+
 def lync_ice_offer() -> bytes:
     """An SfB client's offer: audio, main video, panoramic video and application sharing."""
     def stream(kind: bytes, port: int, fmt: bytes, label: bytes, rtpmap: bytes) -> bytes:
@@ -152,8 +155,8 @@ def lync_ice_offer() -> bytes:
                 b"VphYmNk|2^31|1:1\r\na=label:%s\r\na=rtpmap:%s\r\n"
                 % (kind, port, fmt, b"q" * 24, port, label, rtpmap))
     return (HEAD + stream(b"audio", 50010, b"9", b"main-audio", b"9 G722/8000")
-            + stream(b"video", 50012, b"122", b"main-video", b"122 H264/90000")
-            + stream(b"video", 50014, b"122", b"panoramic-video", b"122 H264/90000")
+            + stream(b"video", 50012, b"122", b"main-video", H264UC)
+            + stream(b"video", 50014, b"122", b"panoramic-video", H264UC)
             + b"m=applicationsharing 50016 TCP/RTP/SAVP 127\r\na=label:applicationsharing\r\n"
             b"a=rtpmap:127 x-data/90000\r\n")
 
@@ -176,7 +179,8 @@ async def test_from_lync_the_phone_is_offered_only_what_the_rule_allows(
     offered = parse_sdp(out.body).media
     assert [m.media for m in offered] == [k for k, keep in zip(
         ["audio", "video", "video", "applicationsharing"], kept, strict=True) if keep]
-    video = b"m=video %d RTP/AVP 122\r\na=rtpmap:122 H264/90000\r\n"  # mode 0, as offered
+    video = (b"m=video %d RTP/AVP 122\r\na=rtpmap:122 H264/90000\r\n"
+             b"a=fmtp:122 packetization-mode=1\r\n")  # as offered: Lync's, translated
     phone = phone_sdp(*[AUDIO if m.media == "audio" else video for m in offered])
     h.feed(make_response(out, 200, to_tag="phone", headers=(("Contact", "<sip:p@127.0.0.1>"),),
                          body=phone, content_type="application/sdp"), peer)

@@ -25,7 +25,8 @@ from tests.sdp.conftest import LYNC_BOUNDARY, fixture
 
 AUDIO_VIDEO = (b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
                b"m=audio 5004 RTP/AVP 9\r\na=rtpmap:9 G722/8000\r\n"
-               b"m=video 5006 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n")
+               b"m=video 5006 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n"
+               b"a=fmtp:96 packetization-mode=1\r\n")  # what Lync's X-H264UC is made of
 
 
 @pytest.fixture(autouse=True)

@@ -51,7 +51,8 @@ CREATE TABLE IF NOT EXISTS cdr (
     ended REAL NOT NULL,
     end_cause TEXT NOT NULL,
     ended_by TEXT NOT NULL,         -- caller | callee | gateway
-    media TEXT                      -- JSON counters per stream and direction
+    media TEXT,                     -- JSON counters per stream and direction
+    video TEXT                      -- translated video: up WxH | refused: why | none
 );
 CREATE INDEX IF NOT EXISTS cdr_started ON cdr (started);
 CREATE TABLE IF NOT EXISTS cdr_open (
@@ -66,8 +67,10 @@ RESTART_CAUSE = "node restart"
 # much of its latest record changes; a call in progress for longer keeps its open row.
 BATCH_WINDOW_S = 0.1
 _INSERT = ("INSERT INTO cdr (in_call_id, out_call_id, caller, alias, outcome, service, rule, "
-           "destination, started, ringing, answered, ended, end_cause, ended_by, media) "
-           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+           "destination, started, ringing, answered, ended, end_cause, ended_by, media, video) "
+           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+# Columns added since the first schema, for a database an older node made.
+ADDED = (("video", "TEXT"),)
 
 
 @dataclass
@@ -87,6 +90,9 @@ class CallRecord:
     end_cause: str = ""
     ended_by: str = "gateway"
     media: dict[str, object] = field(default_factory=dict)
+    # Video translated between Lync and SIP: "up WxH", "refused: <why>", "none"; None on
+    # calls with no Lync side.
+    video: str | None = None
     key: int | None = None  # its row in cdr_open while the call is in progress
 
 
@@ -108,6 +114,10 @@ class CdrStore:
         self.path = path
         self.db = _connect(path)  # start-up's and the readers' connection
         self.db.executescript(SCHEMA)
+        have = {row[1] for row in self.db.execute("PRAGMA table_info(cdr)")}
+        for name, kind in ADDED:
+            if name not in have:
+                self.db.execute(f"ALTER TABLE cdr ADD COLUMN {name} {kind}")
         (most,) = self.db.execute("SELECT coalesce(max(key), 0) FROM cdr_open").fetchone()
         self._keys = itertools.count(int(most) + 1)
         self._queue: queue.SimpleQueue[_Op | threading.Event | None] = queue.SimpleQueue()
@@ -235,7 +245,7 @@ def _row(record: CallRecord) -> tuple[object, ...]:
     return (record.in_call_id, record.out_call_id, record.caller, record.alias,
             record.outcome, record.service, record.rule, record.destination, record.started,
             record.ringing, record.answered, record.ended, record.end_cause, record.ended_by,
-            json.dumps(record.media) if record.media else None)
+            json.dumps(record.media) if record.media else None, record.video)
 
 
 def _snapshot(record: CallRecord) -> dict[str, object]:

@@ -41,6 +41,7 @@ class EchoSide:
     gathers = False
     connects = False
     answers_offers_here = True
+    video = ""  # nothing translated
 
     def __init__(self, offer: SessionDescription, ports: PortAllocator, address: str,
                  media_timeout: float, seen_by_caller: str) -> None:

@@ -39,6 +39,12 @@ class MediaSide(Protocol):
         """The streams being relayed, once media flows through the node."""
         ...
 
+    @property
+    def video(self) -> str:
+        """The CDR's word on video translated between Lync and SIP ("up WxH", "refused:
+        <why>", "none"); '' where this side translates none (the column stays empty)."""
+        ...
+
     def reserve(self) -> None:
         """Take what the offer needs at once (relay ports); raises PortsExhausted."""
 
@@ -85,6 +91,7 @@ class PassThrough:
     connects = False
     answers_offers_here = False
     relayed = None
+    video = ""
 
     def reserve(self) -> None:
         return None

@@ -39,6 +39,7 @@ class ReceptionSide(Prompted):
     gathers = False
     connects = False
     answers_offers_here = True
+    video = ""  # nothing translated
 
     def __init__(self, offer: SessionDescription, ports: PortAllocator, address: str,
                  media_timeout: float, seen_by_caller: str, theme: Path | None) -> None:

@@ -26,6 +26,7 @@ class SipSide:
     gathers = False
     connects = False
     answers_offers_here = False
+    video = ""  # both legs SIP: video, if any, relayed untranslated
 
     def __init__(self, offer: SessionDescription, ports: PortAllocator, address: str, *,
                  bandwidth_kbps: int, media_timeout: float, call_id: str,

@@ -50,6 +50,7 @@ def end(ctx: Context, call: Call, why: str, by: str = "gateway") -> None:
     ctx.stats.ended(outcome, call.decision.outcome)
     call.record.ended, call.record.end_cause = ctx.wall_clock(), why
     call.record.ended_by = by
+    call.record.video = call.media.video or None
     ctx.record(call.record)
 
 

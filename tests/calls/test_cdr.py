@@ -117,3 +117,26 @@ def test_a_call_that_ends_in_the_batch_it_opened_in_never_writes_an_open_row(
     CdrStore._commit(db, batch)  # type: ignore[arg-type]
     assert [sql for sql in executed if "cdr_open" in sql] == []
     assert [r["end_cause"] for r in store.recent()] == ["486 Busy Here"]
+
+
+def test_a_database_from_before_the_video_column_gains_it_and_keeps_its_rows(
+        tmp_path: Path) -> None:
+    """A node upgraded over an older CDR file: the `video` column is added in place, old
+    rows read it as empty, new rows carry it."""
+    path = tmp_path / "cdr.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE cdr (id INTEGER PRIMARY KEY, in_call_id TEXT NOT NULL, out_call_id TEXT,"
+        " caller TEXT NOT NULL, alias TEXT NOT NULL, outcome TEXT NOT NULL, service TEXT,"
+        " rule TEXT, destination TEXT, started REAL NOT NULL, ringing REAL, answered REAL,"
+        " ended REAL NOT NULL, end_cause TEXT NOT NULL, ended_by TEXT NOT NULL, media TEXT);"
+        "INSERT INTO cdr (in_call_id, caller, alias, outcome, started, ended, end_cause,"
+        " ended_by) VALUES ('old', 'a', 'b', 'rule', 1, 2, 'BYE', 'caller');")
+    old.close()
+    store = CdrStore(path)
+    store.write(CallRecord("new", "a", "b", "rule", 3.0, ended=4.0, end_cause="BYE",
+                           video="up 1280x720"))
+    assert [(r["in_call_id"], r["video"]) for r in store.recent()] == [
+        ("new", "up 1280x720"), ("old", None)]
+    store.close()
+    assert CdrStore(path).recent()[0]["video"] == "up 1280x720"  # added once, not again

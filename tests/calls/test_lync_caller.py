@@ -12,11 +12,14 @@ import asyncio
 import base64
 import os
 from dataclasses import replace
+from pathlib import Path
 
 import aioice
 import pytest
 
+from gateway.calls.cdr import CdrStore
 from gateway.calls.lync_caller import LyncCaller
+from gateway.media.video_plan import SipVideoLimits, VideoPlan
 from gateway.sip.message import Request, Response, make_response
 from ice.candidate import parse_candidate
 from ice.ports import PortAllocator
@@ -31,7 +34,15 @@ from tests.kit.calls import (
     outbound,
     phone,
 )
-from tests.kit.lync import BOUNDARY, LYNC, StunServer, invite, lync_offer
+from tests.kit.lync import (
+    BOUNDARY,
+    LYNC,
+    LYNC_VIDEO_SSRCS,
+    StunServer,
+    invite,
+    lync_offer,
+    lync_video,
+)
 from tests.kit.media import crypto, far_end, rtcp_sr, rtp
 from tests.peers import free_port
 
@@ -259,14 +270,19 @@ def phone_answer(port: int, extra: bytes = b"", proto: bytes = b"RTP/AVP") -> by
             b"m=audio %d %s 9\r\na=rtpmap:9 G722/8000\r\n%s" % (port, proto, extra))
 
 
-async def ice_completes(h: Harness, lync: aioice.Connection, ours: Media) -> None:
-    """Lync (controlling) runs ICE against our answer; the relay has joined on return."""
+async def ice_connects(lync: aioice.Connection, ours: Media) -> None:
+    """Lync (controlling) runs ICE for one stream against our answer."""
     lync.remote_username = ours.attribute("ice-ufrag")
     lync.remote_password = ours.attribute("ice-pwd")
     for value in ours.attributes("candidate"):
         await lync.add_remote_candidate(parse_candidate(value).to_aioice())
     await lync.add_remote_candidate(None)
     await asyncio.wait_for(lync.connect(), 10)
+
+
+async def ice_completes(h: Harness, *streams: tuple[aioice.Connection, Media]) -> None:
+    """Lync runs ICE on each stream against our answer; the relay has joined on return."""
+    await asyncio.gather(*(ice_connects(lync, ours) for lync, ours in streams))
     for _ in range(100):
         if any(c.media.relayed for c in h.b2bua.calls.values()):
             return
@@ -302,7 +318,7 @@ async def test_encryption_required_offers_the_phone_srtp_and_relays_it() -> None
     ok = next(m for m, p in h.take() if isinstance(m, Response) and m.status == 200 and p == LYNC)
     ours = parse_sdp(ok.body).media[0]
     our_lync_key = base64.b64decode(ours.cryptos()[0].key)
-    await ice_completes(h, lync, ours)
+    await ice_completes(h, (lync, ours))
 
     [call] = h.b2bua.calls.values()
     assert isinstance(call.media, LyncCaller)
@@ -380,3 +396,119 @@ async def test_a_phone_accepting_our_srtp_offer_without_its_key_fails_the_call_4
     assert refused.status == 488 and "without an a=crypto answering ours" in refused.reason
     assert ports.in_use == set()
     await lync.close()
+
+
+def bye_from_lync(to_tag: str) -> bytes:
+    return (f"BYE sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5061;branch=z9hG4bK-lb\r\n"
+            f"From: \"Bob\" <sip:bob@example.com>;tag=lync\r\nTo: <sip:alice@gw.example.com>;"
+            f"tag={to_tag}\r\nCall-ID: lync-call-1\r\nCSeq: 9 BYE\r\nMax-Forwards: 70\r\n"
+            "Content-Length: 0\r\n\r\n").encode()
+
+
+PHONE_VIDEO = (b"m=video 5006 RTP/AVP 96\r\nb=AS:1500\r\na=rtpmap:96 H264/90000\r\n"
+               b"a=fmtp:96 profile-level-id=42e01f;packetization-mode=1\r\n")
+LYNC_ONLY = ("x-h264uc", "x-rtvc1", "x-ulpfecuc", "x-caps", "x-ssrc-range", "x-source",
+             "label", "x-mediabw", "mst-mode", "silk", "ice-ufrag", "crypto")
+
+
+async def test_lync_video_reaches_the_phone_as_h264_and_lync_gets_x_h264uc_back(
+        tmp_path: Path) -> None:
+    """Lync 2013's X-H264UC + x-rtvc1 video: the phone is offered H264 (Lync's number,
+    packetization-mode 1, constrained baseline at level 4 because Lync's x-caps go to
+    1080p30, b=AS at Lync's usual 4000) and nothing Lync-only; its H264 answer at level 3.1
+    and b=AS 1500 makes our answer to Lync accept X-H264UC alone with Lync's attributes
+    (our SSRC range, x-caps up to 720p at 1500 kbps); the relay gets the VideoPlan, and the
+    CDR says video was up at 1280x720 once ICE ran on both streams."""
+    base = free_port()
+    ports = PortAllocator(base, base + 40)
+    lync = aioice.Connection(ice_controlling=True, components=1, use_ipv6=False)
+    camera = aioice.Connection(ice_controlling=True, components=1, use_ipv6=False)
+    await asyncio.gather(lync.gather_candidates(), camera.gather_candidates())
+    cdrs = CdrStore(tmp_path / "cdr.sqlite3")
+    h = Harness([FIRST], cdrs, ports=ports, address="127.0.0.1")
+    h.feed(invite(lync_offer(lync, os.urandom(30), lync_video(camera, os.urandom(30)))), LYNC)
+    for _ in range(30):
+        await h.settle()
+    out, peer = outbound(h.take(), "INVITE")
+    audio, video = parse_sdp(out.body).media
+    assert audio.formats == ["9", "0", "101"] and video.formats == ["122"]
+    assert video.rtpmaps()[122].encoding == "H264" and video.proto == "RTP/AVP"
+    assert video.fmtp(122) == "profile-level-id=42e028;packetization-mode=1"
+    assert video.attributes("rtcp-fb") == ["122 nack pli", "122 ccm fir"]
+    assert video.bandwidth("AS") == 4000
+    assert not [word for word in LYNC_ONLY if word in out.body.decode().lower()]
+    phone = (b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+             b"m=audio 5004 RTP/AVP 9\r\na=rtpmap:9 G722/8000\r\n" + PHONE_VIDEO)
+    h.feed(make_response(out, 200, to_tag="phone", headers=(("Contact", "<sip:p@127.0.0.1>"),),
+                         body=phone, content_type="application/sdp"), peer)
+    ok = next(m for m, p in h.take() if isinstance(m, Response) and m.status == 200 and p == LYNC)
+    ours_audio, ours_video, sharing = parse_sdp(ok.body).media
+    assert sharing.rejected and ours_video.formats == ["122"] and ours_video.proto == "RTP/SAVP"
+    assert ours_video.rtpmaps()[122].encoding == "X-H264UC"
+    assert ours_video.fmtp(122) == "packetization-mode=1;mst-mode=NI-TC"
+    assert ours_video.attribute("rtcp-fb") == "* x-message app send:src,x-pli recv:src,x-pli"
+    assert ours_video.has("rtcp-rsize") and ours_video.label == "main-video"
+    assert ours_video.attribute("x-mediabw") == "main-video send=1500;recv=1500"
+    assert (ours_video.attribute("x-caps") or "").startswith("122 263:1280:720:30.0:1500000:1;")
+    ours = ours_video.ssrc_range()
+    assert ours is not None and ours.last - ours.first == 99
+    [call] = h.b2bua.calls.values()
+    assert isinstance(call.media, LyncCaller)
+    assert call.media.videos == {1: VideoPlan(
+        122, 96, SipVideoLimits(1280, 720, 30.0, 1500000), lync_ssrc_range=LYNC_VIDEO_SSRCS,
+        lync_takes_vsr=True, lync_send_ssrc=ours.first)}
+    await ice_completes(h, (lync, ours_audio), (camera, ours_video))
+    assert call.media.video == "up 1280x720"
+    h.feed(bye_from_lync(str(ok.to.tag)), LYNC)
+    for _ in range(10):
+        await h.settle()
+    [row] = cdrs.recent()
+    assert row["video"] == "up 1280x720"
+    cdrs.close()
+    await asyncio.gather(lync.close(), camera.close())
+    assert ports.in_use == set()
+
+
+@pytest.mark.parametrize(("rtvc1_only", "phone_video", "why"), [
+    (True, b"", "x-rtvc1 only (RTVideo needs transcoding)"),
+    (False, b"m=video 0 RTP/AVP 122\r\n", "the SIP side declined video"),
+    (False, b"m=video 5006 RTP/AVP 122\r\na=rtpmap:122 H264/90000\r\n",
+     "the SIP side answered no H264 with packetization-mode=1"),
+], ids=["x-rtvc1 only", "phone declines", "phone answers mode 0"])
+async def test_video_that_cannot_be_translated_is_refused_and_the_cdr_says_why(
+        tmp_path: Path, rtvc1_only: bool, phone_video: bytes, why: str) -> None:
+    """Lync's video is rejected in our answer (port 0) and the call goes on with audio: an
+    x-rtvc1-only offer never reaches the phone; a phone that declines video or answers H264
+    without packetization-mode 1 has nothing to translate to. The CDR's video column says
+    why."""
+    base = free_port()
+    ports = PortAllocator(base, base + 40)
+    lync = aioice.Connection(ice_controlling=True, components=1, use_ipv6=False)
+    camera = aioice.Connection(ice_controlling=True, components=1, use_ipv6=False)
+    await asyncio.gather(lync.gather_candidates(), camera.gather_candidates())
+    cdrs = CdrStore(tmp_path / "cdr.sqlite3")
+    h = Harness([FIRST], cdrs, ports=ports, address="127.0.0.1")
+    video = lync_video(camera, os.urandom(30), rtvc1_only=rtvc1_only)
+    h.feed(invite(lync_offer(lync, os.urandom(30), video)), LYNC)
+    for _ in range(30):
+        await h.settle()
+    out, peer = outbound(h.take(), "INVITE")
+    kinds = [m.media for m in parse_sdp(out.body).media]
+    assert kinds == (["audio"] if rtvc1_only else ["audio", "video"])
+    phone = (b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+             b"m=audio 5004 RTP/AVP 9\r\na=rtpmap:9 G722/8000\r\n" + phone_video)
+    h.feed(make_response(out, 200, to_tag="phone", headers=(("Contact", "<sip:p@127.0.0.1>"),),
+                         body=phone, content_type="application/sdp"), peer)
+    ok = next(m for m, p in h.take() if isinstance(m, Response) and m.status == 200 and p == LYNC)
+    ours_audio, ours_video, _ = parse_sdp(ok.body).media
+    assert ours_video.rejected and not ours_audio.rejected
+    [call] = h.b2bua.calls.values()
+    assert isinstance(call.media, LyncCaller) and call.media.videos == {}
+    assert call.media.video == f"refused: {why}"
+    h.feed(bye_from_lync(str(ok.to.tag)), LYNC)
+    for _ in range(10):
+        await h.settle()
+    assert cdrs.recent()[0]["video"] == f"refused: {why}"
+    cdrs.close()
+    await asyncio.gather(lync.close(), camera.close())
+    assert ports.in_use == set()

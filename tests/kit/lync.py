@@ -71,9 +71,41 @@ LYNC = Peer("TLS", "127.0.0.1", 5061, connection=3)
 BOUNDARY = "lyncboundary"
 
 
-def lync_offer(agent: aioice.Connection, key: bytes) -> bytes:
-    candidates = "".join(f"a={Candidate.from_aioice(c).attribute()}\r\n"
-                         for c in agent.local_candidates)
+# Lync 2013's video stream as it offers it: X-H264UC, RTVideo and FEC, what it receives
+# for RTVideo (x-caps), the SSRCs it sends with, source requests and PLI both ways.
+LYNC_VIDEO_SSRCS = (2032261889, 2032261988)
+LYNC_XCAPS = ("121 263:1920:1080:30.0:2000000:1;4359:1280:720:30.0:1500000:1;"
+              "8455:640:480:30.0:600000:1;12551:640:360:30.0:600000:1;"
+              "16647:352:288:15.0:250000:1;20743:424:240:15.0:250000:1;"
+              "24839:176:144:15.0:180000:1")
+
+
+def lync_video(agent: aioice.Connection, key: bytes, *, rtvc1_only: bool = False) -> str:
+    """The m=video section of Lync's RFC 5245 part (`rtvc1_only`: as Lync 2010 offers,
+    RTVideo alone)."""
+    formats = "121 123" if rtvc1_only else "122 121 123"
+    h264uc = "" if rtvc1_only else ("a=rtpmap:122 X-H264UC/90000\r\n"
+                                    "a=fmtp:122 packetization-mode=1;mst-mode=NI-TC\r\n")
+    return (f"m=video {agent.local_candidates[0].port} RTP/SAVP {formats}\r\n"
+            f"a=x-ssrc-range:{LYNC_VIDEO_SSRCS[0]}-{LYNC_VIDEO_SSRCS[1]}\r\n"
+            "a=rtcp-fb:* x-message app send:src,x-pli recv:src,x-pli\r\na=rtcp-rsize\r\n"
+            "a=label:main-video\r\na=x-source:main-video\r\n"
+            f"a=ice-ufrag:{agent.local_username}\r\na=ice-pwd:{agent.local_password}\r\n"
+            f"{_candidates(agent)}a=rtcp-mux\r\n"
+            f"a=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:{base64.b64encode(key).decode()}"
+            f"|2^31\r\na=x-caps:{LYNC_XCAPS}\r\n{h264uc}"
+            "a=rtpmap:121 x-rtvc1/90000\r\na=rtpmap:123 x-ulpfecuc/90000\r\n")
+
+
+def _candidates(agent: aioice.Connection) -> str:
+    return "".join(f"a={Candidate.from_aioice(c).attribute()}\r\n"
+                   for c in agent.local_candidates)
+
+
+def lync_offer(agent: aioice.Connection, key: bytes, video: str = "") -> bytes:
+    """Lync's multipart offer: audio on `agent`, then `video` (lync_video), then
+    application sharing."""
+    candidates = _candidates(agent)
     port = agent.local_candidates[0].port
     rfc5245 = (
         "v=0\r\no=- 0 1 IN IP4 127.0.0.1\r\ns=session\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
@@ -82,7 +114,7 @@ def lync_offer(agent: aioice.Connection, key: bytes) -> bytes:
         f"{candidates}a=rtcp-mux\r\n"
         f"a=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:{base64.b64encode(key).decode()}|2^31\r\n"
         "a=label:main-audio\r\na=rtpmap:9 G722/8000\r\na=rtpmap:0 PCMU/8000\r\n"
-        "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n"
+        f"a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n{video}"
         "m=applicationsharing 5398 TCP/RTP/SAVP 127\r\na=rtpmap:127 x-data/90000\r\n")
     fallback = ("v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=session\r\nc=IN IP4 127.0.0.1\r\n"
                 f"t=0 0\r\nm=audio {port} RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\n")

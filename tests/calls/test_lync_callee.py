@@ -17,6 +17,7 @@ import aioice
 import pytest
 
 from gateway.calls.lync_callee import LyncCallee
+from gateway.media.video_plan import SipVideoLimits, VideoPlan
 from gateway.sip.message import Request, Response, make_response
 from gateway.transport.peer import Peer
 from ice.candidate import Candidate, parse_candidate
@@ -324,3 +325,114 @@ async def test_an_offer_whose_srtp_cannot_be_answered_gets_488_saying_why(
     assert why in refused.reason
     assert not [m for m, _ in sent if isinstance(m, Request) and m.method == "INVITE"]
     assert not h.b2bua.calls and ports.in_use == set()
+
+
+GROUP_VIDEO = (b"m=video %d RTP/AVP 109 110 34\r\nb=TIAS:1984000\r\na=rtpmap:109 H264/90000\r\n"
+               b"a=fmtp:109 profile-level-id=42801f;packetization-mode=1;max-mbps=245000;"
+               b"max-fs=8192\r\na=rtpmap:110 H264/90000\r\na=fmtp:110 profile-level-id=42801f"
+               b"\r\na=rtpmap:34 H263/90000\r\n")
+LYNC_SSRCS = (3933771608, 3933771707)
+
+
+def lync_stream(agent: aioice.Connection, key: bytes, kind: str, codec: str) -> str:
+    """One stream of Lync's answer as Lync 2013 writes it."""
+    ssrcs = f"{LYNC_SSRCS[0]}-{LYNC_SSRCS[1]}" if kind == "video" else "3933771607-3933771607"
+    feedback = "src,x-pli" if kind == "video" else "dsh"
+    pt = codec.split(" ", 1)[0]
+    candidates = "".join(f"a={Candidate.from_aioice(c).attribute()}\r\n"
+                         for c in agent.local_candidates)
+    return (f"m={kind} {agent.local_candidates[0].port} RTP/SAVP {pt}\r\n"
+            f"a=x-ssrc-range:{ssrcs}\r\n"
+            f"a=rtcp-fb:* x-message app send:{feedback} recv:{feedback}\r\na=rtcp-rsize\r\n"
+            f"a=label:main-{kind}\r\na=x-source:main-{kind}\r\n"
+            f"a=ice-ufrag:{agent.local_username}\r\na=ice-pwd:{agent.local_password}\r\n"
+            f"{candidates}a=rtcp-mux\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"
+            f"{base64.b64encode(key).decode()}|2^31\r\na=rtpmap:{codec}\r\n")
+
+
+async def test_a_phones_h264_reaches_lync_as_x_h264uc_and_lync_answers_back_as_h264() -> None:
+    """A room system's H264 (level 3.1 raised to 1080p30 by max-fs/max-mbps, b=TIAS 1984
+    kbps; also mode 0 and H.263): Lync is offered X-H264UC alone under 122 with its
+    attributes, x-caps from 1080p30 at 1984 kbps down; Lync 2013's answer (x-mediabw at
+    session level, 2500 received) reaches the phone as H264 under its own 109, constrained
+    baseline no higher than the level it offered, b=AS 2500; the relay gets the plan, and
+    video is up at 1920x1080 once ICE ran on both streams."""
+    base = free_port()
+    ports = PortAllocator(base, base + 40)
+    h = Harness([FIRST], ports=ports, address="127.0.0.1", rules=RULES)
+    h.feed(phone_invite(sdp_body(5004) + GROUP_VIDEO % 5006), PHONE)
+    for _ in range(30):
+        await h.settle()
+    out, lync_peer = outbound(h.take(), "INVITE")
+    audio, video = parse_sdp(out.body).media
+    assert video.formats == ["122"] and video.proto == "RTP/SAVP" and video.has("ice-ufrag")
+    assert video.rtpmaps()[122].encoding == "X-H264UC" and 109 not in video.rtpmaps()
+    assert video.fmtp(122) == "packetization-mode=1;mst-mode=NI-TC"
+    assert video.attribute("rtcp-fb") == "* x-message app send:src,x-pli recv:src,x-pli"
+    assert video.has("rtcp-rsize") and video.label == "main-video" and video.has("rtcp-mux")
+    assert video.attribute("x-mediabw") == "main-video send=1984;recv=1984"
+    assert (video.attribute("x-caps") or "").startswith("122 263:1920:1080:30.0:1984000:1;")
+    ours = video.ssrc_range()
+    assert ours is not None and ours.last - ours.first == 99
+    lync, camera = (aioice.Connection(ice_controlling=False, components=1, use_ipv6=False)
+                    for _ in range(2))
+    await asyncio.gather(lync.gather_candidates(), camera.gather_candidates())
+    answer = ("v=0\r\no=- 0 1 IN IP4 127.0.0.1\r\ns=session\r\nc=IN IP4 127.0.0.1\r\n"
+              "t=0 0\r\na=x-mediabw:main-video send=4000;recv=2500\r\n"
+              + lync_stream(lync, os.urandom(30), "audio", "9 G722/8000")
+              + lync_stream(camera, os.urandom(30), "video", "122 X-H264UC/90000")
+              + "a=fmtp:122 packetization-mode=1;mst-mode=NI-TC\r\n")
+    h.feed(make_response(out, 200, to_tag="lync", body=answer.encode(),
+                         headers=(("Contact", "<sip:alice@127.0.0.1;transport=tls>"),),
+                         content_type="application/sdp"), lync_peer)
+    ok = next(m for m, p in h.take() if isinstance(m, Response) and m.status == 200)
+    to_phone = parse_sdp(ok.body).media[1]
+    assert to_phone.formats == ["109"] and to_phone.proto == "RTP/AVP"
+    assert to_phone.rtpmaps()[109].encoding == "H264"
+    assert to_phone.fmtp(109) == "profile-level-id=42e01f;packetization-mode=1"
+    assert to_phone.bandwidth("AS") == 2500 and to_phone.attributes("rtcp-fb") == [
+        "109 nack pli", "109 ccm fir"]
+    assert "x-" not in ok.body.decode() and "label" not in ok.body.decode()
+    [call] = h.b2bua.calls.values()
+    assert isinstance(call.media, LyncCallee)
+    assert call.media.videos == {1: VideoPlan(
+        122, 109, SipVideoLimits(1920, 1080, 30.0, 1984000), lync_ssrc_range=LYNC_SSRCS,
+        lync_takes_vsr=True, lync_send_ssrc=ours.first)}
+    for agent, stream in ((lync, audio), (camera, video)):
+        agent.remote_username = stream.attribute("ice-ufrag")
+        agent.remote_password = stream.attribute("ice-pwd")
+        for value in stream.attributes("candidate"):
+            await agent.add_remote_candidate(parse_candidate(value).to_aioice())
+        await agent.add_remote_candidate(None)
+    await asyncio.wait_for(asyncio.gather(lync.connect(), camera.connect()), 10)
+    for _ in range(100):
+        if call.media.relayed:
+            break
+        await asyncio.sleep(0.02)
+    assert call.media.video == "up 1920x1080"
+    await call.media.close()
+    await asyncio.gather(lync.close(), camera.close())
+    assert ports.in_use == set()
+
+
+async def test_a_phones_video_without_h264_mode_1_is_refused_toward_both_legs() -> None:
+    """H.263 and H264 mode 0 cannot become X-H264UC: Lync is offered the video stream
+    rejected, the phone gets it rejected in the answer, the call is audio, and the CDR's
+    word says why."""
+    base = free_port()
+    ports = PortAllocator(base, base + 40)
+    h = Harness([FIRST], ports=ports, address="127.0.0.1", rules=RULES)
+    video = (b"m=video 5006 RTP/AVP 110 34\r\na=rtpmap:110 H264/90000\r\n"
+             b"a=rtpmap:34 H263/90000\r\n")
+    h.feed(phone_invite(sdp_body(5004) + video), PHONE)
+    for _ in range(30):
+        await h.settle()
+    out, _ = outbound(h.take(), "INVITE")
+    audio, rejected = parse_sdp(out.body).media
+    assert rejected.rejected and not audio.rejected
+    [call] = h.b2bua.calls.values()
+    assert isinstance(call.media, LyncCallee)
+    assert call.media.video == ("refused: no H264 with packetization-mode=1 (Lync takes no "
+                                "other video untranscoded)")
+    await call.media.close()
+    assert ports.in_use == set()

@@ -18,6 +18,7 @@ from gateway.media.errors import MediaError
 from gateway.media.relay import Side, StreamRelay
 from gateway.media.srtp import SrtpContext
 from gateway.media.video_plan import VideoPlan
+from gateway.media.video_relay import POLL_INTERVAL, VideoRelay
 from ice.ports import PortAllocator
 from ice.session import IceSession
 from sdp.anchor import Remote
@@ -63,6 +64,8 @@ class BuiltinRelay:
         self.ports = ports
         self._sip: list[SipMedia] = []
         self._relays: list[StreamRelay] = []
+        # A translated video stream's timer: its access-unit timeout and key-frame requests.
+        self._polls: dict[int, asyncio.TimerHandle] = {}
         self.media: CallMedia | None = None
 
     async def reserve(self, host: str, count: int, rtcp_mux: bool) -> list[int]:
@@ -93,14 +96,17 @@ class BuiltinRelay:
             if sip.rtcp_endpoint is not None:
                 sip.rtcp_endpoint.point_at(plan.sip_remote_rtcp or plan.sip_remote)
             lync = IceMedia(plan.ice, self._into(index, from_sip=False))
-            self._relays.append(StreamRelay(
-                plan.media,
-                Side("lync", lync.send, _ctx(plan.lync_key_in, True),
-                     _ctx(plan.lync_key_out, False), pt_map=plan.lync_pt_map),
-                Side("sip", sip.send, _ctx(plan.sip_key_in, True), _ctx(plan.sip_key_out, False),
-                     pt_map=plan.sip_pt_map),
-                clock=loop.time,
-            ))
+            lync_side = Side("lync", lync.send, _ctx(plan.lync_key_in, True),
+                             _ctx(plan.lync_key_out, False), pt_map=plan.lync_pt_map)
+            sip_side = Side("sip", sip.send, _ctx(plan.sip_key_in, True),
+                            _ctx(plan.sip_key_out, False), pt_map=plan.sip_pt_map)
+            if plan.video is None:
+                self._relays.append(StreamRelay(plan.media, lync_side, sip_side,
+                                                clock=loop.time))
+                continue
+            video = VideoRelay(lync_side, sip_side, plan.video, clock=loop.time)
+            self._relays.append(video)
+            self._poll(index, video)  # ICE is up: the first VSR goes now
         self.media = CallMedia([r for r in self._relays if r.media != "unused"],
                                timeout=timeout)
         return self.media
@@ -113,7 +119,15 @@ class BuiltinRelay:
 
         return receive
 
+    def _poll(self, index: int, video: VideoRelay) -> None:
+        loop = asyncio.get_running_loop()
+        video.poll(loop.time())
+        self._polls[index] = loop.call_later(POLL_INTERVAL, self._poll, index, video)
+
     def close(self) -> None:
+        for handle in self._polls.values():
+            handle.cancel()
+        self._polls.clear()
         for sip in self._sip:
             sip.close(self.ports)
         self._sip.clear()

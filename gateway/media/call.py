@@ -5,6 +5,7 @@ sending anything on any more. The timeout is checked by call control on its dead
 from __future__ import annotations
 
 from gateway.media.relay import StreamRelay
+from gateway.media.video_relay import VideoRelay
 
 
 class CallMedia:
@@ -35,3 +36,10 @@ class CallMedia:
         """{media: {"lync->sip": {...}, "sip->lync": {...}}} for the CDR and status API."""
         return {s.media: {f"{a}->{b}": st.as_dict() for (a, b), st in s.stats.items()}
                 for s in self.streams}
+
+    def video_stats(self) -> list[dict[str, object]]:
+        """For each translated video stream (Lync X-H264UC <-> SIP H264), its translation
+        and feedback counters (`VideoRelay.video_stats`): whether video flowed each way, at
+        what picture size, with how many key frames, VSRs and dropped frames. Empty when
+        the call has none."""
+        return [s.video_stats() for s in self.streams if isinstance(s, VideoRelay)]

@@ -51,15 +51,31 @@ class StreamRelay:
                  stats: StreamStats) -> None:
         if rtcp is None:  # rtcp-mux: tell by the packet type
             rtcp = is_rtcp(packet)
+        clear = self._open(packet, rtcp, src, stats)
+        if clear is None:
+            return
+        if not rtcp:
+            pt = clear[1] & 0x7F
+            mapped = dst.pt_map.get(pt, pt)
+            if mapped != pt:
+                clear = b"%c%c" % (clear[0], (clear[1] & 0x80) | mapped) + clear[2:]
+        self._deliver(clear, rtcp, dst, stats)
+
+    @staticmethod
+    def _open(packet: bytes, rtcp: bool, src: Side, stats: StreamStats) -> bytes | None:
+        """`packet` as `src` sent it, unprotected and checked; None (counted) if unusable."""
         try:
             if src.srtp_in is not None:
                 packet = src.srtp_in.unprotect(packet, rtcp)
             check(packet, rtcp)
-            if not rtcp:
-                pt = packet[1] & 0x7F
-                mapped = dst.pt_map.get(pt, pt)
-                if mapped != pt:
-                    packet = b"%c%c" % (packet[0], (packet[1] & 0x80) | mapped) + packet[2:]
+        except PacketError as exc:
+            stats.drop(exc.kind)
+            return None
+        return packet
+
+    def _deliver(self, packet: bytes, rtcp: bool, dst: Side, stats: StreamStats) -> None:
+        """`packet` protected for `dst`, counted and sent."""
+        try:
             if dst.srtp_out is None:
                 out = packet
             else:

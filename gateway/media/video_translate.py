@@ -37,6 +37,7 @@ from gateway.media.h264uc import (
 )
 from gateway.media.h264uc import pacsi as build_pacsi
 from gateway.media.rtp import MIN_RTP, rtp_header_length
+from gateway.media.video_rtcp import SequenceMap
 
 DEFAULT_MTU = 1200  # RTP payload octets: leaves room for SRTP, TURN and IPv6 under 1500
 ACCESS_UNIT_TIMEOUT = 0.5  # seconds an access unit may stay open without its marker
@@ -57,6 +58,7 @@ class VideoStats:
 
     packets_in: int = 0
     packets_out: int = 0
+    octets_out: int = 0  # RTP payload octets, as a sender report counts them
     access_units_out: int = 0
     key_frames: int = 0  # access units out with an IDR picture
     packets_dropped: dict[str, int] = field(default_factory=dict)  # short, ssrc, late ...
@@ -67,6 +69,7 @@ class VideoStats:
 
     def as_dict(self) -> dict[str, object]:
         return {"packets_in": self.packets_in, "packets_out": self.packets_out,
+                "octets_out": self.octets_out,
                 "access_units_out": self.access_units_out, "key_frames": self.key_frames,
                 "packets_dropped": dict(self.packets_dropped),
                 "nals_dropped": dict(self.nals_dropped),
@@ -115,6 +118,8 @@ class _AccessUnit:
 class _Complete:
     timestamp: int
     nals: list[bytes]
+    first_sequence: int  # of the packets it came in
+    last_sequence: int
 
 
 class _Assembly:
@@ -193,7 +198,8 @@ class _Assembly:
             _bump(self._stats.nals_dropped, "fu_truncated")
             _bump(self._stats.frames_dropped, "malformed")
             return None
-        return _Complete(unit.timestamp, nals)
+        return _Complete(unit.timestamp, nals, (unit.first_sequence + offsets[0]) & 0xFFFF,
+                         (unit.first_sequence + offsets[-1]) & 0xFFFF)
 
 
 class _Writer:
@@ -228,7 +234,16 @@ class _Translator:
 
     stats: VideoStats
     key_frame_wanted: bool
+    # Which packets in made which packets out: what RTCP about the output is mapped with.
+    sequences: SequenceMap
     _assembly: _Assembly
+    _writer: _Writer
+    _source: int | None
+
+    @property
+    def source(self) -> int | None:
+        """The SSRC whose packets are translated (None before the first)."""
+        return self._source
 
     def poll(self, now: float) -> None:
         """Drop an access unit left open past ACCESS_UNIT_TIMEOUT."""
@@ -257,6 +272,16 @@ class _Translator:
     def _translate(self, done: _Complete, rtp: _Rtp) -> list[bytes]:
         raise NotImplementedError
 
+    def _write(self, done: _Complete, rtp: _Rtp, nals: list[bytes]) -> list[bytes]:
+        first = self._writer.sequence
+        out = self._writer.write(done.timestamp, rtp.ssrc, rtp.payload_type,
+                                 packetize(nals, self._writer.mtu))
+        self.sequences.add(first, len(out), done.first_sequence, done.last_sequence)
+        self.stats.access_units_out += 1
+        self.stats.packets_out += len(out)
+        self.stats.octets_out += sum(len(p) for p in out) - MIN_RTP * len(out)
+        return out
+
 
 class FromLync(_Translator):
     """[MS-H264PF] from Lync -> RFC 6184 for the SIP endpoint: one SSRC of Lync's
@@ -274,10 +299,7 @@ class FromLync(_Translator):
         self._source: int | None = None
         self._assembly = _Assembly(self.stats)
         self._writer = _Writer(ssrc, payload_type, first_sequence, mtu)
-
-    @property
-    def source(self) -> int | None:
-        return self._source
+        self.sequences = SequenceMap()
 
     def select(self, ssrc: int) -> None:
         """Follow another of Lync's SSRCs from its next access unit."""
@@ -320,11 +342,7 @@ class FromLync(_Translator):
         if any(nal[0] & 0x1F == NAL_IDR for nal in kept):
             self.stats.key_frames += 1
             self.key_frame_wanted = False
-        out = self._writer.write(done.timestamp, rtp.ssrc, rtp.payload_type,
-                                 packetize(kept, self._writer.mtu))
-        self.stats.access_units_out += 1
-        self.stats.packets_out += len(out)
-        return out
+        return self._write(done, rtp, kept)
 
     def _note_sps(self, nal: bytes) -> None:
         try:
@@ -354,6 +372,7 @@ class ToLync(_Translator):
         self._source: int | None = None
         self._assembly = _Assembly(self.stats)
         self._writer = _Writer(ssrc, payload_type, first_sequence, mtu)
+        self.sequences = SequenceMap()
 
     def push(self, packet: bytes, now: float) -> list[bytes]:
         rtp = self._parsed(packet)
@@ -403,11 +422,7 @@ class ToLync(_Translator):
         if idr:
             self.stats.key_frames += 1
             self.key_frame_wanted = False
-        out = self._writer.write(done.timestamp, rtp.ssrc, rtp.payload_type,
-                                 packetize([head, *units], self._writer.mtu))
-        self.stats.access_units_out += 1
-        self.stats.packets_out += len(out)
-        return out
+        return self._write(done, rtp, [head, *units])
 
     def _note_sps(self, nal: bytes) -> None:
         try:

@@ -32,3 +32,13 @@ def far_end(key: bytes, outbound: bool) -> pylibsrtp.Session:
     ssrc = pylibsrtp.Policy.SSRC_ANY_OUTBOUND if outbound else pylibsrtp.Policy.SSRC_ANY_INBOUND
     return pylibsrtp.Session(pylibsrtp.Policy(
         key=key, ssrc_type=ssrc, srtp_profile=pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80))
+
+
+class Wire:
+    """A relay side's `send`: keeps what it is given, (packet, is RTCP), in order."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, bool]] = []
+
+    def __call__(self, packet: bytes, rtcp: bool) -> None:
+        self.sent.append((packet, rtcp))

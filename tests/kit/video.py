@@ -1,7 +1,9 @@
 """Real H.264 encoders and decoders as the judges of the video translators: GStreamer's
 x264enc + rtph264pay make RFC 6184 packets (sent over 127.0.0.1 UDP, as an endpoint would),
 rtph264depay + ffmpeg's decoder turn packets back into frames (framemd5), and tshark
-dissects packets from a pcap. Nothing here shares code with gateway.media."""
+dissects packets from a pcap; a Lync-side receiver takes [MS-H264PF] packets apart as
+RFC 6184 and RFC 6190 say, for ffmpeg to decode. Nothing here shares code with
+gateway.media."""
 
 from __future__ import annotations
 
@@ -9,11 +11,15 @@ import socket
 import struct
 import subprocess
 import threading
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from tests.peers import need
 
 PT = 96
+# NAL unit types a Lync receiver's AVC decoder never sees: SVC prefix, subset SPS, SVC
+# slice (H.264 Annex G) and PACSI (RFC 6190 4.9).
+SVC_AND_PACSI = {14, 15, 20, 30}
 
 
 def encode(tmp: Path, *, frames: int = 60, width: int = 640, height: int = 360,
@@ -89,6 +95,43 @@ def frames(tmp: Path, packets: list[bytes], name: str) -> list[str]:
          "video/x-h264,stream-format=byte-stream,alignment=au", "!", "filesink",
          f"location={stream}"],
         check=True, capture_output=True, timeout=60)
+    return framemd5(stream)
+
+
+def lync_frames(tmp: Path, packets: list[bytes], name: str) -> list[str]:
+    """The frames ffmpeg decodes from [MS-H264PF] packets (as received, in order, no CSRCs
+    or header extension): single NAL unit packets, STAP-As and FU-As taken apart, the SVC
+    and PACSI units left out, the rest as an Annex B byte stream."""
+    stream = bytearray()
+    fragment = bytearray()
+    for packet in packets:
+        payload = packet[12:]
+        kind = payload[0] & 0x1F
+        nals: list[bytes] = []
+        if kind == 24:  # STAP-A: 16-bit size, unit, ...
+            at = 1
+            while at + 2 <= len(payload):
+                size = int.from_bytes(payload[at:at + 2], "big")
+                nals.append(payload[at + 2:at + 2 + size])
+                at += 2 + size
+        elif kind == 28:  # FU-A: indicator, header (S, E, type), piece
+            if payload[1] & 0x80:
+                fragment = bytearray([(payload[0] & 0xE0) | (payload[1] & 0x1F)])
+            fragment += payload[2:]
+            if payload[1] & 0x40:
+                nals.append(bytes(fragment))
+        else:
+            nals.append(payload)
+        for nal in nals:
+            if nal[0] & 0x1F not in SVC_AND_PACSI:
+                stream += b"\x00\x00\x00\x01" + nal
+    path = tmp / f"{name}.h264"
+    path.write_bytes(bytes(stream))
+    return framemd5(path)
+
+
+def framemd5(stream: Path) -> list[str]:
+    """ffmpeg's hash of each picture it decodes from an Annex B H.264 file."""
     md5 = subprocess.run(
         [need("ffmpeg"), "-hide_banner", "-loglevel", "error", "-f", "h264", "-i",
          str(stream), "-f", "framemd5", "-"],
@@ -117,3 +160,15 @@ def dissect(tmp: Path, packets: list[bytes], name: str, fields: list[str],
     expert = subprocess.run([*base, "-q", "-z", "expert,warn"], check=True,
                             capture_output=True, timeout=60).stdout.decode()
     return [line.split("\t") for line in table.splitlines()], expert
+
+
+def raw_fields(tmp: Path, packets: list[bytes], name: str, field: str) -> list[str]:
+    """The octets (hex, before any bit mask) under each occurrence of `field` as tshark
+    reads `packets` as RTCP: where the dissector finds a field, whatever it makes of it."""
+    pcap = tmp / f"{name}.pcap"
+    write_pcap(pcap, packets)
+    pdml = subprocess.run(
+        [need("tshark"), "-r", str(pcap), "-d", "udp.port==5004,rtcp", "-T", "pdml"],
+        check=True, capture_output=True, timeout=60).stdout
+    return [node.get("unmaskedvalue", node.get("value", ""))
+            for node in ET.fromstring(pdml).iter("field") if node.get("name") == field]

@@ -13,15 +13,7 @@ from hypothesis import strategies as st
 from gateway.media.call import CallMedia
 from gateway.media.relay import MAX_SSRCS, Side, StreamRelay
 from gateway.media.srtp import SrtpContext
-from tests.kit.media import crypto, far_end, rtcp_sr, rtp
-
-
-class Wire:
-    def __init__(self) -> None:
-        self.sent: list[tuple[bytes, bool]] = []
-
-    def __call__(self, packet: bytes, rtcp: bool) -> None:
-        self.sent.append((packet, rtcp))
+from tests.kit.media import Wire, crypto, far_end, rtcp_sr, rtp
 
 
 def relay_pair(mki: bool) -> tuple[StreamRelay, Wire, Wire, pylibsrtp.Session,

@@ -90,10 +90,13 @@ class IceSide:
     @property
     def video(self) -> str:
         """The CDR's word on video: "up WxH" (the size asked of Lync for the SIP side, as
-        its description allows), "refused: <why>", or "none"."""
-        if self.videos and self.media is not None:
+        its description allows), "not up: ..." (negotiated, but the call ended before ICE
+        completed), "refused: <why>", or "none"."""
+        if self.videos:
             limits = next(iter(self.videos.values())).limits
-            return f"up {limits.width}x{limits.height}"
+            size = f"{limits.width}x{limits.height}"
+            return f"up {size}" if self.media is not None else (
+                f"not up: {size} negotiated, ICE never completed")
         return f"refused: {self.video_refused}" if self.video_refused else "none"
 
     def _refuse_video(self, reason: str) -> None:

@@ -50,13 +50,17 @@ def bound(port: int, transport: str = "udp") -> bool:
 
 class Uas:
     """A SIPp UAS in the background on 127.0.0.1:port, bounded by -m and -timeout, its
-    messages traced to a file. `status` fills the scenario's @STATUS@."""
+    messages traced to a file. `status` fills the scenario's @STATUS@; `fill` replaces any
+    other text of it."""
 
     def __init__(self, workdir: Path, scenario: str, port: int, *args: str,
-                 status: int | None = None, transport: str = "u1", timeout: int = 15) -> None:
+                 status: int | None = None, transport: str = "u1", timeout: int = 15,
+                 fill: dict[str, str] | None = None) -> None:
         text = (SCENARIOS / scenario).read_text()
         if status is not None:
             text = text.replace("@STATUS@", str(status))
+        for found, wanted in (fill or {}).items():
+            text = text.replace(found, wanted)
         path = workdir / f"uas-{port}-{scenario}"
         path.write_text(text)
         self.trace = workdir / f"uas-{port}-messages.log"
@@ -530,3 +534,62 @@ def test_tls_toward_lync_checks_the_server_certificate_against_its_fqdn(
     assert uas.wait() == 0, uas.report()
     assert daemon.events("call_placed")[0]["target"].startswith("tls:127.0.0.1:")
     assert cdr(tmp_path)["ended_by"] == "callee"
+
+
+# The SIP side's answer gains H264 video beside the scenario's audio.
+PHONE_VIDEO = {"      a=rtpmap:9 G722/8000\n": (
+    "      a=rtpmap:9 G722/8000\n      m=video [media_port+2] RTP/AVP 122\n"
+    "      a=rtpmap:122 H264/90000\n"
+    "      a=fmtp:122 profile-level-id=42e01f;packetization-mode=1\n")}
+
+
+def test_lync_video_over_mutual_tls_reaches_the_sip_side_as_h264(lab: contextlib.ExitStack,
+                                                                 tmp_path: Path) -> None:
+    """Lync 2013's multipart offer (X-H264UC + x-rtvc1 video, the SIPp scenario) over
+    mutual TLS (stunnel presents the pool's client certificate) -> lyncgate -> a SIP UAS
+    over UDP: the UAS is offered H264 (packetization-mode 1, constrained baseline) with no
+    X-H264UC, x-rtvc1 or Lync attributes; its H264 answer makes the 200 OK to Lync accept
+    video as X-H264UC with Lync's attributes. (The SIPp "client" runs no ICE, so the CDR
+    says video was negotiated but never came up.)"""
+    ca = trustme.CA()
+    node = ca.issue_cert("gw.example.com")
+    node.cert_chain_pems[0].write_to_path(tmp_path / "node.pem")
+    node.private_key_pem.write_to_path(tmp_path / "node.key")
+    ca.cert_pem.write_to_path(tmp_path / "ca.pem")
+    ca.issue_cert("fepool.example.com").private_key_and_cert_chain_pem.write_to_path(
+        tmp_path / "pool.pem")
+    uas_port, accept = free_port(), free_port()
+    text = (BASE + routed_to(f"uas-\\1@127.0.0.1:{uas_port}")).replace(
+        'protocols = ["sip"]', 'protocols = ["sip", "mssip"]').replace(
+        "match = 'call-(\\d+)'", "match = 'call-(\\d+)@vc\\.lab\\.test'").replace(
+        'verify_mode = "off"', (
+            f'verify_mode = "on"\ncertificate = "{tmp_path / "node.pem"}"\n'
+            f'private_key = "{tmp_path / "node.key"}"\ntrusted_ca = "{tmp_path / "ca.pem"}"'))
+    daemon = start_daemon(lab, tmp_path, text)
+    uas = start_uas(lab, tmp_path, "uas_rr.xml", uas_port, fill=PHONE_VIDEO)
+    lab.enter_context(stunnel(tmp_path, accept=accept, connect=daemon.tls,
+                              cert=tmp_path / "pool.pem", check_host="gw.example.com"))
+    trace = tmp_path / "lync-messages.log"
+    done = sipp(f"127.0.0.1:{accept}", "lync_multipart_uac.xml", "-s", "call-7", "-t", "t1",
+                "-m", "1", "-p", str(free_port()), "-trace_msg", "-message_file", str(trace),
+                workdir=str(tmp_path))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert uas.wait() == 0, uas.report()
+    [offer] = received(uas.messages(), "INVITE ")
+    assert re.search(r"^m=video \d+ RTP/AVP 122$", offer, re.M), offer
+    assert "a=fmtp:122 profile-level-id=42e028;packetization-mode=1" in offer
+    for lync_only in ("X-H264UC", "x-rtvc1", "x-ulpfecuc", "x-ssrc-range", "x-caps",
+                      "label:", "SILK", "ice-ufrag"):
+        assert lync_only not in offer, offer
+    [ok] = [m for m in received(trace.read_text(errors="replace"), "SIP/2.0 200 OK")
+            if "INVITE" in m.split("CSeq:", 1)[1].split("\n", 1)[0]]
+    video = ok.split("m=video", 1)[1]
+    assert re.match(r" [1-9]\d* RTP/SAVP 122\n", video), ok
+    for wanted in ("a=rtpmap:122 X-H264UC/90000", "a=fmtp:122 packetization-mode=1",
+                   "a=rtcp-fb:* x-message app send:src,x-pli recv:src,x-pli",
+                   "a=rtcp-rsize", "a=label:main-video", "a=x-ssrc-range:",
+                   "a=x-caps:122 263:1280:720:30.0:", "a=ice-ufrag:", "a=crypto:"):
+        assert wanted in video, ok
+    assert daemon.events("tls_accepted")[0]["client_cert"] is True
+    row = cdr(tmp_path)
+    assert row["video"] == "not up: 1280x720 negotiated, ICE never completed", row

@@ -385,12 +385,14 @@ class StunResponder:
 
 def lync_lab(lab: contextlib.ExitStack, tmp_path: Path, candidate_port: int | None = None,
              candidate: str | None = None, server: str = "127.0.0.1",
-             verify: bool = False, dns_port: int | None = None) -> tuple[Daemon, Uas]:
+             verify: bool = False, dns_port: int | None = None,
+             fill: dict[str, str] | None = None) -> tuple[Daemon, Uas]:
     """lyncgate with a rule toward Lync (`outgoing_protocol = "mssip"`, `call_via` the Lync
     server at `server`), the Lync-style SIPp UAS behind stunnel in server mode, which
     requires the gateway's client certificate (mutual TLS) and presents one for
     fepool.lync.test. The UAS answers with `candidate` (default: a host candidate on
-    `candidate_port`). `verify` turns the gateway's own certificate checks on."""
+    `candidate_port`), its scenario changed by `fill`. `verify` turns the gateway's own
+    certificate checks on."""
     ca = trustme.CA()
     node = ca.issue_cert("gw.example.com")
     node.cert_chain_pems[0].write_to_path(tmp_path / "node.pem")
@@ -426,7 +428,8 @@ call_via = "fepool"
     if candidate is None:
         candidate = f"1 1 UDP 2130706431 127.0.0.1 {candidate_port} typ host"
     uas = start_uas(lab, tmp_path, "uas_lync_callee.xml", uas_port, "-key", "ice_port",
-                    str(candidate_port or 9), "-key", "candidate", candidate, transport="t1")
+                    str(candidate_port or 9), "-key", "candidate", candidate, transport="t1",
+                    fill=fill)
     lab.enter_context(stunnel(tmp_path, accept=stunnel_port, connect=uas_port,
                               cert=tmp_path / "lync.pem", client=False))
     return daemon, uas
@@ -593,3 +596,54 @@ def test_lync_video_over_mutual_tls_reaches_the_sip_side_as_h264(lab: contextlib
     assert daemon.events("tls_accepted")[0]["client_cert"] is True
     row = cdr(tmp_path)
     assert row["video"] == "not up: 1280x720 negotiated, ICE never completed", row
+
+
+def test_h264_toward_a_lync_callee_over_mutual_tls_is_offered_as_x_h264uc(
+        lab: contextlib.ExitStack, tmp_path: Path) -> None:
+    """A SIP caller's H264 (packetization-mode 1) -> lyncgate -> mutual TLS -> a Lync-style
+    UAS: the INVITE to Lync offers video as X-H264UC alone with Lync's attributes (x-caps
+    for what the caller takes, our SSRC range, source requests and PLI); the UAS answers
+    X-H264UC as Lync 2013 does, ICE runs on both streams against it, and the caller's 200
+    OK has the video as H264 at the caller's own number and level. The CDR says video was
+    up at the size the caller's level allows."""
+    stun_peer = StunResponder()
+    lab.callback(stun_peer.close)
+    lync_video = {"      a=ptime:20\n": (
+        "      a=ptime:20\n      m=video [ice_port] RTP/SAVP 122\n"
+        "      a=x-ssrc-range:2032261889-2032261988\n"
+        "      a=rtcp-fb:* x-message app send:src,x-pli recv:src,x-pli\n"
+        "      a=rtcp-rsize\n      a=label:main-video\n      a=x-source:main-video\n"
+        "      a=ice-ufrag:Lq5d\n      a=ice-pwd:uVgO1E5yK0aBjXQ6k8ZbW3mT\n"
+        "      a=candidate:[candidate]\n      a=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:"
+        "mD4w0ScRvR0fEQDFIiD6eqWIWfDN3hSxjeo1ADuK|2^31|1:1\n      a=rtcp-mux\n"
+        "      a=rtpmap:122 X-H264UC/90000\n"
+        "      a=fmtp:122 packetization-mode=1;mst-mode=NI-TC\n")}
+    daemon, uas = lync_lab(lab, tmp_path, stun_peer.port, fill=lync_video)
+    caller_video = {"      a=rtpmap:0 PCMU/8000\n": (
+        "      a=rtpmap:0 PCMU/8000\n      m=video [media_port+2] RTP/AVP 109\n"
+        "      a=rtpmap:109 H264/90000\n"
+        "      a=fmtp:109 profile-level-id=42e01f;packetization-mode=1\n")}
+    done = sipp(f"127.0.0.1:{daemon.udp}", "uac_bye_from_callee.xml", "-s", "lync-7", "-t",
+                "u1", "-m", "1", "-p", str(free_port()), "-trace_msg", "-message_file",
+                str(tmp_path / "uac-messages.log"), workdir=str(tmp_path), fill=caller_video)
+    assert done.returncode == 0, uac_report(done, tmp_path)
+    assert uas.wait() == 0, uas.report()
+    first = received(uas.messages(), "INVITE ")[0]
+    video = first.split("m=video", 1)[1]
+    assert re.match(r" [1-9]\d* RTP/SAVP 122\n", video), first
+    for wanted in ("a=rtpmap:122 X-H264UC/90000", "a=fmtp:122 packetization-mode=1",
+                   "a=rtcp-fb:* x-message app send:src,x-pli recv:src,x-pli",
+                   "a=rtcp-rsize", "a=label:main-video", "a=x-ssrc-range:",
+                   "a=x-caps:122 263:1280:720:30.0:", "a=x-mediabw:main-video send=",
+                   "a=ice-ufrag:", "a=crypto:", "a=rtcp-mux"):
+        assert wanted in video, first
+    assert "H264/90000" not in video and "a=rtpmap:109" not in video
+    [answer] = [m for m in received((tmp_path / "uac-messages.log").read_text(),
+                                    "SIP/2.0 200 OK")
+                if "INVITE" in m.split("CSeq:", 1)[1].split("\n", 1)[0]]
+    to_caller = answer.split("m=video", 1)[1]
+    assert re.match(r" [1-9]\d* RTP/AVP 109\n", to_caller), answer
+    assert "a=fmtp:109 profile-level-id=42e01f;packetization-mode=1" in to_caller
+    assert "X-H264UC" not in answer and "x-ssrc-range" not in answer
+    assert daemon.wait_event("ice_connected")[0]["streams"] == 2
+    assert cdr(tmp_path)["video"] == "up 1280x720"

@@ -1,10 +1,13 @@
 """Hold and resume across a leg whose media ends at the node (Lync's, where the gateway
 terminates ICE and SRTP): the other leg's SDP cannot be passed on, so what crosses is the
 direction of each kind of stream (RFC 3264 8.4), restated in the description that leg last
-had from us, with the next o= version (RFC 3264 8: a changed session)."""
+had from us, with the next o= version (RFC 3264 8: a changed session). A re-offer there that
+adds a stream (video added to an audio call) or drops one is answered with that stream
+rejected: a translated stream's ICE and relay are set up with the call, not later."""
 
 from __future__ import annotations
 
+from sdp.capability import rejected
 from sdp.model import Line, SessionDescription
 
 Directions = dict[str, str]  # media kind ("audio", "video", ...) -> direction
@@ -43,9 +46,38 @@ def restated(description: SessionDescription, wanted: Directions,
             kept = [f for f in media.formats if f in offered.formats]
             if kept:
                 media.set_formats(kept)
-    origin = out.origin
+    if answering is not None:
+        _fit(out, answering)
+    _next_version(out)
+    return out
+
+
+def conformed(answer: SessionDescription,
+              offer: SessionDescription) -> SessionDescription | None:
+    """`answer` (ours, as last given) fitted to a new `offer` from the same leg, next o=
+    version: streams the offer adds, and those it rejects, rejected (RFC 3264 6, 8.2); None
+    when it fits as it is (a refresh: answered unchanged)."""
+    fits = len(answer.media) == len(offer.media) and not any(
+        o.rejected and not a.rejected for a, o in zip(answer.media, offer.media, strict=True))
+    if fits:
+        return None
+    out = answer.copy()
+    _fit(out, offer)
+    _next_version(out)
+    return out
+
+
+def _fit(answer: SessionDescription, offer: SessionDescription) -> None:
+    answer.media[len(offer.media):] = []
+    answer.media += [rejected(media) for media in offer.media[len(answer.media):]]
+    answer.media[:] = [rejected(ours) if theirs.rejected and not ours.rejected else ours
+                       for ours, theirs in zip(answer.media, offer.media, strict=True)]
+
+
+def _next_version(description: SessionDescription) -> None:
+    origin = description.origin
     if len(origin) >= 3 and origin[2].isdigit():
         origin[2] = str(int(origin[2]) + 1)
-        out.session.lines[:] = [Line("o", " ".join(origin), line.number)
-                                if line.kind == "o" else line for line in out.session.lines]
-    return out
+        description.session.lines[:] = [Line("o", " ".join(origin), line.number)
+                                        if line.kind == "o" else line
+                                        for line in description.session.lines]

@@ -31,7 +31,7 @@ from gateway.sip.session_timer import (
 )
 from gateway.sip.transaction_layer import Event, RequestReceived, TransactionLayer
 from sdp.errors import SdpError
-from sdp.hold import Directions, directions, restated
+from sdp.hold import Directions, conformed, directions, restated
 from sdp.parse import parse_sdp
 
 if TYPE_CHECKING:
@@ -66,6 +66,8 @@ def in_dialog(ctx: Context, event: RequestReceived, now: float, core: Endpoint) 
     if wanted is not None:
         return _carry_directions(ctx, call, leg, event, session, wanted, now, core)
     body = b"" if request.method == "UPDATE" and not request.body else leg.sdp_to
+    if body and request.body and call.media.answers_offers_here:
+        body = _fitted(call, leg, request)
     source = event.transaction.peer
     headers = [("Contact", ctx.local.contact(source.transport, source.host))]
     headers += session.headers if session is not None else ()
@@ -75,6 +77,23 @@ def in_dialog(ctx: Context, event: RequestReceived, now: float, core: Endpoint) 
              leg=leg.role)
     return core.respond(request, event.transaction, make_response(
         request, 200, headers=headers, body=body, content_type=SDP if body else None), now)
+
+
+def _fitted(call: Call, leg: Leg, request: Request) -> bytes:
+    """Our answer to an offer answered here, fitted to it: a stream it adds (Lync adding
+    video to an audio call) or drops is rejected, the rest as the leg already has it."""
+    try:
+        offer = sdp_of(request)
+        fitted = conformed(parse_sdp(leg.sdp_to), offer)
+    except SdpError:
+        return leg.sdp_to
+    if fitted is not None:
+        log.info("session_streams_declined", call_id=call.inbound.call_id, leg=leg.role,
+                 offered=[f"{m.media}{'' if m.port else ' (dropped)'}" for m in offer.media],
+                 answered=[f"{m.media}{'' if m.port else ' (rejected)'}"
+                           for m in fitted.media])
+        leg.sdp_to = fitted.to_bytes()
+    return leg.sdp_to
 
 
 def _changes_session(call: Call, leg: Leg, request: Request) -> bool:

@@ -512,3 +512,45 @@ async def test_video_that_cannot_be_translated_is_refused_and_the_cdr_says_why(
     cdrs.close()
     await asyncio.gather(lync.close(), camera.close())
     assert ports.in_use == set()
+
+
+async def test_video_that_lync_adds_mid_call_is_declined_and_the_call_stays_up() -> None:
+    """An audio call to which Lync adds video by re-INVITE: answered here with the video
+    stream rejected (port 0) and the audio as it was, next o= version, the phone not asked;
+    the same re-offer again (a refresh) gets the same answer, unchanged."""
+    base = free_port()
+    h = Harness([FIRST], ports=PortAllocator(base, base + 40), address="127.0.0.1")
+    lync = aioice.Connection(ice_controlling=True, components=1, use_ipv6=False)
+    camera = aioice.Connection(ice_controlling=True, components=1, use_ipv6=False)
+    await asyncio.gather(lync.gather_candidates(), camera.gather_candidates())
+    offer = invite(lync_offer(lync, os.urandom(30)))
+    h.feed(offer, LYNC)
+    for _ in range(30):
+        await h.settle()
+    out, peer = outbound(h.take(), "INVITE")
+    h.feed(make_response(out, 200, to_tag="phone", headers=(("Contact", "<sip:p@127.0.0.1>"),),
+                         body=phone_answer(5004), content_type="application/sdp"), peer)
+    ok = next(m for m, p in h.take() if isinstance(m, Response) and m.status == 200)
+    first = parse_sdp(ok.body)
+    lync_part = pick_sdp(split(offer.split(b"\r\n\r\n", 1)[1], BOUNDARY)).body
+    with_video = (lync_part.replace(b"o=- 0 1", b"o=- 0 2")
+                  + lync_video(camera, os.urandom(30)).encode())
+    from_lync = {"call_id": "lync-call-1", "from_tag": "lync", "to_tag": str(ok.to.tag),
+                 "via": "TLS 127.0.0.1:5061"}
+    answers = []
+    for cseq in (2, 3):
+        h.feed(in_dialog("INVITE", cseq, with_video, **from_lync), LYNC)
+        sent = h.take()
+        assert not [m for m, _ in sent if isinstance(m, Request)]  # the phone is not asked
+        [answered] = [m for m, _ in sent if isinstance(m, Response) and m.status == 200]
+        answers.append(answered.body)
+    assert answers[0] == answers[1]
+    answer = parse_sdp(answers[0])
+    assert [(m.media, m.rejected) for m in answer.media] == [
+        ("audio", False), ("applicationsharing", True), ("video", True)]
+    assert answer.origin[2] == str(int(first.origin[2]) + 1)
+    assert answer.media[0].lines == first.media[0].lines  # audio as it was
+    [call] = h.b2bua.calls.values()
+    assert isinstance(call.media, LyncCaller)
+    await call.media.close()
+    await asyncio.gather(lync.close(), camera.close())

@@ -1,10 +1,11 @@
 """Hold and resume across a terminated leg: the directions an SDP states per kind of
 stream, and our last description restated with new ones (next o= version, each stream its
-own direction, an answer's formats bounded by the offer it answers)."""
+own direction, an answer's formats bounded by the offer it answers); and our answer fitted
+to a re-offer that adds or drops a stream (that stream rejected, next version)."""
 
 from __future__ import annotations
 
-from sdp.hold import directions, restated
+from sdp.hold import conformed, directions, restated
 from sdp.parse import parse_sdp
 
 OURS = parse_sdp(
@@ -40,3 +41,21 @@ def test_an_answer_lists_only_formats_the_offer_has() -> None:
     out = restated(OURS, {"audio": "recvonly"}, answering=offer)
     assert out.media[0].formats == ["0", "101"]
     assert out.media[1].formats == ["121", "122"]  # rejected in the offer: not narrowed
+
+
+def test_a_re_offer_that_adds_or_drops_a_stream_gets_it_rejected_and_a_refresh_nothing() -> None:
+    """Video added to an audio call: the answer gains it rejected (port 0, its type kept);
+    video dropped by its offerer: rejected in the answer too; the same shape again (a
+    refresh): no new answer."""
+    audio_only = parse_sdp(OURS.to_bytes().split(b"m=video")[0])
+    added = conformed(audio_only, OURS)
+    assert added is not None and added.origin[2] == "4"
+    assert [(m.media, m.port) for m in added.media] == [
+        ("audio", 40000), ("video", 0), ("applicationsharing", 0)]
+    assert added.media[1].lines[0].value == "video 0 RTP/SAVP 121 122"
+    drops = parse_sdp(OURS.to_bytes().replace(b"m=video 40002", b"m=video 0"))
+    dropped = conformed(OURS, drops)
+    assert dropped is not None and [m.port for m in dropped.media] == [40000, 0, 0]
+    assert conformed(OURS, OURS) is None and conformed(dropped, drops) is None
+    fewer = conformed(OURS, audio_only)
+    assert fewer is not None and [m.media for m in fewer.media] == ["audio"]

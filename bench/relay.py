@@ -7,7 +7,14 @@ as toward a standard SIP endpoint). We read each relay's CPU seconds (all thread
 and after and print packets forwarded per CPU-second. Goal (issue 6): lyncgate >= 0.3x
 rtpengine for SRTP -> RTP.
 
-    .venv/bin/python bench/relay.py [--streams 50] [--packets 2000] [--rate 20000]
+With --video, video instead, lyncgate alone: half the streams from Lync (SRTP, X-H264UC
+[MS-H264PF] packets made by the gateway's own ToLync) to the SIP side, half from the SIP side
+(RTP, RFC 6184) to Lync, both at the size and rate of 720p30 at 1.5 Mbit/s, first through the
+translating relay (VideoRelay: reassembly, PACSI and prefix units, SRTP), then through the
+plain relay, the same packets in the same run. Goal (issue 18): translating >= 0.7x plain,
+in packets in per CPU-second; and the concurrent 720p30 video calls per core that implies.
+
+    .venv/bin/python bench/relay.py [--streams 50] [--packets 2000] [--rate 20000] [--video]
 """
 
 from __future__ import annotations
@@ -31,7 +38,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pylibsrtp  # noqa: E402
 from common import ROOT, cpu_seconds, free_port  # noqa: E402
 
+from gateway.media.h264 import packetize  # noqa: E402
+from gateway.media.video_translate import ToLync  # noqa: E402
+
 PAYLOAD = 200 - 12
+# A 720p30 stream at 1.5 Mbit/s: 6,250 octets a frame, a key frame every 2 s three times
+# that; the SPS (640x480 constrained baseline) only gives the PACSI a size to state.
+VIDEO_FPS = 30
+FRAME_OCTETS = 1_500_000 // 8 // VIDEO_FPS
+SPS = bytes.fromhex("6742c01e8c8d40501e900f0884")
+PPS = bytes.fromhex("68ce3c80")
 
 
 # -- the ng protocol (bencode over UDP), just what offer/answer need --------------------------
@@ -149,9 +165,12 @@ class Lyncgate:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
     def streams(self, keys: list[str | None], sink: int) -> list[int]:
+        return self.add([{"key": k, "sink": sink} for k in keys])
+
+    def add(self, streams: list[dict[str, object]]) -> list[int]:
+        """The worker's inbound ports for `streams` (relay_worker.py's specification)."""
         assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(json.dumps(
-            {"streams": [{"key": k, "sink": sink} for k in keys]}) + "\n")
+        self.proc.stdin.write(json.dumps({"streams": streams}) + "\n")
         self.proc.stdin.flush()
         ports: list[int] = json.loads(self.proc.stdout.readline())["ports"]
         return ports
@@ -181,17 +200,64 @@ def packets(keys: list[str | None], count: int) -> list[list[bytes]]:
     return out
 
 
+def video_packets(count: int, key: str) -> tuple[list[bytes], list[bytes]]:
+    """`count` packets of the SIP endpoint's RFC 6184 stream, and the SRTP packets Lync would
+    send for the same pictures ([MS-H264PF], as ToLync writes it)."""
+    sip: list[bytes] = []
+    frame = 0
+    while len(sip) < count:
+        key_frame = frame % (2 * VIDEO_FPS) == 0
+        body = os.urandom(FRAME_OCTETS * (3 if key_frame else 1))
+        nals = [SPS, PPS, b"\x65" + body] if key_frame else [b"\x41" + body]
+        payloads = packetize(nals, 1200)
+        for index, payload in enumerate(payloads):
+            marker = 0x80 if index == len(payloads) - 1 else 0
+            sip.append(struct.pack("!BBHII", 0x80, marker | 96, len(sip) & 0xFFFF,
+                                   frame * 3000, 0x5151) + payload)
+        frame += 1
+    sip = sip[:count]
+    to_lync = ToLync(ssrc=0x1000, payload_type=122, bitrate=1_500_000)
+    tx = pylibsrtp.Session(pylibsrtp.Policy(
+        key=base64.b64decode(key), ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND,
+        srtp_profile=pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80))
+    lync = [tx.protect(p) for each in sip for p in to_lync.push(each, 0.0)][:count]
+    return sip, lync
+
+
 def run(relay: Rtpengine | Lyncgate, pid: int, srtp: bool, streams: int, count: int,
         rate: float) -> tuple[float, int, int]:
     """(CPU seconds, packets sent, packets received at the sink)."""
+    sink = open_sink()
+    keys = [base64.b64encode(os.urandom(30)).decode() if srtp else None
+            for _ in range(streams)]
+    ports = relay.streams(keys, int(sink.getsockname()[1]))
+    return drive(pid, sink, ports, packets(keys, count), rate)
+
+
+def run_video(ours: Lyncgate, translate: bool, streams: int, count: int, rate: float,
+              ready: tuple[list[bytes], list[bytes]], key: str) -> tuple[float, int, int]:
+    """Half the streams from Lync, half from the SIP side, each with the same packets."""
+    sink = open_sink()
+    sink_port = int(sink.getsockname()[1])
+    directions = ["lync" if n % 2 == 0 else "sip" for n in range(streams)]
+    ports = ours.add([{"key": key, "sink": sink_port, "video": d, "translate": translate}
+                      for d in directions])
+    sip, lync = ready
+    return drive(ours.proc.pid, sink, ports, [lync if d == "lync" else sip
+                                               for d in directions], rate)
+
+
+def open_sink() -> socket.socket:
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sink.bind(("127.0.0.1", 0))
     sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024 * 1024)
-    sink_port = int(sink.getsockname()[1])
-    keys = [base64.b64encode(os.urandom(30)).decode() if srtp else None
-            for _ in range(streams)]
-    ports = relay.streams(keys, sink_port)
-    ready = packets(keys, count)
+    return sink
+
+
+def drive(pid: int, sink: socket.socket, ports: list[int], ready: list[list[bytes]],
+          rate: float) -> tuple[float, int, int]:
+    """`ready[n]` to `ports[n]`, round robin, paced at `rate`: (CPU seconds of `pid`,
+    packets sent, packets received at `sink`)."""
     received = [0]
     stop = threading.Event()
 
@@ -211,10 +277,11 @@ def run(relay: Rtpengine | Lyncgate, pid: int, srtp: bool, streams: int, count: 
     before = cpu_seconds(pid)
     started = time.perf_counter()
     sent = 0
-    for seq in range(count):
-        for n in range(streams):
-            out.sendto(ready[n][seq], ("127.0.0.1", ports[n]))
-            sent += 1
+    for seq in range(max(len(stream) for stream in ready)):
+        for port, stream in zip(ports, ready, strict=True):
+            if seq < len(stream):
+                out.sendto(stream[seq], ("127.0.0.1", port))
+                sent += 1
         lag = started + sent / rate - time.perf_counter()
         if lag > 0:
             time.sleep(lag)
@@ -227,12 +294,49 @@ def run(relay: Rtpengine | Lyncgate, pid: int, srtp: bool, streams: int, count: 
     return cpu, sent, received[0]
 
 
+def video(args: argparse.Namespace) -> None:
+    ours = Lyncgate()
+    key = base64.b64encode(os.urandom(30)).decode()
+    ready = video_packets(args.packets, key)
+    try:
+        results = {translate: run_video(ours, translate, args.streams, args.packets, args.rate,
+                                        ready, key) for translate in (True, False)}
+    finally:
+        ours.stop()
+    sip, lync = ready
+    print(f"video relay, {args.streams} streams (half each way) x {args.packets} packets, "
+          f"720p30 at 1.5 Mbit/s, {args.rate:,.0f} packets/s")
+    rates = {}
+    for translate, (cpu, sent, got) in results.items():
+        name = "translating" if translate else "plain      "
+        rates[translate] = sent / cpu if cpu else float("inf")
+        print(f"  {name} cpu {cpu:6.2f} s  in {sent:7d}  out {got:7d}  "
+              f"{rates[translate]:10,.0f} packets in/CPU-s")
+    print(f"  ratio translating/plain: {rates[True] / rates[False]:.2f}x (goal >= 0.7x)")
+    per_call = per_second(sip) + per_second(lync)
+    print(f"  a 720p30 call at 1.5 Mbit/s each way is {per_second(sip):.0f} packets/s from "
+          f"the SIP side and {per_second(lync):.0f} from Lync (1200-octet payloads): one "
+          f"core translates about {rates[True] / per_call:,.0f} concurrent video calls")
+
+
+def per_second(stream: list[bytes]) -> float:
+    """Packets a second of a stream at VIDEO_FPS whose timestamps start at 0 (the RTP
+    header stays clear under SRTP)."""
+    frames = int.from_bytes(stream[-1][4:8], "big") // 3000 + 1
+    return len(stream) * VIDEO_FPS / frames
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", type=int, default=50)
     parser.add_argument("--packets", type=int, default=2000, help="per stream")
     parser.add_argument("--rate", type=float, default=20000, help="packets/s, all streams")
+    parser.add_argument("--video", action="store_true",
+                        help="translating video relay against the plain one, lyncgate only")
     args = parser.parse_args()
+    if args.video:
+        video(args)
+        return
     engine, ours = Rtpengine(), Lyncgate()
     results: dict[tuple[str, bool], tuple[float, int, int]] = {}
     try:

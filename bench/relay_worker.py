@@ -1,7 +1,12 @@
 """lyncgate's media relay as its own process for bench/relay.py: for each JSON line
 {"streams": [{"key": base64 or null, "sink": port}, ...]} on stdin, relays each stream from
 an inbound port (SRTP unprotected when a key is given) to 127.0.0.1:sink as plain RTP and
-prints {"ports": [...]}; runs until stdin closes. uvloop when installed, as the daemon."""
+prints {"ports": [...]}; runs until stdin closes. uvloop when installed, as the daemon.
+
+A stream with "video": "lync" or "sip" is one direction of a video call, its Lync side
+SRTP with the key: from Lync (SRTP in, RTP to the sink) or from the SIP side (RTP in, SRTP
+to the sink); with "translate": true through the translating VideoRelay (X-H264UC <->
+H264), else through the plain relay."""
 
 from __future__ import annotations
 
@@ -16,8 +21,13 @@ from gateway import logs  # noqa: E402
 from gateway.media.endpoints import Receive, SipMedia  # noqa: E402
 from gateway.media.relay import Side, StreamRelay  # noqa: E402
 from gateway.media.srtp import SrtpContext  # noqa: E402
+from gateway.media.video_plan import SipVideoLimits, VideoPlan  # noqa: E402
+from gateway.media.video_relay import VideoRelay  # noqa: E402
 from ice.ports import PortAllocator  # noqa: E402
 from sdp.attributes import Crypto  # noqa: E402
+
+# What bench/relay.py's video streams carry: X-H264UC as 122 and H264 as 96, 720p30 limits.
+VIDEO_PLAN = VideoPlan(122, 96, SipVideoLimits(1280, 720, 30.0, 1_500_000))
 
 
 async def main() -> None:
@@ -39,24 +49,34 @@ def _to_relay(relays: list[StreamRelay], index: int, *, lync_side: bool) -> Rece
 
 
 def add_streams(spec: dict[str, list[dict[str, object]]], ports: PortAllocator,
-                      relays: list[StreamRelay], loop: asyncio.AbstractEventLoop) -> None:
+                relays: list[StreamRelay], loop: asyncio.AbstractEventLoop) -> None:
     ports_out = []
     for stream in spec["streams"]:
         srtp = None
         if stream["key"]:
-            srtp = SrtpContext(Crypto(1, "AES_CM_128_HMAC_SHA1_80", f"inline:{stream['key']}"),
-                               inbound=True)
+            srtp = Crypto(1, "AES_CM_128_HMAC_SHA1_80", f"inline:{stream['key']}")
         sink = int(str(stream["sink"]))
         index = len(relays)
+        video = stream.get("video")
+        from_lync = video != "sip"
         inbound = SipMedia.open(ports, "127.0.0.1", ("127.0.0.1", 9), None,
-                                _to_relay(relays, index, lync_side=True))
+                                _to_relay(relays, index, lync_side=from_lync))
         outbound = SipMedia.open(ports, "127.0.0.1", ("127.0.0.1", sink), None,
-                                 _to_relay(relays, index, lync_side=False))
-        relays.append(StreamRelay("audio", Side("lync", inbound.send, srtp_in=srtp),
-                                  Side("sip", outbound.send), clock=loop.time))
+                                 _to_relay(relays, index, lync_side=not from_lync))
+        if from_lync:
+            lync = Side("lync", inbound.send,
+                        srtp_in=SrtpContext(srtp, inbound=True) if srtp else None)
+            sip = Side("sip", outbound.send)
+        else:
+            lync = Side("lync", outbound.send,
+                        srtp_out=SrtpContext(srtp, inbound=False) if srtp else None)
+            sip = Side("sip", inbound.send)
+        if video and stream.get("translate"):
+            relays.append(VideoRelay(lync, sip, VIDEO_PLAN, clock=loop.time))
+        else:
+            relays.append(StreamRelay(str(video or "audio"), lync, sip, clock=loop.time))
         ports_out.append(inbound.rtp.port)
     print(json.dumps({"ports": ports_out}), flush=True)
-
 
 if __name__ == "__main__":
     try:

@@ -91,7 +91,7 @@ def stap_a(nals: Sequence[bytes]) -> bytes:
     return bytes(out)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # one a packet: a frozen one costs more to make
 class Fragment:
     """One FU-A (RFC 6184 5.8): the reassembled NAL header and this piece of its payload."""
 
@@ -162,7 +162,7 @@ def packetize(nals: Iterable[bytes], mtu: int) -> list[bytes]:
     return out
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # one a packet: a frozen one costs more to make
 class Pushed:
     """What one payload gave: the NAL units it completed and, when something was lost or
     malformed, the counter for it (the units are still good)."""

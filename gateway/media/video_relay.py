@@ -183,7 +183,8 @@ class VideoRelay(StreamRelay):
         else:
             for out in dst.writer.push(clear, now):
                 self._deliver(out, False, dst.side, stats)
-        self._ask(now)
+        if self.from_lync.key_frame_wanted or self.to_lync.key_frame_wanted:
+            self._ask(now)
 
     # -- key frames ------------------------------------------------------------------------
 

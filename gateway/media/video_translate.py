@@ -77,7 +77,7 @@ class VideoStats:
                 "width": self.width, "height": self.height}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # one a packet: a frozen one costs more to make
 class _Rtp:
     marker: bool
     payload_type: int
@@ -127,10 +127,11 @@ class _Assembly:
     marker when no sequence number is missing in between; one that a new timestamp or
     the timeout cuts short is dropped as incomplete."""
 
-    __slots__ = ("_closed", "_open", "_stats")
+    __slots__ = ("_closed", "_open", "_stats", "losses")
 
     def __init__(self, stats: VideoStats) -> None:
         self._stats = stats
+        self.losses = 0  # access units dropped: each wants a key frame
         self._open: _AccessUnit | None = None
         self._closed: int | None = None  # timestamp of the last access unit done with
 
@@ -175,6 +176,7 @@ class _Assembly:
         assert self._open is not None
         self._closed = self._open.timestamp
         self._open = None
+        self.losses += 1
         _bump(self._stats.frames_dropped, kind)
 
     def _finish(self, unit: _AccessUnit) -> _Complete | None:
@@ -191,11 +193,13 @@ class _Assembly:
             if pushed.error is not None:
                 # A unit lost inside the picture: what decodes of it would be wrong.
                 _bump(self._stats.nals_dropped, pushed.error)
+                self.losses += 1
                 _bump(self._stats.frames_dropped, "malformed")
                 return None
             nals.extend(pushed.nals)
         if reassembler.pending:
             _bump(self._stats.nals_dropped, "fu_truncated")
+            self.losses += 1
             _bump(self._stats.frames_dropped, "malformed")
             return None
         return _Complete(unit.timestamp, nals, (unit.first_sequence + offsets[0]) & 0xFFFF,
@@ -259,10 +263,11 @@ class _Translator:
 
     def _assembled(self, rtp: _Rtp, now: float) -> list[bytes]:
         """`rtp` into the access unit; the packets of every unit it completes."""
-        dropped = sum(self.stats.frames_dropped.values())
-        self._assembly.poll(now)
-        units = self._assembly.push(rtp, now)
-        if sum(self.stats.frames_dropped.values()) != dropped:
+        assembly = self._assembly
+        losses = assembly.losses
+        assembly.poll(now)
+        units = assembly.push(rtp, now)
+        if assembly.losses != losses:
             self.key_frame_wanted = True  # the pictures after a lost one refer to it
         out: list[bytes] = []
         for done in units:

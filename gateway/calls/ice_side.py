@@ -23,6 +23,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from gateway import logs
+from gateway.calls.video_word import flowed
 from gateway.media.backend import BuiltinRelay, StreamPlan
 from gateway.media.call import CallMedia
 from gateway.media.video_plan import SipVideoLimits, VideoPlan
@@ -89,15 +90,18 @@ class IceSide:
 
     @property
     def video(self) -> str:
-        """The CDR's word on video: "up WxH" (the size asked of Lync for the SIP side, as
-        its description allows), "not up: ..." (negotiated, but the call ended before ICE
-        completed), "refused: <why>", or "none"."""
-        if self.videos:
-            limits = next(iter(self.videos.values())).limits
-            size = f"{limits.width}x{limits.height}"
-            return f"up {size}" if self.media is not None else (
-                f"not up: {size} negotiated, ICE never completed")
-        return f"refused: {self.video_refused}" if self.video_refused else "none"
+        """The CDR's word on video: what flowed each way (`video_word.flowed`: sizes from
+        the SPS, frames, key frames, VSRs), "not up: ..." (negotiated, but ICE never
+        completed), "refused: <why>", or "none". One account per translated stream, joined
+        by " | " (Lync sends one main video stream)."""
+        if not self.videos:
+            return f"refused: {self.video_refused}" if self.video_refused else "none"
+        sizes = [f"{p.limits.width}x{p.limits.height}" for _, p in sorted(self.videos.items())]
+        if self.media is None:
+            return " | ".join(f"not up: {size} negotiated, ICE never completed"
+                              for size in sizes)
+        return " | ".join(flowed(stats, size) for stats, size
+                          in zip(self.media.video_stats(), sizes, strict=False))
 
     def _refuse_video(self, reason: str) -> None:
         """A video stream the answer could not take: said once, in the log and the CDR."""

@@ -1,5 +1,6 @@
 """What Lync-side tests need around the gateway: a STUN server, a TURN server that never
-answers, and port allocation that can be held mid-way."""
+answers, port allocation that can be held mid-way, Lync's offer, and Lync's end of a stream
+once ICE is up (SRTP both ways, with libsrtp)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from gateway.transport.peer import Peer
 from ice.candidate import Candidate
 from ice.ports import PortAllocator
 from ice.session import TurnSettings
+from sdp.model import Media
+from tests.kit.media import far_end
 
 
 class StunServer(asyncio.DatagramProtocol):
@@ -135,3 +138,33 @@ def invite(body: bytes) -> bytes:
         f"Content-Type: multipart/alternative;boundary={BOUNDARY}\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
+
+
+class LyncStream:
+    """Lync's end of one stream once ICE has connected `agent`: sends protected with Lync's
+    `key`, and keeps what it gets (unprotected with `ours`, the key our SDP gave it), RTP
+    and RTCP apart, until `close`."""
+
+    def __init__(self, agent: aioice.Connection, key: bytes, ours: Media) -> None:
+        self.agent = agent
+        self._tx = far_end(key, True)
+        self._rx = far_end(base64.b64decode(ours.cryptos()[0].key), False)
+        self.rtp: list[bytes] = []
+        self.rtcp: list[bytes] = []
+        self._task = asyncio.ensure_future(self._receive())
+
+    async def _receive(self) -> None:
+        while True:
+            data = await self.agent.recv()
+            if 192 <= data[1] <= 223:
+                self.rtcp.append(self._rx.unprotect_rtcp(data))
+            else:
+                self.rtp.append(self._rx.unprotect(data))
+
+    async def send(self, packet: bytes) -> None:
+        await self.agent.send(self._tx.protect_rtcp(packet) if 192 <= packet[1] <= 223
+                              else self._tx.protect(packet))
+
+    async def close(self) -> None:
+        self._task.cancel()
+        await self.agent.close()

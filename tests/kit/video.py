@@ -2,16 +2,19 @@
 x264enc + rtph264pay make RFC 6184 packets (sent over 127.0.0.1 UDP, as an endpoint would),
 rtph264depay + ffmpeg's decoder turn packets back into frames (framemd5), and tshark
 dissects packets from a pcap; a Lync-side receiver takes [MS-H264PF] packets apart as
-RFC 6184 and RFC 6190 say, for ffmpeg to decode. Nothing here shares code with
+RFC 6184 and RFC 6190 say, for ffmpeg to decode, and a Lync-side sender writes x264's
+access units as [MS-H264PF] (PACSI, prefix units). Nothing here shares code with
 gateway.media."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import struct
 import subprocess
 import threading
 import xml.etree.ElementTree as ET
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from tests.peers import need
@@ -98,36 +101,118 @@ def frames(tmp: Path, packets: list[bytes], name: str) -> list[str]:
     return framemd5(stream)
 
 
-def lync_frames(tmp: Path, packets: list[bytes], name: str) -> list[str]:
-    """The frames ffmpeg decodes from [MS-H264PF] packets (as received, in order, no CSRCs
-    or header extension): single NAL unit packets, STAP-As and FU-As taken apart, the SVC
-    and PACSI units left out, the rest as an Annex B byte stream."""
-    stream = bytearray()
+def nal_units(packets: list[bytes]) -> list[tuple[int, bytes]]:
+    """(RTP timestamp, NAL unit) of each unit in RFC 6184 / [MS-H264PF] `packets` (as
+    received, in order, no CSRCs or header extension): single NAL unit packets, STAP-As and
+    FU-As taken apart."""
+    units: list[tuple[int, bytes]] = []
     fragment = bytearray()
     for packet in packets:
+        timestamp = int.from_bytes(packet[4:8], "big")
         payload = packet[12:]
         kind = payload[0] & 0x1F
-        nals: list[bytes] = []
         if kind == 24:  # STAP-A: 16-bit size, unit, ...
             at = 1
             while at + 2 <= len(payload):
                 size = int.from_bytes(payload[at:at + 2], "big")
-                nals.append(payload[at + 2:at + 2 + size])
+                units.append((timestamp, payload[at + 2:at + 2 + size]))
                 at += 2 + size
         elif kind == 28:  # FU-A: indicator, header (S, E, type), piece
             if payload[1] & 0x80:
                 fragment = bytearray([(payload[0] & 0xE0) | (payload[1] & 0x1F)])
             fragment += payload[2:]
             if payload[1] & 0x40:
-                nals.append(bytes(fragment))
+                units.append((timestamp, bytes(fragment)))
         else:
-            nals.append(payload)
-        for nal in nals:
-            if nal[0] & 0x1F not in SVC_AND_PACSI:
-                stream += b"\x00\x00\x00\x01" + nal
+            units.append((timestamp, payload))
+    return units
+
+
+def lync_frames(tmp: Path, packets: list[bytes], name: str) -> list[str]:
+    """The frames ffmpeg decodes from [MS-H264PF] packets: the SVC and PACSI units left
+    out, the rest as an Annex B byte stream."""
+    stream = b"".join(b"\x00\x00\x00\x01" + nal for _, nal in nal_units(packets)
+                      if nal[0] & 0x1F not in SVC_AND_PACSI)
     path = tmp / f"{name}.h264"
-    path.write_bytes(bytes(stream))
+    path.write_bytes(stream)
     return framemd5(path)
+
+
+def lync_packets(packets: list[bytes], *, ssrc: int, payload_type: int,
+                 mtu: int = 1200) -> list[bytes]:
+    """RFC 6184 `packets` (one SSRC, in order) as a Lync client sends its base layer
+    ([MS-H264PF], RFC 6190): each access unit opened by a PACSI NAL unit (RFC 6190 4.9,
+    its S and E flags set, nothing aggregated in it), each slice after a prefix NAL unit
+    (type 14, H.264 G.7.3.1.1 / G.7.3.2.12), small units aggregated in STAP-As, large ones
+    in FU-As, the marker on each access unit's last packet."""
+    frames: list[tuple[int, list[bytes]]] = []
+    for timestamp, nal in nal_units(packets):
+        if not frames or frames[-1][0] != timestamp:
+            frames.append((timestamp, []))
+        frames[-1][1].append(nal)
+    out: list[bytes] = []
+    for timestamp, nals in frames:
+        idr = any(nal[0] & 0x1F == 5 for nal in nals)
+        nri = max(nal[0] & 0x60 for nal in nals)
+        # SVC extension: R=1, I (IDR), PRID 0 | N 0, DID 0, QID 0 | TID 0, U 0, D 0, O 1, RR 3
+        extension = bytes([0x80 | (0x40 if idr else 0), 0x00, 0x07])
+        # PACSI flags X Y T A P C S E: no optional fields, A (anchor) for an IDR, S and E.
+        units = [bytes([nri | 30]) + extension + bytes([(0x10 if idr else 0) | 0x03])]
+        for nal in nals:
+            if nal[0] & 0x1F in (1, 5):
+                # prefix_nal_unit_rbsp: store_ref_base_pic_flag 0, no extension, trailing
+                # bits, for a reference picture; empty otherwise.
+                rbsp = b"\x20" if nal[0] & 0x60 else b""
+                units.append(bytes([(nal[0] & 0x60) | 14]) + extension + rbsp)
+            units.append(nal)
+        payloads = _packetised(units, mtu)
+        for index, payload in enumerate(payloads):
+            marker = 0x80 if index == len(payloads) - 1 else 0
+            sequence = len(out) & 0xFFFF
+            out.append(struct.pack("!BBHII", 0x80, marker | payload_type, sequence,
+                                   timestamp, ssrc) + payload)
+    return out
+
+
+def _packetised(units: list[bytes], mtu: int) -> list[bytes]:
+    """RTP payloads for `units` in order: runs of units that fit together in a STAP-A, a
+    unit alone when it fits by itself, FU-As for one that does not."""
+    payloads: list[bytes] = []
+    run: list[bytes] = []
+
+    def flush() -> None:
+        if len(run) == 1:
+            payloads.append(run[0])
+        elif run:
+            nri = max(unit[0] & 0x60 for unit in run)
+            payloads.append(bytes([nri | 24]) + b"".join(
+                len(unit).to_bytes(2, "big") + unit for unit in run))
+        run.clear()
+
+    for unit in units:
+        if len(unit) > mtu:
+            flush()
+            body = unit[1:]
+            pieces = [body[at:at + mtu - 2] for at in range(0, len(body), mtu - 2)]
+            for index, piece in enumerate(pieces):
+                header = (0x80 if index == 0 else 0) | (
+                    0x40 if index == len(pieces) - 1 else 0) | (unit[0] & 0x1F)
+                payloads.append(bytes([(unit[0] & 0x60) | 28, header]) + piece)
+            continue
+        if run and 1 + sum(2 + len(u) for u in run) + 2 + len(unit) > mtu:
+            flush()
+        run.append(unit)
+    flush()
+    return payloads
+
+
+async def paced(send: Callable[[bytes], Awaitable[None]], packets: list[bytes]) -> None:
+    """`packets` sent as an encoder at a few Mbit/s would: a pause after every fourth, so
+    that loopback socket buffers never overflow."""
+    for index, packet in enumerate(packets):
+        await send(packet)
+        if index % 4 == 3:
+            await asyncio.sleep(0.002)
 
 
 def framemd5(stream: Path) -> list[str]:

@@ -4,7 +4,8 @@ ports, runs ICE as the controlling agent, sends the second INVITE with a=remote-
 ACKs its answer, and relays RTP <-> SRTP, renumbering payload types Lync numbered
 differently and sending RTCP where the phone's a=rtcp says; the From toward Lync is in the
 gateway's domain. Also: the rule's bandwidth cap and STUN server reach both SDPs, streams
-gather side by side, and a call that ends while gathering gives every port back."""
+gather side by side, a call that ends while gathering gives every port back, and a room
+system's H264 and Lync's X-H264UC cross the whole call frame for frame both ways."""
 
 from __future__ import annotations
 
@@ -12,16 +13,19 @@ import asyncio
 import base64
 import os
 from dataclasses import replace
+from pathlib import Path
 
 import aioice
 import pytest
 
+from gateway.calls.cdr import CdrStore
 from gateway.calls.lync_callee import LyncCallee
 from gateway.media.video_plan import SipVideoLimits, VideoPlan
 from gateway.sip.message import Request, Response, make_response
 from gateway.transport.peer import Peer
 from ice.candidate import Candidate, parse_candidate
 from ice.ports import PortAllocator
+from sdp.model import Media
 from sdp.parse import parse_sdp
 from sdp.sdes import Encryption
 from tests.kit.calls import (
@@ -31,9 +35,11 @@ from tests.kit.calls import (
     phone,
     sdp_body,
     statuses,
+    video_relayed,
 )
-from tests.kit.lync import StunServer
+from tests.kit.lync import LyncStream, StunServer
 from tests.kit.media import crypto, far_end, rtcp_sr, rtp
+from tests.kit.video import frames, lync_frames, lync_packets, paced, source_video
 from tests.peers import free_port
 
 PHONE = Peer("UDP", "127.0.0.1", 5062)
@@ -350,6 +356,37 @@ def lync_stream(agent: aioice.Connection, key: bytes, kind: str, codec: str) -> 
             f"{base64.b64encode(key).decode()}|2^31\r\na=rtpmap:{codec}\r\n")
 
 
+async def lync_answers_video(h: Harness, out: Request, lync_peer: Peer, camera_key: bytes,
+                             session: str = "") -> tuple[aioice.Connection, aioice.Connection,
+                                                         Response]:
+    """Lync 2013 answers our audio and X-H264UC offer (`session`: its session-level lines),
+    each stream on an ICE agent of its own, video with `camera_key`. (The agents, our 200
+    to the phone.)"""
+    lync, camera = (aioice.Connection(ice_controlling=False, components=1, use_ipv6=False)
+                    for _ in range(2))
+    await asyncio.gather(lync.gather_candidates(), camera.gather_candidates())
+    answer = ("v=0\r\no=- 0 1 IN IP4 127.0.0.1\r\ns=session\r\nc=IN IP4 127.0.0.1\r\n"
+              f"t=0 0\r\n{session}" + lync_stream(lync, os.urandom(30), "audio", "9 G722/8000")
+              + lync_stream(camera, camera_key, "video", "122 X-H264UC/90000")
+              + "a=fmtp:122 packetization-mode=1;mst-mode=NI-TC\r\n")
+    h.feed(make_response(out, 200, to_tag="lync", body=answer.encode(),
+                         headers=(("Contact", "<sip:alice@127.0.0.1;transport=tls>"),),
+                         content_type="application/sdp"), lync_peer)
+    ok = next(m for m, p in h.take() if isinstance(m, Response) and m.status == 200)
+    return lync, camera, ok
+
+
+async def lync_connects(*streams: tuple[aioice.Connection, Media]) -> None:
+    """Lync (controlled) runs ICE on each stream against our offer of it."""
+    for agent, stream in streams:
+        agent.remote_username = stream.attribute("ice-ufrag")
+        agent.remote_password = stream.attribute("ice-pwd")
+        for value in stream.attributes("candidate"):
+            await agent.add_remote_candidate(parse_candidate(value).to_aioice())
+        await agent.add_remote_candidate(None)
+    await asyncio.wait_for(asyncio.gather(*(agent.connect() for agent, _ in streams)), 10)
+
+
 async def test_a_phones_h264_reaches_lync_as_x_h264uc_and_lync_answers_back_as_h264() -> None:
     """A room system's H264 (level 3.1 raised to 1080p30 by max-fs/max-mbps, b=TIAS 1984
     kbps; also mode 0 and H.263): Lync is offered X-H264UC alone under 122 with its
@@ -374,18 +411,8 @@ async def test_a_phones_h264_reaches_lync_as_x_h264uc_and_lync_answers_back_as_h
     assert (video.attribute("x-caps") or "").startswith("122 263:1920:1080:30.0:1984000:1;")
     ours = video.ssrc_range()
     assert ours is not None and ours.last - ours.first == 99
-    lync, camera = (aioice.Connection(ice_controlling=False, components=1, use_ipv6=False)
-                    for _ in range(2))
-    await asyncio.gather(lync.gather_candidates(), camera.gather_candidates())
-    answer = ("v=0\r\no=- 0 1 IN IP4 127.0.0.1\r\ns=session\r\nc=IN IP4 127.0.0.1\r\n"
-              "t=0 0\r\na=x-mediabw:main-video send=4000;recv=2500\r\n"
-              + lync_stream(lync, os.urandom(30), "audio", "9 G722/8000")
-              + lync_stream(camera, os.urandom(30), "video", "122 X-H264UC/90000")
-              + "a=fmtp:122 packetization-mode=1;mst-mode=NI-TC\r\n")
-    h.feed(make_response(out, 200, to_tag="lync", body=answer.encode(),
-                         headers=(("Contact", "<sip:alice@127.0.0.1;transport=tls>"),),
-                         content_type="application/sdp"), lync_peer)
-    ok = next(m for m, p in h.take() if isinstance(m, Response) and m.status == 200)
+    lync, camera, ok = await lync_answers_video(
+        h, out, lync_peer, os.urandom(30), "a=x-mediabw:main-video send=4000;recv=2500\r\n")
     to_phone = parse_sdp(ok.body).media[1]
     assert to_phone.formats == ["109"] and to_phone.proto == "RTP/AVP"
     assert to_phone.rtpmaps()[109].encoding == "H264"
@@ -398,13 +425,7 @@ async def test_a_phones_h264_reaches_lync_as_x_h264uc_and_lync_answers_back_as_h
     assert call.media.videos == {1: VideoPlan(
         122, 109, SipVideoLimits(1920, 1080, 30.0, 1984000), lync_ssrc_range=LYNC_SSRCS,
         lync_takes_vsr=True, lync_send_ssrc=ours.first)}
-    for agent, stream in ((lync, audio), (camera, video)):
-        agent.remote_username = stream.attribute("ice-ufrag")
-        agent.remote_password = stream.attribute("ice-pwd")
-        for value in stream.attributes("candidate"):
-            await agent.add_remote_candidate(parse_candidate(value).to_aioice())
-        await agent.add_remote_candidate(None)
-    await asyncio.wait_for(asyncio.gather(lync.connect(), camera.connect()), 10)
+    await lync_connects((lync, audio), (camera, video))
     for _ in range(100):
         if call.media.relayed:
             break
@@ -413,6 +434,72 @@ async def test_a_phones_h264_reaches_lync_as_x_h264uc_and_lync_answers_back_as_h
         "not up: no frames either way (1920x1080 negotiated); VSRs ")
     await call.media.close()
     await asyncio.gather(lync.close(), camera.close())
+    assert ports.in_use == set()
+
+
+def phone_bye(ok: Response) -> bytes:
+    """The phone hangs up the call `ok` answered."""
+    return (f"BYE sip:gw@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK-pb"
+            f"\r\nFrom: <sip:room12@10.0.0.7>;tag=phone\r\nTo: <sip:alice@gw.example.com>;"
+            f"tag={ok.to.tag}\r\nCall-ID: to-lync-1\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\n"
+            "Content-Length: 0\r\n\r\n").encode()
+
+
+@pytest.fixture(scope="module")
+def x264(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[bytes]]:
+    return source_video(tmp_path_factory)
+
+
+async def test_video_flows_through_a_call_to_lync_both_ways_frame_for_frame(
+        x264: tuple[Path, list[bytes]], tmp_path: Path) -> None:
+    """A whole call: a room system's H264 toward a Lync client (ICE controlled, SRTP)
+    answering X-H264UC. The phone's x264 packets reach Lync as [MS-H264PF] decoding to the
+    source's frames, Lync's [MS-H264PF] (PACSI, prefix units) reaches the phone as RFC 6184
+    under its own 109 decoding to them too, none lost; the CDR says what flowed."""
+    tmp, source = x264
+    base = free_port()
+    ports = PortAllocator(base, base + 40)
+    phone_video, phone_rx, phone_port = await phone()
+    cdrs = CdrStore(tmp_path / "cdr.sqlite3")
+    h = Harness([FIRST], cdrs, ports=ports, address="127.0.0.1", rules=RULES)
+    h.feed(phone_invite(sdp_body(5004) + GROUP_VIDEO % phone_port), PHONE)
+    for _ in range(30):
+        await h.settle()
+    out, lync_peer = outbound(h.take(), "INVITE")
+    audio, video = parse_sdp(out.body).media
+    camera_key = os.urandom(30)
+    lync, camera, ok = await lync_answers_video(h, out, lync_peer, camera_key)
+    to_phone = parse_sdp(ok.body).media[1]
+    await lync_connects((lync, audio), (camera, video))
+    [call] = h.b2bua.calls.values()
+    for _ in range(100):
+        if call.media.relayed:
+            break
+        await asyncio.sleep(0.02)
+    at_lync = LyncStream(camera, camera_key, video)
+
+    async def from_phone(packet: bytes) -> None:
+        phone_video.sendto(packet, ("127.0.0.1", to_phone.port))
+
+    await asyncio.gather(paced(from_phone, source), paced(at_lync.send, lync_packets(
+        source, ssrc=LYNC_SSRCS[0], payload_type=122)))
+    stats = await video_relayed(call, 60)
+    at_phone = phone_rx.rtp()
+    expected = frames(tmp, source, "source")
+    assert lync_frames(tmp_path, at_lync.rtp, "at_lync") == expected
+    assert frames(tmp_path, [p[:1] + bytes([p[1] & 0x80 | 96]) + p[2:] for p in at_phone],
+                  "at_phone") == expected  # (the judge reads payload type 96)
+    assert {p[1] & 0x7F for p in at_phone} == {109} and {p[1] & 0x7F for p in at_lync.rtp} == {
+        122}
+    h.feed(phone_bye(ok), PHONE)
+    for _ in range(10):
+        await h.settle()
+    assert cdrs.recent()[0]["video"] == (
+        f"up: from Lync 640x360 60 frames (2 key), to Lync 640x360 60 frames (2 key); VSRs "
+        f"{stats['vsr_sent']} sent, 0 received")
+    cdrs.close()
+    await asyncio.gather(lync.close(), at_lync.close())
+    phone_video.close()
     assert ports.in_use == set()
 
 

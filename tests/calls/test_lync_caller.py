@@ -3,8 +3,9 @@ client) sends a multipart offer with ICE candidates and SRTP keys; the gateway o
 RTP to the SIP side, answers Lync with its own candidates and key, terminates ICE, and the
 relay carries SRTP from Lync as RTP to the SIP phone and back, renumbering payload types
 the phone numbered differently and sending RTCP where the phone's a=rtcp says. Also: the
-rule's bandwidth cap and STUN server reach both SDPs, streams gather side by side, and a
-call that ends while gathering gives every port back."""
+rule's bandwidth cap and STUN server reach both SDPs, streams gather side by side, a call
+that ends while gathering gives every port back, and video is translated X-H264UC <-> H264
+through the whole call, frame for frame both ways (x264 and ffmpeg as judges)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,10 @@ import base64
 import os
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import aioice
 import pytest
 
-from gateway.calls.call import Call
 from gateway.calls.cdr import CdrStore
 from gateway.calls.lync_caller import LyncCaller
 from gateway.media.video_plan import SipVideoLimits, VideoPlan
@@ -35,6 +34,7 @@ from tests.kit.calls import (
     Harness,
     outbound,
     phone,
+    video_relayed,
 )
 from tests.kit.lync import (
     BOUNDARY,
@@ -47,7 +47,7 @@ from tests.kit.lync import (
     lync_video,
 )
 from tests.kit.media import crypto, far_end, rtcp_sr, rtp
-from tests.kit.video import encode, frames, lync_frames, lync_packets, paced
+from tests.kit.video import frames, lync_frames, lync_packets, paced, source_video
 from tests.peers import free_port
 
 
@@ -477,24 +477,7 @@ async def test_lync_video_reaches_the_phone_as_h264_and_lync_gets_x_h264uc_back(
 
 @pytest.fixture(scope="module")
 def x264(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[bytes]]:
-    """x264's RFC 6184 packets for 60 frames of 640x360 (two key frames), and where the
-    judges write their files."""
-    tmp = tmp_path_factory.mktemp("video")
-    return tmp, encode(tmp, frames=60, key_interval=30)
-
-
-async def video_relayed(call: Call, frames: int) -> dict[str, Any]:
-    """The call's translated video stream's counters once `frames` access units have gone
-    out each way (and a moment for the last packets to land)."""
-    assert call.media.relayed is not None
-    for _ in range(500):
-        [stats] = call.media.relayed.video_stats()
-        if all(stats[way]["access_units_out"] >= frames  # type: ignore[index]
-               for way in ("lync->sip", "sip->lync")):
-            await asyncio.sleep(0.05)
-            return stats
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"video did not flow: {call.media.relayed.video_stats()}")
+    return source_video(tmp_path_factory)
 
 
 async def test_video_flows_through_the_call_both_ways_frame_for_frame(
@@ -539,11 +522,7 @@ async def test_video_flows_through_the_call_both_ways_frame_for_frame(
     await asyncio.gather(paced(from_phone, source), paced(at_lync.send, lync_packets(
         source, ssrc=lync_ssrc, payload_type=122)))
     stats = await video_relayed(call, 60)
-    at_phone = []
-    while not phone_rx.got.empty():
-        packet = phone_rx.got.get_nowait()
-        if not 192 <= packet[1] <= 223:
-            at_phone.append(packet)
+    at_phone = phone_rx.rtp()
     expected = frames(tmp, source, "source")
     assert len(expected) == 60
     assert lync_frames(tmp_path, at_lync.rtp, "at_lync") == expected

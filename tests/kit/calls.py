@@ -10,6 +10,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from gateway.calls.b2bua import B2bua
+from gateway.calls.call import Call
 from gateway.calls.cdr import CdrStore
 from gateway.calls.registrar import Registrar
 from gateway.calls.settings import CallLimits, CallSettings, Local
@@ -155,6 +156,15 @@ class Phone(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: object) -> None:
         self.got.put_nowait(data)
 
+    def rtp(self) -> list[bytes]:
+        """The RTP packets got so far (taken), RTCP left out."""
+        packets = []
+        while not self.got.empty():
+            packet = self.got.get_nowait()
+            if not 192 <= packet[1] <= 223:
+                packets.append(packet)
+        return packets
+
 
 async def phone() -> tuple[asyncio.DatagramTransport, Phone, int]:
     transport, protocol = await asyncio.get_running_loop().create_datagram_endpoint(
@@ -162,3 +172,15 @@ async def phone() -> tuple[asyncio.DatagramTransport, Phone, int]:
     return transport, protocol, int(transport.get_extra_info("sockname")[1])
 
 
+async def video_relayed(call: Call, frames: int) -> dict[str, Any]:
+    """The call's translated video stream's counters once `frames` access units have gone
+    out each way (and a moment for the last packets to land)."""
+    assert call.media.relayed is not None
+    for _ in range(500):
+        [stats] = call.media.relayed.video_stats()
+        if all(stats[way]["access_units_out"] >= frames  # type: ignore[index]
+               for way in ("lync->sip", "sip->lync")):
+            await asyncio.sleep(0.05)
+            return stats
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"video did not flow: {call.media.relayed.video_stats()}")

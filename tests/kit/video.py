@@ -17,6 +17,8 @@ import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import pytest
+
 from tests.peers import need
 
 PT = 96
@@ -64,6 +66,13 @@ def encode(tmp: Path, *, frames: int = 60, width: int = 640, height: int = 360,
         thread.join()
         receiver.close()
     return packets
+
+
+def source_video(factory: pytest.TempPathFactory) -> tuple[Path, list[bytes]]:
+    """For a module's fixture: x264's RFC 6184 packets for 60 frames of 640x360 (two key
+    frames), and a directory for the judges' files."""
+    tmp = factory.mktemp("video")
+    return tmp, encode(tmp, frames=60, key_interval=30)
 
 
 def write_pcap(path: Path, packets: list[bytes], port: int = 5004) -> None:

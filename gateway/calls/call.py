@@ -96,6 +96,9 @@ class Call:
     local: bool = False  # answered by the node itself (the Test Call Service): no callee leg
     pending: InDialogRequest | None = None  # a session change in flight to the other leg
     reception: Reception | None = None  # prompts and digits, on a call the node took
+    # The reception's own media while the callee leg it placed for its answered caller is
+    # set up (`reception_leg`): that leg's outcome goes back to the reception.
+    parked: MediaSide | None = None
 
     def other(self, leg: Leg) -> Leg:
         return self.callee if leg is self.caller else self.caller
@@ -113,15 +116,21 @@ class Call:
     def connected(self) -> bool:
         return self.state is CallState.CONNECTED
 
+    @property
+    def handing_on(self) -> bool:
+        """A callee leg is being placed for a caller the node answered itself."""
+        return self.parked is not None
+
 
 class Purpose(enum.Enum):
     """Why the gateway sent a request inside a call."""
 
     REMOTE_CANDIDATES = "remote-candidates"  # the second offer toward Lync (RFC 5245 9.1.2.2)
     REFER = "refer"  # the reception hands the caller on (RFC 3515)
+    HAND_ON = "hand-on"  # the caller's media moved to the leg the reception placed for it
     REFRESH = "refresh"  # a session refresh of ours (RFC 4028)
     RELAY = "relay"  # the other leg's offer, carried across
-    DIRECTIONS = "directions"  # a hold or resume, where a Lync side ends here
+    DIRECTIONS = "directions"  # a hold, resume or stream removed, where a Lync side ends here
 
 
 @dataclass(eq=False, slots=True)
@@ -138,3 +147,4 @@ class InDialogRequest:
     session: UasTimer | None = None  # the originating leg's timer for our answer to it
     sent_body: bytes = b""
     directions: Directions = field(default_factory=dict)  # a hold or resume: as offered
+    dropped: frozenset[str] = frozenset()  # kinds of stream the offer removes (video)

@@ -38,6 +38,7 @@ from gateway.config.routing_sections import RoutingReferences, parse_routing
 from gateway.config.schema import (
     ApiConfig,
     AvatarConfig,
+    ClusterConfig,
     Config,
     Device,
     GlobalConfig,
@@ -148,6 +149,8 @@ def _build(raw: dict[str, Any], source: str, base_dir: Path | None, problems: Pr
     api = _api(root.table("api"))
     avatar = _avatar(root.table("avatar"))
     presence = _presence(root.table("presence"))
+    cluster = _cluster(root.table("cluster"), node, base_dir, check_files) \
+        if root.has("cluster") else None
 
     lync_servers = tuple(_server(s, ("tls", "tcp")) for s in root.tables("lync_servers"))
     sip_proxies = tuple(_server(s, ("udp", "tcp", "tls")) for s in root.tables("sip_proxies"))
@@ -212,6 +215,7 @@ def _build(raw: dict[str, Any], source: str, base_dir: Path | None, problems: Pr
         devices=devices,
         avatar=avatar,
         presence=presence,
+        cluster=cluster,
         warnings=tuple(warnings),
     )
 
@@ -420,6 +424,36 @@ def _presence(s: Section) -> PresenceConfig:
         max_subscriptions_per_source=s.integer("max_subscriptions_per_source", 20_000, low=0,
                                                high=10_000_000),
     )
+    s.reject_unknown()
+    return config
+
+
+DATABASE_SCHEMES = ("postgresql://", "postgres://")
+
+
+def _cluster(s: Section, node: NodeConfig, base_dir: Path | None,
+             check_files: bool) -> ClusterConfig:
+    database = s.string("database", required=True, max_len=4096)
+    if database and not database.startswith(DATABASE_SCHEMES):
+        s.problems.add(join(s.path, "database"),
+                       "must be a postgresql:// URL (libpq's connection URI)")
+    ca_text = s.string("trusted_ca", max_len=4096)
+    ca = Path(ca_text) if ca_text else None
+    if ca is not None and not ca.is_absolute() and base_dir is not None:
+        ca = base_dir / ca
+    config = ClusterConfig(
+        database=database,
+        address=s.string("address", node.address, max_len=MAX_ADDRESS),
+        trusted_ca=ca,
+        heartbeat_seconds=s.integer("heartbeat_seconds", 2, low=1, high=60),
+        max_calls=s.integer("max_calls", 0, low=0, high=1_000_000),
+    )
+    _check_ip(s, "address", config.address, allow_empty=False)
+    if check_files and ca is not None:
+        try:
+            load_certificates(ca)
+        except CertificateError as exc:
+            s.problems.add(join(s.path, "trusted_ca"), str(exc))
     s.reject_unknown()
     return config
 

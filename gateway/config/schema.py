@@ -150,6 +150,18 @@ class PresenceConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    """`[cluster]`: this node is one of several sharing state in PostgreSQL. Absent: one node,
+    its state in SQLite, no server needed."""
+
+    database: str  # postgresql://user:password@host:port/dbname
+    address: str  # where the other nodes reach this one (shown in the nodes table)
+    trusted_ca: Path | None  # the cluster's CA: what node certificates are checked against
+    heartbeat_seconds: int = 2  # three missed in a row and the others mark this node gone
+    max_calls: int = 0  # concurrent calls across the nodes of this node's location; 0 = none
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     source: str
     node: NodeConfig
@@ -167,6 +179,7 @@ class Config:
     devices: tuple[Device, ...] = ()
     avatar: AvatarConfig = AvatarConfig()
     presence: PresenceConfig = PresenceConfig()
+    cluster: ClusterConfig | None = None
     # Valid now but not for long, each `field.path: message` (a certificate near its end).
     warnings: tuple[str, ...] = ()
 

@@ -52,7 +52,29 @@ def parse_routing(
         problems,
         "routing rule name",
     )
+    _check_meetings_via_reception(services, rules, root)
     return services, rules
+
+
+def _check_meetings_via_reception(services: tuple[Service, ...], rules: tuple[RoutingRule, ...],
+                                  root: Section) -> None:
+    """The guide's Lync meetings via a Virtual Reception: the reception hands on the
+    meeting's full conference URI, whose parameters a parsed alias would drop, so the rule
+    routing it must match the full URI with a regex ending in `.*` (its troubleshooting
+    table: otherwise the call reaches the organiser, or "Conference extension not found")."""
+    if not any(s.type == "virtual_reception" and s.lync_server for s in services):
+        return
+    for i, rule in enumerate(rules):
+        if rule.target != "lync_via_virtual_reception" or not rule.enabled:
+            continue
+        if not rule.match_full_uri:
+            root.problems.add(f"routing_rules[{i}].match_full_uri", "a Virtual Reception "
+                              "resolves Lync meetings: its lync_via_virtual_reception rule "
+                              "must match the full alias URI (match_full_uri = true)")
+        if not rule.match.endswith(".*"):
+            root.problems.add(f"routing_rules[{i}].match", "a Virtual Reception resolves Lync "
+                              "meetings: the regex must end with '.*' to keep the conference "
+                              "URI's parameters")
 
 
 def _service(s: Section, refs: RoutingReferences) -> Service:
@@ -93,6 +115,12 @@ def _service(s: Section, refs: RoutingReferences) -> Service:
         s.problems.add(f"{s.path}.target", f"a {kind} service needs the URI of its media engine")
     check_reference(f"{s.path}.lync_server", service.lync_server, refs.lync_servers,
                     s.problems, "Lync server")
+    if service.lync_server and kind != "virtual_reception":
+        s.problems.add(f"{s.path}.lync_server", "only a Virtual Reception resolves Conference "
+                       "IDs on a Lync server")
+    if service.lookup_location and not service.lync_server:
+        s.problems.add(f"{s.path}.lookup_location", "a meeting lookup location needs the "
+                       "lync_server that resolves the Conference IDs")
     check_reference(f"{s.path}.lookup_location", service.lookup_location, refs.locations,
                     s.problems, "location")
     s.reject_unknown()
@@ -171,6 +199,16 @@ def _rule(s: Section, refs: RoutingReferences) -> RoutingRule:
     ):
         problems.add(f"{path}.outgoing_protocol", f"target {rule.target} places MS-SIP calls: "
                      "set outgoing_protocol = \"mssip\"")
+    if rule.target == "lync_meeting_direct":
+        # The guide: "the destination alias must be transformed into just a ... Conference
+        # ID", and the look-up is the Lync server's, never a SIP proxy's.
+        if not rule.replace:
+            problems.add(f"{path}.replace", "target lync_meeting_direct needs the alias "
+                         "rewritten to just the Conference ID, e.g. match = "
+                         "'88(\\d{5,7})@example\\.com' with replace = '\\1'")
+        if call_via in refs.sip_proxies:
+            problems.add(f"{path}.call_via", "target lync_meeting_direct looks the Conference "
+                         f"ID up on a Lync server; {call_via!r} is a SIP proxy")
     s.reject_unknown()
     return rule
 

@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 
+from gateway.conferencing.c3p import is_conference_id
 from gateway.config.load import load_for_command
 from gateway.config.schema import Config
 from gateway.presence.answer import Answer, answer
@@ -42,11 +43,14 @@ def run(args: argparse.Namespace) -> int:
     router = Router(config.services, config.routing_rules)
     decision = router.explain(args.alias, context)
     presence = answer(router, args.alias)
+    meeting = describe_meeting(decision, config)
     if args.json:
-        print(json.dumps({**decision.to_json(), "presence": presence.to_json(config.avatar_base())},
-                         indent=2))
+        print(json.dumps({**decision.to_json(), **meeting,
+                          "presence": presence.to_json(config.avatar_base())}, indent=2))
     else:
         print(describe(decision, context))
+        if meeting:
+            print(f"meeting:  {meeting['meeting']}")
         print(describe_presence(presence, config))
     return 0 if decision.routed else 1
 
@@ -74,6 +78,31 @@ def describe(decision: Decision, context: CallContext) -> str:
                   f"location {decision.outgoing_location or '(automatic)'}"]
     lines.append(f"result:   {decision.outcome}: {decision.reason}")
     return "\n".join(lines)
+
+
+def describe_meeting(decision: Decision, config: Config) -> dict[str, str | None]:
+    """For a rule whose target is a Lync meeting by Conference ID: the ID its rewrite leaves
+    and the Lync server that would look it up (the rule's `call_via` when it names one,
+    else the outgoing location's, else the node location's: the guide's "Lync / Skype for
+    Business server" of the rule). Empty for any other decision."""
+    rule = decision.rule
+    if rule is None or rule.target != "lync_meeting_direct":
+        return {}
+    destination = decision.destination or ""
+    servers = {s.name for s in config.lync_servers}
+    location = config.location(decision.outgoing_location or config.node.location)
+    server = rule.call_via if rule.call_via in servers else (
+        location.lync_server if location is not None and location.lync_server else None)
+    if not is_conference_id(destination):
+        said = f"{destination!r} is not a Conference ID: the caller would get 404"
+    elif server is None:
+        said = (f"Conference ID {destination}, but no Lync server to look it up on (set the "
+                "rule's call_via or the location's lync_server)")
+    else:
+        said = (f"Conference ID {destination}, looked up on Lync server {server!r}; joining "
+                "the meeting is not built yet, so the call is refused")
+    return {"conference_id": destination if is_conference_id(destination) else None,
+            "lookup_server": server, "meeting": said}
 
 
 def describe_presence(found: Answer, config: Config) -> str:

@@ -62,3 +62,27 @@ def test_config_and_usage_errors_exit_2(
     with pytest.raises(SystemExit) as exited:
         main(["dialplan", "x", "--protocol", "fax"])
     assert exited.value.code == 2
+
+
+def test_a_conference_id_route_names_the_id_and_the_lookup_server(
+    guide_file: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The guide's rule 50: the rewrite leaves the Conference ID, looked up on the rule's
+    Lync server; the words say the join itself is not built."""
+    assert main(["dialplan", "sip:88572450@example.com", "--config", guide_file, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["conference_id"], out["lookup_server"]) == ("572450", "eu-lyncpool")
+    assert main(["dialplan", "sip:88572450@example.com", "--config", guide_file]) == 0
+    assert ("meeting:  Conference ID 572450, looked up on Lync server 'eu-lyncpool'; joining "
+            "the meeting is not built yet" in capsys.readouterr().out)
+
+
+def test_a_rewrite_that_is_no_conference_id_is_said_to_404(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "r.toml"
+    path.write_text(GUIDE.replace("replace = '\\1'", "replace = 'room-\\1'"))
+    main(["dialplan", "sip:88572450@example.com", "--config", str(path), "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert out["conference_id"] is None and out["lookup_server"] == "eu-lyncpool"
+    assert out["meeting"] == "'room-572450' is not a Conference ID: the caller would get 404"

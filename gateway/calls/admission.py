@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from gateway import logs
@@ -39,6 +40,9 @@ class Admission:
     def __init__(self, settings: CallSettings) -> None:
         self.settings = settings
         self._recent: deque[float] = deque()  # admission times in the last second
+        # Calls in progress on the other live nodes of this node's location, as their last
+        # heartbeats said (gateway/cluster): none without a cluster.
+        self.elsewhere: Callable[[], int] = lambda: 0
 
     def on_event(self, event: Event, now: float, core: Endpoint) -> list[Event]:
         if not isinstance(event, RequestReceived):
@@ -60,6 +64,9 @@ class Admission:
         limits = self.settings.limits
         if limits.max_calls and active >= limits.max_calls:
             return f"call limit reached: {limits.max_calls} calls in progress"
+        if limits.cluster_max_calls and active + self.elsewhere() >= limits.cluster_max_calls:
+            return (f"cluster call limit reached: {limits.cluster_max_calls} calls in "
+                    "progress in this location")
         if limits.max_calls_per_second:
             recent = self._recent
             while recent and now - recent[0] >= 1.0:

@@ -7,6 +7,7 @@ count), with the policy read from each call's settings."""
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 MAX_SOURCES = 100_000  # addresses remembered at once: a flood of sources cannot grow it further
@@ -23,6 +24,9 @@ class PinPolicy:
 class PinGuard:
     failures: dict[str, deque[float]] = field(default_factory=dict)
     locked: dict[str, float] = field(default_factory=dict)  # source -> locked until
+    # Told of each wrong PIN counted here, so the other nodes of a cluster count it too
+    # (gateway/cluster): an attacker rotating nodes gets no more tries than on one.
+    on_failed: Callable[[str], None] | None = None
 
     def locked_for(self, source: str, now: float) -> float | None:
         """Seconds `source` is still locked out for, or None."""
@@ -36,6 +40,13 @@ class PinGuard:
 
     def failed(self, source: str, now: float, policy: PinPolicy) -> bool:
         """A wrong PIN from `source`; True when it locks the source out."""
+        if self.on_failed is not None:
+            self.on_failed(source)
+        return self.counted(source, now, policy)
+
+    def counted(self, source: str, now: float, policy: PinPolicy) -> bool:
+        """A wrong PIN from `source` counted, wherever it was dialled (a cluster's other
+        nodes report theirs here); True when it locks the source out."""
         seen = self.failures.get(source)
         if seen is None:
             if len(self.failures) >= MAX_SOURCES:

@@ -42,6 +42,8 @@ class Binding:
     port: int
     call_id: str
     cseq: int
+    # The cluster node holding the device's flow (its REGISTER came there); "" = this node.
+    node: str = ""
 
     @property
     def peer(self) -> Peer:

@@ -29,6 +29,8 @@ class CallLimits:
     max_calls: int = 0
     max_calls_per_second: int = 0
     retry_after: int = 30
+    # Across every live node of this node's location (`cluster.max_calls`).
+    cluster_max_calls: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +73,8 @@ class CallSettings:
         locations = config.locations
         return cls(
             router=router, location=config.node.location,
-            limits=CallLimits(g.max_calls, g.max_calls_per_second),
+            limits=CallLimits(g.max_calls, g.max_calls_per_second, cluster_max_calls=(
+                config.cluster.max_calls if config.cluster is not None else 0)),
             timers=TimerPolicy(g.session_expires_seconds, g.min_session_expires_seconds),
             encryption=g.sip_media_encryption, anchor_sip_media=g.anchor_sip_media,
             media_timeout=float(g.media_timeout_seconds),

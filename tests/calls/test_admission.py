@@ -8,7 +8,7 @@ from pathlib import Path
 
 from gateway.calls.admission import Admission
 from gateway.calls.protocol import arriving_protocol
-from gateway.calls.settings import CallSettings
+from gateway.calls.settings import CallLimits, CallSettings
 from gateway.config.load import parse_text
 from gateway.sip.endpoint import Endpoint, EndpointSettings
 from gateway.sip.message import Request, Response
@@ -93,3 +93,17 @@ def test_caller_text_cannot_break_the_status_line() -> None:
 
 def test_invite_is_in_allow() -> None:
     assert "INVITE" in endpoint().allow
+
+
+def test_the_cluster_limit_counts_the_calls_of_the_other_nodes_of_the_location() -> None:
+    """`cluster.max_calls`: this node's calls plus what the other live nodes of its location
+    last reported reach the limit, and a new call is refused though the node has room."""
+    config = parse_text(GUIDE, "t.toml", base_dir=None)
+    router = Router(config.services, config.routing_rules)
+    admission = Admission(CallSettings(router=router, location="London",
+                                       limits=CallLimits(cluster_max_calls=10)))
+    assert admission.overloaded(0.0, 4) is None
+    admission.elsewhere = lambda: 6
+    assert admission.overloaded(0.0, 3) is None
+    refused = admission.overloaded(0.0, 4)
+    assert refused is not None and refused.startswith("cluster call limit reached: 10")

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from gateway import logs
 from gateway.calls import local as answered_here
-from gateway.calls import placement, reception, session, teardown
+from gateway.calls import placement, reception, reception_leg, session, teardown
 from gateway.calls.actions import Action, Prepare
 from gateway.calls.admission import Admission, reason_phrase
 from gateway.calls.anchoring import media_for
@@ -34,7 +34,6 @@ from gateway.calls.echo_side import echo_for
 from gateway.calls.media_side import MediaSide
 from gateway.calls.reception import Reception
 from gateway.calls.reception_media import reception_for
-from gateway.calls.refusals import refusal
 from gateway.calls.registrar import Registrar, aor_of
 from gateway.calls.settings import CallSettings, Local
 from gateway.calls.stats import Statistics
@@ -42,7 +41,7 @@ from gateway.media.dtmf import info_digit
 from gateway.presence.handler import NotifySent, Presence
 from gateway.resolver.rfc3263 import Target, TargetResolver
 from gateway.sip.dialog import Dialog
-from gateway.sip.errors import SipError, SipParseError, SipRequestError
+from gateway.sip.errors import SipError, SipRequestError
 from gateway.sip.message import Request, make_response
 from gateway.sip.session_timer import answer_as_uas
 from gateway.sip.transaction_layer import (
@@ -54,7 +53,6 @@ from gateway.sip.transaction_layer import (
     TransactionTimeout,
 )
 from gateway.sip.transaction_machines import ServerTransaction
-from gateway.sip.uri import SipUri, parse_uri
 from ice.ports import PortAllocator
 from routing.alias import parse_alias
 from routing.engine import Decision
@@ -155,6 +153,8 @@ class B2bua:
                 return []
             if isinstance(mark, InDialogRequest) and mark.purpose is Purpose.REFER:
                 return reception.referred(ctx, mark, answer, now, core)
+            if isinstance(mark, InDialogRequest) and mark.purpose is Purpose.HAND_ON:
+                return reception_leg.moved(ctx, mark, answer, now, core)
             if isinstance(mark, InDialogRequest):
                 return session.answered(ctx, mark, answer, now, core)
             if isinstance(mark, Call) and event.transaction is mark.out.txn:
@@ -201,7 +201,7 @@ class B2bua:
         # PIN-protected and dialled without it: the node asks for it itself.
         asks_pin = service is not None and bool(service.pin) and decision.pin is None
         local = service is not None and (service.answered_here or asks_pin)
-        target = "" if local else _target_uri(decision)
+        target = "" if local else placement.target_uri(decision)
         if target is None:
             why = (f"{decision.reason}; {decision.destination} is not a SIP address and the "
                    "rule names no server")
@@ -325,24 +325,10 @@ class B2bua:
         )
 
     def _set_up(self, call: Call, now: float, core: Endpoint) -> list[Event]:
-        """The callee leg's targets (at once when no DNS look-up is due) and the call's
-        media resources, asked of the adapter; it places the call when both are ready.
-        Whatever goes wrong, the caller gets a final answer: a call nobody answers holds
-        its transaction, and Lync its user, for 32 s."""
         if call.local:
             self.ctx.actions.append(Prepare(call.id, call.media))  # its ports, then answer
             return []
-        try:
-            uri, targets = placement.targets_now(self.ctx, call)
-        except Exception as exc:
-            status, reason = refusal(exc, call.inbound.call_id)
-            return teardown.fail(self.ctx, call, status, reason, now, core)
-        call.out.targets = targets or []
-        rule = call.decision.rule
-        self.ctx.actions.append(Prepare(
-            call.id, call.media, resolve=None if targets is not None else uri,
-            federation=rule is not None and rule.outgoing_protocol == "mssip"))
-        return []
+        return placement.set_up(self.ctx, call, now, core)
 
     # -- outcomes the adapter feeds back ---------------------------------------------------
     def prepared(self, call_id: int, targets: list[Target] | None,
@@ -350,7 +336,7 @@ class B2bua:
         call = self.ctx.calls.get(call_id)
         if call is None:
             return []  # ended meanwhile: its media was closed with it
-        if call.local and error is None:
+        if call.local and not call.handing_on and error is None:
             return answered_here.answer(self.ctx, call, now, core)
         return placement.prepared(self.ctx, call, targets, error, now, core)
 
@@ -394,19 +380,3 @@ class B2bua:
             return []
         log.warning("media_timeout", call_id=call.inbound.call_id, reason=reason)
         return teardown.hang_up(self.ctx, call, reason, now, core)
-
-
-def _target_uri(decision: Decision) -> str | None:
-    """The callee leg's Request-URI: the service's target, or the rule's destination when
-    it is a SIP address."""
-    if decision.service is not None:
-        return decision.service.target or None
-    destination = decision.destination or ""
-    uri = destination if ":" in destination.split("@", 1)[0] else f"sip:{destination}"
-    try:
-        parsed = parse_uri(uri)
-    except SipParseError:
-        return None
-    if not isinstance(parsed, SipUri) or ("@" not in uri and "." not in parsed.host):
-        return None
-    return uri

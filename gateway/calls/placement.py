@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from gateway import logs
-from gateway.calls.actions import Connect
+from gateway.calls.actions import Connect, Prepare
 from gateway.calls.bodies import boundary
 from gateway.calls.call import Call, CallState
 from gateway.calls.context import Context
@@ -23,13 +23,14 @@ from gateway.calls.session import send_offer
 from gateway.calls.teardown import fail, hang_up, send_cancel
 from gateway.resolver.rfc3263 import ResolveError, Target
 from gateway.sip.dialog import Dialog, DialogState
-from gateway.sip.errors import SipError, SipRequestError
+from gateway.sip.errors import SipError, SipParseError, SipRequestError
 from gateway.sip.message import Request, Response, make_response, new_branch, new_call_id
 from gateway.sip.session_timer import retry_interval, uac_headers, uac_result
 from gateway.sip.transaction_layer import Event, TransactionLayer
 from gateway.sip.uri import SipUri, parse_uri
 from gateway.transport.peer import Peer
 from ice.errors import IceError
+from routing.engine import Decision
 from sdp.errors import SdpError
 from sdp.multipart import pick_sdp, split
 
@@ -51,6 +52,40 @@ CARRIED = ("P-Asserted-Identity",)
 CARRIED_TOWARD_LYNC = (*CARRIED, "Ms-Conversation-ID")  # Lync's conversation, on Lync's side
 # From parameters that belong to the caller's own leg: Lync's endpoint ID.
 NOT_CARRIED_FROM = frozenset({"tag", "epid"})
+
+
+def target_uri(decision: Decision) -> str | None:
+    """The callee leg's Request-URI: the service's target, or the rule's destination when
+    it is a SIP address."""
+    if decision.service is not None:
+        return decision.service.target or None
+    destination = decision.destination or ""
+    uri = destination if ":" in destination.split("@", 1)[0] else f"sip:{destination}"
+    try:
+        parsed = parse_uri(uri)
+    except SipParseError:
+        return None
+    if not isinstance(parsed, SipUri) or ("@" not in uri and "." not in parsed.host):
+        return None
+    return uri
+
+
+def set_up(ctx: Context, call: Call, now: float, core: Endpoint) -> list[Event]:
+    """The callee leg's targets (at once when no DNS look-up is due) and the call's media
+    resources, asked of the adapter; it places the call when both are ready. Whatever goes
+    wrong, the caller gets a final answer: a call nobody answers holds its transaction, and
+    Lync its user, for 32 s."""
+    try:
+        uri, targets = targets_now(ctx, call)
+    except Exception as exc:
+        status, reason = refusal(exc, call.inbound.call_id)
+        return _failed(ctx, call, status, reason, now, core)
+    call.out.targets = targets or []
+    rule = call.decision.rule
+    ctx.actions.append(Prepare(
+        call.id, call.media, resolve=None if targets is not None else uri,
+        federation=rule is not None and rule.outgoing_protocol == "mssip"))
+    return []
 
 
 def targets_now(ctx: Context, call: Call) -> tuple[SipUri, list[Target] | None]:
@@ -97,24 +132,24 @@ def prepared(ctx: Context, call: Call, targets: list[Target] | None,
         return []
     if error is not None:
         status, reason = refusal(error, call.inbound.call_id)
-        return fail(ctx, call, status, reason, now, core)
+        return _failed(ctx, call, status, reason, now, core)
     if targets is not None:
         call.out.targets = targets
     call.out.targets = [t for t in call.out.targets if not ctx.local.is_self(t)]
     if not call.out.targets:
         # A rule that leaves the alias unchanged sends sip:x@<this node> back here, where it
         # would be routed again until Max-Forwards runs out: refuse it at once.
-        return fail(ctx, call, 482, f"{call.target_uri} routes back to this node", now, core)
+        return _failed(ctx, call, 482, f"{call.target_uri} routes back to this node", now, core)
     return place(ctx, call, now, core)
 
 
 def place(ctx: Context, call: Call, now: float, core: Endpoint) -> list[Event]:
     """The INVITE of the callee leg, to the first target left."""
     out = call.out
-    if call.cancelled or call.answered:
+    if call.cancelled or (call.answered and not call.handing_on):
         return []
     if not out.targets:
-        return fail(ctx, call, 404, "no address for " + call.target_uri, now, core)
+        return _failed(ctx, call, 404, "no address for " + call.target_uri, now, core)
     target = out.targets[0]
     inbound, settings = call.inbound, call.settings
     request = Request("INVITE", call.target_uri)
@@ -156,12 +191,13 @@ def place(ctx: Context, call: Call, now: float, core: Endpoint) -> list[Event]:
                 (inbound.body, inbound.headers.get("Content-Type")),
                 ctx.local.address_for(target.address)))
         except SdpError as exc:  # nothing the callee could take
-            return fail(ctx, call, exc.status_hint, str(exc), now, core)
+            return _failed(ctx, call, exc.status_hint, str(exc), now, core)
     call.callee.sdp_to = request.body
     peer = Peer(target.transport, target.address, target.port, server_name=target.host)
     txn, events = core.send_request(request, peer, now, tu_data=call)
     out.invite, out.txn, call.callee.peer = request, txn, peer
-    call.state = CallState.CALLING
+    if not call.handing_on:  # the caller's leg of a reception's call stays connected
+        call.state = CallState.CALLING
     call.record.out_call_id = request.call_id
     log.info("call_placed", call_id=inbound.call_id, leg="out", out_call_id=request.call_id,
              target=f"{target.transport.lower()}:{target.address}:{target.port}",
@@ -178,7 +214,7 @@ def next_target(ctx: Context, call: Call, now: float, core: Endpoint, why: str) 
     if targets and not call.cancelled:
         return place(ctx, call, now, core)
     status = 408 if why == "timeout" else 503
-    return fail(ctx, call, status, f"every target failed (last: {why})", now, core)
+    return _failed(ctx, call, status, f"every target failed (last: {why})", now, core)
 
 
 def response(ctx: Context, call: Call, answer: Response, now: float,
@@ -201,7 +237,7 @@ def response(ctx: Context, call: Call, answer: Response, now: float,
         return next_target(ctx, call, now, core, "503")
     if not call.cancelled and _retry(call, answer):
         return place(ctx, call, now, core)
-    return fail(ctx, call, status, answer.reason, now, core)
+    return _failed(ctx, call, status, answer.reason, now, core)
 
 
 def _retry(call: Call, answer: Response) -> bool:
@@ -240,9 +276,10 @@ def connected(ctx: Context, call: Call, answer: Response, now: float,
     except SipError as exc:
         # Nothing to send the ACK and BYE by: the callee gives up on its 2xx by itself.
         log.warning("answer_unusable", call_id=call.inbound.call_id, error=str(exc))
-        return fail(ctx, call, 502, f"the callee's answer is unusable: {exc.reason}", now, core)
+        return _failed(ctx, call, 502, f"the callee's answer is unusable: {exc.reason}", now,
+                       core)
     events = TransactionLayer.send_stateless(dialog.ack(via), peer)
-    if call.cancelled or call.answered:
+    if call.cancelled or (call.answered and not call.handing_on):
         # Answered after we gave up on it: hang up the leg we no longer want.
         return events + core.send_request(dialog.create_request("BYE", via), peer, now)[1]
     callee.dialog = dialog
@@ -250,26 +287,40 @@ def connected(ctx: Context, call: Call, answer: Response, now: float,
         ok = _mirror(ctx, call, answer, 200)
     except SdpError as exc:
         events += core.send_request(dialog.create_request("BYE", via), peer, now)[1]
-        return events + fail(ctx, call, exc.status_hint, str(exc), now, core)
+        return events + _failed(ctx, call, exc.status_hint, str(exc), now, core)
     if call.media.connects:
         ctx.actions.append(Connect(call.id, call.media, ICE_TIMEOUT))
-    caller.sdp_to = ok.body
     callee.sdp_from, out.answer = answer.body, answer
     callee.allows_update = "update" in answer.tokens("allow")
+    callee.timer = uac_result(answer, now)
+    ctx.media_due(call, now)
+    ctx.by_dialog[(dialog.call_id, dialog.local_tag)] = call
+    if call.handing_on:
+        assert call.reception is not None
+        ctx.timer_due(call, callee)
+        return events + call.reception.joined(ctx, call, ok.body, now, core)
+    caller.sdp_to = ok.body
     caller.dialog.state = DialogState.CONFIRMED
     call.state = CallState.CONNECTED
     caller.timer = call.in_session.leg(now) if call.in_session else None
-    callee.timer = uac_result(answer, now)
     ctx.timer_due(call, caller)
     ctx.timer_due(call, callee)
-    ctx.media_due(call, now)
     call.record.answered = ctx.wall_clock()
     ctx.record(call.record, "update")
     ctx.by_dialog[(call.inbound.call_id, call.in_tag)] = call
-    ctx.by_dialog[(dialog.call_id, dialog.local_tag)] = call
     log.info("call_connected", call_id=call.inbound.call_id, leg="both",
              out_call_id=dialog.call_id)
     return events + core.respond(call.inbound, call.in_txn, ok, now)
+
+
+def _failed(ctx: Context, call: Call, status: int, reason: str, now: float,
+            core: Endpoint) -> list[Event]:
+    """The callee leg failed: the call with it, or, for a leg the reception placed for a
+    caller it answered, back to the reception (the caller's leg stays)."""
+    if call.handing_on and call.connected:
+        assert call.reception is not None
+        return call.reception.leg_failed(ctx, call, f"{status} {reason}", now, core)
+    return fail(ctx, call, status, reason, now, core)
 
 
 def _mirror(ctx: Context, call: Call, answer: Response, status: int) -> Response:
@@ -314,11 +365,11 @@ def set_up_too_long(ctx: Context, call: Call, now: float, core: Endpoint) -> lis
     if call.state is CallState.RESOLVING:
         ctx.stats.stuck += 1
         log.error("call_setup_stuck", call_id=call.inbound.call_id, after=SETUP_LIMIT)
-        return fail(ctx, call, 500, f"internal error: set-up did not finish in "
+        return _failed(ctx, call, 500, f"internal error: set-up did not finish in "
                     f"{SETUP_LIMIT:g} s", now, core)
     call.cancelled = True  # a 2xx crossing our CANCEL is ACKed and hung up
     events = send_cancel(call, now, core) if call.out.heard else []
-    return events + fail(ctx, call, 408, f"no answer in {SETUP_LIMIT:g} s", now, core)
+    return events + _failed(ctx, call, 408, f"no answer in {SETUP_LIMIT:g} s", now, core)
 
 
 def ring_locally(ctx: Context, call: Call, now: float, core: Endpoint) -> list[Event]:

@@ -4,13 +4,17 @@ the media, SIP INFO from signalling), `#` ending an entry, and routes what was e
 a dialled alias (services first, then rules). A silent entry is prompted again; three
 failures end the call with a goodbye.
 
-The caller is handed on by REFER (RFC 3515) to `<entered alias>@<this node>`, or
-`<alias>*<PIN>@<this node>` for a PIN-protected service: its new INVITE is routed and placed
-like any call, so a caller reaching a room through the reception gets exactly what dialling
-the room gets (media, encryption, bandwidth, CDR), and the reception holds nothing once the
-caller has moved on (the NOTIFY with the new call's final status ends the old one). A caller
-that refuses REFER is told goodbye: carrying its leg over to a new outbound leg of ours is
-not built.
+A caller whose INVITE's Allow lists REFER (and a Lync caller) is handed on by REFER (RFC
+3515) to `<entered alias>@<this node>`, or `<alias>*<PIN>@<this node>` for a PIN-protected
+service: its new INVITE is routed and placed like any call, so a caller reaching a room
+through the reception gets exactly what dialling the room gets (media, encryption,
+bandwidth, CDR), and the node is out of the path once the caller has moved on (the NOTIFY
+with the new call's final status ends the old one). A SIP caller that does not list REFER,
+refuses ours, or reports that the call it placed failed, is handed on by a leg of the
+node's own (`reception_leg`): its leg stays, re-INVITEd onto the relay toward the callee.
+
+What an entry routes to is `routed`, the one step a new kind of entry (a Conference ID)
+extends.
 
 Wrong PINs count against the caller's source address (`pin_guard`); the digits of a PIN are
 never logged nor written in a CDR.
@@ -22,6 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from gateway import logs
+from gateway.calls import reception_leg
 from gateway.calls.actions import Play, Silence
 from gateway.calls.call import Call, CallState, InDialogRequest, Purpose
 from gateway.calls.context import Context
@@ -29,9 +34,11 @@ from gateway.calls.deadlines import Due
 from gateway.calls.prompter import Prompting
 from gateway.calls.protocol import arriving_protocol
 from gateway.calls.teardown import hang_up
+from gateway.sip.errors import SipError
 from gateway.sip.message import Request, Response, make_response
 from gateway.sip.transaction_layer import Event, RequestReceived
 from routing.engine import CallContext, Decision
+from sdp.errors import SdpError
 
 if TYPE_CHECKING:
     from gateway.sip.endpoint import Endpoint
@@ -54,11 +61,24 @@ class Reception:
     entry_until: float | None = None  # the entry's deadline on the heap
     referring: str = ""  # the alias the caller is being handed on to
     pin: str = ""  # the PIN that goes with it (in the Refer-To only)
+    routes_to: Decision | None = None  # ... and where it routes (for a leg of our own)
+    lobby: Decision | None = None  # the reception's own decision, while that leg is placed
     leaving: str = ""  # why the call ends once the goodbye prompt is over
     outcome: str = ""  # for the CDR: what the entries came to (never the PIN)
 
     def prompts(self) -> tuple[str, ...]:
         return ("enter_number",) if self.asking == "number" else ("enter_pin",)
+
+    # What placement reports of the leg placed for the caller (`reception_leg`): methods,
+    # so that placement needs nothing of the reception's.
+    def joined(self, ctx: Context, call: Call, body: bytes, now: float,
+               core: Endpoint) -> list[Event]:
+        self.outcome = f"handed on to {self.referring} by a leg of ours"
+        return reception_leg.joined(ctx, call, body, now, core)
+
+    def leg_failed(self, ctx: Context, call: Call, why: str, now: float,
+                   core: Endpoint) -> list[Event]:
+        return _leg_failed(ctx, call, why)
 
 
 def start(ctx: Context, call: Call) -> list[Event]:
@@ -75,7 +95,9 @@ def played(ctx: Context, call: Call, now: float, core: Endpoint) -> list[Event]:
     if r.leaving:
         return hang_up(ctx, call, r.leaving, now, core)
     if r.referring:
-        return _refer(ctx, call, now, core)
+        if _takes_refer(call):
+            return _refer(ctx, call, now, core)
+        return _own_leg(ctx, call, "its INVITE does not allow REFER", now, core)
     if not r.typing:
         _wait(ctx, call, now)
     return []
@@ -123,23 +145,25 @@ def notify(ctx: Context, call: Call, event: RequestReceived, now: float,
     events = core.respond(request, event.transaction, make_response(request, 200), now)
     r = call.reception
     status = _sipfrag_status(request)
-    if r is None or not r.referring or status is None or status < 200:
+    if r is None or not r.referring or call.handing_on or status is None or status < 200:
         return events
+    if status >= 300:
+        return events + _own_leg(ctx, call, f"its call for our REFER failed: {status}", now,
+                                 core)
     r.outcome = f"handed on to {r.referring}: {status}"
     return events + hang_up(ctx, call, f"reception: {r.outcome}", now, core)
 
 
 def referred(ctx: Context, sent: InDialogRequest, answer: Response | None, now: float,
              core: Endpoint) -> list[Event]:
-    """The caller's answer to our REFER: accepted, the NOTIFYs follow; refused, goodbye."""
+    """The caller's answer to our REFER: accepted, the NOTIFYs follow; refused, a leg of
+    our own."""
     call = sent.call
     r = call.reception
-    if r is None or (answer is not None and answer.status < 300):
+    if r is None or (answer is not None and answer.status < 300) or not call.connected:
         return []
     why = f"{answer.status} {answer.reason}" if answer is not None else "no answer"
-    r.referring = ""
-    r.outcome = f"the caller could not be handed on (REFER: {why})"
-    return _leave(ctx, call, f"reception: {r.outcome}")
+    return _own_leg(ctx, call, f"REFER: {why}", now, core)
 
 
 def _finish(ctx: Context, call: Call, now: float, core: Endpoint) -> list[Event]:
@@ -150,14 +174,20 @@ def _finish(ctx: Context, call: Call, now: float, core: Endpoint) -> list[Event]
     return _pin(ctx, call, entry, now)
 
 
+def routed(call: Call, entry: str) -> Decision:
+    """Where the number entered goes: routed like a dialled alias (services first, then
+    rules), in the context the caller arrived in."""
+    settings = call.settings
+    return settings.router.decide(entry, CallContext(
+        protocol=arriving_protocol(call.inbound), location=settings.location,
+        registered=False))
+
+
 def _number(ctx: Context, call: Call, entry: str) -> list[Event]:
     r = _reception(call)
     if not entry:
         return _failed(ctx, call, "nothing entered")
-    settings = call.settings
-    decision = settings.router.decide(entry, CallContext(
-        protocol=arriving_protocol(call.inbound), location=settings.location,
-        registered=False))
+    decision = routed(call, entry)
     service = decision.service
     if not decision.routed or (service is not None and service.type == "virtual_reception"):
         log.info("reception_not_found", call_id=call.inbound.call_id, reason=decision.reason)
@@ -166,7 +196,7 @@ def _number(ctx: Context, call: Call, entry: str) -> list[Event]:
         r.asking, r.pin_for, r.target = "pin", decision, entry
         ctx.actions.append(Play(call.id, r.media, ("enter_pin",)))
         return []
-    return _hand_on(ctx, call, entry)
+    return _hand_on(ctx, call, entry, decision)
 
 
 def _pin(ctx: Context, call: Call, entry: str, now: float) -> list[Event]:
@@ -177,7 +207,7 @@ def _pin(ctx: Context, call: Call, entry: str, now: float) -> list[Event]:
     guard = ctx.pin_guard
     if guard.locked_for(source, now) is None and entry and entry in (
             service.pin, service.guest_pin):
-        return _hand_on(ctx, call, r.target, pin=entry)
+        return _hand_on(ctx, call, r.target, r.pin_for, pin=entry)
     locked = guard.locked_for(source, now) is not None or guard.failed(
         source, now, call.settings.pins)
     log.warning("pin_refused", call_id=call.inbound.call_id, source=source,
@@ -188,9 +218,10 @@ def _pin(ctx: Context, call: Call, entry: str, now: float) -> list[Event]:
     return _failed(ctx, call, f"wrong PIN for {service.name!r}", ("wrong_pin", "enter_pin"))
 
 
-def _hand_on(ctx: Context, call: Call, alias: str, pin: str = "") -> list[Event]:
+def _hand_on(ctx: Context, call: Call, alias: str, decision: Decision,
+             pin: str = "") -> list[Event]:
     r = _reception(call)
-    r.referring, r.pin = alias, pin
+    r.referring, r.pin, r.routes_to = alias, pin, decision
     ctx.actions.append(Play(call.id, r.media, ("connecting",)))
     return []
 
@@ -212,6 +243,43 @@ def _refer(ctx: Context, call: Call, now: float, core: Endpoint) -> list[Event]:
     log.info("reception_handing_on", call_id=call.inbound.call_id, to=r.referring)
     return core.send_request(refer, peer, now,
                              tu_data=InDialogRequest(call, leg, Purpose.REFER))[1]
+
+
+def _takes_refer(call: Call) -> bool:
+    """Whether the caller is handed on by REFER: one whose INVITE allows it, and a Lync
+    caller (whose ICE stays where it is only by its own new call)."""
+    return "refer" in call.inbound.tokens("allow") or reception_leg.is_lync(call)
+
+
+def _own_leg(ctx: Context, call: Call, why: str, now: float, core: Endpoint) -> list[Event]:
+    """The caller does not take REFER (`why`): the node places the leg itself."""
+    r = _reception(call)
+    assert r.routes_to is not None
+    log.info("reception_own_leg", call_id=call.inbound.call_id, to=r.referring, why=why)
+    r.lobby = call.decision
+    try:
+        return reception_leg.begin(ctx, call, r.routes_to, now, core)
+    except (SipError, SdpError) as exc:
+        r.referring = ""
+        r.outcome = f"the caller could not be handed on ({why}; {exc})"
+        return _leave(ctx, call, f"reception: {r.outcome}")
+
+
+def _leg_failed(ctx: Context, call: Call, why: str) -> list[Event]:
+    """The leg placed for the caller failed: back at the reception, with one failure more
+    (a PIN prompt, which has nowhere else to go, says goodbye)."""
+    r = _reception(call)
+    assert r.lobby is not None
+    reception_leg.dropped(ctx, call, r.lobby)
+    log.info("reception_leg_failed", call_id=call.inbound.call_id, to=r.referring, reason=why)
+    failure, r.referring, r.pin, r.routes_to = f"{r.referring}: {why}", "", "", None
+    service = call.decision.service
+    if service is None or service.type != "virtual_reception":
+        r.outcome = f"could not reach {failure}"
+        return _leave(ctx, call, f"reception: {r.outcome}")
+    r.asking, r.pin_for, r.target = "number", None, ""
+    return _failed(ctx, call, f"could not reach {failure}",
+                   ("meeting_not_found", "enter_number"))
 
 
 def _failed(ctx: Context, call: Call, why: str,

@@ -44,6 +44,9 @@ def end(ctx: Context, call: Call, why: str, by: str = "gateway") -> None:
         call.record.media = dict(counters)
         ctx.stats.media_ended(counters)
     ctx.actions.append(Close(call.media))
+    if call.parked is not None:
+        ctx.actions.append(Close(call.parked))
+        call.parked = None
     log.info("call_ended", call_id=call.inbound.call_id, reason=why, ended_by=by)
     outcome = "answered" if call.record.answered is not None else (
         "cancelled" if call.cancelled else "failed")
@@ -84,6 +87,7 @@ def hang_up(ctx: Context, call: Call, reason: str, now: float, core: Endpoint) -
                         error=str(exc))
             continue
         events += core.send_request(bye, peer, now)[1]
+    events += drop_unanswered(call, now, core)
     end(ctx, call, reason, "gateway")
     return events + abandon_pending(ctx, call, now, core)
 
@@ -124,6 +128,7 @@ def bye(ctx: Context, event: RequestReceived, now: float, core: Endpoint) -> lis
         except SipError as exc:
             log.warning("bye_not_sent", call_id=call.inbound.call_id, leg=other.role,
                         error=str(exc))
+    sent += drop_unanswered(call, now, core)
     who = leg.role.party
     end(ctx, call, f"BYE from the {who}", who)
     return events + sent + abandon_pending(ctx, call, now, core)
@@ -141,6 +146,15 @@ def cancel(ctx: Context, event: CancelReceived, now: float, core: Endpoint) -> l
     end(ctx, call, "cancelled by the caller", "caller")
     return events + core.respond(call.inbound, call.in_txn, make_response(
         call.inbound, 487, to_tag=call.in_tag), now)
+
+
+def drop_unanswered(call: Call, now: float, core: Endpoint) -> list[Event]:
+    """An answered call ending while the callee leg the reception placed for its caller is
+    still unanswered: that leg is cancelled (a 2xx crossing it gets ACK and BYE)."""
+    if not call.handing_on or call.callee.dialog is not None:
+        return []
+    call.cancelled = True
+    return send_cancel(call, now, core) if call.out.heard else []
 
 
 def send_cancel(call: Call, now: float, core: Endpoint) -> list[Event]:

@@ -1,7 +1,11 @@
 """The Virtual Reception and the PIN prompt through call control, with the real adapter and
 real media sockets: prompts played (from a theme of 20 ms prompts, so a test does not wait
 on speech), digits by SIP INFO, the caller handed on by REFER to the alias entered (with its
-PIN), re-prompts, the goodbye after three failures, and brute-force lock-out by source."""
+PIN) when its INVITE allows REFER, and by a leg of the node's own otherwise (or when the
+REFER fails): that leg placed as a dialled alias, the caller re-INVITEd onto the relay
+toward the callee and media flowing end to end, back at the prompts when the leg fails,
+cancelled when the caller hangs up first, ports freed; re-prompts, the goodbye after three
+failures, and brute-force lock-out by source."""
 
 from __future__ import annotations
 
@@ -9,43 +13,66 @@ import asyncio
 from pathlib import Path
 
 from gateway.config.load import parse_text
+from gateway.resolver.rfc3263 import Target
 from gateway.sip.message import Request, Response, make_response
 from gateway.transport.peer import Peer
 from ice.ports import PortAllocator
 from routing.engine import Router
-from tests.kit.calls import CALLER, Harness, invite_with, sdp_body, statuses
+from sdp.parse import parse_sdp
+from tests.kit.calls import CALLER, Harness, far, invite_with, phone, sdp_body, statuses
+from tests.kit.media import rtp
 from tests.kit.reception import services, short_theme
 from tests.peers import free_port
 
-PCMU = (b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-        b"m=audio 5004 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n"
-        b"a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n")
+
+def pcmu(port: int) -> bytes:
+    return (b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            b"m=audio %d RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n"
+            b"a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n" % port)
 
 
-def reception(tmp_path: Path) -> Harness:
+PCMU = pcmu(5004)
+# The room's MCU: its signalling is what the harness captures, its media a real socket.
+ROOM = Target("UDP", "mcu.example.com", "127.0.0.1", 5999)
+
+
+def reception(tmp_path: Path, targets: list[Target] | None = None) -> Harness:
     config = parse_text(services(short_theme(tmp_path)), "t.toml", base_dir=None)
     base = free_port()
-    h = Harness(None, ports=PortAllocator(base, base + 20), address="127.0.0.1")
+    h = Harness(targets, ports=PortAllocator(base, base + 20), address="127.0.0.1")
     h.configure(router=Router(config.services, config.routing_rules))
     return h
 
 
-def dialled(alias: str, body: bytes = PCMU, call_id: str = "in-call-1") -> bytes:
+def dialled(alias: str, body: bytes = PCMU, call_id: str = "in-call-1",
+            refer: bool = True) -> bytes:
+    """The caller's INVITE for `alias`; `refer`: its Allow lists REFER."""
+    allow = b"Allow: INVITE, ACK, BYE, CANCEL, REFER, NOTIFY\r\n" if refer else (
+        b"Allow: INVITE, ACK, BYE, CANCEL\r\n")
     return invite_with(body).replace(b"alice@gw.example.com", alias.encode()).replace(
-        b"in-call-1", call_id.encode()).replace(b"z9hG4bK-in1", f"z9hG4bK-{call_id}".encode())
+        b"in-call-1", call_id.encode()).replace(b"z9hG4bK-in1", f"z9hG4bK-{call_id}".encode()
+                                                ).replace(b"Max-Forwards", allow + b"Max-Forwards")
 
 
-def info(n: int, key: str, to_tag: str, call_id: str = "in-call-1") -> bytes:
-    body = f"Signal={key}\r\nDuration=160\r\n"
-    return (f"INFO sip:gw@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5062;"
-            f"branch=z9hG4bK-info{n}\r\nFrom: <sip:bob@example.org>;tag=caller\r\n"
+def from_caller(method: str, n: int, to_tag: str, content_type: str = "", body: str = "",
+                call_id: str = "in-call-1") -> bytes:
+    """A request of the caller's inside the reception's call, CSeq `n` + 1."""
+    typed = f"Content-Type: {content_type}\r\n" if content_type else ""
+    return (f"{method} sip:gw@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5062;"
+            f"branch=z9hG4bK-{method.lower()}{n}\r\nFrom: <sip:bob@example.org>;tag=caller\r\n"
             f"To: <sip:reception@gw.example.com>;tag={to_tag}\r\nCall-ID: {call_id}\r\n"
-            f"CSeq: {n + 1} INFO\r\nContent-Type: application/dtmf-relay\r\n"
+            f"CSeq: {n + 1} {method}\r\n{typed}"
             f"Content-Length: {len(body)}\r\n\r\n{body}").encode()
 
 
-async def answered(h: Harness, alias: str = "reception@127.0.0.1") -> str:
-    h.feed(dialled(alias), CALLER)
+def info(n: int, key: str, to_tag: str, call_id: str = "in-call-1") -> bytes:
+    return from_caller("INFO", n, to_tag, "application/dtmf-relay",
+                       f"Signal={key}\r\nDuration=160\r\n", call_id)
+
+
+async def answered(h: Harness, alias: str = "reception@127.0.0.1", body: bytes = PCMU,
+                   refer: bool = True) -> str:
+    h.feed(dialled(alias, body, refer=refer), CALLER)
     await h.settle()
     sent = h.take()
     assert statuses(sent, CALLER) == [100, 200]
@@ -79,13 +106,7 @@ async def test_the_number_entered_hands_the_caller_on_to_that_room(tmp_path: Pat
     assert refer.headers.get("Refer-To") == "<sip:1234@127.0.0.1>"
     assert refer.call_id == "in-call-1"
     h.feed(make_response(refer, 202), CALLER)
-    notify = (f"NOTIFY sip:gw@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5062;"
-              f"branch=z9hG4bK-n1\r\nFrom: <sip:bob@example.org>;tag=caller\r\n"
-              f"To: <sip:reception@gw.example.com>;tag={tag}\r\nCall-ID: in-call-1\r\n"
-              "CSeq: 20 NOTIFY\r\nEvent: refer\r\nSubscription-State: terminated\r\n"
-              "Content-Type: message/sipfrag\r\nContent-Length: 16\r\n\r\nSIP/2.0 200 OK\r\n"
-              ).encode()
-    h.feed(notify, CALLER)
+    h.feed(refer_report(tag, 200), CALLER)
     sent = h.take()
     assert 200 in statuses(sent, CALLER)
     [bye] = [m for m, _ in sent if isinstance(m, Request) and m.method == "BYE"]
@@ -146,14 +167,126 @@ async def test_a_room_dialled_without_its_pin_is_asked_for_it(tmp_path: Path) ->
     assert refer.headers.get("Refer-To") == "<sip:5555*1357@127.0.0.1>"
 
 
-async def test_a_caller_that_refuses_refer_is_told_goodbye(tmp_path: Path) -> None:
-    h = reception(tmp_path)
+def refer_report(tag: str, status: int) -> bytes:
+    """The caller's NOTIFY with the final status of the call it placed for our REFER."""
+    return from_caller("NOTIFY", 20, tag, "message/sipfrag", f"SIP/2.0 {status} X\r\n"
+                       ).replace(b"CSeq: 21 NOTIFY\r\n", b"CSeq: 21 NOTIFY\r\nEvent: refer\r\n"
+                                 b"Subscription-State: terminated\r\n")
+
+
+def room_answers(invite: Request, status: int, port: int = 0) -> Response:
+    body = pcmu(port) if port else b""
+    return make_response(invite, status, to_tag="room", headers=(
+        ("Contact", "<sip:room@127.0.0.1:5999>"),), body=body,
+        content_type="application/sdp" if body else None)
+
+
+def audio_port(body: bytes) -> int:
+    return parse_sdp(body).media[0].port
+
+
+async def test_a_caller_without_refer_reaches_the_room_by_a_leg_of_ours(
+        tmp_path: Path) -> None:
+    caller_rtp, _, caller_port = await phone()
+    room_rtp, room_media, room_port = await phone()
+    h = reception(tmp_path, [ROOM])
+    ports = h.b2bua.ctx.ports
+    assert ports is not None
+    tag = await answered(h, body=pcmu(caller_port), refer=False)
+    [call] = h.b2bua.calls.values()
+    at_reception = audio_port(call.caller.sdp_to)
+    await keys(h, tag, "1234#")
+    invite = await next_request(h, "INVITE")
+    assert invite.uri_text == "sip:room1234@mcu.example.com"
+    assert b"RTP/AVP 0 101" in invite.body and b"c=IN IP4 127.0.0.1" in invite.body
+    h.feed(room_answers(invite, 200, room_port), far(ROOM))
+    await h.settle()
+    sent = h.take()
+    assert any(isinstance(m, Request) and m.method == "ACK" and p == far(ROOM)
+               for m, p in sent)
+    [reinvite] = [m for m, p in sent if isinstance(m, Request) and m.method == "INVITE"
+                  and p == CALLER]
+    assert reinvite.call_id == "in-call-1" and reinvite.to.tag == "caller"
+    assert b"o=lyncgate 1 2 IN IP4" in reinvite.body  # the reception's session, next version
+    relay = audio_port(reinvite.body)
+    assert relay != at_reception
+    h.feed(make_response(reinvite, 200, body=pcmu(caller_port),
+                         content_type="application/sdp"), CALLER)
+    await h.settle()
+    assert any(isinstance(m, Request) and m.method == "ACK" for m, p in h.take()
+               if p == CALLER)
+    assert at_reception not in ports.in_use  # the reception's media is closed
+    caller_rtp.sendto(rtp(1), ("127.0.0.1", relay))
+    assert (await asyncio.wait_for(room_media.got.get(), 2))[12:] == b"\xaa" * 160
+    h.feed(from_caller("BYE", 30, tag), CALLER)
+    await h.settle()
+    assert any(isinstance(m, Request) and m.method == "BYE" for m, p in h.take()
+               if p == far(ROOM))
+    assert h.b2bua.calls == {} and not ports.in_use
+    record = call.record
+    assert (record.service, record.destination, record.out_call_id, record.end_cause) == (
+        "Lobby", "sip:room1234@mcu.example.com", invite.call_id, "BYE from the caller")
+    caller_rtp.close()
+    room_rtp.close()
+
+
+async def test_a_caller_that_refuses_refer_gets_a_leg_of_ours(tmp_path: Path) -> None:
+    h = reception(tmp_path, [ROOM])
     tag = await answered(h)
     await keys(h, tag, "1234#")
     refer = await next_request(h, "REFER")
     h.feed(make_response(refer, 405), CALLER)
-    bye = await next_request(h, "BYE")
-    assert "could not be handed on (REFER: 405" in (bye.headers.get("Reason") or "")
+    invite = await next_request(h, "INVITE")
+    assert invite.uri_text == "sip:room1234@mcu.example.com"
+
+
+async def test_a_failed_call_for_our_refer_gets_a_leg_of_ours(tmp_path: Path) -> None:
+    h = reception(tmp_path, [ROOM])
+    tag = await answered(h)
+    await keys(h, tag, "5555#")
+    await asyncio.sleep(0.1)
+    await keys(h, tag, "1357#", first=10)
+    refer = await next_request(h, "REFER")
+    h.feed(make_response(refer, 202), CALLER)
+    h.feed(refer_report(tag, 403), CALLER)
+    invite = await next_request(h, "INVITE")
+    assert invite.uri_text == "sip:secret@mcu.example.com"  # the PIN was right
+
+
+async def test_a_leg_that_fails_brings_the_caller_back_to_the_prompts(tmp_path: Path) -> None:
+    h = reception(tmp_path, [ROOM])
+    ports = h.b2bua.ctx.ports
+    assert ports is not None
+    tag = await answered(h, refer=False)
+    held = set(ports.in_use)
+    await keys(h, tag, "1234#")
+    invite = await next_request(h, "INVITE")
+    h.feed(room_answers(invite, 486), far(ROOM))
+    await h.settle()
+    assert 200 not in statuses(h.take(), CALLER)
+    [call] = h.b2bua.calls.values()
+    assert call.reception is not None and ports.in_use == held  # the leg's ports freed
+    await asyncio.sleep(0.2)  # "that meeting was not found", then the number again
+    await keys(h, tag, "1234#", first=10)
+    again = await next_request(h, "INVITE")
+    assert again.uri_text == invite.uri_text and again.call_id != invite.call_id
+
+
+async def test_a_caller_hanging_up_while_the_room_rings_cancels_it(tmp_path: Path) -> None:
+    h = reception(tmp_path, [ROOM])
+    ports = h.b2bua.ctx.ports
+    assert ports is not None
+    tag = await answered(h, refer=False)
+    await keys(h, tag, "1234#")
+    invite = await next_request(h, "INVITE")
+    h.feed(room_answers(invite, 180), far(ROOM))
+    h.feed(from_caller("BYE", 30, tag), CALLER)
+    await h.settle()
+    sent = h.take()
+    assert 200 in statuses(sent, CALLER)
+    [cancel] = [m for m, p in sent if isinstance(m, Request) and m.method == "CANCEL"]
+    assert cancel.call_id == invite.call_id
+    assert h.b2bua.calls == {} and not ports.in_use
 
 
 async def test_srtp_callers_are_refused_with_the_reason(tmp_path: Path) -> None:

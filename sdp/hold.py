@@ -1,9 +1,10 @@
-"""Hold and resume across a leg whose media ends at the node (Lync's, where the gateway
-terminates ICE and SRTP): the other leg's SDP cannot be passed on, so what crosses is the
-direction of each kind of stream (RFC 3264 8.4), restated in the description that leg last
-had from us, with the next o= version (RFC 3264 8: a changed session). A re-offer there that
-adds a stream (video added to an audio call) or drops one is answered with that stream
-rejected: a translated stream's ICE and relay are set up with the call, not later."""
+"""Hold, resume and streams removed across a leg whose media ends at the node (Lync's, where
+the gateway terminates ICE and SRTP): the other leg's SDP cannot be passed on, so what
+crosses is the direction of each kind of stream (RFC 3264 8.4) and the kinds a re-offer
+rejects that were up (RFC 3264 8.2: video removed mid-call), restated in the description
+that leg last had from us, with the next o= version (RFC 3264 8: a changed session). A
+re-offer there that adds a stream (video added to an audio call) is answered with that
+stream rejected: a translated stream's ICE and relay are set up with the call, not later."""
 
 from __future__ import annotations
 
@@ -24,13 +25,24 @@ def directions(description: SessionDescription) -> Directions:
     return out
 
 
+def dropped(answer: SessionDescription, offer: SessionDescription) -> frozenset[str]:
+    """The kinds of stream `answer` (ours, as a leg last had it) accepts at a position where
+    that leg's new `offer` rejects the stream: what it removes mid-call."""
+    return frozenset(ours.media for ours, theirs in zip(answer.media, offer.media, strict=False)
+                     if theirs.rejected and not ours.rejected)
+
+
 def restated(description: SessionDescription, wanted: Directions,
-             answering: SessionDescription | None = None) -> SessionDescription:
+             answering: SessionDescription | None = None,
+             dropping: frozenset[str] = frozenset()) -> SessionDescription:
     """A copy of `description` with each accepted stream of a kind in `wanted` set to that
-    direction, and the o= version one up. `answering`: the offer this copy answers, whose
-    streams' payload types bound ours (an answer lists no format the offer lacks, RFC 3264
-    6.1), which matters when `description` was an offer of ours."""
+    direction, those of a kind in `dropping` rejected, and the o= version one up.
+    `answering`: the offer this copy answers, whose streams' payload types bound ours (an
+    answer lists no format the offer lacks, RFC 3264 6.1), which matters when
+    `description` was an offer of ours."""
     out = description.copy()
+    out.media[:] = [rejected(media) if media.media in dropping and not media.rejected
+                    else media for media in out.media]
     session_direction = out.session.direction
     if session_direction is not None:
         out.session.remove_attribute(session_direction)  # each stream states its own now

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.calls.media_side import MediaSide
+from gateway.calls.media_side import MediaSide, StopsStreams
 from gateway.calls.prompter import Prompting
 from gateway.sip.uri import SipUri
 
@@ -40,6 +40,15 @@ class Close:
 
 
 @dataclass(frozen=True, slots=True)
+class StopStreams:
+    """`StopsStreams.stop_streams(kinds, why)`, and await what it leaves to wait for."""
+
+    media: StopsStreams
+    kinds: frozenset[str]
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
 class Play:
     """Play `prompts` in a row on a reception's media, cutting off what was playing; then
     `B2bua.played`. `listen`: from now on, the caller's keypad goes to `B2bua.digit`."""
@@ -57,4 +66,4 @@ class Silence:
     media: Prompting
 
 
-Action = Prepare | Connect | Close | Play | Silence
+Action = Prepare | Connect | Close | StopStreams | Play | Silence

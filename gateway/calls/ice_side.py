@@ -83,6 +83,7 @@ class IceSide:
         # Per m= line, the SSRCs we send Lync with (video: the range named toward Lync).
         self.ssrc_ranges = [_ssrc_range() for _ in streams.media]
         self.videos: dict[int, VideoPlan] = {}  # per m= line, the video translated there
+        self.video_stopped = ""  # why video was stopped mid-call ('': it was not)
         self.video_refused = next((r for m, r in zip(streams.media, self.refused, strict=True)
                                    if m.media == "video" and r and not presentation(m)), "")
         if self.video_refused:
@@ -100,8 +101,24 @@ class IceSide:
         if self.media is None:
             return " | ".join(f"not up: {size} negotiated, ICE never completed"
                               for size in sizes)
-        return " | ".join(flowed(stats, size) for stats, size
+        stopped = f"; {self.video_stopped}" if self.video_stopped else ""
+        return " | ".join(flowed(stats, size) + stopped for stats, size
                           in zip(self.media.video_stats(), sizes, strict=False))
+
+    def stop_streams(self, kinds: frozenset[str], why: str) -> Coroutine[Any, Any, None]:
+        """Stop the streams of `kinds` mid-call (a re-offer removed video): their ICE
+        sessions close, so nothing more goes to or comes from Lync on them; the relay's
+        counters stay for the CDR, which ends with `why`."""
+        stopping = [i for i, (media, session) in enumerate(zip(
+            self.streams.media, self.sessions, strict=True))
+            if media.media in kinds and session is not None]
+        if "video" in kinds and self.videos:
+            self.video_stopped = why
+        log.info("streams_stopped", call_id=self.call_id, media=sorted(kinds), why=why)
+        sessions = [self.sessions[i] for i in stopping]
+        for i in stopping:
+            self.sessions[i] = None
+        return _close_all(sessions)
 
     def _refuse_video(self, reason: str) -> None:
         """A video stream the answer could not take: said once, in the log and the CDR."""
@@ -191,7 +208,11 @@ class IceSide:
         return self._close_sessions()
 
     async def _close_sessions(self) -> None:
-        await asyncio.gather(*(s.close() for s in self.sessions if s is not None))
+        await _close_all(self.sessions)
+
+
+async def _close_all(sessions: list[IceSession | None]) -> None:
+    await asyncio.gather(*(s.close() for s in sessions if s is not None))
 
 
 def _ssrc_range() -> SsrcRange:

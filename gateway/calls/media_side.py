@@ -10,7 +10,7 @@ the asyncio adapter runs the waits (`prepare`, `connect`) and `close`'s remainde
 from __future__ import annotations
 
 from collections.abc import Coroutine
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from gateway.media.call import CallMedia
 
@@ -80,6 +80,17 @@ class MediaSide(Protocol):
 
     def close(self) -> Coroutine[Any, Any, None] | None:
         """Stop media and free what is held now; returns what is left to await, if any."""
+        ...
+
+
+@runtime_checkable
+class StopsStreams(Protocol):
+    """A side that can stop some of its streams mid-call (a re-offer removed video) while
+    the others go on; call control asks `isinstance(side, StopsStreams)`."""
+
+    def stop_streams(self, kinds: frozenset[str], why: str) -> Coroutine[Any, Any, None] | None:
+        """Stop relaying the streams of `kinds` (`why`: for the CDR); returns what is left
+        to await, if anything."""
         ...
 
 

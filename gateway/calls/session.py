@@ -15,10 +15,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from gateway import logs
+from gateway.calls.actions import StopStreams
 from gateway.calls.admission import reason_phrase
 from gateway.calls.bodies import origin, sdp_of
 from gateway.calls.call import Call, CallState, InDialogRequest, Leg, Purpose
 from gateway.calls.context import Context
+from gateway.calls.media_side import StopsStreams
 from gateway.calls.teardown import hang_up
 from gateway.sip.errors import SipRequestError
 from gateway.sip.message import Request, Response, make_response
@@ -31,7 +33,7 @@ from gateway.sip.session_timer import (
 )
 from gateway.sip.transaction_layer import Event, RequestReceived, TransactionLayer
 from sdp.errors import SdpError
-from sdp.hold import Directions, conformed, directions, restated
+from sdp.hold import Directions, conformed, directions, dropped, restated
 from sdp.parse import parse_sdp
 
 if TYPE_CHECKING:
@@ -62,9 +64,9 @@ def in_dialog(ctx: Context, event: RequestReceived, now: float, core: Endpoint) 
             request, exc.status_hint, exc.reason, headers=exc.headers), now)
     if _changes_session(call, leg, request):
         return _carry(ctx, call, leg, event, session, now, core)
-    wanted = _new_directions(call, leg, request)
-    if wanted is not None:
-        return _carry_directions(ctx, call, leg, event, session, wanted, now, core)
+    change = _new_shape(call, leg, request)
+    if change is not None:
+        return _carry_directions(ctx, call, leg, event, session, *change, now, core)
     body = b"" if request.method == "UPDATE" and not request.body else leg.sdp_to
     if body and request.body and call.media.answers_offers_here:
         body = _fitted(call, leg, request)
@@ -118,35 +120,44 @@ def _carry(ctx: Context, call: Call, leg: Leg, event: RequestReceived, session: 
         session=session, sent_body=body), request.headers.get("Content-Type"), now, core)
 
 
-def _new_directions(call: Call, leg: Leg, request: Request) -> Directions | None:
+def _new_shape(call: Call, leg: Leg, request: Request
+               ) -> tuple[Directions, frozenset[str]] | None:
     """On a call where `leg`'s ICE ends here, the directions its offer changes to (a hold
-    or a resume); None when it keeps them (a refresh, or the second INVITE with Lync's
-    remote candidates: answered here)."""
+    or a resume) and the kinds of stream it removes that were up (video); None when it
+    changes neither (a refresh, or the second INVITE with Lync's remote candidates:
+    answered here)."""
     if not request.body or not call.media.answers_offers_here or call.local:
         return None  # (a call the node took itself has no other leg to tell)
     try:
-        wanted = directions(sdp_of(request))
+        offer = sdp_of(request)
+        ours = parse_sdp(leg.sdp_to) if leg.sdp_to else None
     except SdpError:
         return None  # answered here as before, with what the leg already has from us
-    before = leg.directions or dict.fromkeys(wanted, "sendrecv")
-    return wanted if wanted != before else None
+    removed = dropped(ours, offer) if ours is not None else frozenset()
+    # Only the kinds that are up: one the offer adds (or offers again) is declined here.
+    up = directions(ours) if ours is not None else None
+    wanted = {kind: way for kind, way in directions(offer).items() if up is None or kind in up}
+    before = {kind: way for kind, way in (
+        leg.directions or dict.fromkeys(wanted, "sendrecv")).items() if kind not in removed}
+    return (wanted, removed) if wanted != before or removed else None
 
 
 def _carry_directions(ctx: Context, call: Call, leg: Leg, event: RequestReceived,
-                      session: UasTimer | None, wanted: Directions, now: float,
-                      core: Endpoint) -> list[Event]:
-    """A hold or resume where a Lync side ends here: the other leg gets the description it
-    last had from us with the offered directions; its answer's come back the same way."""
+                      session: UasTimer | None, wanted: Directions, removed: frozenset[str],
+                      now: float, core: Endpoint) -> list[Event]:
+    """A hold, resume or stream removed where a Lync side ends here: the other leg gets
+    the description it last had from us with the offered directions and those streams
+    rejected; its answer's come back the same way."""
     request = event.request
     other = call.other(leg)
     try:
-        body = restated(parse_sdp(other.sdp_to), wanted).to_bytes()
+        body = restated(parse_sdp(other.sdp_to), wanted, dropping=removed).to_bytes()
     except SdpError as exc:
         return core.respond(request, event.transaction, make_response(
             request, 488, reason_phrase("Not Acceptable Here", str(exc))), now)
     return _send_change(ctx, call, event, InDialogRequest(
         call, other, Purpose.DIRECTIONS, origin=event.transaction, origin_request=request,
-        session=session, sent_body=body, directions=wanted), SDP, now, core)
+        session=session, sent_body=body, directions=wanted, dropped=removed), SDP, now, core)
 
 
 def _send_change(ctx: Context, call: Call, event: RequestReceived, pending: InDialogRequest,
@@ -233,7 +244,12 @@ def _directions_answered(ctx: Context, sent: InDialogRequest, answer: Response, 
     answerer.sdp_to, offerer.sdp_to = sent.sent_body, body
     offerer.directions = sent.directions
     log.info("session_directions_changed", call_id=call.inbound.call_id,
-             offered=sent.directions, answered=answered_directions)
+             offered=sent.directions, answered=answered_directions,
+             removed=sorted(sent.dropped))
+    if sent.dropped and isinstance(call.media, StopsStreams):
+        kinds = ", ".join(sorted(sent.dropped))
+        ctx.actions.append(StopStreams(call.media, sent.dropped,
+                                       f"{kinds} removed mid-call by the {offerer.role.party}"))
     return _answer_change(ctx, sent, answer, body, SDP, now, core)
 
 

@@ -9,7 +9,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from gateway import logs
-from gateway.calls.actions import Action, Connect, Play, Prepare, Silence
+from gateway.calls.actions import Action, Connect, Play, Prepare, Silence, StopStreams
 from gateway.calls.b2bua import B2bua
 from gateway.resolver.rfc3263 import Target, TargetResolver
 from gateway.sip.endpoint import Endpoint
@@ -54,7 +54,8 @@ class CallIo:
         elif isinstance(action, Silence):
             action.media.silence()
         else:
-            rest = action.media.close()
+            rest = (action.media.stop_streams(action.kinds, action.why)
+                    if isinstance(action, StopStreams) else action.media.close())
             if rest is not None:
                 self.spawn(rest)
 

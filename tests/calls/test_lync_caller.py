@@ -12,19 +12,22 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-from dataclasses import replace
+import re
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import aioice
 import pytest
 
+from gateway.calls.call import Call
 from gateway.calls.cdr import CdrStore
 from gateway.calls.lync_caller import LyncCaller
 from gateway.media.video_plan import SipVideoLimits, VideoPlan
 from gateway.sip.message import Request, Response, make_response
+from gateway.transport.peer import Peer
 from ice.candidate import parse_candidate
 from ice.ports import PortAllocator
-from sdp.model import Media
+from sdp.model import Media, SessionDescription
 from sdp.multipart import pick_sdp, split
 from sdp.parse import parse_sdp
 from sdp.sdes import Encryption
@@ -32,6 +35,7 @@ from tests.kit.calls import (
     FIRST,
     RULES,
     Harness,
+    Phone,
     outbound,
     phone,
     video_relayed,
@@ -188,6 +192,19 @@ def in_dialog(method: str, cseq: int, body: bytes, *, call_id: str, from_tag: st
             ).encode() + body
 
 
+def answered_back(h: Harness, reinvite: Request, body: bytes, answerer: Peer, asker: Peer,
+                  cseq: int) -> SessionDescription:
+    """The leg our re-INVITE went to answers `body`: it is ACKed, and the leg that asked gets
+    our 200 to its request `cseq`, whose SDP this returns."""
+    h.feed(make_response(reinvite, 200, headers=(("Contact", "<sip:x@127.0.0.1>"),),
+                         body=body, content_type="application/sdp"), answerer)
+    sent = h.take()
+    assert [m.method for m, _ in sent if isinstance(m, Request)] == ["ACK"]
+    [back] = [m for m, p in sent if isinstance(m, Response) and p == asker]
+    assert back.status == 200 and back.cseq.seq == cseq
+    return parse_sdp(back.body)
+
+
 async def test_hold_and_resume_cross_the_lync_leg_whose_ice_ends_here() -> None:
     """Lync's media ends at the gateway (ICE, SRTP), so its SDP cannot go to the phone:
     a hold from Lync reaches the phone as our offer to it with a=sendonly, and the phone's
@@ -230,13 +247,7 @@ async def test_hold_and_resume_cross_the_lync_leg_whose_ice_ends_here() -> None:
     assert offered.origin[2] == str(int(parse_sdp(out.body).origin[2]) + 1)
     assert offered.media[0].port == parse_sdp(out.body).media[0].port  # the same relay port
     recvonly = phone_sdp.replace(b"o=- 1 1", b"o=- 1 2") + b"a=recvonly\r\n"
-    h.feed(make_response(reinvite, 200, headers=(("Contact", "<sip:p@127.0.0.1>"),),
-                         body=recvonly, content_type="application/sdp"), peer)
-    sent = h.take()
-    assert [m.method for m, _ in sent if isinstance(m, Request)] == ["ACK"]
-    [back] = [m for m, p in sent if isinstance(m, Response) and p == LYNC]
-    assert back.status == 200 and back.cseq.seq == 3
-    answer = parse_sdp(back.body)
+    answer = answered_back(h, reinvite, recvonly, peer, LYNC, 3)
     audio, first = answer.media[0], first_answer.media[0]
     assert audio.direction == "recvonly" and answer.origin[2] == str(
         int(first_answer.origin[2]) + 1)
@@ -261,7 +272,7 @@ async def test_hold_and_resume_cross_the_lync_leg_whose_ice_ends_here() -> None:
         "recvonly")
     assert parse_sdp(to_phone_ok.body).media[0].formats == ["9"]  # what the phone offered
     [call] = h.b2bua.calls.values()
-    assert call.caller.directions == {"audio": "sendonly", "applicationsharing": "sendrecv"}
+    assert call.caller.directions == {"audio": "sendonly"}  # sharing was never up
     assert call.callee.directions == {"audio": "sendonly"}
     h.feed(in_dialog("BYE", 4, b"", **from_lync), LYNC)
     for _ in range(10):
@@ -480,15 +491,49 @@ def x264(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[bytes]]:
     return source_video(tmp_path_factory)
 
 
-async def test_video_flows_through_the_call_both_ways_frame_for_frame(
-        tmp_path: Path, x264: tuple[Path, list[bytes]]) -> None:
-    """A whole call: a Lync caller (ICE, SRTP) with X-H264UC video calls a phone answering
-    H264. x264's packets the phone sends reach Lync as [MS-H264PF] that decodes (test-side
-    receiver, ffmpeg) to the source's frames; Lync's [MS-H264PF] (test-side sender: PACSI,
-    prefix units) reaches the phone as RFC 6184 that decodes (GStreamer, ffmpeg) to them
-    too; none lost. Lync got a VSR for what the phone's answer allows; the CDR's video
-    column says what flowed: sizes from the SPS, frames and key frames, VSRs."""
-    tmp, source = x264
+@dataclass
+class VideoCall:
+    """A Lync caller's call with video to a phone, answered, ICE up on both streams."""
+
+    h: Harness
+    ports: PortAllocator
+    cdrs: CdrStore
+    lync: aioice.Connection
+    camera: aioice.Connection
+    camera_key: bytes
+    lync_sdp: bytes  # the RFC 5245 part of Lync's offer
+    out: Request  # our INVITE to the phone
+    phone: Peer  # where it went
+    phone_sdp: bytes  # the phone's answer
+    ok: Response  # our 200 to Lync
+    call: Call
+    phone_video: asyncio.DatagramTransport
+    phone_rx: Phone
+
+    @property
+    def from_lync(self) -> dict[str, str]:
+        return {"call_id": "lync-call-1", "from_tag": "lync", "to_tag": str(self.ok.to.tag),
+                "via": "TLS 127.0.0.1:5061"}
+
+    @property
+    def from_phone(self) -> dict[str, str]:
+        return {"call_id": self.out.call_id, "from_tag": "phone",
+                "to_tag": str(self.out.from_.tag), "via": "UDP 198.51.100.1:5060"}
+
+    async def end(self) -> dict[str, object]:
+        """Lync hangs up; the CDR, once every port is back."""
+        self.h.feed(bye_from_lync(str(self.ok.to.tag)), LYNC)
+        for _ in range(10):
+            await self.h.settle()
+        [row] = self.cdrs.recent()
+        self.cdrs.close()
+        await asyncio.gather(self.lync.close(), self.camera.close())
+        self.phone_video.close()
+        assert self.ports.in_use == set()
+        return row
+
+
+async def video_call(tmp_path: Path) -> VideoCall:
     base = free_port()
     ports = PortAllocator(base, base + 40)
     lync = aioice.Connection(ice_controlling=True, components=1, use_ipv6=False)
@@ -497,7 +542,8 @@ async def test_video_flows_through_the_call_both_ways_frame_for_frame(
     camera_key = os.urandom(30)
     cdrs = CdrStore(tmp_path / "cdr.sqlite3")
     h = Harness([FIRST], cdrs, ports=ports, address="127.0.0.1")
-    h.feed(invite(lync_offer(lync, os.urandom(30), lync_video(camera, camera_key))), LYNC)
+    offer = invite(lync_offer(lync, os.urandom(30), lync_video(camera, camera_key)))
+    h.feed(offer, LYNC)
     for _ in range(30):
         await h.settle()
     out, peer = outbound(h.take(), "INVITE")
@@ -511,34 +557,101 @@ async def test_video_flows_through_the_call_both_ways_frame_for_frame(
     ours_audio, ours_video, _ = parse_sdp(ok.body).media
     await ice_completes(h, (lync, ours_audio), (camera, ours_video))
     [call] = h.b2bua.calls.values()
-    assert isinstance(call.media, LyncCaller)
-    at_lync = LyncStream(camera, camera_key, ours_video)
-    gateway = ("127.0.0.1", call.media.sip_ports[1])
+    lync_sdp = pick_sdp(split(offer.split(b"\r\n\r\n", 1)[1], BOUNDARY)).body
+    return VideoCall(h, ports, cdrs, lync, camera, camera_key, lync_sdp, out, peer, answer, ok,
+                     call, phone_video, phone_rx)
+
+
+async def test_video_flows_through_the_call_both_ways_frame_for_frame(
+        tmp_path: Path, x264: tuple[Path, list[bytes]]) -> None:
+    """A whole call: a Lync caller (ICE, SRTP) with X-H264UC video calls a phone answering
+    H264. x264's packets the phone sends reach Lync as [MS-H264PF] that decodes (test-side
+    receiver, ffmpeg) to the source's frames; Lync's [MS-H264PF] (test-side sender: PACSI,
+    prefix units) reaches the phone as RFC 6184 that decodes (GStreamer, ffmpeg) to them
+    too; none lost. Lync got a VSR for what the phone's answer allows; the CDR's video
+    column says what flowed: sizes from the SPS, frames and key frames, VSRs."""
+    tmp, source = x264
+    v = await video_call(tmp_path)
+    assert isinstance(v.call.media, LyncCaller)
+    at_lync = LyncStream(v.camera, v.camera_key, parse_sdp(v.ok.body).media[1])
+    gateway = ("127.0.0.1", v.call.media.sip_ports[1])
 
     async def from_phone(packet: bytes) -> None:
-        phone_video.sendto(packet, gateway)
+        v.phone_video.sendto(packet, gateway)
 
     lync_ssrc = LYNC_VIDEO_SSRCS[0] + 7  # any of its x-ssrc-range
     await asyncio.gather(paced(from_phone, source), paced(at_lync.send, lync_packets(
         source, ssrc=lync_ssrc, payload_type=122)))
-    stats = await video_relayed(call, 60)
-    at_phone = phone_rx.rtp()
+    stats = await video_relayed(v.call, 60)
+    at_phone = v.phone_rx.rtp()
     expected = frames(tmp, source, "source")
     assert len(expected) == 60
     assert lync_frames(tmp_path, at_lync.rtp, "at_lync") == expected
     assert frames(tmp_path, at_phone, "at_phone") == expected
     assert {p[1] & 0x7F for p in at_lync.rtp} == {122} and {p[1] & 0x7F for p in at_phone} == {96}
     assert stats["vsr_sent"] >= 1 and stats["vsr_received"] == 0
-    h.feed(bye_from_lync(str(ok.to.tag)), LYNC)
-    for _ in range(10):
-        await h.settle()
-    [row] = cdrs.recent()
+    await at_lync.close()
+    row = await v.end()
     assert row["video"] == (f"up: from Lync 640x360 60 frames (2 key), to Lync 640x360 60 "
                             f"frames (2 key); VSRs {stats['vsr_sent']} sent, 0 received")
-    cdrs.close()
-    await asyncio.gather(lync.close(), at_lync.close())
-    phone_video.close()
-    assert ports.in_use == set()
+
+
+def without_video(sdp: bytes, version: bytes) -> bytes:
+    """`sdp` re-offered at o= `version` with its video stream rejected (port 0)."""
+    return re.sub(rb"m=video \d+", b"m=video 0", re.sub(rb"(o=- \d+) \d+", rb"\1 " + version,
+                                                      sdp, count=1))
+
+
+@pytest.mark.parametrize("by", ["lync", "phone"])
+async def test_video_removed_mid_call_by_either_side_stops_on_both(
+        tmp_path: Path, by: str) -> None:
+    """A re-INVITE that rejects the video stream (port 0), from Lync or from the phone: the
+    other leg gets our description with video rejected and the audio as it was (next o=
+    version), its answer comes back to the offerer as ours with video rejected; the video
+    stream's ICE session toward Lync closes (its port is free), the audio goes on, video
+    offered again by that side is declined without asking the other, and the CDR says who
+    removed video."""
+    v = await video_call(tmp_path)
+    h = v.h
+    held = len(v.ports.in_use)
+    first_lync, first_phone = parse_sdp(v.ok.body), parse_sdp(v.out.body)
+    if by == "lync":
+        offer, asker, other, before = without_video(v.lync_sdp, b"2"), LYNC, v.phone, first_phone
+        h.feed(in_dialog("INVITE", 2, offer, **v.from_lync), LYNC)
+    else:
+        offer, asker, other, before = without_video(v.phone_sdp, b"2"), v.phone, LYNC, first_lync
+        h.feed(in_dialog("INVITE", 2, offer, **v.from_phone), v.phone)
+    [(reinvite, peer)] = [(m, p) for m, p in h.take()
+                          if isinstance(m, Request) and m.method == "INVITE"]
+    assert peer == other
+    offered = parse_sdp(reinvite.body)
+    assert offered.origin[2] == str(int(before.origin[2]) + 1)
+    assert [(m.media, m.port) for m in offered.media if m.media != "applicationsharing"] == [
+        ("audio", before.media[0].port), ("video", 0)]
+    assert offered.media[0].formats == before.media[0].formats
+    assert offered.media[0].attribute("ice-ufrag") == before.media[0].attribute("ice-ufrag")
+    answer = without_video(v.lync_sdp if by == "phone" else v.phone_sdp, b"3")
+    ours = answered_back(h, reinvite, answer, other, asker, 2)
+    assert [m.port == 0 for m in ours.media if m.media == "video"] == [True]
+    assert not ours.media[0].rejected
+    for _ in range(20):
+        await h.settle()
+        if len(v.ports.in_use) < held:
+            break
+    assert len(v.ports.in_use) == held - 1  # the video's ICE port toward Lync
+    # Video offered again by the side that removed it: declined here, the other not asked.
+    again = re.sub(rb"(o=- \d+) \d+", rb"\1 4", v.lync_sdp if by == "lync" else v.phone_sdp)
+    h.feed(in_dialog("INVITE", 3, again, **(v.from_lync if by == "lync" else v.from_phone)),
+           asker)
+    sent = h.take()
+    assert not [m for m, _ in sent if isinstance(m, Request)]
+    [declined] = [m for m, _ in sent if isinstance(m, Response) and m.status == 200]
+    assert [m.port for m in parse_sdp(declined.body).media if m.media == "video"] == [0]
+    assert v.call.media.relayed is not None and v.call in h.b2bua.calls.values()
+    row = await v.end()
+    party = "caller" if by == "lync" else "callee"
+    assert str(row["video"]).startswith("not up: no frames either way (1280x720 negotiated)")
+    assert str(row["video"]).endswith(f"; video removed mid-call by the {party}")
 
 
 @pytest.mark.parametrize(("rtvc1_only", "phone_video", "why"), [
@@ -586,10 +699,12 @@ async def test_video_that_cannot_be_translated_is_refused_and_the_cdr_says_why(
     assert ports.in_use == set()
 
 
-async def test_video_that_lync_adds_mid_call_is_declined_and_the_call_stays_up() -> None:
+async def test_video_that_either_side_adds_mid_call_is_declined_and_the_call_stays_up(
+        ) -> None:
     """An audio call to which Lync adds video by re-INVITE: answered here with the video
     stream rejected (port 0) and the audio as it was, next o= version, the phone not asked;
-    the same re-offer again (a refresh) gets the same answer, unchanged."""
+    the same re-offer again (a refresh) gets the same answer, unchanged. The phone adding
+    video is answered the same way, Lync not asked."""
     base = free_port()
     h = Harness([FIRST], ports=PortAllocator(base, base + 40), address="127.0.0.1")
     lync = aioice.Connection(ice_controlling=True, components=1, use_ipv6=False)
@@ -622,6 +737,15 @@ async def test_video_that_lync_adds_mid_call_is_declined_and_the_call_stays_up()
         ("audio", False), ("applicationsharing", True), ("video", True)]
     assert answer.origin[2] == str(int(first.origin[2]) + 1)
     assert answer.media[0].lines == first.media[0].lines  # audio as it was
+    from_phone = {"call_id": out.call_id, "from_tag": "phone", "to_tag": str(out.from_.tag),
+                  "via": "UDP 198.51.100.1:5060"}
+    added = phone_answer(5004, PHONE_VIDEO).replace(b"o=- 1 1", b"o=- 1 2")
+    h.feed(in_dialog("INVITE", 1, added, **from_phone), peer)
+    sent = h.take()
+    assert not [m for m, _ in sent if isinstance(m, Request)]  # Lync is not asked
+    [answered] = [m for m, _ in sent if isinstance(m, Response) and m.status == 200]
+    assert [(m.media, m.rejected) for m in parse_sdp(answered.body).media] == [
+        ("audio", False), ("video", True)]
     [call] = h.b2bua.calls.values()
     assert isinstance(call.media, LyncCaller)
     await call.media.close()

@@ -1,11 +1,12 @@
 """Hold and resume across a terminated leg: the directions an SDP states per kind of
 stream, and our last description restated with new ones (next o= version, each stream its
 own direction, an answer's formats bounded by the offer it answers); and our answer fitted
-to a re-offer that adds or drops a stream (that stream rejected, next version)."""
+to a re-offer that adds or drops a stream (that stream rejected, next version); the kinds
+a re-offer removes that were up, rejected in what the other leg is offered."""
 
 from __future__ import annotations
 
-from sdp.hold import conformed, directions, restated
+from sdp.hold import conformed, directions, dropped, restated
 from sdp.parse import parse_sdp
 
 OURS = parse_sdp(
@@ -59,3 +60,16 @@ def test_a_re_offer_that_adds_or_drops_a_stream_gets_it_rejected_and_a_refresh_n
     assert conformed(OURS, OURS) is None and conformed(dropped, drops) is None
     fewer = conformed(OURS, audio_only)
     assert fewer is not None and [m.media for m in fewer.media] == ["audio"]
+
+
+def test_the_kinds_a_re_offer_removes_are_rejected_in_our_restated_offer() -> None:
+    re_offer = parse_sdp(OURS.to_bytes().replace(b"m=video 40002", b"m=video 0"))
+    assert dropped(OURS, re_offer) == {"video"}
+    assert dropped(OURS, OURS) == frozenset()
+    assert dropped(re_offer, OURS) == frozenset()  # adding back is not removing
+    out = restated(OURS, {"audio": "sendrecv"}, dropping=frozenset({"video"}))
+    audio, video, sharing = out.media
+    assert sharing.rejected
+    assert video.port == 0 and video.formats == ["121", "122"] and not video.lines[1:]
+    assert audio.port == 40000 and audio.attribute("ice-ufrag") == "abcd"
+    assert out.origin[2] == "4" and OURS.media[1].port == 40002

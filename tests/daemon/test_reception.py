@@ -1,6 +1,9 @@
 """The Virtual Reception against a running daemon, as callers reach it: SIPp keys a room's
-number with its own RFC 4733 captures and is handed on by REFER to that room; the prompt a
-caller hears is speech (ffmpeg decodes it), sent with the codec's RTP timing."""
+number with its own RFC 4733 captures and is handed on by REFER to that room; a SIPp caller
+that takes no REFER, keying by RFC 4733 or by SIP INFO (both bodies), reaches the room (a
+SIPp UAS, which sees the INVITE for the room's target) by the node's own leg and is
+re-INVITEd onto it; the prompt a caller hears is speech (ffmpeg decodes it), sent with the
+codec's RTP timing."""
 
 from __future__ import annotations
 
@@ -10,7 +13,8 @@ import shutil
 import socket
 import struct
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -34,7 +38,7 @@ aliases = ["reception"]
 type = "vmr"
 name = "Room 1234"
 aliases = ["1234"]
-target = "sip:room1234@127.0.0.1:5999"
+target = "sip:room1234@127.0.0.1:{room}"
 """
 PLAY = """  <nop>
     <action>
@@ -43,11 +47,49 @@ PLAY = """  <nop>
   </nop>
   <pause milliseconds="400"/>
 """
+# One key by SIP INFO, in either of the bodies the node reads; CSeq from 2 on.
+INFO = """  <send>
+    <![CDATA[
+      INFO [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      [routes]
+      From: sipp <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: [service] <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: {cseq} INFO
+      Max-Forwards: 70
+      Content-Type: {content_type}
+      Content-Length: [len]
+
+      {body}
+    ]]>
+  </send>
+  <recv response="200"/>
+"""
+# The room answers the caller's PCMA (the scenario answers G.722 as written).
+PCMA_ROOM = {"RTP/AVP 9\n": "RTP/AVP 8\n", "a=rtpmap:9 G722/8000": "a=rtpmap:8 PCMA/8000"}
+
+
+def rfc4733(keys: str) -> str:
+    return "".join(PLAY.format(key={"#": "pound"}.get(k, k)) for k in keys)
+
+
+def sip_info(keys: str) -> str:
+    """`keys` by INFO, alternately `application/dtmf-relay` and `application/dtmf`."""
+    return "".join(INFO.format(
+        cseq=n, content_type="application/dtmf-relay" if n % 2 else "application/dtmf",
+        body=f"Signal={key}\n      Duration=160" if n % 2 else key)
+        for n, key in enumerate(keys, 2))
 
 
 @pytest.fixture
-def node(tmp_path: Path) -> Iterator[Daemon]:
-    daemon = Daemon(tmp_path, loopback_node() + SERVICES)
+def room() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def node(tmp_path: Path, room: int) -> Iterator[Daemon]:
+    daemon = Daemon(tmp_path, loopback_node() + SERVICES.format(room=room))
     try:
         yield daemon
     finally:
@@ -58,14 +100,38 @@ def node(tmp_path: Path) -> Iterator[Daemon]:
 def test_keys_by_rfc4733_hand_the_caller_on_to_the_room(node: Daemon, tmp_path: Path) -> None:
     need("sipp")
     assert (SCENARIOS / "uac_reception.xml").exists()
-    plays = "".join(PLAY.format(key={"#": "pound"}.get(k, k)) for k in "1234#")
     done = sipp(f"127.0.0.1:{node.udp}", "uac_reception.xml", "-s", "reception", "-m", "1",
                 "-p", str(free_port()), "-mp", str(free_port()), timeout=30,
-                workdir=str(tmp_path), fill={"@PLAYS@": plays, "@KEYS@": "1234#",
+                workdir=str(tmp_path), fill={"@PLAYS@": rfc4733("1234#"), "@KEYS@": "1234#",
                                              "@REFER_TO@": "sip:1234@127\\.0\\.0\\.1&gt;"})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     [ended] = node.events("call_ended")
     assert ended["reason"] == "reception: handed on to 1234: 200"
+
+
+@pytest.mark.peer
+@pytest.mark.parametrize("keyed", [rfc4733, sip_info], ids=["rfc4733", "sip-info"])
+def test_a_caller_without_refer_reaches_the_room_by_the_nodes_own_leg(
+        keyed: Callable[[str], str], node: Daemon, room: int, tmp_path: Path) -> None:
+    need("sipp")
+    trace = tmp_path / "room-messages.log"
+    with ThreadPoolExecutor(1) as pool:
+        answered = pool.submit(sipp, "127.0.0.1", "uas_rr.xml", "-m", "1", "-p", str(room),
+                               "-mp", str(free_port()), "-trace_msg", "-message_file",
+                               str(trace), timeout=20, workdir=str(tmp_path), fill=PCMA_ROOM)
+        done = sipp(f"127.0.0.1:{node.udp}", "uac_reception_leg.xml", "-s", "reception",
+                    "-m", "1", "-p", str(free_port()), "-mp", str(free_port()), timeout=30,
+                    workdir=str(tmp_path), fill={"@PLAYS@": keyed("1234#")})
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+        room_done = answered.result()
+    assert room_done.returncode == 0, room_done.stdout[-3000:] + trace.read_text()[-3000:]
+    invites = [m for m in trace.read_text().split("\n\n") if m.lstrip().startswith("INVITE ")]
+    assert invites and invites[0].lstrip().startswith(
+        f"INVITE sip:room1234@127.0.0.1:{room} SIP/2.0"), trace.read_text()[-3000:]
+    [handed] = node.events("reception_handed_on")
+    assert handed["by"] == "leg" and handed["to"] == f"sip:room1234@127.0.0.1:{room}"
+    [ended] = node.wait_event("call_ended")
+    assert ended["reason"] == "BYE from the caller"
 
 
 @pytest.mark.peer

@@ -5,7 +5,8 @@ ACKs its answer, and relays RTP <-> SRTP, renumbering payload types Lync numbere
 differently and sending RTCP where the phone's a=rtcp says; the From toward Lync is in the
 gateway's domain. Also: the rule's bandwidth cap and STUN server reach both SDPs, streams
 gather side by side, a call that ends while gathering gives every port back, and a room
-system's H264 and Lync's X-H264UC cross the whole call frame for frame both ways."""
+system's H264 and Lync's X-H264UC cross the whole call frame for frame both ways, and
+video removed mid-call by either leg stops on both."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pathlib import Path
 import aioice
 import pytest
 
+from gateway.calls.call import Call
 from gateway.calls.cdr import CdrStore
 from gateway.calls.lync_callee import LyncCallee
 from gateway.media.video_plan import SipVideoLimits, VideoPlan
@@ -31,11 +33,14 @@ from sdp.sdes import Encryption
 from tests.kit.calls import (
     FIRST,
     Harness,
+    answered_back,
+    in_dialog,
     outbound,
     phone,
     sdp_body,
     statuses,
     video_relayed,
+    without_video,
 )
 from tests.kit.lync import LyncStream, StunServer
 from tests.kit.media import crypto, far_end, rtcp_sr, rtp
@@ -358,10 +363,10 @@ def lync_stream(agent: aioice.Connection, key: bytes, kind: str, codec: str) -> 
 
 async def lync_answers_video(h: Harness, out: Request, lync_peer: Peer, camera_key: bytes,
                              session: str = "") -> tuple[aioice.Connection, aioice.Connection,
-                                                         Response]:
+                                                         Response, bytes]:
     """Lync 2013 answers our audio and X-H264UC offer (`session`: its session-level lines),
     each stream on an ICE agent of its own, video with `camera_key`. (The agents, our 200
-    to the phone.)"""
+    to the phone, Lync's answer.)"""
     lync, camera = (aioice.Connection(ice_controlling=False, components=1, use_ipv6=False)
                     for _ in range(2))
     await asyncio.gather(lync.gather_candidates(), camera.gather_candidates())
@@ -373,11 +378,12 @@ async def lync_answers_video(h: Harness, out: Request, lync_peer: Peer, camera_k
                          headers=(("Contact", "<sip:alice@127.0.0.1;transport=tls>"),),
                          content_type="application/sdp"), lync_peer)
     ok = next(m for m, p in h.take() if isinstance(m, Response) and m.status == 200)
-    return lync, camera, ok
+    return lync, camera, ok, answer.encode()
 
 
-async def lync_connects(*streams: tuple[aioice.Connection, Media]) -> None:
-    """Lync (controlled) runs ICE on each stream against our offer of it."""
+async def lync_connects(h: Harness, *streams: tuple[aioice.Connection, Media]) -> Call:
+    """Lync (controlled) runs ICE on each stream against our offer of it; the call, once the
+    relay has joined."""
     for agent, stream in streams:
         agent.remote_username = stream.attribute("ice-ufrag")
         agent.remote_password = stream.attribute("ice-pwd")
@@ -385,6 +391,12 @@ async def lync_connects(*streams: tuple[aioice.Connection, Media]) -> None:
             await agent.add_remote_candidate(parse_candidate(value).to_aioice())
         await agent.add_remote_candidate(None)
     await asyncio.wait_for(asyncio.gather(*(agent.connect() for agent, _ in streams)), 10)
+    [call] = h.b2bua.calls.values()
+    for _ in range(100):
+        if call.media.relayed:
+            return call
+        await asyncio.sleep(0.02)
+    raise AssertionError("the relay never joined")
 
 
 async def test_a_phones_h264_reaches_lync_as_x_h264uc_and_lync_answers_back_as_h264() -> None:
@@ -411,7 +423,7 @@ async def test_a_phones_h264_reaches_lync_as_x_h264uc_and_lync_answers_back_as_h
     assert (video.attribute("x-caps") or "").startswith("122 263:1920:1080:30.0:1984000:1;")
     ours = video.ssrc_range()
     assert ours is not None and ours.last - ours.first == 99
-    lync, camera, ok = await lync_answers_video(
+    lync, camera, ok, _ = await lync_answers_video(
         h, out, lync_peer, os.urandom(30), "a=x-mediabw:main-video send=4000;recv=2500\r\n")
     to_phone = parse_sdp(ok.body).media[1]
     assert to_phone.formats == ["109"] and to_phone.proto == "RTP/AVP"
@@ -425,11 +437,7 @@ async def test_a_phones_h264_reaches_lync_as_x_h264uc_and_lync_answers_back_as_h
     assert call.media.videos == {1: VideoPlan(
         122, 109, SipVideoLimits(1920, 1080, 30.0, 1984000), lync_ssrc_range=LYNC_SSRCS,
         lync_takes_vsr=True, lync_send_ssrc=ours.first)}
-    await lync_connects((lync, audio), (camera, video))
-    for _ in range(100):
-        if call.media.relayed:
-            break
-        await asyncio.sleep(0.02)
+    await lync_connects(h, (lync, audio), (camera, video))
     assert call.media.video.startswith(
         "not up: no frames either way (1920x1080 negotiated); VSRs ")
     await call.media.close()
@@ -468,14 +476,9 @@ async def test_video_flows_through_a_call_to_lync_both_ways_frame_for_frame(
     out, lync_peer = outbound(h.take(), "INVITE")
     audio, video = parse_sdp(out.body).media
     camera_key = os.urandom(30)
-    lync, camera, ok = await lync_answers_video(h, out, lync_peer, camera_key)
+    lync, camera, ok, _ = await lync_answers_video(h, out, lync_peer, camera_key)
     to_phone = parse_sdp(ok.body).media[1]
-    await lync_connects((lync, audio), (camera, video))
-    [call] = h.b2bua.calls.values()
-    for _ in range(100):
-        if call.media.relayed:
-            break
-        await asyncio.sleep(0.02)
+    call = await lync_connects(h, (lync, audio), (camera, video))
     at_lync = LyncStream(camera, camera_key, video)
 
     async def from_phone(packet: bytes) -> None:
@@ -500,6 +503,55 @@ async def test_video_flows_through_a_call_to_lync_both_ways_frame_for_frame(
     cdrs.close()
     await asyncio.gather(lync.close(), at_lync.close())
     phone_video.close()
+    assert ports.in_use == set()
+
+
+@pytest.mark.parametrize("by", ["lync", "phone"])
+async def test_video_removed_mid_call_toward_lync_stops_on_both(by: str) -> None:
+    """On a call from a room system to a Lync client, a re-INVITE that rejects video, from
+    either: the other leg gets our description with video rejected and audio as it was, its
+    answer comes back as ours with video rejected, and the video's ICE session toward Lync
+    closes (its port is free) while the call goes on."""
+    base = free_port()
+    ports = PortAllocator(base, base + 40)
+    h = Harness([FIRST], ports=ports, address="127.0.0.1", rules=RULES)
+    phone_sdp = sdp_body(5004) + GROUP_VIDEO % 5006
+    h.feed(phone_invite(phone_sdp), PHONE)
+    for _ in range(30):
+        await h.settle()
+    out, lync_peer = outbound(h.take(), "INVITE")
+    audio, video = parse_sdp(out.body).media
+    lync, camera, ok, lync_sdp = await lync_answers_video(h, out, lync_peer, os.urandom(30))
+    call = await lync_connects(h, (lync, audio), (camera, video))
+    h.take()  # the second offer toward Lync (remote candidates)
+    held = len(ports.in_use)
+    from_phone = {"call_id": "to-lync-1", "from_tag": "phone", "to_tag": str(ok.to.tag),
+                  "via": "UDP 127.0.0.1:5062"}
+    from_lync = {"call_id": out.call_id, "from_tag": "lync", "to_tag": str(out.from_.tag),
+                 "via": f"{lync_peer.transport} {lync_peer.host}:{lync_peer.port}"}
+    if by == "lync":
+        h.feed(in_dialog("INVITE", 5, without_video(lync_sdp, b"2"), **from_lync), lync_peer)
+        asker, other, answer = lync_peer, PHONE, without_video(phone_sdp, b"2")
+    else:
+        h.feed(in_dialog("INVITE", 2, without_video(phone_sdp, b"2"), **from_phone), PHONE)
+        asker, other, answer = PHONE, lync_peer, without_video(lync_sdp, b"2")
+    [(reinvite, peer)] = [(m, p) for m, p in h.take()
+                          if isinstance(m, Request) and m.method == "INVITE"]
+    assert peer == other
+    offered = parse_sdp(reinvite.body)
+    assert [(m.media, m.port == 0) for m in offered.media] == [("audio", False),
+                                                               ("video", True)]
+    ours = answered_back(h, reinvite, answer, other, asker, 5 if by == "lync" else 2)
+    assert [(m.media, m.port == 0) for m in ours.media] == [("audio", False), ("video", True)]
+    for _ in range(20):
+        await h.settle()
+        if len(ports.in_use) < held:
+            break
+    assert len(ports.in_use) == held - 1 and call in h.b2bua.calls.values()
+    assert call.media.video.endswith(
+        f"; video removed mid-call by the {'callee' if by == 'lync' else 'caller'}")
+    await call.media.close()
+    await asyncio.gather(lync.close(), camera.close())
     assert ports.in_use == set()
 
 

@@ -27,7 +27,7 @@ from gateway.sip.message import Request, Response, make_response
 from gateway.transport.peer import Peer
 from ice.candidate import parse_candidate
 from ice.ports import PortAllocator
-from sdp.model import Media, SessionDescription
+from sdp.model import Media
 from sdp.multipart import pick_sdp, split
 from sdp.parse import parse_sdp
 from sdp.sdes import Encryption
@@ -36,9 +36,12 @@ from tests.kit.calls import (
     RULES,
     Harness,
     Phone,
+    answered_back,
+    in_dialog,
     outbound,
     phone,
     video_relayed,
+    without_video,
 )
 from tests.kit.lync import (
     BOUNDARY,
@@ -179,30 +182,6 @@ async def test_the_rules_bandwidth_cap_and_stun_server_reach_both_sides() -> Non
     await lync.close()
     stun_transport.close()
     assert ports.in_use == set()
-
-
-def in_dialog(method: str, cseq: int, body: bytes, *, call_id: str, from_tag: str,
-              to_tag: str, via: str) -> bytes:
-    """A request inside the call, from a leg identified by its Call-ID and tags."""
-    return (f"{method} sip:gw@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/{via};branch=z9hG4bK-{from_tag}"
-            f"{cseq}\r\nFrom: <sip:a@example.com>;tag={from_tag}\r\n"
-            f"To: <sip:b@example.com>;tag={to_tag}\r\nCall-ID: {call_id}\r\n"
-            f"CSeq: {cseq} {method}\r\nMax-Forwards: 70\r\nContact: <sip:a@127.0.0.1>\r\n"
-            f"Content-Type: application/sdp\r\nContent-Length: {len(body)}\r\n\r\n"
-            ).encode() + body
-
-
-def answered_back(h: Harness, reinvite: Request, body: bytes, answerer: Peer, asker: Peer,
-                  cseq: int) -> SessionDescription:
-    """The leg our re-INVITE went to answers `body`: it is ACKed, and the leg that asked gets
-    our 200 to its request `cseq`, whose SDP this returns."""
-    h.feed(make_response(reinvite, 200, headers=(("Contact", "<sip:x@127.0.0.1>"),),
-                         body=body, content_type="application/sdp"), answerer)
-    sent = h.take()
-    assert [m.method for m, _ in sent if isinstance(m, Request)] == ["ACK"]
-    [back] = [m for m, p in sent if isinstance(m, Response) and p == asker]
-    assert back.status == 200 and back.cseq.seq == cseq
-    return parse_sdp(back.body)
 
 
 async def test_hold_and_resume_cross_the_lync_leg_whose_ice_ends_here() -> None:
@@ -594,12 +573,6 @@ async def test_video_flows_through_the_call_both_ways_frame_for_frame(
     row = await v.end()
     assert row["video"] == (f"up: from Lync 640x360 60 frames (2 key), to Lync 640x360 60 "
                             f"frames (2 key); VSRs {stats['vsr_sent']} sent, 0 received")
-
-
-def without_video(sdp: bytes, version: bytes) -> bytes:
-    """`sdp` re-offered at o= `version` with its video stream rejected (port 0)."""
-    return re.sub(rb"m=video \d+", b"m=video 0", re.sub(rb"(o=- \d+) \d+", rb"\1 " + version,
-                                                      sdp, count=1))
 
 
 @pytest.mark.parametrize("by", ["lync", "phone"])

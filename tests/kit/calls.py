@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 from collections.abc import Coroutine
 from typing import Any
 
@@ -18,7 +19,7 @@ from gateway.config.load import parse_text
 from gateway.daemon.call_io import CallIo
 from gateway.resolver.rfc3263 import ResolveError, Target, TargetResolver
 from gateway.sip.endpoint import Endpoint, EndpointSettings
-from gateway.sip.message import Message, Request, Response
+from gateway.sip.message import Message, Request, Response, make_response
 from gateway.sip.parse import parse_message
 from gateway.sip.transaction_layer import Event
 from gateway.sip.transaction_machines import Send
@@ -26,6 +27,8 @@ from gateway.sip.uri import SipUri
 from gateway.transport.peer import Peer, Transport
 from ice.ports import PortAllocator
 from routing.engine import Router
+from sdp.model import SessionDescription
+from sdp.parse import parse_sdp
 
 CALLER = Peer("UDP", "192.0.2.10", 5062)
 FIRST = Target("UDP", "uas.example.com", "198.51.100.1", 5060)
@@ -184,3 +187,33 @@ async def video_relayed(call: Call, frames: int) -> dict[str, Any]:
             return stats
         await asyncio.sleep(0.01)
     raise AssertionError(f"video did not flow: {call.media.relayed.video_stats()}")
+
+
+def in_dialog(method: str, cseq: int, body: bytes, *, call_id: str, from_tag: str,
+              to_tag: str, via: str) -> bytes:
+    """A request inside the call, from a leg identified by its Call-ID and tags."""
+    return (f"{method} sip:gw@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/{via};branch=z9hG4bK-{from_tag}"
+            f"{cseq}\r\nFrom: <sip:a@example.com>;tag={from_tag}\r\n"
+            f"To: <sip:b@example.com>;tag={to_tag}\r\nCall-ID: {call_id}\r\n"
+            f"CSeq: {cseq} {method}\r\nMax-Forwards: 70\r\nContact: <sip:a@127.0.0.1>\r\n"
+            f"Content-Type: application/sdp\r\nContent-Length: {len(body)}\r\n\r\n"
+            ).encode() + body
+
+
+def answered_back(h: Harness, reinvite: Request, body: bytes, answerer: Peer, asker: Peer,
+                  cseq: int) -> SessionDescription:
+    """The leg our re-INVITE went to answers `body`: it is ACKed, and the leg that asked gets
+    our 200 to its request `cseq`, whose SDP this returns."""
+    h.feed(make_response(reinvite, 200, headers=(("Contact", "<sip:x@127.0.0.1>"),),
+                         body=body, content_type="application/sdp"), answerer)
+    sent = h.take()
+    assert [m.method for m, _ in sent if isinstance(m, Request)] == ["ACK"]
+    [back] = [m for m, p in sent if isinstance(m, Response) and p == asker]
+    assert back.status == 200 and back.cseq.seq == cseq
+    return parse_sdp(back.body)
+
+
+def without_video(sdp: bytes, version: bytes) -> bytes:
+    """`sdp` re-offered at o= `version` with its video stream rejected (port 0)."""
+    return re.sub(rb"m=video \d+", b"m=video 0", re.sub(rb"(o=- \d+) \d+", rb"\1 " + version,
+                                                      sdp, count=1))

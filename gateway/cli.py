@@ -52,6 +52,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "csr": ("gateway.certs.command_csr", "create a private key and certificate signing request"),
     "cert": ("gateway.certs.command_cert", "import or check the node certificate"),
     "doctor": ("gateway.doctor.command", "check DNS, certificates and reachability of peers"),
+    "config": ("gateway.cluster.push", "config push: store a cluster's shared config"),
+    "cluster": ("gateway.cluster.command", "cluster status: the nodes of a cluster"),
 }
 
 

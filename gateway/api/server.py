@@ -68,6 +68,8 @@ async def status(request: web.Request) -> web.Response:
         "overload": {"admitted_share": node.endpoint.overload.share,
                      "reason": node.endpoint.overload.reason,
                      "shed": node.endpoint.overload.shed},
+        # The cluster's nodes as of this node's last heartbeat; null for a lone node.
+        "cluster": node.cluster.status() if node.cluster is not None else None,
     })
 
 

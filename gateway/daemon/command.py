@@ -102,7 +102,7 @@ def tune_threads() -> None:
 
 async def _serve(config: Config, path: str | None) -> int:
     log = logs.get("gateway.daemon")
-    node = Node(config)
+    node = Node(config, config_path=path)
     loop = asyncio.get_running_loop()
     stopping: list[asyncio.Task[None]] = []
     # Signals are handled from the first moment: the node answers on UDP while it still opens

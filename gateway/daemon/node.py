@@ -17,6 +17,10 @@ from gateway.calls.b2bua import B2bua
 from gateway.calls.cdr import CdrStore
 from gateway.calls.registrar import BindingStore, Registrar
 from gateway.calls.settings import CallSettings, Local
+from gateway.cluster.bindings import SharedBindings
+from gateway.cluster.generations import merged
+from gateway.cluster.member import Hooks, Member
+from gateway.cluster.view import ClusterView
 from gateway.config.errors import ConfigError
 from gateway.config.load import load_default, load_file
 from gateway.config.schema import Config
@@ -58,15 +62,18 @@ class TlsFiles:
 
 class Node:
     def __init__(self, config: Config, *, timers: Timers = DEFAULT,
-                 limits: Limits | None = None) -> None:
+                 limits: Limits | None = None, config_path: str | None = None) -> None:
         self.config = config
+        self.config_path = config_path  # the local file: a cluster's generations merge with it
+        self.shared_config: dict[str, object] | None = None  # the cluster generation in force
+        self.view = ClusterView(config.node.name)
         self.router = Router(config.services, config.routing_rules)
         self.generation = 1
         self.local = Local(config.node.address, {}, config.node.sip_tls_fqdn,
                            config.node.static_nat_address)
         self.cdrs = self._open_cdrs(config)
         self.registrar = Registrar(devices=config.devices, realm=_realm(config),
-                                   store=self._open_bindings(config))
+                                   store=self._open_bindings(config, self.view))
         resolver = Resolver(config.global_settings.dns_server)
         self.presence = Presence(self.router, self.local, avatar_base=config.avatar_base(),
                                  limits=_presence_limits(config))
@@ -90,16 +97,31 @@ class Node:
         self._timer_at: float | None = None
         self._work: set[asyncio.Future[None]] = set()
         self.stopped = asyncio.Event()
+        self.cluster = self._join(config)
+
+    def _join(self, config: Config) -> Member | None:
+        """With [cluster], the node's membership: shared bindings, PIN failures and the
+        calls of the location's other nodes wired into call control."""
+        store = self.registrar.store
+        if config.cluster is None or not isinstance(store, SharedBindings):
+            return None
+        location = config.node.location
+        self.calls.admission.elsewhere = lambda: self.view.elsewhere(location)
+        cdr_path = self.cdrs.path if self.cdrs is not None else None
+        return Member(config, self.view, store, cdr_path, self.calls.ctx.pin_guard, Hooks(
+            load=lambda: len(self.calls.ctx.calls), apply_config=self.apply_generation,
+            pin_policy=lambda: self.calls.settings.pins, loop_time=self._loop.time))
 
     @staticmethod
-    def _open_bindings(config: Config) -> BindingStore:
+    def _open_bindings(config: Config, view: ClusterView) -> BindingStore:
         path = state_dir(config.node) / "registrations.sqlite3"
+        shared = config.cluster is not None
         try:
-            return BindingStore(path)
+            return SharedBindings(path, view) if shared else BindingStore(path)
         except (OSError, sqlite3.Error) as exc:
             log.error("registrations_not_persistent", path=str(path), error=str(exc),
                       note="registrations are kept in memory and lost on restart")
-            return BindingStore(None)
+            return SharedBindings(None, view) if shared else BindingStore(None)
 
     @staticmethod
     def _open_cdrs(config: Config) -> CdrStore | None:
@@ -137,6 +159,8 @@ class Node:
             log.info("listening", transport="tls", address=host, port=port,
                      verify_mode=cfg.tls.verify_mode)
         self.headroom.start()
+        if self.cluster is not None:
+            self.cluster.start()
         log.info("node_started", node=cfg.node.name, config=cfg.source,
                  version=__version__, generation=self.generation)
 
@@ -164,9 +188,16 @@ class Node:
 
     def reload_file(self, path: str | None) -> list[str]:
         """Validate the config at `path` (the embedded default without one) in full, then
-        swap it in; on any problem nothing changes and the problems are returned."""
+        swap it in; on any problem nothing changes and the problems are returned. In a
+        cluster, the file's own sections over the generation in force."""
         try:
-            fresh = load_default() if path is None else load_file(path)
+            if path is None:
+                fresh = load_default()
+            elif self.shared_config is not None and self.cluster is not None:
+                fresh = merged(Path(path), self.shared_config,
+                               f"{path} + cluster generation {self.cluster.health.generation}")
+            else:
+                fresh = load_file(path)
         except ConfigError as exc:
             log.error("reload_refused", config=exc.source, problems=exc.problems,
                       note="the running config stays in force")
@@ -177,6 +208,22 @@ class Node:
             log.error("reload_refused", config=fresh.source, problems=[str(exc)],
                       note="the running config stays in force")
             return [f"<tls>: {exc}"]
+        return []
+
+    def apply_generation(self, generation: int, shared: dict[str, object]) -> list[str]:
+        """A cluster config generation over the local file: in force, or refused with its
+        problems while the running config stays."""
+        if self.config_path is None:
+            return ["<cluster>: this node runs without a local config file to merge into"]
+        try:
+            fresh = merged(Path(self.config_path), shared,
+                           f"{self.config_path} + cluster generation {generation}")
+            self.reload(fresh)
+        except ConfigError as exc:
+            return exc.problems
+        except (OSError, ValueError) as exc:
+            return [f"<tls>: {exc}"]
+        self.shared_config = shared
         return []
 
     def reload(self, config: Config) -> None:
@@ -192,6 +239,8 @@ class Node:
         self.generation += 1
         self.calls.configure(CallSettings.from_config(config, router, self.generation))
         self.registrar.configure(config.devices, _realm(config))
+        if self.cluster is not None:
+            self.cluster.configure(config)
         prompts.forget()  # a theme's files may have changed with it
         self.presence.table.limits = _presence_limits(config)  # for new subscriptions
         self._deliver(self.presence.configure(router, config.avatar_base(), self.generation,
@@ -212,6 +261,10 @@ class Node:
 
     async def close(self) -> None:
         self.headroom.stop()
+        if self.cluster is not None:
+            if self.cdrs is not None:
+                self.cdrs.flush()  # the calls just ended, for the last shipment
+            await self.cluster.stop()
         if self._timer is not None:
             self._timer.cancel()
         for task in list(self._work):
@@ -307,5 +360,8 @@ def _restart_only(old: Config, new: Config) -> list[str]:
              **{f"listen.{name}": (getattr(old.listen, name), getattr(new.listen, name))
                 for name in ("udp", "tcp", "tls", "media_ports")},
              "avatar.address": (old.avatar.address, new.avatar.address),
-             "avatar.port": (old.avatar.port, new.avatar.port)}
+             "avatar.port": (old.avatar.port, new.avatar.port),
+             "cluster": (old.cluster is None, new.cluster is None),
+             "cluster.database": (old.cluster and old.cluster.database,
+                                  new.cluster and new.cluster.database)}
     return [path for path, (was, now) in pairs.items() if was != now]

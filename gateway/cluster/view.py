@@ -1,0 +1,50 @@
+"""What a node knows of the cluster's nodes, from the nodes table as last read: which are
+alive, and how many calls the others of a location carry. Pure: rows in, answers out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# A node that missed this many heartbeats in a row is gone.
+MISSED_HEARTBEATS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRow:
+    name: str
+    address: str
+    location: str
+    version: str
+    load: int
+    heartbeat_seconds: int
+    heartbeat: float  # Unix time of its last heartbeat
+    started: float
+    state: str  # up | gone
+    config_generation: int
+
+    def to_json(self, now: float) -> dict[str, object]:
+        return {"name": self.name, "address": self.address, "location": self.location,
+                "version": self.version, "load": self.load, "state": self.state,
+                "heartbeat_age": round(max(0.0, now - self.heartbeat), 3),
+                "config_generation": self.config_generation}
+
+
+@dataclass(slots=True)
+class ClusterView:
+    me: str
+    nodes: dict[str, NodeRow] = field(default_factory=dict)
+
+    def replace(self, rows: list[NodeRow]) -> None:
+        self.nodes = {row.name: row for row in rows}
+
+    def alive(self, name: str) -> bool:
+        """This node always; another while the table says it is up."""
+        if name in ("", self.me):
+            return True
+        row = self.nodes.get(name)
+        return row is not None and row.state == "up"
+
+    def elsewhere(self, location: str) -> int:
+        """Calls in progress on the other live nodes of `location`."""
+        return sum(row.load for row in self.nodes.values()
+                   if row.name != self.me and row.state == "up" and row.location == location)

@@ -3,11 +3,15 @@ number with its own RFC 4733 captures and is handed on by REFER to that room; a 
 that takes no REFER, keying by RFC 4733 or by SIP INFO (both bodies), reaches the room (a
 SIPp UAS, which sees the INVITE for the room's target) by the node's own leg and is
 re-INVITEd onto it; the prompt a caller hears is speech (ffmpeg decodes it), sent with the
-codec's RTP timing."""
+codec's RTP timing; a Lync caller over mutual TLS (stunnel presents the pool's certificate)
+hears it over ICE and SRTP (an aioice agent and libsrtp play Lync's end)."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import itertools
+import os
 import re
 import shutil
 import socket
@@ -17,13 +21,21 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import aioice
 import pytest
+import trustme
 
+from gateway.media.prompts import TEXTS
 from gateway.sip.message import Response
 from gateway.sip.parse import parse_message
+from ice.candidate import parse_candidate
+from sdp.parse import parse_sdp
 from tests.daemon.harness import Daemon
+from tests.kit.audio import assert_speech, decode
+from tests.kit.lync import invite, lync_offer
+from tests.kit.media import far_end
 from tests.kit.nodes import loopback_node
-from tests.peers import SCENARIOS, free_port, need, sipp
+from tests.peers import SCENARIOS, free_port, need, sipp, stunnel
 
 SERVICES = """
 [tls]
@@ -181,3 +193,81 @@ def test_the_prompt_a_caller_hears_is_speech_in_its_codec(node: Daemon, tmp_path
     mean = re.search(r"mean_volume: (-?[\d.]+) dB", decoded.stderr)
     assert mean is not None, decoded.stderr[-1000:]
     assert float(mean.group(1)) > -45.0  # speech, not silence
+
+
+@pytest.fixture
+def mutual_tls(tmp_path: Path, room: int) -> Iterator[Daemon]:
+    """The node requiring a client certificate from its CA, as it does of Lync's pools."""
+    ca = trustme.CA()
+    own = ca.issue_cert("gw.example.com")
+    own.cert_chain_pems[0].write_to_path(tmp_path / "node.pem")
+    own.private_key_pem.write_to_path(tmp_path / "node.key")
+    ca.cert_pem.write_to_path(tmp_path / "ca.pem")
+    ca.issue_cert("fepool.example.com").private_key_and_cert_chain_pem.write_to_path(
+        tmp_path / "pool.pem")
+    text = (loopback_node() + SERVICES.format(room=room)).replace('verify_mode = "off"', (
+        f'verify_mode = "on"\ncertificate = "{tmp_path / "node.pem"}"\n'
+        f'private_key = "{tmp_path / "node.key"}"\ntrusted_ca = "{tmp_path / "ca.pem"}"'))
+    daemon = Daemon(tmp_path, text)
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+async def sip_message(reader: asyncio.StreamReader) -> bytes:
+    """One message off a stream: its head, then Content-Length bytes of body."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = re.search(rb"\r\nContent-Length: *(\d+)", head, re.I)
+    return head + (await reader.readexactly(int(length.group(1))) if length else b"")
+
+
+@pytest.mark.peer
+async def test_a_lync_caller_over_mutual_tls_hears_the_prompt_over_ice_and_srtp(
+        mutual_tls: Daemon, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6:
+                        ["127.0.0.1"])
+    accept = free_port()
+    lync = aioice.Connection(ice_controlling=True, components=1, use_ipv6=False)
+    with stunnel(tmp_path, accept=accept, connect=mutual_tls.tls, cert=tmp_path / "pool.pem",
+                 check_host="gw.example.com"):
+        reader, writer = await asyncio.open_connection("127.0.0.1", accept)
+        await lync.gather_candidates()
+        lync_key = os.urandom(30)
+        writer.write(invite(lync_offer(lync, lync_key)).replace(b"alice@gw.example.com",
+                                                                b"reception@127.0.0.1"))
+        while True:
+            ok = parse_message(await asyncio.wait_for(sip_message(reader), 10))
+            if isinstance(ok, Response) and ok.status >= 200:
+                break
+        assert ok.status == 200, ok.reason
+        writer.write((
+            "ACK sip:reception@127.0.0.1 SIP/2.0\r\n"
+            "Via: SIP/2.0/TLS 127.0.0.1:5061;branch=z9hG4bK-lync-ack\r\n"
+            f"From: {ok.headers.get('From')}\r\nTo: {ok.headers.get('To')}\r\n"
+            f"Call-ID: {ok.call_id}\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\n"
+            "Content-Length: 0\r\n\r\n").encode())
+        audio = parse_sdp(ok.body).media[0]
+        assert audio.proto == "RTP/SAVP" and audio.formats[0] == "9"  # G.722, as offered
+        lync.remote_username = audio.attribute("ice-ufrag")
+        lync.remote_password = audio.attribute("ice-pwd")
+        for value in audio.attributes("candidate"):
+            await lync.add_remote_candidate(parse_candidate(value).to_aioice())
+        await lync.add_remote_candidate(None)
+        await asyncio.wait_for(lync.connect(), 10)
+        ours = far_end(base64.b64decode(audio.cryptos()[0].key), False)
+        packets = []
+        try:
+            while True:  # the welcome and the request for a number, then silence
+                packets.append(ours.unprotect(await asyncio.wait_for(lync.recv(), 1.5)))
+        except TimeoutError:
+            pass
+        await lync.close()
+        writer.close()
+    headers = [struct.unpack("!BBHII", p[:12]) for p in packets]
+    assert {h[1] & 0x7F for h in headers} == {9}
+    assert {(b[3] - a[3]) % 2**32 for a, b in itertools.pairwise(headers)} == {160}
+    samples, rate = decode(b"".join(p[12:] for p in packets), "G722")
+    assert_speech(samples, rate, f"{TEXTS['welcome']} {TEXTS['enter_number']}")
+    assert mutual_tls.events("tls_accepted")[0]["client_cert"] is True
+    assert not [e for e in mutual_tls.events() if e.get("level") in ("error", "critical")]

@@ -286,7 +286,7 @@ def _failed(ctx: Context, call: Call, why: str,
             prompts: tuple[str, ...] | None = None) -> list[Event]:
     r = _reception(call)
     r.failures += 1
-    r.typing = False
+    r.typing, r.digits, r.entry_until = False, "", None  # the next entry starts afresh
     if r.failures >= MAX_FAILURES:
         r.outcome = f"{why}, {MAX_FAILURES} times"
         return _leave(ctx, call, f"reception: {r.outcome}")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import struct
 from pathlib import Path
 
 import aioice
@@ -23,7 +22,7 @@ from sdp.parse import parse_sdp
 from tests.kit.calls import Harness
 from tests.kit.lync import LYNC, invite, lync_offer
 from tests.kit.media import far_end
-from tests.kit.reception import services, short_theme
+from tests.kit.reception import event, services, short_theme
 from tests.peers import free_port
 
 
@@ -31,12 +30,6 @@ from tests.peers import free_port
 def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6:
                         ["127.0.0.1"])
-
-
-def event(key: int, seq: int, timestamp: int, end: bool) -> bytes:
-    """An RFC 4733 telephone-event packet, PT 101 as Lync's offer numbers it."""
-    return (struct.pack("!BBHII", 0x80, 101, seq, timestamp, 0x4C594E43)
-            + struct.pack("!BBH", key, (0x80 if end else 0) | 10, 800))
 
 
 async def test_a_lync_caller_hears_the_prompt_keys_a_room_and_is_handed_on(

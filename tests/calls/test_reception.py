@@ -5,12 +5,16 @@ PIN) when its INVITE allows REFER, and by a leg of the node's own otherwise (or 
 REFER fails): that leg placed as a dialled alias, the caller re-INVITEd onto the relay
 toward the callee and media flowing end to end, back at the prompts when the leg fails,
 cancelled when the caller hangs up first, ports freed; re-prompts, the goodbye after three
-failures, and brute-force lock-out by source."""
+failures, and brute-force lock-out by source. Bad input: a flood of RFC 4733 keys, an entry
+longer than any number, media that stops, a caller hanging up mid-prompt: each call ends
+(or goes on) cleanly, its ports freed, nothing logged at error level."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+
+import pytest
 
 from gateway.config.load import parse_text
 from gateway.resolver.rfc3263 import Target
@@ -21,7 +25,7 @@ from routing.engine import Router
 from sdp.parse import parse_sdp
 from tests.kit.calls import CALLER, Harness, far, invite_with, phone, sdp_body, statuses
 from tests.kit.media import rtp
-from tests.kit.reception import services, short_theme
+from tests.kit.reception import event, services, short_theme
 from tests.peers import free_port
 
 
@@ -295,3 +299,85 @@ async def test_srtp_callers_are_refused_with_the_reason(tmp_path: Path) -> None:
                                                                         b"RTP/SAVP")), CALLER)
     await h.settle()
     assert statuses(h.take(), CALLER) == [100, 488]
+
+
+def no_errors(out: str) -> None:
+    assert "[error" not in out and "[critical" not in out, out[-3000:]
+
+
+async def test_a_flood_of_keys_ends_the_call_cleanly(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Hundreds of RFC 4733 keys with no '#': each run past the longest entry is a failure,
+    the third says goodbye; the rest of the flood is ignored."""
+    caller_rtp, _, caller_port = await phone()
+    h = reception(tmp_path)
+    ports = h.b2bua.ctx.ports
+    assert ports is not None
+    await answered(h, body=pcmu(caller_port))
+    [call] = h.b2bua.calls.values()
+    at = ("127.0.0.1", audio_port(call.caller.sdp_to))
+    for n in range(400):
+        caller_rtp.sendto(event(1, n, 160 * n, True), at)
+        if n % 50 == 0:
+            await asyncio.sleep(0.01)
+    bye = await next_request(h, "BYE")
+    assert "entry too long, 3 times" in (bye.headers.get("Reason") or "")
+    await h.settle()
+    assert h.b2bua.calls == {} and not ports.in_use
+    caller_rtp.close()
+    no_errors(capsys.readouterr().out)
+
+
+async def test_an_entry_longer_than_any_number_is_refused_and_the_next_one_taken(
+        tmp_path: Path) -> None:
+    h = reception(tmp_path)
+    tag = await answered(h)
+    await keys(h, tag, "7" * 33)
+    [call] = h.b2bua.calls.values()
+    assert call.reception is not None
+    assert (call.reception.failures, call.reception.digits) == (1, "")
+    await asyncio.sleep(0.1)
+    await keys(h, tag, "1234#", first=40)
+    refer = await next_request(h, "REFER")
+    assert refer.headers.get("Refer-To") == "<sip:1234@127.0.0.1>"
+
+
+async def test_a_caller_whose_media_stops_is_hung_up_and_its_ports_freed(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    h = reception(tmp_path)
+    ports = h.b2bua.ctx.ports
+    assert ports is not None
+    loop = asyncio.get_running_loop()
+    h.now = loop.time()  # the relay's clock, as in the daemon
+    h.configure(media_timeout=0.3)
+    await answered(h)
+    h.tick(loop.time() + 1.0)
+    [bye] = [m for m, _ in h.take() if isinstance(m, Request) and m.method == "BYE"]
+    assert "media timeout" in (bye.headers.get("Reason") or "")
+    await h.settle()
+    assert h.b2bua.calls == {} and not ports.in_use
+    no_errors(capsys.readouterr().out)
+
+
+async def test_a_caller_hanging_up_mid_prompt_stops_it_and_frees_the_ports(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    caller_rtp, heard, caller_port = await phone()
+    config = parse_text(services(short_theme(tmp_path, b"\xff" * 160 * 250)), "t.toml",
+                        base_dir=None)  # 5 s prompts
+    h = reception(tmp_path)
+    h.configure(router=Router(config.services, config.routing_rules))
+    ports = h.b2bua.ctx.ports
+    assert ports is not None
+    tag = await answered(h, body=pcmu(caller_port))
+    await asyncio.wait_for(heard.got.get(), 2)  # the welcome has begun
+    h.feed(from_caller("BYE", 30, tag), CALLER)
+    assert 200 in statuses(h.take(), CALLER)
+    await h.settle()
+    assert h.b2bua.calls == {} and not ports.in_use
+    await asyncio.sleep(0.1)
+    while not heard.got.empty():  # what was on its way
+        heard.got.get_nowait()
+    await asyncio.sleep(0.3)
+    assert heard.got.empty()  # the prompt stopped with the call
+    caller_rtp.close()
+    no_errors(capsys.readouterr().out)

@@ -10,7 +10,8 @@ two legs, and hands each event to the part of call control that owns it.
 
 Sans-I/O: what needs waiting for or doing outside (DNS, ICE, media sockets) comes out of
 `take_actions()`, and the adapter (`gateway.daemon.call_io`) feeds the outcome back in
-through `prepared` and `media_connected`. Not here yet: Conference ID joins.
+through `prepared` and `media_connected`. A Lync meeting joined by Conference ID
+(`meeting`) has its focus, lobby and MCU before and around the callee leg.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from gateway import logs
 from gateway.calls import local as answered_here
-from gateway.calls import placement, reception, reception_leg, session, teardown
+from gateway.calls import meeting, placement, reception, reception_leg, session, teardown
 from gateway.calls.actions import Action, Prepare
 from gateway.calls.admission import Admission, reason_phrase
 from gateway.calls.anchoring import media_for
@@ -131,6 +132,10 @@ class B2bua:
             if method == "INVITE" and not tagged:
                 return self._new_invite(event, now, core)
             if method == "BYE":
+                joined = ctx.by_dialog.get((request.call_id, request.to.tag or ""))
+                if joined is not None and joined.meeting is not None and (
+                        joined.meeting.owns(request.call_id)):
+                    return meeting.focus_bye(ctx, joined, event, now, core)
                 return teardown.bye(ctx, event, now, core)
             if method in ("INVITE", "UPDATE") and tagged:
                 return session.in_dialog(ctx, event, now, core)
@@ -151,6 +156,8 @@ class B2bua:
             if isinstance(mark, NotifySent) and self.presence is not None:
                 self.presence.answered(mark, answer.status if answer else None, now)
                 return []
+            if isinstance(mark, meeting.Asked):
+                return meeting.answered(ctx, mark, answer, now, core)
             if isinstance(mark, InDialogRequest) and mark.purpose is Purpose.REFER:
                 return reception.referred(ctx, mark, answer, now, core)
             if isinstance(mark, InDialogRequest) and mark.purpose is Purpose.HAND_ON:
@@ -201,7 +208,8 @@ class B2bua:
         # PIN-protected and dialled without it: the node asks for it itself.
         asks_pin = service is not None and bool(service.pin) and decision.pin is None
         local = service is not None and (service.answered_here or asks_pin)
-        target = "" if local else placement.target_uri(decision)
+        joins = decision.rule is not None and decision.rule.target == "lync_meeting_direct"
+        target = "" if local or joins else placement.target_uri(decision)
         if target is None:
             why = (f"{decision.reason}; {decision.destination} is not a SIP address and the "
                    "rule names no server")
@@ -283,6 +291,8 @@ class B2bua:
         """INFO or NOTIFY inside a call: the reception's keypad and REFER reports."""
         request = event.request
         call = self.ctx.by_dialog.get((request.call_id, request.to.tag or ""))
+        if call is not None and call.meeting is not None and request.method == "NOTIFY":
+            return meeting.notify(self.ctx, call, event, now, core)
         if call is None or (call.reception is None and request.method == "NOTIFY"):
             return core.respond(request, event.transaction, make_response(request, 481), now)
         if call.reception is None:  # RFC 6086 legacy INFO: nothing here takes its body
@@ -328,6 +338,8 @@ class B2bua:
         if call.local:
             self.ctx.actions.append(Prepare(call.id, call.media))  # its ports, then answer
             return []
+        if meeting.is_meeting(call):
+            return meeting.set_up(self.ctx, call, now, core)
         return placement.set_up(self.ctx, call, now, core)
 
     # -- outcomes the adapter feeds back ---------------------------------------------------
@@ -338,6 +350,8 @@ class B2bua:
             return []  # ended meanwhile: its media was closed with it
         if call.local and not call.handing_on and error is None:
             return answered_here.answer(self.ctx, call, now, core)
+        if call.meeting is not None:
+            return meeting.prepared(self.ctx, call, targets, error, now, core)
         return placement.prepared(self.ctx, call, targets, error, now, core)
 
     def media_connected(self, call_id: int, error: BaseException | None, now: float,
@@ -366,6 +380,8 @@ class B2bua:
                 events += answered_here.over(ctx, call, now, core)
             elif due is Due.ENTRY:
                 events += reception.entry_timed_out(ctx, call, now, core)
+            elif due is Due.LOBBY:
+                events += meeting.lobby_timed_out(ctx, call, now, core)
             else:
                 events += session.timer_due(ctx, call, call.leg(TIMER_ROLE[due]), now, core)
         if self.presence is not None:

@@ -17,6 +17,7 @@ from gateway.calls.media_side import MediaSide
 from gateway.calls.settings import CallSettings
 
 if TYPE_CHECKING:
+    from gateway.calls.meeting import Meeting
     from gateway.calls.reception import Reception
 from gateway.resolver.rfc3263 import Target
 from gateway.sip.dialog import Dialog
@@ -99,6 +100,8 @@ class Call:
     # The reception's own media while the callee leg it placed for its answered caller is
     # set up (`reception_leg`): that leg's outcome goes back to the reception.
     parked: MediaSide | None = None
+    # A Lync meeting joined by Conference ID: its focus, lobby and MCU (the callee leg).
+    meeting: Meeting | None = None
 
     def other(self, leg: Leg) -> Leg:
         return self.callee if leg is self.caller else self.caller

@@ -52,7 +52,8 @@ CREATE TABLE IF NOT EXISTS cdr (
     end_cause TEXT NOT NULL,
     ended_by TEXT NOT NULL,         -- caller | callee | gateway
     media TEXT,                     -- JSON counters per stream and direction
-    video TEXT                      -- translated video: up WxH | refused: why | none
+    video TEXT,                     -- translated video: up WxH | refused: why | none
+    meeting TEXT                    -- Lync meeting joined: JSON conference_id, focus, ...
 );
 CREATE INDEX IF NOT EXISTS cdr_started ON cdr (started);
 CREATE TABLE IF NOT EXISTS cdr_open (
@@ -67,10 +68,10 @@ RESTART_CAUSE = "node restart"
 # much of its latest record changes; a call in progress for longer keeps its open row.
 BATCH_WINDOW_S = 0.1
 _INSERT = ("INSERT INTO cdr (in_call_id, out_call_id, caller, alias, outcome, service, rule, "
-           "destination, started, ringing, answered, ended, end_cause, ended_by, media, video) "
-           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+           "destination, started, ringing, answered, ended, end_cause, ended_by, media, video, "
+           "meeting) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 # Columns added since the first schema, for a database an older node made.
-ADDED = (("video", "TEXT"),)
+ADDED = (("video", "TEXT"), ("meeting", "TEXT"))
 
 
 @dataclass
@@ -93,6 +94,9 @@ class CallRecord:
     # Video translated between Lync and SIP: "up WxH", "refused: <why>", "none"; None on
     # calls with no Lync side.
     video: str | None = None
+    # A Lync meeting joined by Conference ID (JSON: conference_id, focus, lobby_seconds,
+    # outcome); None on every other call.
+    meeting: str | None = None
     key: int | None = None  # its row in cdr_open while the call is in progress
 
 
@@ -245,7 +249,8 @@ def _row(record: CallRecord) -> tuple[object, ...]:
     return (record.in_call_id, record.out_call_id, record.caller, record.alias,
             record.outcome, record.service, record.rule, record.destination, record.started,
             record.ringing, record.answered, record.ended, record.end_cause, record.ended_by,
-            json.dumps(record.media) if record.media else None, record.video)
+            json.dumps(record.media) if record.media else None, record.video,
+            record.meeting)
 
 
 def _snapshot(record: CallRecord) -> dict[str, object]:

@@ -16,6 +16,7 @@ from gateway.calls.pin_guard import PinGuard
 from gateway.calls.registrar import Registrar
 from gateway.calls.settings import Local
 from gateway.calls.stats import CallStats
+from gateway.conferencing.lookups import LookupCache
 from gateway.resolver.rfc3263 import TargetResolver
 from ice.ports import PortAllocator
 
@@ -35,6 +36,7 @@ class Context:
     stats: CallStats = field(default_factory=CallStats)
     actions: list[Action] = field(default_factory=list)
     pin_guard: PinGuard = field(default_factory=PinGuard)  # across reloads, as attackers are
+    lookups: LookupCache = field(default_factory=LookupCache)  # Conference IDs, briefly
     deadlines: Deadlines = field(init=False)
 
     def __post_init__(self) -> None:
@@ -65,6 +67,9 @@ class Context:
                 not call.provisional_sent)
         if due is Due.SETUP:
             return call.state in (CallState.RESOLVING, CallState.CALLING, CallState.EARLY)
+        if due is Due.LOBBY:
+            return call.meeting is not None and call.meeting.lobby_since is not None and (
+                call.meeting.lobby_until == deadline) and call.state is not CallState.ENDED
         if call.state is not CallState.CONNECTED:
             return False
         if due in (Due.MEDIA, Due.HANG_UP):

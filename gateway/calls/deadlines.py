@@ -23,6 +23,7 @@ class Due(enum.Enum):
     SETUP = "setup"  # the call is still not answered: give up on it
     HANG_UP = "hang-up"  # a call the node answered itself has run its time
     ENTRY = "entry"  # the reception's caller has not typed (or finished typing) in time
+    LOBBY = "lobby"  # a Lync meeting's lobby has held the caller too long
 
 
 Entry = tuple[float, int, int, Due]  # (deadline, sequence, call id, what)

@@ -158,14 +158,10 @@ def place(ctx: Context, call: Call, now: float, core: Endpoint) -> list[Event]:
     h.add("Max-Forwards", str(max(0, (inbound.max_forwards or 70) - 1)))
     rule = call.decision.rule
     toward_lync = rule is not None and rule.outgoing_protocol == "mssip"
-    domain = settings.mssip_domain(call.decision.outgoing_location)
-    if toward_lync and domain:
-        # Toward Lync the caller appears in the gateway's domain (the guide's Infinity
-        # domain, the outgoing location's override first), which the Lync pool trusts for
-        # this application.
-        user = _user(inbound.from_.uri) or "gateway"
+    identity = lync_identity(call) if toward_lync else None
+    if identity is not None:
         display = f"{inbound.from_.display} " if inbound.from_.display else ""
-        h.add("From", f"{display}<sip:{user}@{domain}>;tag={call.in_tag}")
+        h.add("From", f"{display}<{identity}>;tag={call.in_tag}")
     else:
         caller = inbound.from_
         h.add("From", str(caller.with_params((*((n, v) for n, v in caller.params
@@ -203,6 +199,16 @@ def place(ctx: Context, call: Call, now: float, core: Endpoint) -> list[Event]:
              target=f"{target.transport.lower()}:{target.address}:{target.port}",
              uri=call.target_uri)
     return events
+
+
+def lync_identity(call: Call) -> str | None:
+    """Who the caller is toward Lync: a user of the gateway's domain (the guide's Infinity
+    domain, the outgoing location's override first), which the Lync pool trusts for this
+    application; None when no domain is set."""
+    domain = call.settings.mssip_domain(call.decision.outgoing_location)
+    if not domain:
+        return None
+    return f"sip:{_user(call.inbound.from_.uri) or 'gateway'}@{domain}"
 
 
 def next_target(ctx: Context, call: Call, now: float, core: Endpoint, why: str) -> list[Event]:

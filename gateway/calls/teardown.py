@@ -60,13 +60,19 @@ def end(ctx: Context, call: Call, why: str, by: str = "gateway") -> None:
 def fail(ctx: Context, call: Call, status: int, reason: str, now: float,
          core: Endpoint) -> list[Event]:
     """The call failed before it was answered: the caller gets `status`."""
+    events = leave_meeting(ctx, call, now, core)
     end(ctx, call, f"{status} {reason}", "callee" if status in _BY_CALLEE else "gateway")
     if call.answered:
-        return []
+        return events
     phrase = reason_phrase(_REASONS[status], reason) if status in _REASONS else reason
     response = make_response(call.inbound, status, phrase, to_tag=call.in_tag,
                              headers=(("Retry-After", "30"),) if status == 503 else ())
-    return core.respond(call.inbound, call.in_txn, response, now)
+    return events + core.respond(call.inbound, call.in_txn, response, now)
+
+
+def leave_meeting(ctx: Context, call: Call, now: float, core: Endpoint) -> list[Event]:
+    """A call that joined (or was joining) a Lync meeting leaves its focus too."""
+    return call.meeting.leave(ctx, call, now, core) if call.meeting is not None else []
 
 
 def hang_up(ctx: Context, call: Call, reason: str, now: float, core: Endpoint) -> list[Event]:
@@ -87,7 +93,7 @@ def hang_up(ctx: Context, call: Call, reason: str, now: float, core: Endpoint) -
                         error=str(exc))
             continue
         events += core.send_request(bye, peer, now)[1]
-    events += drop_unanswered(call, now, core)
+    events += drop_unanswered(call, now, core) + leave_meeting(ctx, call, now, core)
     end(ctx, call, reason, "gateway")
     return events + abandon_pending(ctx, call, now, core)
 
@@ -128,7 +134,7 @@ def bye(ctx: Context, event: RequestReceived, now: float, core: Endpoint) -> lis
         except SipError as exc:
             log.warning("bye_not_sent", call_id=call.inbound.call_id, leg=other.role,
                         error=str(exc))
-    sent += drop_unanswered(call, now, core)
+    sent += drop_unanswered(call, now, core) + leave_meeting(ctx, call, now, core)
     who = leg.role.party
     end(ctx, call, f"BYE from the {who}", who)
     return events + sent + abandon_pending(ctx, call, now, core)
@@ -143,6 +149,7 @@ def cancel(ctx: Context, event: CancelReceived, now: float, core: Endpoint) -> l
         return []
     call.cancelled = True
     events = send_cancel(call, now, core) if call.out.heard else []
+    events += leave_meeting(ctx, call, now, core)
     end(ctx, call, "cancelled by the caller", "caller")
     return events + core.respond(call.inbound, call.in_txn, make_response(
         call.inbound, 487, to_tag=call.in_tag), now)

@@ -64,10 +64,13 @@ def _poll_db(tmp: Path, query: str, ready: Callable[[list[dict[str, Any]]], bool
 
 
 class Daemon:
-    """A running `lyncgate run`; `text` may use @UDP@, @TCP@, @TLS@ and @STATE@."""
+    """A running `lyncgate run`; `text` may use @UDP@, @TCP@, @TLS@ and @STATE@; `host` is
+    the loopback address its `node.address` names (a cluster's nodes: 127.0.0.2-4)."""
 
-    def __init__(self, tmp: Path, text: str, attempts: int = 3) -> None:
+    def __init__(self, tmp: Path, text: str, attempts: int = 3, host: str = "127.0.0.1"
+                 ) -> None:
         self.tmp = tmp
+        self.host = host
         self.config = tmp / "lyncgate.toml"
         self.log_path = tmp / "lyncgate.log"
         for attempt in range(1, attempts + 1):
@@ -106,7 +109,7 @@ class Daemon:
             s.bind(("127.0.0.1", 0))
             s.settimeout(timeout)
             s.sendto(data.replace(b"@LOCAL@", str(s.getsockname()[1]).encode()),
-                     ("127.0.0.1", self.udp))
+                     (self.host, self.udp))
             return s.recv(65535)
 
     def wait_ready(self, timeout: float = 15.0) -> None:

@@ -9,7 +9,9 @@ Until that leg answers, the reception's media is parked beside the new media sid
 never left. Once it answers, the caller is re-INVITEd onto the relay toward the callee (the
 next offer of the session the reception's answer began, RFC 3264 8), the reception's media
 is closed, and the call goes on as any call under its one CDR (the reception's service,
-the callee leg's Call-ID and target). A Lync caller is handed on by REFER only: keeping its
+the callee leg's Call-ID and target). While the leg is set up and the caller is moved onto
+it, an offer from the caller is answered 491 (`Call.pending`): there is no session yet to
+carry it to. A Lync caller is handed on by REFER only: keeping its
 ICE and SRTP where they are while only the far side changes is not built."""
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ def begin(ctx: Context, call: Call, decision: Decision, now: float,
     call.decision, call.target_uri, call.local = decision, target, False
     call.callee, call.out = Leg(Role.CALLEE), Outbound(interval=call.settings.timers.interval)
     call.record.destination = target
+    call.pending = InDialogRequest(call, call.callee, Purpose.HAND_ON)
     log.info("reception_placing", call_id=call.inbound.call_id, target=target)
     return set_up(ctx, call, now, core)
 
@@ -74,6 +77,7 @@ def dropped(ctx: Context, call: Call, lobby: Decision) -> None:
     call.decision, call.target_uri, call.local = lobby, "", True
     call.callee, call.out = Leg(Role.CALLEE), Outbound()
     call.record.destination, call.record.out_call_id = lobby.destination, None
+    call.pending = None
 
 
 def joined(ctx: Context, call: Call, body: bytes, now: float, core: Endpoint) -> list[Event]:
@@ -96,8 +100,8 @@ def joined(ctx: Context, call: Call, body: bytes, now: float, core: Endpoint) ->
     caller.sdp_to = offer
     log.info("reception_handed_on", call_id=call.inbound.call_id, to=call.target_uri,
              by="leg", out_call_id=call.record.out_call_id)
-    return core.send_request(reinvite, peer, now,
-                             tu_data=InDialogRequest(call, caller, Purpose.HAND_ON))[1]
+    call.pending = InDialogRequest(call, caller, Purpose.HAND_ON)
+    return core.send_request(reinvite, peer, now, tu_data=call.pending)[1]
 
 
 def moved(ctx: Context, sent: InDialogRequest, answer: Response | None, now: float,
@@ -107,6 +111,8 @@ def moved(ctx: Context, sent: InDialogRequest, answer: Response | None, now: flo
     call, leg = sent.call, sent.leg
     if (answer is not None and answer.status < 200) or call.state is not CallState.CONNECTED:
         return []
+    if call.pending is sent:
+        call.pending = None
     if answer is None or answer.status >= 300:
         why = "no answer" if answer is None else f"{answer.status} {answer.reason}"
         return hang_up(ctx, call, f"reception: the caller refused the callee's media ({why})",

@@ -4,7 +4,8 @@ on speech), digits by SIP INFO, the caller handed on by REFER to the alias enter
 PIN) when its INVITE allows REFER, and by a leg of the node's own otherwise (or when the
 REFER fails): that leg placed as a dialled alias, the caller re-INVITEd onto the relay
 toward the callee and media flowing end to end, back at the prompts when the leg fails,
-cancelled when the caller hangs up first, ports freed; re-prompts, the goodbye after three
+cancelled when the caller hangs up first, a re-offer meanwhile answered 491, ports freed;
+re-prompts, the goodbye after three
 failures, and brute-force lock-out by source. Bad input: a flood of RFC 4733 keys, an entry
 longer than any number, media that stops, a caller hanging up mid-prompt: each call ends
 (or goes on) cleanly, its ports freed, nothing logged at error level."""
@@ -291,6 +292,19 @@ async def test_a_caller_hanging_up_while_the_room_rings_cancels_it(tmp_path: Pat
     [cancel] = [m for m, p in sent if isinstance(m, Request) and m.method == "CANCEL"]
     assert cancel.call_id == invite.call_id
     assert h.b2bua.calls == {} and not ports.in_use
+
+
+async def test_an_offer_from_the_caller_while_the_room_rings_is_answered_491(
+        tmp_path: Path) -> None:
+    h = reception(tmp_path, [ROOM])
+    tag = await answered(h, refer=False)
+    await keys(h, tag, "1234#")
+    await next_request(h, "INVITE")
+    h.feed(from_caller("INVITE", 30, tag, "application/sdp", pcmu(5008).decode()).replace(
+        b"o=- 1 1", b"o=- 1 2"), CALLER)
+    assert statuses(h.take(), CALLER) == [100, 491]
+    [call] = h.b2bua.calls.values()
+    assert call.handing_on
 
 
 async def test_srtp_callers_are_refused_with_the_reason(tmp_path: Path) -> None:

@@ -27,8 +27,8 @@ def test_compose_file_validates_and_has_the_whole_lab() -> None:
     checked = compose("config", "-q")
     assert checked.returncode == 0, checked.stderr
     services = compose("config", "--services").stdout.split()
-    assert set(services) == {"certs", "dns", "lyncgate", "sip-endpoint", "kamailio", "coturn",
-                             "lync-sim"}
+    assert set(services) == {"certs", "dns", "lyncgate", "lyncgate2", "postgres",
+                             "sip-endpoint", "kamailio", "coturn", "lync-sim"}
 
 
 def test_the_lab_config_is_valid_and_routes_lync_calls_through_kamailio() -> None:
@@ -36,6 +36,16 @@ def test_the_lab_config_is_valid_and_routes_lync_calls_through_kamailio() -> Non
     [rule] = config.routing_rules
     assert rule.call_via == "kamailio" and rule.protocols == frozenset({"mssip"})
     assert config.tls.verify_mode == "on"
+
+
+def test_the_lab_nodes_are_one_cluster() -> None:
+    """Both lab nodes name the compose file's PostgreSQL, each with its own name and address."""
+    one, two = (load_file(DOCKER / "lab" / name, check_files=False)
+                for name in ("lyncgate.toml", "lyncgate2.toml"))
+    assert one.cluster is not None and two.cluster is not None
+    assert one.cluster.database == two.cluster.database
+    assert "@172.28.0.5:5432/" in one.cluster.database
+    assert (one.node.name, one.node.address) != (two.node.name, two.node.address)
 
 
 def test_the_call_the_lync_simulator_places_is_routed_by_the_lab_config() -> None:

@@ -42,7 +42,7 @@ from tests.kit.calls import (
     video_relayed,
     without_video,
 )
-from tests.kit.lync import LyncStream, StunServer
+from tests.kit.lync import LyncStream, StunServer, audio_answer
 from tests.kit.media import crypto, far_end, rtcp_sr, rtp
 from tests.kit.video import frames, lync_frames, lync_packets, paced, source_video
 from tests.peers import free_port
@@ -102,14 +102,8 @@ async def test_sip_phone_calls_a_lync_client_through_ice_and_srtp(event_pt: int)
     lync = aioice.Connection(ice_controlling=False, components=1, use_ipv6=False)
     await lync.gather_candidates()
     lync_key = os.urandom(30)
-    candidates = "".join(f"a={Candidate.from_aioice(c).attribute()}\r\n"
-                         for c in lync.local_candidates)
-    answer = (f"v=0\r\no=- 0 1 IN IP4 127.0.0.1\r\ns=session\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-              f"m=audio {lync.local_candidates[0].port} RTP/SAVP 9 {event_pt}\r\n"
-              f"a=ice-ufrag:{lync.local_username}\r\na=ice-pwd:{lync.local_password}\r\n"
-              f"{candidates}a=rtcp-mux\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"
-              f"{base64.b64encode(lync_key).decode()}|2^31\r\na=rtpmap:9 G722/8000\r\n"
-              f"a=rtpmap:{event_pt} telephone-event/8000\r\n")
+    answer = audio_answer(lync, lync_key, f"9 {event_pt}", "a=rtpmap:9 G722/8000\r\n"
+                          f"a=rtpmap:{event_pt} telephone-event/8000\r\n").decode()
     h.feed(make_response(out, 200, to_tag="lync", body=answer.encode(),
                          headers=(("Contact", "<sip:alice@127.0.0.1;transport=tls>"),),
                          content_type="application/sdp"), lync_peer)
@@ -207,14 +201,7 @@ async def lync_client_answers(h: Harness, out: Request, lync_peer: Peer
     await lync.gather_candidates()
     lync_key = os.urandom(30)
     offered = parse_sdp(out.body).media[0]
-    candidates = "".join(f"a={Candidate.from_aioice(c).attribute()}\r\n"
-                         for c in lync.local_candidates)
-    answer = (f"v=0\r\no=- 0 1 IN IP4 127.0.0.1\r\ns=session\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-              f"m=audio {lync.local_candidates[0].port} RTP/SAVP 9\r\n"
-              f"a=ice-ufrag:{lync.local_username}\r\na=ice-pwd:{lync.local_password}\r\n"
-              f"{candidates}a=rtcp-mux\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"
-              f"{base64.b64encode(lync_key).decode()}|2^31\r\na=rtpmap:9 G722/8000\r\n")
-    h.feed(make_response(out, 200, to_tag="lync", body=answer.encode(),
+    h.feed(make_response(out, 200, to_tag="lync", body=audio_answer(lync, lync_key),
                          headers=(("Contact", "<sip:alice@127.0.0.1;transport=tls>"),),
                          content_type="application/sdp"), lync_peer)
     lync.remote_username = offered.attribute("ice-ufrag")

@@ -168,3 +168,14 @@ class LyncStream:
     async def close(self) -> None:
         self._task.cancel()
         await self.agent.close()
+
+
+def audio_answer(agent: aioice.Connection, key: bytes, formats: str = "9",
+                 rtpmaps: str = "a=rtpmap:9 G722/8000\r\n") -> bytes:
+    """A Lync endpoint's (or A/V MCU's) SDP answer: one audio stream on `agent`, SRTP with
+    `key`, rtcp-mux."""
+    return (f"v=0\r\no=- 0 1 IN IP4 127.0.0.1\r\ns=session\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            f"m=audio {agent.local_candidates[0].port} RTP/SAVP {formats}\r\n"
+            f"a=ice-ufrag:{agent.local_username}\r\na=ice-pwd:{agent.local_password}\r\n"
+            f"{_candidates(agent)}a=rtcp-mux\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"
+            f"{base64.b64encode(key).decode()}|2^31\r\n{rtpmaps}").encode()

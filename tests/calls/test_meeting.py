@@ -1,0 +1,312 @@
+"""A SIP caller dialling `88<Conference ID>@gw.example.com` (a rule with target
+lync_meeting_direct) against a simulated Lync pool (tests/kit/focus.py): the look-up, the
+focus, the lobby, the A/V MCU, and every way the join or the call ends, each leaving
+nothing behind (no call, no dialog, no port) and the CDR's meeting column saying what
+happened."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+
+import aioice
+import pytest
+
+from gateway.calls.cdr import CdrStore
+from gateway.calls.meeting import LOBBY_LIMIT
+from gateway.calls.settings import NextHop
+from gateway.resolver.rfc3263 import Target
+from gateway.sip.message import Request, Response
+from gateway.transport.peer import Peer, Transport
+from ice.candidate import parse_candidate
+from ice.ports import PortAllocator
+from sdp.parse import parse_sdp
+from tests.kit.calls import CALLER, Harness, invite_with, phone, sdp_body
+from tests.kit.focus import FOCUS, MCU, Focus, pump
+from tests.kit.lync import LyncStream, audio_answer
+from tests.kit.media import rtp
+from tests.peers import free_port
+
+POOL = Target(Transport.UDP, "pool.contoso.com", "198.51.100.7", 5061)
+POOL_PEER = Peer(Transport.UDP, POOL.address, POOL.port)
+RULES = """
+[[lync_servers]]
+name = "pool"
+address = "198.51.100.7"
+port = 5061
+transport = "tcp"
+
+[[routing_rules]]
+name = "Lync meeting direct"
+priority = 10
+protocols = ["sip"]
+match = '88(\\w+)@gw\\.example\\.com'
+replace = '\\1'
+target = "lync_meeting_direct"
+outgoing_protocol = "mssip"
+call_via = "pool"
+"""
+
+
+def harness(tmp_path: Path, ports: PortAllocator | None = None) -> Harness:
+    h = Harness([POOL], cdrs=CdrStore(tmp_path / "cdr.sqlite3"), ports=ports,
+                address="127.0.0.1" if ports else "203.0.113.5", rules=RULES)
+    h.configure(next_hops={"pool": NextHop(POOL.address, POOL.port, Transport.UDP)},
+                mssip_domain_default="vc.example.com")
+    return h
+
+
+async def dial(h: Harness, focus: Focus, conference_id: str = "4711",
+               body: bytes = sdp_body(5004)) -> None:
+    h.feed(invite_with(body, user=f"88{conference_id}"), CALLER)
+    for _ in range(30):
+        await h.settle()
+    pump(h, focus, POOL_PEER)
+
+
+def to_caller(h: Harness) -> list[Response | Request]:
+    sent = h.take()
+    assert all(p == CALLER for _, p in sent), [(m, p) for m, p in sent]
+    return [m for m, _ in sent]  # type: ignore[misc]
+
+
+def meeting_cdr(h: Harness) -> dict[str, object]:
+    assert h.cdrs is not None and h.cdrs.flush()
+    [row] = h.cdrs.recent(1)
+    assert isinstance(row["meeting"], str)
+    return dict(json.loads(row["meeting"]))
+
+
+def left_nothing(h: Harness) -> None:
+    ctx = h.b2bua.ctx
+    assert not ctx.calls and not ctx.by_dialog
+    assert ctx.deadlines.next() is None
+
+
+def assert_left_focus(focus: Focus) -> None:
+    """BYE on the focus dialog and the subscription ended (Expires: 0)."""
+    assert "BYE" in focus.methods()
+    unsubscribe = [m for m in focus.got if m.method == "SUBSCRIBE"][-1]
+    assert unsubscribe.get("Expires") == "0"
+
+
+async def test_unknown_conference_id_is_404_and_the_answer_is_cached(tmp_path: Path) -> None:
+    """The pool's 'conferenceDoesNotExist' is the caller's 404 with the reason; a redial
+    within the cache's time costs no second look-up."""
+    h, focus = harness(tmp_path), Focus()
+    await dial(h, focus, "999")
+    [final] = [m for m in to_caller(h) if isinstance(m, Response) and m.status >= 200]
+    assert final.status == 404 and "Conference ID 999" in final.reason
+    assert focus.methods() == ["SERVICE"]
+    assert b'conference-id="999"' in focus.got[0].body
+    assert focus.got[0].get("Content-Type") == "application/cccp+xml"
+    assert meeting_cdr(h)["outcome"] == "not found"
+    left_nothing(h)
+    await dial(h, focus, "999")
+    assert [m.status for m in to_caller(h) if isinstance(m, Response)][-1] == 404
+    assert focus.methods() == ["SERVICE"]
+
+
+async def test_direct_dial_joins_focus_and_mcu(tmp_path: Path) -> None:
+    """SERVICE, INVITE with addUser to the focus, SUBSCRIBE conference, INFO addUser for
+    the MCU named in the conference-info, then the INVITE to the MCU; its 2xx answers the
+    caller; the caller's BYE leaves the MCU, the focus and the subscription."""
+    h, focus = harness(tmp_path), Focus()
+    await dial(h, focus)
+    assert focus.methods() == ["SERVICE", "INVITE", "ACK", "SUBSCRIBE", "INFO", "INVITE"]
+    focus_invite = focus.got[1]
+    assert focus_invite.uri == FOCUS and b"<addUser>" in focus_invite.body
+    assert focus_invite.get("From").startswith("<sip:bob@vc.example.com>")
+    assert focus.got[3].get("Event") == "conference"
+    assert MCU.encode() in focus.got[4].body and b"dialed-in" in focus.got[4].body
+    assert focus.mcu_invite is not None and focus.mcu_invite.uri == MCU
+    assert focus.notifies[0][1] == 200
+    h.feed(focus.answer_mcu(200, sdp_body(6000)), POOL_PEER)
+    pump(h, focus, POOL_PEER)
+    assert [m.status for m in to_caller(h) if isinstance(m, Response)][-1] == 200
+    ok = [m for m in focus.got if m.method == "ACK"]
+    assert len(ok) == 2  # the focus's 2xx and the MCU's
+    h.feed(_bye_from_caller(h), CALLER)
+    pump(h, focus, POOL_PEER)
+    assert [m.uri for m in focus.got if m.method == "BYE"] == [MCU, FOCUS]
+    assert_left_focus(focus)
+    assert meeting_cdr(h) == {"conference_id": "4711", "focus": FOCUS, "lobby_seconds": 0.0,
+                              "outcome": "joined"}
+    left_nothing(h)
+
+
+async def test_lobby_admit(tmp_path: Path) -> None:
+    """A pending addUser holds the caller (ringing) until the conference-info says it is
+    connected; then the MCU is asked for and called; the CDR has the lobby time."""
+    h, focus = harness(tmp_path), Focus(lobby=True)
+    await dial(h, focus)
+    assert focus.methods() == ["SERVICE", "INVITE", "ACK", "SUBSCRIBE"]
+    h.tick(2.5)
+    assert [m.status for m in to_caller(h) if isinstance(m, Response)] == [100, 180]
+    h.now = 12.0
+    h.feed(focus.admit(), POOL_PEER)
+    pump(h, focus, POOL_PEER)
+    assert focus.methods()[-2:] == ["INFO", "INVITE"]
+    h.feed(focus.answer_mcu(200, sdp_body(6000)), POOL_PEER)
+    pump(h, focus, POOL_PEER)
+    h.feed(focus.mcu_bye(), POOL_PEER)  # the MCU hangs up: the caller is told BYE
+    pump(h, focus, POOL_PEER)
+    assert any(isinstance(m, Request) and m.method == "BYE" for m in to_caller(h))
+    assert_left_focus(focus)
+    record = meeting_cdr(h)
+    assert record["lobby_seconds"] == 12.0 and record["outcome"] == "joined"
+    left_nothing(h)
+
+
+async def test_lobby_refuse_and_lobby_timeout(tmp_path: Path) -> None:
+    """Sent away from the lobby: 403 to the caller; never let in: 480 after LOBBY_LIMIT.
+    Both leave the focus."""
+    h, focus = harness(tmp_path), Focus(lobby=True)
+    await dial(h, focus)
+    h.feed(focus.refuse(), POOL_PEER)
+    pump(h, focus, POOL_PEER)
+    assert [m.status for m in to_caller(h) if isinstance(m, Response)][-1] == 403
+    assert_left_focus(focus)
+    assert meeting_cdr(h)["outcome"] == "refused in the lobby"
+    left_nothing(h)
+
+    (tmp_path / "second").mkdir()
+    h2, focus2 = harness(tmp_path / "second"), Focus(lobby=True)
+    await dial(h2, focus2)
+    h2.tick(LOBBY_LIMIT + 1)
+    pump(h2, focus2, POOL_PEER)
+    final = [m for m in to_caller(h2) if isinstance(m, Response)][-1]
+    assert final.status == 480 and "lobby" in final.reason
+    assert_left_focus(focus2)
+    left_nothing(h2)
+
+
+async def test_mcu_that_never_answers(tmp_path: Path) -> None:
+    """The MCU's INVITE times out (Timer B): 408 to the caller, the focus left."""
+    h, focus = harness(tmp_path), Focus()
+    await dial(h, focus)
+    assert focus.mcu_invite is not None
+    for t in range(1, 40):
+        h.tick(float(t))
+        pump(h, focus, POOL_PEER)
+    final = [m for m in to_caller(h) if isinstance(m, Response)][-1]
+    assert final.status == 408
+    assert_left_focus(focus)
+    left_nothing(h)
+
+
+async def test_focus_ends_the_meeting(tmp_path: Path) -> None:
+    """A BYE on the focus dialog ends the call: BYE to the caller and the MCU."""
+    h, focus = harness(tmp_path), Focus()
+    await dial(h, focus)
+    h.feed(focus.answer_mcu(200, sdp_body(6000)), POOL_PEER)
+    pump(h, focus, POOL_PEER)
+    to_caller(h)
+    h.feed(focus.bye(), POOL_PEER)
+    pump(h, focus, POOL_PEER)
+    assert any(isinstance(m, Request) and m.method == "BYE" for m in to_caller(h))
+    assert [m.uri for m in focus.got if m.method == "BYE"] == [MCU]
+    assert meeting_cdr(h)["outcome"] == "ended by the meeting"
+    left_nothing(h)
+
+
+@pytest.mark.parametrize("body", [
+    b"<response xmlns='urn:ietf:params:xml:ns:cccp'><getConference/>",  # cut short
+    b'<!DOCTYPE x [<!ENTITY a "aaaa">]><response/>',  # a DTD
+    b"<response xmlns='urn:ietf:params:xml:ns:cccp' code='success' requestId='1'>"
+    b"<getConference/></response>",  # no focus in it
+])
+async def test_malformed_lookup_answer_is_502(tmp_path: Path, body: bytes) -> None:
+    h, focus = harness(tmp_path), Focus(lookup_body=body)
+    await dial(h, focus)
+    final = [m for m in to_caller(h) if isinstance(m, Response)][-1]
+    assert final.status == 502 and "malformed" in final.reason
+    assert focus.methods() == ["SERVICE"]
+    left_nothing(h)
+
+
+async def test_notify_flood_and_a_malformed_notify_in_the_meeting(tmp_path: Path) -> None:
+    """Repeats of a version already seen are answered 200 and change nothing; an unreadable
+    conference-info in a joined call is 400, and the call goes on."""
+    h, focus = harness(tmp_path), Focus()
+    await dial(h, focus)
+    h.feed(focus.answer_mcu(200, sdp_body(6000)), POOL_PEER)
+    pump(h, focus, POOL_PEER)
+    [call] = h.b2bua.calls.values()
+    assert call.meeting is not None and call.meeting.roster is not None
+    version = call.meeting.roster.version
+    first = focus.notifies[0][0].body
+    for _ in range(200):
+        h.feed(focus.notify(first), POOL_PEER)
+        pump(h, focus, POOL_PEER)
+    assert {status for _, status in focus.notifies[1:]} == {200}
+    assert call.meeting.roster.version == version
+    h.feed(focus.notify(b"<conference-info"), POOL_PEER)
+    pump(h, focus, POOL_PEER)
+    assert focus.notifies[-1][1] == 400 and call.connected
+
+
+async def test_audio_flows_both_ways_through_the_mcu(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The MCU's media side is an ICE agent with SRTP (as a Lync endpoint): the caller's
+    RTP reaches it and its RTP reaches the caller."""
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6:
+                        ["127.0.0.1"])
+    base = free_port()
+    ports = PortAllocator(base, base + 40)
+    phone_sock, phone_rx, phone_port = await phone()
+    h, focus = harness(tmp_path, ports), Focus()
+    await dial(h, focus, body=sdp_body(phone_port))
+    assert focus.mcu_invite is not None
+    offered = parse_sdp(focus.mcu_invite.body).media[0]
+    mcu = aioice.Connection(ice_controlling=False, components=1, use_ipv6=False)
+    await mcu.gather_candidates()
+    key = os.urandom(30)
+    answer = audio_answer(mcu, key)
+    h.feed(focus.answer_mcu(200, answer), POOL_PEER)
+    pump(h, focus, POOL_PEER)
+    ok = [m for m in to_caller(h) if isinstance(m, Response)][-1]
+    relay_port = parse_sdp(ok.body).media[0].port
+    mcu.remote_username = offered.attribute("ice-ufrag")
+    mcu.remote_password = offered.attribute("ice-pwd")
+    for value in offered.attributes("candidate"):
+        await mcu.add_remote_candidate(parse_candidate(value).to_aioice())
+    await mcu.add_remote_candidate(None)
+    await asyncio.wait_for(mcu.connect(), 10)
+    for _ in range(100):  # the second offer (remote-candidates) goes to the MCU
+        await asyncio.sleep(0.02)
+        pump(h, focus, POOL_PEER)
+        if focus.mcu_invite.get("CSeq").startswith("2 "):
+            break
+    assert "remote-candidates" in focus.mcu_invite.body.decode()
+    h.feed(focus.answer_mcu(200, answer), POOL_PEER)
+    pump(h, focus, POOL_PEER)
+    stream = LyncStream(mcu, key, offered)
+    phone_sock.sendto(rtp(1, pt=9, ssrc=5), ("127.0.0.1", relay_port))
+    for _ in range(100):
+        if stream.rtp:
+            break
+        await asyncio.sleep(0.02)
+    assert stream.rtp == [rtp(1, pt=9, ssrc=5)]
+    await stream.send(rtp(2, pt=9, ssrc=6))
+    assert await asyncio.wait_for(phone_rx.got.get(), 5) == rtp(2, pt=9, ssrc=6)
+    h.feed(_bye_from_caller(h), CALLER)
+    pump(h, focus, POOL_PEER)
+    assert_left_focus(focus)
+    await stream.close()
+    phone_sock.close()
+    for task in h.tasks:
+        await task
+    assert ports.in_use == set()
+
+
+def _bye_from_caller(h: Harness) -> bytes:
+    [call] = h.b2bua.calls.values()
+    return ("BYE sip:gw@203.0.113.5 SIP/2.0\r\n"
+            "Via: SIP/2.0/UDP 192.0.2.10:5062;branch=z9hG4bK-bye1;rport\r\n"
+            "From: \"Bob\" <sip:bob@example.org>;tag=caller\r\n"
+            "To: <sip:884711@gw.example.com>;tag={tag}\r\nCall-ID: in-call-1\r\n"
+            "CSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+            ).replace("{tag}", call.in_tag).encode()

@@ -269,8 +269,12 @@ def _focus_answered(ctx: Context, call: Call, answer: Response, now: float,
     ctx.by_dialog[(dialog.call_id, dialog.local_tag)] = call
     events = TransactionLayer.send_stateless(dialog.ack(_via(ctx, meeting)), _peer(meeting))
     # From here on the focus dialog is ours to end: a malformed addUser answer still
-    # leaves with a BYE (fail -> leave).
-    if c3p.admission(c3p.read_response(answer.body)) == "lobby":
+    # leaves with a BYE (fail -> leave), after the ACK.
+    try:
+        admission = c3p.admission(c3p.read_response(answer.body))
+    except ConferencingError as exc:
+        return events + _refused(ctx, call, exc, now, core)
+    if admission == "lobby":
         _enter_lobby(ctx, call, now)
     else:
         meeting.admitted = True

@@ -227,6 +227,36 @@ async def test_malformed_lookup_answer_is_502(tmp_path: Path, body: bytes) -> No
     left_nothing(h)
 
 
+async def test_malformed_add_user_answer_is_502_and_the_focus_is_left(tmp_path: Path
+                                                                       ) -> None:
+    """The focus's 2xx carries C3P we cannot read: its dialog is ACKed and ended with BYE,
+    the caller gets 502."""
+    h, focus = harness(tmp_path), Focus(add_user_body=b"<response><addUser>")
+    await dial(h, focus)
+    final = [m for m in to_caller(h) if isinstance(m, Response)][-1]
+    assert final.status == 502 and "malformed C3P response" in final.reason
+    assert focus.methods() == ["SERVICE", "INVITE", "ACK", "BYE"]
+    left_nothing(h)
+
+
+async def test_lookup_failures(tmp_path: Path) -> None:
+    """The pool's own failure (otherFailure) is 503; a SERVICE nobody answers is 504."""
+    failing = b"<response xmlns='urn:ietf:params:xml:ns:cccp' code='failure' requestId='1' " \
+        b"reason='otherFailure'><getConference/></response>"
+    h, focus = harness(tmp_path), Focus(lookup_body=failing)
+    await dial(h, focus)
+    assert [m.status for m in to_caller(h) if isinstance(m, Response)][-1] == 503
+    (tmp_path / "second").mkdir()
+    h2, silent = harness(tmp_path / "second"), Focus(lookup_silent=True)
+    await dial(h2, silent)
+    for t in range(1, 40):
+        h2.tick(float(t))
+        pump(h2, silent, POOL_PEER)
+    final = [m for m in to_caller(h2) if isinstance(m, Response)][-1]
+    assert final.status == 504 and "did not answer the lookup" in final.reason
+    left_nothing(h2)
+
+
 async def test_notify_flood_and_a_malformed_notify_in_the_meeting(tmp_path: Path) -> None:
     """Repeats of a version already seen are answered 200 and change nothing; an unreadable
     conference-info in a joined call is 400, and the call goes on."""

@@ -64,12 +64,14 @@ def _uri(name_addr: str) -> str:
 @dataclass
 class Focus:
     """The pool. `meetings`: Conference ID -> focus URI. `lobby`: callers wait to be let in
-    (`admit` / `refuse`). `lookup_body`: a SERVICE answer body instead of the real one (a
-    malformed document, say)."""
+    (`admit` / `refuse`). `lookup_body`, `add_user_body`: an answer body instead of the
+    real one (a malformed document, say); `lookup_silent`: the SERVICE is never answered."""
 
     meetings: dict[str, str] = field(default_factory=lambda: {"4711": FOCUS})
     lobby: bool = False
     lookup_body: bytes | None = None
+    add_user_body: bytes | None = None
+    lookup_silent: bool = False
     got: list[Sip] = field(default_factory=list)  # every request the pool received
     mcu_invite: Sip | None = None  # the newest INVITE to the MCU, for the test to answer
     notifies: list[tuple[Sip, int]] = field(default_factory=list)  # NOTIFYs and answers
@@ -97,6 +99,8 @@ class Focus:
     def _on_service(self, request: Sip) -> list[bytes]:
         conference_id = re.search(rb'conference-id="([^"]*)"', request.body)
         request_id = _request_id(request.body)
+        if self.lookup_silent:
+            return []
         if self.lookup_body is not None:
             body = self.lookup_body
         elif conference_id and conference_id.group(1).decode() in self.meetings:
@@ -114,8 +118,8 @@ class Focus:
             return []
         self._me = _uri(request.get("From"))
         code = "pending" if self.lobby else "success"
-        return [self._answer(request, 200, self._add_user(request.body, code, FOCUS),
-                             "application/cccp+xml", tag="focus")]
+        body = self.add_user_body or self._add_user(request.body, code, FOCUS)
+        return [self._answer(request, 200, body, "application/cccp+xml", tag="focus")]
 
     def _on_info(self, request: Sip) -> list[bytes]:
         code = "pending" if self.lobby else "success"

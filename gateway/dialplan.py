@@ -99,8 +99,9 @@ def describe_meeting(decision: Decision, config: Config) -> dict[str, str | None
         said = (f"Conference ID {destination}, but no Lync server to look it up on (set the "
                 "rule's call_via or the location's lync_server)")
     else:
-        said = (f"Conference ID {destination}, looked up on Lync server {server!r}; joining "
-                "the meeting is not built yet, so the call is refused")
+        said = (f"Conference ID {destination}, looked up on Lync server {server!r}; the "
+                "caller joins the meeting's audio/video (through its lobby when the meeting "
+                "has one), or gets 404 when the server knows no such meeting")
     return {"conference_id": destination if is_conference_id(destination) else None,
             "lookup_server": server, "meeting": said}
 

@@ -68,13 +68,13 @@ def test_a_conference_id_route_names_the_id_and_the_lookup_server(
     guide_file: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The guide's rule 50: the rewrite leaves the Conference ID, looked up on the rule's
-    Lync server; the words say the join itself is not built."""
+    Lync server; the words say the caller joins the meeting, or gets 404."""
     assert main(["dialplan", "sip:88572450@example.com", "--config", guide_file, "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert (out["conference_id"], out["lookup_server"]) == ("572450", "eu-lyncpool")
     assert main(["dialplan", "sip:88572450@example.com", "--config", guide_file]) == 0
-    assert ("meeting:  Conference ID 572450, looked up on Lync server 'eu-lyncpool'; joining "
-            "the meeting is not built yet" in capsys.readouterr().out)
+    assert ("meeting:  Conference ID 572450, looked up on Lync server 'eu-lyncpool'; the "
+            "caller joins the meeting's audio/video" in capsys.readouterr().out)
 
 
 def test_a_rewrite_that_is_no_conference_id_is_said_to_404(

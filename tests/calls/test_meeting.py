@@ -20,12 +20,11 @@ from gateway.calls.settings import NextHop
 from gateway.resolver.rfc3263 import Target
 from gateway.sip.message import Request, Response
 from gateway.transport.peer import Peer, Transport
-from ice.candidate import parse_candidate
 from ice.ports import PortAllocator
 from sdp.parse import parse_sdp
 from tests.kit.calls import CALLER, Harness, invite_with, phone, sdp_body
 from tests.kit.focus import FOCUS, MCU, Focus, pump
-from tests.kit.lync import LyncStream, audio_answer
+from tests.kit.lync import LyncStream, audio_answer, connect_to_offer
 from tests.kit.media import rtp
 from tests.peers import free_port
 
@@ -290,7 +289,6 @@ async def test_audio_flows_both_ways_through_the_mcu(tmp_path: Path,
     h, focus = harness(tmp_path, ports), Focus()
     await dial(h, focus, body=sdp_body(phone_port))
     assert focus.mcu_invite is not None
-    offered = parse_sdp(focus.mcu_invite.body).media[0]
     mcu = aioice.Connection(ice_controlling=False, components=1, use_ipv6=False)
     await mcu.gather_candidates()
     key = os.urandom(30)
@@ -299,12 +297,7 @@ async def test_audio_flows_both_ways_through_the_mcu(tmp_path: Path,
     pump(h, focus, POOL_PEER)
     ok = [m for m in to_caller(h) if isinstance(m, Response)][-1]
     relay_port = parse_sdp(ok.body).media[0].port
-    mcu.remote_username = offered.attribute("ice-ufrag")
-    mcu.remote_password = offered.attribute("ice-pwd")
-    for value in offered.attributes("candidate"):
-        await mcu.add_remote_candidate(parse_candidate(value).to_aioice())
-    await mcu.add_remote_candidate(None)
-    await asyncio.wait_for(mcu.connect(), 10)
+    offered = await connect_to_offer(mcu, focus.mcu_invite.body)
     for _ in range(100):  # the second offer (remote-candidates) goes to the MCU
         await asyncio.sleep(0.02)
         pump(h, focus, POOL_PEER)

@@ -24,7 +24,7 @@ import trustme
 from aioice import stun
 
 from tests.daemon.harness import Daemon, committed_cdrs
-from tests.kit.nodes import BASE, RULES
+from tests.kit.nodes import BASE, RULES, mutual_tls_node
 from tests.peers import SCENARIOS, dnsmasq, free_port, need, sipp, stunnel
 
 pytestmark = pytest.mark.peer
@@ -393,18 +393,8 @@ def lync_lab(lab: contextlib.ExitStack, tmp_path: Path, candidate_port: int | No
     fepool.lync.test. The UAS answers with `candidate` (default: a host candidate on
     `candidate_port`), its scenario changed by `fill`. `verify` turns the gateway's own
     certificate checks on."""
-    ca = trustme.CA()
-    node = ca.issue_cert("gw.example.com")
-    node.cert_chain_pems[0].write_to_path(tmp_path / "node.pem")
-    node.private_key_pem.write_to_path(tmp_path / "node.key")
-    ca.cert_pem.write_to_path(tmp_path / "ca.pem")
-    ca.issue_cert("fepool.lync.test").private_key_and_cert_chain_pem.write_to_path(
-        tmp_path / "lync.pem")
     stunnel_port, uas_port = free_port(), free_port()
-    text = BASE.replace('verify_mode = "off"', (
-        f'verify_mode = "{"on" if verify else "off"}"\ncertificate = "{tmp_path / "node.pem"}"\n'
-        f'private_key = "{tmp_path / "node.key"}"\ntrusted_ca = "{tmp_path / "ca.pem"}"'
-    )) + f"""
+    text = mutual_tls_node(tmp_path, verify=verify) + f"""
 [global]
 mssip_domain = "vc.example.com"
 {f'dns_server = "127.0.0.1:{dns_port}"' if dns_port else ""}

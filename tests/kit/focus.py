@@ -72,6 +72,7 @@ class Focus:
     lookup_body: bytes | None = None
     add_user_body: bytes | None = None
     lookup_silent: bool = False
+    via: str = "SIP/2.0/UDP 198.51.100.7:5061"  # how the pool's own requests say it sent them
     got: list[Sip] = field(default_factory=list)  # every request the pool received
     mcu_invite: Sip | None = None  # the newest INVITE to the MCU, for the test to answer
     notifies: list[tuple[Sip, int]] = field(default_factory=list)  # NOTIFYs and answers
@@ -152,7 +153,7 @@ class Focus:
         assert subscribe is not None
         self.notifies.append((Sip("NOTIFY", [], document), 0))
         return write(f"NOTIFY {_uri(subscribe.get('Contact'))} SIP/2.0", [
-            ("Via", f"SIP/2.0/UDP 198.51.100.7:5061;branch=z9hG4bK-n{next(self._tags)}"),
+            ("Via", f"{self.via};branch=z9hG4bK-n{next(self._tags)}"),
             ("Max-Forwards", "70"),
             ("From", f"<{FOCUS}>;tag={self._focus_tag}"), ("To", subscribe.get("From")),
             ("Call-ID", subscribe.get("Call-ID")), ("CSeq", f"{next(self._cseq)} NOTIFY"),
@@ -164,7 +165,7 @@ class Focus:
         """The focus ends the caller's place in the meeting (BYE on the focus dialog)."""
         invite = next(m for m in self.got if m.method == "INVITE" and m.uri == FOCUS)
         return write(f"BYE {_uri(invite.get('Contact'))} SIP/2.0", [
-            ("Via", "SIP/2.0/UDP 198.51.100.7:5061;branch=z9hG4bK-fbye"),
+            ("Via", f"{self.via};branch=z9hG4bK-fbye"),
             ("Max-Forwards", "70"), ("From", f"<{FOCUS}>;tag=focus"),
             ("To", invite.get("From")), ("Call-ID", invite.get("Call-ID")),
             ("CSeq", "1 BYE")])
@@ -179,7 +180,7 @@ class Focus:
         invite = self.mcu_invite
         assert invite is not None
         return write(f"BYE {_uri(invite.get('Contact'))} SIP/2.0", [
-            ("Via", "SIP/2.0/UDP 198.51.100.7:5061;branch=z9hG4bK-mbye"),
+            ("Via", f"{self.via};branch=z9hG4bK-mbye"),
             ("Max-Forwards", "70"), ("From", f"<{MCU}>;tag=mcu"),
             ("To", invite.get("From")), ("Call-ID", invite.get("Call-ID")), ("CSeq", "9 BYE")])
 

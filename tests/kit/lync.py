@@ -15,10 +15,11 @@ import aioice
 from aioice import stun
 
 from gateway.transport.peer import Peer
-from ice.candidate import Candidate
+from ice.candidate import Candidate, parse_candidate
 from ice.ports import PortAllocator
 from ice.session import TurnSettings
 from sdp.model import Media
+from sdp.parse import parse_sdp
 from tests.kit.media import far_end
 
 
@@ -179,3 +180,16 @@ def audio_answer(agent: aioice.Connection, key: bytes, formats: str = "9",
             f"a=ice-ufrag:{agent.local_username}\r\na=ice-pwd:{agent.local_password}\r\n"
             f"{_candidates(agent)}a=rtcp-mux\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"
             f"{base64.b64encode(key).decode()}|2^31\r\n{rtpmaps}").encode()
+
+
+async def connect_to_offer(agent: aioice.Connection, offer: bytes) -> Media:
+    """ICE from a Lync endpoint's `agent` (controlled) against the first stream of the
+    gateway's `offer`, until a pair is selected; that stream is returned."""
+    offered = parse_sdp(offer).media[0]
+    agent.remote_username = offered.attribute("ice-ufrag")
+    agent.remote_password = offered.attribute("ice-pwd")
+    for value in offered.attributes("candidate"):
+        await agent.add_remote_candidate(parse_candidate(value).to_aioice())
+    await agent.add_remote_candidate(None)
+    await asyncio.wait_for(agent.connect(), 10)
+    return offered

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import trustme
 from prometheus_client.parser import text_string_to_metric_families
 
 
@@ -15,6 +18,24 @@ def loopback_node(fqdn: str = "gw.example.com", *, name: str = "test-node",
 
 
 BASE = loopback_node() + '\n[tls]\nverify_mode = "off"\n'
+
+
+def mutual_tls_node(folder: Path, *, verify: bool = False) -> str:
+    """BASE with a certificate for gw.example.com from a test CA (`folder`/ca.pem, which
+    the node trusts), and `folder`/lync.pem for the Lync pool's end of mutual TLS
+    (fepool.lync.test, the same CA). `verify` turns the node's own certificate checks on."""
+    ca = trustme.CA()
+    node = ca.issue_cert("gw.example.com")
+    node.cert_chain_pems[0].write_to_path(folder / "node.pem")
+    node.private_key_pem.write_to_path(folder / "node.key")
+    ca.cert_pem.write_to_path(folder / "ca.pem")
+    ca.issue_cert("fepool.lync.test").private_key_and_cert_chain_pem.write_to_path(
+        folder / "lync.pem")
+    return BASE.replace('verify_mode = "off"', (
+        f'verify_mode = "{"on" if verify else "off"}"\ncertificate = "{folder / "node.pem"}"\n'
+        f'private_key = "{folder / "node.key"}"\ntrusted_ca = "{folder / "ca.pem"}"'))
+
+
 RULES = """
 [[routing_rules]]
 name = "endpoints"

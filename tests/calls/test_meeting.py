@@ -182,6 +182,19 @@ async def test_lobby_refuse_and_lobby_timeout(tmp_path: Path) -> None:
     left_nothing(h2)
 
 
+async def test_caller_gives_up_in_the_lobby(tmp_path: Path) -> None:
+    """A CANCEL while the lobby holds the caller: 487, and the focus is left."""
+    h, focus = harness(tmp_path), Focus(lobby=True)
+    await dial(h, focus)
+    h.feed(invite_with(sdp_body(5004), user="884711").replace(b"INVITE sip:", b"CANCEL sip:", 1)
+           .replace(b"CSeq: 1 INVITE", b"CSeq: 1 CANCEL"), CALLER)
+    pump(h, focus, POOL_PEER)
+    assert 487 in [m.status for m in to_caller(h) if isinstance(m, Response)]
+    assert_left_focus(focus)
+    assert meeting_cdr(h)["outcome"] == "lobby"
+    left_nothing(h)
+
+
 async def test_mcu_that_never_answers(tmp_path: Path) -> None:
     """The MCU's INVITE times out (Timer B): 408 to the caller, the focus left."""
     h, focus = harness(tmp_path), Focus()

@@ -96,11 +96,12 @@ def targets_now(ctx: Context, call: Call) -> tuple[SipUri, list[Target] | None]:
     rule = call.decision.rule
     if rule is not None and rule.target in ("registered_or_external", "registered_only"):
         aor = aor_of(uri)
-        bindings = ctx.registrar.bindings(aor) if ctx.registrar and aor else []
-        if bindings:
-            # A registered device: its newest binding, where its REGISTER came from.
-            call.target_uri = bindings[0].contact
-            return uri, [Target(b.peer.transport, b.host, b.host, b.port) for b in bindings]
+        routes = ctx.registrar.routes(aor) if ctx.registrar and aor else []
+        if routes:
+            # A registered device: its newest binding, over its flow (through the cluster
+            # node holding it, when another does).
+            call.target_uri = routes[0][0].contact
+            return uri, [target for _, target in routes]
         if rule.target == "registered_only":
             raise SipRequestError(480, f"{aor or call.target_uri} is not registered")
     settings = call.settings

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from gateway import logs
 from gateway.calls import digest
 from gateway.config.schema import Device
+from gateway.resolver.rfc3263 import Target
 from gateway.sip.errors import SipParseError
 from gateway.sip.message import Request, make_response
 from gateway.sip.transaction_layer import Event
@@ -106,6 +107,11 @@ class BindingStore:
         if not held:
             self._by_aor.pop(aor, None)
 
+    def route(self, binding: Binding) -> Target | None:
+        """Where a call to `binding` goes: where its REGISTER came from (the device's flow).
+        A cluster's store sends another node's devices through that node, or nowhere."""
+        return Target(binding.peer.transport, binding.host, binding.host, binding.port)
+
     def purge(self, now: float) -> None:
         self.db.execute("DELETE FROM binding WHERE expires_at <= ?", (now,))
         for aor in list(self._by_aor):
@@ -153,6 +159,12 @@ class Registrar:
 
     def bindings(self, aor: str) -> list[Binding]:
         return self.store.lookup(aor, self.clock())
+
+    def routes(self, aor: str) -> list[tuple[Binding, Target]]:
+        """The live bindings of `aor` a call can reach, newest first, each with where the
+        call goes."""
+        return [(b, target) for b in self.bindings(aor)
+                if (target := self.store.route(b)) is not None]
 
     def register(self, request: Request, txn: ServerTransaction, peer: Peer, now: float,
                  core: Endpoint) -> list[Event]:

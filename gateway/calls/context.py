@@ -76,6 +76,9 @@ class Context:
             return True
         if due is Due.ENTRY:
             return call.reception is not None and call.reception.entry_until == deadline
+        if due is Due.LEG:
+            return call.handing_on and call.reception is not None and (
+                call.reception.leg_until == deadline)
         timer = call.leg(TIMER_ROLE[due]).timer
         return timer is not None and timer.deadline() == deadline
 

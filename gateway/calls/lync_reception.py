@@ -2,7 +2,11 @@
 offered) and SRTP as for any Lync call (`ice_side`), but the other end of the audio stream
 is the reception itself, prompts out and keypad in (`prompter`), through the relay's core
 so that SRTP, checks and counters are the relay's own. Audio only: Lync's video and
-application sharing are refused in the answer."""
+application sharing are refused in the answer.
+
+A caller that takes no REFER is handed on by a leg of ours (`reception_leg`): its ICE
+session and SRTP are handed over to that leg's media (`lync_onward`), which relays them to
+the callee once it answers."""
 
 from __future__ import annotations
 
@@ -12,15 +16,20 @@ from pathlib import Path
 from typing import Any
 
 from gateway.calls.ice_side import LYNC_ENCRYPTION, IceSide, set_remote
-from gateway.calls.media_side import Body
+from gateway.calls.lync_onward import LyncOnward
+from gateway.calls.media_side import Body, MediaSide
 from gateway.calls.prompter import Prompted, Prompter
 from gateway.calls.reception_side import chosen
+from gateway.calls.settings import CallSettings
 from gateway.media.call import CallMedia
 from gateway.media.endpoints import IceMedia
 from gateway.media.relay import Side, StreamRelay
 from gateway.media.srtp import SrtpContext
+from gateway.sip.message import Request
 from ice.errors import IceError
 from ice.ports import PortAllocator
+from ice.session import IceSession
+from routing.engine import Decision
 from sdp.errors import NotAcceptable
 from sdp.model import Media, SessionDescription
 from sdp.offer_answer import Answer, Codec, MediaPlan, answer
@@ -34,6 +43,8 @@ SPOKEN = [Codec("G722", 8000), Codec("PCMU", 8000), Codec("PCMA", 8000),
 class LyncReception(Prompted, IceSide):
     controlling = False  # Lync offered
     negotiated: Answer | None = None
+    index = 0  # Lync's audio stream, among its offer's m= lines
+    lync: Side | None = None  # where the relay sends Lync's audio, with Lync's SRTP
 
     def __init__(self, offer: SessionDescription, ports: PortAllocator, address: str, *,
                  static_nat: str, media_timeout: float, call_id: str,
@@ -89,15 +100,38 @@ class LyncReception(Prompted, IceSide):
                 relay.from_a(data, rtcp)
 
         lync = IceMedia(session, received)
-        relay = StreamRelay("audio", Side(
+        self.index, self.lync = index, Side(
             "lync", lync.send,
             None if stream.remote_crypto is None else SrtpContext(stream.remote_crypto,
                                                                   inbound=True),
             None if stream.local_crypto is None else SrtpContext(stream.local_crypto,
-                                                                 inbound=False)),
-            Side("reception", self.prompter.keypad), clock=loop.time)
+                                                                 inbound=False))
+        relay = StreamRelay("audio", self.lync, Side("reception", self.prompter.keypad),
+                            clock=loop.time)
         self.media = CallMedia([relay], timeout=self.media_timeout)
         self.prompter.start(relay.from_b, payload_type, codec, events)
+
+    @property
+    def offered_audio(self) -> Media:
+        """Lync's audio stream as it offered it (its own numbering)."""
+        return self.streams.media[self.index]
+
+    def onward(self, request: Request, decision: Decision, settings: CallSettings,
+               ports: PortAllocator, seen_by_caller: str) -> MediaSide:
+        """The media of a leg of ours for this caller: Lync's stream, relayed to it."""
+        return LyncOnward(self, ports, self.address, encryption=settings.encryption,
+                          media_timeout=self.media_timeout)
+
+    def hand_over(self) -> tuple[IceSession, Side]:
+        """Lync's stream for the relay toward the callee: the prompts stop, and its ICE
+        session (with the Side that holds Lync's SRTP) is no longer the reception's to
+        close."""
+        session = self.sessions[self.index]
+        if session is None or self.lync is None:
+            raise NotAcceptable("Lync's audio is not up")
+        self.prompter.stop()
+        self.sessions[self.index] = None
+        return session, self.lync
 
     def updated_offer(self) -> bytes | None:
         return None

@@ -8,10 +8,12 @@ A caller whose INVITE's Allow lists REFER (and a Lync caller) is handed on by RE
 3515) to `<entered alias>@<this node>`, or `<alias>*<PIN>@<this node>` for a PIN-protected
 service: its new INVITE is routed and placed like any call, so a caller reaching a room
 through the reception gets exactly what dialling the room gets (media, encryption,
-bandwidth, CDR), and the node is out of the path once the caller has moved on (the NOTIFY
-with the new call's final status ends the old one). A SIP caller that does not list REFER,
-refuses ours, or reports that the call it placed failed, is handed on by a leg of the
-node's own (`reception_leg`): its leg stays, re-INVITEd onto the relay toward the callee.
+bandwidth, video, CDR), and the node is out of the path once the caller has moved on (the
+NOTIFY with the new call's final status ends the old one). A caller that does not list
+REFER (SIP), refuses ours, or reports that the call it placed failed, is handed on by a
+leg of the node's own (`reception_leg`): its leg stays, and its media moves onto the relay
+toward the callee once that answers; a leg that does not answer within
+`placement.SETUP_LIMIT` is cancelled, as a failed one is.
 
 What an entry routes to is `routed`, the one step a new kind of entry (a Conference ID)
 extends.
@@ -31,9 +33,9 @@ from gateway.calls.actions import Play, Silence
 from gateway.calls.call import Call, CallState, InDialogRequest, Purpose
 from gateway.calls.context import Context
 from gateway.calls.deadlines import Due
-from gateway.calls.prompter import Prompting
+from gateway.calls.placement import SETUP_LIMIT
 from gateway.calls.protocol import arriving_protocol
-from gateway.calls.teardown import hang_up
+from gateway.calls.teardown import hang_up, send_cancel
 from gateway.sip.errors import SipError
 from gateway.sip.message import Request, Response, make_response
 from gateway.sip.transaction_layer import Event, RequestReceived
@@ -51,7 +53,7 @@ MAX_FAILURES = 3
 
 @dataclass(eq=False, slots=True)
 class Reception:
-    media: Prompting
+    media: reception_leg.Receiving
     asking: Literal["number", "pin"]
     pin_for: Decision | None = None  # the PIN-protected service the PIN is asked for
     target: str = ""  # the (parsed) alias the PIN is for
@@ -63,6 +65,7 @@ class Reception:
     pin: str = ""  # the PIN that goes with it (in the Refer-To only)
     routes_to: Decision | None = None  # ... and where it routes (for a leg of our own)
     lobby: Decision | None = None  # the reception's own decision, while that leg is placed
+    leg_until: float | None = None  # that leg's deadline to answer, on the heap
     leaving: str = ""  # why the call ends once the goodbye prompt is over
     outcome: str = ""  # for the CDR: what the entries came to (never the PIN)
 
@@ -247,7 +250,8 @@ def _refer(ctx: Context, call: Call, now: float, core: Endpoint) -> list[Event]:
 
 def _takes_refer(call: Call) -> bool:
     """Whether the caller is handed on by REFER: one whose INVITE allows it, and a Lync
-    caller (whose ICE stays where it is only by its own new call)."""
+    caller (its own new call gets the whole Lync-to-SIP path, video included, where a leg
+    of ours carries on the reception's audio stream alone)."""
     return "refer" in call.inbound.tokens("allow") or reception_leg.is_lync(call)
 
 
@@ -257,12 +261,30 @@ def _own_leg(ctx: Context, call: Call, why: str, now: float, core: Endpoint) -> 
     assert r.routes_to is not None
     log.info("reception_own_leg", call_id=call.inbound.call_id, to=r.referring, why=why)
     r.lobby = call.decision
+    r.leg_until = now + SETUP_LIMIT  # the caller's own set-up limit is long past
+    ctx.push(r.leg_until, call, Due.LEG)
     try:
-        return reception_leg.begin(ctx, call, r.routes_to, now, core)
+        return reception_leg.begin(ctx, call, r.routes_to, r.media, now, core)
     except (SipError, SdpError) as exc:
         r.referring = ""
         r.outcome = f"the caller could not be handed on ({why}; {exc})"
         return _leave(ctx, call, f"reception: {r.outcome}")
+
+
+def leg_timed_out(ctx: Context, call: Call, now: float, core: Endpoint) -> list[Event]:
+    """The leg placed for the caller has not answered within SETUP_LIMIT: it is cancelled
+    and the caller is back at the prompts, as for a leg that failed. One whose INVITE never
+    went out has met a bug (its look-up and ports are bounded far below): the call ends as
+    an internal error, counted, with whatever it held freed."""
+    r = _reception(call)
+    r.leg_until = None
+    if call.out.invite is None:
+        ctx.stats.stuck += 1
+        log.error("reception_leg_stuck", call_id=call.inbound.call_id, after=SETUP_LIMIT)
+        return hang_up(ctx, call, f"internal error: the leg's set-up did not finish in "
+                       f"{SETUP_LIMIT:g} s", now, core)
+    events = send_cancel(call, now, core) if call.out.heard else []
+    return events + _leg_failed(ctx, call, f"no answer in {SETUP_LIMIT:g} s")
 
 
 def _leg_failed(ctx: Context, call: Call, why: str) -> list[Event]:

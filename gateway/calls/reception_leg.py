@@ -1,34 +1,40 @@
-"""The Virtual Reception hands a caller on by a leg of its own: for a SIP caller that takes
-no REFER (its INVITE's Allow does not list REFER, it refused ours, or the call it placed for
-ours failed), the node places the callee leg itself, through the same set-up as a dialled
-alias (`placement.set_up`: registrations, `call_via`, RFC 3263, failover), while the
-caller's leg stays up.
+"""The Virtual Reception hands a caller on by a leg of its own: for a caller that takes no
+REFER (a SIP caller whose INVITE's Allow does not list REFER; any caller that refused ours,
+or whose call placed for ours failed), the node places the callee leg itself, through the
+same set-up as a dialled alias (`placement.set_up`: registrations, `call_via`, RFC 3263,
+failover), while the caller's leg stays up.
 
-Until that leg answers, the reception's media is parked beside the new media side
-(`Call.parked`): should the leg fail, the caller is back at the prompts on the stream it
-never left. Once it answers, the caller is re-INVITEd onto the relay toward the callee (the
-next offer of the session the reception's answer began, RFC 3264 8), the reception's media
-is closed, and the call goes on as any call under its one CDR (the reception's service,
-the callee leg's Call-ID and target). While the leg is set up and the caller is moved onto
-it, an offer from the caller is answered 491 (`Call.pending`): there is no session yet to
-carry it to. A Lync caller is handed on by REFER only: keeping its
-ICE and SRTP where they are while only the far side changes is not built."""
+The reception's media makes that leg's media side (`Receiving.onward`): a SIP caller's is
+anchored as for a dialled alias; a Lync caller's keeps Lync's ICE session and SRTP and
+relays them to the callee (`lync_onward`). Until the leg answers, the reception's media is
+parked beside it (`Call.parked`): should the leg fail, or not answer within
+`placement.SETUP_LIMIT`, the caller is back at the prompts on the stream it never left.
+Once it answers, the caller is re-INVITEd onto the relay toward the callee (the next offer
+of the session the reception's answer began, RFC 3264 8) unless what it is to get is what
+it has already (a Lync caller whose codec the callee kept: only the far side of the relay
+moved), the reception's media is closed, and the call goes on as any call under its one
+CDR (the reception's service, the callee leg's Call-ID and target). While the leg is set up
+and the caller is moved onto it, an offer from the caller is answered 491 (`Call.pending`):
+there is no session yet to carry it to."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from gateway import logs
 from gateway.calls.actions import Close
-from gateway.calls.anchoring import media_for
 from gateway.calls.call import Call, CallState, InDialogRequest, Leg, Outbound, Purpose, Role
 from gateway.calls.context import Context
 from gateway.calls.lync_reception import LyncReception
+from gateway.calls.media_side import MediaSide
 from gateway.calls.placement import set_up, target_uri
+from gateway.calls.prompter import Prompting
+from gateway.calls.settings import CallSettings
 from gateway.calls.teardown import hang_up
 from gateway.sip.errors import SipRequestError
-from gateway.sip.message import Response
+from gateway.sip.message import Request, Response
 from gateway.sip.transaction_layer import Event, TransactionLayer
+from ice.ports import PortAllocator
 from routing.engine import Decision
 from sdp.errors import NotAcceptable, SdpError
 from sdp.model import Line
@@ -41,19 +47,26 @@ log = logs.get(__name__)
 SDP = "application/sdp"
 
 
-def begin(ctx: Context, call: Call, decision: Decision, now: float,
+class Receiving(Prompting, Protocol):
+    """The reception's media, as it hands its caller on."""
+
+    def onward(self, request: Request, decision: Decision, settings: CallSettings,
+               ports: PortAllocator, seen_by_caller: str) -> MediaSide:
+        """The media side of the leg placed for the caller (`request`: its INVITE)."""
+        ...
+
+
+def begin(ctx: Context, call: Call, decision: Decision, reception: Receiving, now: float,
           core: Endpoint) -> list[Event]:
-    """The callee leg toward what `decision` routes to, set up as for a dialled alias.
-    Raises SipError or SdpError when it cannot even start (nothing the reception placed is
-    left behind then)."""
-    if is_lync(call):
-        raise NotAcceptable("a Lync caller is handed on by REFER only")
+    """The callee leg toward what `decision` routes to, set up as for a dialled alias, its
+    media made by the `reception`'s. Raises SipError or SdpError when it cannot even start
+    (nothing the reception placed is left behind then)."""
     target = target_uri(decision)
     if target is None:
         raise SipRequestError(404, f"{decision.destination} is not a SIP address")
-    seen = ctx.local.address_for(call.in_txn.peer.host)
-    media = media_for(call.inbound, decision, call.settings, ctx.ports, ctx.local.address,
-                      seen)
+    assert ctx.ports is not None  # a reception's media is anchored
+    media = reception.onward(call.inbound, decision, call.settings, ctx.ports,
+                             ctx.local.address_for(call.in_txn.peer.host))
     call.parked, call.media = call.media, media
     call.decision, call.target_uri, call.local = decision, target, False
     call.callee, call.out = Leg(Role.CALLEE), Outbound(interval=call.settings.timers.interval)
@@ -88,6 +101,11 @@ def joined(ctx: Context, call: Call, body: bytes, now: float, core: Endpoint) ->
     assert dialog is not None and peer is not None and parked is not None
     ctx.actions.append(Close(parked))
     call.parked, call.reception = None, None  # a call like any from now on
+    if body == caller.sdp_to:  # nothing changes for the caller: no re-INVITE
+        log.info("reception_handed_on", call_id=call.inbound.call_id, to=call.target_uri,
+                 by="leg", out_call_id=call.record.out_call_id, reinvite=False)
+        call.pending = None
+        return []
     try:
         offer = continued(caller.sdp_to, body)
     except SdpError as exc:

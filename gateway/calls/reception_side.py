@@ -3,20 +3,24 @@ caller, on a codec the prompts are recorded in (G.711 either law, G.722), prompt
 it (`gateway.media.player`), and the caller's keypad read from it as RFC 4733
 telephone-events (`gateway.media.dtmf`). What the caller sends is counted like relayed
 media, so the media timeout ends a reception call nobody is on any more. Plain RTP only, as
-the test call: a Lync caller's ICE and SRTP are not terminated here yet."""
+the test call (a Lync caller's ICE and SRTP end in `lync_reception`)."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
 
-from gateway.calls.media_side import Body
+from gateway.calls.anchoring import media_for
+from gateway.calls.media_side import Body, MediaSide
 from gateway.calls.prompter import Prompted, Prompter
+from gateway.calls.settings import CallSettings
 from gateway.media.call import CallMedia
 from gateway.media.endpoints import SipMedia
 from gateway.media.prompts import CODECS
 from gateway.media.relay import Side, StreamRelay
+from gateway.sip.message import Request
 from ice.ports import PortAllocator
+from routing.engine import Decision
 from sdp.anchor import stream_remote
 from sdp.errors import NotAcceptable
 from sdp.model import Line, Media, Section, SessionDescription
@@ -114,6 +118,12 @@ class ReceptionSide(Prompted):
                                   Side("reception", self.prompter.keypad), clock=loop.time)
         self.media = CallMedia([self._relay], timeout=self.media_timeout)
         self.prompter.start(self.endpoint.send, self.payload_type, self.codec, self.events)
+
+    def onward(self, request: Request, decision: Decision, settings: CallSettings,
+               ports: PortAllocator, seen_by_caller: str) -> MediaSide:
+        """The media of a leg of ours for this caller: anchored as for a dialled alias (the
+        caller is re-INVITEd onto it)."""
+        return media_for(request, decision, settings, ports, self.address, seen_by_caller)
 
     def _received(self, data: bytes, rtcp: bool | None) -> None:
         if self._relay is not None:

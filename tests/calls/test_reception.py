@@ -3,8 +3,10 @@ real media sockets: prompts played (from a theme of 20 ms prompts, so a test doe
 on speech), digits by SIP INFO, the caller handed on by REFER to the alias entered (with its
 PIN) when its INVITE allows REFER, and by a leg of the node's own otherwise (or when the
 REFER fails): that leg placed as a dialled alias, the caller re-INVITEd onto the relay
-toward the callee and media flowing end to end, back at the prompts when the leg fails,
-cancelled when the caller hangs up first, a re-offer meanwhile answered 491, ports freed;
+toward the callee and media flowing end to end, back at the prompts when the leg fails or
+rings past its own set-up limit (cancelled then), cancelled when the caller hangs up first,
+a re-offer meanwhile answered 491, ports freed, a leg whose look-up never ends counted as
+stuck;
 re-prompts, the goodbye after three
 failures, and brute-force lock-out by source. Bad input: a flood of RFC 4733 keys, an entry
 longer than any number, media that stops, a caller hanging up mid-prompt: each call ends
@@ -17,14 +19,25 @@ from pathlib import Path
 
 import pytest
 
+from gateway.calls.placement import SETUP_LIMIT
 from gateway.config.load import parse_text
 from gateway.resolver.rfc3263 import Target
 from gateway.sip.message import Request, Response, make_response
+from gateway.sip.uri import SipUri
 from gateway.transport.peer import Peer
 from ice.ports import PortAllocator
 from routing.engine import Router
 from sdp.parse import parse_sdp
-from tests.kit.calls import CALLER, Harness, far, invite_with, phone, sdp_body, statuses
+from tests.kit.calls import (
+    CALLER,
+    FakeResolver,
+    Harness,
+    far,
+    invite_with,
+    phone,
+    sdp_body,
+    statuses,
+)
 from tests.kit.media import rtp
 from tests.kit.reception import event, services, short_theme
 from tests.peers import free_port
@@ -292,6 +305,61 @@ async def test_a_caller_hanging_up_while_the_room_rings_cancels_it(tmp_path: Pat
     [cancel] = [m for m, p in sent if isinstance(m, Request) and m.method == "CANCEL"]
     assert cancel.call_id == invite.call_id
     assert h.b2bua.calls == {} and not ports.in_use
+
+
+async def test_a_room_that_rings_past_the_set_up_limit_is_cancelled_and_prompts_resume(
+        tmp_path: Path) -> None:
+    """The caller's call is connected, so its own set-up limit no longer applies: the leg
+    placed for it has one of its own, and at it the leg is cancelled and the caller hears
+    that the meeting was not found, one failure more, and may enter a number again."""
+    h = reception(tmp_path, [ROOM])
+    tag = await answered(h, refer=False)
+    await keys(h, tag, "1234#")
+    invite = await next_request(h, "INVITE")
+    h.feed(room_answers(invite, 180), far(ROOM))
+    start = h.now
+    h.tick(start + SETUP_LIMIT - 1)
+    assert not any(isinstance(m, Request) and m.method == "CANCEL" for m, _ in h.take())
+    h.tick(start + SETUP_LIMIT + 1)
+    sent = h.take()
+    [cancel] = [m for m, p in sent if isinstance(m, Request) and m.method == "CANCEL"]
+    assert cancel.call_id == invite.call_id and not statuses(sent, CALLER)
+    [call] = h.b2bua.calls.values()
+    assert call.reception is not None and not call.handing_on
+    assert call.reception.failures == 1 and call.record.out_call_id is None
+    h.feed(make_response(cancel, 200), far(ROOM))
+    h.feed(room_answers(invite, 487), far(ROOM))
+    assert not any(p == CALLER for _, p in h.take())  # the caller's call goes on
+    await asyncio.sleep(0.2)  # "that meeting was not found", then the number again
+    await keys(h, tag, "1234#", first=10)
+    again = await next_request(h, "INVITE")
+    assert again.call_id != invite.call_id
+
+
+async def test_a_leg_whose_set_up_never_finishes_ends_the_call_as_an_internal_error(
+        tmp_path: Path) -> None:
+    """A look-up for the leg that never returns (a bug below call control): at the leg's
+    limit the call ends, counted as stuck, its ports freed."""
+
+    class Hung(FakeResolver):
+        async def resolve(self, uri: SipUri, *, federation: bool = False) -> list[Target]:
+            await asyncio.Event().wait()
+            return []
+
+    h = reception(tmp_path, [ROOM])
+    h.use_resolver(Hung([ROOM]))
+    ports = h.b2bua.ctx.ports
+    assert ports is not None
+    tag = await answered(h, refer=False)
+    await keys(h, tag, "1234#")
+    await asyncio.sleep(0.2)  # "connecting", then the leg's look-up
+    h.tick(h.now + SETUP_LIMIT + 1)
+    [bye] = [m for m, _ in h.take() if isinstance(m, Request) and m.method == "BYE"]
+    assert "internal error" in (bye.headers.get("Reason") or "")
+    await h.settle()
+    assert h.b2bua.calls == {} and h.b2bua.statistics().stuck == 1 and not ports.in_use
+    for task in h.tasks:
+        task.cancel()
 
 
 async def test_an_offer_from_the_caller_while_the_room_rings_is_answered_491(

@@ -14,6 +14,8 @@ from typing import Literal
 
 from gateway.calls.registrar import Binding, BindingStore
 from gateway.cluster.view import ClusterView
+from gateway.resolver.rfc3263 import Target
+from gateway.transport.peer import Transport
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,15 +32,20 @@ class SharedBindings(BindingStore):
         self.view = view
         self.outbox: list[BindingOp] = []
         self._remote: dict[str, dict[str, Binding]] = {}  # aor -> contact -> binding
+        # This node's bindings by contact: a call forwarded by another node names its
+        # device by the contact it was given.
+        self._held: dict[str, Binding] = {b.contact: b for b in super().all(0.0)}
 
     # -- what the registrar does here -----------------------------------------------------
     def save(self, binding: Binding) -> None:
         super().save(binding)
+        self._held[binding.contact] = binding
         self._forget_remote(binding.aor.lower(), binding.contact)
         self.outbox.append(BindingOp("save", binding.aor.lower(), binding.contact,
                                      replace(binding, aor=binding.aor.lower())))
 
     def remove(self, aor: str, contact: str | None = None) -> None:
+        self._unhold(aor, contact)
         super().remove(aor, contact)
         self.outbox.append(BindingOp("remove", aor.lower(), contact))
 
@@ -62,6 +69,22 @@ class SharedBindings(BindingStore):
     def own(self, now: float) -> list[Binding]:
         return super().all(now)
 
+    def held(self, contact: str, now: float) -> Binding | None:
+        """This node's live binding of `contact`: a device whose flow is here."""
+        binding = self._held.get(contact)
+        return binding if binding is not None and binding.expires_at > now else None
+
+    def route(self, binding: Binding) -> Target | None:
+        """This node's devices over their flows; another live node's through its
+        node-to-node listener (mutual TLS); none through a node gone or taking no calls."""
+        if binding.node in ("", self.view.me):
+            return super().route(binding)
+        link = self.view.link(binding.node)
+        if link is None:
+            return None
+        host, port = link
+        return Target(Transport.TLS, host, host, port)
+
     # -- what the other nodes did ---------------------------------------------------------
     def learned(self, binding: Binding) -> None:
         """Another node holds `binding` now: a copy of it held here is stale, unless this
@@ -73,6 +96,7 @@ class SharedBindings(BindingStore):
         if mine and mine[0].expires_at > binding.expires_at:
             return
         if mine:
+            self._unhold(aor, binding.contact)
             super().remove(aor, binding.contact)
         self._remote.setdefault(aor, {})[binding.contact] = binding
 
@@ -92,6 +116,11 @@ class SharedBindings(BindingStore):
         self._remote = {}
         for binding in bindings:
             self.learned(binding)
+
+    def _unhold(self, aor: str, contact: str | None) -> None:
+        for b in super().lookup(aor, 0.0):
+            if contact in (None, b.contact):
+                self._held.pop(b.contact, None)
 
     def _forget_remote(self, aor: str, contact: str) -> None:
         held = self._remote.get(aor)

@@ -45,9 +45,10 @@ DB_DOWN = (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.Interfa
 _HEARTBEAT = """
 WITH old AS (SELECT state FROM nodes WHERE name = $1)
 INSERT INTO nodes (name, address, location, version, load, heartbeat_seconds, heartbeat,
-                   started, state, config_generation)
-VALUES ($1, $2, $3, $4, $5, $6, now(), to_timestamp($7), 'up', $8)
-ON CONFLICT (name) DO UPDATE SET address = EXCLUDED.address, location = EXCLUDED.location,
+                   started, state, config_generation, port)
+VALUES ($1, $2, $3, $4, $5, $6, now(), to_timestamp($7), 'up', $8, $9)
+ON CONFLICT (name) DO UPDATE SET address = EXCLUDED.address, port = EXCLUDED.port,
+    location = EXCLUDED.location,
     version = EXCLUDED.version, load = EXCLUDED.load,
     heartbeat_seconds = EXCLUDED.heartbeat_seconds, heartbeat = now(),
     started = EXCLUDED.started, state = 'up', config_generation = EXCLUDED.config_generation
@@ -78,7 +79,7 @@ ON CONFLICT (node, in_call_id, started) DO NOTHING
 NODES_QUERY = """
 SELECT name, address, location, version, load, heartbeat_seconds,
        extract(epoch from heartbeat) AS heartbeat, extract(epoch from started) AS started,
-       state, config_generation FROM nodes ORDER BY name
+       state, config_generation, port FROM nodes ORDER BY name
 """
 _SAVE_BINDING = """
 INSERT INTO bindings (aor, contact, node, expires_at, transport, host, port, call_id, cseq)
@@ -99,6 +100,7 @@ class Hooks:
     apply_config: Callable[[int, dict[str, Any]], list[str]]
     pin_policy: Callable[[], PinPolicy]
     loop_time: Callable[[], float]
+    link_port: Callable[[], int]  # the node-to-node listener's port (0: none open)
 
 
 @dataclass
@@ -230,7 +232,7 @@ class Member:
         old = await conn.fetchval(
             _HEARTBEAT, self.node.name, self.cluster.address, self.node.location, __version__,
             self.hooks.load(), self.cluster.heartbeat_seconds, self.started,
-            self.health.generation)
+            self.health.generation, self.hooks.link_port())
         if old == "gone":
             # Taken for dead (a pause, a partition): its open calls were closed "node lost"
             # by another node; mirror them again, their real end replaces that.
@@ -412,7 +414,7 @@ class Member:
 def node_row(row: asyncpg.Record) -> NodeRow:
     return NodeRow(row["name"], row["address"], row["location"], row["version"], row["load"],
                    row["heartbeat_seconds"], float(row["heartbeat"]), float(row["started"]),
-                   row["state"], int(row["config_generation"]))
+                   row["state"], int(row["config_generation"]), int(row["port"]))
 
 
 def _binding_json(b: Binding) -> dict[str, object]:

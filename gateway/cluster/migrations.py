@@ -86,6 +86,9 @@ CREATE TABLE config_generations (
     pushed timestamptz NOT NULL DEFAULT now()
 );
 """),
+    Migration(2, "each node's node-to-node SIP port", """
+ALTER TABLE nodes ADD COLUMN port integer NOT NULL DEFAULT 0;  -- 0: takes no calls from nodes
+"""),
 )
 
 

@@ -21,12 +21,13 @@ class NodeRow:
     started: float
     state: str  # up | gone
     config_generation: int
+    port: int = 0  # its node-to-node SIP listener (mutual TLS) at `address`; 0: none
 
     def to_json(self, now: float) -> dict[str, object]:
         return {"name": self.name, "address": self.address, "location": self.location,
                 "version": self.version, "load": self.load, "state": self.state,
                 "heartbeat_age": round(max(0.0, now - self.heartbeat), 3),
-                "config_generation": self.config_generation}
+                "config_generation": self.config_generation, "port": self.port}
 
 
 @dataclass(slots=True)
@@ -43,6 +44,25 @@ class ClusterView:
             return True
         row = self.nodes.get(name)
         return row is not None and row.state == "up"
+
+    def link(self, name: str) -> tuple[str, int] | None:
+        """Where another live node takes calls from the others (its node-to-node listener);
+        None for this node, a node gone, or one that takes none."""
+        row = self.nodes.get(name)
+        if name == self.me or row is None or row.state != "up" or not row.port:
+            return None
+        return row.address, row.port
+
+    def at(self, host: str) -> str | None:
+        """The other node whose address is `host` (whose node-to-node link a call came on)."""
+        return next((row.name for row in self.nodes.values()
+                     if row.address == host and row.name != self.me), None)
+
+    def is_link(self, host: str, port: int) -> bool:
+        """Whether host:port is another node's node-to-node listener (gone or not: a call
+        in progress toward it keeps its connection's trust)."""
+        return any(row.address == host and row.port == port and row.name != self.me
+                   for row in self.nodes.values())
 
     def elsewhere(self, location: str) -> int:
         """Calls in progress on the other live nodes of `location`."""

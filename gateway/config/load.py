@@ -447,6 +447,7 @@ def _cluster(s: Section, node: NodeConfig, base_dir: Path | None,
         trusted_ca=ca,
         heartbeat_seconds=s.integer("heartbeat_seconds", 2, low=1, high=60),
         max_calls=s.integer("max_calls", 0, low=0, high=1_000_000),
+        port=s.integer("port", 5071, low=1, high=65535),
     )
     _check_ip(s, "address", config.address, allow_empty=False)
     if check_files and ca is not None:

@@ -159,6 +159,9 @@ class ClusterConfig:
     trusted_ca: Path | None  # the cluster's CA: what node certificates are checked against
     heartbeat_seconds: int = 2  # three missed in a row and the others mark this node gone
     max_calls: int = 0  # concurrent calls across the nodes of this node's location; 0 = none
+    # The node-to-node SIP listener (mutual TLS under `trusted_ca`) at `address`: calls for
+    # a device whose flow another node holds go to that node's.
+    port: int = 5071
 
 
 @dataclass(frozen=True, slots=True)

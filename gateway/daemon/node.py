@@ -20,6 +20,7 @@ from gateway.calls.settings import CallSettings, Local
 from gateway.cluster.bindings import SharedBindings
 from gateway.cluster.generations import merged
 from gateway.cluster.member import Hooks, Member
+from gateway.cluster.relay import Hop, LinkRelay
 from gateway.cluster.view import ClusterView
 from gateway.config.errors import ConfigError
 from gateway.config.load import load_default, load_file
@@ -31,7 +32,7 @@ from gateway.media import prompts
 from gateway.presence.handler import OPTION_TAGS, Presence
 from gateway.presence.subscriptions import Limits as PresenceLimits
 from gateway.resolver.rfc3263 import Resolver
-from gateway.sip.endpoint import Endpoint, EndpointSettings
+from gateway.sip.endpoint import CallHandler, Endpoint, EndpointSettings
 from gateway.sip.timers import DEFAULT, Timers
 from gateway.sip.transaction_layer import Event
 from gateway.sip.transaction_machines import Send
@@ -81,10 +82,12 @@ class Node:
                            local=self.local, resolver=resolver, cdrs=self.cdrs,
                            media_ports=PortAllocator(*config.listen.media_ports),
                            registrar=self.registrar, presence=self.presence)
+        self.link_port = 0  # the node-to-node listener's, once open
+        self.relay = self._relay(config)
         self.endpoint = Endpoint(
             EndpointSettings(server=f"lyncgate/{__version__}",
                              supported=SUPPORTED | OPTION_TAGS), timers=timers,
-            handler=self.calls)
+            handler=self.relay or self.calls)
         self.transport = TransportLayer(self._on_message, limits=limits,
                                         on_unreachable=self._on_unreachable)
         # Built in the running loop; kept, since asyncio.get_running_loop() costs a getpid()
@@ -110,7 +113,22 @@ class Node:
         cdr_path = self.cdrs.path if self.cdrs is not None else None
         return Member(config, self.view, store, cdr_path, self.calls.ctx.pin_guard, Hooks(
             load=lambda: len(self.calls.ctx.calls), apply_config=self.apply_generation,
-            pin_policy=lambda: self.calls.settings.pins, loop_time=self._loop.time))
+            pin_policy=lambda: self.calls.settings.pins, loop_time=self._loop.time,
+            link_port=lambda: self.link_port))
+
+    def _relay(self, config: Config) -> LinkRelay | None:
+        """With [cluster], calls between nodes: the proxy toward the devices whose flows
+        this node holds, in front of call control."""
+        store = self.registrar.store
+        if config.cluster is None or not isinstance(store, SharedBindings):
+            return None
+        local = self.local
+        hop = Hop(config.node.name, config.cluster.address, config.cluster.port, local.via,
+                  lambda transport, host: f"{local.address_for(host)}:"
+                                          f"{local.ports.get(transport, 5060)}")
+        handler: CallHandler = self.calls
+        return LinkRelay(handler, hop, store, self.view,
+                         trusted=lambda peer: self.transport.trusted(peer))
 
     @staticmethod
     def _open_bindings(config: Config, view: ClusterView) -> BindingStore:
@@ -158,11 +176,34 @@ class Node:
             self.local.ports[Transport.TLS] = port
             log.info("listening", transport="tls", address=host, port=port,
                      verify_mode=cfg.tls.verify_mode)
+        if cfg.cluster is not None:
+            await self._open_link(cfg)
         self.headroom.start()
         if self.cluster is not None:
             self.cluster.start()
         log.info("node_started", node=cfg.node.name, config=cfg.source,
                  version=__version__, generation=self.generation)
+
+    async def _open_link(self, cfg: Config) -> None:
+        """The node-to-node listener: mutual TLS, the node's certificate on both sides and
+        the cluster's CA checking the other's. Without that CA no node can be trusted, and
+        none takes calls from the others (published port 0)."""
+        cluster = cfg.cluster
+        assert cluster is not None
+        if cluster.trusted_ca is None:
+            log.warning("cluster_links_off", note="no cluster.trusted_ca: calls for devices "
+                        "registered at another node are not placed, and none are taken")
+            return
+        files = self._tls_files(cfg)
+        server = server_context(files.certificate, files.private_key, cluster.trusted_ca, True)
+        client = client_context(files.certificate, files.private_key, cluster.trusted_ca, True)
+        view = self.view
+        self.transport.links = lambda host, port: client if view.is_link(host, port) else None
+        self.transport.link_source = cluster.address
+        self.link_port = await self.transport.listen_tls(cluster.address, cluster.port,
+                                                         link=server)
+        log.info("listening", transport="tls", address=cluster.address, port=self.link_port,
+                 purpose="cluster nodes (mutual TLS)")
 
     def _tls_files(self, cfg: Config) -> TlsFiles:
         if cfg.tls.certificate is not None and cfg.tls.private_key is not None:
@@ -363,5 +404,8 @@ def _restart_only(old: Config, new: Config) -> list[str]:
              "avatar.port": (old.avatar.port, new.avatar.port),
              "cluster": (old.cluster is None, new.cluster is None),
              "cluster.database": (old.cluster and old.cluster.database,
-                                  new.cluster and new.cluster.database)}
+                                  new.cluster and new.cluster.database),
+             "cluster.port": (old.cluster and old.cluster.port, new.cluster and new.cluster.port),
+             "cluster.trusted_ca": (old.cluster and old.cluster.trusted_ca,
+                                    new.cluster and new.cluster.trusted_ca)}
     return [path for path, (was, now) in pairs.items() if was != now]

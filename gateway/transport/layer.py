@@ -54,6 +54,9 @@ class Limits:
 MessageHandler = Callable[[bytes, Peer, FramingError | None], None]
 # on_unreachable(peer, reason): a send could not be delivered (connect or handshake failed).
 FailureHandler = Callable[[Peer, str], None]
+# links(host, port): the client context for a trusted link to that address (a cluster's node,
+# under the cluster's own CA), or None for an ordinary peer.
+LinkContexts = Callable[[str, int], ssl.SSLContext | None]
 
 
 # getsockopt(SOL_SOCKET, SO_MEMINFO): nine u32 (linux/sock_diag.h), of which these three.
@@ -94,12 +97,15 @@ class Connection(asyncio.Protocol):
     """One TCP or TLS connection, inbound or outbound."""
 
     # A node holds thousands of idle connections: no per-instance dict.
-    __slots__ = ("framer", "id", "last_activity", "layer", "name", "peer", "transport")
+    __slots__ = ("framer", "id", "last_activity", "layer", "name", "peer", "transport",
+                 "trusted")
 
-    def __init__(self, layer: TransportLayer, transport_name: str, cid: int) -> None:
+    def __init__(self, layer: TransportLayer, transport_name: str, cid: int,
+                 trusted: bool = False) -> None:
         self.layer = layer
         self.name = transport_name
         self.id = cid
+        self.trusted = trusted  # the peer proved a certificate under a link's private CA
         self.framer = StreamFramer()
         self.transport: asyncio.Transport | None = None
         self.peer: Peer | None = None
@@ -170,6 +176,9 @@ class TransportLayer:
         # connections.
         self.client_tls = client_tls
         self.server_tls = server_tls
+        self.links: LinkContexts | None = None
+        # Where link connections are opened from: the address the other end knows us by.
+        self.link_source: str | None = None
         self.stats = Stats()
         self._ids = itertools.count(1)
         self._conns: dict[int, Connection] = {}
@@ -219,13 +228,23 @@ class TransportLayer:
     async def listen_tcp(self, host: str, port: int) -> int:
         return await self._listen_stream("TCP", host, port)
 
-    async def listen_tls(self, host: str, port: int) -> int:
-        """TLS with `self.server_tls`, which must be set first."""
-        if self.server_tls is None:
+    async def listen_tls(self, host: str, port: int, link: ssl.SSLContext | None = None
+                         ) -> int:
+        """TLS with `self.server_tls`, which must be set first; or, with `link` (a context
+        requiring a client certificate under a private CA), a listener of trusted links:
+        every connection it accepts has proved such a certificate (`trusted`)."""
+        if self.server_tls is None and link is None:
             raise ValueError("listen_tls needs server_tls")
-        return await self._listen_stream("TLS", host, port)
+        return await self._listen_stream("TLS", host, port, link)
 
-    async def _listen_stream(self, name: str, host: str, port: int) -> int:
+    def trusted(self, peer: Peer) -> bool:
+        """Whether `peer`'s connection is a trusted link (accepted by a link listener, or
+        opened with a context `links` gave)."""
+        conn = self._conns.get(peer.connection) if peer.connection is not None else None
+        return conn is not None and conn.trusted
+
+    async def _listen_stream(self, name: str, host: str, port: int,
+                             link: ssl.SSLContext | None = None) -> int:
         loop = asyncio.get_running_loop()
 
         def accept() -> asyncio.Protocol:
@@ -234,12 +253,13 @@ class TransportLayer:
                 log.warning("connection_refused", reason="connection cap reached",
                             cap=self.limits.max_connections)
                 return _Refuse()
-            conn = Connection(self, name, next(self._ids))
+            conn = Connection(self, name, next(self._ids), trusted=link is not None)
             self._conns[conn.id] = conn
             if name == "TCP":
                 return conn
-            assert self.server_tls is not None
-            return _TlsAccept(self, conn, self.server_tls)
+            context = link or self.server_tls
+            assert context is not None
+            return _TlsAccept(self, conn, context)
 
         server = await loop.create_server(accept, host, port, reuse_address=True)
         self._servers.append(server)
@@ -279,23 +299,30 @@ class TransportLayer:
     async def _connect(self, peer: Peer, server_name: str | None = None) -> None:
         key = (peer.transport, peer.host, peer.port)
         loop = asyncio.get_running_loop()
-        conn = Connection(self, peer.transport, next(self._ids))
+        link = (self.links(peer.host, peer.port)
+                if self.links is not None and peer.transport == "TLS" else None)
+        conn = Connection(self, peer.transport, next(self._ids), trusted=link is not None)
         try:
             if peer.transport == "TLS":
-                if self.client_tls is None:
+                context = link or self.client_tls
+                if context is None:
                     raise ConnectionError("no TLS client context configured")
                 name = server_name or peer.host
+                source = (self.link_source, 0) if link and self.link_source else None
                 await asyncio.wait_for(
                     loop.create_connection(
-                        lambda: conn, peer.host, peer.port, ssl=self.client_tls,
-                        server_hostname=name,
+                        lambda: conn, peer.host, peer.port, ssl=context,
+                        server_hostname=name, local_addr=source,
                     ),
                     self.limits.connect_timeout + self.limits.handshake_timeout,
                 )
                 self.stats.tls_handshakes += 1
                 assert conn.transport is not None
                 der = conn.transport.get_extra_info("ssl_object").getpeercert(binary_form=True)
-                if self.client_tls.verify_mode != ssl.CERT_NONE and not peer_name_ok(der, name):
+                # A link's private CA certifies its nodes by that alone: it names no domain
+                # for RFC 5922 to check.
+                if (link is None and context.verify_mode != ssl.CERT_NONE
+                        and not peer_name_ok(der, name)):
                     conn.transport.close()
                     raise ssl.SSLError(f"certificate does not name {name} (RFC 5922)")
             else:

@@ -36,7 +36,7 @@ def test_a_cluster_section_is_read_with_the_node_address_as_default(tmp_path: Pa
 
 def test_every_cluster_problem_is_named_by_its_field(tmp_path: Path) -> None:
     text = (NODE + '[cluster]\ndatabase = "mysql://db/x"\naddress = "db.example.com"\n'
-            'trusted_ca = "missing.pem"\nheartbeat_seconds = 0\nmax_calls = -1\nport = 5071\n')
+            'trusted_ca = "missing.pem"\nheartbeat_seconds = 0\nmax_calls = -1\nport = 0\n')
     with pytest.raises(ConfigError) as caught:
         parse_text(text, "a.toml", base_dir=tmp_path)
     fields = sorted(p.split(":", 1)[0] for p in caught.value.problems)

@@ -161,8 +161,10 @@ class LyncOnward:
         stream = self._negotiated().streams[self.reception.index]
         if not from_caller or self._relay is None or stream.local_crypto is None:
             return body
-        theirs = answered_crypto(parse_sdp(body).media[self.reception.index],
-                                 stream.local_crypto)
+        streams = parse_sdp(body).media
+        if len(streams) <= self.reception.index:
+            raise NotAcceptable("Lync's answer has no audio stream where ours had it")
+        theirs = answered_crypto(streams[self.reception.index], stream.local_crypto)
         if theirs is None:
             raise NotAcceptable("Lync's answer has no a=crypto answering ours")
         if stream.remote_crypto is None or theirs.key_params != stream.remote_crypto.key_params:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 COLUMNS = ("in_call_id", "started", "out_call_id", "caller", "alias", "outcome", "service",
            "rule", "destination", "ringing", "answered", "ended", "end_cause", "ended_by",
-           "media", "video")
+           "media", "video", "meeting")
 LOST_CAUSE = "node lost"
 # A call closed "node lost" by another node is replaced by what the node itself recorded
 # when it comes back (the call ended normally, or "node restart"); any other is final.

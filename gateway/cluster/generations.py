@@ -1,10 +1,16 @@
 """One config for the cluster: a pushed document holds what every node shares (rules,
 services, locations, devices, global settings...); each node's local file keeps what is its
-own. A node's config is its local file's own sections over the generation in force."""
+own. A node's config is its local file's own sections over the generation in force.
+
+The generation in force is also kept in the node's state directory: a node that restarts
+while PostgreSQL is away runs on the cluster's last config, not on its local file alone."""
 
 from __future__ import annotations
 
+import json
+import os
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,3 +56,32 @@ def merged(local_path: Path, shared: dict[str, Any] | None, source: str) -> Conf
         return parse_data(local, str(local_path), base_dir=local_path.parent)
     raw = {**shared, **{key: local[key] for key in PER_NODE if key in local}}
     return parse_data(raw, source, base_dir=local_path.parent)
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    number: int
+    text: str  # the pushed document as stored (TOML)
+    source: str  # the name it was pushed under
+
+
+def save(path: Path, generation: Generation) -> None:
+    """Written beside and renamed over: a crash mid-write leaves the previous one whole."""
+    part = path.with_name(path.name + ".part")
+    part.write_text(json.dumps({"generation": generation.number, "text": generation.text,
+                                "source": generation.source}), "utf-8")
+    os.replace(part, path)
+
+
+def saved(path: Path) -> Generation | None:
+    """The generation `save` last wrote at `path`; None when none was ever saved."""
+    try:
+        raw = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(str(path), [f"<file>: cannot read: {exc}"]) from exc
+    if not (isinstance(raw, dict) and isinstance(raw.get("generation"), int)
+            and isinstance(raw.get("text"), str) and isinstance(raw.get("source"), str)):
+        raise ConfigError(str(path), ["<file>: not a saved cluster config generation"])
+    return Generation(raw["generation"], raw["text"], raw["source"])

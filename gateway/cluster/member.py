@@ -27,7 +27,7 @@ from gateway.calls.registrar import Binding
 from gateway.cluster.bindings import SharedBindings
 from gateway.cluster.cdr_queue import INSERT as INSERT_CDR
 from gateway.cluster.cdr_queue import LOST_CAUSE, CdrQueue
-from gateway.cluster.generations import shared_part
+from gateway.cluster.generations import Generation, save, saved, shared_part
 from gateway.cluster.migrations import migrate
 from gateway.cluster.view import MISSED_HEARTBEATS, ClusterView, NodeRow
 from gateway.config.errors import ConfigError
@@ -66,13 +66,14 @@ RETURNING name
 """
 _CLOSE_LOST = f"""
 INSERT INTO cdr (node, in_call_id, started, out_call_id, caller, alias, outcome, service,
-                 rule, destination, ringing, answered, ended, end_cause, ended_by, media, video)
+                 rule, destination, ringing, answered, ended, end_cause, ended_by, media, video,
+                 meeting)
 SELECT node, record->>'in_call_id', (record->>'started')::float8, record->>'out_call_id',
        record->>'caller', record->>'alias', record->>'outcome', record->>'service',
        record->>'rule', record->>'destination', (record->>'ringing')::float8,
        (record->>'answered')::float8, extract(epoch from now()), '{LOST_CAUSE}', 'gateway',
        CASE WHEN record->'media' = '{{}}'::jsonb THEN NULL ELSE record->>'media' END,
-       record->>'video'
+       record->>'video', record->>'meeting'
 FROM cdr_open WHERE node = ANY($1::text[])
 ON CONFLICT (node, in_call_id, started) DO NOTHING
 """
@@ -115,7 +116,8 @@ class Health:
 
 class Member:
     def __init__(self, config: Config, view: ClusterView, bindings: SharedBindings,
-                 cdr_path: Path | None, guard: PinGuard, hooks: Hooks) -> None:
+                 cdr_path: Path | None, guard: PinGuard, hooks: Hooks,
+                 generation_path: Path) -> None:
         assert config.cluster is not None
         self.cluster = config.cluster
         self.node = config.node
@@ -126,6 +128,7 @@ class Member:
         self.health = Health()
         self.started = time.time()
         self.queue = CdrQueue(cdr_path) if cdr_path is not None else None
+        self.generation_path = generation_path  # the generation in force, kept on disk
         self.pins_out: list[tuple[str, float]] = []
         guard.on_failed = self._pin_failed
         self._conn: asyncpg.Connection | None = None
@@ -143,6 +146,24 @@ class Member:
             self.cluster = config.cluster
 
     # -- life cycle -----------------------------------------------------------------------
+    def restore(self) -> None:
+        """The generation in force when the node last ran, taken before it listens: whether
+        or not PostgreSQL answers, the node starts on the cluster's config; a newer one is
+        loaded when the database is reached."""
+        try:
+            last = saved(self.generation_path)
+            problems = self._apply(last) if last is not None else []
+        except ConfigError as exc:
+            last, problems = None, exc.problems
+        if problems:
+            log.error("cluster_config_not_restored", path=str(self.generation_path),
+                      problems=problems, note="running on the local file until the "
+                      "cluster's database gives a generation")
+        elif last is not None:
+            self.health.generation = last.number
+            log.info("cluster_config_restored", generation=last.number,
+                     path=str(self.generation_path))
+
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="cluster")
 
@@ -364,23 +385,34 @@ class Member:
                                   "ORDER BY generation DESC LIMIT 1")
         if row is None:
             return
-        generation = int(row["generation"])
-        if generation in (self.health.generation, self.health.refused_generation):
+        generation = Generation(int(row["generation"]), row["text"], row["source"])
+        if generation.number in (self.health.generation, self.health.refused_generation):
             return
-        source = f"cluster generation {generation} ({row['source']})"
-        try:
-            problems = self.hooks.apply_config(generation, shared_part(row["text"], source))
-        except ConfigError as exc:
-            problems = exc.problems
+        problems = self._apply(generation)
         if problems:
-            self.health.refused_generation = generation
-            log.error("cluster_config_refused", generation=generation, problems=problems,
-                      kept=self.health.generation)
+            self.health.refused_generation = generation.number
+            log.error("cluster_config_refused", generation=generation.number,
+                      problems=problems, kept=self.health.generation)
             return
-        self.health.generation = generation
+        self.health.generation = generation.number
+        try:
+            save(self.generation_path, generation)
+        except OSError as exc:
+            log.warning("cluster_config_not_saved", path=str(self.generation_path),
+                        error=str(exc), note="a restart while the database is away "
+                        "runs on the generation saved before, or the local file alone")
         await conn.execute("UPDATE nodes SET config_generation = $1 WHERE name = $2",
-                           generation, self.node.name)
-        log.info("cluster_config_loaded", generation=generation)
+                           generation.number, self.node.name)
+        log.info("cluster_config_loaded", generation=generation.number)
+
+    def _apply(self, generation: Generation) -> list[str]:
+        """The node's config over `generation`: [] when in force, else its problems."""
+        source = f"cluster generation {generation.number} ({generation.source})"
+        try:
+            return self.hooks.apply_config(generation.number,
+                                           shared_part(generation.text, source))
+        except ConfigError as exc:
+            return exc.problems
 
     # -- NOTIFY ---------------------------------------------------------------------------
     def _on_config(self, conn: object, pid: int, channel: str, payload: object) -> None:

@@ -89,6 +89,9 @@ CREATE TABLE config_generations (
     Migration(2, "each node's node-to-node SIP port", """
 ALTER TABLE nodes ADD COLUMN port integer NOT NULL DEFAULT 0;  -- 0: takes no calls from nodes
 """),
+    Migration(3, "the CDR's Lync meeting column", """
+ALTER TABLE cdr ADD COLUMN meeting text;      -- a Lync meeting joined: JSON, as in SQLite
+"""),
 )
 
 

@@ -114,7 +114,8 @@ class Node:
         return Member(config, self.view, store, cdr_path, self.calls.ctx.pin_guard, Hooks(
             load=lambda: len(self.calls.ctx.calls), apply_config=self.apply_generation,
             pin_policy=lambda: self.calls.settings.pins, loop_time=self._loop.time,
-            link_port=lambda: self.link_port))
+            link_port=lambda: self.link_port),
+            generation_path=state_dir(config.node) / "cluster_generation.json")
 
     def _relay(self, config: Config) -> LinkRelay | None:
         """With [cluster], calls between nodes: the proxy toward the devices whose flows
@@ -158,6 +159,8 @@ class Node:
 
     # -- life cycle ----------------------------------------------------------------------
     async def start(self) -> None:
+        if self.cluster is not None:
+            self.cluster.restore()
         cfg = self.config
         host = cfg.node.address
         if cfg.listen.tls:

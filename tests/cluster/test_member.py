@@ -1,7 +1,8 @@
 """A node's membership against a real PostgreSQL, in process: the schema made once by
 whichever node comes first, heartbeats in the nodes table, bindings registered at one node
 seen with their holder at another, wrong PINs counted everywhere, CDRs shipped once each
-through an outage of PostgreSQL, and a silent node marked gone with its calls closed."""
+through an outage of PostgreSQL, a silent node marked gone with its calls closed, and the
+config generation in force kept across a restart while PostgreSQL is away."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ import asyncpg
 
 from gateway.calls.cdr import CallRecord
 from gateway.calls.registrar import Binding
+from gateway.cluster.generations import Generation, saved
 from gateway.cluster.migrations import MIGRATIONS, migrate
-from gateway.config.load import parse_text
+from gateway.cluster.push import store
+from gateway.config.load import load_file, parse_text
 from gateway.daemon.node import Node
 from tests.kit.postgres import Postgres
 
@@ -147,4 +150,57 @@ async def test_a_silent_node_is_marked_gone_and_its_calls_closed(tmp_path: Path,
         assert await rows(database, "SELECT * FROM cdr_open") == []
     finally:
         await two.close()
+        await one.close()
+
+
+SHARED = """
+[[services]]
+type = "test_call"
+name = "Pushed test call {n}"
+aliases = ["pushed-test-call"]
+"""
+
+
+async def test_a_node_restarting_while_postgresql_is_away_runs_on_the_last_generation(
+        tmp_path: Path, postgres: Postgres) -> None:
+    """The generation in force is saved in the node's state directory: restarted with
+    PostgreSQL stopped, the node runs on it (not on its local file alone), and takes the
+    next one once the database is back."""
+    database = postgres.database()
+    local = tmp_path / "one.toml"
+    local.write_text(f'[node]\nname = "one"\naddress = "127.0.0.1"\n'
+                     f'state_dir = "{tmp_path / "state"}"\n[listen]\nudp = 0\ntcp = 0\ntls = 0\n'
+                     f'[cluster]\ndatabase = "{database}"\nheartbeat_seconds = 1\n')
+
+    def services(one: Node) -> list[str]:
+        return [service.name for service in one.config.services]
+
+    one = Node(load_file(str(local)), config_path=str(local))
+    await one.start()
+    try:
+        await store(database, SHARED.format(n=1), "shared.toml")
+        await until(lambda: one.cluster is not None and one.cluster.health.generation == 1)
+        assert services(one) == ["Pushed test call 1"]
+    finally:
+        await one.close()
+
+    postgres.stop()
+    one = Node(load_file(str(local)), config_path=str(local))
+    assert services(one) == []
+    await one.start()
+    try:
+        assert one.cluster is not None
+        assert services(one) == ["Pushed test call 1"]
+        assert one.cluster.health.generation == 1
+        await until(lambda: one.cluster is not None and one.cluster.health.error != "")
+        assert not one.cluster.health.connected
+        postgres.start()
+        await until(lambda: one.cluster is not None and one.cluster.health.connected,
+                    timeout=10)
+        await store(database, SHARED.format(n=2), "shared.toml")
+        await until(lambda: one.cluster is not None and one.cluster.health.generation == 2)
+        assert services(one) == ["Pushed test call 2"]
+        assert saved(tmp_path / "state" / "cluster_generation.json") == Generation(
+            2, SHARED.format(n=2), "shared.toml")
+    finally:
         await one.close()

@@ -348,10 +348,10 @@ class B2bua:
         call = self.ctx.calls.get(call_id)
         if call is None:
             return []  # ended meanwhile: its media was closed with it
+        if call.meeting is not None:  # (at a reception too: a Conference ID's look-up)
+            return meeting.prepared(self.ctx, call, targets, error, now, core)
         if call.local and not call.handing_on and error is None:
             return answered_here.answer(self.ctx, call, now, core)
-        if call.meeting is not None:
-            return meeting.prepared(self.ctx, call, targets, error, now, core)
         return placement.prepared(self.ctx, call, targets, error, now, core)
 
     def media_connected(self, call_id: int, error: BaseException | None, now: float,

@@ -18,6 +18,15 @@ around the callee leg, which is the MCU's.
    ended (SUBSCRIBE, Expires: 0); a focus that answers after we gave up gets ACK and BYE.
    A BYE from the focus ends the call.
 
+Through a Virtual Reception with a `lync_server` (`look_up`), the caller's leg is the
+reception's, answered already: the Conference ID entered is looked up on the reception's
+server first, and what it finds goes back to the reception (`Reception.meeting_found`),
+which routes the focus URI (a `lync_via_virtual_reception` rule) and hands the caller on
+by a leg of its own; that leg's set-up resolves the rule's Lync server and comes back here
+(`prepared`) to join the focus found. Every failure before the caller is in the meeting
+goes back to the reception (`Reception.meeting_failed`): a prompt and another entry, not
+the call's end.
+
 Every request goes to the rule's Lync server over the node's connection to it (the
 trusted mutual-TLS one in a deployment). While in the lobby the caller hears ringing
 (a local 180): no "waiting for the organiser" prompt is played yet. How Lync resolves a
@@ -39,6 +48,8 @@ from gateway.calls.actions import Prepare
 from gateway.calls.call import Call, CallState
 from gateway.calls.context import Context
 from gateway.calls.deadlines import Due
+from gateway.calls.media_side import PassThrough
+from gateway.calls.refusals import refusal
 from gateway.calls.teardown import fail, hang_up
 from gateway.conferencing import c3p, conference_info
 from gateway.conferencing.conference_info import Roster
@@ -149,36 +160,61 @@ def set_up(ctx: Context, call: Call, now: float, core: Endpoint) -> list[Event]:
     # The guide's "Lync / Skype for Business server" of the rule, else its location's.
     server = rule.call_via if rule.call_via != "dns" else settings.location_lync_server.get(
         decision.outgoing_location or settings.location, "")
-    hop = settings.next_hops.get(server)
+    return _begin(ctx, call, conference_id, server, now, core)
+
+
+def look_up(ctx: Context, call: Call, conference_id: str, server: str, now: float,
+            core: Endpoint) -> list[Event]:
+    """A Conference ID entered at a Virtual Reception whose `lync_server` is `server`: its
+    look-up (the caller's leg is the reception's, its media taken already: only the server
+    is resolved). Its outcome goes to `call.reception`."""
+    return _begin(ctx, call, conference_id, server, now, core)
+
+
+def _begin(ctx: Context, call: Call, conference_id: str, server: str, now: float,
+           core: Endpoint) -> list[Event]:
+    hop = call.settings.next_hops.get(server)
     if hop is None:
-        return fail(ctx, call, 404, f"Not Found (no Lync server to look Conference ID "
-                    f"{conference_id} up on)", now, core)
+        return _fail(ctx, call, 404, f"Not Found (no Lync server to look Conference ID "
+                     f"{conference_id} up on)", now, core)
     me = placement.lync_identity(call) or str(call.inbound.from_.uri)
     call.meeting = Meeting(conference_id, server, me)
     host = f"[{hop.address}]" if ":" in hop.address else hop.address
     uri = parse_uri(f"sip:{host}:{hop.port};transport={hop.transport.lower()}")
     assert isinstance(uri, SipUri)
-    ctx.actions.append(Prepare(call.id, call.media, resolve=uri))
+    # A reception's caller has its media: nothing more is taken for the look-up.
+    media = PassThrough() if call.reception is not None else call.media
+    ctx.actions.append(Prepare(call.id, media, resolve=uri))
     return []
 
 
 def prepared(ctx: Context, call: Call, targets: list[Target] | None,
              error: BaseException | None, now: float, core: Endpoint) -> list[Event]:
-    """Media ready and the Lync server found: the look-up, from the cache or asked."""
+    """The Lync server found (and the call's media ready): the look-up, from the cache or
+    asked; or, once a reception's look-up found the focus, its leg set up: the join."""
     meeting = call.meeting
     assert meeting is not None
+    if call.state is CallState.ENDED:
+        return []
+    # None: placement found the targets without a look-up (a server named by address).
+    targets = targets if targets is not None else call.out.targets
     if error is not None or not targets:
-        # Not the caller's fault, nor the meeting's: placement says what went wrong.
-        return placement.prepared(ctx, call, targets or [], error, now, core)
+        # Not the caller's fault, nor the meeting's: the refusal says what went wrong.
+        status, reason = refusal(error, call.inbound.call_id) if error is not None else (
+            404, f"Not Found (no address for the Lync server {meeting.server})")
+        return _fail(ctx, call, status, reason, now, core)
     meeting.targets = targets
-    call.state = CallState.CALLING
+    if meeting.focus:
+        return _join(ctx, call, meeting.focus, now, core)
+    if not call.connected:
+        call.state = CallState.CALLING
     known = ctx.lookups.get(meeting.server, meeting.conference_id, now)
     if known is not None and not known.focus:
         meeting.outcome = "not found"
-        return fail(ctx, call, 404, ConferenceNotFound(meeting.conference_id,
-                                                       known.reason).reason, now, core)
+        return _fail(ctx, call, 404, ConferenceNotFound(meeting.conference_id,
+                                                        known.reason).reason, now, core)
     if known is not None:
-        return _join(ctx, call, known.focus, now, core)
+        return _found(ctx, call, known.focus, now, core)
     factory = f"{meeting.me};gruu;opaque=app:conf:focusfactory"
     body = c3p.lookup_request(next(meeting.request_ids), meeting.me, factory,
                               meeting.conference_id)
@@ -202,7 +238,7 @@ def answered(ctx: Context, mark: Asked, answer: Response | None, now: float,
     if answer is None:
         what = "the Lync server" if step == "lookup" else "the meeting's focus"
         meeting.outcome = f"no answer to {step}"
-        return fail(ctx, call, 504 if step == "lookup" else 408,
+        return _fail(ctx, call, 504 if step == "lookup" else 408,
                     f"{'Server Time-out' if step == 'lookup' else 'Request Timeout'} "
                     f"({what} did not answer the {step})", now, core)
     try:
@@ -223,16 +259,29 @@ def _looked_up(ctx: Context, call: Call, answer: Response, now: float,
     assert meeting is not None
     if answer.status >= 300:
         meeting.outcome = "look-up refused"
-        return fail(ctx, call, 503, f"Service Unavailable (Conference ID look-up: the Lync "
+        return _fail(ctx, call, 503, f"Service Unavailable (Conference ID look-up: the Lync "
                     f"server answered {answer.status} {answer.reason})", now, core)
     try:
         focus = c3p.focus_of(c3p.read_response(answer.body), meeting.conference_id)
     except ConferenceNotFound as exc:
         ctx.lookups.missing(meeting.server, meeting.conference_id, exc.reason, now)
         meeting.outcome = "not found"
-        return fail(ctx, call, 404, exc.reason, now, core)
+        return _fail(ctx, call, 404, exc.reason, now, core)
     ctx.lookups.found(meeting.server, meeting.conference_id, focus, now)
-    return _join(ctx, call, focus, now, core)
+    return _found(ctx, call, focus, now, core)
+
+
+def _found(ctx: Context, call: Call, focus: str, now: float, core: Endpoint) -> list[Event]:
+    """The Conference ID names `focus`: joined at once when dialled directly; a
+    reception's caller is handed on by the reception, whose leg comes back to `prepared`."""
+    meeting = call.meeting
+    assert meeting is not None
+    if call.reception is None:
+        return _join(ctx, call, focus, now, core)
+    meeting.focus = focus
+    log.info("meeting_found", call_id=call.inbound.call_id,
+             conference_id=meeting.conference_id, focus=focus)
+    return call.reception.meeting_found(ctx, call, focus, now, core)
 
 
 def _join(ctx: Context, call: Call, focus: str, now: float, core: Endpoint) -> list[Event]:
@@ -256,14 +305,14 @@ def _focus_answered(ctx: Context, call: Call, answer: Response, now: float,
     if answer.status >= 300:
         meeting.outcome = f"focus refused: {answer.status}"
         status = 403 if answer.status in (401, 403, 603) else 502
-        return fail(ctx, call, status, f"{'Forbidden' if status == 403 else 'Bad Gateway'} "
+        return _fail(ctx, call, status, f"{'Forbidden' if status == 403 else 'Bad Gateway'} "
                     f"(the meeting's focus answered {answer.status} {answer.reason})",
                     now, core)
     try:
         dialog = Dialog.from_response(meeting.focus_invite, answer)
     except (SipError, ValueError) as exc:
         meeting.outcome = "focus answer unusable"
-        return fail(ctx, call, 502, f"Bad Gateway (the focus's answer is unusable: {exc})",
+        return _fail(ctx, call, 502, f"Bad Gateway (the focus's answer is unusable: {exc})",
                     now, core)
     meeting.focus_dialog = dialog
     ctx.by_dialog[(dialog.call_id, dialog.local_tag)] = call
@@ -294,13 +343,13 @@ def _subscribed(ctx: Context, call: Call, answer: Response, now: float,
     assert meeting is not None and meeting.subscribe is not None
     if answer.status >= 300:
         meeting.outcome = "no conference-info"
-        return fail(ctx, call, 502, f"Bad Gateway (the focus refused the conference "
+        return _fail(ctx, call, 502, f"Bad Gateway (the focus refused the conference "
                     f"subscription: {answer.status} {answer.reason})", now, core)
     try:
         meeting.subscription = Dialog.from_response(meeting.subscribe, answer)
     except (SipError, ValueError) as exc:
         meeting.outcome = "no conference-info"
-        return fail(ctx, call, 502, f"Bad Gateway (the focus's answer is unusable: {exc})",
+        return _fail(ctx, call, 502, f"Bad Gateway (the focus's answer is unusable: {exc})",
                     now, core)
     return _advance(ctx, call, now, core)
 
@@ -311,7 +360,7 @@ def _mcu_added(ctx: Context, call: Call, answer: Response, now: float,
     assert meeting is not None and roster is not None
     if answer.status >= 300:
         meeting.outcome = "MCU refused"
-        return fail(ctx, call, 502, f"Bad Gateway (the focus answered the A/V MCU addUser "
+        return _fail(ctx, call, 502, f"Bad Gateway (the focus answered the A/V MCU addUser "
                     f"with {answer.status} {answer.reason})", now, core)
     if c3p.admission(c3p.read_response(answer.body)) == "lobby":
         meeting.mcu_asked, meeting.admitted = False, False  # asked again once admitted
@@ -352,7 +401,7 @@ def notify(ctx: Context, call: Call, event: RequestReceived, now: float,
                     reason=exc.reason)
         events = core.respond(request, event.transaction, make_response(
             request, 400, "Bad Request (unreadable conference-info)"), now)
-        if call.connected:  # in the meeting already: its roster is not needed to stay
+        if _in_meeting(call):  # in the meeting already: its roster is not needed to stay
             return events
         return events + _refused(ctx, call, exc, now, core)
     events = core.respond(request, event.transaction, make_response(request, 200), now)
@@ -361,9 +410,9 @@ def notify(ctx: Context, call: Call, event: RequestReceived, now: float,
     lobby = meeting.roster.lobby()
     if lobby == "refused":
         meeting.outcome = "refused in the lobby" if not meeting.admitted else "removed"
-        if call.connected:
+        if _in_meeting(call):
             return events + hang_up(ctx, call, "removed from the meeting", now, core)
-        return events + fail(ctx, call, 403, "Forbidden (the meeting did not admit us)",
+        return events + _fail(ctx, call, 403, "Forbidden (the meeting did not admit us)",
                              now, core)
     if lobby == "admitted" and not meeting.admitted:
         meeting.admitted = True
@@ -385,11 +434,11 @@ def focus_bye(ctx: Context, call: Call, event: RequestReceived, now: float,
         meeting.focus_dialog = None
     if meeting.outcome == "joined":
         meeting.outcome = "ended by the meeting"
-    if call.connected:
+    if _in_meeting(call):
         return events + hang_up(ctx, call, "the meeting ended our place in it", now, core)
     if meeting.lobby_since is not None:
         meeting.outcome = "refused in the lobby"
-    return events + fail(ctx, call, 403, "Forbidden (the meeting ended our join)", now, core)
+    return events + _fail(ctx, call, 403, "Forbidden (the meeting ended our join)", now, core)
 
 
 def lobby_timed_out(ctx: Context, call: Call, now: float, core: Endpoint) -> list[Event]:
@@ -397,7 +446,7 @@ def lobby_timed_out(ctx: Context, call: Call, now: float, core: Endpoint) -> lis
     assert meeting is not None
     meeting.outcome = "lobby timeout"
     log.info("meeting_lobby_timeout", call_id=call.inbound.call_id, after=LOBBY_LIMIT)
-    return fail(ctx, call, 480, f"Temporarily Unavailable (nobody admitted us from the "
+    return _fail(ctx, call, 480, f"Temporarily Unavailable (nobody admitted us from the "
                 f"meeting's lobby in {LOBBY_LIMIT:g} s)", now, core)
 
 
@@ -419,9 +468,24 @@ def _refused(ctx: Context, call: Call, exc: ConferencingError, now: float,
     assert meeting is not None
     meeting.outcome = exc.reason
     log.warning("meeting_failed", call_id=call.inbound.call_id, reason=exc.reason)
-    if call.connected:
+    if _in_meeting(call):
         return hang_up(ctx, call, exc.reason, now, core)
-    return fail(ctx, call, exc.status_hint, exc.reason, now, core)
+    return _fail(ctx, call, exc.status_hint, exc.reason, now, core)
+
+
+def _in_meeting(call: Call) -> bool:
+    """Whether the caller is in the meeting (a reception's caller is answered before)."""
+    return call.connected and call.reception is None
+
+
+def _fail(ctx: Context, call: Call, status: int, reason: str, now: float,
+          core: Endpoint) -> list[Event]:
+    """The join failed before the caller was in the meeting: the caller gets `status`, or,
+    at a reception, the reception has its caller back (`status` says whether the meeting
+    was there at all)."""
+    if call.reception is not None:
+        return call.reception.meeting_failed(ctx, call, status, reason, now, core)
+    return fail(ctx, call, status, reason, now, core)
 
 
 def _too_late(ctx: Context, meeting: Meeting, step: Step, answer: Response | None,

@@ -15,8 +15,13 @@ leg of the node's own (`reception_leg`): its leg stays, and its media moves onto
 toward the callee once that answers; a leg that does not answer within
 `placement.SETUP_LIMIT` is cancelled, as a failed one is.
 
-What an entry routes to is `routed`, the one step a new kind of entry (a Conference ID)
-extends.
+What an entry routes to is `routed`. At a reception with a `lync_server` an entry is a
+Lync meeting's Conference ID: looked up on that server (`meeting.look_up`), the focus URI
+it names routed as the guide's rule 60 routes it (a `lync_via_virtual_reception` rule
+matching the full URI), and the caller handed on by a leg of ours whose callee is the
+meeting (`meeting`: focus, lobby, A/V MCU); never by REFER, as the caller could not dial
+the meeting itself. An unknown ID, or a join that fails before the caller is in, brings
+it back to the prompts ("that meeting was not found"), one failure more.
 
 Wrong PINs count against the caller's source address (`pin_guard`); the digits of a PIN are
 never logged nor written in a CDR.
@@ -28,14 +33,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from gateway import logs
-from gateway.calls import reception_leg
+from gateway.calls import meeting, reception_leg
 from gateway.calls.actions import Play, Silence
 from gateway.calls.call import Call, CallState, InDialogRequest, Purpose
 from gateway.calls.context import Context
 from gateway.calls.deadlines import Due
 from gateway.calls.placement import SETUP_LIMIT
 from gateway.calls.protocol import arriving_protocol
-from gateway.calls.teardown import hang_up, send_cancel
+from gateway.calls.teardown import hang_up, leave_meeting, send_cancel
+from gateway.conferencing import c3p
 from gateway.sip.errors import SipError
 from gateway.sip.message import Request, Response, make_response
 from gateway.sip.transaction_layer import Event, RequestReceived
@@ -81,7 +87,33 @@ class Reception:
 
     def leg_failed(self, ctx: Context, call: Call, why: str, now: float,
                    core: Endpoint) -> list[Event]:
-        return _leg_failed(ctx, call, why)
+        return _leg_failed(ctx, call, why, now, core)
+
+    # What `meeting` reports of a Conference ID entered here.
+    def meeting_found(self, ctx: Context, call: Call, focus: str, now: float,
+                      core: Endpoint) -> list[Event]:
+        """The look-up found the meeting's `focus`: routed (the guide's full-URI rule to
+        Lync), and the caller handed on to it."""
+        decision = routed(call, focus)
+        rule = decision.rule
+        if rule is None or rule.target != "lync_via_virtual_reception":
+            return self.meeting_failed(ctx, call, 404, f"Not Found (the meeting's focus URI "
+                                       f"routes to no lync_via_virtual_reception rule: "
+                                       f"{decision.reason})", now, core)
+        assert call.meeting is not None
+        return _hand_on(ctx, call, f"meeting {call.meeting.conference_id}", decision)
+
+    def meeting_failed(self, ctx: Context, call: Call, status: int, reason: str,
+                       now: float, core: Endpoint) -> list[Event]:
+        """The meeting was not found, or its join failed before the caller was in."""
+        if call.handing_on:
+            return _leg_failed(ctx, call, f"{status} {reason}", now, core)
+        events = leave_meeting(ctx, call, now, core)
+        call.meeting = None
+        log.info("reception_meeting_not_found", call_id=call.inbound.call_id,
+                 status=status, reason=reason)
+        return events + _failed(ctx, call, f"meeting: {status} {reason}",
+                                ("meeting_not_found", "enter_number"))
 
 
 def start(ctx: Context, call: Call) -> list[Event]:
@@ -98,18 +130,21 @@ def played(ctx: Context, call: Call, now: float, core: Endpoint) -> list[Event]:
     if r.leaving:
         return hang_up(ctx, call, r.leaving, now, core)
     if r.referring:
+        if call.meeting is not None:
+            return _own_leg(ctx, call, "a meeting is joined by a leg of ours", now, core)
         if _takes_refer(call):
             return _refer(ctx, call, now, core)
         return _own_leg(ctx, call, "its INVITE does not allow REFER", now, core)
-    if not r.typing:
+    if not r.typing and call.meeting is None:
         _wait(ctx, call, now)
     return []
 
 
 def digit(ctx: Context, call: Call, key: str, now: float, core: Endpoint) -> list[Event]:
     r = _reception(call)
-    if r.leaving or r.referring or call.state is not CallState.CONNECTED:
-        return []
+    if (r.leaving or r.referring or call.meeting is not None
+            or call.state is not CallState.CONNECTED):
+        return []  # (a Conference ID entered is being looked up)
     if not r.typing:
         r.typing = True
         ctx.actions.append(Silence(r.media))
@@ -173,7 +208,7 @@ def _finish(ctx: Context, call: Call, now: float, core: Endpoint) -> list[Event]
     r = _reception(call)
     entry, r.digits, r.typing, r.entry_until = r.digits, "", False, None
     if r.asking == "number":
-        return _number(ctx, call, entry)
+        return _number(ctx, call, entry, now, core)
     return _pin(ctx, call, entry, now)
 
 
@@ -186,10 +221,17 @@ def routed(call: Call, entry: str) -> Decision:
         registered=False))
 
 
-def _number(ctx: Context, call: Call, entry: str) -> list[Event]:
+def _number(ctx: Context, call: Call, entry: str, now: float,
+            core: Endpoint) -> list[Event]:
     r = _reception(call)
     if not entry:
         return _failed(ctx, call, "nothing entered")
+    here = call.decision.service
+    if here is not None and here.lync_server:
+        if not c3p.is_conference_id(entry):
+            return _failed(ctx, call, "not a Conference ID", ("meeting_not_found",
+                                                              "enter_number"))
+        return meeting.look_up(ctx, call, entry, here.lync_server, now, core)
     decision = routed(call, entry)
     service = decision.service
     if not decision.routed or (service is not None and service.type == "virtual_reception"):
@@ -284,24 +326,28 @@ def leg_timed_out(ctx: Context, call: Call, now: float, core: Endpoint) -> list[
         return hang_up(ctx, call, f"internal error: the leg's set-up did not finish in "
                        f"{SETUP_LIMIT:g} s", now, core)
     events = send_cancel(call, now, core) if call.out.heard else []
-    return events + _leg_failed(ctx, call, f"no answer in {SETUP_LIMIT:g} s")
+    return events + _leg_failed(ctx, call, f"no answer in {SETUP_LIMIT:g} s", now, core)
 
 
-def _leg_failed(ctx: Context, call: Call, why: str) -> list[Event]:
+def _leg_failed(ctx: Context, call: Call, why: str, now: float,
+                core: Endpoint) -> list[Event]:
     """The leg placed for the caller failed: back at the reception, with one failure more
-    (a PIN prompt, which has nowhere else to go, says goodbye)."""
+    (a PIN prompt, which has nowhere else to go, says goodbye); a meeting it was joining
+    is left."""
     r = _reception(call)
     assert r.lobby is not None
+    events = leave_meeting(ctx, call, now, core)
+    call.meeting = None
     reception_leg.dropped(ctx, call, r.lobby)
     log.info("reception_leg_failed", call_id=call.inbound.call_id, to=r.referring, reason=why)
     failure, r.referring, r.pin, r.routes_to = f"{r.referring}: {why}", "", "", None
     service = call.decision.service
     if service is None or service.type != "virtual_reception":
         r.outcome = f"could not reach {failure}"
-        return _leave(ctx, call, f"reception: {r.outcome}")
+        return events + _leave(ctx, call, f"reception: {r.outcome}")
     r.asking, r.pin_for, r.target = "number", None, ""
-    return _failed(ctx, call, f"could not reach {failure}",
-                   ("meeting_not_found", "enter_number"))
+    return events + _failed(ctx, call, f"could not reach {failure}",
+                            ("meeting_not_found", "enter_number"))
 
 
 def _failed(ctx: Context, call: Call, why: str,

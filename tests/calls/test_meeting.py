@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import aioice
@@ -18,14 +20,15 @@ from gateway.calls.cdr import CdrStore
 from gateway.calls.meeting import LOBBY_LIMIT
 from gateway.calls.settings import NextHop
 from gateway.resolver.rfc3263 import Target
-from gateway.sip.message import Request, Response
+from gateway.sip.message import Request, Response, make_response
 from gateway.transport.peer import Peer, Transport
 from ice.ports import PortAllocator
 from sdp.parse import parse_sdp
-from tests.kit.calls import CALLER, Harness, invite_with, phone, sdp_body
+from tests.kit.calls import CALLER, Harness, Phone, invite_with, phone, sdp_body
 from tests.kit.focus import FOCUS, MCU, Focus, pump
 from tests.kit.lync import LyncStream, audio_answer, connect_to_offer
 from tests.kit.media import rtp
+from tests.kit.reception import short_theme
 from tests.peers import free_port
 
 POOL = Target(Transport.UDP, "pool.contoso.com", "198.51.100.7", 5061)
@@ -294,32 +297,54 @@ async def test_audio_flows_both_ways_through_the_mcu(tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """The MCU's media side is an ICE agent with SRTP (as a Lync endpoint): the caller's
     RTP reaches it and its RTP reaches the caller."""
-    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6:
-                        ["127.0.0.1"])
-    base = free_port()
-    ports = PortAllocator(base, base + 40)
+    ports = loopback_ice(monkeypatch)
     phone_sock, phone_rx, phone_port = await phone()
     h, focus = harness(tmp_path, ports), Focus()
     await dial(h, focus, body=sdp_body(phone_port))
-    assert focus.mcu_invite is not None
-    mcu = aioice.Connection(ice_controlling=False, components=1, use_ipv6=False)
-    await mcu.gather_candidates()
-    key = os.urandom(30)
-    answer = audio_answer(mcu, key)
-    h.feed(focus.answer_mcu(200, answer), POOL_PEER)
-    pump(h, focus, POOL_PEER)
+    mcu = await mcu_answers(h, focus)
     ok = [m for m in to_caller(h) if isinstance(m, Response)][-1]
-    relay_port = parse_sdp(ok.body).media[0].port
-    offered = await connect_to_offer(mcu, focus.mcu_invite.body)
-    for _ in range(100):  # the second offer (remote-candidates) goes to the MCU
-        await asyncio.sleep(0.02)
-        pump(h, focus, POOL_PEER)
-        if focus.mcu_invite.get("CSeq").startswith("2 "):
-            break
-    assert "remote-candidates" in focus.mcu_invite.body.decode()
-    h.feed(focus.answer_mcu(200, answer), POOL_PEER)
+    stream = await audio_both_ways(h, focus, mcu, phone_sock, phone_rx,
+                                   parse_sdp(ok.body).media[0].port)
+    h.feed(_bye_from_caller(h), CALLER)
     pump(h, focus, POOL_PEER)
-    stream = LyncStream(mcu, key, offered)
+    assert_left_focus(focus)
+    await nothing_held(h, stream, phone_sock, ports)
+
+
+@dataclass
+class Mcu:
+    """The A/V MCU's media side: an ICE agent (controlled) and its SRTP key and answer."""
+
+    agent: aioice.Connection
+    key: bytes
+    answer: bytes
+
+
+async def mcu_answers(h: Harness, focus: Focus) -> Mcu:
+    """The MCU answers its INVITE with an ICE/SRTP audio answer."""
+    assert focus.mcu_invite is not None
+    agent = aioice.Connection(ice_controlling=False, components=1, use_ipv6=False)
+    await agent.gather_candidates()
+    key = os.urandom(30)
+    mcu = Mcu(agent, key, audio_answer(agent, key))
+    h.feed(focus.answer_mcu(200, mcu.answer), POOL_PEER)
+    pump(h, focus, POOL_PEER)
+    return mcu
+
+
+async def audio_both_ways(h: Harness, focus: Focus, mcu: Mcu,
+                          phone_sock: asyncio.DatagramTransport, phone_rx: Phone,
+                          relay_port: int) -> LyncStream:
+    """ICE between the MCU and the relay, the second offer answered, then the phone's RTP
+    reaches the MCU (SRTP) and the MCU's the phone; the MCU's stream, to close."""
+    assert focus.mcu_invite is not None
+    offered = await connect_to_offer(mcu.agent, focus.mcu_invite.body)
+    await until(h, focus, lambda: focus.mcu_invite is not None and focus.mcu_invite.get(
+        "CSeq").startswith("2 "))  # the second offer (remote-candidates) goes to the MCU
+    assert "remote-candidates" in focus.mcu_invite.body.decode()
+    h.feed(focus.answer_mcu(200, mcu.answer), POOL_PEER)
+    pump(h, focus, POOL_PEER)
+    stream = LyncStream(mcu.agent, mcu.key, offered)
     phone_sock.sendto(rtp(1, pt=9, ssrc=5), ("127.0.0.1", relay_port))
     for _ in range(100):
         if stream.rtp:
@@ -327,15 +352,39 @@ async def test_audio_flows_both_ways_through_the_mcu(tmp_path: Path,
         await asyncio.sleep(0.02)
     assert stream.rtp == [rtp(1, pt=9, ssrc=5)]
     await stream.send(rtp(2, pt=9, ssrc=6))
-    assert await asyncio.wait_for(phone_rx.got.get(), 5) == rtp(2, pt=9, ssrc=6)
-    h.feed(_bye_from_caller(h), CALLER)
-    pump(h, focus, POOL_PEER)
-    assert_left_focus(focus)
+    heard = await asyncio.wait_for(phone_rx.got.get(), 5)
+    while heard[12:] == b"\xff" * 160:  # a reception's prompts, before the hand-on
+        heard = await asyncio.wait_for(phone_rx.got.get(), 5)
+    assert heard == rtp(2, pt=9, ssrc=6)
+    return stream
+
+
+def loopback_ice(monkeypatch: pytest.MonkeyPatch) -> PortAllocator:
+    """ICE candidates on loopback only, and media ports for the call."""
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6:
+                        ["127.0.0.1"])
+    base = free_port()
+    return PortAllocator(base, base + 40)
+
+
+async def nothing_held(h: Harness, stream: LyncStream, phone_sock: asyncio.DatagramTransport,
+                       ports: PortAllocator) -> None:
+    """The test's media closed, the adapter's work done: every port of the call freed."""
     await stream.close()
     phone_sock.close()
     for task in h.tasks:
         await task
     assert ports.in_use == set()
+
+
+async def until(h: Harness, focus: Focus, done: Callable[[], bool]) -> None:
+    """Lets prompts, the call's set-up and the pool run until `done`."""
+    for _ in range(200):
+        await asyncio.sleep(0.01)
+        pump(h, focus, POOL_PEER)
+        if done():
+            return
+    raise AssertionError("not done in 2 s")
 
 
 def _bye_from_caller(h: Harness) -> bytes:
@@ -346,3 +395,122 @@ def _bye_from_caller(h: Harness) -> bytes:
             "To: <sip:884711@gw.example.com>;tag={tag}\r\nCall-ID: in-call-1\r\n"
             "CSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
             ).replace("{tag}", call.in_tag).encode()
+
+
+# -- the same meeting, its Conference ID entered at a Virtual Reception ----------------------
+RECEPTION = """
+[[lync_servers]]
+name = "pool"
+address = "198.51.100.7"
+port = 5061
+transport = "tcp"
+
+[[services]]
+type = "virtual_reception"
+name = "SfB lobby"
+aliases = ["sfb.lobby@gw.example.com"]
+theme = "{theme}"
+lync_server = "pool"
+
+[[routing_rules]]
+name = "Lync clients or meetings, via a Virtual Reception"
+priority = 60
+protocols = ["sip"]
+match_full_uri = true
+match = '.*@contoso\\.com.*'
+target = "lync_via_virtual_reception"
+outgoing_protocol = "mssip"
+call_via = "pool"
+"""
+
+
+def reception(tmp_path: Path, ports: PortAllocator) -> Harness:
+    h = Harness([POOL], cdrs=CdrStore(tmp_path / "cdr.sqlite3"), ports=ports,
+                address="127.0.0.1",
+                rules=RECEPTION.replace("{theme}", str(short_theme(tmp_path))))
+    h.configure(next_hops={"pool": NextHop(POOL.address, POOL.port, Transport.UDP)},
+                mssip_domain_default="vc.example.com")
+    return h
+
+
+async def at_reception(h: Harness, body: bytes) -> str:
+    """The caller dials the reception and is answered: the To tag of its leg."""
+    h.feed(invite_with(body, user="sfb.lobby"), CALLER)
+    await h.settle()
+    ok = [m for m in to_caller(h) if isinstance(m, Response) and m.status == 200]
+    assert ok and ok[0].to.tag
+    return ok[0].to.tag
+
+
+def keyed(h: Harness, tag: str, digits: str, first: int = 1) -> None:
+    """The caller's keys by SIP INFO (dtmf-relay), each answered 200."""
+    for n, key in enumerate(digits, first):
+        body = f"Signal={key}\r\nDuration=160\r\n"
+        h.feed((f"INFO sip:gw@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5062;"
+                f"branch=z9hG4bK-info{n}\r\nFrom: \"Bob\" <sip:bob@example.org>;tag=caller\r\n"
+                f"To: <sip:sfb.lobby@gw.example.com>;tag={tag}\r\nCall-ID: in-call-1\r\n"
+                f"CSeq: {n + 1} INFO\r\nContent-Type: application/dtmf-relay\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n{body}").encode(), CALLER)
+        assert 200 in [m.status for m in to_caller(h) if isinstance(m, Response)]
+
+
+
+async def test_a_conference_id_entered_at_the_reception_joins_the_meeting(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reception's lync_server looks the ID up; the focus URI routes by the full-URI
+    lync_via_virtual_reception rule; the caller (whose INVITE allows REFER: a meeting is
+    joined by a leg of ours all the same) is handed on to the meeting: focus, conference
+    subscription, MCU addUser, the MCU's INVITE with our ICE/SRTP offer; the MCU's answer
+    re-INVITEs the caller onto the relay and audio flows both ways through it; the
+    caller's BYE leaves MCU and focus. One CDR: the reception's, with the meeting."""
+    ports = loopback_ice(monkeypatch)
+    phone_sock, phone_rx, phone_port = await phone()
+    h, focus = reception(tmp_path, ports), Focus()
+    tag = await at_reception(h, sdp_body(phone_port))
+    keyed(h, tag, "4711#")
+    await until(h, focus, lambda: focus.mcu_invite is not None)
+    assert focus.methods() == ["SERVICE", "INVITE", "ACK", "SUBSCRIBE", "INFO", "INVITE"]
+    assert focus.got[1].uri == FOCUS and b"<addUser>" in focus.got[1].body
+    assert not any(isinstance(m, Request) and m.method == "REFER" for m in to_caller(h))
+    mcu = await mcu_answers(h, focus)
+    [reinvite] = [m for m in to_caller(h) if isinstance(m, Request) and m.method == "INVITE"]
+    assert reinvite.call_id == "in-call-1"
+    h.feed(make_response(reinvite, 200, body=sdp_body(phone_port),
+                         content_type="application/sdp"), CALLER)
+    stream = await audio_both_ways(h, focus, mcu, phone_sock, phone_rx,
+                                   parse_sdp(reinvite.body).media[0].port)
+    h.feed(_bye_from_caller(h).replace(b"884711@", b"sfb.lobby@"), CALLER)
+    pump(h, focus, POOL_PEER)
+    assert [m.uri for m in focus.got if m.method == "BYE"] == [MCU, FOCUS]
+    assert_left_focus(focus)
+    record = meeting_cdr(h)
+    assert record["conference_id"] == "4711" and record["outcome"] == "joined"
+    assert h.cdrs is not None and h.cdrs.recent(1)[0]["service"] == "SfB lobby"
+    left_nothing(h)
+    await nothing_held(h, stream, phone_sock, ports)
+
+
+async def test_an_unknown_conference_id_at_the_reception_is_prompted_again(
+        tmp_path: Path) -> None:
+    """An ID the pool does not know, and an entry that is no Conference ID, are each one
+    failure ("that meeting was not found", then the number again), the call staying up
+    with nothing of the meeting left; the third failure says goodbye."""
+    base = free_port()
+    ports = PortAllocator(base, base + 40)
+    h, focus = reception(tmp_path, ports), Focus()
+    tag = await at_reception(h, sdp_body(5004))
+    [call] = h.b2bua.calls.values()
+    keyed(h, tag, "999#")
+    await until(h, focus, lambda: focus.methods() == ["SERVICE"])
+    await h.settle()
+    assert call.connected and call.meeting is None and call.reception is not None
+    assert call.reception.failures == 1 and not h.b2bua.ctx.by_dialog.keys() - {
+        ("in-call-1", tag)}
+    keyed(h, tag, "999#", first=10)  # cached: no second look-up
+    await h.settle()
+    assert focus.methods() == ["SERVICE"] and call.reception.failures == 2
+    keyed(h, tag, "12*34#", first=20)
+    await until(h, focus, lambda: any(isinstance(m, Request) and m.method == "BYE"
+                                      for m, _ in h.take()))
+    assert "not a Conference ID, 3 times" in (call.record.end_cause or "")
+    assert h.b2bua.calls == {} and ports.in_use == set()

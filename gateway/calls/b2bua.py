@@ -291,8 +291,11 @@ class B2bua:
         """INFO or NOTIFY inside a call: the reception's keypad and REFER reports."""
         request = event.request
         call = self.ctx.by_dialog.get((request.call_id, request.to.tag or ""))
-        if call is not None and call.meeting is not None and request.method == "NOTIFY":
-            return meeting.notify(self.ctx, call, event, now, core)
+        if call is not None and call.meeting is not None and (
+                call.meeting.owns(request.call_id)):  # the focus's, not the caller's
+            if request.method == "NOTIFY":
+                return meeting.notify(self.ctx, call, event, now, core)
+            return meeting.info(self.ctx, call, event, now, core)
         if call is None or (call.reception is None and request.method == "NOTIFY"):
             return core.respond(request, event.transaction, make_response(request, 481), now)
         if call.reception is None:  # RFC 6086 legacy INFO: nothing here takes its body
@@ -384,6 +387,8 @@ class B2bua:
                 events += reception.leg_timed_out(ctx, call, now, core)
             elif due is Due.LOBBY:
                 events += meeting.lobby_timed_out(ctx, call, now, core)
+            elif due is Due.SUBSCRIPTION:
+                events += meeting.resubscribe(ctx, call, now, core)
             else:
                 events += session.timer_due(ctx, call, call.leg(TIMER_ROLE[due]), now, core)
         if self.presence is not None:

@@ -10,7 +10,10 @@ around the callee leg, which is the MCU's.
 2. INVITE to the focus carrying `addUser` ([MS-CONFBAS] 2.2.3.3): its 2xx says joined, or
    pending (the lobby); then SUBSCRIBE to the focus's `conference` event, whose NOTIFYs
    (`conference_info.Roster`) name the A/V MCU and say when the lobby lets us in or sends
-   us away.
+   us away. The subscription is refreshed in its dialog before what the focus granted
+   lapses (`resubscribe`); a refresh refused in the meeting ends the subscription only.
+   INFOs the focus sends on its dialog (`info`): a C3P response is taken (200), unreadable
+   C3P is 400, anything else 415.
 3. Admitted and the MCU known: `addUser` for the A/V MCU ([MS-CONFAV]) in an INFO on the
    focus dialog, its answer in the INFO's 2xx; then the callee leg, INVITE to the MCU with
    our ICE/SRTP offer, placed and answered by `placement` as any call toward Lync.
@@ -69,8 +72,9 @@ log = logs.get(__name__)
 # How long the organiser has to let a caller out of the lobby; below placement's
 # SETUP_LIMIT, so the caller is told why rather than "no answer".
 LOBBY_LIMIT = 150.0
-SUBSCRIPTION_SECONDS = 3600  # one subscription for the call: not refreshed yet
-Step = Literal["lookup", "focus", "subscribe", "mcu"]
+SUBSCRIPTION_SECONDS = 3600  # asked for; the focus's 2xx says what it grants
+REFRESH_AT = 0.9  # of the granted time: the re-SUBSCRIBE goes before it lapses (RFC 6665)
+Step = Literal["lookup", "focus", "subscribe", "mcu", "resubscribe"]
 
 
 @dataclass(eq=False, slots=True)
@@ -99,6 +103,7 @@ class Meeting:
     lobby_since: float | None = None
     lobby_until: float = 0.0
     lobby_seconds: float = 0.0
+    refresh_at: float | None = None  # the subscription's refresh, on the deadline heap
     outcome: str = "looking up"
     left: bool = False
     request_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -235,6 +240,8 @@ def answered(ctx: Context, mark: Asked, answer: Response | None, now: float,
         return []
     if call.state is CallState.ENDED:
         return _too_late(ctx, meeting, step, answer, now, core)
+    if step == "resubscribe" and answer is None:
+        return _resubscribed(ctx, call, None, now, core)
     if answer is None:
         what = "the Lync server" if step == "lookup" else "the meeting's focus"
         meeting.outcome = f"no answer to {step}"
@@ -248,6 +255,8 @@ def answered(ctx: Context, mark: Asked, answer: Response | None, now: float,
             return _focus_answered(ctx, call, answer, now, core)
         if step == "subscribe":
             return _subscribed(ctx, call, answer, now, core)
+        if step == "resubscribe":
+            return _resubscribed(ctx, call, answer, now, core)
         return _mcu_added(ctx, call, answer, now, core)
     except ConferencingError as exc:
         return _refused(ctx, call, exc, now, core)
@@ -351,7 +360,62 @@ def _subscribed(ctx: Context, call: Call, answer: Response, now: float,
         meeting.outcome = "no conference-info"
         return _fail(ctx, call, 502, f"Bad Gateway (the focus's answer is unusable: {exc})",
                     now, core)
+    _refresh_due(ctx, call, answer, now)
     return _advance(ctx, call, now, core)
+
+
+def _refresh_due(ctx: Context, call: Call, answer: Response, now: float) -> None:
+    """The next re-SUBSCRIBE, before what the focus granted (its 2xx's Expires, else ours)
+    lapses; none when it granted nothing."""
+    meeting = call.meeting
+    assert meeting is not None
+    try:
+        granted = answer.expires
+    except SipError:
+        granted = None
+    seconds = min(SUBSCRIPTION_SECONDS if granted is None else granted, SUBSCRIPTION_SECONDS)
+    if seconds <= 0:
+        meeting.refresh_at = None
+        return
+    meeting.refresh_at = now + seconds * REFRESH_AT
+    ctx.push(meeting.refresh_at, call, Due.SUBSCRIPTION)
+
+
+def resubscribe(ctx: Context, call: Call, now: float, core: Endpoint) -> list[Event]:
+    """The conference subscription is refreshed in its dialog (RFC 6665 4.1.2.1)."""
+    meeting = call.meeting
+    assert meeting is not None
+    meeting.refresh_at = None
+    dialog = meeting.subscription
+    if dialog is None or meeting.left:
+        return []
+    request = dialog.create_request("SUBSCRIBE", _via(ctx, meeting), headers=(
+        ("Event", conference_info.EVENT), ("Accept", conference_info.CONTENT_TYPE),
+        ("Expires", str(SUBSCRIPTION_SECONDS))))
+    return _out(ctx, call, request, "resubscribe", now, core)
+
+
+def _resubscribed(ctx: Context, call: Call, answer: Response | None, now: float,
+                  core: Endpoint) -> list[Event]:
+    """The refresh's answer: re-armed; refused or unanswered, the subscription is over. In
+    the meeting the call goes on (the MCU's leg carries it, its roster is not needed);
+    still waiting to be let in, the join has lost what would let it in."""
+    meeting = call.meeting
+    assert meeting is not None
+    if answer is not None and answer.status < 300:
+        _refresh_due(ctx, call, answer, now)
+        return []
+    why = f"{answer.status} {answer.reason}" if answer is not None else "no answer"
+    log.warning("meeting_subscription_lost", call_id=call.inbound.call_id, why=why)
+    dialog = meeting.subscription
+    if dialog is not None:
+        ctx.by_dialog.pop((dialog.call_id, dialog.local_tag), None)
+        meeting.subscription = None
+    if _in_meeting(call):
+        return []
+    meeting.outcome = "no conference-info"
+    return _fail(ctx, call, 502, f"Bad Gateway (the focus ended the conference "
+                 f"subscription: {why})", now, core)
 
 
 def _mcu_added(ctx: Context, call: Call, answer: Response, now: float,
@@ -420,6 +484,30 @@ def notify(ctx: Context, call: Call, event: RequestReceived, now: float,
         log.info("meeting_admitted", call_id=call.inbound.call_id,
                  lobby_seconds=round(meeting.lobby_seconds, 1))
     return events + _advance(ctx, call, now, core)
+
+
+def info(ctx: Context, call: Call, event: RequestReceived, now: float,
+         core: Endpoint) -> list[Event]:
+    """An INFO the focus sends on its own dialog. A C3P response to one of our requests
+    (a pending addUser answered later) is taken: 200, logged, and nothing more done with
+    it (the conference-info NOTIFYs say what changed for us). A C3P document we cannot
+    read is 400; any other body is no C3P notification: 415, saying what we accept."""
+    request = event.request
+    content_type = request.content_type
+    if content_type is None or content_type.type != c3p.CONTENT_TYPE:
+        return core.respond(request, event.transaction, make_response(
+            request, 415, "Unsupported Media Type (only C3P is taken from the focus)",
+            headers=(("Accept", c3p.CONTENT_TYPE),)), now)
+    try:
+        response = c3p.read_response(request.body)
+    except ConferencingError as exc:
+        log.warning("meeting_info_malformed", call_id=call.inbound.call_id,
+                    reason=exc.reason)
+        return core.respond(request, event.transaction, make_response(
+            request, 400, "Bad Request (unreadable C3P)"), now)
+    log.info("meeting_c3p_info", call_id=call.inbound.call_id, command=response.command,
+             code=response.code, request_id=response.request_id)
+    return core.respond(request, event.transaction, make_response(request, 200), now)
 
 
 def focus_bye(ctx: Context, call: Call, event: RequestReceived, now: float,

@@ -227,6 +227,59 @@ async def test_focus_ends_the_meeting(tmp_path: Path) -> None:
     left_nothing(h)
 
 
+
+async def test_the_subscription_is_refreshed_before_what_the_focus_granted_lapses(
+        tmp_path: Path) -> None:
+    """The focus grants 60 s: a re-SUBSCRIBE in the subscription's dialog at 54 s and,
+    once that is answered, again 54 s later; the call goes on. A refresh the focus
+    refuses ends the subscription only (in the meeting: the MCU's leg carries the call),
+    and leaving then sends no unSUBSCRIBE."""
+    h, focus = harness(tmp_path), Focus(subscription_seconds=60)
+    await dial(h, focus)
+    h.feed(focus.answer_mcu(200, sdp_body(6000)), POOL_PEER)
+    pump(h, focus, POOL_PEER)
+    first = next(m for m in focus.got if m.method == "SUBSCRIBE")
+    for at in (53.0, 54.5, 108.0, 109.5):
+        h.tick(at)
+        pump(h, focus, POOL_PEER)
+    refreshes = [m for m in focus.got if m.method == "SUBSCRIBE"][1:]
+    assert len(refreshes) == 2
+    for refresh in refreshes:
+        assert refresh.get("Call-ID") == first.get("Call-ID") and "tag=" in refresh.get("To")
+        assert refresh.get("Expires") == "3600" and refresh.get("Event") == "conference"
+    [call] = h.b2bua.calls.values()
+    assert call.connected
+    focus.subscription_refused = True
+    h.tick(164.0)
+    pump(h, focus, POOL_PEER)
+    assert call.connected and call.meeting is not None and call.meeting.subscription is None
+    h.feed(_bye_from_caller(h), CALLER)
+    pump(h, focus, POOL_PEER)
+    assert [m.get("Expires") for m in focus.got if m.method == "SUBSCRIBE"][-1] == "3600"
+    left_nothing(h)
+
+
+async def test_c3p_infos_of_the_focus(tmp_path: Path) -> None:
+    """An INFO of the focus carrying a C3P response is taken (200); an unreadable C3P one
+    is 400, any other body 415 naming C3P; the call goes on through all three."""
+    h, focus = harness(tmp_path), Focus()
+    await dial(h, focus)
+    h.feed(focus.answer_mcu(200, sdp_body(6000)), POOL_PEER)
+    pump(h, focus, POOL_PEER)
+    late = focus.add_user_answer(focus.got[4].body, "success", MCU)
+    h.take()
+    answers = []
+    for body, kind in ((late, "application/cccp+xml"), (b"<response", "application/cccp+xml"),
+                       (b"hello", "text/plain")):
+        h.feed(focus.info(body, kind), POOL_PEER)
+        [answer] = [m for m, _ in h.take() if isinstance(m, Response)]
+        answers.append(answer)
+    assert [a.status for a in answers] == [200, 400, 415]
+    assert answers[2].headers.get("Accept") == "application/cccp+xml"
+    [call] = h.b2bua.calls.values()
+    assert call.connected
+
+
 @pytest.mark.parametrize("body", [
     b"<response xmlns='urn:ietf:params:xml:ns:cccp'><getConference/>",  # cut short
     b'<!DOCTYPE x [<!ENTITY a "aaaa">]><response/>',  # a DTD

@@ -72,6 +72,8 @@ class Focus:
     lookup_body: bytes | None = None
     add_user_body: bytes | None = None
     lookup_silent: bool = False
+    subscription_seconds: int = 3600  # what the focus grants a SUBSCRIBE (its 2xx's Expires)
+    subscription_refused: bool = False  # a refresh is answered 481 (the focus forgot it)
     via: str = "SIP/2.0/UDP 198.51.100.7:5061"  # how the pool's own requests say it sent them
     got: list[Sip] = field(default_factory=list)  # every request the pool received
     mcu_invite: Sip | None = None  # the newest INVITE to the MCU, for the test to answer
@@ -119,19 +121,21 @@ class Focus:
             return []
         self._me = _uri(request.get("From"))
         code = "pending" if self.lobby else "success"
-        body = self.add_user_body or self._add_user(request.body, code, FOCUS)
+        body = self.add_user_body or self.add_user_answer(request.body, code, FOCUS)
         return [self._answer(request, 200, body, "application/cccp+xml", tag="focus")]
 
     def _on_info(self, request: Sip) -> list[bytes]:
         code = "pending" if self.lobby else "success"
-        return [self._answer(request, 200, self._add_user(request.body, code, MCU),
+        return [self._answer(request, 200, self.add_user_answer(request.body, code, MCU),
                              "application/cccp+xml")]
 
     def _on_subscribe(self, request: Sip) -> list[bytes]:
         if request.get("Expires") == "0":
             return [self._answer(request, 200, extra=[("Expires", "0")])]
+        if self.subscription_refused and "tag=" in request.get("To"):
+            return [self._answer(request, 481)]
         self._subscription = request
-        ok = self._answer(request, 200, extra=[("Expires", "3600")])
+        ok = self._answer(request, 200, extra=[("Expires", str(self.subscription_seconds))])
         self._focus_tag = re.search(r"tag=([^;]+)", Sip.parse(ok).get("To")).group(1)  # type: ignore[union-attr]
         return [ok, self.notify(self._roster(full=True))]
 
@@ -160,6 +164,15 @@ class Focus:
             ("Contact", f"<{FOCUS}>"), ("Event", "conference"),
             ("Subscription-State", "active;expires=3600"),
             ("Content-Type", "application/conference-info+xml")], document)
+
+    def info(self, body: bytes, content_type: str) -> bytes:
+        """An INFO of the focus's own on the focus dialog."""
+        invite = next(m for m in self.got if m.method == "INVITE" and m.uri == FOCUS)
+        return write(f"INFO {_uri(invite.get('Contact'))} SIP/2.0", [
+            ("Via", f"{self.via};branch=z9hG4bK-i{next(self._tags)}"),
+            ("Max-Forwards", "70"), ("From", f"<{FOCUS}>;tag=focus"),
+            ("To", invite.get("From")), ("Call-ID", invite.get("Call-ID")),
+            ("CSeq", f"{next(self._cseq)} INFO"), ("Content-Type", content_type)], body)
 
     def bye(self) -> bytes:
         """The focus ends the caller's place in the meeting (BYE on the focus dialog)."""
@@ -201,7 +214,7 @@ class Focus:
                 f'<endpoint entity="gw"><status>{status}</status></endpoint></user></users>'
                 "</conference-info>").encode()
 
-    def _add_user(self, request_body: bytes, code: str, conference: str) -> bytes:
+    def add_user_answer(self, request_body: bytes, code: str, conference: str) -> bytes:
         """[MS-CONFBAS] 2.2.3.4's addUser response, for this caller and conference."""
         spec = (FIXTURES / "confbas-2.2.3.4-addUser-response.xml").read_text()
         spec = spec.replace("sip:user@fabrikam.com;gruu;opaque=app:conf:focus:id:BE92",

@@ -91,6 +91,9 @@ class RoutingRule:
     service_tag: str
     # Presence: the contact list's image, a PNG or JPEG file ("" = the node's default image)
     avatar: str = ""
+    # A Lync meeting's lobby (targets lync_meeting_direct, lync_via_virtual_reception): how
+    # long the organiser has to let the caller in
+    lobby_timeout_seconds: int = 150
 
     def sort_key(self) -> tuple[int, str]:
         """Ascending priority; ties by name, so decisions do not depend on file order."""

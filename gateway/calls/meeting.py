@@ -69,9 +69,6 @@ if TYPE_CHECKING:
     from gateway.sip.endpoint import Endpoint
 
 log = logs.get(__name__)
-# How long the organiser has to let a caller out of the lobby; below placement's
-# SETUP_LIMIT, so the caller is told why rather than "no answer".
-LOBBY_LIMIT = 150.0
 SUBSCRIPTION_SECONDS = 3600  # asked for; the focus's 2xx says what it grants
 REFRESH_AT = 0.9  # of the granted time: the re-SUBSCRIBE goes before it lapses (RFC 6665)
 Step = Literal["lookup", "focus", "subscribe", "mcu", "resubscribe"]
@@ -533,9 +530,17 @@ def lobby_timed_out(ctx: Context, call: Call, now: float, core: Endpoint) -> lis
     meeting = call.meeting
     assert meeting is not None
     meeting.outcome = "lobby timeout"
-    log.info("meeting_lobby_timeout", call_id=call.inbound.call_id, after=LOBBY_LIMIT)
+    limit = _lobby_limit(call)
+    log.info("meeting_lobby_timeout", call_id=call.inbound.call_id, after=limit)
     return _fail(ctx, call, 480, f"Temporarily Unavailable (nobody admitted us from the "
-                f"meeting's lobby in {LOBBY_LIMIT:g} s)", now, core)
+                 f"meeting's lobby in {limit:g} s)", now, core)
+
+
+def _lobby_limit(call: Call) -> int:
+    """The rule's lobby_timeout_seconds (the rule that led to the meeting)."""
+    rule = call.decision.rule
+    assert rule is not None
+    return rule.lobby_timeout_seconds
 
 
 def _enter_lobby(ctx: Context, call: Call, now: float) -> None:
@@ -544,7 +549,7 @@ def _enter_lobby(ctx: Context, call: Call, now: float) -> None:
     meeting.outcome = "lobby"
     if meeting.lobby_since is None:
         meeting.lobby_since = now
-        meeting.lobby_until = now + LOBBY_LIMIT
+        meeting.lobby_until = now + _lobby_limit(call)
         ctx.push(meeting.lobby_until, call, Due.LOBBY)
         log.info("meeting_lobby", call_id=call.inbound.call_id)
 

@@ -191,6 +191,9 @@ def _rule(s: Section, refs: RoutingReferences) -> RoutingRule:
         theme=s.string("theme"),
         service_tag=s.string("service_tag"),
         avatar=s.string("avatar", max_len=4096),
+        # Under placement's 181 s set-up limit, so the caller is told why rather than
+        # "no answer" (a lyncgate extension: the guide leaves the lobby's time to Lync).
+        lobby_timeout_seconds=s.integer("lobby_timeout_seconds", 150, low=10, high=170),
     )
     if not rule.protocols and rule.incoming:
         problems.add(f"{path}.protocols", "an incoming rule must match at least one protocol")

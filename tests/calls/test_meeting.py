@@ -17,7 +17,6 @@ import aioice
 import pytest
 
 from gateway.calls.cdr import CdrStore
-from gateway.calls.meeting import LOBBY_LIMIT
 from gateway.calls.settings import NextHop
 from gateway.resolver.rfc3263 import Target
 from gateway.sip.message import Request, Response, make_response
@@ -52,9 +51,10 @@ call_via = "pool"
 """
 
 
-def harness(tmp_path: Path, ports: PortAllocator | None = None) -> Harness:
+def harness(tmp_path: Path, ports: PortAllocator | None = None, rules: str = RULES
+            ) -> Harness:
     h = Harness([POOL], cdrs=CdrStore(tmp_path / "cdr.sqlite3"), ports=ports,
-                address="127.0.0.1" if ports else "203.0.113.5", rules=RULES)
+                address="127.0.0.1" if ports else "203.0.113.5", rules=rules)
     h.configure(next_hops={"pool": NextHop(POOL.address, POOL.port, Transport.UDP)},
                 mssip_domain_default="vc.example.com")
     return h
@@ -163,7 +163,8 @@ async def test_lobby_admit(tmp_path: Path) -> None:
 
 
 async def test_lobby_refuse_and_lobby_timeout(tmp_path: Path) -> None:
-    """Sent away from the lobby: 403 to the caller; never let in: 480 after LOBBY_LIMIT.
+    """Sent away from the lobby: 403 to the caller; never let in: 480 after the rule's
+    lobby_timeout_seconds (40 here), not before.
     Both leave the focus."""
     h, focus = harness(tmp_path), Focus(lobby=True)
     await dial(h, focus)
@@ -175,9 +176,13 @@ async def test_lobby_refuse_and_lobby_timeout(tmp_path: Path) -> None:
     left_nothing(h)
 
     (tmp_path / "second").mkdir()
-    h2, focus2 = harness(tmp_path / "second"), Focus(lobby=True)
+    h2 = harness(tmp_path / "second", rules=RULES + "lobby_timeout_seconds = 40\n")
+    focus2 = Focus(lobby=True)
     await dial(h2, focus2)
-    h2.tick(LOBBY_LIMIT + 1)
+    h2.tick(39.0)
+    pump(h2, focus2, POOL_PEER)
+    assert 480 not in [m.status for m in to_caller(h2) if isinstance(m, Response)]
+    h2.tick(41.0)
     pump(h2, focus2, POOL_PEER)
     final = [m for m in to_caller(h2) if isinstance(m, Response)][-1]
     assert final.status == 480 and "lobby" in final.reason

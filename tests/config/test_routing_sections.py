@@ -104,3 +104,16 @@ def test_lookup_location_needs_a_lync_server_and_only_receptions_have_one() -> N
            'target = "sip:room@mcu.example.com"\nlync_server = "eu-lyncpool"\n')
     assert _problems(vmr) == ["services[0].lync_server: only a Virtual Reception "
                               "resolves Conference IDs on a Lync server"]
+
+
+@pytest.mark.parametrize(("seconds", "problems"), [
+    (10, []), (170, []),
+    (9, ["routing_rules[0].lobby_timeout_seconds: 9 is out of range 10..170"]),
+    (171, ["routing_rules[0].lobby_timeout_seconds: 171 is out of range 10..170"]),
+])
+def test_the_lobby_timeout_is_bounded_below_the_set_up_limit(seconds: int,
+                                                              problems: list[str]) -> None:
+    """lobby_timeout_seconds (a lyncgate extension, default 150) stays under placement's
+    181 s set-up limit, so a caller left in the lobby is told why."""
+    rule = RULE_50.format(replace="\\1", via="eu-lyncpool") + f"lobby_timeout_seconds = {seconds}\n"
+    assert _problems(rule) == problems

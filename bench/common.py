@@ -80,8 +80,9 @@ def udp_drops(port: int) -> int:
     return 0
 
 
-def wait_udp_answer(port: int, timeout: float = 10.0, *, in_dialog: bool = False) -> None:
-    """Wait until a SIP element on 127.0.0.1:`port` answers an OPTIONS over UDP.
+def wait_udp_answer(port: int, timeout: float = 10.0, *, in_dialog: bool = False,
+                    host: str = "127.0.0.1") -> None:
+    """Wait until a SIP element on `host`:`port` answers an OPTIONS over UDP.
 
     `in_dialog` puts a To tag on the probe: a relaying proxy then answers it itself (no
     route) instead of forwarding it to a next hop that may never answer an OPTIONS.
@@ -92,11 +93,11 @@ def wait_udp_answer(port: int, timeout: float = 10.0, *, in_dialog: bool = False
         s.settimeout(0.2)
         probe = options_probe(port, int(s.getsockname()[1]), in_dialog=in_dialog)
         while time.monotonic() < deadline:
-            s.sendto(probe, ("127.0.0.1", port))
+            s.sendto(probe, (host, port))
             with contextlib.suppress(OSError):
                 s.recv(65535)
                 return
-    raise RuntimeError(f"nothing answered on udp/{port} within {timeout}s")
+    raise RuntimeError(f"nothing answered on udp {host}:{port} within {timeout}s")
 
 
 def wait_udp_bound(port: int, timeout: float = 10.0) -> None:

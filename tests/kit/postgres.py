@@ -1,5 +1,6 @@
 """A real PostgreSQL for the cluster tests: Debian's server binaries, `initdb` into a
-temporary directory, `pg_ctl` on a free loopback port, stopped and removed afterwards.
+temporary directory, `pg_ctl` on a free loopback port, stopped and removed afterwards
+(bench/cluster.py starts its server here too).
 
 PostgreSQL refuses to run as root: as root (CI), the server runs as the `postgres` system
 user Debian's package creates, its directory handed to that user."""
@@ -17,8 +18,6 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from tests.peers import free_port
 
 
@@ -26,7 +25,8 @@ def _binary(name: str) -> str:
     found = shutil.which(name) or next(
         iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None)
     if found is None:
-        pytest.fail(f"{name} is not installed: run scripts/install --test (Debian postgresql)")
+        raise RuntimeError(f"{name} is not installed: run scripts/install --test "
+                           "(Debian postgresql)")
     return found
 
 
@@ -69,6 +69,10 @@ class Postgres:
 
     def stop(self, mode: str = "fast") -> None:
         self._as_server(_binary("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def pid(self) -> int:
+        """The postmaster's: its CPU with its backends' (bench/cluster.py)."""
+        return int((self.data / "postmaster.pid").read_text().split()[0])
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"

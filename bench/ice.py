@@ -30,7 +30,7 @@ from ice.session import IceSession  # noqa: E402
 from sdp.multipart import pick_sdp, split  # noqa: E402
 from sdp.parse import parse_sdp  # noqa: E402
 
-AGENT = ROOT / "tests" / "ice" / "nice_agent.py"
+AGENT = ROOT / "tests" / "kit" / "nice_agent.py"
 OFFER = ROOT / "tests" / "sdp" / "fixtures" / "lync2013_multipart.txt"
 BOUNDARY = "fBpPKSsLpkk7z9bwWz9IMqKUhHN9DKnl"
 

@@ -1,9 +1,10 @@
 """Joining a Lync meeting by Conference ID through `lyncgate run`: a SIPp caller dials
 `88<ID>`, the daemon looks the ID up and joins over mutual TLS (stunnel in server mode,
 requiring the node's client certificate, in front of the simulated pool of
-tests/kit/focus.py), and the MCU's media side, an aioice agent speaking ICE and SRTP as a
-Lync endpoint does (not libnice), exchanges audio with the caller: SIPp echoes (-rtp_echo)
-what the MCU sends, so what comes back to the MCU crossed the relay both ways."""
+tests/kit/focus.py), and the MCU's media side, libnice in Microsoft's ICE mode (OC2007R2,
+tests/kit/nice.py: an ICE implementation independent of ours) with the test's SRTP on top,
+exchanges audio with the caller: SIPp echoes (-rtp_echo) what the MCU sends, so what comes
+back to the MCU crossed libnice's selected pair and the relay both ways."""
 
 from __future__ import annotations
 
@@ -12,10 +13,9 @@ import contextlib
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import aioice
 import pytest
 
 from sdp.model import Media
@@ -23,6 +23,7 @@ from tests.daemon.harness import Daemon, committed_cdrs
 from tests.kit.focus import FOCUS, MCU, Focus
 from tests.kit.lync import LyncStream, audio_answer, connect_to_offer
 from tests.kit.media import rtp
+from tests.kit.nice import NiceAgent
 from tests.kit.nodes import mutual_tls_node
 from tests.peers import free_port, sipp, stunnel
 
@@ -35,12 +36,20 @@ def lab() -> Iterator[contextlib.ExitStack]:
         yield stack
 
 
+@pytest.fixture
+async def libnice() -> AsyncIterator[NiceAgent]:
+    """The MCU's ICE agent, controlled: the gateway offers, so it controls."""
+    agent = await NiceAgent.start("oc2007r2")
+    yield agent
+    await agent.close()
+
+
 class Pool:
     """The simulated pool on a plain TCP port (stunnel terminates TLS in front of it):
     SIP framed by Content-Length in, the focus's answers out; the MCU's INVITEs answered
     with `answer`, and ICE run against the first."""
 
-    def __init__(self, focus: Focus, agent: aioice.Connection, answer: bytes) -> None:
+    def __init__(self, focus: Focus, agent: NiceAgent, answer: bytes) -> None:
         self.focus, self.agent, self.answer = focus, agent, answer
         self.offer: bytes = b""
         self.offered: Media | None = None  # the stream ICE ran on, in the gateway's offer
@@ -96,15 +105,11 @@ call_via = "fepool"
 
 
 async def test_sipp_caller_joins_a_meeting_over_mutual_tls_with_audio_both_ways(
-        lab: contextlib.ExitStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6:
-                        ["127.0.0.1"])
+        lab: contextlib.ExitStack, tmp_path: Path, libnice: NiceAgent) -> None:
     stunnel_port, pool_port = free_port(), free_port()
     focus = Focus(via=f"SIP/2.0/TLS 127.0.0.1:{stunnel_port}")
-    agent = aioice.Connection(ice_controlling=False, components=1, use_ipv6=False)
-    await agent.gather_candidates()
     key = os.urandom(30)
-    pool = Pool(focus, agent, audio_answer(agent, key))
+    pool = Pool(focus, libnice, audio_answer(libnice, key))
     server = await asyncio.start_server(pool.serve, "127.0.0.1", pool_port)
     daemon = Daemon(tmp_path, node_config(tmp_path, stunnel_port))
     lab.callback(daemon.stop, 1.0)
@@ -117,7 +122,7 @@ async def test_sipp_caller_joins_a_meeting_over_mutual_tls_with_audio_both_ways(
         workdir=str(tmp_path)))
     await asyncio.wait_for(pool.connected.wait(), 15)
     assert pool.offered is not None
-    stream = LyncStream(agent, key, pool.offered)
+    stream = LyncStream(libnice, key, pool.offered)
     sent = [rtp(seq, pt=9, ssrc=77) for seq in range(1, 21)]
     for packet in sent:  # a packet every 20 ms, as an MCU's audio would come
         await stream.send(packet)
@@ -143,6 +148,9 @@ async def test_sipp_caller_joins_a_meeting_over_mutual_tls_with_audio_both_ways(
                                           "lobby_seconds": 0.0, "outcome": "joined"}
     assert row["ended_by"] == "caller" and row["answered"]
     assert daemon.events("meeting_join") and daemon.events("meeting_mcu")
+    # both ends agree on the pair: the gateway's (local->remote) is libnice's, reversed
+    [connected] = daemon.events("ice_connected")
+    assert connected["pairs"] == ["->".join(reversed(libnice.pair))], connected
     assert not [e for e in daemon.events() if e.get("level") in ("error", "critical")]
     await stream.close()
     server.close()

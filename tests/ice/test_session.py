@@ -23,7 +23,7 @@ from ice.ports import PortAllocator
 from ice.session import IceSession, TurnSettings
 from tests.peers import coturn, free_port
 
-NICE_AGENT = Path(__file__).parent / "nice_agent.py"
+NICE_AGENT = Path(__file__).parent.parent / "kit" / "nice_agent.py"
 
 
 def allocator(size: int = 20) -> PortAllocator:

@@ -2,15 +2,19 @@
 
 Runs under Debian's /usr/bin/python3 (python3-gi, gir1.2-nice-0.1), not the project's venv.
 Talks JSON lines on stdin/stdout:
-  out  {"ufrag", "pwd", "candidates": ["candidate:..."]}   after gathering
-  in   {"ufrag", "pwd", "candidates": [...]}                the peer's
+  out  {"ufrag", "pwd", "candidates": ["candidate:..."], "media": port}   after gathering
+  in   {"ufrag", "pwd", "candidates": [...], "media": port (optional)}     the peer's
   out  {"state": "ready"|"failed", "seconds": checks start -> ready, "pair": [local, remote]}
-  then echoes every datagram it receives back to the sender until stdin closes.
+then, until stdin closes, carries media: with "media" in the peer's line every datagram
+received on the selected pair goes to that UDP port on 127.0.0.1, and every datagram sent
+to our "media" port goes out on the pair (a test's Lync endpoint or A/V MCU does its SRTP
+on top); without it, every datagram received is echoed back on the pair.
 """
 
 import argparse
 import ctypes
 import json
+import socket
 import sys
 import threading
 import time
@@ -43,6 +47,10 @@ def main() -> None:
     address.set_from_string(args.address)
     agent.add_local_address(address)
     stream = agent.add_stream(1)
+    media = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    media.bind(("127.0.0.1", 0))
+    media.setblocking(False)
+    parent: list[tuple[str, int]] = []  # where received media goes; empty: echoed
     started = [0.0]
     reported = [False]
     ready: list[float | None] = [None]
@@ -55,7 +63,8 @@ def main() -> None:
         _ok, ufrag, pwd = agent.get_local_credentials(stream_id)
         lines = [agent.generate_local_candidate_sdp(c).removeprefix("a=")
                  for c in agent.get_local_candidates(stream_id, 1)]
-        emit({"ufrag": ufrag, "pwd": pwd, "candidates": lines})
+        emit({"ufrag": ufrag, "pwd": pwd, "candidates": lines,
+              "media": media.getsockname()[1]})
         threading.Thread(target=read_remote, daemon=True).start()
 
     def read_remote() -> None:
@@ -70,6 +79,8 @@ def main() -> None:
         GLib.idle_add(loop.quit)
 
     def apply_remote(remote: dict) -> bool:
+        if "media" in remote:
+            parent.append(("127.0.0.1", int(remote["media"])))
         agent.set_remote_credentials(stream, remote["ufrag"], remote["pwd"])
         candidates = []
         for value in remote["candidates"]:
@@ -91,7 +102,7 @@ def main() -> None:
             emit({"state": "failed", "seconds": time.monotonic() - started[0]})
 
     # nice_agent_attach_recv is not introspectable, and libnice reads a component's socket
-    # only once a receive callback is attached: attach one through ctypes. It echoes.
+    # only once a receive callback is attached: attach one through ctypes.
     lib = ctypes.CDLL("libnice.so.10")
     ctypes.pythonapi.PyCapsule_GetPointer.restype = ctypes.c_void_p
     ctypes.pythonapi.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
@@ -99,14 +110,27 @@ def main() -> None:
     recv_func = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint,
                                  ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p)
     lib.nice_agent_send.argtypes = [ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint,
-                                    ctypes.c_uint, ctypes.c_void_p]
+                                    ctypes.c_uint, ctypes.c_char_p]
+
+    def received(_agent, stream_id, component, length, buf, _data):  # type: ignore[no-untyped-def]
+        data = ctypes.string_at(buf, length)
+        if parent:
+            media.sendto(data, parent[0])
+        else:
+            lib.nice_agent_send(pointer, stream_id, component, length, data)
+
+    def to_send(_fd: int, _condition: int) -> bool:
+        # Before a pair is selected libnice drops what it is given, as a real MCU's would be.
+        while True:
+            try:
+                data = media.recv(65536)
+            except BlockingIOError:
+                return True
+            lib.nice_agent_send(pointer, stream, 1, len(data), data)
+
     lib.nice_agent_attach_recv.argtypes = [ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint,
                                            ctypes.c_void_p, recv_func, ctypes.c_void_p]
-
-    def echo(_agent, stream_id, component, length, buf, _data):  # type: ignore[no-untyped-def]
-        lib.nice_agent_send(pointer, stream_id, component, length, buf)
-
-    callback = recv_func(echo)
+    callback = recv_func(received)
 
     selected: list[str] = []
 
@@ -125,6 +149,7 @@ def main() -> None:
     agent.connect("candidate-gathering-done", on_gathered)
     agent.connect("component-state-changed", on_state)
     lib.nice_agent_attach_recv(pointer, stream, 1, None, callback, None)  # default context
+    GLib.io_add_watch(media.fileno(), GLib.PRIORITY_DEFAULT, GLib.IOCondition.IN, to_send)
     agent.gather_candidates(stream)
     loop.run()
 

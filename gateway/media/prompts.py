@@ -34,6 +34,9 @@ TEXTS: dict[str, str] = {
     "goodbye": "Goodbye.",
     "meeting_not_found": "That meeting was not found.",
     "connecting": "Connecting you now.",
+    # A Lync meeting's lobby, for a caller that dialled its Conference ID (`calls.meeting`).
+    "lobby_wait": "Please wait. The meeting organiser will let you in shortly.",
+    "not_admitted": "You were not let in to the meeting.",
 }
 PROMPTS: tuple[str, ...] = tuple(TEXTS)
 DEFAULT = Path(__file__).parent / "prompts" / "default"

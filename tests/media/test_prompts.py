@@ -39,7 +39,8 @@ def test_both_laws_carry_the_same_audio(name: str) -> None:
 
 def test_the_prompts_are_the_issues() -> None:
     assert PROMPTS == ("welcome", "enter_number", "not_found", "enter_pin", "wrong_pin",
-                       "goodbye", "meeting_not_found", "connecting")
+                       "goodbye", "meeting_not_found", "connecting", "lobby_wait",
+                       "not_admitted")
     assert {c: (v.clock_rate, v.frame_bytes) for c, v in CODECS.items()} == {
         "PCMU": (8000, 160), "PCMA": (8000, 160), "G722": (8000, 160)}
 

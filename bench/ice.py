@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import sys
 import time
@@ -25,78 +24,65 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent]
 
+import aioice  # noqa: E402
+
+from ice.candidate import Candidate  # noqa: E402
 from ice.ports import PortAllocator  # noqa: E402
 from ice.session import IceSession  # noqa: E402
 from sdp.multipart import pick_sdp, split  # noqa: E402
 from sdp.parse import parse_sdp  # noqa: E402
 
-AGENT = ROOT / "tests" / "kit" / "nice_agent.py"
+sys.path.insert(0, str(ROOT))
+from tests.kit.nice import NiceAgent  # noqa: E402
+
 OFFER = ROOT / "tests" / "sdp" / "fixtures" / "lync2013_multipart.txt"
 BOUNDARY = "fBpPKSsLpkk7z9bwWz9IMqKUhHN9DKnl"
 
 
-async def nice(compat: str, controlling: bool) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        "/usr/bin/python3", str(AGENT), "--compat", compat, "--controlling",
-        str(int(controlling)), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
-
-
-async def line(proc: asyncio.subprocess.Process) -> dict[str, object]:
-    assert proc.stdout is not None
-    data = await asyncio.wait_for(proc.stdout.readline(), 20)
-    if not data:
-        raise RuntimeError("libnice agent exited: is gir1.2-nice-0.1 installed?")
-    result: dict[str, object] = json.loads(data)
-    return result
-
-
-async def send(proc: asyncio.subprocess.Process, obj: dict[str, object]) -> None:
-    assert proc.stdin is not None
-    proc.stdin.write((json.dumps(obj) + "\n").encode())
-    await proc.stdin.drain()
-
-
-async def stop(*procs: asyncio.subprocess.Process) -> None:
-    for proc in procs:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+async def introduce(agent: NiceAgent, ufrag: str, pwd: str,
+                    candidates: list[aioice.Candidate]) -> None:
+    """Gives libnice `agent` the peer's credentials and candidates."""
+    agent.remote_username, agent.remote_password = ufrag, pwd
+    for c in candidates:
+        await agent.add_remote_candidate(c)
 
 
 async def lyncgate_vs_libnice(compat: str, ports: PortAllocator, hint: bool
                               ) -> tuple[float, str]:
     """Seconds to the selected pair, and what told the session the peer's STUN form."""
-    peer = await nice(compat, False)
+    peer = await NiceAgent.start(compat)
     try:
-        theirs = await line(peer)
         session = IceSession(controlling=True, components=1, address="127.0.0.1", ports=ports,
                              msice2_peer=hint)
         await session.gather()
-        await send(peer, {"ufrag": session.ufrag, "pwd": session.pwd,
-                          "candidates": session.candidate_attributes()})
+        await introduce(peer, session.ufrag, session.pwd,
+                        [c.to_aioice() for c in session.local_candidates()])
+        await peer.start_checks()
         started = time.perf_counter()
-        await session.set_remote(str(theirs["ufrag"]), str(theirs["pwd"]),
-                                 [str(c) for c in theirs["candidates"]])  # type: ignore[attr-defined]
+        await session.set_remote(peer.local_username, peer.local_password,
+                                 [Candidate.from_aioice(c).attribute()
+                                  for c in peer.local_candidates])
         await session.connect(10)
         elapsed = time.perf_counter() - started
+        await peer.connect()
         await session.close()
         return elapsed, session.stats.peer_form_from
     finally:
-        await stop(peer)
+        await peer.close()
 
 
 async def libnice_vs_libnice(compat: str) -> float:
-    controlling, controlled = await nice(compat, True), await nice(compat, False)
+    controlling = await NiceAgent.start(compat, controlling=True)
+    controlled = await NiceAgent.start(compat)
     try:
-        a, b = await line(controlling), await line(controlled)
-        await send(controlled, a)
-        await send(controlling, b)
-        state = await line(controlling)
-        if state["state"] != "ready":
-            raise RuntimeError(f"libnice pair failed: {state}")
-        return float(state["seconds"])  # type: ignore[arg-type]
+        for one, other in ((controlling, controlled), (controlled, controlling)):
+            await introduce(one, other.local_username, other.local_password,
+                            other.local_candidates)
+        await asyncio.gather(controlling.connect(), controlled.connect())
+        return controlling.seconds
     finally:
-        await stop(controlling, controlled)
+        await controlling.close()
+        await controlled.close()
 
 
 def sdp_rate(seconds: float) -> tuple[float, float]:

@@ -5,11 +5,10 @@ coturn, including the failure a wrong TURN password gives."""
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 import struct
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aioice
@@ -21,9 +20,8 @@ from ice.errors import IceError, PortsExhausted
 from ice.msice2 import resign, signed_form, username_padding
 from ice.ports import PortAllocator
 from ice.session import IceSession, TurnSettings
+from tests.kit.nice import NiceAgent
 from tests.peers import coturn, free_port
-
-NICE_AGENT = Path(__file__).parent.parent / "kit" / "nice_agent.py"
 
 
 def allocator(size: int = 20) -> PortAllocator:
@@ -293,59 +291,38 @@ async def test_no_probe_goes_once_the_peer_signed_rfc5389(
 
 
 # -- libnice ----------------------------------------------------------------------------------
-@pytest.fixture
-async def nice() -> AsyncIterator[object]:
-    procs: list[asyncio.subprocess.Process] = []
+StartNice = Callable[..., Awaitable[NiceAgent]]
 
-    async def start(compat: str, controlling: bool, pacing_ms: int = 0
-                    ) -> asyncio.subprocess.Process:
-        proc = await asyncio.create_subprocess_exec(
-            "/usr/bin/python3", str(NICE_AGENT), "--compat", compat,
-            "--controlling", str(int(controlling)), "--pacing-ms", str(pacing_ms),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        )
-        procs.append(proc)
-        return proc
+
+@pytest.fixture
+async def nice() -> AsyncIterator[StartNice]:
+    agents: list[NiceAgent] = []
+
+    async def start(compat: str, pacing_ms: int = 0) -> NiceAgent:
+        agents.append(await NiceAgent.start(compat, controlling=False, pacing_ms=pacing_ms))
+        return agents[-1]
 
     yield start
-    for proc in procs:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+    for agent in agents:
+        await agent.close()
 
 
-async def read_json(proc: asyncio.subprocess.Process) -> dict[str, object]:
-    assert proc.stdout is not None
-    line = await asyncio.wait_for(proc.stdout.readline(), 10)
-    if not line:
-        pytest.fail("libnice agent exited (is gir1.2-nice-0.1 installed? scripts/install "
-                    "--test)")
-    result: dict[str, object] = json.loads(line)
-    return result
-
-
-async def connect_to_libnice(proc: asyncio.subprocess.Process, hint: bool) -> IceSession:
-    """A controlling session run against the (controlled) libnice agent `proc` until both
-    have selected the same pair and media went through it."""
-    theirs = await read_json(proc)
+async def connect_to_libnice(peer: NiceAgent, hint: bool) -> IceSession:
+    """A controlling session run against the (controlled) libnice agent `peer` until both
+    have selected the same pair and media went through it both ways."""
     session = IceSession(controlling=True, components=1, address="127.0.0.1",
                          ports=allocator(), msice2_peer=hint)
     await session.gather()
-    assert proc.stdin is not None
-    proc.stdin.write((json.dumps({"ufrag": session.ufrag, "pwd": session.pwd,
-                                  "candidates": session.candidate_attributes()}) + "\n")
-                     .encode())
-    await proc.stdin.drain()
-    await session.set_remote(str(theirs["ufrag"]), str(theirs["pwd"]),
-                             [str(c) for c in theirs["candidates"]])  # type: ignore[attr-defined]
-    selected = await session.connect(10)
-    state = await read_json(proc)
-    assert state["state"] == "ready", state
-    assert state["pair"] == [f"{selected[0].remote.address}:{selected[0].remote.port}",
-                             f"127.0.0.1:{selected[0].local.port}"]
+    await feed(peer, session)
+    await session.set_remote(peer.local_username, peer.local_password,
+                             loopback_attributes(peer))
+    selected, _ = await asyncio.gather(session.connect(10), peer.connect())
+    assert peer.pair == [f"{selected[0].remote.address}:{selected[0].remote.port}",
+                         f"127.0.0.1:{selected[0].local.port}"]
     await session.send(b"media through libnice")
-    data, component = await asyncio.wait_for(session.recv(), 5)
-    assert (data, component) == (b"media through libnice", 1)
+    assert await asyncio.wait_for(peer.recv(), 5) == b"media through libnice"
+    await peer.send(b"and back")
+    assert await asyncio.wait_for(session.recv(), 5) == (b"and back", 1)
     await session.close()
     return session
 
@@ -357,8 +334,9 @@ async def connect_to_libnice(proc: asyncio.subprocess.Process, hint: bool) -> Ic
     ("oc2007r2", False),  # learns MS-ICE2 from the answer to a probe, or the peer's check
     ("oc2007r2", True),  # an MS-SIP leg: MS-ICE2 from our first check
 ])
-async def test_session_and_libnice_connect(nice: object, compat: str, hint: bool) -> None:
-    session = await connect_to_libnice(await nice(compat, False), hint)  # type: ignore[operator]
+async def test_session_and_libnice_connect(nice: StartNice, compat: str, hint: bool
+                                          ) -> None:
+    session = await connect_to_libnice(await nice(compat), hint)
     stats = session.stats
     if compat == "rfc5245":  # probed while unknown: at most once, for the one pair
         assert (stats.peer_form, stats.probe_answers) == ("rfc5389", 0), stats
@@ -372,12 +350,12 @@ async def test_session_and_libnice_connect(nice: object, compat: str, hint: bool
 @pytest.mark.peer
 @pytest.mark.skipif(not Path("/usr/bin/python3").exists(), reason="needs Debian python3")
 async def test_without_the_hint_libnice_oc2007r2_is_done_one_round_trip_after_checks_start(
-        nice: object) -> None:
+        nice: StartNice) -> None:
     """Our first check goes with its MS-ICE2 probe, and the probe's answer ends ICE: before
     any check of libnice's arrives, which its pacing holds back (Ta 500 ms here rather than
     its 20 ms, so a busy machine cannot reorder the two)."""
-    proc = await nice("oc2007r2", False, pacing_ms=500)  # type: ignore[operator]
-    stats = (await connect_to_libnice(proc, hint=False)).stats
+    peer = await nice("oc2007r2", pacing_ms=500)
+    stats = (await connect_to_libnice(peer, hint=False)).stats
     assert (stats.peer_form, stats.peer_form_from) == ("msice2", "probe"), stats
     assert (stats.probes, stats.probe_answers) == (1, 1), stats
 

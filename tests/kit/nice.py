@@ -41,12 +41,17 @@ class NiceAgent:
         self.remote_username = ""
         self.remote_password = ""
         self._remote: list[str] = []
+        self._started = False
         self.pair: list[str] = []  # libnice's selected pair: its local, then remote address
+        self.seconds = 0.0  # libnice's time from its checks' start to the selected pair
 
     @classmethod
-    async def start(cls, compat: str = "oc2007r2", controlling: bool = False) -> NiceAgent:
+    async def start(cls, compat: str = "oc2007r2", controlling: bool = False,
+                    pacing_ms: int = 0) -> NiceAgent:
+        """`pacing_ms`: Ta, the interval between libnice's own checks (0: libnice's)."""
         proc = await asyncio.create_subprocess_exec(
             PYTHON, str(AGENT), "--compat", compat, "--controlling", str(int(controlling)),
+            "--pacing-ms", str(pacing_ms),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
         try:
             gathered = await _line(proc)
@@ -62,18 +67,25 @@ class NiceAgent:
         if candidate is not None:
             self._remote.append("candidate:" + candidate.to_sdp())
 
-    async def connect(self) -> None:
-        """Hands libnice the peer's credentials and candidates, with our media port, and
-        waits until libnice has selected a pair (ConnectionError if it failed)."""
-        assert self._proc.stdin is not None
+    async def start_checks(self) -> None:
+        """Hands libnice the peer's credentials and candidates, with our media port: its
+        checks start."""
+        assert self._proc.stdin is not None and not self._started
+        self._started = True
         remote = {"ufrag": self.remote_username, "pwd": self.remote_password,
                   "candidates": self._remote, "media": self._media.get_extra_info("sockname")[1]}
         self._proc.stdin.write((json.dumps(remote) + "\n").encode())
         await self._proc.stdin.drain()
+
+    async def connect(self) -> None:
+        """Waits until libnice has selected a pair (ConnectionError if it failed), its checks
+        started first if `start_checks` has not."""
+        if not self._started:
+            await self.start_checks()
         state = await _line(self._proc)
         if state.get("state") != "ready":
             raise ConnectionError(f"libnice ICE {state}")
-        self.pair = state["pair"]
+        self.pair, self.seconds = state["pair"], float(state["seconds"])
 
     async def send(self, data: bytes) -> None:
         self._media.sendto(data, self._agent_media)

@@ -3,12 +3,12 @@
 Runs under Debian's /usr/bin/python3 (python3-gi, gir1.2-nice-0.1), not the project's venv.
 Talks JSON lines on stdin/stdout:
   out  {"ufrag", "pwd", "candidates": ["candidate:..."], "media": port}   after gathering
-  in   {"ufrag", "pwd", "candidates": [...], "media": port (optional)}     the peer's
+  in   {"ufrag", "pwd", "candidates": [...], "media": port}                 the peer's
   out  {"state": "ready"|"failed", "seconds": checks start -> ready, "pair": [local, remote]}
-then, until stdin closes, carries media: with "media" in the peer's line every datagram
-received on the selected pair goes to that UDP port on 127.0.0.1, and every datagram sent
-to our "media" port goes out on the pair (a test's Lync endpoint or A/V MCU does its SRTP
-on top); without it, every datagram received is echoed back on the pair.
+then, until stdin closes, carries media: every datagram received on the selected pair goes
+to the parent's "media" UDP port on 127.0.0.1, and every datagram the parent sends to ours
+goes out on the pair (a test's Lync endpoint or A/V MCU does its SRTP on top).
+tests/kit/nice.py runs it.
 """
 
 import argparse
@@ -50,7 +50,7 @@ def main() -> None:
     media = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     media.bind(("127.0.0.1", 0))
     media.setblocking(False)
-    parent: list[tuple[str, int]] = []  # where received media goes; empty: echoed
+    parent: list[tuple[str, int]] = []  # where received media goes
     started = [0.0]
     reported = [False]
     ready: list[float | None] = [None]
@@ -79,8 +79,7 @@ def main() -> None:
         GLib.idle_add(loop.quit)
 
     def apply_remote(remote: dict) -> bool:
-        if "media" in remote:
-            parent.append(("127.0.0.1", int(remote["media"])))
+        parent.append(("127.0.0.1", int(remote["media"])))
         agent.set_remote_credentials(stream, remote["ufrag"], remote["pwd"])
         candidates = []
         for value in remote["candidates"]:
@@ -112,12 +111,9 @@ def main() -> None:
     lib.nice_agent_send.argtypes = [ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint,
                                     ctypes.c_uint, ctypes.c_char_p]
 
-    def received(_agent, stream_id, component, length, buf, _data):  # type: ignore[no-untyped-def]
-        data = ctypes.string_at(buf, length)
-        if parent:
-            media.sendto(data, parent[0])
-        else:
-            lib.nice_agent_send(pointer, stream_id, component, length, data)
+    def received(_agent, _stream_id, _component, length, buf, _data):  # type: ignore[no-untyped-def]
+        if parent:  # else it came before the peer's line: nowhere to go yet
+            media.sendto(ctypes.string_at(buf, length), parent[0])
 
     def to_send(_fd: int, _condition: int) -> bool:
         # Before a pair is selected libnice drops what it is given, as a real MCU's would be.

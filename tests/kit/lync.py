@@ -21,6 +21,7 @@ from ice.session import TurnSettings
 from sdp.model import Media
 from sdp.parse import parse_sdp
 from tests.kit.media import far_end
+from tests.kit.nice import NiceAgent
 
 
 class StunServer(asyncio.DatagramProtocol):
@@ -69,6 +70,10 @@ class HeldPorts(PortAllocator):
         return await super().bind_udp(*args, **kwargs)
 
 
+# A Lync endpoint's ICE agent: aioice, or libnice behind aioice's face (tests/kit/nice.py).
+Agent = aioice.Connection | NiceAgent
+
+
 # A Lync client on loopback: an aioice agent in the controlling role, and the INVITE Lync
 # sends with its multipart offer (the draft-6 fallback and the RFC 5245 part).
 LYNC = Peer("TLS", "127.0.0.1", 5061, connection=3)
@@ -84,7 +89,7 @@ LYNC_XCAPS = ("121 263:1920:1080:30.0:2000000:1;4359:1280:720:30.0:1500000:1;"
               "24839:176:144:15.0:180000:1")
 
 
-def lync_video(agent: aioice.Connection, key: bytes, *, rtvc1_only: bool = False) -> str:
+def lync_video(agent: Agent, key: bytes, *, rtvc1_only: bool = False) -> str:
     """The m=video section of Lync's RFC 5245 part (`rtvc1_only`: as Lync 2010 offers,
     RTVideo alone)."""
     formats = "121 123" if rtvc1_only else "122 121 123"
@@ -101,12 +106,12 @@ def lync_video(agent: aioice.Connection, key: bytes, *, rtvc1_only: bool = False
             "a=rtpmap:121 x-rtvc1/90000\r\na=rtpmap:123 x-ulpfecuc/90000\r\n")
 
 
-def _candidates(agent: aioice.Connection) -> str:
+def _candidates(agent: Agent) -> str:
     return "".join(f"a={Candidate.from_aioice(c).attribute()}\r\n"
                    for c in agent.local_candidates)
 
 
-def lync_offer(agent: aioice.Connection, key: bytes, video: str = "") -> bytes:
+def lync_offer(agent: Agent, key: bytes, video: str = "") -> bytes:
     """Lync's multipart offer: audio on `agent`, then `video` (lync_video), then
     application sharing."""
     candidates = _candidates(agent)
@@ -146,7 +151,7 @@ class LyncStream:
     `key`, and keeps what it gets (unprotected with `ours`, the key our SDP gave it), RTP
     and RTCP apart, until `close`."""
 
-    def __init__(self, agent: aioice.Connection, key: bytes, ours: Media) -> None:
+    def __init__(self, agent: Agent, key: bytes, ours: Media) -> None:
         self.agent = agent
         self._tx = far_end(key, True)
         self._rx = far_end(base64.b64decode(ours.cryptos()[0].key), False)
@@ -171,7 +176,7 @@ class LyncStream:
         await self.agent.close()
 
 
-def audio_answer(agent: aioice.Connection, key: bytes, formats: str = "9",
+def audio_answer(agent: Agent, key: bytes, formats: str = "9",
                  rtpmaps: str = "a=rtpmap:9 G722/8000\r\n") -> bytes:
     """A Lync endpoint's (or A/V MCU's) SDP answer: one audio stream on `agent`, SRTP with
     `key`, rtcp-mux."""
@@ -182,7 +187,7 @@ def audio_answer(agent: aioice.Connection, key: bytes, formats: str = "9",
             f"{base64.b64encode(key).decode()}|2^31\r\n{rtpmaps}").encode()
 
 
-async def connect_to_offer(agent: aioice.Connection, offer: bytes) -> Media:
+async def connect_to_offer(agent: Agent, offer: bytes) -> Media:
     """ICE from a Lync endpoint's `agent` (controlled) against the first stream of the
     gateway's `offer`, until a pair is selected; that stream is returned."""
     offered = parse_sdp(offer).media[0]

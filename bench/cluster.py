@@ -48,28 +48,12 @@ from common import (
 )
 
 sys.path.insert(0, str(ROOT))
+from tests.kit.cluster import ROOM
 from tests.kit.postgres import Postgres, running_postgres
 
 REGISTER_UAC = ROOT / "tests" / "scenarios" / "register_uac.xml"
 UAS = ROOT / "tests" / "scenarios" / "uas_rr.xml"
-PASSWORD = "s3cret!"
-
-DEVICE = f"""
-[[devices]]
-alias = "room1@vc.example.com"
-username = "room1"
-password = "{PASSWORD}"
-digest = ["MD5"]
-
-[[routing_rules]]
-name = "rooms"
-priority = 10
-protocols = ["sip"]
-match = 'room(\\d+)'
-replace = 'room\\1@vc.example.com'
-target = "registered_only"
-"""
-
+PASSWORD = "s3cret!"  # the kit's room1
 
 def node_config(name: str, host: str, port: int, database: str | None,
                 links: Path | None = None) -> str:
@@ -85,7 +69,7 @@ def node_config(name: str, host: str, port: int, database: str | None,
         text += f'[cluster]\ndatabase = "{database}"\nheartbeat_seconds = 1\n'
     if links is not None:
         text += f'trusted_ca = "{links}/ca.pem"\nport = {free_port()}\n'
-    return text + DEVICE
+    return text + ROOM
 
 
 # -- REGISTER per CPU-second ---------------------------------------------------------------

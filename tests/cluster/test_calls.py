@@ -16,26 +16,10 @@ import asyncpg
 import pytest
 
 from tests.daemon.harness import Daemon
-from tests.kit.cluster import TcpDevice, cluster_ca, cluster_nodes
+from tests.kit.cluster import ROOM, TcpDevice, cluster_ca, cluster_nodes
 from tests.peers import free_port, sipp
 
 pytestmark = pytest.mark.peer
-
-ROOM = """
-[[devices]]
-alias = "room1@vc.example.com"
-username = "room1"
-password = "s3cret!"
-digest = ["MD5"]
-
-[[routing_rules]]
-name = "rooms"
-priority = 10
-protocols = ["sip"]
-match = 'room(\\d+)'
-replace = 'room\\1@vc.example.com'
-target = "registered_only"
-"""
 
 
 def call(daemon: Daemon, tmp: Path, scenario: str) -> subprocess.CompletedProcess[str]:

@@ -16,6 +16,24 @@ import trustme
 
 from tests.daemon.harness import ROOT, Daemon
 
+# A room system that registers (Digest MD5, password "s3cret!") and the rule that calls
+# it by its registrations alone: 'room1' reaches it wherever it registered.
+ROOM = """
+[[devices]]
+alias = "room1@vc.example.com"
+username = "room1"
+password = "s3cret!"
+digest = ["MD5"]
+
+[[routing_rules]]
+name = "rooms"
+priority = 10
+protocols = ["sip"]
+match = 'room(\\d+)'
+replace = 'room\\1@vc.example.com'
+target = "registered_only"
+"""
+
 
 def node_text(name: str, host: str, database: str, links: Path | None = None) -> str:
     """A node's local file: only what is its own (the shared rest is pushed). With `links`

@@ -1,5 +1,5 @@
 """RFC 6184 H.264 over RTP, non-interleaved mode (packetization-mode=1): NAL unit headers,
-single NAL unit packets, STAP-A and FU-A both ways, and the picture size an SPS declares
+single NAL unit packets, STAP-A and FU-A made and taken apart, and the picture size an SPS declares
 (H.264 7.3.2.1.1, 7.4.2.1.1). Pure functions on bytes; malformed input raises H264Error,
 which callers count and drop."""
 
@@ -82,33 +82,11 @@ def split_stap_a(payload: bytes) -> list[bytes]:
 
 def stap_a(nals: Sequence[bytes]) -> bytes:
     """One STAP-A of `nals`: F is the OR and NRI the highest of theirs (RFC 6184 5.7)."""
-    forbidden = any(nal[0] & 0x80 for nal in nals)
-    nri = max((nal[0] >> 5) & 3 for nal in nals)
-    out = bytearray([(0x80 if forbidden else 0) | (nri << 5) | STAP_A])
+    heads = [nal[0] for nal in nals]
+    parts = [bytes(((max(heads) & 0x80) | max([head & 0x60 for head in heads]) | STAP_A,))]
     for nal in nals:
-        out += len(nal).to_bytes(2, "big")
-        out += nal
-    return bytes(out)
-
-
-@dataclass(slots=True)  # one a packet: a frozen one costs more to make
-class Fragment:
-    """One FU-A (RFC 6184 5.8): the reassembled NAL header and this piece of its payload."""
-
-    header: int
-    start: bool
-    end: bool
-    data: bytes
-
-
-def parse_fu_a(payload: bytes) -> Fragment:
-    if len(payload) < 3 or payload[0] & 0x1F != FU_A:
-        raise H264Error("fu_short")
-    indicator, fu = payload[0], payload[1]
-    start, end = bool(fu & 0x80), bool(fu & 0x40)
-    if start and end:
-        raise H264Error("fu_start_and_end")  # RFC 6184 5.8: MUST NOT both be set
-    return Fragment((indicator & 0xE0) | (fu & 0x1F), start, end, payload[2:])
+        parts += (len(nal).to_bytes(2, "big"), nal)
+    return b"".join(parts)
 
 
 def fragment(nal: bytes, mtu: int) -> list[bytes]:
@@ -132,102 +110,43 @@ def fragment(nal: bytes, mtu: int) -> list[bytes]:
     return out
 
 
+def split_fu_a(payload: bytes, mtu: int) -> list[bytes]:
+    """An FU-A payload as it is when it fits `mtu`, else cut into FU-As that do (the start
+    bit on the first piece only, the end bit on the last only), for a sender whose packets
+    are larger than ours may be."""
+    if len(payload) <= mtu:
+        return [payload]
+    indicator, fu = payload[0], payload[1]
+    body = payload[2:]
+    room = mtu - 2
+    if room < 1:
+        raise H264Error("mtu")
+    pieces = [body[at:at + room] for at in range(0, len(body), room)]
+    last = len(pieces) - 1
+    return [bytes([indicator, fu & (0x1F | (0x80 if index == 0 else 0)
+                                    | (0x40 if index == last else 0))]) + piece
+            for index, piece in enumerate(pieces)]
+
+
 def packetize(nals: Iterable[bytes], mtu: int) -> list[bytes]:
     """RTP payloads for one access unit's NAL units in order: consecutive units that fit
     together go in one STAP-A, a unit alone in its packet as a single NAL unit packet, one
     larger than `mtu` as FU-As."""
     out: list[bytes] = []
     group: list[bytes] = []
-    size = 1
-
-    def flush() -> None:
-        nonlocal size
-        if len(group) == 1:
-            out.append(group[0])
-        elif group:
-            out.append(stap_a(group))
-        group.clear()
-        size = 1
-
+    size = 1  # of the STAP-A the group would make
     for nal in nals:
+        if group and (len(nal) > mtu or size + 2 + len(nal) > mtu):
+            out.append(group[0] if len(group) == 1 else stap_a(group))
+            group, size = [], 1
         if len(nal) > mtu:
-            flush()
-            out.extend(fragment(nal, mtu))
-            continue
-        if size + 2 + len(nal) > mtu:
-            flush()
-        group.append(nal)
-        size += 2 + len(nal)
-    flush()
-    return out
-
-
-@dataclass(slots=True)  # one a packet: a frozen one costs more to make
-class Pushed:
-    """What one payload gave: the NAL units it completed and, when something was lost or
-    malformed, the counter for it (the units are still good)."""
-
-    nals: list[bytes]
-    error: str | None = None
-
-
-class Reassembler:
-    """NAL units out of a sequence of RTP payloads of one stream (single, STAP-A, FU-A),
-    in order. A fragmented unit whose start or end never came is reported once and
-    forgotten; the caller knows from sequence numbers when payloads went missing and calls
-    `reset`."""
-
-    __slots__ = ("_fu",)
-
-    def __init__(self) -> None:
-        self._fu: bytearray | None = None
-
-    @property
-    def pending(self) -> bool:
-        return self._fu is not None
-
-    def reset(self) -> bool:
-        """Forget a half-received fragmented unit; True if there was one."""
-        had = self._fu is not None
-        self._fu = None
-        return had
-
-    def push(self, payload: bytes) -> Pushed:
-        if not payload:
-            return Pushed([], "empty")
-        kind = payload[0] & 0x1F
-        cut = self._fu is not None and not (kind == FU_A and len(payload) > 1
-                                            and not payload[1] & 0x80)
-        try:
-            if kind == FU_A:
-                return self._fragment(parse_fu_a(payload), cut)
-            if cut:
-                self._fu = None
-            return Pushed(self._units(kind, payload), "fu_truncated" if cut else None)
-        except H264Error as error:
-            self._fu = None
-            return Pushed([], error.kind)
-
-    def _fragment(self, piece: Fragment, cut: bool) -> Pushed:
-        if piece.start:
-            self._fu = bytearray([piece.header]) + piece.data
-        elif self._fu is None:
-            return Pushed([], "fu_truncated")
+            out += fragment(nal, mtu)
         else:
-            self._fu += piece.data
-        error = "fu_truncated" if cut else None
-        if piece.end:
-            nal, self._fu = bytes(self._fu), None
-            return Pushed([nal], error)
-        return Pushed([], error)
-
-    @staticmethod
-    def _units(kind: int, payload: bytes) -> list[bytes]:
-        if kind == STAP_A:
-            return split_stap_a(payload)
-        if kind in (STAP_B, MTAP16, MTAP24, FU_B):
-            raise H264Error("packetization")  # interleaved mode only: content unusable
-        return [payload]  # a NAL unit, of a type the caller may know (0, 30, 31 included)
+            group.append(nal)
+            size += 2 + len(nal)
+    if group:
+        out.append(group[0] if len(group) == 1 else stap_a(group))
+    return out
 
 
 # --- SPS ---------------------------------------------------------------------------------

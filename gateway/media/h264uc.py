@@ -63,6 +63,11 @@ class SvcHeader:
                    bool(c & 0x10), bool(c & 0x08), bool(c & 0x04), c & 3, bool(a & 0x80))
 
 
+# The SVC header of the base layer's units (prefix and PACSI), IDR or not: made once, as
+# every access unit toward Lync needs them.
+BASE_LAYER = {idr: SvcHeader(idr=idr).to_bytes() for idr in (False, True)}
+
+
 def prefix_nal(slice_header: int, idr: bool) -> bytes:
     """The prefix NAL unit for a base-layer slice whose NAL header octet is
     `slice_header`: its F and NRI, then prefix_nal_unit_svc() (G.7.3.2.12.1) with
@@ -70,7 +75,7 @@ def prefix_nal(slice_header: int, idr: bool) -> bytes:
     is a reference (nal_ref_idc != 0), nothing otherwise, then rbsp_trailing_bits."""
     header = (slice_header & 0xE0) | NAL_PREFIX
     trailing = 0x20 if slice_header & 0x60 else 0x80
-    return bytes([header]) + SvcHeader(idr=idr).to_bytes() + bytes([trailing])
+    return b"%c%s%c" % (header, BASE_LAYER[idr], trailing)
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,17 +197,8 @@ class Pacsi:
     nals: tuple[bytes, ...] = field(default=())  # the SEI NAL units it carries
 
     def to_bytes(self) -> bytes:
-        out = bytearray([(self.nri & 3) << 5 | NAL_PACSI])
-        out += self.svc.to_bytes()
-        out.append(self.flags)
-        if self.flags & FLAG_Y:
-            out.append(self.tl0picidx & 0xFF)
-            out += (self.idrpicid & 0xFFFF).to_bytes(2, "big")
-        if self.flags & FLAG_T:
-            out += (self.donc & 0xFFFF).to_bytes(2, "big")
-        for nal in self.nals:
-            out += len(nal).to_bytes(2, "big") + nal
-        return bytes(out)
+        return _pacsi_octets(self.nri, self.svc.to_bytes(), self.flags, self.tl0picidx,
+                             self.idrpicid, self.donc, self.nals)
 
     @classmethod
     def parse(cls, nal: bytes) -> Pacsi:
@@ -249,13 +245,30 @@ class Pacsi:
         return None
 
 
-def pacsi(nri: int, idr: bool, donc: int, layout: StreamLayout | None,
-          info: BitstreamInfo) -> bytes:
+def _pacsi_octets(nri: int, svc: bytes, flags: int, tl0picidx: int, idrpicid: int, donc: int,
+                  nals: tuple[bytes, ...]) -> bytes:
+    out = bytearray([(nri & 3) << 5 | NAL_PACSI])
+    out += svc
+    out.append(flags)
+    if flags & FLAG_Y:
+        out.append(tl0picidx & 0xFF)
+        out += (idrpicid & 0xFFFF).to_bytes(2, "big")
+    if flags & FLAG_T:
+        out += (donc & 0xFFFF).to_bytes(2, "big")
+    for nal in nals:
+        out += len(nal).to_bytes(2, "big") + nal
+    return bytes(out)
+
+
+def stream_layout_sei(layout: StreamLayout) -> bytes:
+    """The SEI NAL unit carrying `layout`: made once per SPS, carried in every PACSI."""
+    return sei_nal(STREAM_LAYOUT_UUID, layout.payload())
+
+
+def pacsi(nri: int, idr: bool, donc: int, info: BitstreamInfo, layout: bytes = b"") -> bytes:
     """The PACSI NAL unit that starts a base-layer access unit: its SVC header is that of
     the layer's NAL units, T set with the DONC of its first NAL unit, and the Stream Layout
-    (when given) and Bitstream Info SEI messages after it."""
-    nals = []
-    if layout is not None:
-        nals.append(sei_nal(STREAM_LAYOUT_UUID, layout.payload()))
-    nals.append(sei_nal(BITSTREAM_INFO_UUID, info.payload()))
-    return Pacsi(nri, SvcHeader(idr=idr), FLAG_T, donc=donc, nals=tuple(nals)).to_bytes()
+    SEI (`stream_layout_sei`, when given) and the Bitstream Info SEI after it."""
+    nals = (layout,) if layout else ()
+    return _pacsi_octets(nri, BASE_LAYER[idr], FLAG_T, 0, 0, donc,
+                         (*nals, sei_nal(BITSTREAM_INFO_UUID, info.payload())))

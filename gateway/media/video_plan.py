@@ -34,3 +34,6 @@ class VideoPlan:
     # The SSRC the gateway sends Lync video with: the SDP toward Lync names it in our
     # a=x-ssrc-range. None: the relay draws one (then the SDP must not name a range).
     lync_send_ssrc: int | None = None
+    # The SIP side's a=rtcp-fb has `ccm tmmbr` (RFC 5104 7.1): Lync's bandwidth requests
+    # reach it as TMMBR; without it, its rate stays what its SDP allowed.
+    sip_takes_tmmbr: bool = False

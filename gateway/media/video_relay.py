@@ -14,9 +14,11 @@ Feedback, and what becomes of it:
   its next periodic key frame);
 - NACKs: mapped onto the sequence numbers of the other side (every packet of the access
   units concerned), dropped when nothing maps;
-- everything else (TMMBR, REMB, XR, APP, Lync's bandwidth extensions): dropped and counted.
-  Lync's bandwidth requests are not turned into TMMBR: the SIP side's rate stays what its
-  SDP's b=AS allowed.
+- Lync's bandwidth requests (a VSR's bit rate, the Receiver-side Bandwidth Limit and Policy
+  Server Bandwidth extensions of its reports, a TMMBR about our stream): the least of them
+  and of the SDP's rate, as a TMMBR toward the SIP endpoint when it changes, where the
+  endpoint's SDP said it takes TMMBR;
+- everything else (REMB, XR, APP, the SIP side's TMMBR): dropped and counted.
 
 Toward Lync, feedback goes out alone, as reduced-size RTCP (RFC 5506, which [MS-RTP] 3.1.5
 requires of feedback); toward the SIP endpoint every compound starts with a report."""
@@ -33,10 +35,13 @@ from gateway.media.video_plan import VideoPlan
 from gateway.media.video_rtcp import (
     APP,
     BYE,
+    EXT_POLICY_SERVER_BANDWIDTH,
+    EXT_RECEIVER_BANDWIDTH_LIMIT,
     FMT_AFB,
     FMT_FIR,
     FMT_NACK,
     FMT_PLI,
+    FMT_TMMBR,
     PSFB,
     RR,
     RTPFB,
@@ -50,15 +55,21 @@ from gateway.media.video_rtcp import (
     nack_sequences,
     pli,
     receiver_report,
+    report_extensions,
     rewrite_report,
     rewrite_sdes,
     split,
+    tmmbr,
+    tmmbr_requests,
 )
 from gateway.media.video_translate import DEFAULT_MTU, FromLync, ToLync
 from gateway.media.vsr import Vsr, entry_for, layout_fps
 
 POLL_INTERVAL = 0.1  # seconds: the access-unit timeout's resolution, and of the repeats
 REPEAT = 1.0  # seconds between repeats of a key-frame request (or VSR) until it is answered
+# What a TMMBR counts per packet on top of its payload (RFC 5104 4.2.1.2): IPv4, UDP and
+# the RTP header.
+PACKET_OVERHEAD = 20 + 8 + 12
 KEY_FRAME_GAP = 0.25  # the least time between two key-frame requests toward one sender
 RTCP_NAMES = {SR: "sr", RR: "rr", SDES: "sdes", BYE: "bye", APP: "app", RTPFB: "rtpfb",
               PSFB: "psfb", XR: "xr"}
@@ -73,6 +84,7 @@ class FeedbackStats:
     key_frame_requests_to_lync: int = 0  # VSRs with the key-frame bit, or PLIs
     key_frame_requests_to_sip: int = 0  # PLIs
     nacks_mapped: int = 0
+    tmmbr_sent: int = 0  # bit rate limits passed on to the SIP endpoint
     rtcp_dropped: dict[str, int] = field(default_factory=dict)  # malformed, xr, tmmbr ...
 
     def drop(self, kind: str) -> None:
@@ -82,7 +94,8 @@ class FeedbackStats:
         return {"vsr_sent": self.vsr_sent, "vsr_received": self.vsr_received,
                 "key_frame_requests_to_lync": self.key_frame_requests_to_lync,
                 "key_frame_requests_to_sip": self.key_frame_requests_to_sip,
-                "nacks_mapped": self.nacks_mapped, "rtcp_dropped": dict(self.rtcp_dropped)}
+                "nacks_mapped": self.nacks_mapped, "tmmbr_sent": self.tmmbr_sent,
+                "rtcp_dropped": dict(self.rtcp_dropped)}
 
 
 class _Asking:
@@ -142,6 +155,11 @@ class VideoRelay(StreamRelay):
         self._vsr: Vsr | None = None
         self._units_at_vsr = 0
         self._request_id = secrets.randbits(16)
+        # What Lync said it takes, by where it said it (a VSR, its reports' bandwidth
+        # extensions, a TMMBR); the least of them, and of the SDP's, is asked of the SIP
+        # endpoint.
+        self._lync_limits: dict[str, int] = {}
+        self._asked_rate = plan.limits.bitrate_bps
 
     @property
     def lync_ssrc(self) -> int:
@@ -159,7 +177,6 @@ class VideoRelay(StreamRelay):
 
     def poll(self, now: float) -> None:
         """Drop access units left open too long; ask for key frames that are due."""
-        self.from_lync.poll(now)
         self.to_lync.poll(now)
         self._ask(now)
 
@@ -180,10 +197,16 @@ class VideoRelay(StreamRelay):
         stats.last_packet = now  # arriving, even when no packet out is complete yet
         if rtcp:
             self._control(clear, src, dst, now)
-        else:
-            for out in dst.writer.push(clear, now):
-                self._deliver(out, False, dst.side, stats)
-        if self.from_lync.key_frame_wanted or self.to_lync.key_frame_wanted:
+            self._ask(now)
+            return
+        writer = dst.writer
+        wanted = writer.key_frame_wanted
+        for out in writer.push(clear, now):
+            self._deliver(out, False, dst.side, stats)
+        # Only this stream's wish can have changed; the other's repeats are `poll`'s.
+        if writer.key_frame_wanted:
+            if not wanted:  # a loss: asked at once, as the far receiver would
+                self._key_frame_asked(dst, now)
             self._ask(now)
 
     # -- key frames ------------------------------------------------------------------------
@@ -246,16 +269,22 @@ class VideoRelay(StreamRelay):
         """What `part` from `src` becomes toward `dst` (None: nothing, or sent already)."""
         kind = part.type
         if kind in (SR, RR):
+            if src is self._lync:
+                self._lync_reports(part)
             return self._counted(rewrite_report(
                 part, dst.ssrc, (dst.writer.stats.packets_out, dst.writer.stats.octets_out),
                 lambda block: map_block(block, src.ssrc, src.writer.source,
-                                        src.writer.sequences)), kind)
+                                        src.writer.source_sequence)), kind)
         if kind == SDES:
             return self._counted(rewrite_sdes(part, dst.ssrc), kind)
         if kind == BYE:
             return bye(dst.ssrc)
         if kind == RTPFB and part.count == FMT_NACK:
             self._nack(part, src, dst)
+        elif kind == RTPFB and part.count == FMT_TMMBR and src is self._lync:
+            for ssrc, bitrate in tmmbr_requests(part):
+                if ssrc == self._lync.ssrc:
+                    self._lync_limit("tmmbr", bitrate)
         elif kind == PSFB and part.count in (FMT_PLI, FMT_FIR):
             self._key_frame_asked(src, now)
         elif kind == PSFB and part.count == FMT_AFB and src is self._lync:
@@ -273,9 +302,9 @@ class VideoRelay(StreamRelay):
         """A NACK about the packets `src` got from us: the packets of `dst` they came from."""
         wanted: list[int] = []
         for seq in nack_sequences(part):
-            inputs = src.writer.sequences.inputs(seq)
-            if inputs is not None:
-                wanted.extend(s & 0xFFFF for s in range(inputs[0], inputs[1] + 1))
+            source = src.writer.source_sequence(seq)
+            if source is not None:
+                wanted.append(source & 0xFFFF)
         message = None if src.writer.source is None else nack(dst.ssrc, src.writer.source,
                                                                wanted)
         if message is None:
@@ -294,8 +323,33 @@ class VideoRelay(StreamRelay):
             self.feedback.drop("afb")
             return
         self.feedback.vsr_received += 1
+        rates = [entry.bitrate for entry in vsr.entries
+                 if entry.payload_type == self.plan.lync_payload_type]
+        if rates:
+            self._lync_limit("vsr", max(rates))
         if vsr.key_frame or self.to_lync.key_frame_wanted:
             self._key_frame_asked(self._lync, now)
+
+    def _lync_reports(self, part: Rtcp) -> None:
+        """[MS-RTP] bandwidth limits in Lync's own reports, on what it receives from us."""
+        found = report_extensions(part)
+        for kind, name in ((EXT_RECEIVER_BANDWIDTH_LIMIT, "receiver_limit"),
+                           (EXT_POLICY_SERVER_BANDWIDTH, "policy_server")):
+            if found.get(kind):
+                self._lync_limit(name, found[kind])
+
+    def _lync_limit(self, source: str, bitrate: int) -> None:
+        """Lync takes at most `bitrate` (as `source` says): the SIP endpoint, which sends
+        what Lync gets, is asked for the least Lync and the SDP allow, by a TMMBR (RFC 5104)
+        when it changes and the endpoint's SDP said it takes TMMBR."""
+        self._lync_limits[source] = bitrate
+        rate = min(self.plan.limits.bitrate_bps, *self._lync_limits.values())
+        media = self.to_lync.source
+        if rate == self._asked_rate or not self.plan.sip_takes_tmmbr or media is None:
+            return
+        self._asked_rate = rate
+        self._send(tmmbr(self._sip.ssrc, media, rate, PACKET_OVERHEAD), self._sip)
+        self.feedback.tmmbr_sent += 1
 
     def _send(self, message: bytes, dst: _Leg) -> None:
         """RTCP of ours (or rewritten) toward `dst`: alone toward Lync (reduced size), and

@@ -3,7 +3,8 @@ to the gateway as if it were the only other party, so what one side says about i
 is rewritten into the other side's terms: the sender's SSRC becomes the gateway's toward
 the receiver, a sender report's counts become what the gateway sent, and a report block or
 NACK about the gateway's packets is mapped, through the translator's `SequenceMap`, onto
-the sequence numbers of the packets they were made from. Pure functions on bytes; a
+the sequence numbers of the packets they were made from; a TMMBR is written for the SIP
+sender when Lync asks for less. Pure functions on bytes; a
 compound packet that does not parse is None, which callers count and drop."""
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 SR, RR, SDES, BYE, APP, RTPFB, PSFB, XR = range(200, 208)
-FMT_NACK = 1  # RTPFB (RFC 4585 6.2.1)
+FMT_NACK, FMT_TMMBR = 1, 3  # RTPFB (RFC 4585 6.2.1, RFC 5104 4.2.1)
 FMT_PLI, FMT_FIR, FMT_AFB = 1, 4, 15  # PSFB (RFC 4585 6.3.1, RFC 5104 4.3.1, RFC 4585 6.4)
 BLOCK_SIZE = 24
 MAX_NACK_ITEMS = 16  # FCIs in one NACK: 272 packets, more than a 1080p IDR
-# Access units whose packets a report can still be mapped for: ~30 s of 30 fps video,
-# far longer than any report interval.
-MAP_UNITS = 1024
+# Shifts of a translator's sequence numbers remembered for mapping reports and NACKs: about
+# one an access unit, so ~30 s of 30 fps video, far longer than any report interval.
+MAP_SEGMENTS = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,46 +176,90 @@ def nack(sender: int, media: int, sequences: list[int]) -> bytes | None:
     return feedback(RTPFB, FMT_NACK, sender, media, fci)
 
 
-class SequenceMap:
-    """Which packets in made which packets out, one access unit at a time (the translator
-    rebuilds packets per access unit, so a packet out maps to its unit's packets in). Input
-    sequence numbers are kept extended (with their wrap count), as report blocks carry
-    them."""
+def tmmbr(sender: int, media: int, bitrate: int, overhead: int) -> bytes:
+    """A TMMBR (RFC 5104 4.2.1.1) asking the sender of `media` to stay under `bitrate`
+    bits per second, with `overhead` octets a packet on top of the payload: the media
+    source field is 0, the stream is named in the FCI, and the rate is a 17-bit mantissa
+    with a 6-bit exponent (rounded down, so never more than asked)."""
+    exponent = max(0, bitrate.bit_length() - 17)
+    fci = (media.to_bytes(4, "big")
+           + ((exponent << 26) | ((bitrate >> exponent) << 9) | (overhead & 0x1FF)).to_bytes(
+               4, "big"))
+    return feedback(RTPFB, FMT_TMMBR, sender, 0, fci)
 
-    __slots__ = ("_highest", "_units")
+
+def tmmbr_requests(part: Rtcp) -> list[tuple[int, int]]:
+    """(SSRC, bits per second) of each FCI of a TMMBR."""
+    out = []
+    for at in range(8, len(part.body) - 7, 8):
+        word = int.from_bytes(part.body[at + 4:at + 8], "big")
+        out.append((int.from_bytes(part.body[at:at + 4], "big"),
+                    ((word >> 9) & 0x1FFFF) << (word >> 26)))
+    return out
+
+
+# [MS-RTP] 2.2.11 profile-specific extensions in Lync's reports that bound what it receives.
+EXT_POLICY_SERVER_BANDWIDTH = 7  # 2.2.11.5: set by the bandwidth policy server
+EXT_RECEIVER_BANDWIDTH_LIMIT = 10  # 2.2.11.8: set by the receiver of the stream
+
+
+def report_extensions(part: Rtcp) -> dict[int, int]:
+    """The 12-octet profile-specific extensions (type, length 12, 4 reserved octets, a
+    32-bit value) after an SR's or RR's report blocks, by type; others are skipped by
+    their length, and a length that does not fit ends the walk."""
+    at = (24 if part.type == SR else 4) + BLOCK_SIZE * part.count
+    body = part.body
+    found = {}
+    while at + 4 <= len(body):
+        kind = int.from_bytes(body[at:at + 2], "big")
+        size = int.from_bytes(body[at + 2:at + 4], "big")
+        if size < 4 or at + size > len(body):
+            break
+        if size == 12:
+            found[kind] = int.from_bytes(body[at + 8:at + 12], "big")
+        at += size
+    return found
+
+
+class SequenceMap:
+    """Which packet in each packet out was made from. A translator numbers a packet out as
+    the packet in it was made from plus a shift, which changes only where the translator
+    drops a packet or adds one of its own (a PACSI, a prefix unit, a filler), so the map is
+    the list of places where the shift changed: from each on, out = in + that shift. Input
+    numbers are kept extended (with their wrap count), as report blocks carry them. A packet
+    the translator added maps to the packet in that came after it."""
+
+    __slots__ = ("_segments",)
 
     def __init__(self) -> None:
-        self._units: deque[tuple[int, int, int, int]] = deque(maxlen=MAP_UNITS)
-        self._highest: int | None = None  # extended input sequence number
+        # (first sequence number out, the extended one in it was made from)
+        self._segments: deque[tuple[int, int]] = deque(maxlen=MAP_SEGMENTS)
 
-    def add(self, out_first: int, out_count: int, in_first: int, in_last: int) -> None:
-        if self._highest is None:
-            last = in_last
-        else:
-            ahead = (in_last - self._highest) & 0xFFFF
-            last = self._highest + (ahead if ahead < 0x8000 else ahead - 0x10000)
-        self._highest = last if self._highest is None else max(self._highest, last)
-        self._units.append((out_first, out_count, last - ((in_last - in_first) & 0xFFFF), last))
+    def shift(self, out_seq: int, in_seq: int) -> None:
+        """From packet out `out_seq` on, the packets out come from `in_seq` (extended) on."""
+        self._segments.append((out_seq & 0xFFFF, in_seq))
 
-    def inputs(self, out_seq: int) -> tuple[int, int] | None:
-        """The extended input sequence numbers (first, last) of the unit that packet out
-        `out_seq` belongs to; None if it is not one of the units remembered."""
-        for out_first, count, first, last in reversed(self._units):
-            if (out_seq - out_first) & 0xFFFF < count:
-                return first, last
+    def inputs(self, out_seq: int) -> int | None:
+        """The extended input sequence number packet out `out_seq` was made from; None
+        before the first shift, or for a number older than the shifts remembered."""
+        for first, source in reversed(self._segments):
+            offset = (out_seq - first) & 0xFFFF
+            if offset < 0x8000:
+                return source + offset
         return None
 
 
 def map_block(block: ReportBlock, ours: int, source: int | None,
-              sequences: SequenceMap) -> ReportBlock | None:
+              inputs: Callable[[int], int | None]) -> ReportBlock | None:
     """A report block about the gateway's stream `ours` as one about `source`, the stream
-    it was made from: highest sequence number mapped, loss and jitter as reported (the loss
-    rate carries over; the counts are of repacketised packets). None for a block about
-    any other stream or one whose packets are no longer mapped."""
+    it was made from: highest sequence number mapped by `inputs` (a translator's
+    `source_sequence`), loss and jitter as reported (the loss rate carries over; the counts
+    are of translated packets). None for a block about any other stream or one whose
+    packets are no longer mapped."""
     if block.ssrc != ours or source is None:
         return None
-    inputs = sequences.inputs(block.highest & 0xFFFF)
-    if inputs is None:
+    highest = inputs(block.highest & 0xFFFF)
+    if highest is None:
         return None
-    return ReportBlock(source, block.fraction_lost, block.lost, inputs[1] & 0xFFFFFFFF,
+    return ReportBlock(source, block.fraction_lost, block.lost, highest & 0xFFFFFFFF,
                        block.jitter, block.lsr, block.dlsr)

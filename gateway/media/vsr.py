@@ -30,6 +30,7 @@ ASPECT_4_3, ASPECT_16_9 = 0x01, 0x02
 # Frame rate bit mask, and the Layer Description's frame rates ([MS-H264PF] FPSIdx).
 FPS_BITS = {7.5: 0x01, 12.5: 0x02, 15.0: 0x04, 25.0: 0x08, 30.0: 0x10, 50.0: 0x20, 60.0: 0x40}
 BITRATE_PER_LEVEL = 10_000  # width of the bit rate histogram's buckets, bits per second
+HISTOGRAM_BUCKETS = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,14 +44,27 @@ class VsrEntry:
     ucconfig_mode: int = UCCONFIG_MODE
     flags: int = FLAG_CONSTRAINED_BASELINE
     aspect_ratios: int = ASPECT_4_3 | ASPECT_16_9
+    bitrate_per_level: int = BITRATE_PER_LEVEL
+    # Receivers in each bit rate bucket, from min_bitrate up by bitrate_per_level: ours is
+    # the one receiver, in the first.
+    bitrate_histogram: tuple[int, ...] = (1,) + (0,) * (HISTOGRAM_BUCKETS - 1)
+
+    @property
+    def bitrate(self) -> int:
+        """The bit rate asked for: the top of the highest bucket any receiver is in (the
+        lowest bucket's when none is)."""
+        top = max((index for index, count in enumerate(self.bitrate_histogram) if count),
+                  default=0)
+        return self.min_bitrate + (top + 1) * self.bitrate_per_level
 
     def to_bytes(self) -> bytes:
-        # One receiver: count 1 in the first bucket of the bit rate histogram (ten
-        # buckets) and of the quality histogram (eight), as one MAY instance.
+        # One receiver: in the bit rate histogram, and in the first bucket of the quality
+        # histogram (eight), as one MAY instance.
         return (bytes([self.payload_type, self.ucconfig_mode, self.flags, self.aspect_ratios])
                 + self.max_width.to_bytes(2, "big") + self.max_height.to_bytes(2, "big")
                 + self.min_bitrate.to_bytes(4, "big") + bytes(4)
-                + BITRATE_PER_LEVEL.to_bytes(4, "big") + (1).to_bytes(2, "big") + bytes(18)
+                + self.bitrate_per_level.to_bytes(4, "big")
+                + b"".join(count.to_bytes(2, "big") for count in self.bitrate_histogram)
                 + self.frame_rates.to_bytes(4, "big") + (0).to_bytes(2, "big")
                 + (1).to_bytes(2, "big") + (1).to_bytes(2, "big") + bytes(14)
                 + self.max_pixels.to_bytes(4, "big"))
@@ -61,7 +75,9 @@ class VsrEntry:
             raise ValueError("vsr entry short")
         return cls(data[0], int.from_bytes(data[4:6], "big"), int.from_bytes(data[6:8], "big"),
                    int.from_bytes(data[8:12], "big"), int.from_bytes(data[40:44], "big"),
-                   int.from_bytes(data[64:68], "big"), data[1], data[2], data[3])
+                   int.from_bytes(data[64:68], "big"), data[1], data[2], data[3],
+                   int.from_bytes(data[16:20], "big"),
+                   tuple(int.from_bytes(data[at:at + 2], "big") for at in range(20, 40, 2)))
 
 
 @dataclass(frozen=True, slots=True)

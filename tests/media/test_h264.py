@@ -1,6 +1,7 @@
 """RFC 6184 helpers: the picture size read from real x264 SPSs (cropped sizes, High profile's
 chroma fields) agrees with ffprobe's; STAP-A and FU-A packetising for an MTU gives back the
-same units through the reassembler; malformed payloads are reported, never raised."""
+same units through an independent depacketiser, and so does cutting FU-As again for a
+smaller MTU; STAP-A payloads that do not add up raise H264Error only."""
 
 from __future__ import annotations
 
@@ -13,8 +14,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.media.h264 import FU_A, STAP_A, H264Error, Reassembler, packetize, parse_sps
-from tests.kit.video import encode
+from gateway.media.h264 import (
+    FU_A,
+    STAP_A,
+    H264Error,
+    fragment,
+    packetize,
+    parse_sps,
+    split_fu_a,
+    split_stap_a,
+)
+from tests.kit.video import encode, nal_units
 from tests.peers import need
 
 
@@ -26,8 +36,7 @@ from tests.peers import need
 def test_sps_size_matches_ffprobe(tmp_path: Path, width: int, height: int,
                                   profile: str) -> None:
     packets = encode(tmp_path, frames=2, width=width, height=height, profile=profile)
-    reassembler = Reassembler()
-    nals = [nal for p in packets for nal in reassembler.push(p[12:]).nals]
+    nals = [nal for _, nal in nal_units(packets)]
     sps = next(nal for nal in nals if nal[0] & 0x1F == 7)
     stream = tmp_path / "stream.h264"
     stream.write_bytes(b"".join(b"\x00\x00\x00\x01" + nal for nal in nals))
@@ -42,29 +51,37 @@ def test_sps_size_matches_ffprobe(tmp_path: Path, width: int, height: int,
                                                          -(-height // 16) * 16)
 
 
+def units(payloads: list[bytes]) -> list[bytes]:
+    """The NAL units an independent receiver takes out of `payloads`."""
+    return [nal for _, nal in nal_units([bytes(12) + payload for payload in payloads])]
+
+
 @given(st.lists(st.binary(min_size=1, max_size=3000).map(lambda b: bytes([0x41]) + b),
                 min_size=1, max_size=12), st.integers(60, 1400))
 def test_packetize_then_reassemble_gives_the_units_back(nals: list[bytes], mtu: int) -> None:
     payloads = packetize(nals, mtu)
     assert all(len(p) <= mtu for p in payloads)
-    reassembler = Reassembler()
-    out = []
-    for payload in payloads:
-        pushed = reassembler.push(payload)
-        assert pushed.error is None
-        out += pushed.nals
-    assert out == nals
+    assert units(payloads) == nals
     kinds = {p[0] & 0x1F for p in payloads}
     assert (FU_A in kinds) == any(len(n) > mtu for n in nals)
     if len(nals) > 1 and sum(len(n) + 2 for n in nals) + 1 <= mtu:
         assert kinds == {STAP_A} and len(payloads) == 1
 
 
-@given(st.lists(st.binary(max_size=50), max_size=20))
-def test_any_payloads_are_reported_not_raised(payloads: list[bytes]) -> None:
-    reassembler = Reassembler()
-    for payload in payloads:
-        reassembler.push(payload)
+@given(st.binary(min_size=1, max_size=3000).map(lambda b: bytes([0x65]) + b),
+       st.integers(60, 1400), st.integers(3, 1400))
+def test_fu_as_cut_again_for_a_smaller_mtu_give_the_unit_back(nal: bytes, mtu: int,
+                                                              smaller: int) -> None:
+    pieces = [piece for payload in fragment(nal, mtu) for piece in split_fu_a(payload, smaller)]
+    assert all(len(p) <= smaller for p in pieces)
+    assert units(pieces) == [nal]
+    assert sum(1 for p in pieces if p[1] & 0x80) == sum(1 for p in pieces if p[1] & 0x40) == 1
+
+
+@given(st.binary(max_size=60))
+def test_any_stap_a_bytes_raise_only_h264error(data: bytes) -> None:
+    with contextlib.suppress(H264Error):
+        split_stap_a(b"\x18" + data)
 
 
 @given(st.binary(max_size=60))

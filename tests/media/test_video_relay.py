@@ -1,8 +1,11 @@
 """The translating video relay: VSRs toward Lync at connect, repeated until video comes and
 sent again when the SIP endpoint asks for a key frame; Lync's PLI and key-frame VSR as a
 PLI toward the SIP endpoint; SR, RR, SDES rewritten into the other side's SSRCs, counts and
-sequence numbers (tshark reads the compound as valid); NACKs mapped or dropped; any bytes
-either way never raise. End to end on loopback sockets: x264's RFC 6184 packets through the
+sequence numbers (tshark reads the compound as valid); NACKs mapped packet for packet or
+dropped; Lync's bandwidth requests (VSR bit rate, report extensions, TMMBR) as a TMMBR
+toward a SIP endpoint that takes it (tshark reads it), nothing toward one that does not;
+a packet lost from Lync asks it for a key frame at once; any bytes either way never
+raise. End to end on loopback sockets: x264's RFC 6184 packets through the
 relay to a Lync peer over SRTP decode (ffmpeg, with a test-side [MS-H264PF] receiver) to the
 source's frames, and Lync's packets echoed back reach the SIP side decoding to them too,
 none lost; tshark reads the PACSI and VSR the Lync peer got, with the SDP's values."""
@@ -225,11 +228,85 @@ def test_nacks_are_mapped_to_the_packets_they_came_from_or_dropped() -> None:
     (part,) = control.split(data) or []  # alone toward Lync: reduced size
     assert (part.type, part.count) == (control.RTPFB, control.FMT_NACK)
     assert part.body[4:8] == LYNC_SSRC.to_bytes(4, "big")
-    assert control.nack_sequences(part) == [40, 41, 42]
+    assert control.nack_sequences(part) == [41]  # the very packet the first FU-A came in
     s.relay.from_b(control.nack(0x5151, s.relay.sip_ssrc, [12345]) or b"", True)
     assert s.at_lync() == []
     stats = s.relay.video_stats()
     assert stats["nacks_mapped"] == 1 and stats["rtcp_dropped"] == {"nack_unmapped": 1}
+
+
+def test_a_packet_lost_from_lync_asks_for_a_key_frame_at_once() -> None:
+    s = setup()
+    s.relay.poll(0.0)
+    s.at_lync()  # the VSR at connect
+    s.now[0] = 0.5
+    s.from_lync(rtp(7, 3000, stap_a([SPS, PPS, IDR])), False)
+    s.from_lync(rtp(8, 6000, SLICE), False)
+    s.now[0] = 0.6
+    s.from_lync(rtp(10, 9000, SLICE), False)  # 9 lost
+    (asked,) = vsrs(s.at_lync())  # not a second later, when the VSR would be repeated
+    assert asked.key_frame
+    sent = [int.from_bytes(p[2:4], "big") for p, _ in s.at_sip()]
+    assert [(seq - sent[0]) & 0xFFFF for seq in sent] == [0, 1, 3]  # the gap crosses over
+    stats = s.relay.video_stats()["lync->sip"]
+    assert isinstance(stats, dict) and stats["packets_lost"] == 1
+
+
+def tmmbr_plan() -> VideoPlan:
+    return VideoPlan(LYNC_PT, PT, LIMITS, lync_ssrc_range=(0x1000, 0x1063),
+                     lync_send_ssrc=0x2000, sip_takes_tmmbr=True)
+
+
+def tmmbrs(got: list[tuple[bytes, bool]]) -> list[tuple[int, int]]:
+    out = []
+    for data, _ in got:
+        for part in control.split(data) or []:
+            if (part.type, part.count) == (control.RTPFB, control.FMT_TMMBR):
+                out += control.tmmbr_requests(part)
+    return out
+
+
+def test_lync_bandwidth_requests_become_tmmbr_toward_sip(tmp_path: Path) -> None:
+    s = setup(tmmbr_plan())
+    sip_video(s, 1)  # the SIP endpoint's SSRC, 0x5151, is what a TMMBR names
+    s.at_sip()
+    s.now[0] = 1.0
+    entry = VsrEntry(LYNC_PT, 640, 480, 500_000, 0x10, 640 * 480,
+                     bitrate_histogram=(0, 0, 1) + (0,) * 7)
+    s.from_lync(Vsr(3, False, (entry,)).packet(LYNC_SSRC, 0x2000), True)
+    first = s.at_sip()
+    assert tmmbrs(first) == [(0x5151, 530_000)]  # the top of the bucket Lync is in
+    limit = (control.EXT_RECEIVER_BANDWIDTH_LIMIT.to_bytes(2, "big") + (12).to_bytes(2, "big")
+             + bytes(4) + (256_000).to_bytes(4, "big"))
+    s.from_lync(control.packet(0, control.RR, LYNC_SSRC.to_bytes(4, "big") + limit), True)
+    second = s.at_sip()
+    assert tmmbrs(second) == [(0x5151, 256_000)]
+    s.from_lync(control.tmmbr(LYNC_SSRC, 0x2000, 128_000, 40), True)
+    third = s.at_sip()
+    assert tmmbrs(third) == [(0x5151, 128_000)]
+    s.from_lync(Vsr(4, False, (entry,)).packet(LYNC_SSRC, 0x2000), True)
+    assert tmmbrs(s.at_sip()) == []  # the least of the limits has not changed
+    assert s.relay.video_stats()["tmmbr_sent"] == 3
+    rows, expert = dissect(tmp_path, [data for data, _ in first + second + third], "tmmbr", [
+        "rtcp.rtpfb.tmmbr.fci.ssrc", "rtcp.rtpfb.tmmbr.fci.mantissa",
+        "rtcp.rtpfb.tmmbr.fci.exp", "rtcp.rtpfb.tmmbr.fci.measuredoverhead",
+        "rtcp.senderssrc"])
+    assert "Malformed" not in expert and "Warn" not in expert
+    requests = [row for row in rows if row[0]]  # Lync's RR went on too, rewritten
+    assert [(row[0], int(row[1]) << int(row[2]), row[3]) for row in requests] == [
+        ("0x00005151", rate, "40") for rate in (530_000, 256_000, 128_000)]
+    # Each compound toward the SIP side: our RR, then the TMMBR, both from our SSRC.
+    ours = f"0x{s.relay.sip_ssrc:08x}"
+    assert {row[4] for row in requests} == {f"{ours},{ours}"}
+
+
+def test_no_tmmbr_toward_an_endpoint_that_does_not_take_it() -> None:
+    s = setup()
+    sip_video(s, 1)
+    s.at_sip()
+    entry = VsrEntry(LYNC_PT, 640, 480, 500_000, 0x10, 640 * 480)
+    s.from_lync(Vsr(3, False, (entry,)).packet(LYNC_SSRC, 0x2000), True)
+    assert tmmbrs(s.at_sip()) == [] and s.relay.video_stats()["tmmbr_sent"] == 0
 
 
 def test_garbage_rtcp_is_counted_and_video_goes_on() -> None:

@@ -1,11 +1,15 @@
 """RTCP pieces of the video relay: compound packets split only when every length, version
 and padding holds; NACK items built and read back (bit masks, across the sequence wrap, at
-most MAX_NACK_ITEMS); the sequence map's units found by any of their packets out, with input
-numbers extended across the wrap; report blocks about other streams left out."""
+most MAX_NACK_ITEMS); the sequence map's shifts found for any packet out, with input
+numbers extended across the wrap; report blocks about other streams left out; a TMMBR's
+bit rate as mantissa and exponent, never above what was asked, and read back; Lync's
+bandwidth extensions found after the report blocks, others skipped by their length."""
 
 from __future__ import annotations
 
 from gateway.media.video_rtcp import (
+    EXT_POLICY_SERVER_BANDWIDTH,
+    EXT_RECEIVER_BANDWIDTH_LIMIT,
     MAX_NACK_ITEMS,
     RR,
     SR,
@@ -15,7 +19,10 @@ from gateway.media.video_rtcp import (
     nack,
     nack_sequences,
     packet,
+    report_extensions,
     split,
+    tmmbr,
+    tmmbr_requests,
 )
 
 
@@ -45,20 +52,44 @@ def test_nack_items_round_trip_across_the_wrap_and_are_capped() -> None:
     assert nack(1, 2, []) is None
 
 
-def test_sequence_map_finds_units_by_any_packet_out_and_extends_inputs() -> None:
+def test_sequence_map_follows_the_shifts_and_extends_inputs() -> None:
     seqs = SequenceMap()
-    seqs.add(65535, 2, 65530, 65533)  # out 65535, 0 <- in 65530..65533
-    seqs.add(1, 3, 65534, 1)  # out 1..3 <- in 65534..1 (wraps)
-    assert seqs.inputs(0) == (65530, 65533)
-    assert seqs.inputs(3) == (65534, 65537)
-    assert seqs.inputs(4) is None and seqs.inputs(65534) is None
+    assert seqs.inputs(7) is None
+    seqs.shift(65535, 65530)  # out 65535, 0, 1 <- in 65530, 65531, 65532
+    seqs.shift(3, 65533)  # a packet out added at 2; out 3, 4 ... <- in 65533, 65534 ...
+    assert [seqs.inputs(out) for out in (65535, 0, 1, 2)] == [65530, 65531, 65532, 65533]
+    assert [seqs.inputs(out) for out in (3, 6)] == [65533, 65536]  # 65536: the wrap counted
 
 
 def test_blocks_about_other_streams_or_unmapped_packets_are_left_out() -> None:
     seqs = SequenceMap()
-    seqs.add(10, 1, 500, 502)
-    ours = ReportBlock(0xAAAA, 3, 1, 10, 4, 5, 6)
-    assert map_block(ours, 0xAAAA, 0xBBBB, seqs) == ReportBlock(0xBBBB, 3, 1, 502, 4, 5, 6)
-    assert map_block(ours, 0xCCCC, 0xBBBB, seqs) is None
-    assert map_block(ours, 0xAAAA, None, seqs) is None
-    assert map_block(ReportBlock(0xAAAA, 0, 0, 11, 0, 0, 0), 0xAAAA, 0xBBBB, seqs) is None
+    seqs.shift(10, 500)
+    ours = ReportBlock(0xAAAA, 3, 1, 12, 4, 5, 6)
+    assert map_block(ours, 0xAAAA, 0xBBBB, seqs.inputs) == ReportBlock(0xBBBB, 3, 1, 502, 4,
+                                                                        5, 6)
+    assert map_block(ours, 0xCCCC, 0xBBBB, seqs.inputs) is None
+    assert map_block(ours, 0xAAAA, None, seqs.inputs) is None
+    assert map_block(ours, 0xAAAA, 0xBBBB, lambda seq: None) is None
+
+
+def test_tmmbr_rate_never_above_what_was_asked_and_read_back() -> None:
+    for rate in (64_000, 1_500_000, 131_071, 131_073, 2_000_001):
+        (part,) = split(tmmbr(1, 0x5151, rate, 40)) or []
+        assert part.body[4:8] == bytes(4)  # media source: 0, the FCI names the stream
+        ((ssrc, got),) = tmmbr_requests(part)
+        assert ssrc == 0x5151 and rate - got < rate / 65536 and got <= rate
+        assert int.from_bytes(part.body[12:16], "big") & 0x1FF == 40
+
+
+def test_lync_bandwidth_extensions_are_found_after_the_blocks() -> None:
+    block = ReportBlock(1, 0, 0, 0, 0, 0, 0).to_bytes()
+    unknown = (0x0B).to_bytes(2, "big") + (8).to_bytes(2, "big") + bytes(4)
+    policy = (EXT_POLICY_SERVER_BANDWIDTH.to_bytes(2, "big") + (12).to_bytes(2, "big")
+              + bytes(4) + (700_000).to_bytes(4, "big"))
+    limit = (EXT_RECEIVER_BANDWIDTH_LIMIT.to_bytes(2, "big") + (12).to_bytes(2, "big")
+             + bytes(4) + (512_000).to_bytes(4, "big"))
+    (part,) = split(packet(1, RR, bytes(4) + block + unknown + policy + limit)) or []
+    assert report_extensions(part) == {EXT_POLICY_SERVER_BANDWIDTH: 700_000,
+                                       EXT_RECEIVER_BANDWIDTH_LIMIT: 512_000}
+    (cut,) = split(packet(1, RR, bytes(4) + block + limit[:6] + bytes(2))) or []
+    assert report_extensions(cut) == {}

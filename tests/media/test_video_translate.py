@@ -1,8 +1,10 @@
 """The video translators between RFC 6184 H.264 and [MS-H264PF]: real x264 packets through
 ToLync then FromLync decode (GStreamer's depayloader, ffmpeg's decoder) to frames
-bit-identical to the source's, none lost; tshark reads the Lync-side PACSI and SEI with the
-SPS's size and no malformed packet; what Lync-only units and bad input do; any bytes at all
-never raise."""
+bit-identical to the source's, none lost, also from a sender whose packets are larger than
+ours; tshark reads the Lync-side PACSI and SEI with the SPS's size and no malformed packet;
+Lync-only units dropped (a marked packet of them becomes filler that keeps the marker);
+a packet lost on the way leaves its gap in the sequence numbers out (and a picture toward
+Lync is dropped whole), with a key frame wanted; bad input counted; any bytes never raise."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from hypothesis import strategies as st
 
 from gateway.media.h264 import NAL_IDR, STAP_A, stap_a
 from gateway.media.h264uc import prefix_nal
-from gateway.media.video_translate import FromLync, ToLync
+from gateway.media.video_translate import FILLER, FromLync, ToLync
 from tests.kit.video import PT, dissect, encode, frames
 
 LYNC_PT = 122
@@ -103,15 +105,20 @@ def test_lync_only_units_are_dropped_also_inside_aggregates() -> None:
                         prefix_nal(0x65, True)]),
                 idr, bytes([0x7C, 0x80 | 20]) + svc_slice[1:30],  # an SVC slice in FU-As
                 bytes([0x7C, 0x40 | 20]) + svc_slice[30:], subset_sps]
-    back = FromLync(ssrc_range=SSRC_RANGE)
+    back = FromLync(ssrc_range=SSRC_RANGE, first_sequence=500)
     out = []
     for index, payload in enumerate(payloads):
         marker = 0x80 if index == len(payloads) - 1 else 0
         out += back.push(rtp(index + 7, 9000, payload, marker=marker), 0.0)
     assert back.stats.nals_dropped == {"pacsi": 1, "prefix": 1, "svc_slice": 1,
                                        "subset_sps": 1}
-    assert len(out) == 1 and out[0][12:] == stap_a([sps, pps, idr])
+    # The STAP-A rebuilt, the IDR as it came, the SVC slice's packets dropped, and the
+    # marked packet of a subset SPS alone a filler unit that closes the access unit.
+    assert [p[12:] for p in out] == [stap_a([sps, pps]), idr, FILLER]
+    assert [seq(p) for p in out] == [500, 501, 502] and [p[1] >> 7 for p in out] == [0, 0, 1]
+    assert back.stats.packets_dropped == {"lync_only": 2}
     assert back.stats.key_frames == 1 and not back.key_frame_wanted
+    assert back.stats.access_units_out == 1
 
 
 def rtp(sequence: int, timestamp: int, payload: bytes, *, ssrc: int = 0x1001,
@@ -144,26 +151,57 @@ def test_sequence_numbers_have_no_gap_where_units_were_dropped() -> None:
 
 
 def test_bad_input_is_counted_and_the_stream_goes_on() -> None:
-    back = FromLync(ssrc_range=SSRC_RANGE)
+    back = FromLync(ssrc_range=SSRC_RANGE, first_sequence=100)
     good = bytes([0x41, 0x9A, 0x02])
-    fu_start = bytes([0x7C, 0x85]) + b"\x01" * 10
     out = []
-    out += back.push(rtp(1, 0, fu_start, marker=0), 0.0)  # its end never comes ...
-    out += back.push(rtp(2, 0, good), 0.0)  # ... a single unit cuts it: truncated FU-A
+    out += back.push(rtp(1, 0, bytes([0x7C, 0x85]) + b"\x01" * 10, marker=0), 0.0)  # IDR
+    out += back.push(rtp(2, 0, good), 0.0)  # cuts the FU-A short: the receiver drops it
     out += back.push(rtp(3, 3000, bytes([0x5F, 1, 2]), marker=0), 0.0)  # unknown type 31
     out += back.push(rtp(4, 3000, good), 0.0)
-    out += back.push(rtp(5, 6000, good, marker=0), 0.0)  # never completes: seq 6 lost
-    out += back.push(rtp(7, 9000, good), 0.0)
-    out += back.push(rtp(8, 12000, good, marker=0), 0.0)  # never completes: times out
-    back.poll(1.0)
-    out += back.push(rtp(9, 15000, b"\x41"), 1.0)  # a NAL header without payload
-    out += back.push(b"\x80\x7a\x00", 1.0)
-    out += back.push(rtp(10, 18000, good), 1.0)
-    assert back.stats.frames_dropped == {"malformed": 1, "incomplete": 2}
-    assert back.stats.nals_dropped == {"fu_truncated": 1, "unknown": 1, "malformed": 1}
-    assert back.stats.packets_dropped == {"short": 1}
-    assert [int.from_bytes(p[4:8], "big") for p in out] == [3000, 9000, 18000]
-    assert back.key_frame_wanted
+    out += back.push(rtp(5, 6000, bytes([0x7C, 0x05]) + b"\x02" * 5, marker=0), 0.0)  # no start
+    assert not back.key_frame_wanted and not back.stats.packets_lost
+    out += back.push(rtp(7, 9000, good), 0.0)  # 6 lost on the way
+    assert back.key_frame_wanted and back.stats.packets_lost == 1
+    out += back.push(rtp(8, 12000, b"\x41"), 0.0)  # a NAL header without payload
+    out += back.push(b"\x80\x7a\x00", 0.0)
+    out += back.push(rtp(9, 15000, good), 0.0)
+    out += back.push(rtp(4, 3000, good), 0.0)  # late: its gap, if any, went out already
+    assert back.stats.nals_dropped == {"fu_truncated": 2, "unknown": 1, "malformed": 1}
+    assert back.stats.packets_dropped == {"lync_only": 3, "short": 1, "late": 1}
+    # Dropped packets close their gaps; the lost one keeps its own.
+    assert [seq(p) for p in out] == [100, 101, 102, 104, 105]
+    assert [int.from_bytes(p[4:8], "big") for p in out] == [0, 0, 3000, 9000, 15000]
+
+
+def test_a_picture_toward_lync_with_a_packet_lost_is_dropped_whole(
+        source: list[bytes]) -> None:
+    """The loss policy toward Lync: the damaged access unit goes nowhere, the sequence
+    numbers out jump by its packets (Lync's receiver sees the loss there), a key frame is
+    wanted, and the next access unit goes out whole."""
+    units: dict[bytes, list[int]] = {}
+    for index, packet in enumerate(source):
+        units.setdefault(packet[4:8], []).append(index)
+    damaged = next(indexes for indexes in list(units.values())[5:] if len(indexes) > 2)
+    lost = damaged[1]
+    to = ToLync(ssrc=0x1000, payload_type=LYNC_PT, bitrate=1_000_000)
+    before: list[bytes] = []
+    after: list[bytes] = []
+    for index, packet in enumerate(source):
+        if index != lost:
+            (before if index < damaged[0] else after).extend(to.push(packet, 0.0))
+        if index == damaged[-1]:
+            assert to.key_frame_wanted  # at once, so a PLI goes before the next picture
+            assert to.stats.frames_dropped == {"loss": 1}
+    assert after[0][4:8] != source[damaged[0]][4:8]
+    assert seq(after[0]) == (seq(before[-1]) + 1 + len(damaged)) & 0xFFFF
+    assert to.stats.access_units_out == 44 and to.stats.packets_lost == 1
+
+
+def test_a_sender_with_larger_packets_is_cut_to_our_mtu(tmp: Path) -> None:
+    source = encode(tmp, frames=10, pattern="snow", key_interval=10, mtu=1400)
+    lync, sip, _, _ = through(source)
+    assert all(len(p) - 12 <= 1200 for p in lync + sip)
+    assert frames(tmp, sip, "cut_again") == frames(tmp, source, "larger")
 
 
 def test_to_lync_waits_for_an_sps_and_wraps_each_slice() -> None:
@@ -199,7 +237,8 @@ def test_any_bytes_never_raise(packets: list[bytes], to_lync: bool) -> None:
     for index, packet in enumerate(packets):
         for out in translator.push(packet, index * 0.1):
             assert out[0] == 0x80 and len(out) > 12
-    translator.poll(100.0)
+    if isinstance(translator, ToLync):
+        translator.poll(100.0)
 
 
 @settings(max_examples=200, deadline=None)

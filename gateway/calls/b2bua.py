@@ -311,8 +311,10 @@ class B2bua:
     # -- what the reception's media feeds back -----------------------------------------
     def played(self, call_id: int, now: float, core: Endpoint) -> list[Event]:
         call = self.ctx.calls.get(call_id)
-        if call is None or call.reception is None or not call.connected:
+        if call is None or not call.connected:
             return []
+        if call.reception is None:  # a meeting's lobby, dialled directly
+            return meeting.played(self.ctx, call, now, core) if call.meeting else []
         return reception.played(self.ctx, call, now, core)
 
     def digit(self, call_id: int, key: str, now: float, core: Endpoint) -> list[Event]:
@@ -387,6 +389,8 @@ class B2bua:
                 events += reception.leg_timed_out(ctx, call, now, core)
             elif due is Due.LOBBY:
                 events += meeting.lobby_timed_out(ctx, call, now, core)
+            elif due is Due.LOBBY_PROMPT:
+                events += meeting.prompt_again(ctx, call)
             elif due is Due.SUBSCRIPTION:
                 events += meeting.resubscribe(ctx, call, now, core)
             else:

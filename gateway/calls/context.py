@@ -70,6 +70,9 @@ class Context:
         if due is Due.LOBBY:
             return call.meeting is not None and call.meeting.lobby_since is not None and (
                 call.meeting.lobby_until == deadline) and call.state is not CallState.ENDED
+        if due is Due.LOBBY_PROMPT:
+            return call.meeting is not None and call.meeting.prompt_at == deadline and (
+                call.state is CallState.CONNECTED)
         if due is Due.SUBSCRIPTION:
             return call.meeting is not None and call.meeting.refresh_at == deadline and (
                 call.state is not CallState.ENDED)

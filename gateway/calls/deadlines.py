@@ -1,6 +1,7 @@
 """Call control's timers as one heap of deadlines: each leg's session timer, a call's local
-180, its media-silence check, the reception's entry and hand-on limits, a meeting's lobby
-and conference subscription. Sans-I/O: the adapter asks `next()` and calls back when due.
+180, its media-silence check, the reception's entry and hand-on limits, a meeting's lobby,
+its prompt and conference subscription. Sans-I/O: the adapter asks `next()` and calls back
+when due.
 
 An entry names its call by id and what it is for (`Due`); the call decides whether it is
 still live (a timer that moved on, a call that ended or was heard ringing makes it stale),
@@ -25,6 +26,7 @@ class Due(enum.Enum):
     HANG_UP = "hang-up"  # a call the node answered itself has run its time
     ENTRY = "entry"  # the reception's caller has not typed (or finished typing) in time
     LOBBY = "lobby"  # a Lync meeting's lobby has held the caller too long
+    LOBBY_PROMPT = "lobby-prompt"  # the lobby's "please wait" is due again
     SUBSCRIPTION = "subscription"  # a Lync meeting's conference-info is due a refresh
     LEG = "leg"  # the leg the reception placed for its caller has not answered in time
 

@@ -11,13 +11,12 @@ from typing import TYPE_CHECKING
 from gateway import logs
 from gateway.calls import reception
 from gateway.calls.actions import Connect
-from gateway.calls.call import Call, CallState
+from gateway.calls.answering import answer_caller
+from gateway.calls.call import Call
 from gateway.calls.context import Context
 from gateway.calls.deadlines import Due
 from gateway.calls.placement import ICE_TIMEOUT
 from gateway.calls.teardown import fail, hang_up
-from gateway.sip.dialog import DialogState
-from gateway.sip.message import make_response
 from gateway.sip.transaction_layer import Event
 from sdp.errors import SdpError
 
@@ -30,36 +29,17 @@ log = logs.get(__name__)
 def answer(ctx: Context, call: Call, now: float, core: Endpoint) -> list[Event]:
     """The caller's media is ready (its ports taken): answer it, and start the loop or the
     reception's first prompt."""
-    caller = call.caller
-    assert caller.dialog is not None and call.decision.service is not None
+    assert call.decision.service is not None
     try:
-        body, content_type = call.media.answer((b"", None), final=True)
+        events = answer_caller(ctx, call, call.media, now, core)
     except SdpError as exc:
         return fail(ctx, call, exc.status_hint, str(exc), now, core)
-    source = call.in_txn.peer
-    headers = [("Contact", ctx.local.contact(source.transport, source.host)),
-               ("Allow", core.allow), ("Supported", "timer")]
-    if call.in_session is not None:
-        headers += call.in_session.headers
-    ok = make_response(call.inbound, 200, "OK", to_tag=call.in_tag, headers=headers,
-                       body=body, content_type=content_type)
-    caller.sdp_to = body
-    caller.dialog.state = DialogState.CONFIRMED
-    call.state = CallState.CONNECTED
-    caller.timer = call.in_session.leg(now) if call.in_session else None
-    caller.allows_update = "update" in call.inbound.tokens("allow")
-    ctx.timer_due(call, caller)
-    ctx.media_due(call, now)
     if call.reception is None:
         ctx.push(now + call.decision.service.duration_seconds, call, Due.HANG_UP)
-    call.record.answered = ctx.wall_clock()
-    ctx.record(call.record, "update")
-    ctx.by_dialog[(call.inbound.call_id, call.in_tag)] = call
     log.info("call_connected", call_id=call.inbound.call_id, leg="in",
              service=call.decision.service.name)
     if call.media.connects:  # ICE toward a Lync caller: prompts start once it completes
         ctx.actions.append(Connect(call.id, call.media, ICE_TIMEOUT))
-    events = core.respond(call.inbound, call.in_txn, ok, now)
     if call.reception is not None:
         events += reception.start(ctx, call)
     return events

@@ -30,11 +30,19 @@ by a leg of its own; that leg's set-up resolves the rule's Lync server and comes
 goes back to the reception (`Reception.meeting_failed`): a prompt and another entry, not
 the call's end.
 
+The lobby, dialled directly (`_prompt`): the caller is answered by media of the node's
+own (`reception_side`, as the Virtual Reception answers) and hears "please wait" every
+`PROMPT_PAUSE` seconds; that media is parked in front of the MCU's leg (`Call.parked`), and
+once the MCU answers the caller is re-INVITEd onto the relay toward it by the reception's
+own hand-on (`reception_leg.joined`, through `Meeting.joined`). Sent away or never let in,
+the caller hears "you were not let in to the meeting, goodbye" and gets BYE (`_goodbye`);
+the focus is left at once. A caller the node cannot play to (no anchored media, SRTP, a
+Lync caller, no G.711 or G.722 offered) hears ringing instead and gets 403 or 480.
+
 Every request goes to the rule's Lync server over the node's connection to it (the
-trusted mutual-TLS one in a deployment). While in the lobby the caller hears ringing
-(a local 180): no "waiting for the organiser" prompt is played yet. How Lync resolves a
-PSTN Conference ID on the wire, and where it carries the MCU addUser's answer, are not in
-the Open Specifications: see `gateway.conferencing.c3p`.
+trusted mutual-TLS one in a deployment). How Lync resolves a PSTN Conference ID on the
+wire, and where it carries the MCU addUser's answer, are not in the Open Specifications:
+see `gateway.conferencing.c3p`.
 """
 
 from __future__ import annotations
@@ -46,14 +54,19 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from gateway import logs
-from gateway.calls import placement
-from gateway.calls.actions import Prepare
-from gateway.calls.call import Call, CallState
+from gateway.calls import placement, reception_leg
+from gateway.calls.actions import Close, Play, Prepare
+from gateway.calls.answering import answer_caller
+from gateway.calls.bodies import offered_sdp
+from gateway.calls.call import Call, CallState, InDialogRequest, Purpose
 from gateway.calls.context import Context
 from gateway.calls.deadlines import Due
+from gateway.calls.lync_caller import wants_ice
 from gateway.calls.media_side import PassThrough
+from gateway.calls.prompter import Prompting
+from gateway.calls.reception_side import plain_reception
 from gateway.calls.refusals import refusal
-from gateway.calls.teardown import fail, hang_up
+from gateway.calls.teardown import drop_unanswered, fail, hang_up
 from gateway.conferencing import c3p, conference_info
 from gateway.conferencing.conference_info import Roster
 from gateway.conferencing.errors import ConferenceNotFound, ConferencingError
@@ -64,6 +77,7 @@ from gateway.sip.message import Request, Response, make_response, new_branch, ne
 from gateway.sip.transaction_layer import Event, RequestReceived, TransactionLayer
 from gateway.sip.uri import SipUri, parse_uri
 from gateway.transport.peer import Peer
+from sdp.errors import SdpError
 
 if TYPE_CHECKING:
     from gateway.sip.endpoint import Endpoint
@@ -71,6 +85,8 @@ if TYPE_CHECKING:
 log = logs.get(__name__)
 SUBSCRIPTION_SECONDS = 3600  # asked for; the focus's 2xx says what it grants
 REFRESH_AT = 0.9  # of the granted time: the re-SUBSCRIBE goes before it lapses (RFC 6665)
+PROMPT_PAUSE = 10.0  # seconds of quiet between the lobby's "please wait"s
+NOT_ADMITTED = ("not_admitted", "goodbye")
 Step = Literal["lookup", "focus", "subscribe", "mcu", "resubscribe"]
 
 
@@ -101,6 +117,9 @@ class Meeting:
     lobby_until: float = 0.0
     lobby_seconds: float = 0.0
     refresh_at: float | None = None  # the subscription's refresh, on the deadline heap
+    prompt_at: float | None = None  # the lobby's next "please wait", on the deadline heap
+    prompts: Prompting | None = None  # the media the lobby prompt answered the caller by
+    goodbye: str = ""  # why the call ends once the goodbye prompt is over
     outcome: str = "looking up"
     left: bool = False
     request_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -138,6 +157,17 @@ class Meeting:
         if self.focus_dialog is not None:
             events += _send(ctx, self.focus_dialog, "BYE", self.targets, now, core)
         return events
+
+    # What placement reports of the MCU's leg, placed while the lobby prompt answered the
+    # caller (as the reception's own leg: `placement.HandsOn`).
+    def joined(self, ctx: Context, call: Call, body: bytes, now: float,
+               core: Endpoint) -> list[Event]:
+        """The MCU answered: the caller moved from the prompt onto the relay toward it."""
+        return reception_leg.joined(ctx, call, body, now, core)
+
+    def leg_failed(self, ctx: Context, call: Call, why: str, now: float,
+                   core: Endpoint) -> list[Event]:
+        return _goodbye(ctx, call, why, ("goodbye",), now, core)
 
     def _lobby_over(self, now: float) -> None:
         if self.lobby_since is not None:
@@ -198,6 +228,8 @@ def prepared(ctx: Context, call: Call, targets: list[Target] | None,
     assert meeting is not None
     if call.state is CallState.ENDED:
         return []
+    if call.parked is not None and not call.answered and call.reception is None:
+        return _answer_in_lobby(ctx, call, error, now, core)
     # None: placement found the targets without a look-up (a server named by address).
     targets = targets if targets is not None else call.out.targets
     if error is not None or not targets:
@@ -235,7 +267,7 @@ def answered(ctx: Context, mark: Asked, answer: Response | None, now: float,
     assert meeting is not None
     if answer is not None and answer.status < 200:
         return []
-    if call.state is CallState.ENDED:
+    if call.state is CallState.ENDED or meeting.left:
         return _too_late(ctx, meeting, step, answer, now, core)
     if step == "resubscribe" and answer is None:
         return _resubscribed(ctx, call, None, now, core)
@@ -439,8 +471,8 @@ def _advance(ctx: Context, call: Call, now: float, core: Endpoint) -> list[Event
     meeting = call.meeting
     assert meeting is not None
     roster, dialog = meeting.roster, meeting.focus_dialog
-    if (meeting.mcu_asked or not meeting.admitted or roster is None or not roster.av_uri
-            or dialog is None or meeting.subscription is None):
+    if (meeting.mcu_asked or meeting.left or not meeting.admitted or roster is None
+            or not roster.av_uri or dialog is None or meeting.subscription is None):
         return []
     meeting.mcu_asked = True
     body = c3p.add_user_mcu(next(meeting.request_ids), meeting.me, meeting.focus,
@@ -474,12 +506,14 @@ def notify(ctx: Context, call: Call, event: RequestReceived, now: float,
         if _in_meeting(call):
             return events + hang_up(ctx, call, "removed from the meeting", now, core)
         return events + _fail(ctx, call, 403, "Forbidden (the meeting did not admit us)",
-                             now, core)
+                             now, core, NOT_ADMITTED)
     if lobby == "admitted" and not meeting.admitted:
         meeting.admitted = True
         meeting._lobby_over(now)
         log.info("meeting_admitted", call_id=call.inbound.call_id,
                  lobby_seconds=round(meeting.lobby_seconds, 1))
+        if _answered_in_lobby(call):
+            ctx.actions.append(Play(call.id, _prompts(call), ("connecting",)))
     return events + _advance(ctx, call, now, core)
 
 
@@ -523,7 +557,8 @@ def focus_bye(ctx: Context, call: Call, event: RequestReceived, now: float,
         return events + hang_up(ctx, call, "the meeting ended our place in it", now, core)
     if meeting.lobby_since is not None:
         meeting.outcome = "refused in the lobby"
-    return events + _fail(ctx, call, 403, "Forbidden (the meeting ended our join)", now, core)
+    return events + _fail(ctx, call, 403, "Forbidden (the meeting ended our join)", now, core,
+                          NOT_ADMITTED)
 
 
 def lobby_timed_out(ctx: Context, call: Call, now: float, core: Endpoint) -> list[Event]:
@@ -533,7 +568,7 @@ def lobby_timed_out(ctx: Context, call: Call, now: float, core: Endpoint) -> lis
     limit = _lobby_limit(call)
     log.info("meeting_lobby_timeout", call_id=call.inbound.call_id, after=limit)
     return _fail(ctx, call, 480, f"Temporarily Unavailable (nobody admitted us from the "
-                 f"meeting's lobby in {limit:g} s)", now, core)
+                 f"meeting's lobby in {limit:g} s)", now, core, NOT_ADMITTED)
 
 
 def _lobby_limit(call: Call) -> int:
@@ -552,6 +587,98 @@ def _enter_lobby(ctx: Context, call: Call, now: float) -> None:
         meeting.lobby_until = now + _lobby_limit(call)
         ctx.push(meeting.lobby_until, call, Due.LOBBY)
         log.info("meeting_lobby", call_id=call.inbound.call_id)
+        if _answered_in_lobby(call):  # back in it after the MCU addUser
+            prompt_again(ctx, call)
+        else:
+            _prompt(ctx, call)
+
+
+def _prompt(ctx: Context, call: Call) -> None:
+    """A caller that dialled the meeting is to hear the lobby's prompt: its own media made
+    from its offer, as the Virtual Reception's (`plain_reception`: plain RTP, G.711 or
+    G.722), parked in front of the MCU's leg, the caller answered once its ports are
+    taken (`_answer_in_lobby`). Any other caller keeps ringing."""
+    meeting = call.meeting
+    assert meeting is not None
+    if call.reception is not None or call.answered or call.parked is not None or (
+            ctx.ports is None):
+        return
+    try:
+        offer = offered_sdp(call.inbound)
+        if offer is None or wants_ice(offer):
+            return
+        media = plain_reception(offer, ctx.ports, ctx.local.address,
+                                call.settings.media_timeout,
+                                ctx.local.address_for(call.in_txn.peer.host), None)
+    except SdpError as exc:
+        log.info("meeting_lobby_unprompted", call_id=call.inbound.call_id, reason=str(exc))
+        return
+    call.parked = meeting.prompts = media
+    # The caller's offers wait (491) until it is moved onto the MCU's media, as at a
+    # reception: there is no session yet to carry them to.
+    call.pending = InDialogRequest(call, call.callee, Purpose.HAND_ON)
+    ctx.actions.append(Prepare(call.id, media))
+
+
+def _answer_in_lobby(ctx: Context, call: Call, error: BaseException | None, now: float,
+                     core: Endpoint) -> list[Event]:
+    """The lobby prompt's ports are taken: 200 OK with its media, and "please wait". Let in
+    meanwhile, or no ports: the caller rings on until the MCU answers."""
+    meeting, parked = call.meeting, call.parked
+    assert meeting is not None and parked is not None
+    if error is not None:
+        why = str(error)
+    elif meeting.lobby_since is None:
+        why = "let in before the prompt was ready"
+    else:
+        try:
+            events = answer_caller(ctx, call, parked, now, core)
+        except SdpError as exc:
+            why = str(exc)
+        else:
+            log.info("call_connected", call_id=call.inbound.call_id, leg="in", lobby=True)
+            ctx.actions.append(Play(call.id, _prompts(call), ("lobby_wait",)))
+            return events
+    log.info("meeting_lobby_unprompted", call_id=call.inbound.call_id, reason=why)
+    ctx.actions.append(Close(parked))
+    call.parked = call.pending = None
+    return []
+
+
+def played(ctx: Context, call: Call, now: float, core: Endpoint) -> list[Event]:
+    """A prompt of the lobby is over: the goodbye ends the call; "please wait" comes again
+    after a pause while the lobby holds the caller."""
+    meeting = call.meeting
+    assert meeting is not None
+    if meeting.goodbye:
+        return hang_up(ctx, call, meeting.goodbye, now, core)
+    if _answered_in_lobby(call) and meeting.lobby_since is not None:
+        meeting.prompt_at = now + PROMPT_PAUSE
+        ctx.push(meeting.prompt_at, call, Due.LOBBY_PROMPT)
+    return []
+
+
+def prompt_again(ctx: Context, call: Call) -> list[Event]:
+    meeting = call.meeting
+    assert meeting is not None
+    meeting.prompt_at = None
+    if _answered_in_lobby(call) and meeting.lobby_since is not None and not meeting.goodbye:
+        ctx.actions.append(Play(call.id, _prompts(call), ("lobby_wait",)))
+    return []
+
+
+def _goodbye(ctx: Context, call: Call, why: str, prompts: tuple[str, ...], now: float,
+             core: Endpoint) -> list[Event]:
+    """A caller the lobby prompt answered is not getting in (`why`): `prompts`, then BYE
+    (`played`). The focus is left, and an MCU leg still ringing cancelled, at once."""
+    meeting = call.meeting
+    assert meeting is not None
+    if meeting.goodbye:
+        return []
+    meeting.goodbye = why
+    log.info("meeting_goodbye", call_id=call.inbound.call_id, why=why)
+    ctx.actions.append(Play(call.id, _prompts(call), prompts))
+    return drop_unanswered(call, now, core) + meeting.leave(ctx, call, now, core)
 
 
 def _refused(ctx: Context, call: Call, exc: ConferencingError, now: float,
@@ -567,17 +694,31 @@ def _refused(ctx: Context, call: Call, exc: ConferencingError, now: float,
 
 
 def _in_meeting(call: Call) -> bool:
-    """Whether the caller is in the meeting (a reception's caller is answered before)."""
-    return call.connected and call.reception is None
+    """Whether the caller is in the meeting (a reception's caller, and one the lobby prompt
+    answered, are answered before)."""
+    return call.connected and call.reception is None and call.parked is None
+
+
+def _prompts(call: Call) -> Prompting:
+    assert call.meeting is not None and call.meeting.prompts is not None
+    return call.meeting.prompts
+
+
+def _answered_in_lobby(call: Call) -> bool:
+    """Whether the lobby prompt answered this caller, and it is not in the meeting yet."""
+    return call.connected and call.reception is None and call.parked is not None
 
 
 def _fail(ctx: Context, call: Call, status: int, reason: str, now: float,
-          core: Endpoint) -> list[Event]:
-    """The join failed before the caller was in the meeting: the caller gets `status`, or,
+          core: Endpoint, prompts: tuple[str, ...] = ("goodbye",)) -> list[Event]:
+    """The join failed before the caller was in the meeting: the caller gets `status`; or,
     at a reception, the reception has its caller back (`status` says whether the meeting
-    was there at all)."""
+    was there at all); or, answered by the lobby prompt, it hears `prompts` and gets BYE
+    with the status as its reason."""
     if call.reception is not None:
         return call.reception.meeting_failed(ctx, call, status, reason, now, core)
+    if _answered_in_lobby(call):
+        return _goodbye(ctx, call, f"{status} {reason}", prompts, now, core)
     return fail(ctx, call, status, reason, now, core)
 
 

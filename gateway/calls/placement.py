@@ -10,7 +10,7 @@ Lync does not give up), the 2xx connects the call, and any other final response 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from gateway import logs
 from gateway.calls.actions import Connect, Prepare
@@ -303,9 +303,8 @@ def connected(ctx: Context, call: Call, answer: Response, now: float,
     ctx.media_due(call, now)
     ctx.by_dialog[(dialog.call_id, dialog.local_tag)] = call
     if call.handing_on:
-        assert call.reception is not None
         ctx.timer_due(call, callee)
-        return events + call.reception.joined(ctx, call, ok.body, now, core)
+        return events + _handed_on_by(call).joined(ctx, call, ok.body, now, core)
     caller.sdp_to = ok.body
     caller.dialog.state = DialogState.CONFIRMED
     call.state = CallState.CONNECTED
@@ -322,12 +321,30 @@ def connected(ctx: Context, call: Call, answer: Response, now: float,
 
 def _failed(ctx: Context, call: Call, status: int, reason: str, now: float,
             core: Endpoint) -> list[Event]:
-    """The callee leg failed: the call with it, or, for a leg the reception placed for a
-    caller it answered, back to the reception (the caller's leg stays)."""
+    """The callee leg failed: the call with it, or, for a leg placed for a caller the node
+    answered itself, back to whoever answered it (the caller's leg stays)."""
     if call.handing_on and call.connected:
-        assert call.reception is not None
-        return call.reception.leg_failed(ctx, call, f"{status} {reason}", now, core)
+        return _handed_on_by(call).leg_failed(ctx, call, f"{status} {reason}", now, core)
     return fail(ctx, call, status, reason, now, core)
+
+
+class HandsOn(Protocol):
+    """Who answered the caller with media of its own and placed the callee leg for it
+    (`Call.parked`): told how that leg went."""
+
+    def joined(self, ctx: Context, call: Call, body: bytes, now: float,
+               core: Endpoint) -> list[Event]: ...
+
+    def leg_failed(self, ctx: Context, call: Call, why: str, now: float,
+                   core: Endpoint) -> list[Event]: ...
+
+
+def _handed_on_by(call: Call) -> HandsOn:
+    """The reception (a meeting entered there included), else the meeting whose lobby
+    answered a caller that dialled it."""
+    owner: HandsOn | None = call.reception if call.reception is not None else call.meeting
+    assert owner is not None
+    return owner
 
 
 def _mirror(ctx: Context, call: Call, answer: Response, status: int) -> Response:

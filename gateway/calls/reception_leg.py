@@ -15,7 +15,11 @@ it has already (a Lync caller whose codec the callee kept: only the far side of 
 moved), the reception's media is closed, and the call goes on as any call under its one
 CDR (the reception's service, the callee leg's Call-ID and target). While the leg is set up
 and the caller is moved onto it, an offer from the caller is answered 491 (`Call.pending`):
-there is no session yet to carry it to."""
+there is no session yet to carry it to.
+
+`joined` and `moved` serve a Lync meeting dialled directly too: its lobby prompt answers
+the caller with media of the node's own, parked in front of the MCU's leg in the same way
+(`meeting`, through `placement.HandsOn`)."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,11 +18,14 @@ import pytest
 
 from gateway.calls.cdr import CdrStore
 from gateway.calls.settings import NextHop
+from gateway.media import prompts
+from gateway.media.prompts import TEXTS
 from gateway.resolver.rfc3263 import Target
 from gateway.sip.message import Request, Response, make_response
 from gateway.transport.peer import Peer, Transport
 from ice.ports import PortAllocator
 from sdp.parse import parse_sdp
+from tests.kit.audio import assert_speech, decode
 from tests.kit.calls import CALLER, Harness, Phone, invite_with, phone, sdp_body
 from tests.kit.focus import FOCUS, MCU, Focus, pump
 from tests.kit.lync import LyncStream, audio_answer, connect_to_offer
@@ -87,6 +90,17 @@ def left_nothing(h: Harness) -> None:
     assert ctx.deadlines.next() is None
 
 
+def caller_leaves(h: Harness, focus: Focus, lobby_seconds: float) -> None:
+    """The caller's BYE in the meeting: BYE to the MCU and the focus, the subscription
+    ended, the CDR saying joined after `lobby_seconds` in the lobby."""
+    h.feed(_bye_from_caller(h), CALLER)
+    pump(h, focus, POOL_PEER)
+    assert [m.uri for m in focus.got if m.method == "BYE"] == [MCU, FOCUS]
+    assert_left_focus(focus)
+    assert meeting_cdr(h) == {"conference_id": "4711", "focus": FOCUS,
+                              "lobby_seconds": lobby_seconds, "outcome": "joined"}
+
+
 def assert_left_focus(focus: Focus) -> None:
     """BYE on the focus dialog and the subscription ended (Expires: 0)."""
     assert "BYE" in focus.methods()
@@ -130,18 +144,14 @@ async def test_direct_dial_joins_focus_and_mcu(tmp_path: Path) -> None:
     assert [m.status for m in to_caller(h) if isinstance(m, Response)][-1] == 200
     ok = [m for m in focus.got if m.method == "ACK"]
     assert len(ok) == 2  # the focus's 2xx and the MCU's
-    h.feed(_bye_from_caller(h), CALLER)
-    pump(h, focus, POOL_PEER)
-    assert [m.uri for m in focus.got if m.method == "BYE"] == [MCU, FOCUS]
-    assert_left_focus(focus)
-    assert meeting_cdr(h) == {"conference_id": "4711", "focus": FOCUS, "lobby_seconds": 0.0,
-                              "outcome": "joined"}
+    caller_leaves(h, focus, lobby_seconds=0.0)
     left_nothing(h)
 
 
 async def test_lobby_admit(tmp_path: Path) -> None:
-    """A pending addUser holds the caller (ringing) until the conference-info says it is
-    connected; then the MCU is asked for and called; the CDR has the lobby time."""
+    """A pending addUser holds the caller until the conference-info says it is connected
+    (a node without media ports cannot play the lobby prompt: the caller hears ringing);
+    then the MCU is asked for and called; the CDR has the lobby time."""
     h, focus = harness(tmp_path), Focus(lobby=True)
     await dial(h, focus)
     assert focus.methods() == ["SERVICE", "INVITE", "ACK", "SUBSCRIBE"]
@@ -163,8 +173,8 @@ async def test_lobby_admit(tmp_path: Path) -> None:
 
 
 async def test_lobby_refuse_and_lobby_timeout(tmp_path: Path) -> None:
-    """Sent away from the lobby: 403 to the caller; never let in: 480 after the rule's
-    lobby_timeout_seconds (40 here), not before.
+    """A caller ringing in the lobby (no media ports: no prompt) sent away gets 403;
+    never let in, 480 after the rule's lobby_timeout_seconds (40 here), not before.
     Both leave the focus."""
     h, focus = harness(tmp_path), Focus(lobby=True)
     await dial(h, focus)
@@ -429,9 +439,16 @@ async def nothing_held(h: Harness, stream: LyncStream, phone_sock: asyncio.Datag
                        ports: PortAllocator) -> None:
     """The test's media closed, the adapter's work done: every port of the call freed."""
     await stream.close()
+    await freed(phone_sock, ports, h)
+
+
+async def freed(phone_sock: asyncio.DatagramTransport, ports: PortAllocator,
+                *harnesses: Harness) -> None:
+    """The phone closed, each harness's adapter work done: every port freed."""
     phone_sock.close()
-    for task in h.tasks:
-        await task
+    for h in harnesses:
+        for task in h.tasks:
+            await task
     assert ports.in_use == set()
 
 
@@ -446,13 +463,196 @@ async def until(h: Harness, focus: Focus, done: Callable[[], bool]) -> None:
 
 
 def _bye_from_caller(h: Harness) -> bytes:
+    return _from_caller(h, "BYE", 2)
+
+
+def _from_caller(h: Harness, method: str, cseq: int) -> bytes:
+    """A request of the caller's in its call (ACK for our 2xx: CSeq 1)."""
     [call] = h.b2bua.calls.values()
-    return ("BYE sip:gw@203.0.113.5 SIP/2.0\r\n"
-            "Via: SIP/2.0/UDP 192.0.2.10:5062;branch=z9hG4bK-bye1;rport\r\n"
+    return (f"{method} sip:gw@203.0.113.5 SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 192.0.2.10:5062;branch=z9hG4bK-{method.lower()}{cseq};rport\r\n"
             "From: \"Bob\" <sip:bob@example.org>;tag=caller\r\n"
-            "To: <sip:884711@gw.example.com>;tag={tag}\r\nCall-ID: in-call-1\r\n"
-            "CSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
-            ).replace("{tag}", call.in_tag).encode()
+            f"To: <sip:884711@gw.example.com>;tag={call.in_tag}\r\nCall-ID: in-call-1\r\n"
+            f"CSeq: {cseq} {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+            ).encode()
+
+
+# -- the lobby prompt: a caller held in the lobby is answered and hears "please wait" ------
+@pytest.fixture
+def short_prompts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every default prompt one 20 ms packet: the flow, not the speech, is under test."""
+    folder = tmp_path / "prompts"
+    folder.mkdir()
+    monkeypatch.setattr(prompts, "DEFAULT", short_theme(folder))
+    prompts.forget()
+    yield
+    prompts.forget()  # (before monkeypatch puts the real folder back)
+
+
+async def in_lobby(h: Harness, focus: Focus, phone_port: int) -> Response:
+    """The caller dials, the meeting holds it in its lobby, and the lobby prompt answers
+    it (acknowledged): that 200 OK."""
+    await dial(h, focus, body=sdp_body(phone_port))
+    await until(h, focus, lambda: all(call.answered for call in h.b2bua.calls.values()))
+    [ok] = [m for m in to_caller(h) if isinstance(m, Response) and m.status == 200]
+    h.feed(_from_caller(h, "ACK", 1), CALLER)
+    return ok
+
+
+async def heard(rx: Phone, first: float = 3.0, quiet: float = 0.4) -> bytes:
+    """The payload of what the phone gets, from the first packet (within `first` s) until
+    `quiet` s pass without one."""
+    payload = (await asyncio.wait_for(rx.got.get(), first))[12:]
+    while True:
+        try:
+            payload += (await asyncio.wait_for(rx.got.get(), quiet))[12:]
+        except TimeoutError:
+            return payload
+
+
+def drained(rx: Phone) -> int:
+    count = 0
+    while not rx.got.empty():
+        rx.got.get_nowait()
+        count += 1
+    return count
+
+
+async def hung_up(h: Harness, focus: Focus) -> Request:
+    """Waits (prompts play in real time) for the BYE to the caller."""
+    for _ in range(500):
+        await asyncio.sleep(0.01)
+        pump(h, focus, POOL_PEER)
+        byes = [m for m, p in h.take() if isinstance(m, Request) and m.method == "BYE"]
+        if byes:
+            return byes[0]
+    raise AssertionError("no BYE to the caller in 5 s")
+
+
+async def test_the_lobby_prompt_answers_the_caller_and_admission_moves_it_onto_the_mcu(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Held in the lobby, the caller is answered (200 OK: the node's own G.722 port, as the
+    reception answers) and hears "please wait", decoded to speech of its words' length;
+    let in, the MCU is asked for and called, and its answer re-INVITEs the caller onto the
+    relay (the next version of our SDP), audio then flowing both ways through the MCU;
+    the caller's BYE leaves MCU and focus. The CDR: answered, lobby time, joined."""
+    ports = loopback_ice(monkeypatch)
+    phone_sock, phone_rx, phone_port = await phone()
+    h, focus = harness(tmp_path, ports), Focus(lobby=True)
+    ok = await in_lobby(h, focus, phone_port)
+    assert focus.methods() == ["SERVICE", "INVITE", "ACK", "SUBSCRIBE"]
+    answer = parse_sdp(ok.body)
+    assert answer.media[0].formats == ["9"] and answer.origin[2] == "1"
+    assert_speech(*decode(await heard(phone_rx), "G722"), TEXTS["lobby_wait"])
+    h.now = 12.0
+    h.feed(focus.admit(), POOL_PEER)
+    pump(h, focus, POOL_PEER)
+    assert focus.methods()[-2:] == ["INFO", "INVITE"]
+    mcu = await mcu_answers(h, focus)
+    [reinvite] = [m for m in to_caller(h) if isinstance(m, Request) and m.method == "INVITE"]
+    moved = parse_sdp(reinvite.body)
+    assert reinvite.call_id == "in-call-1" and moved.origin[2] == "2"
+    assert moved.media[0].port != answer.media[0].port  # the relay's port, not the prompt's
+    h.feed(make_response(reinvite, 200, body=sdp_body(phone_port),
+                         content_type="application/sdp"), CALLER)
+    await asyncio.sleep(0.05)
+    drained(phone_rx)  # "connecting", played while the MCU was called
+    stream = await audio_both_ways(h, focus, mcu, phone_sock, phone_rx, moved.media[0].port)
+    caller_leaves(h, focus, lobby_seconds=12.0)
+    assert h.cdrs is not None and h.cdrs.recent(1)[0]["answered"] is not None
+    left_nothing(h)
+    await nothing_held(h, stream, phone_sock, ports)
+
+
+async def test_sent_away_from_the_lobby_the_caller_hears_why_then_bye(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Refused while the prompt plays: the focus is left at once (BYE, unSUBSCRIBE), the
+    caller hears "you were not let in to the meeting. Goodbye." (speech of that length)
+    and then gets BYE with the 403's reason; the CDR says refused in the lobby."""
+    ports = loopback_ice(monkeypatch)
+    phone_sock, phone_rx, phone_port = await phone()
+    h, focus = harness(tmp_path, ports), Focus(lobby=True)
+    await in_lobby(h, focus, phone_port)
+    await asyncio.wait_for(phone_rx.got.get(), 3)  # the lobby prompt is playing
+    h.feed(focus.refuse(), POOL_PEER)
+    pump(h, focus, POOL_PEER)
+    drained(phone_rx)
+    assert_left_focus(focus)
+    assert not [m for m, _ in h.take() if isinstance(m, Request) and m.method == "BYE"]
+    goodbye = await heard(phone_rx)
+    assert_speech(*decode(goodbye, "G722"), f"{TEXTS['not_admitted']} {TEXTS['goodbye']}")
+    bye = await hung_up(h, focus)
+    assert "403 Forbidden (the meeting did not admit us)" in (bye.headers.get("Reason") or "")
+    assert meeting_cdr(h)["outcome"] == "refused in the lobby"
+    assert h.cdrs is not None and str(h.cdrs.recent(1)[0]["end_cause"]).startswith("403 ")
+    left_nothing(h)
+    await freed(phone_sock, ports, h)
+
+
+@pytest.mark.usefixtures("short_prompts")
+async def test_the_prompt_repeats_until_the_lobby_times_out(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """"Please wait" comes again PROMPT_PAUSE (10 s) after it ends while the lobby holds
+    the caller; after the rule's lobby_timeout_seconds (40), not before, the caller hears
+    the not-admitted goodbye and gets BYE with the 480's reason; the CDR says lobby
+    timeout with the time held."""
+    ports = loopback_ice(monkeypatch)
+    phone_sock, phone_rx, phone_port = await phone()
+    h = harness(tmp_path, ports, rules=RULES + "lobby_timeout_seconds = 40\n")
+    focus = Focus(lobby=True)
+    await in_lobby(h, focus, phone_port)
+    [call] = h.b2bua.calls.values()
+    assert call.meeting is not None
+    await until(h, focus, lambda: call.meeting is not None and call.meeting.prompt_at == 10.0)
+    assert drained(phone_rx) == 1
+    h.tick(10.0)
+    await asyncio.wait_for(phone_rx.got.get(), 2)  # again
+    await until(h, focus, lambda: call.meeting is not None and call.meeting.prompt_at == 20.0)
+    h.tick(39.0)
+    pump(h, focus, POOL_PEER)
+    assert call.connected and "BYE" not in focus.methods()
+    h.tick(41.0)
+    pump(h, focus, POOL_PEER)
+    assert_left_focus(focus)
+    bye = await hung_up(h, focus)
+    assert "480 Temporarily Unavailable (nobody admitted" in (bye.headers.get("Reason") or "")
+    assert meeting_cdr(h) == {"conference_id": "4711", "focus": FOCUS, "lobby_seconds": 41.0,
+                              "outcome": "lobby timeout"}
+    left_nothing(h)
+    await freed(phone_sock, ports, h)
+
+
+@pytest.mark.usefixtures("short_prompts")
+async def test_a_caller_hanging_up_in_the_lobby_leaves_focus_and_mcu(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A BYE from the caller the lobby prompt answered: 200, the focus left (BYE,
+    unSUBSCRIBE), every port freed. Let in and hanging up while the MCU is still being
+    called: the MCU's late 2xx is ACKed and ended with BYE."""
+    ports = loopback_ice(monkeypatch)
+    phone_sock, _, phone_port = await phone()
+    h, focus = harness(tmp_path, ports), Focus(lobby=True)
+    await in_lobby(h, focus, phone_port)
+    h.feed(_bye_from_caller(h), CALLER)
+    pump(h, focus, POOL_PEER)
+    assert [m.status for m in to_caller(h) if isinstance(m, Response)] == [200]
+    assert_left_focus(focus)
+    assert meeting_cdr(h)["outcome"] == "lobby"
+    left_nothing(h)
+
+    (tmp_path / "second").mkdir()
+    h2, focus2 = harness(tmp_path / "second", ports), Focus(lobby=True)
+    await in_lobby(h2, focus2, phone_port)
+    h2.feed(focus2.admit(), POOL_PEER)
+    pump(h2, focus2, POOL_PEER)
+    assert focus2.mcu_invite is not None
+    h2.feed(_bye_from_caller(h2), CALLER)
+    pump(h2, focus2, POOL_PEER)
+    assert_left_focus(focus2)
+    h2.feed(focus2.answer_mcu(200, sdp_body(6000)), POOL_PEER)
+    pump(h2, focus2, POOL_PEER)
+    assert focus2.methods()[-2:] == ["ACK", "BYE"] and focus2.got[-1].uri == MCU
+    left_nothing(h2)
+    await freed(phone_sock, ports, h, h2)
 
 
 # -- the same meeting, its Conference ID entered at a Virtual Reception ----------------------

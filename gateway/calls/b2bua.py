@@ -385,6 +385,8 @@ class B2bua:
                 events += answered_here.over(ctx, call, now, core)
             elif due is Due.ENTRY:
                 events += reception.entry_timed_out(ctx, call, now, core)
+            elif due is Due.LEG and call.reception is None:
+                events += meeting.leg_timed_out(ctx, call, now, core)
             elif due is Due.LEG:
                 events += reception.leg_timed_out(ctx, call, now, core)
             elif due is Due.LOBBY:

@@ -82,9 +82,9 @@ class Context:
             return True
         if due is Due.ENTRY:
             return call.reception is not None and call.reception.entry_until == deadline
-        if due is Due.LEG:
-            return call.handing_on and call.reception is not None and (
-                call.reception.leg_until == deadline)
+        if due is Due.LEG:  # the reception's own leg, or the MCU's behind a lobby prompt
+            owner = call.reception if call.reception is not None else call.meeting
+            return call.handing_on and owner is not None and owner.leg_until == deadline
         timer = call.leg(TIMER_ROLE[due]).timer
         return timer is not None and timer.deadline() == deadline
 

@@ -120,6 +120,7 @@ class Meeting:
     prompt_at: float | None = None  # the lobby's next "please wait", on the deadline heap
     prompts: Prompting | None = None  # the media the lobby prompt answered the caller by
     goodbye: str = ""  # why the call ends once the goodbye prompt is over
+    leg_until: float | None = None  # the MCU's deadline to answer a prompted caller's leg
     outcome: str = "looking up"
     left: bool = False
     request_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -460,6 +461,9 @@ def _mcu_added(ctx: Context, call: Call, answer: Response, now: float,
         _enter_lobby(ctx, call, now)
         return []
     meeting.outcome = "joined"
+    if _answered_in_lobby(call):  # placement's own set-up limit ended with the answer
+        meeting.leg_until = now + placement.SETUP_LIMIT
+        ctx.push(meeting.leg_until, call, Due.LEG)
     call.target_uri = roster.av_uri
     call.out.targets = list(meeting.targets)
     log.info("meeting_mcu", call_id=call.inbound.call_id, mcu=roster.av_uri)
@@ -665,6 +669,16 @@ def prompt_again(ctx: Context, call: Call) -> list[Event]:
     if _answered_in_lobby(call) and meeting.lobby_since is not None and not meeting.goodbye:
         ctx.actions.append(Play(call.id, _prompts(call), ("lobby_wait",)))
     return []
+
+
+def leg_timed_out(ctx: Context, call: Call, now: float, core: Endpoint) -> list[Event]:
+    """The MCU has not answered the leg placed behind the lobby prompt in SETUP_LIMIT: it
+    is cancelled, and the caller hears goodbye."""
+    meeting = call.meeting
+    assert meeting is not None
+    meeting.leg_until = None
+    return _goodbye(ctx, call, f"408 Request Timeout (the A/V MCU did not answer in "
+                    f"{placement.SETUP_LIMIT:g} s)", ("goodbye",), now, core)
 
 
 def _goodbye(ctx: Context, call: Call, why: str, prompts: tuple[str, ...], now: float,

@@ -655,6 +655,34 @@ async def test_a_caller_hanging_up_in_the_lobby_leaves_focus_and_mcu(
     await freed(phone_sock, ports, h, h2)
 
 
+@pytest.mark.usefixtures("short_prompts")
+async def test_an_mcu_ringing_past_the_set_up_limit_behind_the_prompt(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let in, the MCU rings and never answers: SETUP_LIMIT (181 s) after it was called
+    (the caller's own set-up limit ended with the prompt's answer) the MCU's leg is
+    cancelled, the focus left, and the caller hears goodbye and gets BYE with a 408."""
+    ports = loopback_ice(monkeypatch)
+    phone_sock, _, phone_port = await phone()
+    h, focus = harness(tmp_path, ports), Focus(lobby=True)
+    await in_lobby(h, focus, phone_port)
+    h.now = 5.0
+    h.feed(focus.admit(), POOL_PEER)
+    pump(h, focus, POOL_PEER)
+    h.feed(focus.answer_mcu(180), POOL_PEER)
+    h.tick(185.0)
+    pump(h, focus, POOL_PEER)
+    assert "CANCEL" not in focus.methods()
+    h.tick(186.5)
+    pump(h, focus, POOL_PEER)
+    assert "CANCEL" in focus.methods()
+    assert_left_focus(focus)
+    bye = await hung_up(h, focus)
+    assert "408 Request Timeout (the A/V MCU did not answer" in (
+        bye.headers.get("Reason") or "")
+    left_nothing(h)
+    await freed(phone_sock, ports, h)
+
+
 # -- the same meeting, its Conference ID entered at a Virtual Reception ----------------------
 RECEPTION = """
 [[lync_servers]]

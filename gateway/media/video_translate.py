@@ -273,7 +273,7 @@ class FromLync(_Translator):
         super().__init__(ssrc, payload_type, mtu, first_sequence)
         self._range = ssrc_range
         self._fu = -1  # the NAL unit type an FU-A in progress carries, -1 when none
-        self._fu_kept = False  # whether that unit is handed on
+        self._piece = -1  # that type when the unit is handed on: what its next pieces hold
         self._key_timestamp = b""  # of the last access unit counted as a key frame
         self._au_timestamp = b""  # of the last packet out
         self._unmarked = False  # packets of the access unit went out, none with the marker
@@ -286,6 +286,20 @@ class FromLync(_Translator):
             self.key_frame_wanted = True
 
     def push(self, packet: bytes, now: float) -> list[bytes]:
+        # Most packets, in the fewest steps: the next of the SSRC followed, a plain header,
+        # the next piece of an FU-A being handed on (FU header: S and R clear, its type).
+        if (len(packet) > 14 and packet[0] == 0x80 and packet[12] & 0x1F == FU_A
+                and packet[13] & 0xBF == self._piece and len(packet) - MIN_RTP <= self.mtu
+                and packet[8:12] == self._source_octets
+                and (packet[2] << 8 | packet[3]) == self._next_in & 0xFFFF):
+            self.stats.packets_in += 1
+            in_seq = self._next_in
+            self._next_in = in_seq + 1
+            if packet[13] & 0x40:
+                self._fu = self._piece = -1
+            marker = packet[1] & 0x80
+            self._unmarked = not marker
+            return [self._packet(packet[MIN_RTP:], in_seq + self._shift, packet[4:8], marker)]
         bounds = self._payload(packet)
         if bounds is None:
             return []
@@ -300,7 +314,7 @@ class FromLync(_Translator):
                 _bump(self.stats.packets_dropped, "late")
                 return []
             self.key_frame_wanted = True  # what came between is lost
-            self._fu = -1
+            self._fu = self._piece = -1
         timestamp = packet[4:8]
         marker = packet[1] & 0x80
         kind = packet[start] & 0x1F
@@ -308,7 +322,7 @@ class FromLync(_Translator):
             payloads = self._fragment(packet[start:end], timestamp)
         else:
             if self._fu >= 0:
-                self._fu = -1
+                self._fu = self._piece = -1
                 _bump(self.stats.nals_dropped, "fu_truncated")  # the receiver drops its part
             if kind == STAP_A:
                 payloads = self._aggregate(packet[start:end], timestamp)
@@ -334,7 +348,7 @@ class FromLync(_Translator):
             low, high = self._range if self._range is not None else (0, 0xFFFFFFFF)
             if low <= int.from_bytes(packet[8:12], "big") <= high:
                 self._follow(packet)
-                self._fu = -1
+                self._fu = self._piece = -1
                 return True
         _bump(self.stats.packets_dropped, "ssrc")
         return False
@@ -348,16 +362,16 @@ class FromLync(_Translator):
         if payload[1] & 0x80:
             if self._fu >= 0:
                 _bump(self.stats.nals_dropped, "fu_truncated")
-            self._fu = inner
-            self._fu_kept = self._keep(bytes([(payload[0] & 0xE0) | inner, payload[2]]))
-            if self._fu_kept and inner == NAL_IDR:
+            kept = self._keep(bytes([(payload[0] & 0xE0) | inner, payload[2]]))
+            self._fu, self._piece = inner, inner if kept else -1
+            if kept and inner == NAL_IDR:
                 self._key_frame(timestamp)
         elif self._fu != inner:
             _bump(self.stats.nals_dropped, "fu_truncated")  # its start never came
             return []
-        kept = self._fu_kept
+        kept = self._piece == inner
         if payload[1] & 0x40:
-            self._fu = -1
+            self._fu = self._piece = -1
         return split_fu_a(payload, self.mtu) if kept else []
 
     def _aggregate(self, payload: bytes, timestamp: bytes) -> list[bytes]:
@@ -413,6 +427,7 @@ class _Held:
     reference: bool = False
     idr: bool = False
     fu: int = 0  # the NAL unit type of the FU-A in progress, 0 when none
+    piece: int = -1  # that type while the unit is whole so far: what its next pieces hold
     damage: str = ""  # why it is to be dropped, once known
 
 
@@ -441,6 +456,25 @@ class ToLync(_Translator):
         self._done = -1  # the extended number of the last packet in of units done with
 
     def push(self, packet: bytes, now: float) -> list[bytes]:
+        held = self._held
+        # Most packets, in the fewest steps: the next of the SSRC followed, a plain header,
+        # the next piece of an FU-A of a unit whole so far (FU header: S and R clear, its
+        # type), made into its packet out at once.
+        if (held is not None and len(packet) > 14 and packet[0] == 0x80
+                and packet[12] & 0x1F == FU_A and packet[13] & 0xBF == held.piece
+                and len(packet) - MIN_RTP <= self.mtu and packet[8:12] == self._source_octets
+                and (packet[2] << 8 | packet[3]) == self._next_in & 0xFFFF
+                and packet[4:8] == held.timestamp
+                and len(held.packets) < MAX_PACKETS_PER_ACCESS_UNIT):
+            self.stats.packets_in += 1
+            in_seq = self._next_in
+            self._next_in = held.next_in = in_seq + 1
+            if packet[13] & 0x40:
+                held.fu, held.piece = 0, -1
+            marker = packet[1] & 0x80
+            held.packets.append(self._packet(packet[MIN_RTP:], in_seq + self._shift,
+                                             held.timestamp, marker))
+            return self._close(held, "") if marker else []
         bounds = self._payload(packet)
         if bounds is None:
             return []
@@ -475,7 +509,7 @@ class ToLync(_Translator):
             held.damage = "loss"
         held.next_in = in_seq + 1
         if held.damage:
-            pass
+            held.piece = -1
         elif len(held.packets) >= MAX_PACKETS_PER_ACCESS_UNIT:
             held.damage = "oversize"
         else:
@@ -485,6 +519,7 @@ class ToLync(_Translator):
                 # A unit cut or bent inside the picture: what decodes of it would be wrong.
                 _bump(stats.nals_dropped, error.kind)
                 held.damage = "malformed"
+                held.piece = -1
         if packet[1] & 0x80:
             out += self._close(held, "")
         return out
@@ -512,11 +547,7 @@ class ToLync(_Translator):
             elif held.fu != inner:
                 raise H264Error("fu_truncated")
             held.fu = 0 if payload[1] & 0x40 else inner
-            if not units and held.lead is not None and len(payload) <= self.mtu:
-                # The common case, an FU-A's next piece: as it came, header rewritten.
-                held.packets.append(self._packet(payload, in_seq + self._shift,
-                                                 held.timestamp, marker))
-                return
+            held.piece = held.fu or -1
             fu = payload
         elif held.fu:
             raise H264Error("fu_truncated")

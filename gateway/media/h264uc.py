@@ -13,6 +13,7 @@ independent Lync-interoperating implementations."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from gateway.media.h264 import NAL_PACSI, NAL_PREFIX, NAL_SEI, H264Error
 
@@ -145,8 +146,7 @@ class StreamLayout:
         return cls(present, descriptions)
 
 
-@dataclass(frozen=True, slots=True)
-class BitstreamInfo:
+class BitstreamInfo(NamedTuple):  # one an access unit toward Lync: cheaper to make
     ref_frame_count: int  # modulo 256
     nal_count: int  # NAL units of this layer of this access unit after the PACSI
 
@@ -247,17 +247,14 @@ class Pacsi:
 
 def _pacsi_octets(nri: int, svc: bytes, flags: int, tl0picidx: int, idrpicid: int, donc: int,
                   nals: tuple[bytes, ...]) -> bytes:
-    out = bytearray([(nri & 3) << 5 | NAL_PACSI])
-    out += svc
-    out.append(flags)
+    parts = [bytes(((nri & 3) << 5 | NAL_PACSI,)), svc, bytes((flags,))]
     if flags & FLAG_Y:
-        out.append(tl0picidx & 0xFF)
-        out += (idrpicid & 0xFFFF).to_bytes(2, "big")
+        parts += (bytes((tl0picidx & 0xFF,)), (idrpicid & 0xFFFF).to_bytes(2, "big"))
     if flags & FLAG_T:
-        out += (donc & 0xFFFF).to_bytes(2, "big")
+        parts.append((donc & 0xFFFF).to_bytes(2, "big"))
     for nal in nals:
-        out += len(nal).to_bytes(2, "big") + nal
-    return bytes(out)
+        parts += (len(nal).to_bytes(2, "big"), nal)
+    return b"".join(parts)
 
 
 def stream_layout_sei(layout: StreamLayout) -> bytes:

@@ -39,6 +39,7 @@ from gateway.media.h264 import (
     parse_sps,
     split_fu_a,
     split_stap_a,
+    stap_a,
 )
 from gateway.media.h264uc import (
     FPS_INDEX,
@@ -416,9 +417,9 @@ class _Held:
     dropped: int = 0  # its packets counted as giving nothing
     packets: list[bytes] = field(default_factory=list)  # out, after the first packet's
     # What the first packet in that gives anything gives: its NAL units (a prefix before
-    # each slice), an FU-A after them (b"" when none), and the first sequence number out
-    # kept for the packets made from them with the PACSI.
-    lead: tuple[list[bytes], bytes, int] | None = None
+    # each slice), an FU-A after them (b"" when none), whether the PACSI and the units fit
+    # one STAP-A, and the first sequence number out kept for the packets made from them.
+    lead: tuple[list[bytes], bytes, bool, int] | None = None
     # What its PACSI says: the units kept (prefixes added: as many as slices), the highest
     # NRI among them, whether a slice is a reference, whether they are IDR slices.
     units: int = 0
@@ -565,13 +566,12 @@ class ToLync(_Translator):
         if held.lead is None:
             # The PACSI's size does not depend on what it says, so the packets it and this
             # packet's units make can be numbered now and made at the end.
-            size = PACSI_SIZE + 3 + sum(len(unit) + 2 for unit in units)
-            count = 1 if size <= self.mtu else len(packetize([bytes(PACSI_SIZE), *units],
-                                                             self.mtu))
+            fits = PACSI_SIZE + 3 + sum(len(unit) + 2 for unit in units) <= self.mtu
+            count = 1 if fits else len(packetize([bytes(PACSI_SIZE), *units], self.mtu))
             if fu:
                 count += len(split_fu_a(fu, self.mtu))
             self._move_shift(in_seq, self._shift + count - 1)
-            held.lead = (units, fu, in_seq + self._shift - count + 1)
+            held.lead = (units, fu, fits, in_seq + self._shift - count + 1)
             return
         payloads = packetize(units, self.mtu) if units else []
         if fu:
@@ -602,7 +602,7 @@ class ToLync(_Translator):
         damage = damage or held.damage
         if damage or not held.slices or self._sps is None or held.lead is None:
             return self._unsent(held, damage or ("no_sps" if held.slices else ""))
-        units, fu, lead_seq = held.lead
+        units, fu, fits, lead_seq = held.lead
         if held.reference:
             self._ref_frames = (self._ref_frames + 1) & 0xFF
         pacsi = build_pacsi(held.nri >> 5, held.idr, self._donc,
@@ -613,7 +613,8 @@ class ToLync(_Translator):
         if held.idr:
             stats.key_frames += 1
             self.key_frame_wanted = False
-        payloads = packetize([pacsi, *units], self.mtu)
+        payloads = [stap_a([pacsi, *units]) if units else pacsi] if fits else packetize(
+            [pacsi, *units], self.mtu)
         if fu:
             payloads += split_fu_a(fu, self.mtu)
         out = self._numbered(payloads, lead_seq, held.timestamp, 0 if held.packets else 0x80)

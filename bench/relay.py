@@ -9,12 +9,15 @@ rtpengine for SRTP -> RTP.
 
 With --video, video instead, lyncgate alone: half the streams from Lync (SRTP, X-H264UC
 [MS-H264PF] packets made by the gateway's own ToLync) to the SIP side, half from the SIP side
-(RTP, RFC 6184) to Lync, both at the size and rate of 720p30 at 1.5 Mbit/s, first through the
-translating relay (VideoRelay: reassembly, PACSI and prefix units, SRTP), then through the
-plain relay, the same packets in the same run. Goal (issue 18): translating >= 0.7x plain,
-in packets in per CPU-second; and the concurrent 720p30 video calls per core that implies.
+(RTP, RFC 6184) to Lync, both at the size and rate of 720p30 at 1.5 Mbit/s, through the
+translating relay (VideoRelay: headers rewritten, PACSI and prefix units, SRTP) and through
+the plain relay, the same packets in the same run: after a shorter warm-up round of each,
+`--rounds` rounds alternating the two, the least CPU of each kept. The sink polls rather
+than sleeps (see `drive`). Goal (issue 18): translating >= 0.7x plain, in packets in per
+CPU-second; and the concurrent 720p30 video calls per core that implies.
 
-    .venv/bin/python bench/relay.py [--streams 50] [--packets 2000] [--rate 20000] [--video]
+    .venv/bin/python bench/relay.py [--streams 50] [--packets 2000] [--rate 20000]
+                                    [--video [--rounds 3]]
 """
 
 from __future__ import annotations
@@ -313,20 +316,26 @@ def video(args: argparse.Namespace) -> None:
         # (allocator arenas, sockets), which is not what is compared.
         for translate in (True, False):
             run_video(ours, translate, args.streams, args.packets // 5, args.rate, ready, key)
-        results = {translate: run_video(ours, translate, args.streams, args.packets, args.rate,
-                                        ready, key) for translate in (True, False)}
+        # Rounds alternate the two, so that load from elsewhere on the machine falls on
+        # both alike; the least CPU of each is kept, as such load only ever adds.
+        rounds = [{translate: run_video(ours, translate, args.streams, args.packets,
+                                        args.rate, ready, key) for translate in (True, False)}
+                  for _ in range(args.rounds)]
     finally:
         ours.stop()
     sip, lync = ready
     print(f"video relay, {args.streams} streams (half each way) x {args.packets} packets, "
-          f"720p30 at 1.5 Mbit/s, {args.rate:,.0f} packets/s")
+          f"720p30 at 1.5 Mbit/s, {args.rate:,.0f} packets/s, best of {args.rounds} rounds")
     rates = {}
-    for translate, (cpu, sent, got) in results.items():
+    for translate in (True, False):
+        cpu, sent, got = min((each[translate] for each in rounds), key=lambda r: r[0])
         name = "translating" if translate else "plain      "
         rates[translate] = sent / cpu if cpu else float("inf")
         print(f"  {name} cpu {cpu:6.2f} s  in {sent:7d}  out {got:7d}  "
               f"{rates[translate]:10,.0f} packets in/CPU-s")
-    print(f"  ratio translating/plain: {rates[True] / rates[False]:.2f}x (goal >= 0.7x)")
+    each_round = ", ".join(f"{each[False][0] / each[True][0]:.2f}x" for each in rounds)
+    print(f"  ratio translating/plain: {rates[True] / rates[False]:.2f}x (goal >= 0.7x; "
+          f"round by round {each_round})")
     per_call = per_second(sip) + per_second(lync)
     print(f"  a 720p30 call at 1.5 Mbit/s each way is {per_second(sip):.0f} packets/s from "
           f"the SIP side and {per_second(lync):.0f} from Lync (1200-octet payloads): one "
@@ -347,6 +356,8 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=20000, help="packets/s, all streams")
     parser.add_argument("--video", action="store_true",
                         help="translating video relay against the plain one, lyncgate only")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="with --video: rounds of both, the least CPU of each kept")
     args = parser.parse_args()
     if args.video:
         video(args)

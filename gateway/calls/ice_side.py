@@ -107,8 +107,9 @@ class IceSide:
 
     def stop_streams(self, kinds: frozenset[str], why: str) -> Coroutine[Any, Any, None]:
         """Stop the streams of `kinds` mid-call (a re-offer removed video): their ICE
-        sessions close, so nothing more goes to or comes from Lync on them; the relay's
-        counters stay for the CDR, which ends with `why`."""
+        sessions close, so nothing more goes to or comes from Lync on them, and their
+        relays stop (timers cancelled, SIP-side ports freed); the relay's counters stay for
+        the CDR, which ends with `why`."""
         stopping = [i for i, (media, session) in enumerate(zip(
             self.streams.media, self.sessions, strict=True))
             if media.media in kinds and session is not None]
@@ -118,6 +119,8 @@ class IceSide:
         sessions = [self.sessions[i] for i in stopping]
         for i in stopping:
             self.sessions[i] = None
+            if self.relay is not None:
+                self.relay.stop_stream(sum(self.relays[:i]))  # its place among the relayed
         return _close_all(sessions)
 
     def _refuse_video(self, reason: str) -> None:

@@ -3,7 +3,8 @@ its ng protocol) can stand in for the built-in relay on nodes that outgrow one p
 
 A call first asks for the SIP-side ports of its streams (they go into the SDP toward the
 SIP endpoint), then, once ICE toward Lync has selected its pairs and both answers are in,
-connects each stream with its keys and payload-type map.
+connects each stream with its keys and payload-type map. Mid-call, a stream may be stopped
+(a re-offer removed it) or a new one reserved and joined (video added).
 """
 
 from __future__ import annotations
@@ -69,47 +70,77 @@ class BuiltinRelay:
         self.media: CallMedia | None = None
 
     async def reserve(self, host: str, count: int, rtcp_mux: bool) -> list[int]:
+        first = len(self._sip)  # mid-call, after the ports the call already has
         try:
-            for index in range(count):
+            for _ in range(count):
                 # The remote is not known yet: the first packet latches, and connect()
                 # points the endpoint at the SDP's address.
                 self._sip.append(SipMedia.open(
                     self.ports, host, ("0.0.0.0", 9), None if rtcp_mux else ("0.0.0.0", 9),
-                    self._into(index, from_sip=True)))
+                    self._into(len(self._sip), from_sip=True)))
         except BaseException:
             self.close()
             raise
-        return [s.rtp.port for s in self._sip]
+        return [s.rtp.port for s in self._sip[first:]]
 
     def connect(self, plans: list[StreamPlan | None], timeout: float) -> CallMedia:
         """`plans[i]` uses the i-th reserved port; None leaves that stream unrelayed (the
         SIP side rejected it)."""
         if len(plans) != len(self._sip):
             raise MediaError(f"{len(plans)} streams to relay but {len(self._sip)} reserved")
-        loop = asyncio.get_running_loop()
-        for index, (plan, sip) in enumerate(zip(plans, self._sip, strict=True)):
-            if plan is None:
-                self._relays.append(StreamRelay("unused", Side("lync", _nowhere),
-                                                Side("sip", _nowhere), clock=loop.time))
-                continue
-            sip.rtp.point_at(plan.sip_remote)
-            if sip.rtcp_endpoint is not None:
-                sip.rtcp_endpoint.point_at(plan.sip_remote_rtcp or plan.sip_remote)
-            lync = IceMedia(plan.ice, self._into(index, from_sip=False))
-            lync_side = Side("lync", lync.send, _ctx(plan.lync_key_in, True),
-                             _ctx(plan.lync_key_out, False), pt_map=plan.lync_pt_map)
-            sip_side = Side("sip", sip.send, _ctx(plan.sip_key_in, True),
-                            _ctx(plan.sip_key_out, False), pt_map=plan.sip_pt_map)
-            if plan.video is None:
-                self._relays.append(StreamRelay(plan.media, lync_side, sip_side,
-                                                clock=loop.time))
-                continue
-            video = VideoRelay(lync_side, sip_side, plan.video, clock=loop.time)
-            self._relays.append(video)
-            self._poll(index, video)  # ICE is up: the first VSR goes now
+        for plan in plans:
+            self._join(plan)
         self.media = CallMedia([r for r in self._relays if r.media != "unused"],
                                timeout=timeout)
         return self.media
+
+    def add_stream(self, plan: StreamPlan | None) -> None:
+        """Join a stream to the running relay (video added mid-call): it uses the next port
+        `reserve` gave after those `connect` took, and its counters join the call's; None
+        takes that port unrelayed (the stream was declined after all: `stop_stream` frees
+        it)."""
+        if self.media is None or len(self._relays) >= len(self._sip):
+            raise MediaError("no port reserved for a stream added to the relay")
+        relay = self._join(plan)
+        if plan is not None:
+            self.media.streams.append(relay)
+
+    def stop_stream(self, index: int) -> None:
+        """Stop relaying stream `index` (a re-offer removed it) while the others go on: its
+        poll timer cancelled, its SIP-side port closed and freed. Its relay's counters stay
+        in `media` for the CDR."""
+        handle = self._polls.pop(index, None)
+        if handle is not None:
+            handle.cancel()
+        if index < len(self._sip):
+            self._sip[index].close(self.ports)  # again at close(): a no-op by then
+
+    def _join(self, plan: StreamPlan | None) -> StreamRelay:
+        """The relay of the next stream (None: unrelayed, the SIP side rejected it), on the
+        next reserved port."""
+        loop = asyncio.get_running_loop()
+        index, sip = len(self._relays), self._sip[len(self._relays)]
+        if plan is None:
+            relay = StreamRelay("unused", Side("lync", _nowhere), Side("sip", _nowhere),
+                                clock=loop.time)
+            self._relays.append(relay)
+            return relay
+        sip.rtp.point_at(plan.sip_remote)
+        if sip.rtcp_endpoint is not None:
+            sip.rtcp_endpoint.point_at(plan.sip_remote_rtcp or plan.sip_remote)
+        lync = IceMedia(plan.ice, self._into(index, from_sip=False))
+        lync_side = Side("lync", lync.send, _ctx(plan.lync_key_in, True),
+                         _ctx(plan.lync_key_out, False), pt_map=plan.lync_pt_map)
+        sip_side = Side("sip", sip.send, _ctx(plan.sip_key_in, True),
+                        _ctx(plan.sip_key_out, False), pt_map=plan.sip_pt_map)
+        if plan.video is None:
+            relay = StreamRelay(plan.media, lync_side, sip_side, clock=loop.time)
+            self._relays.append(relay)
+            return relay
+        video = VideoRelay(lync_side, sip_side, plan.video, clock=loop.time)
+        self._relays.append(video)
+        self._poll(index, video)  # ICE is up: the first VSR goes now
+        return video
 
     def _into(self, index: int, *, from_sip: bool) -> Receive:
         def receive(data: bytes, rtcp: bool | None) -> None:

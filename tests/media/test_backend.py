@@ -1,6 +1,7 @@
 """The built-in relay backend with a video plan: the stream becomes a translating
 VideoRelay, its first VSR leaves toward Lync as the stream connects, the loop timer repeats
-it each second while no video comes, and close() stops the timer."""
+it each second while no video comes, and close() stops the timer. Mid-call, one stream
+stops (its port freed, its timer cancelled) and a new one joins the running relay."""
 
 from __future__ import annotations
 
@@ -47,3 +48,62 @@ async def test_a_video_plan_is_translated_and_polled_until_closed() -> None:
     assert len(ice.sent) == 2
     (stats,) = media.video_stats()
     assert stats["vsr_sent"] == 2
+
+
+async def test_a_stream_stopped_mid_call_frees_its_port_and_stops_polling() -> None:
+    """stop_stream (a re-offer removed video): the stream's SIP-side RTP and RTCP ports
+    are freed and its VSR timer stops, while the other stream's port stays; its counters
+    stay in the call's media for the CDR."""
+    ports = PortAllocator(47300, 47399)
+    backend = BuiltinRelay(ports)
+    audio_port, video_port = await backend.reserve("127.0.0.1", 2, rtcp_mux=False)
+    ice = Ice()
+    plan = VideoPlan(122, 96, SipVideoLimits(640, 360, 30.0, 800_000), lync_send_ssrc=0x2000)
+    media = backend.connect([
+        StreamPlan("audio", cast(IceSession, Ice()), ("127.0.0.1", 9)),
+        StreamPlan("video", cast(IceSession, ice), ("127.0.0.1", 9), video=plan)], timeout=0)
+    try:
+        backend.stop_stream(1)
+        assert ports.in_use == {audio_port, audio_port + 1}
+        await asyncio.sleep(REPEAT + 0.3)
+        assert len(ice.sent) == 1  # the first VSR only: never repeated
+        assert len(media.video_stats()) == 1
+    finally:
+        backend.close()
+    assert ports.in_use == set() and video_port not in ports.in_use
+
+
+async def test_a_stream_added_to_a_running_relay_gets_the_next_reserved_port() -> None:
+    """add_stream (video added mid-call): a port reserved after connect() is the new
+    stream's; packets from the SIP side there reach the new stream's Lync side, and its
+    counters join the call's media. A declined addition (None) takes the port unrelayed,
+    for stop_stream to free."""
+    ports = PortAllocator(47400, 47499)
+    backend = BuiltinRelay(ports)
+    await backend.reserve("127.0.0.1", 1, rtcp_mux=True)
+    media = backend.connect([StreamPlan("audio", cast(IceSession, Ice()), ("127.0.0.1", 9))],
+                            timeout=0)
+    try:
+        [video_port] = await backend.reserve("127.0.0.1", 1, rtcp_mux=True)
+        ice = Ice()
+        backend.add_stream(StreamPlan("video", cast(IceSession, ice), ("127.0.0.1", 9)))
+        assert [s.media for s in media.streams] == ["audio", "video"]
+        loop = asyncio.get_running_loop()
+        sender, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol,
+                                                        remote_addr=("127.0.0.1", video_port))
+        packet = bytes([0x80, 96, 0, 1]) + bytes(8) + b"frame"
+        sender.sendto(packet)
+        for _ in range(50):
+            if ice.sent:
+                break
+            await asyncio.sleep(0.01)
+        sender.close()
+        assert ice.sent == [packet]
+        [declined] = await backend.reserve("127.0.0.1", 1, rtcp_mux=True)
+        backend.add_stream(None)
+        assert len(media.streams) == 2
+        backend.stop_stream(2)
+        assert declined not in ports.in_use
+    finally:
+        backend.close()
+    assert ports.in_use == set()

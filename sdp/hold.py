@@ -3,8 +3,8 @@ the gateway terminates ICE and SRTP): the other leg's SDP cannot be passed on, s
 crosses is the direction of each kind of stream (RFC 3264 8.4) and the kinds a re-offer
 rejects that were up (RFC 3264 8.2: video removed mid-call), restated in the description
 that leg last had from us, with the next o= version (RFC 3264 8: a changed session). A
-re-offer there that adds a stream (video added to an audio call) is answered with that
-stream rejected: a translated stream's ICE and relay are set up with the call, not later."""
+re-offer there that adds a stream the call does not take up is answered with that stream
+rejected (`conformed`); video a Lync caller adds is taken up by call control instead."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.calls.media_side import MediaSide, StopsStreams
+from gateway.calls.media_side import AddsStreams, MediaSide, StopsStreams
 from gateway.calls.prompter import Prompting
 from gateway.sip.uri import SipUri
 
@@ -21,6 +21,9 @@ class Prepare:
     media: MediaSide
     resolve: SipUri | None = None
     federation: bool = False  # toward Lync: try the federation SRV record first
+
+
+ICE_TIMEOUT = 15.0  # from our answer to a selected pair toward Lync
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +52,17 @@ class StopStreams:
 
 
 @dataclass(frozen=True, slots=True)
+class AddStreams:
+    """Await `AddsStreams.prepare_added()`, or with `timeout` (both legs have answered)
+    `connect_added(timeout)`; then `B2bua.streams_added` with whether it was the
+    connecting step, and the error."""
+
+    call_id: int
+    media: AddsStreams
+    timeout: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Play:
     """Play `prompts` in a row on a reception's media, cutting off what was playing; then
     `B2bua.played`. `listen`: from now on, the caller's keypad goes to `B2bua.digit`."""
@@ -66,4 +80,4 @@ class Silence:
     media: Prompting
 
 
-Action = Prepare | Connect | Close | StopStreams | Play | Silence
+Action = Prepare | Connect | Close | StopStreams | AddStreams | Play | Silence

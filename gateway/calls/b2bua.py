@@ -364,6 +364,13 @@ class B2bua:
         return placement.media_connected(self.ctx, self.ctx.calls.get(call_id), error, now,
                                          core)
 
+    def streams_added(self, call_id: int, connected: bool, error: BaseException | None,
+                      now: float, core: Endpoint) -> list[Event]:
+        call = self.ctx.calls.get(call_id)
+        if call is None:
+            return []  # ended meanwhile: its media was closed with it
+        return session.streams_added(self.ctx, call, connected, error, now, core)
+
     # -- time --------------------------------------------------------------------------------
     def next_deadline(self) -> float | None:
         mine = self.ctx.deadlines.next()

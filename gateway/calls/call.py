@@ -134,6 +134,7 @@ class Purpose(enum.Enum):
     REFRESH = "refresh"  # a session refresh of ours (RFC 4028)
     RELAY = "relay"  # the other leg's offer, carried across
     DIRECTIONS = "directions"  # a hold, resume or stream removed, where a Lync side ends here
+    ADD = "add"  # streams a leg's re-offer adds (video), taken up where a Lync side ends here
 
 
 @dataclass(eq=False, slots=True)

@@ -66,6 +66,7 @@ class IceSide:
         self.turn = turn  # the rule's or location's TURN server (Lync Edge)
         self.stun = stun
         self.bandwidth_kbps = bandwidth_kbps  # the rule's cap (sdp.offer_answer.rule_cap)
+        self.capability = capability
         self.media_timeout = media_timeout
         self.call_id = call_id
         self.sessions: list[IceSession | None] = []  # one per m= line, None: not relayed
@@ -84,6 +85,7 @@ class IceSide:
         self.ssrc_ranges = [_ssrc_range() for _ in streams.media]
         self.videos: dict[int, VideoPlan] = {}  # per m= line, the video translated there
         self.video_stopped = ""  # why video was stopped mid-call ('': it was not)
+        self.adding: list[int] = []  # m= lines a leg's re-offer adds, being taken up
         self.video_refused = next((r for m, r in zip(streams.media, self.refused, strict=True)
                                    if m.media == "video" and r and not presentation(m)), "")
         if self.video_refused:
@@ -153,15 +155,18 @@ class IceSide:
         whole offer must be refused for it."""
         return "" if media.media in RELAYED else "not relayed by the gateway"
 
-    async def prepare(self) -> None:
-        self.relay = BuiltinRelay(self.ports)
+    def _session(self, media: Media) -> IceSession:
         # No MS-ICE2 hint: a peer that speaks RFC 5389 must not get MS-ICE2 signatures; an
         # MS-ICE2 one is recognised by its own first check, and answered in its form.
-        self.sessions = [IceSession(
+        return IceSession(
             controlling=self.controlling, components=self._components(media),
             address=self.address, ports=self.ports, static_nat_address=self.static_nat,
-            stun_server=self.stun, turn=self.turn) if relays else None
-            for media, relays in zip(self.streams.media, self.relays, strict=True)]
+            stun_server=self.stun, turn=self.turn)
+
+    async def prepare(self) -> None:
+        self.relay = BuiltinRelay(self.ports)
+        self.sessions = [self._session(media) if relays else None
+                         for media, relays in zip(self.streams.media, self.relays, strict=True)]
         try:
             # Side by side: a STUN or TURN server that does not answer costs its timeout
             # once, not once per stream, before the other leg gets its INVITE.
@@ -175,6 +180,85 @@ class IceSide:
         except BaseException:
             await self.close()  # again if the call closed it: frees what came after
             raise
+
+    def _take_added(self, offer: SessionDescription) -> bool:
+        """Whether `offer` (a re-offer of the leg whose ICE ends here) adds m= lines after
+        ours with video this side relays; if so, the offer becomes `streams` and the added
+        lines join the per-stream lists (the others rejected, as for the call's own)."""
+        known = len(self.streams.media)
+        if self.adding or self.media is None or len(offer.media) <= known:
+            return False
+        added = offer.media[known:]
+        refused = [reason or self._refusal(media) for media, reason
+                   in zip(added, beyond(offer, self.capability)[known:], strict=True)]
+        for media, reason in zip(added, refused, strict=True):
+            if media.media == "video" and reason and not presentation(media):
+                self._refuse_video(reason)
+        relays = [media.media == "video" and not reason and not media.rejected
+                  for media, reason in zip(added, refused, strict=True)]
+        if not any(relays):
+            return False
+        self.streams = offer
+        self.refused += refused
+        self.relays += relays
+        self.ssrc_ranges += [_ssrc_range() for _ in added]
+        self.sessions += [None for _ in added]
+        self.adding = [known + i for i, relays in enumerate(relays) if relays]
+        return True
+
+    def _position(self, index: int) -> int:
+        """Where m= line `index` is among the relayed streams (the relay's, the SIP
+        side's)."""
+        return sum(self.relays[:index])
+
+    async def prepare_added(self) -> None:
+        """ICE gathered and relay ports taken for the added streams, as `prepare` does for
+        the call's; on failure they are let go again."""
+        assert self.relay is not None
+        for index in self.adding:
+            self.sessions[index] = self._session(self.streams.media[index])
+        try:
+            await asyncio.gather(*(_gather(self.streams.media[i].media, session)
+                                   for i in self.adding
+                                   if (session := self.sessions[i]) is not None))
+            self.sip_ports += await self.relay.reserve(self.address, len(self.adding),
+                                                       rtcp_mux=False)
+            if self.closed:
+                raise IceError("the call ended while added streams were being prepared")
+        except BaseException:
+            await self._let_go(self.adding)
+            raise
+
+    async def _connect_added(self, plans: dict[int, StreamPlan], timeout: float) -> None:
+        """ICE for the added streams with a plan (both legs took them), each joined to
+        the running relay; the others, or all on failure, let go."""
+        assert self.relay is not None
+        adding, self.adding = self.adding, []
+        try:
+            await asyncio.gather(*(plan.ice.connect(timeout)
+                                   for plan in plans.values()))
+            if self.closed:
+                raise IceError("the call ended while ICE ran for added streams")
+        except BaseException:
+            await self._let_go(adding)
+            raise
+        for index, plan in plans.items():
+            self.relay.add_stream(self._position(index), plan)
+        log.info("ice_connected", call_id=self.call_id, streams=len(plans), added=True,
+                 pairs=_pairs(list(plans.values())))
+        await self._let_go([i for i in adding if i not in plans])
+
+    async def _let_go(self, indexes: list[int]) -> None:
+        """Added streams not taken up after all: their ICE sessions closed, their relay
+        ports freed, their video plans dropped."""
+        sessions = [self.sessions[i] for i in indexes]
+        for index in indexes:
+            self.sessions[index] = None
+            self.videos.pop(index, None)
+            if self.relay is not None and self._position(index) < len(self.sip_ports):
+                self.relay.stop_stream(self._position(index))
+        self.adding = [i for i in self.adding if i not in indexes]
+        await _close_all(sessions)
 
     def _components(self, media: Media) -> int:
         return 1
@@ -201,8 +285,7 @@ class IceSide:
         self.media = self.relay.connect(plans, self.media_timeout)
         log.info("ice_connected", call_id=self.call_id, streams=len(live),
                  role="controlling" if self.controlling else "controlled",
-                 pairs=[f"{s.local.address}:{s.local.port}->{s.remote.address}:"
-                        f"{s.remote.port}" for p in live for s in p.ice.selected])
+                 pairs=_pairs(live))
 
     def close(self) -> Coroutine[Any, Any, None]:
         self.closed = True
@@ -212,6 +295,11 @@ class IceSide:
 
     async def _close_sessions(self) -> None:
         await _close_all(self.sessions)
+
+
+def _pairs(plans: list[StreamPlan]) -> list[str]:
+    return [f"{s.local.address}:{s.local.port}->{s.remote.address}:{s.remote.port}"
+            for p in plans for s in p.ice.selected]
 
 
 async def _close_all(sessions: list[IceSession | None]) -> None:

@@ -10,12 +10,11 @@ from typing import TYPE_CHECKING
 
 from gateway import logs
 from gateway.calls import reception
-from gateway.calls.actions import Connect
+from gateway.calls.actions import ICE_TIMEOUT, Connect
 from gateway.calls.answering import answer_caller
 from gateway.calls.call import Call
 from gateway.calls.context import Context
 from gateway.calls.deadlines import Due
-from gateway.calls.placement import ICE_TIMEOUT
 from gateway.calls.teardown import fail, hang_up
 from gateway.sip.transaction_layer import Event
 from sdp.errors import SdpError

@@ -20,6 +20,11 @@ Video is translated (sdp.video): Lync's X-H264UC reaches the SIP side as constra
 H264 (packetization-mode 1) at the level Lync receives; a SIP answer with that H264 makes
 the answer to Lync accept X-H264UC with Lync's attributes (our SSRC range, x-caps for what
 the SIP side takes). An x-rtvc1-only offer has its video refused.
+
+Video Lync adds mid-call (its re-INVITE with a new m=video X-H264UC: `AddsStreams`): ICE
+gathered for it and a relay port taken, the SIP side re-offered H264 there, Lync answered
+with X-H264UC and our candidates and key for it once the SIP side took it, then ICE (Lync
+controls) and the stream joined to the running relay. Video the SIP side adds is declined.
 """
 
 from __future__ import annotations
@@ -28,15 +33,19 @@ from gateway.calls.ice_side import LYNC_ENCRYPTION, IceSide, set_remote
 from gateway.calls.media_side import Body
 from gateway.media.backend import StreamPlan
 from ice.errors import IceError
+from ice.session import IceSession
 from sdp import video as translated
 from sdp.anchor import Remote, stream_remote
 from sdp.attributes import Crypto
+from sdp.capability import rejected
 from sdp.errors import NotAcceptable
+from sdp.hold import restated
 from sdp.model import Line, Media, Section, SessionDescription
 from sdp.offer_answer import (
     Answer,
     Codec,
     MediaPlan,
+    Negotiated,
     answer,
     cap_bandwidth,
     payload_remap,
@@ -95,26 +104,29 @@ class LyncCaller(IceSide):
                            Line("o", f"- 1 1 IN {family} {toward}"),
                            Line("s", "lyncgate"), Line("c", f"IN {family} {toward}"),
                            Line("t", "0 0")])
-        streams = []
-        for media, port, key in zip(relayed, self.sip_ports, self.sip_keys, strict=True):
-            proto = "RTP/AVP" if key is None else "RTP/SAVP"
-            if media.media == "video":
-                stream = self._sip_video(media, port, proto)
-            else:
-                formats = standard_audio(media) if media.media == "audio" else media.formats
-                if not formats:
-                    raise NotAcceptable("Lync offered no audio codec a SIP endpoint takes "
-                                        "(G.722, G.711)")
-                lines = [Line("m", f"{media.media} {port} {proto} {' '.join(formats)}")]
-                lines += keep_formats([ln for ln in media.lines[1:]
-                                       if ln.kind == "a" and ln.attribute[0] in KEPT], formats)
-                stream = Media(lines)
-            if key is not None:
-                stream.add_attribute("crypto", str(key))
-            cap_bandwidth(stream, self.bandwidth_kbps)
-            streams.append(stream)
+        streams = [self._sip_stream(media, port, key) for media, port, key
+                   in zip(relayed, self.sip_ports, self.sip_keys, strict=True)]
         self.sip_offer = SessionDescription(session, streams)
         return self.sip_offer.to_bytes(), SDP
+
+    def _sip_stream(self, media: Media, port: int, key: Crypto | None) -> Media:
+        """One of Lync's streams as the SIP side is offered it, at the relay's `port`."""
+        proto = "RTP/AVP" if key is None else "RTP/SAVP"
+        if media.media == "video":
+            stream = self._sip_video(media, port, proto)
+        else:
+            formats = standard_audio(media) if media.media == "audio" else media.formats
+            if not formats:
+                raise NotAcceptable("Lync offered no audio codec a SIP endpoint takes "
+                                    "(G.722, G.711)")
+            lines = [Line("m", f"{media.media} {port} {proto} {' '.join(formats)}")]
+            lines += keep_formats([ln for ln in media.lines[1:]
+                                   if ln.kind == "a" and ln.attribute[0] in KEPT], formats)
+            stream = Media(lines)
+        if key is not None:
+            stream.add_attribute("crypto", str(key))
+        cap_bandwidth(stream, self.bandwidth_kbps)
+        return stream
 
     def _sip_video(self, media: Media, port: int, proto: str) -> Media:
         """Lync's X-H264UC as the SIP side is offered it: H264 under Lync's number, at the
@@ -144,35 +156,7 @@ class LyncCaller(IceSide):
         self._sip_answers = []
         supported: dict[str, list[Codec]] = {}
         for position, index in enumerate(relayed):
-            media = sip.media[position] if position < len(sip.media) else None
-            offered = self.streams.media[index]
-            remote = None if media is None else stream_remote(sip, media)
-            if media is None or remote is None or media.media != offered.media:
-                self._sip_answers.append(None)
-                if offered.media == "video":
-                    self._refuse_video("the SIP side declined video")
-                continue
-            ours = self.sip_keys[position]
-            theirs = None if ours is None else answered_crypto(media, ours)
-            if ours is not None and theirs is None:
-                # Accepting our SRTP offer without a key is no answer RFC 4568 allows.
-                raise NotAcceptable(f"the SIP side accepted {media.media} over SRTP without "
-                                    f"an a=crypto answering ours (tag {ours.tag} "
-                                    f"{ours.suite})")
-            self._sip_answers.append((media, remote, theirs))
-            if media.media == "video":
-                # Translated: the SIP side's H264 (mode 1) is Lync's X-H264UC.
-                if translated.h264_pm1(media) is None:
-                    self._refuse_video("the SIP side answered no H264 with "
-                                       "packetization-mode=1")
-                    continue
-                supported.setdefault("video", []).append(
-                    Codec(translated.X_H264UC, 90000, fmtp="packetization-mode=1"))
-                continue
-            maps = media.rtpmaps()
-            supported.setdefault(media.media, []).extend(
-                Codec(m.encoding, m.clock_rate, m.channels or 1, media.fmtp(m.payload_type) or "")
-                for pt, m in maps.items() if str(pt) in media.formats)
+            self._sip_answered(sip, position, self.streams.media[index], supported)
         plans: list[MediaPlan | None] = []
         position = 0
         for session in self.sessions:
@@ -192,57 +176,159 @@ class LyncCaller(IceSide):
         self._translate_video(sip, relayed)
         return self.negotiated.sdp.to_bytes(), SDP
 
+    def _sip_answered(self, sip: SessionDescription, position: int, offered: Media,
+                      supported: dict[str, list[Codec]]) -> None:
+        """The SIP side's answer to its stream at `position` (Lync's `offered`): where its
+        media goes and its key kept, its codecs added to what Lync's answer may use."""
+        media = sip.media[position] if position < len(sip.media) else None
+        remote = None if media is None else stream_remote(sip, media)
+        if media is None or remote is None or media.media != offered.media:
+            self._sip_answers.append(None)
+            if offered.media == "video":
+                self._refuse_video("the SIP side declined video")
+            return
+        ours = self.sip_keys[position]
+        theirs = None if ours is None else answered_crypto(media, ours)
+        if ours is not None and theirs is None:
+            # Accepting our SRTP offer without a key is no answer RFC 4568 allows.
+            raise NotAcceptable(f"the SIP side accepted {media.media} over SRTP without "
+                                f"an a=crypto answering ours (tag {ours.tag} {ours.suite})")
+        self._sip_answers.append((media, remote, theirs))
+        if media.media == "video":
+            # Translated: the SIP side's H264 (mode 1) is Lync's X-H264UC.
+            if translated.h264_pm1(media) is None:
+                self._refuse_video("the SIP side answered no H264 with packetization-mode=1")
+                return
+            supported.setdefault("video", []).append(
+                Codec(translated.X_H264UC, 90000, fmtp="packetization-mode=1"))
+            return
+        maps = media.rtpmaps()
+        supported.setdefault(media.media, []).extend(
+            Codec(m.encoding, m.clock_rate, m.channels or 1, media.fmtp(m.payload_type) or "")
+            for pt, m in maps.items() if str(pt) in media.formats)
+
     def _translate_video(self, sip: SessionDescription, relayed: list[int]) -> None:
         """Each video stream the answer accepts: stated to Lync in its terms, and planned
         for the relay with what the SIP side's answer says it takes."""
-        assert self.negotiated is not None
         for position, index in enumerate(relayed):
-            stream, sip_answer = self.negotiated.streams[index], self._sip_answers[position]
-            if stream.media != "video" or not stream.accepted or sip_answer is None:
-                continue
-            sip_media = sip_answer[0]
-            sip_pt = translated.h264_pm1(sip_media)
-            assert sip_pt is not None  # else X-H264UC was not supported, nor accepted
-            lync_pt = stream.codecs[0].payload_type
-            taken = translated.limits(sip, sip_media, sip_pt, self.bandwidth_kbps)
-            body = self.negotiated.sdp.media[index]
-            for name in LYNC_VIDEO:
-                body.remove_attribute(name)
-            kbps = translated.video_kbps(taken.bitrate_bps // 1000, self.bandwidth_kbps)
-            body.lines[:] = [body.lines[0], *translated.lync_lines(
-                lync_pt, taken, self.ssrc_ranges[index], kbps), *body.lines[1:]]
-            self._video_plan(index, self.streams.media[index], lync_pt, sip_pt, taken)
+            self._lync_video(sip, position, index)
+
+    def _lync_video(self, sip: SessionDescription, position: int, index: int) -> None:
+        assert self.negotiated is not None
+        stream, sip_answer = self.negotiated.streams[index], self._sip_answers[position]
+        if stream.media != "video" or not stream.accepted or sip_answer is None:
+            return
+        sip_media = sip_answer[0]
+        sip_pt = translated.h264_pm1(sip_media)
+        assert sip_pt is not None  # else X-H264UC was not supported, nor accepted
+        lync_pt = stream.codecs[0].payload_type
+        taken = translated.limits(sip, sip_media, sip_pt, self.bandwidth_kbps)
+        body = self.negotiated.sdp.media[index]
+        for name in LYNC_VIDEO:
+            body.remove_attribute(name)
+        kbps = translated.video_kbps(taken.bitrate_bps // 1000, self.bandwidth_kbps)
+        body.lines[:] = [body.lines[0], *translated.lync_lines(
+            lync_pt, taken, self.ssrc_ranges[index], kbps), *body.lines[1:]]
+        self._video_plan(index, self.streams.media[index], lync_pt, sip_pt, taken)
 
     async def connect(self, timeout: float) -> None:
         """Run ICE toward Lync, then join each stream at the relay."""
         if self.negotiated is None or self.sip_offer is None:
             raise IceError("no answer was negotiated")
-        plans: list[StreamPlan | None] = []
-        position = -1  # of the stream among the relayed ones (the SIP side's m= lines)
-        for index, session in enumerate(self.sessions):
-            if session is None:
-                continue
-            position += 1
-            sip_offered = self.sip_offer.media[position]
-            sip_answer = self._sip_answers[position]
-            stream = self.negotiated.streams[index]
-            if sip_answer is None or not stream.accepted:
-                plans.append(None)
-                continue
-            sip_answered, remote, sip_key_in = sip_answer
-            offered = self.streams.media[index]
-            await set_remote(session, self.streams, offered)
-            video = self.videos.get(index)
-            plans.append(StreamPlan(
-                offered.media, session, remote.rtp, remote.rtcp,
-                lync_key_in=stream.remote_crypto, lync_key_out=stream.local_crypto,
-                sip_key_in=sip_key_in, sip_key_out=self.sip_keys[position],
-                # Translated video has its payload types written by the translator.
-                lync_pt_map={} if video else payload_remap(offered, sip_offered, sip_answered),
-                sip_pt_map={} if video else payload_remap(
-                    sip_answered, self.negotiated.sdp.media[index], offered),
-                video=video))
+        plans = [await self._stream_plan(index, session)
+                 for index, session in enumerate(self.sessions) if session is not None]
         await self._run(plans, timeout)
+
+    async def _stream_plan(self, index: int, session: IceSession) -> StreamPlan | None:
+        """How m= line `index` is relayed (None: one leg did not take it), Lync's ICE
+        credentials and candidates given to its session."""
+        assert self.negotiated is not None and self.sip_offer is not None
+        position = self._position(index)  # the SIP side's m= line
+        sip_offered = self.sip_offer.media[position]
+        sip_answer = self._sip_answers[position]
+        stream = self.negotiated.streams[index]
+        if sip_answer is None or not stream.accepted:
+            return None
+        sip_answered, remote, sip_key_in = sip_answer
+        offered = self.streams.media[index]
+        await set_remote(session, self.streams, offered)
+        video = self.videos.get(index)
+        return StreamPlan(
+            offered.media, session, remote.rtp, remote.rtcp,
+            lync_key_in=stream.remote_crypto, lync_key_out=stream.local_crypto,
+            sip_key_in=sip_key_in, sip_key_out=self.sip_keys[position],
+            # Translated video has its payload types written by the translator.
+            lync_pt_map={} if video else payload_remap(offered, sip_offered, sip_answered),
+            sip_pt_map={} if video else payload_remap(
+                sip_answered, self.negotiated.sdp.media[index], offered),
+            video=video)
+
+    # -- video added mid-call by Lync (AddsStreams) ------------------------------------------
+    def begin_adding(self, *, from_caller: bool, offer: SessionDescription) -> bool:
+        """Lync's re-offer adding video to the call (the caller's leg is Lync's); the SIP
+        side adding video is declined here."""
+        return from_caller and self.negotiated is not None and self._take_added(offer)
+
+    def added_offer(self, last: bytes) -> bytes:
+        """The SIP side's re-offer: what it last had from us, next o= version, with H264
+        for each added stream at its relay port."""
+        assert self.sip_offer is not None
+        description = restated(parse_sdp(last), {})
+        secure = self.encryption == "required"
+        for index in self.adding:
+            key = offer_crypto() if secure else None
+            self.sip_keys.append(key)
+            stream = self._sip_stream(self.streams.media[index],
+                                      self.sip_ports[self._position(index)], key)
+            self.sip_offer.media.append(stream)
+            description.media.append(stream)
+        return description.to_bytes()
+
+    def added_answer(self, reply: bytes, last: bytes) -> tuple[bytes, bool]:
+        """Lync's answer: what it last had from us, next o= version, each added stream
+        accepted as X-H264UC (our candidates, credentials and key for it) where the SIP
+        side's answer took H264, rejected otherwise."""
+        assert self.negotiated is not None
+        sip = parse_sdp(reply)
+        known = len(self.negotiated.streams)
+        supported: dict[str, list[Codec]] = {}
+        plans: list[MediaPlan | None] = [None] * len(self.streams.media)
+        for index in self.adding:
+            self._sip_answered(sip, self._position(index), self.streams.media[index],
+                               supported)
+            session = self.sessions[index]
+            if self._sip_answers[-1] is not None and session is not None:
+                plans[index] = self._plan(session)
+        try:
+            added = answer(self.streams, supported, plans, encryption=LYNC_ENCRYPTION,
+                           bandwidth_kbps=self.bandwidth_kbps,
+                           origin_address=self.static_nat or self.address)
+            streams, bodies = added.streams[known:], added.sdp.media[known:]
+        except NotAcceptable:  # no added stream could be accepted
+            streams = [Negotiated(i, m.media, False) for i, m in
+                       enumerate(self.streams.media[known:], known)]
+            bodies = [rejected(m) for m in self.streams.media[known:]]
+        self.negotiated.streams += streams
+        self.negotiated.sdp.media += bodies
+        for index in self.adding:
+            self._lync_video(sip, self._position(index), index)
+        ours = restated(parse_sdp(last), {})
+        ours.media[known:] = bodies
+        return ours.to_bytes(), any(s.accepted for s in streams)
+
+    async def connect_added(self, timeout: float) -> None:
+        """ICE for the added streams both legs took (Lync, controlling, checks against our
+        answer), each joined to the relay with its plan; the others let go."""
+        assert self.negotiated is not None
+        plans: dict[int, StreamPlan] = {}
+        for index in self.adding:
+            session = self.sessions[index]
+            answered = index < len(self.negotiated.streams)  # else the SIP side refused
+            plan = (await self._stream_plan(index, session)
+                    if session is not None and answered else None)
+            if plan is not None:
+                plans[index] = plan
+        await self._connect_added(plans, timeout)
 
     def updated_offer(self) -> bytes | None:
         return None  # Lync, the controlling agent, sends the second offer itself

@@ -13,6 +13,7 @@ from collections.abc import Coroutine
 from typing import Any, Protocol, runtime_checkable
 
 from gateway.media.call import CallMedia
+from sdp.model import SessionDescription
 
 Body = tuple[bytes, str | None]  # a message body and its Content-Type
 
@@ -92,6 +93,39 @@ class StopsStreams(Protocol):
         """Stop relaying the streams of `kinds` (`why`: for the CDR); returns what is left
         to await, if anything."""
         ...
+
+
+@runtime_checkable
+class AddsStreams(Protocol):
+    """A side that can take up streams a leg's re-offer adds mid-call (video added to an
+    audio call): prepared (ICE gathered, relay ports), offered to the other leg, answered
+    back with what it took, then connected; call control asks `isinstance(side,
+    AddsStreams)` and declines the added streams where it is not."""
+
+    def begin_adding(self, *, from_caller: bool, offer: SessionDescription) -> bool:
+        """Whether `offer` (from the caller's leg or the callee's) adds streams this side
+        takes up; if so, the side keeps it for the steps below."""
+        ...
+
+    async def prepare_added(self) -> None:
+        """Gather toward Lync and take relay ports for the added streams; raises IceError
+        (the side has then let them go again)."""
+
+    def added_offer(self, last: bytes) -> bytes:
+        """The other leg's re-offer: `last` (the description it last had from us) with the
+        added streams, next o= version."""
+        ...
+
+    def added_answer(self, reply: bytes, last: bytes) -> tuple[bytes, bool]:
+        """From the other leg's answer (`reply`), ours to the offering leg (`last`, what it last had
+        from us, with the added streams answered, next o= version), and whether any was
+        taken; raises SdpError when the answer cannot be read."""
+        ...
+
+    async def connect_added(self, timeout: float) -> None:
+        """Run ICE for the added streams both legs took and join them to the relay; let go
+        of the others (and of all on failure, raising IceError). Due whenever the streams
+        were prepared, taken or not."""
 
 
 class PassThrough:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from gateway import logs
-from gateway.calls.actions import Connect, Prepare
+from gateway.calls.actions import ICE_TIMEOUT, Connect, Prepare
 from gateway.calls.bodies import boundary
 from gateway.calls.call import Call, CallState
 from gateway.calls.context import Context
@@ -42,7 +42,6 @@ LOCAL_RINGING_AFTER = 2.0  # Lync cancels a call that sees only 100 Trying for ~
 # A call not answered by then is given up: RFC 3261's Timer C (a proxy's "more than three
 # minutes") for a callee that keeps ringing, and the bound on a set-up that never finished.
 SETUP_LIMIT = 181.0
-ICE_TIMEOUT = 15.0  # from our answer to a selected pair toward Lync
 # What the caller's INVITE says of the caller, carried to the callee line by line as written.
 # What it says of the caller's software (User-Agent, Allow, Supported, Accept) is not: each
 # leg is told what the gateway itself does (RFC 3261 20.5, 20.37), and a Lync caller's

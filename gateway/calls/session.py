@@ -6,7 +6,9 @@ made: same o= version, RFC 3264 8) is answered here with what that leg already h
 which keeps the call up through Lync's 30-minute refreshes. One that changes it (hold, new
 codecs, a new address) is carried to the other leg as a request of ours, whose answer comes
 back as ours; one offer at a time (491 otherwise). Where a leg's ICE ends here (a Lync side),
-its offers are answered here and only a change of direction crosses. The gateway refreshes
+its offers are answered here and only a change of direction, a stream removed, or a stream
+added that the side takes up (video added mid-call: prepared, offered to the other leg,
+then connected) crosses. The gateway refreshes
 the legs it is the refresher of, and hangs up both legs when a leg's session expires.
 """
 
@@ -15,12 +17,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from gateway import logs
-from gateway.calls.actions import StopStreams
+from gateway.calls.actions import ICE_TIMEOUT, AddStreams, StopStreams
 from gateway.calls.admission import reason_phrase
 from gateway.calls.bodies import origin, sdp_of
 from gateway.calls.call import Call, CallState, InDialogRequest, Leg, Purpose
 from gateway.calls.context import Context
-from gateway.calls.media_side import StopsStreams
+from gateway.calls.media_side import AddsStreams, StopsStreams
 from gateway.calls.teardown import hang_up
 from gateway.sip.errors import SipRequestError
 from gateway.sip.message import Request, Response, make_response
@@ -32,6 +34,7 @@ from gateway.sip.session_timer import (
     uac_result,
 )
 from gateway.sip.transaction_layer import Event, RequestReceived, TransactionLayer
+from gateway.sip.transaction_machines import ServerTransaction
 from sdp.errors import SdpError
 from sdp.hold import Directions, conformed, directions, dropped, restated
 from sdp.parse import parse_sdp
@@ -64,21 +67,81 @@ def in_dialog(ctx: Context, event: RequestReceived, now: float, core: Endpoint) 
             request, exc.status_hint, exc.reason, headers=exc.headers), now)
     if _changes_session(call, leg, request):
         return _carry(ctx, call, leg, event, session, now, core)
+    if _adds_streams(call, leg, request):
+        call.pending = InDialogRequest(call, call.other(leg), Purpose.ADD,
+                                       origin=event.transaction, origin_request=request,
+                                       session=session)
+        assert isinstance(call.media, AddsStreams)
+        ctx.actions.append(AddStreams(call.id, call.media))  # then streams_added
+        return []
     change = _new_shape(call, leg, request)
     if change is not None:
         return _carry_directions(ctx, call, leg, event, session, *change, now, core)
+    return _answered_here(ctx, call, leg, event.transaction, request, session, now, core)
+
+
+def _answered_here(ctx: Context, call: Call, leg: Leg, txn: ServerTransaction,
+                   request: Request, session: UasTimer | None, now: float,
+                   core: Endpoint) -> list[Event]:
+    """A refresh, or an offer answered here with what the leg already has from us (fitted
+    to it: streams it adds that are not taken up are declined)."""
     body = b"" if request.method == "UPDATE" and not request.body else leg.sdp_to
     if body and request.body and call.media.answers_offers_here:
         body = _fitted(call, leg, request)
-    source = event.transaction.peer
-    headers = [("Contact", ctx.local.contact(source.transport, source.host))]
+    headers = [("Contact", ctx.local.contact(txn.peer.transport, txn.peer.host))]
     headers += session.headers if session is not None else ()
     leg.timer = session.leg(now) if session is not None else None
     ctx.timer_due(call, leg)
     log.info("session_refreshed", call_id=call.inbound.call_id, method=request.method,
              leg=leg.role)
-    return core.respond(request, event.transaction, make_response(
+    return core.respond(request, txn, make_response(
         request, 200, headers=headers, body=body, content_type=SDP if body else None), now)
+
+
+def _adds_streams(call: Call, leg: Leg, request: Request) -> bool:
+    """Whether the leg's offer adds streams its media side takes up (video added to an
+    audio call by Lync, where Lync's ICE ends here)."""
+    if not request.body or not call.media.answers_offers_here or call.local:
+        return False
+    if not isinstance(call.media, AddsStreams):
+        return False
+    try:
+        offer = sdp_of(request)
+    except SdpError:
+        return False
+    return call.media.begin_adding(from_caller=leg is call.caller, offer=offer)
+
+
+def streams_added(ctx: Context, call: Call, connected: bool, error: BaseException | None,
+                  now: float, core: Endpoint) -> list[Event]:
+    """The added streams prepared (then offered to the other leg) or connected."""
+    media = call.media
+    assert isinstance(media, AddsStreams)
+    if connected:  # (what was not taken, or all on an error, has been let go)
+        if error is not None:
+            log.warning("session_streams_add_failed", call_id=call.inbound.call_id,
+                        error=str(error))
+        return []
+    pending = call.pending
+    if pending is None or pending.purpose is not Purpose.ADD:
+        return []  # the call ended meanwhile (abandon_pending answered the offer)
+    if error is not None:
+        log.warning("session_streams_add_failed", call_id=call.inbound.call_id,
+                    error=str(error))
+        call.pending = None
+        return _declined_added(ctx, pending, now, core)
+    pending.sent_body = media.added_offer(pending.leg.sdp_to)
+    return _send_change(ctx, call, "INVITE", pending, SDP, now, core)
+
+
+def _declined_added(ctx: Context, sent: InDialogRequest, now: float,
+                    core: Endpoint) -> list[Event]:
+    """Added streams that could not be taken up after all: the offering leg's answer is
+    ours as before, the added streams rejected."""
+    txn, request = sent.origin, sent.origin_request
+    assert txn is not None and request is not None
+    return _answered_here(ctx, sent.call, sent.call.other(sent.leg), txn, request,
+                          sent.session, now, core)
 
 
 def _fitted(call: Call, leg: Leg, request: Request) -> bytes:
@@ -115,7 +178,7 @@ def _carry(ctx: Context, call: Call, leg: Leg, event: RequestReceived, session: 
     except SdpError as exc:
         return core.respond(request, event.transaction, make_response(
             request, 488, reason_phrase("Not Acceptable Here", str(exc))), now)
-    return _send_change(ctx, call, event, InDialogRequest(
+    return _send_change(ctx, call, request.method, InDialogRequest(
         call, call.other(leg), Purpose.RELAY, origin=event.transaction, origin_request=request,
         session=session, sent_body=body), request.headers.get("Content-Type"), now, core)
 
@@ -155,12 +218,12 @@ def _carry_directions(ctx: Context, call: Call, leg: Leg, event: RequestReceived
     except SdpError as exc:
         return core.respond(request, event.transaction, make_response(
             request, 488, reason_phrase("Not Acceptable Here", str(exc))), now)
-    return _send_change(ctx, call, event, InDialogRequest(
+    return _send_change(ctx, call, request.method, InDialogRequest(
         call, other, Purpose.DIRECTIONS, origin=event.transaction, origin_request=request,
         session=session, sent_body=body, directions=wanted, dropped=removed), SDP, now, core)
 
 
-def _send_change(ctx: Context, call: Call, event: RequestReceived, pending: InDialogRequest,
+def _send_change(ctx: Context, call: Call, method: str, pending: InDialogRequest,
                  content_type: str | None, now: float, core: Endpoint) -> list[Event]:
     """The request of ours that takes a session change to the other leg."""
     leg = pending.leg
@@ -170,12 +233,12 @@ def _send_change(ctx: Context, call: Call, event: RequestReceived, pending: InDi
     if leg.timer is not None:
         headers += uac_headers(leg.timer.interval, call.settings.timers.min_se,
                                refresher=leg.timer.we_refresh)
-    relayed = dialog.create_request(event.request.method, ctx.local.via(peer.transport, peer.host),
+    relayed = dialog.create_request(method, ctx.local.via(peer.transport, peer.host),
                                     headers=tuple(headers), body=pending.sent_body,
                                     content_type=content_type)
     call.pending = pending
     log.info("session_change_relayed", call_id=call.inbound.call_id,
-             method=event.request.method, leg=leg.role, kind=pending.purpose.value)
+             method=method, leg=leg.role, kind=pending.purpose.value)
     return core.send_request(relayed, peer, now, tu_data=pending)[1]
 
 
@@ -194,6 +257,10 @@ def answered(ctx: Context, sent: InDialogRequest, answer: Response | None, now: 
     if answer is not None and status < 300 and answer.cseq.method == "INVITE":
         ack = dialog.ack(ctx.local.via(peer.transport, peer.host))
         events += TransactionLayer.send_stateless(ack, peer)
+    if sent.purpose is Purpose.ADD:
+        call.pending = None
+        return events + _add_answered(ctx, sent, answer if status < 300 else None, status,
+                                      now, core)
     if sent.purpose in (Purpose.RELAY, Purpose.DIRECTIONS):
         call.pending = None
         if answer is None or status >= 300:
@@ -250,6 +317,41 @@ def _directions_answered(ctx: Context, sent: InDialogRequest, answer: Response, 
         kinds = ", ".join(sorted(sent.dropped))
         ctx.actions.append(StopStreams(call.media, sent.dropped,
                                        f"{kinds} removed mid-call by the {offerer.role.party}"))
+    return _answer_change(ctx, sent, answer, body, SDP, now, core)
+
+
+def _add_answered(ctx: Context, sent: InDialogRequest, answer: Response | None, status: int,
+                  now: float, core: Endpoint) -> list[Event]:
+    """The other leg's answer to the added streams: ours to the leg that added them, then
+    ICE for them and the relay joined; refused (or unreadable), the offering leg gets
+    them declined and the call goes on as it was, unless the other leg is gone."""
+    call, answerer = sent.call, sent.leg
+    offerer = call.other(answerer)
+    request = sent.origin_request
+    media = call.media
+    assert request is not None and isinstance(media, AddsStreams)
+    body, taken = b"", False
+    if answer is not None:
+        try:
+            body, taken = media.added_answer(answer.body, offerer.sdp_to)
+        except SdpError as exc:
+            log.warning("answer_sdp_unreadable", call_id=call.inbound.call_id, error=str(exc))
+    ctx.actions.append(AddStreams(call.id, media, ICE_TIMEOUT))  # connects what was taken
+    if not body:
+        log.info("session_streams_add_refused", call_id=call.inbound.call_id, status=status,
+                 leg=answerer.role)
+        events = _declined_added(ctx, sent, now, core)
+        if status in DIALOG_GONE:
+            events += hang_up(ctx, call, f"session change failed on the {answerer.role} leg:"
+                              f" {status}", now, core)
+        return events
+    assert answer is not None
+    offerer.sdp_from, offerer.sdp_to = request.body, body
+    answerer.sdp_to, answerer.sdp_from = sent.sent_body, answer.body
+    if offerer.directions is not None:  # a hold was crossed before: the new kinds join it
+        offerer.directions = {**directions(sdp_of(request)), **offerer.directions}
+    log.info("session_streams_added", call_id=call.inbound.call_id, leg=offerer.role,
+             taken=taken)
     return _answer_change(ctx, sent, answer, body, SDP, now, core)
 
 

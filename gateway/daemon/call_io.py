@@ -9,7 +9,15 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from gateway import logs
-from gateway.calls.actions import Action, Connect, Play, Prepare, Silence, StopStreams
+from gateway.calls.actions import (
+    Action,
+    AddStreams,
+    Connect,
+    Play,
+    Prepare,
+    Silence,
+    StopStreams,
+)
 from gateway.calls.b2bua import B2bua
 from gateway.resolver.rfc3263 import Target, TargetResolver
 from gateway.sip.endpoint import Endpoint
@@ -49,6 +57,8 @@ class CallIo:
             self._prepare(action)
         elif isinstance(action, Connect):
             self.spawn(self._connect(action))
+        elif isinstance(action, AddStreams):
+            self.spawn(self._add_streams(action))
         elif isinstance(action, Play):
             self._play(action)
         elif isinstance(action, Silence):
@@ -103,6 +113,19 @@ class CallIo:
             error = exc
         self._feed(lambda now: self.calls.media_connected(action.call_id, error, now,
                                                           self.core))
+
+    async def _add_streams(self, action: AddStreams) -> None:
+        error: BaseException | None = None
+        try:
+            if action.timeout is None:
+                await action.media.prepare_added()
+            else:
+                await action.media.connect_added(action.timeout)
+        except Exception as exc:
+            error = exc
+        connecting = action.timeout is not None
+        self._feed(lambda now: self.calls.streams_added(action.call_id, connecting, error, now,
+                                                        self.core))
 
     def _feed(self, make: Callable[[float], list[Event]]) -> None:
         """An outcome into the core; what it returns goes out, and what it asks is done."""

@@ -94,16 +94,15 @@ class BuiltinRelay:
                                timeout=timeout)
         return self.media
 
-    def add_stream(self, plan: StreamPlan | None) -> None:
-        """Join a stream to the running relay (video added mid-call): it uses the next port
-        `reserve` gave after those `connect` took, and its counters join the call's; None
-        takes that port unrelayed (the stream was declined after all: `stop_stream` frees
-        it)."""
-        if self.media is None or len(self._relays) >= len(self._sip):
-            raise MediaError("no port reserved for a stream added to the relay")
-        relay = self._join(plan)
-        if plan is not None:
-            self.media.streams.append(relay)
+    def add_stream(self, index: int, plan: StreamPlan) -> None:
+        """Join stream `index` to the running relay (video added mid-call): the port
+        `reserve` gave it after those `connect` took; its counters join the call's. Ports
+        reserved before it and never joined stay unrelayed."""
+        if self.media is None or not len(self._relays) <= index < len(self._sip):
+            raise MediaError(f"no port reserved for stream {index} added to the relay")
+        while len(self._relays) < index:
+            self._join(None)
+        self.media.streams.append(self._join(plan))
 
     def stop_stream(self, index: int) -> None:
         """Stop relaying stream `index` (a re-offer removed it) while the others go on: its

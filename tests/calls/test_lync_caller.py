@@ -512,15 +512,22 @@ class VideoCall:
         return row
 
 
-async def video_call(tmp_path: Path) -> VideoCall:
+async def lync_with_camera(tmp_path: Path) -> tuple[
+        Harness, PortAllocator, CdrStore, aioice.Connection, aioice.Connection, bytes]:
+    """A harness writing CDRs, and Lync's ICE agents for audio and for video (gathered)
+    with the video's SRTP key."""
     base = free_port()
     ports = PortAllocator(base, base + 40)
     lync = aioice.Connection(ice_controlling=True, components=1, use_ipv6=False)
     camera = aioice.Connection(ice_controlling=True, components=1, use_ipv6=False)
     await asyncio.gather(lync.gather_candidates(), camera.gather_candidates())
-    camera_key = os.urandom(30)
     cdrs = CdrStore(tmp_path / "cdr.sqlite3")
     h = Harness([FIRST], cdrs, ports=ports, address="127.0.0.1")
+    return h, ports, cdrs, lync, camera, os.urandom(30)
+
+
+async def video_call(tmp_path: Path) -> VideoCall:
+    h, ports, cdrs, lync, camera, camera_key = await lync_with_camera(tmp_path)
     offer = invite(lync_offer(lync, os.urandom(30), lync_video(camera, camera_key)))
     h.feed(offer, LYNC)
     for _ in range(30):
@@ -608,6 +615,7 @@ async def test_video_removed_mid_call_by_either_side_stops_on_both(
     ours = answered_back(h, reinvite, answer, other, asker, 2)
     assert [m.port == 0 for m in ours.media if m.media == "video"] == [True]
     assert not ours.media[0].rejected
+    assert isinstance(v.call.media, LyncCaller)
     video_ports = {v.call.media.sip_ports[1], v.call.media.sip_ports[1] + 1}  # RTP, RTCP
     for _ in range(20):
         await h.settle()
@@ -675,12 +683,123 @@ async def test_video_that_cannot_be_translated_is_refused_and_the_cdr_says_why(
     assert ports.in_use == set()
 
 
-async def test_video_that_either_side_adds_mid_call_is_declined_and_the_call_stays_up(
+async def added_video_call(tmp_path: Path) -> VideoCall:
+    """An audio call from Lync to a phone, ICE up; then Lync adds X-H264UC video by
+    re-INVITE: the phone is re-offered H264 at a new relay port (audio as it was, next o=
+    version), answers it, and Lync's 200 accepts video with our candidates and key; ICE
+    runs for the new stream and the relay joins it. Returned as a video call."""
+    h, ports, cdrs, lync, camera, camera_key = await lync_with_camera(tmp_path)
+    offer = invite(lync_offer(lync, os.urandom(30)))
+    h.feed(offer, LYNC)
+    for _ in range(30):
+        await h.settle()
+    out, peer = outbound(h.take(), "INVITE")
+    phone_video, phone_rx, phone_port = await phone()
+    audio_only = phone_answer(5004)
+    h.feed(make_response(out, 200, to_tag="phone", headers=(("Contact", "<sip:p@127.0.0.1>"),),
+                         body=audio_only, content_type="application/sdp"), peer)
+    ok = next(m for m, p in h.take() if isinstance(m, Response) and m.status == 200)
+    first = parse_sdp(ok.body)
+    await ice_completes(h, (lync, first.media[0]))
+    [call] = h.b2bua.calls.values()
+    lync_sdp = (pick_sdp(split(offer.split(b"\r\n\r\n", 1)[1], BOUNDARY)).body
+                .replace(b"o=- 0 1", b"o=- 0 2") + lync_video(camera, camera_key).encode())
+    from_lync = {"call_id": "lync-call-1", "from_tag": "lync", "to_tag": str(ok.to.tag),
+                 "via": "TLS 127.0.0.1:5061"}
+    h.feed(in_dialog("INVITE", 2, lync_sdp, **from_lync), LYNC)
+    reinvite = None
+    for _ in range(50):  # ICE gathered for the new stream first
+        await h.settle()
+        sent = [m for m, p in h.take() if isinstance(m, Request) and m.method == "INVITE"]
+        if sent:
+            [reinvite] = sent
+            break
+    assert reinvite is not None and reinvite.call_id == out.call_id
+    before, offered = parse_sdp(out.body), parse_sdp(reinvite.body)
+    assert offered.origin[2] == str(int(before.origin[2]) + 1)
+    assert offered.media[0].lines == before.media[0].lines  # audio as it was
+    video = offered.media[1]
+    assert video.formats == ["122"] and video.rtpmaps()[122].encoding == "H264"
+    assert video.fmtp(122) == "profile-level-id=42e028;packetization-mode=1"
+    assert video.port not in (0, offered.media[0].port)
+    phone_sdp = (audio_only.replace(b"o=- 1 1", b"o=- 1 2")
+                 + PHONE_VIDEO.replace(b"5006", b"%d" % phone_port))
+    ours = answered_back(h, reinvite, phone_sdp, peer, LYNC, 2)
+    assert ours.origin[2] == str(int(first.origin[2]) + 1)
+    assert [(m.media, m.rejected) for m in ours.media] == [
+        ("audio", False), ("applicationsharing", True), ("video", False)]
+    assert ours.media[0].lines == first.media[0].lines
+    ours_video = ours.media[2]
+    assert ours_video.rtpmaps()[122].encoding == "X-H264UC" and ours_video.cryptos()
+    assert ours_video.attribute("ice-ufrag") and ours_video.attributes("candidate")
+    await ice_connects(camera, ours_video)
+    for _ in range(100):
+        if call.media.relayed is not None and call.media.relayed.video_stats():
+            break
+        await asyncio.sleep(0.02)
+    return VideoCall(h, ports, cdrs, lync, camera, camera_key, lync_sdp, out, peer, phone_sdp,
+                     ok, call, phone_video, phone_rx)
+
+
+async def test_video_lync_adds_mid_call_flows_both_ways_and_can_be_removed(
+        tmp_path: Path, x264: tuple[Path, list[bytes]]) -> None:
+    """An audio call to which Lync adds video (its camera started): ICE gathered for the
+    new stream, the phone re-offered H264 at a new relay port, Lync's answer accepting
+    X-H264UC with our candidates and key, ICE run for it, the stream joined to the
+    running relay. Then frames flow both ways, frame for frame (x264 source, ffmpeg as the
+    judge), Lync's remote-candidates re-INVITE is answered as a refresh, Lync removing the
+    video again frees its ports, and the CDR says video was up."""
+    tmp, source = x264
+    v = await added_video_call(tmp_path)
+    assert isinstance(v.call.media, LyncCaller)
+    held = len(v.ports.in_use)
+    ours = v.call.caller.sdp_to  # what Lync last got from us: video accepted
+    at_lync = LyncStream(v.camera, v.camera_key, parse_sdp(ours).media[2])
+    gateway = ("127.0.0.1", v.call.media.sip_ports[1])
+
+    async def from_phone(packet: bytes) -> None:
+        v.phone_video.sendto(packet, gateway)
+
+    await asyncio.gather(paced(from_phone, source), paced(at_lync.send, lync_packets(
+        source, ssrc=LYNC_VIDEO_SSRCS[0], payload_type=122)))
+    stats = await video_relayed(v.call, 60)
+    expected = frames(tmp, source, "source")
+    assert lync_frames(tmp_path, at_lync.rtp, "at_lync") == expected
+    assert frames(tmp_path, v.phone_rx.rtp(), "at_phone") == expected
+    await at_lync.close()
+    # Lync's second offer (remote candidates) for the new stream: a refresh, answered here.
+    candidates = re.sub(rb"(o=- \d+) \d+", rb"\1 3", v.lync_sdp)
+    v.h.feed(in_dialog("INVITE", 3, candidates, **v.from_lync), LYNC)
+    sent = v.h.take()
+    assert not [m for m, _ in sent if isinstance(m, Request)]
+    [refreshed] = [m for m, _ in sent if isinstance(m, Response) and m.status == 200]
+    assert refreshed.body == ours
+    # Removed again by Lync: the phone is re-offered video rejected; the ports go.
+    video_ports = {v.call.media.sip_ports[1], v.call.media.sip_ports[1] + 1}
+    v.h.feed(in_dialog("INVITE", 4, without_video(v.lync_sdp, b"4"), **v.from_lync), LYNC)
+    [(reinvite, peer)] = [(m, p) for m, p in v.h.take()
+                          if isinstance(m, Request) and m.method == "INVITE"]
+    assert [(m.media, m.port == 0) for m in parse_sdp(reinvite.body).media] == [
+        ("audio", False), ("video", True)]
+    answered_back(v.h, reinvite, without_video(v.phone_sdp, b"3"), peer, LYNC, 4)
+    for _ in range(20):
+        await v.h.settle()
+        if len(v.ports.in_use) <= held - 3:
+            break
+    assert len(v.ports.in_use) == held - 3 and not video_ports & v.ports.in_use
+    row = await v.end()
+    assert row["video"] == (f"up: from Lync 640x360 60 frames (2 key), to Lync 640x360 60 "
+                            f"frames (2 key); VSRs {stats['vsr_sent']} sent, 0 received; "
+                            f"video removed mid-call by the caller")
+
+
+async def test_video_lync_adds_that_cannot_be_translated_or_the_phone_adds_is_declined(
         ) -> None:
-    """An audio call to which Lync adds video by re-INVITE: answered here with the video
-    stream rejected (port 0) and the audio as it was, next o= version, the phone not asked;
-    the same re-offer again (a refresh) gets the same answer, unchanged. The phone adding
-    video is answered the same way, Lync not asked."""
+    """An audio call to which Lync adds x-rtvc1-only video by re-INVITE: answered here with
+    the video stream rejected (port 0) and the audio as it was, next o= version, the phone
+    not asked; the same re-offer again (a refresh) gets the same answer, unchanged. The
+    phone adding video is answered the same way, Lync not asked (not built: offering Lync
+    a new stream of ours)."""
     base = free_port()
     h = Harness([FIRST], ports=PortAllocator(base, base + 40), address="127.0.0.1")
     lync = aioice.Connection(ice_controlling=True, components=1, use_ipv6=False)
@@ -695,9 +814,10 @@ async def test_video_that_either_side_adds_mid_call_is_declined_and_the_call_sta
                          body=phone_answer(5004), content_type="application/sdp"), peer)
     ok = next(m for m, p in h.take() if isinstance(m, Response) and m.status == 200)
     first = parse_sdp(ok.body)
+    await ice_completes(h, (lync, first.media[0]))
     lync_part = pick_sdp(split(offer.split(b"\r\n\r\n", 1)[1], BOUNDARY)).body
     with_video = (lync_part.replace(b"o=- 0 1", b"o=- 0 2")
-                  + lync_video(camera, os.urandom(30)).encode())
+                  + lync_video(camera, os.urandom(30), rtvc1_only=True).encode())
     from_lync = {"call_id": "lync-call-1", "from_tag": "lync", "to_tag": str(ok.to.tag),
                  "via": "TLS 127.0.0.1:5061"}
     answers = []
@@ -713,6 +833,9 @@ async def test_video_that_either_side_adds_mid_call_is_declined_and_the_call_sta
         ("audio", False), ("applicationsharing", True), ("video", True)]
     assert answer.origin[2] == str(int(first.origin[2]) + 1)
     assert answer.media[0].lines == first.media[0].lines  # audio as it was
+    [call] = h.b2bua.calls.values()
+    assert isinstance(call.media, LyncCaller)
+    assert call.media.video == "refused: x-rtvc1 only (RTVideo needs transcoding)"
     from_phone = {"call_id": out.call_id, "from_tag": "phone", "to_tag": str(out.from_.tag),
                   "via": "UDP 198.51.100.1:5060"}
     added = phone_answer(5004, PHONE_VIDEO).replace(b"o=- 1 1", b"o=- 1 2")
@@ -722,7 +845,5 @@ async def test_video_that_either_side_adds_mid_call_is_declined_and_the_call_sta
     [answered] = [m for m, _ in sent if isinstance(m, Response) and m.status == 200]
     assert [(m.media, m.rejected) for m in parse_sdp(answered.body).media] == [
         ("audio", False), ("video", True)]
-    [call] = h.b2bua.calls.values()
-    assert isinstance(call.media, LyncCaller)
     await call.media.close()
     await asyncio.gather(lync.close(), camera.close())

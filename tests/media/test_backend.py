@@ -76,8 +76,8 @@ async def test_a_stream_stopped_mid_call_frees_its_port_and_stops_polling() -> N
 async def test_a_stream_added_to_a_running_relay_gets_the_next_reserved_port() -> None:
     """add_stream (video added mid-call): a port reserved after connect() is the new
     stream's; packets from the SIP side there reach the new stream's Lync side, and its
-    counters join the call's media. A declined addition (None) takes the port unrelayed,
-    for stop_stream to free."""
+    counters join the call's media. A reserved port stopped before it joined (a declined
+    addition) is freed, and the stream after it still joins at its own port."""
     ports = PortAllocator(47400, 47499)
     backend = BuiltinRelay(ports)
     await backend.reserve("127.0.0.1", 1, rtcp_mux=True)
@@ -86,7 +86,7 @@ async def test_a_stream_added_to_a_running_relay_gets_the_next_reserved_port() -
     try:
         [video_port] = await backend.reserve("127.0.0.1", 1, rtcp_mux=True)
         ice = Ice()
-        backend.add_stream(StreamPlan("video", cast(IceSession, ice), ("127.0.0.1", 9)))
+        backend.add_stream(1, StreamPlan("video", cast(IceSession, ice), ("127.0.0.1", 9)))
         assert [s.media for s in media.streams] == ["audio", "video"]
         loop = asyncio.get_running_loop()
         sender, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol,
@@ -99,11 +99,11 @@ async def test_a_stream_added_to_a_running_relay_gets_the_next_reserved_port() -
             await asyncio.sleep(0.01)
         sender.close()
         assert ice.sent == [packet]
-        [declined] = await backend.reserve("127.0.0.1", 1, rtcp_mux=True)
-        backend.add_stream(None)
-        assert len(media.streams) == 2
+        [declined, later] = await backend.reserve("127.0.0.1", 2, rtcp_mux=True)
         backend.stop_stream(2)
         assert declined not in ports.in_use
+        backend.add_stream(3, StreamPlan("video", cast(IceSession, Ice()), ("127.0.0.1", 9)))
+        assert len(media.streams) == 3 and later in ports.in_use
     finally:
         backend.close()
     assert ports.in_use == set()

@@ -4,7 +4,8 @@ relay translates one into the other (its base layer is constrained-baseline AVC)
 two are different codecs in SDP and each side is described in its own terms:
 
 - toward a SIP endpoint, `H264` with a constrained-baseline profile-level-id (what Lync
-  decodes), packetization-mode 1, PLI/FIR feedback and a `b=AS`;
+  decodes), packetization-mode 1, PLI/FIR feedback, TMMBR (RFC 5104) when offering or
+  when the endpoint offered it (`takes_tmmbr`), and a `b=AS`;
 - toward Lync, `X-H264UC` with what [MS-SDPEXT] asks of a main video stream: Lync's own
   rtcp-fb (source requests and PLI both ways), rtcp-rsize, the label, our SSRC range, the
   resolutions the SIP side can take (`x-caps`) and the bandwidth (`x-mediabw`);
@@ -22,7 +23,14 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from sdp.attributes import MediaBandwidth, SsrcRange, parse_mediabw, parse_rtcp_fb, parse_x_caps
+from sdp.attributes import (
+    MediaBandwidth,
+    RtcpFeedback,
+    SsrcRange,
+    parse_mediabw,
+    parse_rtcp_fb,
+    parse_x_caps,
+)
 from sdp.model import Line, Media, SessionDescription
 
 H264, X_H264UC = "h264", "x-h264uc"
@@ -256,14 +264,26 @@ def lync_kbps(description: SessionDescription, media: Media) -> int | None:
 
 def takes_source_requests(media: Media) -> bool:
     """Whether Lync's rtcp-fb says it receives Video Source Requests (`recv:src`)."""
+    return any(feedback.kind == "x-message" and re.search(r"recv:(\S*,)?src\b", feedback.params)
+               for feedback in _feedback(media))
+
+
+def _feedback(media: Media) -> Iterator[RtcpFeedback]:
+    """The a=rtcp-fb lines of `media` that parse (a malformed one says nothing)."""
     for value in media.attributes("rtcp-fb"):
         try:
-            feedback = parse_rtcp_fb(value)
+            yield parse_rtcp_fb(value)
         except ValueError:
             continue
-        if feedback.kind == "x-message" and re.search(r"recv:(\S*,)?src\b", feedback.params):
-            return True
-    return False
+
+
+def takes_tmmbr(media: Media, payload_type: int) -> bool:
+    """Whether a SIP endpoint's description says its H264 `payload_type` takes TMMBR:
+    `a=rtcp-fb:<pt or *> ccm tmmbr` (RFC 5104 7.1, with or without smaxpr)."""
+    return any(feedback.payload_type in ("*", str(payload_type))
+               and feedback.kind.lower() == "ccm"
+               and feedback.params.lower().split()[:1] == ["tmmbr"]
+               for feedback in _feedback(media))
 
 
 def h264_fmtp(level: Level) -> str:
@@ -274,14 +294,19 @@ def lower(a: Level, b: Level) -> Level:
     return a if LEVELS.index(a) <= LEVELS.index(b) else b
 
 
-def sip_lines(payload_type: int, level: Level) -> list[Line]:
+def sip_lines(payload_type: int, level: Level, *, tmmbr: bool) -> list[Line]:
     """The a= lines of an H264 stream toward a SIP endpoint: the codec at `level`
-    (constrained baseline, packetization-mode 1) and the key-frame requests the relay
-    turns into Lync's (PLI, FIR)."""
-    return [Line("a", f"rtpmap:{payload_type} H264/{CLOCK}"),
-            Line("a", f"fmtp:{payload_type} {h264_fmtp(level)}"),
-            Line("a", f"rtcp-fb:{payload_type} nack pli"),
-            Line("a", f"rtcp-fb:{payload_type} ccm fir")]
+    (constrained baseline, packetization-mode 1), the key-frame requests the relay
+    turns into Lync's (PLI, FIR) and, with `tmmbr` (always in an offer; in an answer only
+    if the endpoint offered it, RFC 4585 4.2), the TMMBR that carries Lync's bandwidth
+    requests to it."""
+    lines = [Line("a", f"rtpmap:{payload_type} H264/{CLOCK}"),
+             Line("a", f"fmtp:{payload_type} {h264_fmtp(level)}"),
+             Line("a", f"rtcp-fb:{payload_type} nack pli"),
+             Line("a", f"rtcp-fb:{payload_type} ccm fir")]
+    if tmmbr:
+        lines.append(Line("a", f"rtcp-fb:{payload_type} ccm tmmbr"))
+    return lines
 
 
 def lync_lines(payload_type: int, sip: Limits, ours: SsrcRange, kbps: int) -> list[Line]:

@@ -35,7 +35,7 @@ from sdp.capability import UNLIMITED, Capability, beyond, presentation, require_
 from sdp.model import Media, SessionDescription
 from sdp.offer_answer import MediaPlan
 from sdp.sdes import Encryption
-from sdp.video import SSRC_RANGE_SIZE, Limits, takes_source_requests
+from sdp.video import SSRC_RANGE_SIZE, Limits, takes_source_requests, takes_tmmbr
 
 log = logs.get(__name__)
 RELAYED = ("audio", "video")  # what the relay carries; other streams are rejected
@@ -131,17 +131,19 @@ class IceSide:
             self.video_refused = reason
             log.info("video_refused", call_id=self.call_id, reason=reason)
 
-    def _video_plan(self, index: int, lync: Media, lync_pt: int, sip_pt: int,
+    def _video_plan(self, index: int, lync: Media, lync_pt: int, sip: Media, sip_pt: int,
                     limits: Limits) -> None:
         """The translated video of m= line `index`: Lync's `lync` stream and numbering, the
-        SIP side's, what the SIP side takes."""
+        SIP side's `sip` stream (its description: the phone's answer or offer) and
+        numbering, what the SIP side takes."""
         ours = self.ssrc_ranges[index]
         theirs = lync.ssrc_range()
         self.videos[index] = VideoPlan(
             lync_pt, sip_pt, SipVideoLimits(limits.width, limits.height, limits.fps,
                                             limits.bitrate_bps),
             lync_ssrc_range=None if theirs is None else (theirs.first, theirs.last),
-            lync_takes_vsr=takes_source_requests(lync), lync_send_ssrc=ours.first)
+            lync_takes_vsr=takes_source_requests(lync), lync_send_ssrc=ours.first,
+            sip_takes_tmmbr=takes_tmmbr(sip, sip_pt))
 
     @property
     def relayed(self) -> CallMedia | None:

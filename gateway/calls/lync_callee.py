@@ -186,7 +186,7 @@ class LyncCallee(IceSide):
                       sip_pt: int) -> list[Line]:
         """Lync's X-H264UC as the caller gets it: its own H264 number, constrained baseline
         at the lower of the level it offered and what Lync receives (no level asymmetry),
-        and the relay's plan for the stream."""
+        TMMBR only if it offered it, and the relay's plan for the stream."""
         assert self.lync_answer is not None
         receives = translated.lync_receives(self.lync_answer, answered)
         level = translated.lower(translated.level_of(offered.fmtp(sip_pt) or ""),
@@ -194,8 +194,9 @@ class LyncCallee(IceSide):
         lync_pt = _answered_pt(answered)
         assert lync_pt is not None
         taken = translated.limits(self.streams, offered, sip_pt, self.bandwidth_kbps)
-        self._video_plan(index, answered, lync_pt, sip_pt, taken)
-        return translated.sip_lines(sip_pt, level)
+        self._video_plan(index, answered, lync_pt, offered, sip_pt, taken)
+        return translated.sip_lines(sip_pt, level,
+                                    tmmbr=translated.takes_tmmbr(offered, sip_pt))
 
     async def connect(self, timeout: float) -> None:
         if self.lync_offer is None or self.lync_answer is None or self.caller_answer is None:

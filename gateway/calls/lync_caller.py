@@ -135,7 +135,7 @@ class LyncCaller(IceSide):
         assert pt is not None  # a stream without it is refused when the side is made
         level = translated.level_for(*translated.lync_receives(self.streams, media))
         stream = Media([Line("m", f"video {port} {proto} {pt}"),
-                        *translated.sip_lines(pt, level),
+                        *translated.sip_lines(pt, level, tmmbr=True),
                         *(ln for ln in media.lines[1:]
                           if ln.kind == "a" and ln.attribute[0] in DIRECTION)])
         stream.set_bandwidth("AS", translated.video_kbps(
@@ -229,7 +229,7 @@ class LyncCaller(IceSide):
         kbps = translated.video_kbps(taken.bitrate_bps // 1000, self.bandwidth_kbps)
         body.lines[:] = [body.lines[0], *translated.lync_lines(
             lync_pt, taken, self.ssrc_ranges[index], kbps), *body.lines[1:]]
-        self._video_plan(index, self.streams.media[index], lync_pt, sip_pt, taken)
+        self._video_plan(index, self.streams.media[index], lync_pt, sip_media, sip_pt, taken)
 
     async def connect(self, timeout: float) -> None:
         """Run ICE toward Lync, then join each stream at the relay."""

@@ -391,7 +391,8 @@ async def test_a_phones_h264_reaches_lync_as_x_h264uc_and_lync_answers_back_as_h
     kbps; also mode 0 and H.263): Lync is offered X-H264UC alone under 122 with its
     attributes, x-caps from 1080p30 at 1984 kbps down; Lync 2013's answer (x-mediabw at
     session level, 2500 received) reaches the phone as H264 under its own 109, constrained
-    baseline no higher than the level it offered, b=AS 2500; the relay gets the plan, and
+    baseline no higher than the level it offered, b=AS 2500, PLI and FIR but no TMMBR (the
+    phone offered none); the relay gets the plan, saying the phone takes no TMMBR, and
     the CDR's word is 1920x1080 negotiated once ICE ran on both streams (no frames sent)."""
     base = free_port()
     ports = PortAllocator(base, base + 40)
@@ -423,7 +424,7 @@ async def test_a_phones_h264_reaches_lync_as_x_h264uc_and_lync_answers_back_as_h
     assert isinstance(call.media, LyncCallee)
     assert call.media.videos == {1: VideoPlan(
         122, 109, SipVideoLimits(1920, 1080, 30.0, 1984000), lync_ssrc_range=LYNC_SSRCS,
-        lync_takes_vsr=True, lync_send_ssrc=ours.first)}
+        lync_takes_vsr=True, lync_send_ssrc=ours.first, sip_takes_tmmbr=False)}
     await lync_connects(h, (lync, audio), (camera, video))
     assert call.media.video.startswith(
         "not up: no frames either way (1920x1080 negotiated); VSRs ")

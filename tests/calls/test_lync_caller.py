@@ -410,11 +410,12 @@ async def test_lync_video_reaches_the_phone_as_h264_and_lync_gets_x_h264uc_back(
         tmp_path: Path) -> None:
     """Lync 2013's X-H264UC + x-rtvc1 video: the phone is offered H264 (Lync's number,
     packetization-mode 1, constrained baseline at level 4 because Lync's x-caps go to
-    1080p30, b=AS at Lync's usual 4000) and nothing Lync-only; its H264 answer at level 3.1
-    and b=AS 1500 makes our answer to Lync accept X-H264UC alone with Lync's attributes
-    (our SSRC range, x-caps up to 720p at 1500 kbps); the relay gets the VideoPlan, and the
-    CDR says video was negotiated at 1280x720 and ICE ran on both streams, though no frame
-    came either way."""
+    1080p30, b=AS at Lync's usual 4000, PLI, FIR and TMMBR feedback) and nothing Lync-only;
+    its H264 answer at level 3.1, b=AS 1500 and `rtcp-fb:* ccm tmmbr` makes our answer to
+    Lync accept X-H264UC alone with Lync's attributes (our SSRC range, x-caps up to 720p at
+    1500 kbps); the relay gets the VideoPlan (the phone takes TMMBR, so Lync's bandwidth
+    requests reach it), and the CDR says video was negotiated at 1280x720 and ICE ran on
+    both streams, though no frame came either way."""
     base = free_port()
     ports = PortAllocator(base, base + 40)
     lync = aioice.Connection(ice_controlling=True, components=1, use_ipv6=False)
@@ -430,11 +431,12 @@ async def test_lync_video_reaches_the_phone_as_h264_and_lync_gets_x_h264uc_back(
     assert audio.formats == ["9", "0", "101"] and video.formats == ["122"]
     assert video.rtpmaps()[122].encoding == "H264" and video.proto == "RTP/AVP"
     assert video.fmtp(122) == "profile-level-id=42e028;packetization-mode=1"
-    assert video.attributes("rtcp-fb") == ["122 nack pli", "122 ccm fir"]
+    assert video.attributes("rtcp-fb") == ["122 nack pli", "122 ccm fir", "122 ccm tmmbr"]
     assert video.bandwidth("AS") == 4000
     assert not [word for word in LYNC_ONLY if word in out.body.decode().lower()]
     phone = (b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-             b"m=audio 5004 RTP/AVP 9\r\na=rtpmap:9 G722/8000\r\n" + PHONE_VIDEO)
+             b"m=audio 5004 RTP/AVP 9\r\na=rtpmap:9 G722/8000\r\n" + PHONE_VIDEO
+             + b"a=rtcp-fb:* ccm tmmbr\r\n")
     h.feed(make_response(out, 200, to_tag="phone", headers=(("Contact", "<sip:p@127.0.0.1>"),),
                          body=phone, content_type="application/sdp"), peer)
     ok = next(m for m, p in h.take() if isinstance(m, Response) and m.status == 200 and p == LYNC)
@@ -452,7 +454,7 @@ async def test_lync_video_reaches_the_phone_as_h264_and_lync_gets_x_h264uc_back(
     assert isinstance(call.media, LyncCaller)
     assert call.media.videos == {1: VideoPlan(
         122, 96, SipVideoLimits(1280, 720, 30.0, 1500000), lync_ssrc_range=LYNC_VIDEO_SSRCS,
-        lync_takes_vsr=True, lync_send_ssrc=ours.first)}
+        lync_takes_vsr=True, lync_send_ssrc=ours.first, sip_takes_tmmbr=True)}
     await ice_completes(h, (lync, ours_audio), (camera, ours_video))
     assert call.media.video.startswith(NO_FRAMES % "1280x720")
     h.feed(bye_from_lync(str(ok.to.tag)), LYNC)

@@ -1,8 +1,9 @@
 """Video SDP between X-H264UC and H264: what a SIP endpoint's description says it takes
 (H.264 Table A-1 levels raised by max-fs/max-mbps, imageattr, b=AS/TIAS and the rule's
 cap), which streams can be translated (x-rtvc1 only, H264 packetization-mode 0 cannot),
-and the lines each side gets: constrained-baseline H264 toward SIP, X-H264UC with Lync's
-attributes (x-caps within the SIP side's limits, our SSRC range) toward Lync."""
+and the lines each side gets: constrained-baseline H264 toward SIP (TMMBR offered, and
+answered only when offered), X-H264UC with Lync's attributes (x-caps within the SIP
+side's limits, our SSRC range) toward Lync."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from sdp.video import (
     refusal,
     sip_lines,
     takes_source_requests,
+    takes_tmmbr,
     video_kbps,
     x_caps,
     x_h264uc,
@@ -146,11 +148,38 @@ def test_the_level_offered_to_a_sip_endpoint_covers_what_lync_receives() -> None
     assert level_for(1280, 720, 30).name == "3.1"
     assert level_for(640, 480, 30).name == "3"
     assert level_for(8192, 8192, 60) == LEVELS[-1]
-    text = "".join(f"{line}\r\n" for line in sip_lines(122, level_for(1280, 720, 30)))
+    text = "".join(f"{line}\r\n" for line in sip_lines(122, level_for(1280, 720, 30),
+                                                         tmmbr=True))
     assert text == ("a=rtpmap:122 H264/90000\r\n"
                     "a=fmtp:122 profile-level-id=42e01f;packetization-mode=1\r\n"
-                    "a=rtcp-fb:122 nack pli\r\na=rtcp-fb:122 ccm fir\r\n")
+                    "a=rtcp-fb:122 nack pli\r\na=rtcp-fb:122 ccm fir\r\n"
+                    "a=rtcp-fb:122 ccm tmmbr\r\n")
     assert video_kbps(None, 0) == 4000 and video_kbps(2000, None, 512) == 512
+
+
+@pytest.mark.parametrize(("feedback", "takes"), [
+    ("a=rtcp-fb:109 ccm tmmbr\r\n", True),
+    ("a=rtcp-fb:* ccm tmmbr\r\n", True),
+    ("a=rtcp-fb:109 CCM TMMBR smaxpr=120\r\n", True),  # RFC 5104 7.1's optional smaxpr
+    ("a=rtcp-fb:109 ccm fir\r\na=rtcp-fb:109 nack pli\r\n", False),
+    ("a=rtcp-fb:110 ccm tmmbr\r\n", False),  # another format's
+    ("a=rtcp-fb:109 nack tmmbr\r\n", False),  # not a ccm message
+    ("a=rtcp-fb:109 ccm tmmbrx\r\n", False),  # another message
+    ("", False),
+])
+def test_whether_a_sip_endpoints_h264_takes_tmmbr(feedback: str, takes: bool) -> None:
+    """TMMBR is taken for the H264 format when an rtcp-fb line for its number or `*`
+    names `ccm tmmbr` (any case, smaxpr or not), and not for anything else."""
+    assert takes_tmmbr(video(feedback), 109) is takes
+
+
+def test_an_answer_to_a_sip_endpoint_names_tmmbr_only_when_it_was_offered() -> None:
+    """Without `tmmbr` the lines toward SIP keep PLI and FIR feedback and leave TMMBR out
+    (an answer may not add feedback the offer lacked)."""
+    lines = [line.value for line in sip_lines(109, level_for(640, 480, 30), tmmbr=False)]
+    assert lines[2:] == ["rtcp-fb:109 nack pli", "rtcp-fb:109 ccm fir"]
+    assert "rtcp-fb:109 ccm tmmbr" in [line.value for line in sip_lines(
+        109, level_for(640, 480, 30), tmmbr=True)]
 
 
 def test_lync_gets_x_h264uc_with_its_attributes_and_x_caps_within_the_sip_limits() -> None:

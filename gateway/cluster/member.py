@@ -112,6 +112,7 @@ class Health:
     refused_generation: int = 0
     cdrs_shipped: int = 0
     lost_nodes: list[str] = field(default_factory=list)
+    failed_passes: int = 0  # passes ended by an error nobody expected (logged, retried)
 
 
 class Member:
@@ -209,6 +210,15 @@ class Member:
                 if self._config_due:
                     await self._load_config(conn)
             except DB_DOWN as exc:
+                self._lost(exc)
+            except Exception as exc:
+                # An error no pass expected (a busy SQLite queue, a bug) must not end the
+                # task silently: the node would stop heartbeating and shipping CDRs while it
+                # goes on serving, and the others would mark it gone. Logged, the connection
+                # dropped (its state is unknown), and the next pass starts afresh.
+                self.health.failed_passes += 1
+                log.error("cluster_pass_failed", error=f"{type(exc).__name__}: {exc}"[:200],
+                          exc_info=exc)
                 self._lost(exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), PASS_S)

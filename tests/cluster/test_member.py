@@ -204,3 +204,37 @@ async def test_a_node_restarting_while_postgresql_is_away_runs_on_the_last_gener
             2, SHARED.format(n=2), "shared.toml")
     finally:
         await one.close()
+
+
+async def test_a_pass_that_fails_unexpectedly_is_logged_and_the_loop_goes_on(
+        tmp_path: Path, database: str) -> None:
+    """An error no pass expected (here a heartbeat that raises) must not end the cluster
+    task: the node would go silent to the others while it serves. It is counted, the
+    connection dropped, and the next passes connect and heartbeat again."""
+    one = node(tmp_path, "one", database)
+    await one.start()
+    member = one.cluster
+    assert member is not None
+    try:
+        await until(lambda: member.health.connected)
+        real = member._heartbeat
+        failures = [RuntimeError("boom")]
+
+        async def heartbeat(conn: asyncpg.Connection) -> None:
+            if failures:
+                raise failures.pop()
+            await real(conn)
+
+        member._heartbeat = heartbeat  # type: ignore[method-assign]
+        member._next_heartbeat = 0.0
+        member.nudge()
+        await until(lambda: member.health.failed_passes == 1)
+        await until(lambda: member.health.connected, timeout=5)
+        before = await rows(database, "SELECT heartbeat FROM nodes WHERE name = 'one'")
+        member._next_heartbeat = 0.0
+        member.nudge()
+        await asyncio.sleep(0.5)
+        after = await rows(database, "SELECT heartbeat FROM nodes WHERE name = 'one'")
+        assert after[0]["heartbeat"] > before[0]["heartbeat"]
+    finally:
+        await one.close()

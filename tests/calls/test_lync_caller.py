@@ -416,14 +416,8 @@ async def test_lync_video_reaches_the_phone_as_h264_and_lync_gets_x_h264uc_back(
     1500 kbps); the relay gets the VideoPlan (the phone takes TMMBR, so Lync's bandwidth
     requests reach it), and the CDR says video was negotiated at 1280x720 and ICE ran on
     both streams, though no frame came either way."""
-    base = free_port()
-    ports = PortAllocator(base, base + 40)
-    lync = aioice.Connection(ice_controlling=True, components=1, use_ipv6=False)
-    camera = aioice.Connection(ice_controlling=True, components=1, use_ipv6=False)
-    await asyncio.gather(lync.gather_candidates(), camera.gather_candidates())
-    cdrs = CdrStore(tmp_path / "cdr.sqlite3")
-    h = Harness([FIRST], cdrs, ports=ports, address="127.0.0.1")
-    h.feed(invite(lync_offer(lync, os.urandom(30), lync_video(camera, os.urandom(30)))), LYNC)
+    h, ports, cdrs, lync, camera, video_key = await lync_with_camera(tmp_path)
+    h.feed(invite(lync_offer(lync, os.urandom(30), lync_video(camera, video_key))), LYNC)
     for _ in range(30):
         await h.settle()
     out, peer = outbound(h.take(), "INVITE")

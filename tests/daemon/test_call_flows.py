@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import trustme
 from aioice import stun
 
 from tests.daemon.harness import Daemon, committed_cdrs
-from tests.kit.nodes import BASE, RULES, mutual_tls_node
+from tests.kit.nodes import BASE, RULES, mutual_tls_node, with_pki, write_pki
 from tests.peers import SCENARIOS, dnsmasq, free_port, need, sipp, stunnel
 
 pytestmark = pytest.mark.peer
@@ -544,24 +543,16 @@ def test_lync_video_over_mutual_tls_reaches_the_sip_side_as_h264(lab: contextlib
     X-H264UC, x-rtvc1 or Lync attributes; its H264 answer makes the 200 OK to Lync accept
     video as X-H264UC with Lync's attributes. (The SIPp "client" runs no ICE, so the CDR
     says video was negotiated but never came up.)"""
-    ca = trustme.CA()
-    node = ca.issue_cert("gw.example.com")
-    node.cert_chain_pems[0].write_to_path(tmp_path / "node.pem")
-    node.private_key_pem.write_to_path(tmp_path / "node.key")
-    ca.cert_pem.write_to_path(tmp_path / "ca.pem")
-    ca.issue_cert("fepool.example.com").private_key_and_cert_chain_pem.write_to_path(
-        tmp_path / "pool.pem")
+    write_pki(tmp_path)
     uas_port, accept = free_port(), free_port()
-    text = (BASE + routed_to(f"uas-\\1@127.0.0.1:{uas_port}")).replace(
+    routed = BASE + routed_to(f"uas-\\1@127.0.0.1:{uas_port}")
+    text = with_pki(routed, tmp_path, verify=True).replace(
         'protocols = ["sip"]', 'protocols = ["sip", "mssip"]').replace(
-        "match = 'call-(\\d+)'", "match = 'call-(\\d+)@vc\\.lab\\.test'").replace(
-        'verify_mode = "off"', (
-            f'verify_mode = "on"\ncertificate = "{tmp_path / "node.pem"}"\n'
-            f'private_key = "{tmp_path / "node.key"}"\ntrusted_ca = "{tmp_path / "ca.pem"}"'))
+        "match = 'call-(\\d+)'", "match = 'call-(\\d+)@vc\\.lab\\.test'")
     daemon = start_daemon(lab, tmp_path, text)
     uas = start_uas(lab, tmp_path, "uas_rr.xml", uas_port, fill=PHONE_VIDEO)
     lab.enter_context(stunnel(tmp_path, accept=accept, connect=daemon.tls,
-                              cert=tmp_path / "pool.pem", check_host="gw.example.com"))
+                              cert=tmp_path / "lync.pem", check_host="gw.example.com"))
     trace = tmp_path / "lync-messages.log"
     done = sipp(f"127.0.0.1:{accept}", "lync_multipart_uac.xml", "-s", "call-7", "-t", "t1",
                 "-m", "1", "-p", str(free_port()), "-trace_msg", "-message_file", str(trace),

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import aioice
 import pytest
-import trustme
 
 from gateway.media.prompts import TEXTS
 from gateway.sip.message import Response
@@ -34,7 +33,7 @@ from tests.daemon.harness import Daemon
 from tests.kit.audio import assert_speech, decode
 from tests.kit.lync import invite, lync_offer
 from tests.kit.media import far_end
-from tests.kit.nodes import loopback_node
+from tests.kit.nodes import loopback_node, with_pki, write_pki
 from tests.peers import SCENARIOS, free_port, need, sipp, stunnel
 
 SERVICES = """
@@ -198,16 +197,8 @@ def test_the_prompt_a_caller_hears_is_speech_in_its_codec(node: Daemon, tmp_path
 @pytest.fixture
 def mutual_tls(tmp_path: Path, room: int) -> Iterator[Daemon]:
     """The node requiring a client certificate from its CA, as it does of Lync's pools."""
-    ca = trustme.CA()
-    own = ca.issue_cert("gw.example.com")
-    own.cert_chain_pems[0].write_to_path(tmp_path / "node.pem")
-    own.private_key_pem.write_to_path(tmp_path / "node.key")
-    ca.cert_pem.write_to_path(tmp_path / "ca.pem")
-    ca.issue_cert("fepool.example.com").private_key_and_cert_chain_pem.write_to_path(
-        tmp_path / "pool.pem")
-    text = (loopback_node() + SERVICES.format(room=room)).replace('verify_mode = "off"', (
-        f'verify_mode = "on"\ncertificate = "{tmp_path / "node.pem"}"\n'
-        f'private_key = "{tmp_path / "node.key"}"\ntrusted_ca = "{tmp_path / "ca.pem"}"'))
+    write_pki(tmp_path)
+    text = with_pki(loopback_node() + SERVICES.format(room=room), tmp_path, verify=True)
     daemon = Daemon(tmp_path, text)
     try:
         yield daemon
@@ -229,7 +220,7 @@ async def test_a_lync_caller_over_mutual_tls_hears_the_prompt_over_ice_and_srtp(
                         ["127.0.0.1"])
     accept = free_port()
     lync = aioice.Connection(ice_controlling=True, components=1, use_ipv6=False)
-    with stunnel(tmp_path, accept=accept, connect=mutual_tls.tls, cert=tmp_path / "pool.pem",
+    with stunnel(tmp_path, accept=accept, connect=mutual_tls.tls, cert=tmp_path / "lync.pem",
                  check_host="gw.example.com"):
         reader, writer = await asyncio.open_connection("127.0.0.1", accept)
         await lync.gather_candidates()

@@ -20,10 +20,10 @@ def loopback_node(fqdn: str = "gw.example.com", *, name: str = "test-node",
 BASE = loopback_node() + '\n[tls]\nverify_mode = "off"\n'
 
 
-def mutual_tls_node(folder: Path, *, verify: bool = False) -> str:
-    """BASE with a certificate for gw.example.com from a test CA (`folder`/ca.pem, which
-    the node trusts), and `folder`/lync.pem for the Lync pool's end of mutual TLS
-    (fepool.lync.test, the same CA). `verify` turns the node's own certificate checks on."""
+def write_pki(folder: Path) -> None:
+    """A test CA (`folder`/ca.pem), the node's certificate for gw.example.com
+    (node.pem, node.key) and the Lync pool's for its end of mutual TLS (lync.pem,
+    fepool.lync.test), both from that CA."""
     ca = trustme.CA()
     node = ca.issue_cert("gw.example.com")
     node.cert_chain_pems[0].write_to_path(folder / "node.pem")
@@ -31,9 +31,20 @@ def mutual_tls_node(folder: Path, *, verify: bool = False) -> str:
     ca.cert_pem.write_to_path(folder / "ca.pem")
     ca.issue_cert("fepool.lync.test").private_key_and_cert_chain_pem.write_to_path(
         folder / "lync.pem")
-    return BASE.replace('verify_mode = "off"', (
+
+
+def with_pki(text: str, folder: Path, *, verify: bool) -> str:
+    """A node config whose [tls] says `verify_mode = "off"` given `write_pki`'s files;
+    `verify` turns the node's certificate checks (of Lync's pools too) on."""
+    return text.replace('verify_mode = "off"', (
         f'verify_mode = "{"on" if verify else "off"}"\ncertificate = "{folder / "node.pem"}"\n'
         f'private_key = "{folder / "node.key"}"\ntrusted_ca = "{folder / "ca.pem"}"'))
+
+
+def mutual_tls_node(folder: Path, *, verify: bool = False) -> str:
+    """BASE with `write_pki`'s certificates written to `folder`."""
+    write_pki(folder)
+    return with_pki(BASE, folder, verify=verify)
 
 
 RULES = """

@@ -30,6 +30,7 @@ from sdp import video as translated
 from sdp.anchor import stream_remote
 from sdp.attributes import Crypto, MediaBandwidth
 from sdp.errors import NotAcceptable
+from sdp.hold import restated
 from sdp.model import Line, Media, Section, SessionDescription
 from sdp.offer_answer import cap_bandwidth, payload_remap
 from sdp.parse import parse_sdp
@@ -64,10 +65,16 @@ class LyncCallee(IceSide):
 
     async def prepare(self) -> None:
         await super().prepare()
-        self.keys = [None if session is None else offer_crypto() for session in self.sessions]
-        self.sip_keys = []
-        for media, session in zip(self.streams.media, self.sessions, strict=True):
-            theirs = None if session is None else offered_crypto(media, self.encryption)
+        self.keys, self.sip_keys = [], []
+        self._keys_for(range(len(self.streams.media)))
+
+    def _keys_for(self, indexes: range) -> None:
+        """Our key toward Lync and the caller's key with ours answering it, for each m=
+        line of `indexes` that is relayed (None: not relayed, or plain RTP)."""
+        for index in indexes:
+            media, relayed = self.streams.media[index], self.relays[index]
+            self.keys.append(offer_crypto() if relayed else None)
+            theirs = offered_crypto(media, self.encryption) if relayed else None
             self.sip_keys.append(None if theirs is None else (theirs, answer_crypto(theirs)))
 
     def offer(self, caller: Body, toward: str) -> Body:
@@ -143,44 +150,43 @@ class LyncCallee(IceSide):
         session = Section([Line("v", "0"), Line("o", f"- 1 1 IN {family} {seen}"),
                            Line("s", "lyncgate"), Line("c", f"IN {family} {seen}"),
                            Line("t", "0 0")])
-        streams = []
-        relayed = 0
-        for index, (offered, answered, ice, keys) in enumerate(zip(
-                self.streams.media, answer.media, self.sessions, self.sip_keys, strict=True)):
-            if ice is None:
-                streams.append(_rejected(offered))
-                continue
-            port = self.sip_ports[relayed]
-            relayed += 1
-            video = offered.media == "video"
-            if video and not answered.rejected and _answered_pt(answered) is None:
-                self._refuse_video("Lync answered no X-H264UC")
-                streams.append(_rejected(offered))
-                continue
-            if answered.rejected:
-                if video:
-                    self._refuse_video("Lync declined video")
-                streams.append(_rejected(offered))
-                continue
-            sip_pt = translated.h264_pm1(offered) if video else None
-            formats = answered.formats if sip_pt is None else [str(sip_pt)]
-            body = Media([Line("m", f"{offered.media} {port} {offered.proto} "
-                                    + " ".join(formats))])
-            if keys is not None:
-                body.add_attribute("crypto", str(keys[1]))
-            if sip_pt is None:
-                for line in answered.lines[1:]:
-                    if line.kind == "a" and line.attribute[0] in KEPT:
-                        body.lines.append(Line("a", line.value))
-            else:
-                body.lines += self._caller_video(index, offered, answered, sip_pt)
-                body.set_bandwidth("AS", translated.video_kbps(
-                    translated.lync_kbps(answer, answered), self.bandwidth_kbps))
-            body.add_attribute("sendrecv")
-            cap_bandwidth(body, self.bandwidth_kbps)
-            streams.append(body)
+        streams = [self._caller_stream(index) for index in range(len(self.streams.media))]
         self.caller_answer = SessionDescription(session, streams)
         return self.caller_answer.to_bytes(), SDP
+
+    def _caller_stream(self, index: int) -> Media:
+        """Our answer to the caller's m= line `index`, from Lync's answer to it: Lync's
+        codecs (translated video: the caller's own H264) at the relay's port."""
+        assert self.lync_answer is not None
+        offered, answered = self.streams.media[index], self.lync_answer.media[index]
+        if self.sessions[index] is None:
+            return _rejected(offered)
+        video = offered.media == "video"
+        if video and not answered.rejected and _answered_pt(answered) is None:
+            self._refuse_video("Lync answered no X-H264UC")
+            return _rejected(offered)
+        if answered.rejected:
+            if video:
+                self._refuse_video("Lync declined video")
+            return _rejected(offered)
+        sip_pt = translated.h264_pm1(offered) if video else None
+        formats = answered.formats if sip_pt is None else [str(sip_pt)]
+        body = Media([Line("m", f"{offered.media} {self.sip_ports[self._position(index)]} "
+                                f"{offered.proto} " + " ".join(formats))])
+        keys = self.sip_keys[index]
+        if keys is not None:
+            body.add_attribute("crypto", str(keys[1]))
+        if sip_pt is None:
+            for line in answered.lines[1:]:
+                if line.kind == "a" and line.attribute[0] in KEPT:
+                    body.lines.append(Line("a", line.value))
+        else:
+            body.lines += self._caller_video(index, offered, answered, sip_pt)
+            body.set_bandwidth("AS", translated.video_kbps(
+                translated.lync_kbps(self.lync_answer, answered), self.bandwidth_kbps))
+        body.add_attribute("sendrecv")
+        cap_bandwidth(body, self.bandwidth_kbps)
+        return body
 
     def _caller_video(self, index: int, offered: Media, answered: Media,
                       sip_pt: int) -> list[Line]:
@@ -201,32 +207,84 @@ class LyncCallee(IceSide):
     async def connect(self, timeout: float) -> None:
         if self.lync_offer is None or self.lync_answer is None or self.caller_answer is None:
             raise IceError("no answer was negotiated")
-        plans: list[StreamPlan | None] = []
-        for index, (offered, answered, ice, key, sip_keys, to_lync, to_caller) in enumerate(
-                zip(self.streams.media, self.lync_answer.media, self.sessions, self.keys,
-                    self.sip_keys, self.lync_offer.media, self.caller_answer.media,
-                    strict=True)):
-            if ice is None:
-                continue
-            remote = stream_remote(self.streams, offered)
-            if answered.rejected or to_caller.rejected or remote is None:
-                plans.append(None)
-                continue
-            await set_remote(ice, self.lync_answer, answered)
-            cryptos = answered.cryptos()
-            if key is not None and not cryptos:
-                raise IceError("Lync answered without a=crypto to our SRTP offer")
-            video = self.videos.get(index)
-            plans.append(StreamPlan(
-                offered.media, ice, remote.rtp, remote.rtcp,
-                lync_key_in=cryptos[0] if cryptos else None, lync_key_out=key,
-                sip_key_in=sip_keys[0] if sip_keys else None,
-                sip_key_out=sip_keys[1] if sip_keys else None,
-                # Translated video has its payload types written by the translator.
-                lync_pt_map={} if video else payload_remap(answered, to_caller, offered),
-                sip_pt_map={} if video else payload_remap(offered, to_lync, answered),
-                video=video))
+        plans = [await self._stream_plan(index) for index, ice in enumerate(self.sessions)
+                 if ice is not None]
         await self._run(plans, timeout)
+
+    async def _stream_plan(self, index: int) -> StreamPlan | None:
+        """How m= line `index` is relayed (None: one leg did not take it), Lync's ICE
+        credentials and candidates given to its session."""
+        assert self.lync_offer is not None and self.lync_answer is not None
+        assert self.caller_answer is not None
+        ice, offered = self.sessions[index], self.streams.media[index]
+        answered, to_caller = self.lync_answer.media[index], self.caller_answer.media[index]
+        remote = stream_remote(self.streams, offered)
+        if ice is None or answered.rejected or to_caller.rejected or remote is None:
+            return None
+        await set_remote(ice, self.lync_answer, answered)
+        cryptos = answered.cryptos()
+        key, sip_keys = self.keys[index], self.sip_keys[index]
+        if key is not None and not cryptos:
+            raise IceError("Lync answered without a=crypto to our SRTP offer")
+        video = self.videos.get(index)
+        return StreamPlan(
+            offered.media, ice, remote.rtp, remote.rtcp,
+            lync_key_in=cryptos[0] if cryptos else None, lync_key_out=key,
+            sip_key_in=sip_keys[0] if sip_keys else None,
+            sip_key_out=sip_keys[1] if sip_keys else None,
+            # Translated video has its payload types written by the translator.
+            lync_pt_map={} if video else payload_remap(answered, to_caller, offered),
+            sip_pt_map={} if video else payload_remap(
+                offered, self.lync_offer.media[index], answered),
+            video=video)
+
+    # -- video added mid-call by the caller (AddsStreams) ---------------------------------
+    def begin_adding(self, *, from_caller: bool, offer: SessionDescription) -> bool:
+        """The caller's re-offer adding video to the call (its H264 with mode 1); Lync
+        adding video is declined here."""
+        if not from_caller or self.caller_answer is None or not self._take_added(offer):
+            return False
+        self._keys_for(range(len(self.keys), len(offer.media)))
+        return True
+
+    def added_offer(self, last: bytes) -> bytes:
+        """Lync's re-offer: what it last had from us (the selected pairs as
+        a=remote-candidates), next o= version, with X-H264UC for each added stream (our
+        candidates and key, Lync's attributes for what the caller takes)."""
+        self.version += 1
+        self.lync_offer = self._lync_offer(remote_candidates=True)
+        return self.lync_offer.to_bytes()
+
+    def added_answer(self, reply: bytes, last: bytes) -> tuple[bytes, bool]:
+        """The caller's answer: what it last had from us (`last`), next o= version, each
+        added stream answered with the caller's own H264 at its relay port where Lync's
+        answer took X-H264UC, rejected otherwise."""
+        assert self.caller_answer is not None
+        answer = parse_sdp(reply)
+        if len(answer.media) != len(self.streams.media):
+            raise NotAcceptable(f"Lync answered {len(answer.media)} streams to "
+                                f"{len(self.streams.media)} offered")
+        self.lync_answer = answer
+        known = len(self.caller_answer.media)
+        added = [self._caller_stream(index) if index in self.adding
+                 else _rejected(self.streams.media[index])
+                 for index in range(known, len(self.streams.media))]
+        self.caller_answer.media += added
+        ours = restated(parse_sdp(last), {})
+        ours.media[known:] = added
+        return ours.to_bytes(), any(not media.rejected for media in added)
+
+    async def connect_added(self, timeout: float) -> None:
+        """ICE for the added streams both legs took (we control and nominate), each joined
+        to the relay with its plan; the others let go. `updated_offer` then names the new
+        pairs to Lync."""
+        plans: dict[int, StreamPlan] = {}
+        answered = len(self.caller_answer.media) if self.caller_answer is not None else 0
+        for index in self.adding:
+            plan = await self._stream_plan(index) if index < answered else None
+            if plan is not None:
+                plans[index] = plan
+        await self._connect_added(plans, timeout)
 
     def updated_offer(self) -> bytes | None:
         """The controlling agent's second offer: the same session with a=remote-candidates

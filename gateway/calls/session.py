@@ -121,7 +121,11 @@ def streams_added(ctx: Context, call: Call, connected: bool, error: BaseExceptio
         if error is not None:
             log.warning("session_streams_add_failed", call_id=call.inbound.call_id,
                         error=str(error))
-        return []
+            return []
+        # Where we control ICE toward Lync, the new pairs are named to it as after the call's
+        # own checks (RFC 5245 9.1.2.2); Lync, where it controls, sends that offer itself.
+        offer = call.media.updated_offer() if call.state is CallState.CONNECTED else None
+        return [] if offer is None else send_offer(ctx, call, call.callee, offer, now, core)
     pending = call.pending
     if pending is None or pending.purpose is not Purpose.ADD:
         return []  # the call ended meanwhile (abandon_pending answered the offer)

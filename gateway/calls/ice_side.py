@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from gateway import logs
@@ -30,15 +30,17 @@ from gateway.media.video_plan import SipVideoLimits, VideoPlan
 from ice.errors import IceError
 from ice.ports import PortAllocator
 from ice.session import IceSession, TurnSettings
+from sdp import video as translated
 from sdp.attributes import SsrcRange
 from sdp.capability import UNLIMITED, Capability, beyond, presentation, require_some
-from sdp.model import Media, SessionDescription
+from sdp.model import Line, Media, SessionDescription
 from sdp.offer_answer import MediaPlan
 from sdp.sdes import Encryption
 from sdp.video import SSRC_RANGE_SIZE, Limits, takes_source_requests, takes_tmmbr
 
 log = logs.get(__name__)
 RELAYED = ("audio", "video")  # what the relay carries; other streams are rejected
+DIRECTION = ("sendrecv", "sendonly", "recvonly", "inactive")
 # `sip_media_encryption` is the SIP leg's: the Lync leg follows Lync, which requires SRTP
 # unless its own policy says otherwise and refuses an unencrypted offer with 488. So Lync
 # always gets our keys, and its offer is answered with SRTP whenever it carries keys.
@@ -183,15 +185,17 @@ class IceSide:
             await self.close()  # again if the call closed it: frees what came after
             raise
 
-    def _take_added(self, offer: SessionDescription) -> bool:
-        """Whether `offer` (a re-offer of the leg whose ICE ends here) adds m= lines after
-        ours with video this side relays; if so, the offer becomes `streams` and the added
-        lines join the per-stream lists (the others rejected, as for the call's own)."""
+    def _take_added(self, offer: SessionDescription,
+                    refusal: Callable[[Media], str] | None = None) -> bool:
+        """Whether `offer` (a leg's re-offer) adds m= lines after ours with video this side
+        relays (`refusal`: why it would not relay one of them, by default `_refusal`); if
+        so, the added lines join the per-stream lists (the others rejected, as for the
+        call's own), and the caller makes `streams` hold them."""
         known = len(self.streams.media)
         if self.adding or self.media is None or len(offer.media) <= known:
             return False
         added = offer.media[known:]
-        refused = [reason or self._refusal(media) for media, reason
+        refused = [reason or (refusal or self._refusal)(media) for media, reason
                    in zip(added, beyond(offer, self.capability)[known:], strict=True)]
         for media, reason in zip(added, refused, strict=True):
             if media.media == "video" and reason and not presentation(media):
@@ -200,13 +204,28 @@ class IceSide:
                   for media, reason in zip(added, refused, strict=True)]
         if not any(relays):
             return False
-        self.streams = offer
         self.refused += refused
         self.relays += relays
         self.ssrc_ranges += [_ssrc_range() for _ in added]
         self.sessions += [None for _ in added]
         self.adding = [known + i for i, relays in enumerate(relays) if relays]
         return True
+
+    def _sip_video(self, lync: SessionDescription, media: Media, port: int,
+                   proto: str) -> Media:
+        """Lync's X-H264UC `media` (of its description `lync`) as the SIP side is offered
+        it: H264 under Lync's number, at the level Lync receives, b=AS at what Lync takes
+        (or Lync's usual) within the cap."""
+        pt = translated.x_h264uc(media)
+        assert pt is not None  # a stream without it is refused when it is taken up
+        level = translated.level_for(*translated.lync_receives(lync, media))
+        stream = Media([Line("m", f"video {port} {proto} {pt}"),
+                        *translated.sip_lines(pt, level, tmmbr=True),
+                        *(ln for ln in media.lines[1:]
+                          if ln.kind == "a" and ln.attribute[0] in DIRECTION)])
+        stream.set_bandwidth("AS", translated.video_kbps(
+            translated.lync_kbps(lync, media), self.bandwidth_kbps))
+        return stream
 
     def _position(self, index: int) -> int:
         """Where m= line `index` is among the relayed streams (the relay's, the SIP

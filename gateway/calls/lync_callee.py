@@ -22,7 +22,7 @@ level it offered. A caller's video without H264 mode 1 is refused toward both le
 
 from __future__ import annotations
 
-from gateway.calls.ice_side import IceSide, set_remote
+from gateway.calls.ice_side import LYNC_ENCRYPTION, IceSide, set_remote
 from gateway.calls.media_side import Body
 from gateway.media.backend import StreamPlan
 from ice.errors import IceError
@@ -34,7 +34,13 @@ from sdp.hold import restated
 from sdp.model import Line, Media, Section, SessionDescription
 from sdp.offer_answer import cap_bandwidth, payload_remap
 from sdp.parse import parse_sdp
-from sdp.sdes import StreamRefused, answer_crypto, offer_crypto, offered_crypto
+from sdp.sdes import (
+    StreamRefused,
+    answer_crypto,
+    answered_crypto,
+    offer_crypto,
+    offered_crypto,
+)
 
 KEPT = ("rtpmap", "fmtp", "ptime")
 SDP = "application/sdp"
@@ -52,6 +58,12 @@ class LyncCallee(IceSide):
     lync_answer: SessionDescription | None = None
     caller_answer: SessionDescription | None = None  # what answer() gave the caller
     version = 1  # of our offer's o= line: the second offer is the next
+    # Per m= line Lync added mid-call, its X-H264UC number, and our key in the caller's
+    # offer of it (its answer's key makes the pair in `sip_keys`).
+    lync_pts: dict[int, int]
+    offered_keys: dict[int, Crypto]
+    added_by_lync = False  # who added the streams being taken up
+    caller_offered: list[Media]  # the caller's re-offer's streams Lync added
 
     def _refusal(self, media: Media) -> str:
         reason = super()._refusal(media)
@@ -67,6 +79,7 @@ class LyncCallee(IceSide):
         await super().prepare()
         self.keys, self.sip_keys = [], []
         self._keys_for(range(len(self.streams.media)))
+        self.lync_pts, self.offered_keys = {}, {}
 
     def _keys_for(self, indexes: range) -> None:
         """Our key toward Lync and the caller's key with ours answering it, for each m=
@@ -88,51 +101,55 @@ class LyncCallee(IceSide):
                            Line("o", f"- 1 {self.version} IN {family} {origin}"),
                            Line("s", "session"), Line("c", f"IN {family} {origin}"),
                            Line("t", "0 0")])
-        streams = []
-        for index, (media, ice, key) in enumerate(zip(self.streams.media, self.sessions,
-                                                      self.keys, strict=True)):
-            if ice is None:
-                streams.append(_rejected(media))
-                continue
-            default = ice.default_candidate(1)
-            proto = "RTP/AVP" if key is None else "RTP/SAVP"
-            video = media.media == "video"
-            formats = [str(LYNC_VIDEO_PT)] if video else media.formats
-            body = Media([Line("m", f"{media.media} {default.port} {proto} "
-                                    + " ".join(formats))])
-            body.add_attribute("ice-ufrag", ice.ufrag)
-            body.add_attribute("ice-pwd", ice.pwd)
-            for attribute in ice.candidate_attributes():
-                name, _, value = attribute.partition(":")
-                body.add_attribute(name, value)
-            if remote_candidates and ice.selected:
-                body.add_attribute(*ice.remote_candidates_attribute().split(":", 1))
-            if key is not None:
-                body.add_attribute("crypto", str(key))
-            body.add_attribute("rtcp-mux")
-            if video:
-                body.lines += self._lync_video(index, media)
-            else:
-                body.add_attribute("label", f"main-{media.media}")
-                for line in media.lines[1:]:
-                    if line.kind == "a" and line.attribute[0] in KEPT:
-                        body.lines.append(Line("a", line.value))
-            body.add_attribute("sendrecv")
-            if self.bandwidth_kbps and not video:  # Lync reads its own attribute, not b=
-                body.add_attribute("x-mediabw", str(MediaBandwidth(
-                    f"main-{media.media}", self.bandwidth_kbps, self.bandwidth_kbps)))
-            cap_bandwidth(body, self.bandwidth_kbps)
-            streams.append(body)
+        streams = [self._lync_stream(index, remote_candidates=remote_candidates)
+                   for index in range(len(self.streams.media))]
         return SessionDescription(session, streams)
 
-    def _lync_video(self, index: int, media: Media) -> list[Line]:
-        """The caller's H264 as Lync is offered it: X-H264UC with Lync's attributes, x-caps
-        and x-mediabw for what the caller's offer says it takes (within the cap)."""
+    def _lync_stream(self, index: int, *, remote_candidates: bool) -> Media:
+        """The caller's m= line `index` as Lync gets it: its codecs (video: X-H264UC under
+        our number, or Lync's where Lync added the stream), our candidates and key."""
+        media, ice, key = self.streams.media[index], self.sessions[index], self.keys[index]
+        if ice is None:
+            return _rejected(media)
+        default = ice.default_candidate(1)
+        proto = "RTP/AVP" if key is None else "RTP/SAVP"
+        video = media.media == "video"
+        pt = self.lync_pts.get(index, LYNC_VIDEO_PT)
+        formats = [str(pt)] if video else media.formats
+        body = Media([Line("m", f"{media.media} {default.port} {proto} " + " ".join(formats))])
+        body.add_attribute("ice-ufrag", ice.ufrag)
+        body.add_attribute("ice-pwd", ice.pwd)
+        for attribute in ice.candidate_attributes():
+            name, _, value = attribute.partition(":")
+            body.add_attribute(name, value)
+        if remote_candidates and ice.selected:
+            body.add_attribute(*ice.remote_candidates_attribute().split(":", 1))
+        if key is not None:
+            body.add_attribute("crypto", str(key))
+        body.add_attribute("rtcp-mux")
+        if video:
+            body.lines += self._lync_video(index, media, pt)
+        else:
+            body.add_attribute("label", f"main-{media.media}")
+            for line in media.lines[1:]:
+                if line.kind == "a" and line.attribute[0] in KEPT:
+                    body.lines.append(Line("a", line.value))
+        body.add_attribute("sendrecv")
+        if self.bandwidth_kbps and not video:  # Lync reads its own attribute, not b=
+            body.add_attribute("x-mediabw", str(MediaBandwidth(
+                f"main-{media.media}", self.bandwidth_kbps, self.bandwidth_kbps)))
+        cap_bandwidth(body, self.bandwidth_kbps)
+        return body
+
+    def _lync_video(self, index: int, media: Media, lync_pt: int) -> list[Line]:
+        """The caller's H264 as Lync gets it: X-H264UC under `lync_pt` with Lync's
+        attributes, x-caps and x-mediabw for what the caller's description says it takes
+        (within the cap)."""
         pt = translated.h264_pm1(media)
         assert pt is not None  # a stream without it is refused when the side is made
         taken = translated.limits(self.streams, media, pt, self.bandwidth_kbps)
         kbps = translated.video_kbps(taken.bitrate_bps // 1000, self.bandwidth_kbps)
-        return translated.lync_lines(LYNC_VIDEO_PT, taken, self.ssrc_ranges[index], kbps)
+        return translated.lync_lines(lync_pt, taken, self.ssrc_ranges[index], kbps)
 
     def answer(self, callee: Body, *, final: bool) -> Body:
         """The SIP caller's answer, from Lync's: Lync's codecs, the relay's ports, the
@@ -222,14 +239,18 @@ class LyncCallee(IceSide):
         if ice is None or answered.rejected or to_caller.rejected or remote is None:
             return None
         await set_remote(ice, self.lync_answer, answered)
-        cryptos = answered.cryptos()
         key, sip_keys = self.keys[index], self.sip_keys[index]
-        if key is not None and not cryptos:
+        # Lync's key: its answer's to ours, or (a stream Lync added) its offer's that ours
+        # answers; either way the one with our tag and suite (RFC 4568 5.1.3).
+        cryptos = answered.cryptos()
+        lync_key = None if key is None else answered_crypto(answered, key) or next(
+            iter(cryptos), None)
+        if key is not None and lync_key is None:
             raise IceError("Lync answered without a=crypto to our SRTP offer")
         video = self.videos.get(index)
         return StreamPlan(
             offered.media, ice, remote.rtp, remote.rtcp,
-            lync_key_in=cryptos[0] if cryptos else None, lync_key_out=key,
+            lync_key_in=lync_key, lync_key_out=key,
             sip_key_in=sip_keys[0] if sip_keys else None,
             sip_key_out=sip_keys[1] if sip_keys else None,
             # Translated video has its payload types written by the translator.
@@ -238,41 +259,131 @@ class LyncCallee(IceSide):
                 offered, self.lync_offer.media[index], answered),
             video=video)
 
-    # -- video added mid-call by the caller (AddsStreams) ---------------------------------
+    # -- video added mid-call (AddsStreams) ---------------------------------------------
+    # By the caller (its H264): Lync is re-offered X-H264UC, as in `offer`. By Lync (its
+    # X-H264UC): the caller is re-offered H264, as a Lync caller's call offers the phone,
+    # and its answer becomes the stream's line in `streams` (the caller's side of it), as
+    # Lync's offer does in `lync_answer` (Lync's side). Either way we control ICE for it.
     def begin_adding(self, *, from_caller: bool, offer: SessionDescription) -> bool:
-        """The caller's re-offer adding video to the call (its H264 with mode 1); Lync
-        adding video is declined here."""
-        if not from_caller or self.caller_answer is None or not self._take_added(offer):
+        """Whether the re-offer of the caller (`from_caller`) or of Lync adds video this
+        side takes up."""
+        if self.caller_answer is None or self.lync_answer is None:
             return False
-        self._keys_for(range(len(self.keys), len(offer.media)))
+        known = len(self.streams.media)
+        if from_caller:
+            if not self._take_added(offer):
+                return False
+            self.streams = offer
+            self._keys_for(range(known, len(offer.media)))
+        else:
+            if not self._take_added(offer, self._lync_refusal):
+                return False
+            self.streams = SessionDescription(self.streams.session,
+                                              [*self.streams.media, *offer.media[known:]])
+            self.lync_answer = offer
+            for index in range(known, len(offer.media)):
+                theirs = (offered_crypto(offer.media[index], LYNC_ENCRYPTION)
+                          if self.relays[index] else None)
+                self.keys.append(None if theirs is None else answer_crypto(theirs))
+                self.sip_keys.append(None)  # until the caller answers our offer of it
+        self.added_by_lync = not from_caller
         return True
 
+    def _lync_refusal(self, media: Media) -> str:
+        """Why a stream Lync adds is not relayed ('': it is)."""
+        reason = IceSide._refusal(self, media)
+        if reason or media.rejected or media.media != "video":
+            return reason
+        try:
+            offered_crypto(media, LYNC_ENCRYPTION)
+        except StreamRefused as exc:
+            return exc.rule
+        return translated.refusal(media, lync=True)
+
     def added_offer(self, last: bytes) -> bytes:
-        """Lync's re-offer: what it last had from us (the selected pairs as
-        a=remote-candidates), next o= version, with X-H264UC for each added stream (our
-        candidates and key, Lync's attributes for what the caller takes)."""
-        self.version += 1
-        self.lync_offer = self._lync_offer(remote_candidates=True)
-        return self.lync_offer.to_bytes()
+        """The other leg's re-offer. Lync's: what it last had from us (the selected pairs
+        as a=remote-candidates), next o= version, with X-H264UC for each added stream (our
+        candidates and key, Lync's attributes for what the caller takes). The caller's:
+        `last` (what it last had from us), next o= version, with H264 for each stream Lync
+        added at its relay port."""
+        if not self.added_by_lync:
+            self.version += 1
+            self.lync_offer = self._lync_offer(remote_candidates=True)
+            return self.lync_offer.to_bytes()
+        assert self.caller_answer is not None and self.lync_answer is not None
+        description = restated(parse_sdp(last), {})
+        known = len(description.media)
+        for index in range(len(self.caller_answer.media), len(self.streams.media)):
+            lync = self.lync_answer.media[index]
+            stream = _rejected(lync)
+            if index in self.adding:
+                key = offer_crypto() if self.encryption == "required" else None
+                stream = self._sip_video(self.lync_answer, lync,
+                                         self.sip_ports[self._position(index)],
+                                         "RTP/AVP" if key is None else "RTP/SAVP")
+                if key is not None:
+                    stream.add_attribute("crypto", str(key))
+                    self.offered_keys[index] = key
+            description.media.append(stream)
+        self.caller_offered = description.media[known:]  # ours to it, once it answers
+        return description.to_bytes()
 
     def added_answer(self, reply: bytes, last: bytes) -> tuple[bytes, bool]:
-        """The caller's answer: what it last had from us (`last`), next o= version, each
-        added stream answered with the caller's own H264 at its relay port where Lync's
-        answer took X-H264UC, rejected otherwise."""
-        assert self.caller_answer is not None
+        """Ours to the leg that added the streams, from the other's answer (`reply`): what
+        it last had from us (`last`), next o= version, each added stream accepted where the
+        other leg took it, rejected otherwise."""
+        assert self.caller_answer is not None and self.lync_offer is not None
         answer = parse_sdp(reply)
         if len(answer.media) != len(self.streams.media):
-            raise NotAcceptable(f"Lync answered {len(answer.media)} streams to "
+            raise NotAcceptable(f"{len(answer.media)} streams answered to "
                                 f"{len(self.streams.media)} offered")
-        self.lync_answer = answer
-        known = len(self.caller_answer.media)
-        added = [self._caller_stream(index) if index in self.adding
-                 else _rejected(self.streams.media[index])
-                 for index in range(known, len(self.streams.media))]
-        self.caller_answer.media += added
         ours = restated(parse_sdp(last), {})
+        if self.added_by_lync:
+            known = len(self.lync_offer.media)
+            self.caller_answer.media += self.caller_offered
+            added = [self._caller_took(answer, index) for index in range(
+                known, len(self.streams.media))]
+            self.lync_offer.media += added
+            for media in ours.media:  # (named in our offers only, RFC 5245 9.1.2.2)
+                media.remove_attribute("remote-candidates")
+        else:
+            self.lync_answer = answer
+            known = len(self.caller_answer.media)
+            added = [self._caller_stream(index) if index in self.adding
+                     else _rejected(self.streams.media[index])
+                     for index in range(known, len(self.streams.media))]
+            self.caller_answer.media += added
         ours.media[known:] = added
         return ours.to_bytes(), any(not media.rejected for media in added)
+
+    def _caller_took(self, answer: SessionDescription, index: int) -> Media:
+        """Our answer to Lync's added m= line `index`, from the caller's `answer` to our
+        offer of it: X-H264UC (our candidates and key, Lync's attributes for what the caller
+        takes) where the caller took H264 mode 1, rejected otherwise."""
+        assert self.caller_answer is not None and self.lync_answer is not None
+        lync, media = self.lync_answer.media[index], answer.media[index]
+        sip_pt = translated.h264_pm1(media)
+        ours = self.offered_keys.get(index)
+        theirs = None if ours is None else answered_crypto(media, ours)
+        why = ("" if index not in self.adding else
+               "the SIP side declined video" if stream_remote(answer, media) is None else
+               "the SIP side answered no H264 with packetization-mode=1" if sip_pt is None
+               else "the SIP side answered our SRTP offer without a key"
+               if ours is not None and theirs is None else "")
+        if index not in self.adding or why:
+            if why:
+                self._refuse_video(why)
+            self.caller_answer.media[index] = _rejected(media)
+            return _rejected(lync)
+        assert sip_pt is not None
+        lync_pt = translated.x_h264uc(lync)
+        assert lync_pt is not None  # else it was refused when taken up
+        self.lync_pts[index] = lync_pt
+        self.sip_keys[index] = None if ours is None or theirs is None else (theirs, ours)
+        self.streams.media[index] = _with_connection(answer, media)
+        self._video_plan(index, lync, lync_pt, media, sip_pt, translated.limits(
+            answer, media, sip_pt, self.bandwidth_kbps))
+        return self._lync_stream(index, remote_candidates=False)
 
     async def connect_added(self, timeout: float) -> None:
         """ICE for the added streams both legs took (we control and nominate), each joined
@@ -311,3 +422,13 @@ def _answered_pt(answered: Media) -> int | None:
 
 def _rejected(media: Media) -> Media:
     return Media([Line("m", f"{media.media} 0 {media.proto} {media.formats[0]}")])
+
+
+def _with_connection(description: SessionDescription, media: Media) -> Media:
+    """`media` with the c= it inherits from `description` stated on it, so that it still
+    says where the stream goes once kept apart from that description."""
+    kept = Media(list(media.lines))
+    if kept.connection_address is None:
+        for value in description.session.values("c"):
+            kept.insert(Line("c", value))
+    return kept

@@ -29,7 +29,7 @@ controls) and the stream joined to the running relay. Video the SIP side adds is
 
 from __future__ import annotations
 
-from gateway.calls.ice_side import LYNC_ENCRYPTION, IceSide, set_remote
+from gateway.calls.ice_side import DIRECTION, LYNC_ENCRYPTION, IceSide, set_remote
 from gateway.calls.media_side import Body
 from gateway.media.backend import StreamPlan
 from ice.errors import IceError
@@ -55,8 +55,7 @@ from sdp.sdes import answered_crypto, offer_crypto
 from sdp.standard import keep_formats, standard_audio
 
 # Lync's offer lines the SIP side gets unchanged (codecs and direction).
-KEPT = ("rtpmap", "fmtp", "sendrecv", "sendonly", "recvonly", "inactive", "ptime")
-DIRECTION = KEPT[2:6]
+KEPT = ("rtpmap", "fmtp", *DIRECTION, "ptime")
 # What the answer to Lync states of a translated video stream in Lync's terms.
 LYNC_VIDEO = ("rtpmap", "fmtp", "label", "x-source", "x-mediabw", "x-ssrc-range", "rtcp-fb",
               "rtcp-rsize", "x-caps")
@@ -113,7 +112,7 @@ class LyncCaller(IceSide):
         """One of Lync's streams as the SIP side is offered it, at the relay's `port`."""
         proto = "RTP/AVP" if key is None else "RTP/SAVP"
         if media.media == "video":
-            stream = self._sip_video(media, port, proto)
+            stream = self._sip_video(self.streams, media, port, proto)
         else:
             formats = standard_audio(media) if media.media == "audio" else media.formats
             if not formats:
@@ -126,20 +125,6 @@ class LyncCaller(IceSide):
         if key is not None:
             stream.add_attribute("crypto", str(key))
         cap_bandwidth(stream, self.bandwidth_kbps)
-        return stream
-
-    def _sip_video(self, media: Media, port: int, proto: str) -> Media:
-        """Lync's X-H264UC as the SIP side is offered it: H264 under Lync's number, at the
-        level Lync receives, b=AS at what Lync takes (or Lync's usual) within the cap."""
-        pt = translated.x_h264uc(media)
-        assert pt is not None  # a stream without it is refused when the side is made
-        level = translated.level_for(*translated.lync_receives(self.streams, media))
-        stream = Media([Line("m", f"video {port} {proto} {pt}"),
-                        *translated.sip_lines(pt, level, tmmbr=True),
-                        *(ln for ln in media.lines[1:]
-                          if ln.kind == "a" and ln.attribute[0] in DIRECTION)])
-        stream.set_bandwidth("AS", translated.video_kbps(
-            translated.lync_kbps(self.streams, media), self.bandwidth_kbps))
         return stream
 
     def answer(self, callee: Body, *, final: bool) -> Body:
@@ -267,7 +252,10 @@ class LyncCaller(IceSide):
     def begin_adding(self, *, from_caller: bool, offer: SessionDescription) -> bool:
         """Lync's re-offer adding video to the call (the caller's leg is Lync's); the SIP
         side adding video is declined here."""
-        return from_caller and self.negotiated is not None and self._take_added(offer)
+        if not from_caller or self.negotiated is None or not self._take_added(offer):
+            return False
+        self.streams = offer
+        return True
 
     def added_offer(self, last: bytes) -> bytes:
         """The SIP side's re-offer: what it last had from us, next o= version, with H264

@@ -27,7 +27,7 @@ from gateway.sip.message import Request, Response, make_response
 from gateway.transport.peer import Peer
 from ice.candidate import Candidate, parse_candidate
 from ice.ports import PortAllocator
-from sdp.model import Media
+from sdp.model import Media, SessionDescription
 from sdp.parse import parse_sdp
 from sdp.sdes import Encryption
 from tests.kit.calls import (
@@ -571,20 +571,12 @@ async def test_a_phones_video_without_h264_mode_1_is_refused_toward_both_legs() 
     assert ports.in_use == set()
 
 
-async def test_video_the_phone_adds_mid_call_reaches_lync_and_flows_both_ways(
-        x264: tuple[Path, list[bytes]], tmp_path: Path) -> None:
-    """An audio call from a room system to a Lync client, to which the room adds H264 video
-    by re-INVITE: ICE gathered for the new stream, Lync re-offered X-H264UC with our
-    candidates and key (audio as in our last offer, next o= version), Lync's answer taking
-    it makes our 200 to the room answer its H264 at a new relay port (audio as it was); we
-    control ICE for the stream, the relay joins it, Lync gets the new pair named in a
-    second offer (a=remote-candidates), and frames flow both ways frame for frame (x264
-    source, ffmpeg the judge); the CDR says video was up, and every port goes at the end."""
-    tmp, source = x264
-    base = free_port()
-    ports = PortAllocator(base, base + 40)
-    cdrs = CdrStore(tmp_path / "cdr.sqlite3")
-    h = Harness([FIRST], cdrs, ports=ports, address="127.0.0.1", rules=RULES)
+
+async def audio_call_to_lync(h: Harness) -> tuple[Response, Request, Request, Peer,
+                                                  aioice.Connection, bytes]:
+    """A room system's audio call to a Lync client, ICE up and our second offer (remote
+    candidates) answered. (Our 200 to the phone, our INVITE and that second offer to Lync,
+    Lync's peer, its agent and key.)"""
     h.feed(phone_invite(sdp_body(5004)), PHONE)
     for _ in range(30):
         await h.settle()
@@ -592,66 +584,124 @@ async def test_video_the_phone_adds_mid_call_reaches_lync_and_flows_both_ways(
     lync, lync_key = await lync_client_answers(h, out, lync_peer)
     sent = h.take()
     [ok] = [m for m, p in sent if isinstance(m, Response) and p == PHONE]
-    [(candidates, _)] = [(m, p) for m, p in sent if isinstance(m, Request)
-                         and m.method == "INVITE"]
-    h.feed(make_response(candidates, 200, body=audio_answer(lync, lync_key),
+    [named] = [m for m, _ in sent if isinstance(m, Request) and m.method == "INVITE"]
+    h.feed(make_response(named, 200, body=audio_answer(lync, lync_key),
                          headers=(("Contact", "<sip:alice@127.0.0.1;transport=tls>"),),
                          content_type="application/sdp"), lync_peer)
     h.take()  # the ACK
-    phone_video, phone_rx, phone_port = await phone()
-    phone_sdp = sdp_body(5004).replace(b"o=- 1 1", b"o=- 1 2") + GROUP_VIDEO % phone_port
-    h.feed(in_dialog("INVITE", 2, phone_sdp, call_id="to-lync-1", from_tag="phone",
-                     to_tag=str(ok.to.tag), via="UDP 127.0.0.1:5062"), PHONE)
-    reinvite = None
-    for _ in range(50):  # ICE gathered for the new stream first
+    return ok, out, named, lync_peer, lync, lync_key
+
+
+async def our_reinvite(h: Harness) -> Request:
+    """The re-INVITE the gateway sends once ICE has gathered for an added stream."""
+    for _ in range(50):
         await h.settle()
         sent = [m for m, _ in h.take() if isinstance(m, Request) and m.method == "INVITE"]
         if sent:
             [reinvite] = sent
-            break
-    assert reinvite is not None and reinvite.call_id == out.call_id
-    before, offered = parse_sdp(candidates.body), parse_sdp(reinvite.body)
-    assert offered.origin[2] == str(int(before.origin[2]) + 1)
-    assert offered.media[0].lines == before.media[0].lines  # audio as it was
-    video = offered.media[1]
-    assert video.formats == ["122"] and video.rtpmaps()[122].encoding == "X-H264UC"
-    assert video.has("ice-ufrag") and video.attributes("candidate") and video.cryptos()
-    assert not video.has("remote-candidates")
-    assert (video.attribute("x-caps") or "").startswith("122 263:1920:1080:30.0:1984000:1;")
+            return reinvite
+        await asyncio.sleep(0.01)
+    raise AssertionError("no re-INVITE")
+
+
+def lync_with_video(lync: aioice.Connection, lync_key: bytes, camera: aioice.Connection,
+                    camera_key: bytes, version: int) -> bytes:
+    """Lync 2013's description of an audio and X-H264UC call (an offer or an answer)."""
+    return (f"v=0\r\no=- 0 {version} IN IP4 127.0.0.1\r\ns=session\r\n"
+            "c=IN IP4 127.0.0.1\r\nt=0 0\r\n" + lync_stream(lync, lync_key, "audio", "9 G722/8000")
+            + lync_stream(camera, camera_key, "video", "122 X-H264UC/90000")
+            + "a=fmtp:122 packetization-mode=1;mst-mode=NI-TC\r\n").encode()
+
+
+def audio_lines(description: SessionDescription) -> list[str]:
+    """The audio stream's lines, but a=remote-candidates (which only our offers name)."""
+    return [str(line) for line in description.media[0].lines
+            if not str(line).startswith("a=remote-candidates")]
+
+
+PHONE_VIDEO = (b"m=video %d RTP/AVP 96\r\nb=AS:1500\r\na=rtpmap:96 H264/90000\r\n"
+               b"a=fmtp:96 profile-level-id=42e01f;packetization-mode=1\r\n")
+
+
+@pytest.mark.parametrize("by", ["phone", "lync"])
+async def test_video_added_mid_call_toward_lync_flows_both_ways(
+        x264: tuple[Path, list[bytes]], tmp_path: Path, by: str) -> None:
+    """An audio call from a room system to a Lync client, to which either adds video by
+    re-INVITE. ICE is gathered for the new stream, and the other leg re-offered it (next o=
+    version, audio as in our last description to it): Lync X-H264UC with our candidates
+    and key when the room added H264, the room H264 at a new relay port when Lync added
+    X-H264UC. Its answer makes ours to the leg that added video (audio as it was, our
+    candidates and a key answering Lync's toward Lync). We control ICE for the stream, the
+    relay joins it, Lync gets the new pair named in a second offer (a=remote-candidates),
+    and frames flow both ways frame for frame (x264 source, ffmpeg the judge); the CDR
+    says video was up, and every port goes at the end."""
+    tmp, source = x264
+    base = free_port()
+    ports = PortAllocator(base, base + 40)
+    cdrs = CdrStore(tmp_path / "cdr.sqlite3")
+    h = Harness([FIRST], cdrs, ports=ports, address="127.0.0.1", rules=RULES)
+    ok, out, named, lync_peer, lync, lync_key = await audio_call_to_lync(h)
+    phone_video, phone_rx, phone_port = await phone()
     camera = aioice.Connection(ice_controlling=False, components=1, use_ipv6=False)
     await camera.gather_candidates()
     camera_key = os.urandom(30)
-    lync_sdp = ("v=0\r\no=- 0 2 IN IP4 127.0.0.1\r\ns=session\r\nc=IN IP4 127.0.0.1\r\n"
-                "t=0 0\r\n" + lync_stream(lync, lync_key, "audio", "9 G722/8000")
-                + lync_stream(camera, camera_key, "video", "122 X-H264UC/90000")
-                + "a=fmtp:122 packetization-mode=1;mst-mode=NI-TC\r\n").encode()
+    phone_sdp = sdp_body(5004).replace(b"o=- 1 1", b"o=- 1 2")
+    lync_sdp = lync_with_video(lync, lync_key, camera, camera_key, 2)
     first = parse_sdp(ok.body)
-    ours = answered_back(h, reinvite, lync_sdp, lync_peer, PHONE, 2)
-    assert ours.origin[2] == str(int(first.origin[2]) + 1)
-    assert ours.media[0].lines == first.media[0].lines
-    to_phone = ours.media[1]
-    assert to_phone.formats == ["109"] and to_phone.rtpmaps()[109].encoding == "H264"
-    assert to_phone.port not in (0, first.media[0].port)
+    if by == "phone":
+        h.feed(in_dialog("INVITE", 2, phone_sdp + GROUP_VIDEO % phone_port,
+                         call_id="to-lync-1", from_tag="phone", to_tag=str(ok.to.tag),
+                         via="UDP 127.0.0.1:5062"), PHONE)
+        reinvite = await our_reinvite(h)
+        assert reinvite.call_id == out.call_id
+        before, offered = parse_sdp(named.body), parse_sdp(reinvite.body)
+        at_lync_ours = offered.media[1]
+        assert at_lync_ours.formats == ["122"]
+        assert at_lync_ours.rtpmaps()[122].encoding == "X-H264UC"
+        assert not at_lync_ours.has("remote-candidates")
+        assert (at_lync_ours.attribute("x-caps") or "").startswith(
+            "122 263:1920:1080:30.0:1984000:1;")
+        ours = answered_back(h, reinvite, lync_sdp, lync_peer, PHONE, 2)
+        before_ours = first
+        to_phone = ours.media[1]
+        assert to_phone.formats == ["109"] and to_phone.rtpmaps()[109].encoding == "H264"
+        phone_sends_to = to_phone.port
+    else:
+        h.feed(in_dialog("INVITE", 5, lync_sdp, call_id=out.call_id, from_tag="lync",
+                         to_tag=str(out.from_.tag),
+                         via=f"{lync_peer.transport} {lync_peer.host}:{lync_peer.port}"),
+               lync_peer)
+        reinvite = await our_reinvite(h)
+        assert reinvite.call_id == "to-lync-1"
+        before, offered = first, parse_sdp(reinvite.body)
+        to_phone = offered.media[1]
+        assert to_phone.formats == ["122"] and to_phone.rtpmaps()[122].encoding == "H264"
+        assert to_phone.fmtp(122) == "profile-level-id=42e028;packetization-mode=1"
+        assert "x-" not in reinvite.body.decode() and "ice" not in reinvite.body.decode()
+        ours = answered_back(h, reinvite, phone_sdp + PHONE_VIDEO % phone_port, PHONE,
+                             lync_peer, 5)
+        before_ours = parse_sdp(named.body)
+        at_lync_ours = ours.media[1]
+        assert at_lync_ours.rtpmaps()[122].encoding == "X-H264UC"
+        assert [c.tag for c in at_lync_ours.cryptos()] == [1]
+        assert not any(m.has("remote-candidates") for m in ours.media)
+        phone_sends_to = to_phone.port
+    assert offered.origin[2] == str(int(before.origin[2]) + 1)
+    assert offered.media[0].lines == before.media[0].lines  # audio as it was
+    assert ours.origin[2] == str(int(before_ours.origin[2]) + 1)
+    assert audio_lines(ours) == audio_lines(before_ours)
+    assert at_lync_ours.has("ice-ufrag") and at_lync_ours.attributes("candidate")
+    assert phone_sends_to not in (0, first.media[0].port)
     [call] = h.b2bua.calls.values()
     assert isinstance(call.media, LyncCallee)
-    await lync_connects(h, (camera, video))
-    second = None
-    for _ in range(100):  # the relay joins, then Lync is told the new pair
-        await h.settle()
-        sent = [m for m, _ in h.take() if isinstance(m, Request) and m.method == "INVITE"]
-        if sent:
-            [second] = sent
-            break
-        await asyncio.sleep(0.02)
-    assert second is not None
-    named = parse_sdp(second.body)
-    assert named.origin[2] == str(int(offered.origin[2]) + 1)
-    assert all(m.has("remote-candidates") for m in named.media)
-    assert call.media.relayed is not None and call.media.relayed.video_stats()
-    at_lync = LyncStream(camera, camera_key, video)
+    await lync_connects(h, (camera, at_lync_ours))
+    second = await our_reinvite(h)  # the relay joins, then Lync is told the new pair
+    named_again = parse_sdp(second.body)
+    assert all(m.has("remote-candidates") for m in named_again.media)
+    at_lync = LyncStream(camera, camera_key, at_lync_ours)
 
     async def from_phone(packet: bytes) -> None:
-        phone_video.sendto(packet, ("127.0.0.1", to_phone.port))
+        phone_video.sendto(packet, ("127.0.0.1", phone_sends_to))
 
     await asyncio.gather(paced(from_phone, source), paced(at_lync.send, lync_packets(
         source, ssrc=LYNC_SSRCS[0], payload_type=122)))
@@ -669,4 +719,51 @@ async def test_video_the_phone_adds_mid_call_reaches_lync_and_flows_both_ways(
     cdrs.close()
     await asyncio.gather(lync.close(), at_lync.close())
     phone_video.close()
+    assert ports.in_use == set()
+
+
+@pytest.mark.parametrize("phone_video", [b"m=video 0 RTP/AVP 96\r\n", None],
+                         ids=["phone declines", "x-rtvc1 only"])
+async def test_video_lync_adds_that_cannot_be_carried_is_declined_and_the_call_goes_on(
+        phone_video: bytes | None) -> None:
+    """On an audio call from a room system, Lync adds video the call cannot carry: the
+    room declining our H264 re-offer makes our 200 to Lync reject the stream (audio as it
+    was), and x-rtvc1-only video is rejected without asking the room. Either way the new
+    stream's ports go back, the CDR's word says why, and the call goes on."""
+    base = free_port()
+    ports = PortAllocator(base, base + 40)
+    h = Harness([FIRST], ports=ports, address="127.0.0.1", rules=RULES)
+    ok, out, named, lync_peer, lync, lync_key = await audio_call_to_lync(h)
+    held = set(ports.in_use)
+    camera = aioice.Connection(ice_controlling=False, components=1, use_ipv6=False)
+    await camera.gather_candidates()
+    lync_sdp = lync_with_video(lync, lync_key, camera, os.urandom(30), 2)
+    if phone_video is None:
+        lync_sdp = lync_sdp.replace(b"X-H264UC", b"x-rtvc1").replace(
+            b"a=fmtp:122 packetization-mode=1;mst-mode=NI-TC\r\n", b"")
+    h.feed(in_dialog("INVITE", 5, lync_sdp, call_id=out.call_id, from_tag="lync",
+                     to_tag=str(out.from_.tag),
+                     via=f"{lync_peer.transport} {lync_peer.host}:{lync_peer.port}"),
+           lync_peer)
+    if phone_video is None:
+        sent = h.take()
+        assert not [m for m, _ in sent if isinstance(m, Request)]  # the room is not asked
+        [answered] = [m for m, _ in sent if isinstance(m, Response) and m.status == 200]
+        ours = parse_sdp(answered.body)
+        why = "x-rtvc1 only (RTVideo needs transcoding)"
+    else:
+        reinvite = await our_reinvite(h)
+        ours = answered_back(h, reinvite, sdp_body(5004).replace(b"o=- 1 1", b"o=- 1 2")
+                             + phone_video, PHONE, lync_peer, 5)
+        why = "the SIP side declined video"
+    assert [(m.media, m.rejected) for m in ours.media] == [("audio", False), ("video", True)]
+    assert audio_lines(ours) == audio_lines(parse_sdp(named.body))
+    [call] = h.b2bua.calls.values()
+    for _ in range(20):
+        await h.settle()
+        if ports.in_use == held:
+            break
+    assert ports.in_use == held and call.media.video == f"refused: {why}"
+    await call.media.close()
+    await asyncio.gather(lync.close(), camera.close())
     assert ports.in_use == set()

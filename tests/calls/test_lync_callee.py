@@ -733,7 +733,7 @@ async def test_video_lync_adds_that_cannot_be_carried_is_declined_and_the_call_g
     base = free_port()
     ports = PortAllocator(base, base + 40)
     h = Harness([FIRST], ports=ports, address="127.0.0.1", rules=RULES)
-    ok, out, named, lync_peer, lync, lync_key = await audio_call_to_lync(h)
+    _, out, named, lync_peer, lync, lync_key = await audio_call_to_lync(h)
     held = set(ports.in_use)
     camera = aioice.Connection(ice_controlling=False, components=1, use_ipv6=False)
     await camera.gather_candidates()

@@ -31,7 +31,7 @@ from ice.errors import IceError
 from ice.ports import PortAllocator
 from ice.session import IceSession, TurnSettings
 from sdp import video as translated
-from sdp.attributes import SsrcRange
+from sdp.attributes import Crypto, SsrcRange
 from sdp.capability import UNLIMITED, Capability, beyond, presentation, require_some
 from sdp.model import Line, Media, SessionDescription
 from sdp.offer_answer import MediaPlan
@@ -41,6 +41,7 @@ from sdp.video import SSRC_RANGE_SIZE, Limits, takes_source_requests, takes_tmmb
 log = logs.get(__name__)
 RELAYED = ("audio", "video")  # what the relay carries; other streams are rejected
 DIRECTION = ("sendrecv", "sendonly", "recvonly", "inactive")
+LYNC_VIDEO_PT = 122  # the number Lync 2013 and SfB give X-H264UC in their own offers
 # `sip_media_encryption` is the SIP leg's: the Lync leg follows Lync, which requires SRTP
 # unless its own policy says otherwise and refuses an unencrypted offer with 488. So Lync
 # always gets our keys, and its offer is answered with SRTP whenever it carries keys.
@@ -227,6 +228,35 @@ class IceSide:
             translated.lync_kbps(lync, media), self.bandwidth_kbps))
         return stream
 
+    def _lync_video(self, index: int, sip: SessionDescription, media: Media,
+                    lync_pt: int) -> list[Line]:
+        """The SIP side's H264 `media` (of its description `sip`) as Lync gets it: X-H264UC
+        under `lync_pt` with Lync's attributes, x-caps and x-mediabw for what the SIP side
+        says it takes (within the cap)."""
+        pt = translated.h264_pm1(media)
+        assert pt is not None  # a stream without it is refused when it is taken up
+        taken = translated.limits(sip, media, pt, self.bandwidth_kbps)
+        kbps = translated.video_kbps(taken.bitrate_bps // 1000, self.bandwidth_kbps)
+        return translated.lync_lines(lync_pt, taken, self.ssrc_ranges[index], kbps)
+
+    def _sip_video_answer(self, body: Media, index: int, sip: SessionDescription,
+                          sip_media: Media, sip_pt: int, lync: SessionDescription,
+                          lync_media: Media, lync_pt: int) -> None:
+        """Our answer `body` to the SIP side's H264 offer (`sip_media`, in `sip`) given
+        Lync's X-H264UC (`lync_media`, in `lync`): its own H264 number, constrained
+        baseline at the lower of the level it offered and what Lync receives (no level
+        asymmetry), TMMBR only if it offered it, b=AS at what Lync takes; and the relay's
+        plan for m= line `index`."""
+        receives = translated.lync_receives(lync, lync_media)
+        level = translated.lower(translated.level_of(sip_media.fmtp(sip_pt) or ""),
+                                 translated.level_for(*receives))
+        taken = translated.limits(sip, sip_media, sip_pt, self.bandwidth_kbps)
+        self._video_plan(index, lync_media, lync_pt, sip_media, sip_pt, taken)
+        body.lines += translated.sip_lines(sip_pt, level,
+                                           tmmbr=translated.takes_tmmbr(sip_media, sip_pt))
+        body.set_bandwidth("AS", translated.video_kbps(translated.lync_kbps(lync, lync_media),
+                                                       self.bandwidth_kbps))
+
     def _position(self, index: int) -> int:
         """Where m= line `index` is among the relayed streams (the relay's, the SIP
         side's)."""
@@ -321,6 +351,52 @@ class IceSide:
 def _pairs(plans: list[StreamPlan]) -> list[str]:
     return [f"{s.local.address}:{s.local.port}->{s.remote.address}:{s.remote.port}"
             for p in plans for s in p.ice.selected]
+
+
+def lync_head(kind: str, formats: list[str], ice: IceSession, key: Crypto | None, *,
+              remote_candidates: bool) -> Media:
+    """The start of a stream of ours toward Lync: its m= line at our default candidate,
+    our credentials and candidates (the selected pair too, in an offer of the controlling
+    agent once checks are done), our key, rtcp-mux."""
+    proto = "RTP/AVP" if key is None else "RTP/SAVP"
+    body = Media([Line("m", f"{kind} {ice.default_candidate(1).port} {proto} "
+                            + " ".join(formats))])
+    body.add_attribute("ice-ufrag", ice.ufrag)
+    body.add_attribute("ice-pwd", ice.pwd)
+    for attribute in ice.candidate_attributes():
+        name, _, value = attribute.partition(":")
+        body.add_attribute(name, value)
+    if remote_candidates and ice.selected:
+        body.add_attribute(*ice.remote_candidates_attribute().split(":", 1))
+    if key is not None:
+        body.add_attribute("crypto", str(key))
+    body.add_attribute("rtcp-mux")
+    return body
+
+
+def lync_pt_of(answered: Media) -> int | None:
+    """Lync's X-H264UC in its answer: as its rtpmap names it, or our own number answered
+    with no rtpmap (which can only mean what we offered under it)."""
+    named = translated.x_h264uc(answered)
+    if named is None and str(LYNC_VIDEO_PT) in answered.formats and (
+            LYNC_VIDEO_PT not in answered.rtpmaps()):
+        return LYNC_VIDEO_PT
+    return named
+
+
+def standalone(description: SessionDescription, media: Media) -> Media:
+    """`media` with what it inherits from `description` (c=, ICE credentials) stated on
+    it, so that it still says where the stream goes once kept apart from that
+    description."""
+    kept = Media(list(media.lines))
+    if kept.connection_address is None:
+        for value in description.session.values("c"):
+            kept.insert(Line("c", value))
+    for name in ("ice-ufrag", "ice-pwd"):
+        inherited = description.session.attribute(name)
+        if inherited is not None and not kept.has(name):
+            kept.add_attribute(name, inherited)
+    return kept
 
 
 async def _close_all(sessions: list[IceSession | None]) -> None:

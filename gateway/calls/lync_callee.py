@@ -22,7 +22,15 @@ level it offered. A caller's video without H264 mode 1 is refused toward both le
 
 from __future__ import annotations
 
-from gateway.calls.ice_side import LYNC_ENCRYPTION, IceSide, set_remote
+from gateway.calls.ice_side import (
+    LYNC_ENCRYPTION,
+    LYNC_VIDEO_PT,
+    IceSide,
+    lync_head,
+    lync_pt_of,
+    set_remote,
+    standalone,
+)
 from gateway.calls.media_side import Body
 from gateway.media.backend import StreamPlan
 from ice.errors import IceError
@@ -44,7 +52,6 @@ from sdp.sdes import (
 
 KEPT = ("rtpmap", "fmtp", "ptime")
 SDP = "application/sdp"
-LYNC_VIDEO_PT = 122  # the number Lync 2013 and SfB give X-H264UC in their own offers
 
 
 class LyncCallee(IceSide):
@@ -111,24 +118,12 @@ class LyncCallee(IceSide):
         media, ice, key = self.streams.media[index], self.sessions[index], self.keys[index]
         if ice is None:
             return _rejected(media)
-        default = ice.default_candidate(1)
-        proto = "RTP/AVP" if key is None else "RTP/SAVP"
         video = media.media == "video"
         pt = self.lync_pts.get(index, LYNC_VIDEO_PT)
-        formats = [str(pt)] if video else media.formats
-        body = Media([Line("m", f"{media.media} {default.port} {proto} " + " ".join(formats))])
-        body.add_attribute("ice-ufrag", ice.ufrag)
-        body.add_attribute("ice-pwd", ice.pwd)
-        for attribute in ice.candidate_attributes():
-            name, _, value = attribute.partition(":")
-            body.add_attribute(name, value)
-        if remote_candidates and ice.selected:
-            body.add_attribute(*ice.remote_candidates_attribute().split(":", 1))
-        if key is not None:
-            body.add_attribute("crypto", str(key))
-        body.add_attribute("rtcp-mux")
+        body = lync_head(media.media, [str(pt)] if video else media.formats, ice, key,
+                         remote_candidates=remote_candidates)
         if video:
-            body.lines += self._lync_video(index, media, pt)
+            body.lines += self._lync_video(index, self.streams, media, pt)
         else:
             body.add_attribute("label", f"main-{media.media}")
             for line in media.lines[1:]:
@@ -140,16 +135,6 @@ class LyncCallee(IceSide):
                 f"main-{media.media}", self.bandwidth_kbps, self.bandwidth_kbps)))
         cap_bandwidth(body, self.bandwidth_kbps)
         return body
-
-    def _lync_video(self, index: int, media: Media, lync_pt: int) -> list[Line]:
-        """The caller's H264 as Lync gets it: X-H264UC under `lync_pt` with Lync's
-        attributes, x-caps and x-mediabw for what the caller's description says it takes
-        (within the cap)."""
-        pt = translated.h264_pm1(media)
-        assert pt is not None  # a stream without it is refused when the side is made
-        taken = translated.limits(self.streams, media, pt, self.bandwidth_kbps)
-        kbps = translated.video_kbps(taken.bitrate_bps // 1000, self.bandwidth_kbps)
-        return translated.lync_lines(lync_pt, taken, self.ssrc_ranges[index], kbps)
 
     def answer(self, callee: Body, *, final: bool) -> Body:
         """The SIP caller's answer, from Lync's: Lync's codecs, the relay's ports, the
@@ -179,7 +164,7 @@ class LyncCallee(IceSide):
         if self.sessions[index] is None:
             return _rejected(offered)
         video = offered.media == "video"
-        if video and not answered.rejected and _answered_pt(answered) is None:
+        if video and not answered.rejected and lync_pt_of(answered) is None:
             self._refuse_video("Lync answered no X-H264UC")
             return _rejected(offered)
         if answered.rejected:
@@ -198,28 +183,13 @@ class LyncCallee(IceSide):
                 if line.kind == "a" and line.attribute[0] in KEPT:
                     body.lines.append(Line("a", line.value))
         else:
-            body.lines += self._caller_video(index, offered, answered, sip_pt)
-            body.set_bandwidth("AS", translated.video_kbps(
-                translated.lync_kbps(self.lync_answer, answered), self.bandwidth_kbps))
+            lync_pt = lync_pt_of(answered)
+            assert lync_pt is not None
+            self._sip_video_answer(body, index, self.streams, offered, sip_pt,
+                                   self.lync_answer, answered, lync_pt)
         body.add_attribute("sendrecv")
         cap_bandwidth(body, self.bandwidth_kbps)
         return body
-
-    def _caller_video(self, index: int, offered: Media, answered: Media,
-                      sip_pt: int) -> list[Line]:
-        """Lync's X-H264UC as the caller gets it: its own H264 number, constrained baseline
-        at the lower of the level it offered and what Lync receives (no level asymmetry),
-        TMMBR only if it offered it, and the relay's plan for the stream."""
-        assert self.lync_answer is not None
-        receives = translated.lync_receives(self.lync_answer, answered)
-        level = translated.lower(translated.level_of(offered.fmtp(sip_pt) or ""),
-                                 translated.level_for(*receives))
-        lync_pt = _answered_pt(answered)
-        assert lync_pt is not None
-        taken = translated.limits(self.streams, offered, sip_pt, self.bandwidth_kbps)
-        self._video_plan(index, answered, lync_pt, offered, sip_pt, taken)
-        return translated.sip_lines(sip_pt, level,
-                                    tmmbr=translated.takes_tmmbr(offered, sip_pt))
 
     async def connect(self, timeout: float) -> None:
         if self.lync_offer is None or self.lync_answer is None or self.caller_answer is None:
@@ -380,7 +350,7 @@ class LyncCallee(IceSide):
         assert lync_pt is not None  # else it was refused when taken up
         self.lync_pts[index] = lync_pt
         self.sip_keys[index] = None if ours is None or theirs is None else (theirs, ours)
-        self.streams.media[index] = _with_connection(answer, media)
+        self.streams.media[index] = standalone(answer, media)
         self._video_plan(index, lync, lync_pt, media, sip_pt, translated.limits(
             answer, media, sip_pt, self.bandwidth_kbps))
         return self._lync_stream(index, remote_candidates=False)
@@ -410,25 +380,6 @@ class LyncCallee(IceSide):
         return body
 
 
-def _answered_pt(answered: Media) -> int | None:
-    """Lync's X-H264UC in its answer: as its rtpmap names it, or our own number answered
-    with no rtpmap (which can only mean what we offered under it)."""
-    named = translated.x_h264uc(answered)
-    if named is None and str(LYNC_VIDEO_PT) in answered.formats and (
-            LYNC_VIDEO_PT not in answered.rtpmaps()):
-        return LYNC_VIDEO_PT
-    return named
-
-
 def _rejected(media: Media) -> Media:
     return Media([Line("m", f"{media.media} 0 {media.proto} {media.formats[0]}")])
 
-
-def _with_connection(description: SessionDescription, media: Media) -> Media:
-    """`media` with the c= it inherits from `description` stated on it, so that it still
-    says where the stream goes once kept apart from that description."""
-    kept = Media(list(media.lines))
-    if kept.connection_address is None:
-        for value in description.session.values("c"):
-            kept.insert(Line("c", value))
-    return kept

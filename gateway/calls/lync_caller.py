@@ -196,9 +196,9 @@ class LyncCaller(IceSide):
         """Each video stream the answer accepts: stated to Lync in its terms, and planned
         for the relay with what the SIP side's answer says it takes."""
         for position, index in enumerate(relayed):
-            self._lync_video(sip, position, index)
+            self._answer_lync_video(sip, position, index)
 
-    def _lync_video(self, sip: SessionDescription, position: int, index: int) -> None:
+    def _answer_lync_video(self, sip: SessionDescription, position: int, index: int) -> None:
         assert self.negotiated is not None
         stream, sip_answer = self.negotiated.streams[index], self._sip_answers[position]
         if stream.media != "video" or not stream.accepted or sip_answer is None:
@@ -299,7 +299,7 @@ class LyncCaller(IceSide):
         self.negotiated.streams += streams
         self.negotiated.sdp.media += bodies
         for index in self.adding:
-            self._lync_video(sip, self._position(index), index)
+            self._answer_lync_video(sip, self._position(index), index)
         ours = restated(parse_sdp(last), {})
         ours.media[known:] = bodies
         return ours.to_bytes(), any(s.accepted for s in streams)

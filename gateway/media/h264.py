@@ -5,6 +5,7 @@ which callers count and drop."""
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -33,6 +34,9 @@ VCL_TYPES = frozenset({1, 2, 3, 4, 5})
 
 # Profiles whose SPS carries chroma_format_idc and the fields after it (7.3.2.1.1).
 HIGH_PROFILES = frozenset({100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135})
+
+_SIZE = struct.Struct("!H")  # a NAL unit's size in a STAP-A
+_OCTET = [bytes((n,)) for n in range(256)]
 
 
 class H264Error(ValueError):
@@ -82,10 +86,15 @@ def split_stap_a(payload: bytes) -> list[bytes]:
 
 def stap_a(nals: Sequence[bytes]) -> bytes:
     """One STAP-A of `nals`: F is the OR and NRI the highest of theirs (RFC 6184 5.7)."""
-    heads = [nal[0] for nal in nals]
-    parts = [bytes(((max(heads) & 0x80) | max([head & 0x60 for head in heads]) | STAP_A,))]
+    parts = [b""]  # the STAP-A header, once the units are seen
+    heads = nri = 0
     for nal in nals:
-        parts += (len(nal).to_bytes(2, "big"), nal)
+        heads |= nal[0]
+        if nal[0] & 0x60 > nri:
+            nri = nal[0] & 0x60
+        parts.append(_SIZE.pack(len(nal)))
+        parts.append(nal)
+    parts[0] = _OCTET[(heads & 0x80) | nri | STAP_A]
     return b"".join(parts)
 
 

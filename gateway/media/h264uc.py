@@ -12,6 +12,7 @@ independent Lync-interoperating implementations."""
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -146,12 +147,9 @@ class StreamLayout:
         return cls(present, descriptions)
 
 
-class BitstreamInfo(NamedTuple):  # one an access unit toward Lync: cheaper to make
+class BitstreamInfo(NamedTuple):
     ref_frame_count: int  # modulo 256
     nal_count: int  # NAL units of this layer of this access unit after the PACSI
-
-    def payload(self) -> bytes:
-        return bytes([self.ref_frame_count & 0xFF, min(self.nal_count, 255)])
 
     @classmethod
     def parse(cls, data: bytes) -> BitstreamInfo:
@@ -262,10 +260,31 @@ def stream_layout_sei(layout: StreamLayout) -> bytes:
     return sei_nal(STREAM_LAYOUT_UUID, layout.payload())
 
 
+class PacsiWriter:
+    """The PACSI NAL units that start the base-layer access units of one stream (`pacsi`),
+    made by one struct call each: all but the NRI, IDR flag, DONC and the Bitstream Info
+    fields stays the same for the stream's Stream Layout SEI (`layout`, b"" for none)."""
+
+    __slots__ = ("_middle", "_struct")
+
+    def __init__(self, layout: bytes = b"") -> None:
+        nals = (layout,) if layout else ()
+        # Everything after the DONC up to the Bitstream Info message's two octets.
+        self._middle = b"".join(
+            len(nal).to_bytes(2, "big") + nal
+             for nal in (*nals, sei_nal(BITSTREAM_INFO_UUID, bytes(2))))[:-2]
+        self._struct = struct.Struct(f"!B3sBH{len(self._middle)}sBB")
+
+    def pacsi(self, nri: int, idr: bool, donc: int, ref_frame_count: int,
+              nal_count: int) -> bytes:
+        """What `pacsi` makes with BitstreamInfo(ref_frame_count, nal_count)."""
+        return self._struct.pack((nri & 3) << 5 | NAL_PACSI, BASE_LAYER[idr], FLAG_T,
+                                 donc & 0xFFFF, self._middle, ref_frame_count & 0xFF,
+                                 min(nal_count, 255))
+
+
 def pacsi(nri: int, idr: bool, donc: int, info: BitstreamInfo, layout: bytes = b"") -> bytes:
     """The PACSI NAL unit that starts a base-layer access unit: its SVC header is that of
     the layer's NAL units, T set with the DONC of its first NAL unit, and the Stream Layout
     SEI (`stream_layout_sei`, when given) and the Bitstream Info SEI after it."""
-    nals = (layout,) if layout else ()
-    return _pacsi_octets(nri, BASE_LAYER[idr], FLAG_T, 0, 0, donc,
-                         (*nals, sei_nal(BITSTREAM_INFO_UUID, info.payload())))
+    return PacsiWriter(layout).pacsi(nri, idr, donc, *info)

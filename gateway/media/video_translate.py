@@ -45,6 +45,7 @@ from gateway.media.h264uc import (
     FPS_INDEX,
     BitstreamInfo,
     LayerDescription,
+    PacsiWriter,
     StreamLayout,
     prefix_nal,
     stream_layout_sei,
@@ -417,9 +418,10 @@ class _Held:
     dropped: int = 0  # its packets counted as giving nothing
     packets: list[bytes] = field(default_factory=list)  # out, after the first packet's
     # What the first packet in that gives anything gives: its NAL units (a prefix before
-    # each slice), an FU-A after them (b"" when none), whether the PACSI and the units fit
-    # one STAP-A, and the first sequence number out kept for the packets made from them.
-    lead: tuple[list[bytes], bytes, bool, int] | None = None
+    # each slice), the FU-A payloads after them (none when it has no FU-A), whether the
+    # PACSI and the units fit one STAP-A, and the first sequence number out kept for the
+    # packets made from them.
+    lead: tuple[list[bytes], list[bytes], bool, int] | None = None
     # What its PACSI says: the units kept (prefixes added: as many as slices), the highest
     # NRI among them, whether a slice is a reference, whether they are IDR slices.
     units: int = 0
@@ -450,7 +452,7 @@ class ToLync(_Translator):
         self._bitrate = bitrate
         self._fps_index = FPS_INDEX[fps]
         self._sps: Sps | None = None
-        self._layout = b""  # the Stream Layout SEI for the last SPS
+        self._pacsi = PacsiWriter()  # with the Stream Layout SEI for the last SPS
         self._ref_frames = 0
         self._donc = 0
         self._held: _Held | None = None
@@ -568,10 +570,10 @@ class ToLync(_Translator):
             # packet's units make can be numbered now and made at the end.
             fits = PACSI_SIZE + 3 + sum(len(unit) + 2 for unit in units) <= self.mtu
             count = 1 if fits else len(packetize([bytes(PACSI_SIZE), *units], self.mtu))
-            if fu:
-                count += len(split_fu_a(fu, self.mtu))
+            pieces = split_fu_a(fu, self.mtu) if fu else []
+            count += len(pieces)
             self._move_shift(in_seq, self._shift + count - 1)
-            held.lead = (units, fu, fits, in_seq + self._shift - count + 1)
+            held.lead = (units, pieces, fits, in_seq + self._shift - count + 1)
             return
         payloads = packetize(units, self.mtu) if units else []
         if fu:
@@ -602,11 +604,11 @@ class ToLync(_Translator):
         damage = damage or held.damage
         if damage or not held.slices or self._sps is None or held.lead is None:
             return self._unsent(held, damage or ("no_sps" if held.slices else ""))
-        units, fu, fits, lead_seq = held.lead
+        units, pieces, fits, lead_seq = held.lead
         if held.reference:
             self._ref_frames = (self._ref_frames + 1) & 0xFF
-        pacsi = build_pacsi(held.nri >> 5, held.idr, self._donc,
-                            BitstreamInfo(self._ref_frames, held.units), self._layout)
+        pacsi = self._pacsi.pacsi(held.nri >> 5, held.idr, self._donc, self._ref_frames,
+                                  held.units)
         self._donc = (self._donc + held.units) & 0xFFFF
         stats = self.stats
         stats.access_units_out += 1
@@ -615,9 +617,8 @@ class ToLync(_Translator):
             self.key_frame_wanted = False
         payloads = [stap_a([pacsi, *units]) if units else pacsi] if fits else packetize(
             [pacsi, *units], self.mtu)
-        if fu:
-            payloads += split_fu_a(fu, self.mtu)
-        out = self._numbered(payloads, lead_seq, held.timestamp, 0 if held.packets else 0x80)
+        out = self._numbered(payloads + pieces if pieces else payloads, lead_seq,
+                             held.timestamp, 0 if held.packets else 0x80)
         if held.packets:
             out += held.packets
             if not out[-1][1] & 0x80:  # its sender left the marker off
@@ -651,9 +652,10 @@ class ToLync(_Translator):
             return
         if sps != self._sps:
             self._sps = sps
-            self._layout = stream_layout_sei(StreamLayout(frozenset({0}), (LayerDescription(
-                sps.coded_width, sps.coded_height, sps.width, sps.height, self._bitrate,
-                self._fps_index, constrained_baseline=_constrained_baseline(sps)),)))
+            self._pacsi = PacsiWriter(stream_layout_sei(StreamLayout(frozenset({0}), (
+                LayerDescription(sps.coded_width, sps.coded_height, sps.width, sps.height,
+                                 self._bitrate, self._fps_index,
+                                 constrained_baseline=_constrained_baseline(sps)),))))
         self.stats.width, self.stats.height = sps.width, sps.height
 
 

@@ -187,12 +187,17 @@ class IceSide:
             raise
 
     def _take_added(self, offer: SessionDescription,
-                    refusal: Callable[[Media], str] | None = None) -> bool:
-        """Whether `offer` (a leg's re-offer) adds m= lines after ours with video this side
-        relays (`refusal`: why it would not relay one of them, by default `_refusal`); if
-        so, the added lines join the per-stream lists (the others rejected, as for the
-        call's own), and the caller makes `streams` hold them."""
-        known = len(self.streams.media)
+                    refusal: Callable[[Media], str] | None = None,
+                    known: int | None = None) -> bool:
+        """Whether `offer` (a leg's re-offer) adds m= lines after its first `known` (by
+        default as many as ours) with video this side relays (`refusal`: why it would not
+        relay one of them, by default `_refusal`); if so, the added lines join the
+        per-stream lists after ours (the others rejected, as for the call's own), and the
+        caller makes `streams` hold them. Where the offer's lines are not ours one for one
+        (the SIP side of a Lync caller's call sees only the relayed streams), all it adds
+        must be taken up, which keeps its lines those of the relayed streams."""
+        ours = len(self.streams.media)
+        known = ours if known is None else known
         if self.adding or self.media is None or len(offer.media) <= known:
             return False
         added = offer.media[known:]
@@ -203,13 +208,13 @@ class IceSide:
                 self._refuse_video(reason)
         relays = [media.media == "video" and not reason and not media.rejected
                   for media, reason in zip(added, refused, strict=True)]
-        if not any(relays):
+        if not any(relays) or (known != ours and not all(relays)):
             return False
         self.refused += refused
         self.relays += relays
         self.ssrc_ranges += [_ssrc_range() for _ in added]
         self.sessions += [None for _ in added]
-        self.adding = [known + i for i, relays in enumerate(relays) if relays]
+        self.adding = [ours + i for i, relays in enumerate(relays) if relays]
         return True
 
     def _sip_video(self, lync: SessionDescription, media: Media, port: int,

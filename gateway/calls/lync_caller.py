@@ -29,7 +29,16 @@ controls) and the stream joined to the running relay. Video the SIP side adds is
 
 from __future__ import annotations
 
-from gateway.calls.ice_side import DIRECTION, LYNC_ENCRYPTION, IceSide, set_remote
+from gateway.calls.ice_side import (
+    DIRECTION,
+    LYNC_ENCRYPTION,
+    LYNC_VIDEO_PT,
+    IceSide,
+    lync_head,
+    lync_pt_of,
+    set_remote,
+    standalone,
+)
 from gateway.calls.media_side import Body
 from gateway.media.backend import StreamPlan
 from ice.errors import IceError
@@ -51,7 +60,13 @@ from sdp.offer_answer import (
     payload_remap,
 )
 from sdp.parse import parse_sdp
-from sdp.sdes import answered_crypto, offer_crypto
+from sdp.sdes import (
+    StreamRefused,
+    answer_crypto,
+    answered_crypto,
+    offer_crypto,
+    offered_crypto,
+)
 from sdp.standard import keep_formats, standard_audio
 
 # Lync's offer lines the SIP side gets unchanged (codecs and direction).
@@ -71,6 +86,9 @@ class LyncCaller(IceSide):
 
     controlling = False  # Lync offered
     sip_offer: SessionDescription | None = None
+    added_by_sip = False  # who added the streams being taken up
+    sip_added: SessionDescription  # the SIP side's re-offer adding them
+    lync_offered: dict[int, Media]  # per m= line the SIP side added, our offer to Lync
     negotiated: Answer | None = None
     # Per relayed stream, our SIP-side key (None: plain RTP), as the SIP offer gave it.
     sip_keys: list[Crypto | None]
@@ -248,31 +266,135 @@ class LyncCaller(IceSide):
                 sip_answered, self.negotiated.sdp.media[index], offered),
             video=video)
 
-    # -- video added mid-call by Lync (AddsStreams) ------------------------------------------
+    # -- video added mid-call (AddsStreams) ---------------------------------------------
+    # By Lync (its X-H264UC): the SIP side is re-offered H264, as in `offer`. By the SIP
+    # side (its H264): Lync is re-offered X-H264UC, as a call toward a Lync callee offers
+    # it, and Lync's answer becomes the stream's line in `streams` (Lync's side of it).
+    # Lync controls ICE either way.
     def begin_adding(self, *, from_caller: bool, offer: SessionDescription) -> bool:
-        """Lync's re-offer adding video to the call (the caller's leg is Lync's); the SIP
-        side adding video is declined here."""
-        if not from_caller or self.negotiated is None or not self._take_added(offer):
+        """Whether the re-offer of Lync (`from_caller`) or of the SIP side adds video this
+        side takes up."""
+        if self.negotiated is None or self.sip_offer is None:
             return False
-        self.streams = offer
+        if from_caller:
+            if not self._take_added(offer):
+                return False
+            self.streams = offer
+        else:
+            known = len(self.sip_offer.media)
+            if not self._take_added(offer, self._sip_refusal, known):
+                return False
+            # Until Lync answers, the SIP side's line, multiplexed as we offer it to Lync.
+            self.streams = SessionDescription(self.streams.session, [
+                *self.streams.media, *(_muxed(media) for media in offer.media[known:])])
+            self.sip_added, self.lync_offered = offer, {}
+        self.added_by_sip = not from_caller
         return True
 
+    def _sip_refusal(self, media: Media) -> str:
+        """Why a stream the SIP side adds is not relayed ('': it is)."""
+        reason = IceSide._refusal(self, media)
+        if reason or media.rejected or media.media != "video":
+            return reason
+        try:
+            offered_crypto(media, self.encryption)
+        except StreamRefused as exc:
+            return exc.rule
+        return translated.refusal(media, lync=False)
+
     def added_offer(self, last: bytes) -> bytes:
-        """The SIP side's re-offer: what it last had from us, next o= version, with H264
-        for each added stream at its relay port."""
+        """The other leg's re-offer: `last` (what it last had from us), next o= version,
+        with the added streams: toward the SIP side H264 at each one's relay port; toward
+        Lync X-H264UC with our candidates and key and Lync's attributes for what the SIP
+        side takes."""
         assert self.sip_offer is not None
         description = restated(parse_sdp(last), {})
         secure = self.encryption == "required"
         for index in self.adding:
-            key = offer_crypto() if secure else None
-            self.sip_keys.append(key)
-            stream = self._sip_stream(self.streams.media[index],
-                                      self.sip_ports[self._position(index)], key)
-            self.sip_offer.media.append(stream)
+            if self.added_by_sip:
+                stream = self._lync_offered(index)
+                self.lync_offered[index] = stream
+            else:
+                key = offer_crypto() if secure else None
+                self.sip_keys.append(key)
+                stream = self._sip_stream(self.streams.media[index],
+                                          self.sip_ports[self._position(index)], key)
+                self.sip_offer.media.append(stream)
             description.media.append(stream)
         return description.to_bytes()
 
+    def _lync_offered(self, index: int) -> Media:
+        """The SIP side's added H264 as Lync is offered it (m= line `index`)."""
+        session = self.sessions[index]
+        assert session is not None
+        sip = self.sip_added.media[self._position(index)]
+        body = lync_head("video", [str(LYNC_VIDEO_PT)], session, offer_crypto(),
+                         remote_candidates=False)
+        body.lines += self._lync_video(index, self.sip_added, sip, LYNC_VIDEO_PT)
+        body.add_attribute("sendrecv")
+        cap_bandwidth(body, self.bandwidth_kbps)
+        return body
+
     def added_answer(self, reply: bytes, last: bytes) -> tuple[bytes, bool]:
+        """Ours to the leg that added the streams, from the other's answer (`reply`): what
+        it last had from us (`last`), next o= version, each added stream accepted where the
+        other leg took it, rejected otherwise."""
+        if not self.added_by_sip:
+            return self._lync_added_answer(reply, last)
+        assert self.negotiated is not None and self.sip_offer is not None
+        answer = parse_sdp(reply)
+        if len(answer.media) != len(self.streams.media):
+            raise NotAcceptable(f"Lync answered {len(answer.media)} streams to "
+                                f"{len(self.streams.media)} offered")
+        ours = restated(parse_sdp(last), {})
+        known = len(ours.media)
+        ours.media[known:] = [self._lync_took(answer, index) for index in self.adding]
+        return ours.to_bytes(), any(not media.rejected for media in ours.media[known:])
+
+    def _lync_took(self, answer: SessionDescription, index: int) -> Media:
+        """Our answer to the SIP side's added stream (Lync's m= line `index`), from Lync's
+        `answer` to our offer of it: the SIP side's own H264 at its relay port where Lync
+        took X-H264UC with a key answering ours, rejected otherwise."""
+        assert self.negotiated is not None and self.sip_offer is not None
+        position = self._position(index)
+        sip, lync, offered = (self.sip_added.media[position], answer.media[index],
+                              self.lync_offered[index])
+        [ours] = offered.cryptos()
+        lync_pt, theirs = lync_pt_of(lync), answered_crypto(lync, ours)
+        why = ("Lync declined video" if lync.rejected else
+               "Lync answered no X-H264UC" if lync_pt is None else
+               "Lync answered our SRTP offer without a key" if theirs is None else "")
+        self.negotiated.sdp.media.append(offered)
+        self.sip_keys.append(None)
+        self._sip_answers.append(None)
+        if why:
+            self._refuse_video(why)
+            self.negotiated.streams.append(Negotiated(index, "video", False, why))
+            self.sip_offer.media.append(rejected(sip))
+            return rejected(sip)
+        assert lync_pt is not None
+        sip_pt = translated.h264_pm1(sip)
+        assert sip_pt is not None  # else it was refused when taken up
+        self.streams.media[index] = standalone(answer, lync)
+        self.negotiated.streams.append(Negotiated(index, "video", True, local_crypto=ours,
+                                                  remote_crypto=theirs, rtcp_mux=True))
+        sip_key = offered_crypto(sip, self.encryption)
+        our_sip_key = None if sip_key is None else answer_crypto(sip_key)
+        remote = stream_remote(self.sip_added, sip)
+        assert remote is not None  # an added stream is not rejected
+        self.sip_keys[position], self._sip_answers[position] = our_sip_key, (sip, remote,
+                                                                              sip_key)
+        body = Media([Line("m", f"video {self.sip_ports[position]} {sip.proto} {sip_pt}")])
+        if our_sip_key is not None:
+            body.add_attribute("crypto", str(our_sip_key))
+        self._sip_video_answer(body, index, self.sip_added, sip, sip_pt, answer, lync,
+                               lync_pt)
+        body.add_attribute("sendrecv")
+        cap_bandwidth(body, self.bandwidth_kbps)
+        self.sip_offer.media.append(body)
+        return body
+
+    def _lync_added_answer(self, reply: bytes, last: bytes) -> tuple[bytes, bool]:
         """Lync's answer: what it last had from us, next o= version, each added stream
         accepted as X-H264UC (our candidates, credentials and key for it) where the SIP
         side's answer took H264, rejected otherwise."""
@@ -326,3 +448,11 @@ class LyncCaller(IceSide):
 
     def relay_answer(self, *, from_caller: bool, body: bytes) -> bytes:
         return body
+
+
+def _muxed(media: Media) -> Media:
+    """`media` stating rtcp-mux (one ICE component), as our offers to Lync do."""
+    muxed = Media(list(media.lines))
+    if not muxed.has("rtcp-mux"):
+        muxed.add_attribute("rtcp-mux")
+    return muxed

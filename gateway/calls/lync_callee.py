@@ -18,6 +18,9 @@ Video is translated (sdp.video): the caller's H264 (packetization-mode 1) reache
 X-H264UC with Lync's attributes (our SSRC range, x-caps for what the caller takes), and
 Lync's X-H264UC answer reaches the caller as constrained-baseline H264 no higher than the
 level it offered. A caller's video without H264 mode 1 is refused toward both legs.
+
+Video either leg adds mid-call (`AddsStreams`) is taken up the same way, the other leg
+re-offered it in its own terms; we control ICE for it and name its pair to Lync after.
 """
 
 from __future__ import annotations

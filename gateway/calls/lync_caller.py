@@ -24,7 +24,9 @@ the SIP side takes). An x-rtvc1-only offer has its video refused.
 Video Lync adds mid-call (its re-INVITE with a new m=video X-H264UC: `AddsStreams`): ICE
 gathered for it and a relay port taken, the SIP side re-offered H264 there, Lync answered
 with X-H264UC and our candidates and key for it once the SIP side took it, then ICE (Lync
-controls) and the stream joined to the running relay. Video the SIP side adds is declined.
+controls) and the stream joined to the running relay. Video the SIP side adds (its H264):
+Lync re-offered X-H264UC with our candidates and key, the SIP side answered with its H264
+once Lync took it, then ICE (Lync still controls) and the stream joined.
 """
 
 from __future__ import annotations

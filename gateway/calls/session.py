@@ -7,9 +7,10 @@ which keeps the call up through Lync's 30-minute refreshes. One that changes it 
 codecs, a new address) is carried to the other leg as a request of ours, whose answer comes
 back as ours; one offer at a time (491 otherwise). Where a leg's ICE ends here (a Lync side),
 its offers are answered here and only a change of direction, a stream removed, or a stream
-added that the side takes up (video added mid-call: prepared, offered to the other leg,
-then connected) crosses. The gateway refreshes
-the legs it is the refresher of, and hangs up both legs when a leg's session expires.
+added that the side takes up (video added mid-call by either leg: prepared, offered to the
+other leg, then connected, and where we control ICE the new pair named to Lync) crosses.
+The gateway refreshes the legs it is the refresher of, and hangs up both legs when a leg's
+session expires.
 """
 
 from __future__ import annotations

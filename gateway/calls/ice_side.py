@@ -53,6 +53,7 @@ class IceSide:
     connects = True
     answers_offers_here = True
     controlling: bool  # the ICE role: the offerer controls (RFC 8445 6.1.1)
+    lync_is_caller: bool  # which leg is Lync's
 
     def __init__(self, streams: SessionDescription, ports: PortAllocator, address: str, *,
                  static_nat: str, encryption: Encryption,
@@ -261,6 +262,15 @@ class IceSide:
                                            tmmbr=translated.takes_tmmbr(sip_media, sip_pt))
         body.set_bandwidth("AS", translated.video_kbps(translated.lync_kbps(lync, lync_media),
                                                        self.bandwidth_kbps))
+
+    def sip_video_kbps(self, *, from_caller: bool, offer: SessionDescription) -> int | None:
+        """What Lync's re-offer says it receives for main video, within the rule's cap,
+        as the SIP side's b=AS (the same bound its first description got)."""
+        if from_caller is not self.lync_is_caller:
+            return None
+        video = next((m for m in offer.media if m.media == "video" and not m.rejected), None)
+        kbps = None if video is None else translated.lync_kbps(offer, video)
+        return None if kbps is None else translated.video_kbps(kbps, self.bandwidth_kbps)
 
     def _position(self, index: int) -> int:
         """Where m= line `index` is among the relayed streams (the relay's, the SIP

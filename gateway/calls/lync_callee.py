@@ -61,6 +61,7 @@ class LyncCallee(IceSide):
     """`streams` is the SIP caller's offer."""
 
     controlling = True  # we offer to Lync
+    lync_is_caller = False
     keys: list[Crypto | None]  # ours toward Lync, per stream (from prepare())
     # Per stream, the SIP caller's key and ours answering it (None: plain RTP).
     sip_keys: list[tuple[Crypto, Crypto] | None]

@@ -87,6 +87,7 @@ class LyncCaller(IceSide):
     """`streams` is Lync's offer (the RFC 5245 part)."""
 
     controlling = False  # Lync offered
+    lync_is_caller = True
     sip_offer: SessionDescription | None = None
     added_by_sip = False  # who added the streams being taken up
     sip_added: SessionDescription  # the SIP side's re-offer adding them

@@ -128,6 +128,19 @@ class AddsStreams(Protocol):
         were prepared, taken or not."""
 
 
+@runtime_checkable
+class FollowsBandwidth(Protocol):
+    """A side that carries Lync's video bandwidth to the SIP side: a Lync re-offer stating
+    another receive bandwidth (`a=x-mediabw:main-video`) re-offers the SIP side `b=AS`,
+    which is the one way to ask a SIP endpoint that takes no TMMBR to send less."""
+
+    def sip_video_kbps(self, *, from_caller: bool, offer: SessionDescription) -> int | None:
+        """The b=AS the SIP side's video should have after this re-offer of the caller's
+        leg (`from_caller`) or the callee's; None when the offer is not Lync's or states
+        no video bandwidth."""
+        ...
+
+
 class PassThrough:
     """Signalling only: SIP endpoints send their media to each other, and SDP crosses the
     gateway unread, as through a proxy."""

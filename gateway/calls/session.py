@@ -23,7 +23,7 @@ from gateway.calls.admission import reason_phrase
 from gateway.calls.bodies import origin, sdp_of
 from gateway.calls.call import Call, CallState, InDialogRequest, Leg, Purpose
 from gateway.calls.context import Context
-from gateway.calls.media_side import AddsStreams, StopsStreams
+from gateway.calls.media_side import AddsStreams, FollowsBandwidth, StopsStreams
 from gateway.calls.teardown import hang_up
 from gateway.sip.errors import SipRequestError
 from gateway.sip.message import Request, Response, make_response
@@ -78,6 +78,10 @@ def in_dialog(ctx: Context, event: RequestReceived, now: float, core: Endpoint) 
     change = _new_shape(call, leg, request)
     if change is not None:
         return _carry_directions(ctx, call, leg, event, session, *change, now, core)
+    kbps = _new_video_kbps(call, leg, request)
+    if kbps is not None:
+        return _carry_directions(ctx, call, leg, event, session, dict(leg.directions or {}),
+                                 frozenset(), now, core, kbps=kbps)
     return _answered_here(ctx, call, leg, event.transaction, request, session, now, core)
 
 
@@ -210,16 +214,41 @@ def _new_shape(call: Call, leg: Leg, request: Request
     return (wanted, removed) if wanted != before or removed else None
 
 
+def _new_video_kbps(call: Call, leg: Leg, request: Request) -> int | None:
+    """On a call whose Lync side follows bandwidth, the b=AS the other leg's video should
+    now have, when Lync's re-offer (a refresh in all else) states another one than it has
+    (Lync asking for less video, or more again within the cap)."""
+    if not request.body or call.local or not isinstance(call.media, FollowsBandwidth):
+        return None
+    try:
+        kbps = call.media.sip_video_kbps(from_caller=leg is call.caller,
+                                         offer=sdp_of(request))
+        theirs = parse_sdp(call.other(leg).sdp_to) if kbps is not None else None
+    except SdpError:
+        return None
+    video = None if theirs is None else next(
+        (m for m in theirs.media if m.media == "video" and not m.rejected), None)
+    return None if video is None or video.bandwidth("AS") == kbps else kbps
+
+
 def _carry_directions(ctx: Context, call: Call, leg: Leg, event: RequestReceived,
                       session: UasTimer | None, wanted: Directions, removed: frozenset[str],
-                      now: float, core: Endpoint) -> list[Event]:
-    """A hold, resume or stream removed where a Lync side ends here: the other leg gets
-    the description it last had from us with the offered directions and those streams
-    rejected; its answer's come back the same way."""
+                      now: float, core: Endpoint, kbps: int | None = None) -> list[Event]:
+    """A hold, resume, stream removed or (`kbps`) video bandwidth changed where a Lync
+    side ends here: the other leg gets the description it last had from us with the
+    offered directions, those streams rejected and its video's b=AS set; its answer's
+    come back the same way."""
     request = event.request
     other = call.other(leg)
     try:
-        body = restated(parse_sdp(other.sdp_to), wanted, dropping=removed).to_bytes()
+        description = restated(parse_sdp(other.sdp_to), wanted, dropping=removed)
+        if kbps is not None:
+            for media in description.media:
+                if media.media == "video" and not media.rejected:
+                    media.set_bandwidth("AS", kbps)
+            log.info("video_bandwidth_relayed", call_id=call.inbound.call_id, leg=other.role,
+                     kbps=kbps)
+        body = description.to_bytes()
     except SdpError as exc:
         return core.respond(request, event.transaction, make_response(
             request, 488, reason_phrase("Not Acceptable Here", str(exc))), now)

@@ -983,3 +983,42 @@ async def test_video_the_phone_adds_that_cannot_be_carried_is_declined(
     await call.media.close()
     await lync.close()
     assert ports.in_use == set()
+
+
+async def test_lync_asking_for_less_video_re_offers_the_phone_a_lower_b_as(
+        tmp_path: Path) -> None:
+    """A video call from Lync to a phone; Lync re-INVITEs stating it now receives 500
+    kbps of main video (a=x-mediabw, as when its network degrades): the phone is re-offered
+    what it last had from us with the video's b=AS 500 (audio as it was, next o= version),
+    and its answer makes our 200 to Lync. A later refresh stating the same is answered
+    here, the phone not asked; one stating more raises it again, as far as the rule's cap
+    (none here)."""
+    v = await video_call(tmp_path)
+    before = parse_sdp(v.out.body)
+    assert before.media[1].bandwidth("AS") == 4000
+    lower = re.sub(rb"(o=- \d+) \d+", rb"\1 2", v.lync_sdp).replace(
+        b"t=0 0\r\n", b"t=0 0\r\na=x-mediabw:main-video send=4000;recv=500\r\n", 1)
+    v.h.feed(in_dialog("INVITE", 2, lower, **v.from_lync), LYNC)
+    [(reinvite, peer)] = [(m, p) for m, p in v.h.take()
+                          if isinstance(m, Request) and m.method == "INVITE"]
+    assert peer == v.phone
+    offered = parse_sdp(reinvite.body)
+    assert offered.origin[2] == str(int(before.origin[2]) + 1)
+    assert offered.media[0].lines == before.media[0].lines
+    assert offered.media[1].bandwidth("AS") == 500 and offered.media[1].port == (
+        before.media[1].port)
+    ours = answered_back(v.h, reinvite, v.phone_sdp.replace(b"o=- 1 1", b"o=- 1 2"), v.phone,
+                         LYNC, 2)
+    assert [(m.media, m.rejected) for m in ours.media] == [
+        ("audio", False), ("video", False), ("applicationsharing", True)]
+    same = re.sub(rb"(o=- \d+) \d+", rb"\1 3", lower)
+    v.h.feed(in_dialog("INVITE", 3, same, **v.from_lync), LYNC)
+    sent = v.h.take()
+    assert not [m for m, _ in sent if isinstance(m, Request)]
+    assert [m.status for m, _ in sent if isinstance(m, Response)][-1] == 200
+    more = re.sub(rb"(o=- \d+) \d+", rb"\1 4", lower).replace(b"recv=500", b"recv=9000")
+    v.h.feed(in_dialog("INVITE", 4, more, **v.from_lync), LYNC)
+    [(reinvite, _)] = [(m, p) for m, p in v.h.take()
+                       if isinstance(m, Request) and m.method == "INVITE"]
+    assert parse_sdp(reinvite.body).media[1].bandwidth("AS") == 9000
+    await v.end()

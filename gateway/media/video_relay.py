@@ -29,6 +29,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from gateway.media.errors import PacketError
 from gateway.media.relay import Side, StreamRelay
 from gateway.media.rtp import StreamStats, is_rtcp
 from gateway.media.video_plan import VideoPlan
@@ -201,8 +202,24 @@ class VideoRelay(StreamRelay):
             return
         writer = dst.writer
         wanted = writer.key_frame_wanted
-        for out in writer.push(clear, now):
-            self._deliver(out, False, dst.side, stats)
+        outs = writer.push(clear, now)
+        if outs:
+            # `_deliver` without its SSRC count (a translator's packets carry its one SSRC)
+            # or a clock read of its own: the packets go out in the same instant.
+            side = dst.side
+            send = side.send
+            protect = None if side.srtp_out is None else side.srtp_out.protect
+            for out in outs:
+                if protect is None:
+                    wire = out
+                else:
+                    try:
+                        wire = protect(out, False)
+                    except PacketError as exc:
+                        stats.drop(exc.kind)
+                        continue
+                stats.rtp(out, now)
+                send(wire, False)
         # Only this stream's wish can have changed; the other's repeats are `poll`'s.
         if writer.key_frame_wanted:
             if not wanted:  # a loss: asked at once, as the far receiver would

@@ -62,7 +62,8 @@ MAX_PACKETS_PER_ACCESS_UNIT = 2048  # a 1080p IDR is a few hundred packets of 12
 # an access unit and which decoders discard, so that the marker still closes the unit.
 FILLER = bytes([12, 0x80])
 
-_HEAD = struct.Struct("!BBH")  # the first four octets of an RTP header: V=2, M and PT, seq
+# An RTP header without CSRCs or extension: V=2, M and PT, seq, timestamp, SSRC.
+_HEAD = struct.Struct("!BBH4s4s")
 
 # The size of the PACSI toward Lync (one Stream Layout description, Bitstream Info): every
 # field has a fixed width, so it is the same for every access unit.
@@ -239,8 +240,8 @@ class _Translator:
         stats = self.stats
         stats.packets_out += 1
         stats.octets_out += len(payload)
-        return b"".join((_HEAD.pack(0x80, self._pt_out | marker, seq & 0xFFFF), timestamp,
-                         self._ssrc_out, payload))
+        return _HEAD.pack(0x80, self._pt_out | marker, seq & 0xFFFF, timestamp,
+                          self._ssrc_out) + payload
 
     def _keep(self, nal: bytes) -> bool:
         """Whether an AVC decoder takes `nal`; a unit it does not is counted."""
@@ -364,7 +365,11 @@ class FromLync(_Translator):
         if payload[1] & 0x80:
             if self._fu >= 0:
                 _bump(self.stats.nals_dropped, "fu_truncated")
-            kept = self._keep(bytes([(payload[0] & 0xE0) | inner, payload[2]]))
+            head = (payload[0] & 0xE0) | inner
+            # An AVC unit other than an SPS is kept without a word: its first two octets
+            # are made only for `_keep` to judge (and count) the others.
+            kept = (inner in AVC_TYPES and inner != NAL_SPS and not head & 0x80) or (
+                self._keep(bytes((head, payload[2]))))
             self._fu, self._piece = inner, inner if kept else -1
             if kept and inner == NAL_IDR:
                 self._key_frame(timestamp)

@@ -35,7 +35,7 @@ from sdp.attributes import Crypto, SsrcRange
 from sdp.capability import UNLIMITED, Capability, beyond, presentation, require_some
 from sdp.model import Line, Media, SessionDescription
 from sdp.offer_answer import MediaPlan
-from sdp.sdes import Encryption
+from sdp.sdes import Encryption, StreamRefused, offered_crypto
 from sdp.video import SSRC_RANGE_SIZE, Limits, takes_source_requests, takes_tmmbr
 
 log = logs.get(__name__)
@@ -217,6 +217,24 @@ class IceSide:
         self.sessions += [None for _ in added]
         self.adding = [ours + i for i, relays in enumerate(relays) if relays]
         return True
+
+    def _refusal_of_lync(self, media: Media) -> str:
+        """Why a stream Lync adds mid-call is not relayed ('': it is)."""
+        return self._added_refusal(media, lync=True)
+
+    def _refusal_of_sip(self, media: Media) -> str:
+        """Why a stream the SIP side adds mid-call is not relayed ('': it is)."""
+        return self._added_refusal(media, lync=False)
+
+    def _added_refusal(self, media: Media, *, lync: bool) -> str:
+        reason = IceSide._refusal(self, media)
+        if reason or media.rejected or media.media != "video":
+            return reason
+        try:
+            offered_crypto(media, LYNC_ENCRYPTION if lync else self.encryption)
+        except StreamRefused as exc:
+            return exc.rule
+        return translated.refusal(media, lync=lync)
 
     def _sip_video(self, lync: SessionDescription, media: Media, port: int,
                    proto: str) -> Media:

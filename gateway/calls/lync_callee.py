@@ -250,7 +250,7 @@ class LyncCallee(IceSide):
             self.streams = offer
             self._keys_for(range(known, len(offer.media)))
         else:
-            if not self._take_added(offer, self._lync_refusal):
+            if not self._take_added(offer, self._refusal_of_lync):
                 return False
             self.streams = SessionDescription(self.streams.session,
                                               [*self.streams.media, *offer.media[known:]])
@@ -262,17 +262,6 @@ class LyncCallee(IceSide):
                 self.sip_keys.append(None)  # until the caller answers our offer of it
         self.added_by_lync = not from_caller
         return True
-
-    def _lync_refusal(self, media: Media) -> str:
-        """Why a stream Lync adds is not relayed ('': it is)."""
-        reason = IceSide._refusal(self, media)
-        if reason or media.rejected or media.media != "video":
-            return reason
-        try:
-            offered_crypto(media, LYNC_ENCRYPTION)
-        except StreamRefused as exc:
-            return exc.rule
-        return translated.refusal(media, lync=True)
 
     def added_offer(self, last: bytes) -> bytes:
         """The other leg's re-offer. Lync's: what it last had from us (the selected pairs

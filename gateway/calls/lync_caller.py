@@ -63,7 +63,6 @@ from sdp.offer_answer import (
 )
 from sdp.parse import parse_sdp
 from sdp.sdes import (
-    StreamRefused,
     answer_crypto,
     answered_crypto,
     offer_crypto,
@@ -285,7 +284,7 @@ class LyncCaller(IceSide):
             self.streams = offer
         else:
             known = len(self.sip_offer.media)
-            if not self._take_added(offer, self._sip_refusal, known):
+            if not self._take_added(offer, self._refusal_of_sip, known):
                 return False
             # Until Lync answers, the SIP side's line, multiplexed as we offer it to Lync.
             self.streams = SessionDescription(self.streams.session, [
@@ -293,17 +292,6 @@ class LyncCaller(IceSide):
             self.sip_added, self.lync_offered = offer, {}
         self.added_by_sip = not from_caller
         return True
-
-    def _sip_refusal(self, media: Media) -> str:
-        """Why a stream the SIP side adds is not relayed ('': it is)."""
-        reason = IceSide._refusal(self, media)
-        if reason or media.rejected or media.media != "video":
-            return reason
-        try:
-            offered_crypto(media, self.encryption)
-        except StreamRefused as exc:
-            return exc.rule
-        return translated.refusal(media, lync=False)
 
     def added_offer(self, last: bytes) -> bytes:
         """The other leg's re-offer: `last` (what it last had from us), next o= version,

@@ -35,6 +35,7 @@ from tests.kit.calls import (
     Harness,
     answered_back,
     in_dialog,
+    our_reinvite,
     outbound,
     phone,
     sdp_body,
@@ -590,18 +591,6 @@ async def audio_call_to_lync(h: Harness) -> tuple[Response, Request, Request, Pe
                          content_type="application/sdp"), lync_peer)
     h.take()  # the ACK
     return ok, out, named, lync_peer, lync, lync_key
-
-
-async def our_reinvite(h: Harness) -> Request:
-    """The re-INVITE the gateway sends once ICE has gathered for an added stream."""
-    for _ in range(50):
-        await h.settle()
-        sent = [m for m, _ in h.take() if isinstance(m, Request) and m.method == "INVITE"]
-        if sent:
-            [reinvite] = sent
-            return reinvite
-        await asyncio.sleep(0.01)
-    raise AssertionError("no re-INVITE")
 
 
 def lync_with_video(lync: aioice.Connection, lync_key: bytes, camera: aioice.Connection,

@@ -38,6 +38,7 @@ from tests.kit.calls import (
     Phone,
     answered_back,
     in_dialog,
+    our_reinvite,
     outbound,
     phone,
     video_relayed,
@@ -679,6 +680,22 @@ async def test_video_that_cannot_be_translated_is_refused_and_the_cdr_says_why(
     assert ports.in_use == set()
 
 
+async def audio_call_from_lync(h: Harness, lync: aioice.Connection
+                               ) -> tuple[bytes, Request, Peer, Response]:
+    """Lync (audio on `lync`) calls the phone, which answers audio at 5004; ICE up. (Lync's
+    INVITE, ours to the phone and where it went, our 200 to Lync.)"""
+    offer = invite(lync_offer(lync, os.urandom(30)))
+    h.feed(offer, LYNC)
+    for _ in range(30):
+        await h.settle()
+    out, peer = outbound(h.take(), "INVITE")
+    h.feed(make_response(out, 200, to_tag="phone", headers=(("Contact", "<sip:p@127.0.0.1>"),),
+                         body=phone_answer(5004), content_type="application/sdp"), peer)
+    ok = next(m for m, p in h.take() if isinstance(m, Response) and m.status == 200)
+    await ice_completes(h, (lync, parse_sdp(ok.body).media[0]))
+    return offer, out, peer, ok
+
+
 async def added_video_call(tmp_path: Path) -> VideoCall:
     """An audio call from Lync to a phone, ICE up; then Lync adds X-H264UC video by
     re-INVITE: the phone is re-offered H264 at a new relay port (audio as it was, next o=
@@ -703,14 +720,8 @@ async def added_video_call(tmp_path: Path) -> VideoCall:
     from_lync = {"call_id": "lync-call-1", "from_tag": "lync", "to_tag": str(ok.to.tag),
                  "via": "TLS 127.0.0.1:5061"}
     h.feed(in_dialog("INVITE", 2, lync_sdp, **from_lync), LYNC)
-    reinvite = None
-    for _ in range(50):  # ICE gathered for the new stream first
-        await h.settle()
-        sent = [m for m, p in h.take() if isinstance(m, Request) and m.method == "INVITE"]
-        if sent:
-            [reinvite] = sent
-            break
-    assert reinvite is not None and reinvite.call_id == out.call_id
+    reinvite = await our_reinvite(h)  # once ICE has gathered for the new stream
+    assert reinvite.call_id == out.call_id
     before, offered = parse_sdp(out.body), parse_sdp(reinvite.body)
     assert offered.origin[2] == str(int(before.origin[2]) + 1)
     assert offered.media[0].lines == before.media[0].lines  # audio as it was
@@ -844,17 +855,8 @@ async def test_video_the_phone_adds_to_a_lync_callers_call_flows_both_ways(
     up, and every port goes at the end."""
     tmp, source = x264
     h, ports, cdrs, lync, camera, camera_key = await lync_with_camera(tmp_path)
-    offer = invite(lync_offer(lync, os.urandom(30)))
-    h.feed(offer, LYNC)
-    for _ in range(30):
-        await h.settle()
-    out, peer = outbound(h.take(), "INVITE")
-    audio_only = phone_answer(5004)
-    h.feed(make_response(out, 200, to_tag="phone", headers=(("Contact", "<sip:p@127.0.0.1>"),),
-                         body=audio_only, content_type="application/sdp"), peer)
-    ok = next(m for m, p in h.take() if isinstance(m, Response) and m.status == 200)
-    first = parse_sdp(ok.body)
-    await ice_completes(h, (lync, first.media[0]))
+    offer, out, peer, ok = await audio_call_from_lync(h, lync)
+    audio_only, first = phone_answer(5004), parse_sdp(ok.body)
     [call] = h.b2bua.calls.values()
     phone_video, phone_rx, phone_port = await phone()
     from_phone = {"call_id": out.call_id, "from_tag": "phone", "to_tag": str(out.from_.tag),
@@ -862,14 +864,8 @@ async def test_video_the_phone_adds_to_a_lync_callers_call_flows_both_ways(
     added = (audio_only + PHONE_VIDEO.replace(b"5006", b"%d" % phone_port)).replace(
         b"o=- 1 1", b"o=- 1 2")
     h.feed(in_dialog("INVITE", 1, added, **from_phone), peer)
-    reinvite = None
-    for _ in range(50):  # ICE gathered for the new stream first
-        await h.settle()
-        sent = [m for m, p in h.take() if isinstance(m, Request) and m.method == "INVITE"]
-        if sent:
-            [reinvite] = sent
-            break
-    assert reinvite is not None and reinvite.call_id == "lync-call-1"
+    reinvite = await our_reinvite(h)  # once ICE has gathered for the new stream
+    assert reinvite.call_id == "lync-call-1"
     offered = parse_sdp(reinvite.body)
     assert offered.origin[2] == str(int(first.origin[2]) + 1)
     assert [(m.media, m.rejected) for m in offered.media] == [
@@ -937,15 +933,7 @@ async def test_video_the_phone_adds_that_cannot_be_carried_is_declined(
     h = Harness([FIRST], ports=ports, address="127.0.0.1")
     lync = aioice.Connection(ice_controlling=True, components=1, use_ipv6=False)
     await lync.gather_candidates()
-    offer = invite(lync_offer(lync, os.urandom(30)))
-    h.feed(offer, LYNC)
-    for _ in range(30):
-        await h.settle()
-    out, peer = outbound(h.take(), "INVITE")
-    h.feed(make_response(out, 200, to_tag="phone", headers=(("Contact", "<sip:p@127.0.0.1>"),),
-                         body=phone_answer(5004), content_type="application/sdp"), peer)
-    ok = next(m for m, p in h.take() if isinstance(m, Response) and m.status == 200)
-    await ice_completes(h, (lync, parse_sdp(ok.body).media[0]))
+    offer, out, peer, _ = await audio_call_from_lync(h, lync)
     held = set(ports.in_use)
     video = PHONE_VIDEO if lync_video_answer else PHONE_VIDEO.replace(
         b";packetization-mode=1", b"")
@@ -960,14 +948,7 @@ async def test_video_the_phone_adds_that_cannot_be_carried_is_declined(
         ours = parse_sdp(answered.body)
         why = "no H264 with packetization-mode=1 (Lync takes no other video untranscoded)"
     else:
-        reinvite = None
-        for _ in range(50):
-            await h.settle()
-            sent = [m for m, p in h.take() if isinstance(m, Request) and m.method == "INVITE"]
-            if sent:
-                [reinvite] = sent
-                break
-        assert reinvite is not None
+        reinvite = await our_reinvite(h)  # once ICE has gathered for the new stream
         lync_part = pick_sdp(split(offer.split(b"\r\n\r\n", 1)[1], BOUNDARY)).body
         ours = answered_back(h, reinvite, lync_part.replace(b"o=- 0 1", b"o=- 0 2").replace(
             b"m=applicationsharing 5398", b"m=applicationsharing 0") + lync_video_answer,

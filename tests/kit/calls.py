@@ -217,3 +217,15 @@ def without_video(sdp: bytes, version: bytes) -> bytes:
     """`sdp` re-offered at o= `version` with its video stream rejected (port 0)."""
     return re.sub(rb"m=video \d+", b"m=video 0", re.sub(rb"(o=- \d+) \d+", rb"\1 " + version,
                                                       sdp, count=1))
+
+
+async def our_reinvite(h: Harness) -> Request:
+    """The re-INVITE the gateway sends once ICE has gathered for an added stream."""
+    for _ in range(50):
+        await h.settle()
+        sent = [m for m, _ in h.take() if isinstance(m, Request) and m.method == "INVITE"]
+        if sent:
+            [reinvite] = sent
+            return reinvite
+        await asyncio.sleep(0.01)
+    raise AssertionError("no re-INVITE")

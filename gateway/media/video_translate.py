@@ -139,6 +139,7 @@ class _Translator:
         self.key_frame_wanted = True  # until an IDR has gone out
         self.sequences = SequenceMap()
         self.mtu = mtu
+        self._longest = MIN_RTP + mtu  # the longest packet in passed whole (plain header)
         self._ssrc = ssrc
         self._payload_type = payload_type
         self._first_sequence = first_sequence & 0xFFFF
@@ -246,16 +247,14 @@ class _Translator:
     def _keep(self, nal: bytes) -> bool:
         """Whether an AVC decoder takes `nal`; a unit it does not is counted."""
         kind = nal[0] & 0x1F
-        if kind in DROPPED_NALS:
-            _bump(self.stats.nals_dropped, DROPPED_NALS[kind])
-        elif nal[0] & 0x80 or len(nal) < 2:
-            _bump(self.stats.nals_dropped, "malformed")
-        elif kind not in AVC_TYPES:
-            _bump(self.stats.nals_dropped, "unknown")
-        else:
+        if kind in AVC_TYPES and nal[0] < 0x80 and len(nal) > 1:
             if kind == NAL_SPS:
                 self._note_sps(nal)
             return True
+        why = DROPPED_NALS.get(kind)  # (no AVC type is among them)
+        if why is None:
+            why = "malformed" if nal[0] & 0x80 or len(nal) < 2 else "unknown"
+        _bump(self.stats.nals_dropped, why)
         return False
 
     def _note_sps(self, nal: bytes) -> None:
@@ -291,18 +290,23 @@ class FromLync(_Translator):
     def push(self, packet: bytes, now: float) -> list[bytes]:
         # Most packets, in the fewest steps: the next of the SSRC followed, a plain header,
         # the next piece of an FU-A being handed on (FU header: S and R clear, its type).
-        if (len(packet) > 14 and packet[0] == 0x80 and packet[12] & 0x1F == FU_A
-                and packet[13] & 0xBF == self._piece and len(packet) - MIN_RTP <= self.mtu
+        if (14 < len(packet) <= self._longest and packet[0] == 0x80
+                and packet[12] & 0x1F == FU_A and packet[13] & 0xBF == self._piece
                 and packet[8:12] == self._source_octets
                 and (packet[2] << 8 | packet[3]) == self._next_in & 0xFFFF):
-            self.stats.packets_in += 1
+            stats = self.stats
+            stats.packets_in += 1
+            stats.packets_out += 1
+            stats.octets_out += len(packet) - MIN_RTP
             in_seq = self._next_in
             self._next_in = in_seq + 1
             if packet[13] & 0x40:
                 self._fu = self._piece = -1
             marker = packet[1] & 0x80
             self._unmarked = not marker
-            return [self._packet(packet[MIN_RTP:], in_seq + self._shift, packet[4:8], marker)]
+            # `_packet`, written out: a call is a tenth of this path.
+            return [_HEAD.pack(0x80, self._pt_out | marker, (in_seq + self._shift) & 0xFFFF,
+                               packet[4:8], self._ssrc_out) + packet[MIN_RTP:]]
         bounds = self._payload(packet)
         if bounds is None:
             return []
@@ -390,11 +394,13 @@ class FromLync(_Translator):
             _bump(self.stats.nals_dropped, error.kind)
             return []
         kept = [nal for nal in nals if self._keep(nal)]
+        if not kept:
+            return []  # Lync's own units only: its PACSI and prefix units, most often
         if any(nal[0] & 0x1F == NAL_IDR for nal in kept):
             self._key_frame(timestamp)
         if len(kept) == len(nals):
             return [payload]
-        return packetize(kept, self.mtu) if kept else []
+        return packetize(kept, self.mtu)
 
     def _key_frame(self, timestamp: bytes) -> None:
         if timestamp != self._key_timestamp:
@@ -468,20 +474,25 @@ class ToLync(_Translator):
         # Most packets, in the fewest steps: the next of the SSRC followed, a plain header,
         # the next piece of an FU-A of a unit whole so far (FU header: S and R clear, its
         # type), made into its packet out at once.
-        if (held is not None and len(packet) > 14 and packet[0] == 0x80
+        if (held is not None and 14 < len(packet) <= self._longest and packet[0] == 0x80
                 and packet[12] & 0x1F == FU_A and packet[13] & 0xBF == held.piece
-                and len(packet) - MIN_RTP <= self.mtu and packet[8:12] == self._source_octets
+                and packet[8:12] == self._source_octets
                 and (packet[2] << 8 | packet[3]) == self._next_in & 0xFFFF
                 and packet[4:8] == held.timestamp
                 and len(held.packets) < MAX_PACKETS_PER_ACCESS_UNIT):
-            self.stats.packets_in += 1
+            stats = self.stats
+            stats.packets_in += 1
+            stats.packets_out += 1
+            stats.octets_out += len(packet) - MIN_RTP
             in_seq = self._next_in
             self._next_in = held.next_in = in_seq + 1
             if packet[13] & 0x40:
                 held.fu, held.piece = 0, -1
             marker = packet[1] & 0x80
-            held.packets.append(self._packet(packet[MIN_RTP:], in_seq + self._shift,
-                                             held.timestamp, marker))
+            # `_packet`, written out as in FromLync.push.
+            held.packets.append(_HEAD.pack(
+                0x80, self._pt_out | marker, (in_seq + self._shift) & 0xFFFF, held.timestamp,
+                self._ssrc_out) + packet[MIN_RTP:])
             return self._close(held, "") if marker else []
         bounds = self._payload(packet)
         if bounds is None:

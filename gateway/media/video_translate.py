@@ -584,7 +584,7 @@ class ToLync(_Translator):
         if held.lead is None:
             # The PACSI's size does not depend on what it says, so the packets it and this
             # packet's units make can be numbered now and made at the end.
-            fits = PACSI_SIZE + 3 + sum(len(unit) + 2 for unit in units) <= self.mtu
+            fits = PACSI_SIZE + 3 + sum(map(len, units)) + 2 * len(units) <= self.mtu
             count = 1 if fits else len(packetize([bytes(PACSI_SIZE), *units], self.mtu))
             pieces = split_fu_a(fu, self.mtu) if fu else []
             count += len(pieces)

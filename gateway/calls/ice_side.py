@@ -34,7 +34,7 @@ from sdp import video as translated
 from sdp.attributes import Crypto, SsrcRange
 from sdp.capability import UNLIMITED, Capability, beyond, presentation, require_some
 from sdp.model import Line, Media, SessionDescription
-from sdp.offer_answer import MediaPlan
+from sdp.offer_answer import MediaPlan, cap_bandwidth
 from sdp.sdes import Encryption, StreamRefused, offered_crypto
 from sdp.video import SSRC_RANGE_SIZE, Limits, takes_source_requests, takes_tmmbr
 
@@ -252,34 +252,48 @@ class IceSide:
             translated.lync_kbps(lync, media), self.bandwidth_kbps))
         return stream
 
-    def _lync_video(self, index: int, sip: SessionDescription, media: Media,
-                    lync_pt: int) -> list[Line]:
-        """The SIP side's H264 `media` (of its description `sip`) as Lync gets it: X-H264UC
-        under `lync_pt` with Lync's attributes, x-caps and x-mediabw for what the SIP side
-        says it takes (within the cap)."""
+    def _lync_video(self, index: int, sip: SessionDescription, media: Media, lync_pt: int,
+                    key: Crypto | None, *, remote_candidates: bool) -> Media:
+        """The SIP side's H264 `media` (of its description `sip`) as Lync gets it on m= line
+        `index`: X-H264UC under `lync_pt` at our candidates with our `key`, Lync's
+        attributes, x-caps and x-mediabw for what the SIP side says it takes (within the
+        cap)."""
+        session = self.sessions[index]
+        assert session is not None
         pt = translated.h264_pm1(media)
         assert pt is not None  # a stream without it is refused when it is taken up
         taken = translated.limits(sip, media, pt, self.bandwidth_kbps)
         kbps = translated.video_kbps(taken.bitrate_bps // 1000, self.bandwidth_kbps)
-        return translated.lync_lines(lync_pt, taken, self.ssrc_ranges[index], kbps)
+        body = lync_head("video", [str(lync_pt)], session, key,
+                         remote_candidates=remote_candidates)
+        body.lines += translated.lync_lines(lync_pt, taken, self.ssrc_ranges[index], kbps)
+        body.add_attribute("sendrecv")
+        cap_bandwidth(body, self.bandwidth_kbps)
+        return body
 
-    def _sip_video_answer(self, body: Media, index: int, sip: SessionDescription,
-                          sip_media: Media, sip_pt: int, lync: SessionDescription,
-                          lync_media: Media, lync_pt: int) -> None:
-        """Our answer `body` to the SIP side's H264 offer (`sip_media`, in `sip`) given
-        Lync's X-H264UC (`lync_media`, in `lync`): its own H264 number, constrained
-        baseline at the lower of the level it offered and what Lync receives (no level
-        asymmetry), TMMBR only if it offered it, b=AS at what Lync takes; and the relay's
-        plan for m= line `index`."""
+    def _sip_video_answer(self, index: int, port: int, key: Crypto | None,
+                          sip: SessionDescription, sip_media: Media, sip_pt: int,
+                          lync: SessionDescription, lync_media: Media, lync_pt: int) -> Media:
+        """Our answer at the relay's `port` (with our `key`) to the SIP side's H264 offer
+        (`sip_media`, in `sip`) given Lync's X-H264UC (`lync_media`, in `lync`): its own
+        H264 number, constrained baseline at the lower of the level it offered and what
+        Lync receives (no level asymmetry), TMMBR only if it offered it, b=AS at what Lync
+        takes; and the relay's plan for m= line `index`."""
         receives = translated.lync_receives(lync, lync_media)
         level = translated.lower(translated.level_of(sip_media.fmtp(sip_pt) or ""),
                                  translated.level_for(*receives))
         taken = translated.limits(sip, sip_media, sip_pt, self.bandwidth_kbps)
         self._video_plan(index, lync_media, lync_pt, sip_media, sip_pt, taken)
+        body = Media([Line("m", f"video {port} {sip_media.proto} {sip_pt}")])
+        if key is not None:
+            body.add_attribute("crypto", str(key))
         body.lines += translated.sip_lines(sip_pt, level,
                                            tmmbr=translated.takes_tmmbr(sip_media, sip_pt))
         body.set_bandwidth("AS", translated.video_kbps(translated.lync_kbps(lync, lync_media),
                                                        self.bandwidth_kbps))
+        body.add_attribute("sendrecv")
+        cap_bandwidth(body, self.bandwidth_kbps)
+        return body
 
     def sip_video_kbps(self, *, from_caller: bool, offer: SessionDescription) -> int | None:
         """What Lync's re-offer says it receives for main video, within the rule's cap,

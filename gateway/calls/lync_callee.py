@@ -122,19 +122,18 @@ class LyncCallee(IceSide):
         media, ice, key = self.streams.media[index], self.sessions[index], self.keys[index]
         if ice is None:
             return _rejected(media)
-        video = media.media == "video"
-        pt = self.lync_pts.get(index, LYNC_VIDEO_PT)
-        body = lync_head(media.media, [str(pt)] if video else media.formats, ice, key,
+        if media.media == "video":
+            return self._lync_video(index, self.streams, media,
+                                    self.lync_pts.get(index, LYNC_VIDEO_PT), key,
+                                    remote_candidates=remote_candidates)
+        body = lync_head(media.media, media.formats, ice, key,
                          remote_candidates=remote_candidates)
-        if video:
-            body.lines += self._lync_video(index, self.streams, media, pt)
-        else:
-            body.add_attribute("label", f"main-{media.media}")
-            for line in media.lines[1:]:
-                if line.kind == "a" and line.attribute[0] in KEPT:
-                    body.lines.append(Line("a", line.value))
+        body.add_attribute("label", f"main-{media.media}")
+        for line in media.lines[1:]:
+            if line.kind == "a" and line.attribute[0] in KEPT:
+                body.lines.append(Line("a", line.value))
         body.add_attribute("sendrecv")
-        if self.bandwidth_kbps and not video:  # Lync reads its own attribute, not b=
+        if self.bandwidth_kbps:  # Lync reads its own attribute, not b=
             body.add_attribute("x-mediabw", str(MediaBandwidth(
                 f"main-{media.media}", self.bandwidth_kbps, self.bandwidth_kbps)))
         cap_bandwidth(body, self.bandwidth_kbps)
@@ -175,22 +174,20 @@ class LyncCallee(IceSide):
             if video:
                 self._refuse_video("Lync declined video")
             return _rejected(offered)
-        sip_pt = translated.h264_pm1(offered) if video else None
-        formats = answered.formats if sip_pt is None else [str(sip_pt)]
-        body = Media([Line("m", f"{offered.media} {self.sip_ports[self._position(index)]} "
-                                f"{offered.proto} " + " ".join(formats))])
-        keys = self.sip_keys[index]
-        if keys is not None:
-            body.add_attribute("crypto", str(keys[1]))
-        if sip_pt is None:
-            for line in answered.lines[1:]:
-                if line.kind == "a" and line.attribute[0] in KEPT:
-                    body.lines.append(Line("a", line.value))
-        else:
-            lync_pt = lync_pt_of(answered)
-            assert lync_pt is not None
-            self._sip_video_answer(body, index, self.streams, offered, sip_pt,
-                                   self.lync_answer, answered, lync_pt)
+        port, keys = self.sip_ports[self._position(index)], self.sip_keys[index]
+        ours = None if keys is None else keys[1]
+        if video:
+            sip_pt, lync_pt = translated.h264_pm1(offered), lync_pt_of(answered)
+            assert sip_pt is not None and lync_pt is not None
+            return self._sip_video_answer(index, port, ours, self.streams, offered, sip_pt,
+                                          self.lync_answer, answered, lync_pt)
+        body = Media([Line("m", f"{offered.media} {port} {offered.proto} "
+                                + " ".join(answered.formats))])
+        if ours is not None:
+            body.add_attribute("crypto", str(ours))
+        for line in answered.lines[1:]:
+            if line.kind == "a" and line.attribute[0] in KEPT:
+                body.lines.append(Line("a", line.value))
         body.add_attribute("sendrecv")
         cap_bandwidth(body, self.bandwidth_kbps)
         return body

@@ -36,7 +36,6 @@ from gateway.calls.ice_side import (
     LYNC_ENCRYPTION,
     LYNC_VIDEO_PT,
     IceSide,
-    lync_head,
     lync_pt_of,
     set_remote,
     standalone,
@@ -303,7 +302,9 @@ class LyncCaller(IceSide):
         secure = self.encryption == "required"
         for index in self.adding:
             if self.added_by_sip:
-                stream = self._lync_offered(index)
+                stream = self._lync_video(
+                    index, self.sip_added, self.sip_added.media[self._position(index)],
+                    LYNC_VIDEO_PT, offer_crypto(), remote_candidates=False)
                 self.lync_offered[index] = stream
             else:
                 key = offer_crypto() if secure else None
@@ -313,18 +314,6 @@ class LyncCaller(IceSide):
                 self.sip_offer.media.append(stream)
             description.media.append(stream)
         return description.to_bytes()
-
-    def _lync_offered(self, index: int) -> Media:
-        """The SIP side's added H264 as Lync is offered it (m= line `index`)."""
-        session = self.sessions[index]
-        assert session is not None
-        sip = self.sip_added.media[self._position(index)]
-        body = lync_head("video", [str(LYNC_VIDEO_PT)], session, offer_crypto(),
-                         remote_candidates=False)
-        body.lines += self._lync_video(index, self.sip_added, sip, LYNC_VIDEO_PT)
-        body.add_attribute("sendrecv")
-        cap_bandwidth(body, self.bandwidth_kbps)
-        return body
 
     def added_answer(self, reply: bytes, last: bytes) -> tuple[bytes, bool]:
         """Ours to the leg that added the streams, from the other's answer (`reply`): what
@@ -375,13 +364,8 @@ class LyncCaller(IceSide):
         assert remote is not None  # an added stream is not rejected
         self.sip_keys[position], self._sip_answers[position] = our_sip_key, (sip, remote,
                                                                               sip_key)
-        body = Media([Line("m", f"video {self.sip_ports[position]} {sip.proto} {sip_pt}")])
-        if our_sip_key is not None:
-            body.add_attribute("crypto", str(our_sip_key))
-        self._sip_video_answer(body, index, self.sip_added, sip, sip_pt, answer, lync,
-                               lync_pt)
-        body.add_attribute("sendrecv")
-        cap_bandwidth(body, self.bandwidth_kbps)
+        body = self._sip_video_answer(index, self.sip_ports[position], our_sip_key,
+                                      self.sip_added, sip, sip_pt, answer, lync, lync_pt)
         self.sip_offer.media.append(body)
         return body
 

@@ -15,6 +15,7 @@ import base64
 import os
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import aioice
 import pytest
@@ -442,6 +443,19 @@ def phone_bye(ok: Response) -> bytes:
             "Content-Length: 0\r\n\r\n").encode()
 
 
+async def phone_hangs_up_after_video(h: Harness, ok: Response, cdrs: CdrStore,
+                                     stats: dict[str, Any]) -> None:
+    """The phone hangs up a call on which the source's 60 frames (2 key) crossed each
+    way: the CDR says video was up, with the VSRs the relay counted."""
+    h.feed(phone_bye(ok), PHONE)
+    for _ in range(10):
+        await h.settle()
+    assert cdrs.recent()[0]["video"] == (
+        f"up: from Lync 640x360 60 frames (2 key), to Lync 640x360 60 frames (2 key); VSRs "
+        f"{stats['vsr_sent']} sent, 0 received")
+    cdrs.close()
+
+
 @pytest.fixture(scope="module")
 def x264(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[bytes]]:
     return source_video(tmp_path_factory)
@@ -483,13 +497,7 @@ async def test_video_flows_through_a_call_to_lync_both_ways_frame_for_frame(
                   "at_phone") == expected  # (the judge reads payload type 96)
     assert {p[1] & 0x7F for p in at_phone} == {109} and {p[1] & 0x7F for p in at_lync.rtp} == {
         122}
-    h.feed(phone_bye(ok), PHONE)
-    for _ in range(10):
-        await h.settle()
-    assert cdrs.recent()[0]["video"] == (
-        f"up: from Lync 640x360 60 frames (2 key), to Lync 640x360 60 frames (2 key); VSRs "
-        f"{stats['vsr_sent']} sent, 0 received")
-    cdrs.close()
+    await phone_hangs_up_after_video(h, ok, cdrs, stats)
     await asyncio.gather(lync.close(), at_lync.close())
     phone_video.close()
     assert ports.in_use == set()
@@ -699,13 +707,7 @@ async def test_video_added_mid_call_toward_lync_flows_both_ways(
     assert lync_frames(tmp_path, at_lync.rtp, "at_lync") == expected
     assert frames(tmp_path, [p[:1] + bytes([p[1] & 0x80 | 96]) + p[2:]
                              for p in phone_rx.rtp()], "at_phone") == expected
-    h.feed(phone_bye(ok), PHONE)
-    for _ in range(10):
-        await h.settle()
-    assert cdrs.recent()[0]["video"] == (
-        f"up: from Lync 640x360 60 frames (2 key), to Lync 640x360 60 frames (2 key); VSRs "
-        f"{stats['vsr_sent']} sent, 0 received")
-    cdrs.close()
+    await phone_hangs_up_after_video(h, ok, cdrs, stats)
     await asyncio.gather(lync.close(), at_lync.close())
     phone_video.close()
     assert ports.in_use == set()

@@ -809,16 +809,8 @@ async def test_video_lync_adds_that_cannot_be_translated_is_declined() -> None:
     lync = aioice.Connection(ice_controlling=True, components=1, use_ipv6=False)
     camera = aioice.Connection(ice_controlling=True, components=1, use_ipv6=False)
     await asyncio.gather(lync.gather_candidates(), camera.gather_candidates())
-    offer = invite(lync_offer(lync, os.urandom(30)))
-    h.feed(offer, LYNC)
-    for _ in range(30):
-        await h.settle()
-    out, peer = outbound(h.take(), "INVITE")
-    h.feed(make_response(out, 200, to_tag="phone", headers=(("Contact", "<sip:p@127.0.0.1>"),),
-                         body=phone_answer(5004), content_type="application/sdp"), peer)
-    ok = next(m for m, p in h.take() if isinstance(m, Response) and m.status == 200)
+    offer, _, _, ok = await audio_call_from_lync(h, lync)
     first = parse_sdp(ok.body)
-    await ice_completes(h, (lync, first.media[0]))
     lync_part = pick_sdp(split(offer.split(b"\r\n\r\n", 1)[1], BOUNDARY)).body
     with_video = (lync_part.replace(b"o=- 0 1", b"o=- 0 2")
                   + lync_video(camera, os.urandom(30), rtvc1_only=True).encode())

@@ -12,7 +12,7 @@ memory is not what the next reuses):
         OpenSSL sends their certificate with the CA's (taken from their trust store): the
         node holds a two-certificate chain per connection, as it would a Lync certificate
         and its issuing CA; OpenSSL keeps that chain, decoded, for the connection's life
-        (~6 kB of the figure; a client sending its certificate alone costs ~26 kB).
+        (~6 kB of the figure).
         Figures: memory per connection (the daemon's RSS delta / connections; goal
         <= 30 kB, Kamailio's tls module ~61 kB), time to accept them all and the daemon's
         CPU per handshake.

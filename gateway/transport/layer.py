@@ -26,6 +26,7 @@ from gateway.transport.errors import FramingError
 from gateway.transport.framing import Framed, Ping, StreamFramer, Unframed
 from gateway.transport.peer import Peer, Transport
 from gateway.transport.tls import failure_reason, peer_name_ok
+from gateway.transport.tls_stream import TlsStream
 
 log = logs.get(__name__)
 
@@ -38,6 +39,10 @@ UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
 SWEEP_SLICE = 200
 # CPU spent on TLS handshakes per loop turn before the loop reads its sockets again.
 HANDSHAKE_SLICE_S = 0.002
+# A TLS listener's queue of connections not yet accepted (asyncio's default for its own).
+LISTEN_BACKLOG = 100
+# After an accept fails for want of descriptors or memory, before the listener tries again.
+ACCEPT_RETRY_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +158,7 @@ class Connection(asyncio.Protocol):
         self.layer._forget(self)
         # Freed by reference counting, not left to the collector: the daemon makes full
         # collections rare (daemon/command.py tune_gc), and a TLS connection's cycle
-        # (Connection -> _TlsTransport -> _TlsAccept -> Connection) holds ~25 kB of OpenSSL
+        # (Connection -> TlsStream -> Connection) holds ~25 kB of OpenSSL
         # state the collector's thresholds do not see: 10,000 closed connections kept
         # ~250 MB until the next full collection.
         self.transport = None
@@ -188,7 +193,10 @@ class TransportLayer:
         self._pending: dict[tuple[str, str, int], list[bytes]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
-        self._handshakes: collections.deque[_TlsAccept] = collections.deque()
+        self._tls_listeners: list[socket.socket] = []
+        # Accepted TLS connections until their handshake ends.
+        self._handshaking: set[TlsStream] = set()
+        self._handshakes: collections.deque[TlsStream] = collections.deque()
         self._pumping = False
         self.listening: list[tuple[str, str, int]] = []  # (transport, host, port) bound
 
@@ -246,27 +254,114 @@ class TransportLayer:
     async def _listen_stream(self, name: str, host: str, port: int,
                              link: ssl.SSLContext | None = None) -> int:
         loop = asyncio.get_running_loop()
-
-        def accept() -> asyncio.Protocol:
-            if len(self._conns) >= self.limits.max_connections:
-                self.stats.connections_refused += 1
-                log.warning("connection_refused", reason="connection cap reached",
-                            cap=self.limits.max_connections)
-                return _Refuse()
-            conn = Connection(self, name, next(self._ids), trusted=link is not None)
-            self._conns[conn.id] = conn
-            if name == "TCP":
+        if name == "TLS":
+            bound = await self._listen_tls(loop, host, port, link)
+        else:
+            def accept() -> asyncio.Protocol:
+                if not self._admit():
+                    return _Refuse()
+                conn = Connection(self, name, next(self._ids))
+                self._conns[conn.id] = conn
                 return conn
-            context = link or self.server_tls
-            assert context is not None
-            return _TlsAccept(self, conn, context)
 
-        server = await loop.create_server(accept, host, port, reuse_address=True)
-        self._servers.append(server)
-        bound = int(server.sockets[0].getsockname()[1])
+            server = await loop.create_server(accept, host, port, reuse_address=True)
+            self._servers.append(server)
+            bound = int(server.sockets[0].getsockname()[1])
         self.listening.append((name, host, bound))
         self._start_sweeper()
         return bound
+
+    def _admit(self) -> bool:
+        if len(self._conns) < self.limits.max_connections:
+            return True
+        self.stats.connections_refused += 1
+        log.warning("connection_refused", reason="connection cap reached",
+                    cap=self.limits.max_connections)
+        return False
+
+    async def _listen_tls(self, loop: asyncio.AbstractEventLoop, host: str, port: int,
+                          link: ssl.SSLContext | None) -> int:
+        """TLS listeners accept on sockets of their own (see `tls_stream` for why), every
+        address `host` has, as `create_server` would bind them."""
+        infos = await loop.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                       flags=socket.AI_PASSIVE)
+        bound = port
+        for family, kind, proto, _, address in dict.fromkeys(
+                (i[0], i[1], i[2], i[3], i[4]) for i in infos):
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                # With port 0, every address on the port the first was given.
+                sock.bind((address[0], bound, *address[2:]))
+                sock.listen(LISTEN_BACKLOG)
+                sock.setblocking(False)
+            except OSError as exc:
+                sock.close()
+                raise OSError(exc.errno, f"error while attempting to bind on address "
+                                         f"{address[:2]!r}: {exc.strerror}") from None
+            bound = int(sock.getsockname()[1])
+            self._tls_listeners.append(sock)
+            loop.add_reader(sock.fileno(), self._accept_tls, sock, link)
+        return bound
+
+    def _accept_tls(self, listener: socket.socket, link: ssl.SSLContext | None) -> None:
+        """What the listen queue holds, at most a backlog's worth a loop turn (as asyncio's
+        own accept does), each to a `TlsStream` whose handshake the layer steps."""
+        loop = asyncio.get_running_loop()
+        for _ in range(LISTEN_BACKLOG):
+            try:
+                sock, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue
+            except OSError as exc:
+                # Out of descriptors or buffers: retried in a second, not in a busy loop.
+                log.error("accept_failed", error=str(exc), retry_in_s=ACCEPT_RETRY_S)
+                loop.remove_reader(listener.fileno())
+                loop.call_later(ACCEPT_RETRY_S, self._accept_again, listener, link)
+                return
+            if not self._admit():
+                sock.close()
+                continue
+            context = link or self.server_tls
+            assert context is not None
+            try:
+                sock.setblocking(False)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                tls = context.wrap_socket(sock, server_side=True,
+                                          do_handshake_on_connect=False)
+            except OSError:  # reset before we got to it
+                sock.close()
+                continue
+            conn = Connection(self, "TLS", next(self._ids), trusted=link is not None)
+            self._conns[conn.id] = conn
+            stream = TlsStream(self, conn, tls, loop)
+            self._handshaking.add(stream)
+
+    def _accept_again(self, listener: socket.socket, link: ssl.SSLContext | None) -> None:
+        if listener in self._tls_listeners:
+            asyncio.get_running_loop().add_reader(listener.fileno(), self._accept_tls,
+                                                  listener, link)
+
+    def _tls_established(self, stream: TlsStream) -> None:
+        self._handshaking.discard(stream)
+        self.stats.tls_handshakes += 1
+
+    def _tls_failed(self, stream: TlsStream) -> None:
+        self._handshaking.discard(stream)
+        self._forget(stream.conn)
+
+    def _close_tls_listeners(self) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closing too
+            loop = asyncio.get_running_loop()
+            for sock in self._tls_listeners:
+                loop.remove_reader(sock.fileno())
+        for sock in self._tls_listeners:
+            sock.close()
+        self._tls_listeners.clear()
 
     # -- sending ------------------------------------------------------------------------
     def send(self, data: bytes, peer: Peer) -> None:
@@ -343,8 +438,8 @@ class TransportLayer:
         for data in self._pending.pop(key, []):
             conn.write(data)
 
-    def _handshake_due(self, accept: _TlsAccept) -> None:
-        self._handshakes.append(accept)
+    def _handshake_due(self, stream: TlsStream) -> None:
+        self._handshakes.append(stream)
         if not self._pumping:
             self._pumping = True
             asyncio.get_running_loop().call_soon(self._pump_handshakes)
@@ -414,8 +509,11 @@ class TransportLayer:
     async def close(self) -> None:
         for server in self._servers:
             server.close()
+        self._close_tls_listeners()
         for udp in self._udp.values():
             udp.close()
+        for stream in list(self._handshaking):
+            stream.abort()
         for conn in list(self._conns.values()):
             if conn.transport is not None:
                 conn.transport.close()
@@ -435,198 +533,12 @@ class TransportLayer:
         (the SIP core refuses new requests while draining)."""
         for server in self._servers:
             server.close()
+        self._close_tls_listeners()
 
 
 class _Refuse(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport.close()
-
-
-class _TlsAccept(asyncio.Protocol):
-    """Server-side TLS run over memory BIOs on the raw TCP stream.
-
-    Doing the handshake ourselves, rather than through `loop.start_tls`, gives the failure's
-    reason to our log (asyncio only hands it to the loop's exception handler), and behaves
-    the same on asyncio and uvloop, whose start_tls differ in when they begin to read."""
-
-    __slots__ = (
-        "conn",
-        "failed",
-        "incoming",
-        "layer",
-        "outgoing",
-        "queued",
-        "raw",
-        "ready",
-        "timer",
-        "tls",
-    )
-
-    def __init__(self, layer: TransportLayer, conn: Connection, context: ssl.SSLContext) -> None:
-        self.layer = layer
-        self.conn = conn
-        self.incoming = ssl.MemoryBIO()
-        self.outgoing = ssl.MemoryBIO()
-        self.tls = context.wrap_bio(self.incoming, self.outgoing, server_side=True)
-        self.raw: asyncio.Transport | None = None
-        self.ready = False
-        self.failed = False
-        self.queued = False  # a handshake step waits in the layer's queue
-        self.timer: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports implement asyncio.Transport without subclassing it.
-        self.raw = cast(asyncio.Transport, transport)
-        self.timer = asyncio.get_running_loop().call_later(
-            self.layer.limits.handshake_timeout, self._fail, TimeoutError()
-        )
-
-    def data_received(self, data: bytes) -> None:
-        self.incoming.write(data)
-        if self.ready:
-            self._read_plain()
-        elif not self.queued:
-            self.queued = True
-            self.layer._handshake_due(self)
-
-    def advance(self) -> None:
-        """The next step of the handshake with what has arrived (the layer calls it in
-        turn with the other connections' steps, see `TransportLayer._pump_handshakes`)."""
-        self.queued = False
-        if self.ready or self.failed or self.raw is None:
-            return
-        try:
-            self.tls.do_handshake()
-        except ssl.SSLWantReadError:
-            self.flush()
-            return
-        except ssl.SSLError as exc:
-            self.flush()  # the alert tells the client why
-            self._fail(exc)
-            return
-        self.flush()
-        self._established()
-        self._read_plain()
-
-    def _read_plain(self) -> None:
-        plain: list[bytes] = []
-        while True:
-            try:
-                chunk = self.tls.read(65536)
-            except ssl.SSLWantReadError:
-                break
-            except ssl.SSLZeroReturnError:
-                self.close()
-                break
-            except ssl.SSLError as exc:
-                log.info("tls_read_failed", peer=_fmt(self.conn.peer), reason=failure_reason(exc))
-                self.abort()
-                return
-            if not chunk:
-                # CPython's SSLObject.read returns b"" for the peer's close_notify rather
-                # than raising SSLZeroReturnError; "nothing yet" raises SSLWantReadError. A
-                # client that waits for our close_notify (asyncio's waits 30 s, a blocking
-                # `unwrap()` for ever) otherwise holds the connection open until then.
-                self.close()
-                break
-            plain.append(chunk)
-        self.flush()  # TLS 1.3 session tickets and key updates
-        if plain:
-            self.conn.data_received(b"".join(plain))
-
-    def _established(self) -> None:
-        self.ready = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        self.layer.stats.tls_handshakes += 1
-        self.conn.connection_made(_TlsTransport(self))
-        log.debug("tls_accepted", peer=_fmt(self.conn.peer),
-                  client_cert=self.tls.getpeercert() not in (None, {}))
-
-    def _fail(self, exc: BaseException) -> None:
-        if self.raw is None or self.ready or self.failed:
-            return
-        self.failed = True
-        reason = failure_reason(exc)
-        self.layer._count_failure(reason)
-        peer = self.raw.get_extra_info("peername") or ("-", 0)
-        log.warning("tls_handshake_failed", reason=reason, peer=f"{peer[0]}:{peer[1]}",
-                    detail=str(exc)[:200])
-        self.raw.close()  # sends what flush() queued (the alert), then closes
-        self.layer._forget(self.conn)
-
-    def flush(self) -> None:
-        pending = self.outgoing.read()
-        if pending and self.raw is not None and not self.raw.is_closing():
-            self.raw.write(pending)
-
-    def write(self, data: bytes) -> None:
-        self.tls.write(data)
-        self.flush()
-
-    def close(self) -> None:
-        with contextlib.suppress(ssl.SSLError):
-            self.tls.unwrap()  # close_notify
-        self.flush()
-        if self.raw is not None:
-            self.raw.close()
-
-    def abort(self) -> None:
-        if self.raw is not None:
-            self.raw.abort()
-
-    def eof_received(self) -> bool | None:
-        return None
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        if self.ready:
-            self.conn.connection_lost(exc)
-        else:
-            self._fail(ConnectionError(str(exc or "")))
-            self.layer._forget(self.conn)
-        self.raw = None  # the raw transport refers to us: no cycle left (see Connection)
-
-
-class _TlsTransport(asyncio.Transport):
-    """What a `Connection` writes to once the handshake is done: plaintext in, TLS records
-    out on the raw transport."""
-
-    __slots__ = ("_owner", "_raw")
-
-    def __init__(self, owner: _TlsAccept) -> None:
-        super().__init__()
-        self._owner = owner
-        assert owner.raw is not None
-        self._raw = owner.raw
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self._owner.write(bytes(data))
-
-    def close(self) -> None:
-        self._owner.close()
-
-    def abort(self) -> None:
-        self._raw.abort()
-
-    def is_closing(self) -> bool:
-        return self._raw.is_closing()
-
-    def get_write_buffer_size(self) -> int:
-        return self._raw.get_write_buffer_size()
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        self._raw.set_write_buffer_limits(high, low)
-
-    def get_extra_info(self, name: str, default: object = None) -> object:
-        if name == "peercert":
-            return self._owner.tls.getpeercert() or default
-        if name == "ssl_object":
-            return self._owner.tls
-        return self._raw.get_extra_info(name, default)
 
 
 def _fmt(peer: Peer | None) -> str:

@@ -16,9 +16,10 @@ import trustme
 from structlog.testing import capture_logs
 
 from gateway.transport.errors import FramingError
-from gateway.transport.layer import Connection, Limits, TransportLayer, _TlsAccept
+from gateway.transport.layer import Connection, Limits, TransportLayer
 from gateway.transport.peer import Peer
 from gateway.transport.tls import server_context
+from gateway.transport.tls_stream import TlsStream
 
 IDLE = 0.4
 HEAD = (b"OPTIONS sip:a@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bK1\r\n"
@@ -137,7 +138,7 @@ async def test_a_tls_handshake_never_finished_is_closed_after_the_handshake_time
 async def test_a_tls_close_notify_is_answered_at_once_and_the_connection_forgotten(
     tmp_path: Path,
 ) -> None:
-    """CPython's SSLObject.read returns b"" for close_notify: answered with ours, not left
+    """CPython's TLS read returns b"" for close_notify: answered with ours, not left
     for the idle timeout (a client that waits for it would hold the connection open)."""
     tl, _, port = await layer(tmp_path, "TLS", Limits())
     reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_tls())
@@ -177,7 +178,7 @@ async def test_closed_tls_connections_are_freed_without_the_collector(tmp_path: 
                 break
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.05)
-        alive = [o for o in gc.get_objects() if isinstance(o, Connection | _TlsAccept)]
+        alive = [o for o in gc.get_objects() if isinstance(o, Connection | TlsStream)]
         assert alive == [], [type(r).__name__ for a in alive for r in gc.get_referrers(a)]
         await tl.close()
     finally:

@@ -1,0 +1,167 @@
+"""Accepted TLS connections on their own sockets (`gateway.transport.tls_stream`): what the
+kernel does not take waits and goes in order, a peer that does not read is dropped past the
+write limit, the connection cap and failed accepts, listeners on IPv4 and IPv6. Run on
+asyncio and uvloop (conftest)."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+import ssl
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+from structlog.testing import capture_logs
+
+from gateway.transport import layer as layer_module
+from gateway.transport.errors import FramingError
+from gateway.transport.layer import Limits, TransportLayer
+from gateway.transport.peer import Peer
+from gateway.transport.tls import server_context
+
+PING = b"\r\n\r\n"
+MESSAGE = (b"OPTIONS sip:a@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:9;branch=z9hG4bK1\r\n"
+           b"Content-Length: 0\r\n\r\n")
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self.items: asyncio.Queue[Peer] = asyncio.Queue()
+
+    def __call__(self, data: bytes, peer: Peer, error: FramingError | None) -> None:
+        self.items.put_nowait(peer)
+
+    async def get(self) -> Peer:
+        return await asyncio.wait_for(self.items.get(), 5)
+
+
+async def tls_layer(tmp_path: Path, limits: Limits, host: str = "127.0.0.1"
+                    ) -> tuple[TransportLayer, Inbox, int]:
+    cert = trustme.CA().issue_cert("gw.example.com")
+    cert_path, key_path = tmp_path / "gw.pem", tmp_path / "gw.key"
+    cert.cert_chain_pems[0].write_to_path(str(cert_path))
+    cert.private_key_pem.write_to_path(str(key_path))
+    inbox = Inbox()
+    tl = TransportLayer(inbox, limits=limits,
+                        server_tls=server_context(cert_path, key_path, None, False))
+    return tl, inbox, await tl.listen_tls(host, 0)
+
+
+def client_tls() -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+async def open_tls(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.wait_for(
+        asyncio.open_connection(host, port, ssl=client_tls(), limit=1 << 24), 5)
+
+
+async def test_what_the_socket_does_not_take_reaches_a_slow_reader_whole_and_in_order(
+    tmp_path: Path,
+) -> None:
+    """4 MiB written at once toward a peer that reads only later: most of it waits in the
+    stream (OpenSSL refuses the write, to be repeated with the same bytes) and all of it
+    arrives, in order, once the peer reads."""
+    tl, inbox, port = await tls_layer(tmp_path, Limits(max_write_buffer=16 << 20))
+    reader, writer = await open_tls("127.0.0.1", port)
+    writer.write(MESSAGE)
+    peer = await inbox.get()
+    chunks = [bytes([i % 251]) * 65536 for i in range(64)]
+    for chunk in chunks:
+        tl.send(chunk, peer)
+    await asyncio.sleep(0.3)
+    received = await asyncio.wait_for(reader.readexactly(len(chunks) * 65536), 10)
+    assert received == b"".join(chunks)
+    assert tl.connection_count == 1
+    writer.close()
+    await tl.close()
+
+
+async def test_a_peer_that_does_not_read_is_dropped_past_the_write_limit(
+    tmp_path: Path,
+) -> None:
+    """Past `max_write_buffer` waiting, the connection is aborted and forgotten, not
+    buffered without bound."""
+    tl, inbox, port = await tls_layer(tmp_path, Limits(max_write_buffer=256 * 1024))
+    _reader, writer = await open_tls("127.0.0.1", port)
+    writer.write(MESSAGE)
+    peer = await inbox.get()
+    with capture_logs() as logged:
+        for _ in range(200):  # 12.5 MiB, far beyond what the kernel buffers
+            tl.send(b"x" * 65536, peer)
+            if tl.connection_count == 0:
+                break
+        for _ in range(100):
+            if tl.connection_count == 0:
+                break
+            await asyncio.sleep(0.01)
+    assert tl.connection_count == 0
+    assert [e["event"] for e in logged].count("connection_write_overflow") == 1
+    writer.close()
+    await tl.close()
+
+
+async def test_the_connection_cap_refuses_tls_connections_before_their_handshake(
+    tmp_path: Path,
+) -> None:
+    """One connection allowed: the second is closed at accept, its handshake never run."""
+    tl, inbox, port = await tls_layer(tmp_path, Limits(max_connections=1))
+    _reader, writer = await open_tls("127.0.0.1", port)
+    writer.write(MESSAGE)
+    await inbox.get()
+    with pytest.raises((ssl.SSLError, ConnectionError, TimeoutError)):
+        await open_tls("127.0.0.1", port)
+    assert tl.stats.connections_refused == 1
+    assert tl.stats.tls_handshakes == 1
+    writer.close()
+    await tl.close()
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+async def test_a_tls_listener_serves_its_address_family(tmp_path: Path, host: str) -> None:
+    """The listener's own socket is bound as create_server would bind it, IPv6 included;
+    the peer is named by the address it came from."""
+    tl, inbox, port = await tls_layer(tmp_path, Limits(), host)
+    assert tl.listening == [("TLS", host, port)]
+    reader, writer = await open_tls(host, port)
+    writer.write(PING)
+    assert await asyncio.wait_for(reader.readexactly(2), 5) == b"\r\n"
+    writer.write(MESSAGE)
+    peer = await inbox.get()
+    assert (peer.transport, peer.host) == ("TLS", host)
+    writer.close()
+    await tl.close()
+
+
+async def test_an_accept_that_fails_for_want_of_descriptors_is_tried_again_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """EMFILE at accept: logged, the listener left alone for ACCEPT_RETRY_S (the waiting
+    connection would otherwise make the loop call accept on every turn), then the
+    connection is accepted."""
+    monkeypatch.setattr(layer_module, "ACCEPT_RETRY_S", 0.3)
+    real_accept = socket.socket.accept
+    calls: list[float] = []
+
+    def accept(sock: socket.socket) -> Any:
+        calls.append(asyncio.get_running_loop().time())
+        if len(calls) == 1:
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real_accept(sock)
+
+    tl, inbox, port = await tls_layer(tmp_path, Limits())
+    monkeypatch.setattr(socket.socket, "accept", accept)
+    with capture_logs() as logged:
+        _reader, writer = await open_tls("127.0.0.1", port)
+    writer.write(MESSAGE)
+    await inbox.get()
+    assert [e["event"] for e in logged].count("accept_failed") == 1
+    assert calls[1] - calls[0] >= 0.25  # not a busy loop meanwhile
+    writer.close()
+    await tl.close()

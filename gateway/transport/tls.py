@@ -27,6 +27,7 @@ _REASONS = {
     "UNSUPPORTED_PROTOCOL": "unsupported TLS version",
     "NO_SHARED_CIPHER": "no shared cipher",
     "TLSV1_ALERT_PROTOCOL_VERSION": "unsupported TLS version",
+    "UNEXPECTED_EOF_WHILE_READING": "connection closed during handshake",
 }
 _VERIFY = {
     2: "unknown CA",  # unable to get issuer certificate

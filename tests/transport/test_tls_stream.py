@@ -165,3 +165,27 @@ async def test_an_accept_that_fails_for_want_of_descriptors_is_tried_again_later
     assert calls[1] - calls[0] >= 0.25  # not a busy loop meanwhile
     writer.close()
     await tl.close()
+
+
+async def test_a_client_gone_during_its_handshake_is_logged_in_plain_words(
+    tmp_path: Path,
+) -> None:
+    """Closed before or halfway through its ClientHello: OpenSSL's "unexpected EOF" is
+    logged as the connection closed during the handshake, and the connection forgotten."""
+    tl, _, port = await tls_layer(tmp_path, Limits())
+    with capture_logs() as logged:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.close()
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"\x16\x03\x01\x02\x00\x01")  # the start of a ClientHello
+        await asyncio.sleep(0.05)
+        writer.close()
+        for _ in range(100):
+            if sum(tl.stats.tls_failures.values()) == 2:
+                break
+            await asyncio.sleep(0.01)
+    assert tl.stats.tls_failures == {"connection closed during handshake": 2}
+    assert [e["reason"] for e in logged if e["event"] == "tls_handshake_failed"] == [
+        "connection closed during handshake"] * 2
+    assert tl.connection_count == 0
+    await tl.close()

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 from gateway import logs
 from gateway.calls.video_word import flowed
@@ -46,6 +46,7 @@ LYNC_VIDEO_PT = 122  # the number Lync 2013 and SfB give X-H264UC in their own o
 # unless its own policy says otherwise and refuses an unencrypted offer with 488. So Lync
 # always gets our keys, and its offer is answered with SRTP whenever it carries keys.
 LYNC_ENCRYPTION: Encryption = "best_effort"
+T = TypeVar("T")
 
 
 class IceSide:
@@ -88,8 +89,20 @@ class IceSide:
         # Per m= line, the SSRCs we send Lync with (video: the range named toward Lync).
         self.ssrc_ranges = [_ssrc_range() for _ in streams.media]
         self.videos: dict[int, VideoPlan] = {}  # per m= line, the video translated there
-        self.video_stopped = ""  # why video was stopped mid-call ('': it was not)
+        # Per translated stream the relay joined, in its order (that of `video_stats`): its
+        # plan, and (by place in that list) why it was stopped mid-call.
+        self.joined: list[VideoPlan] = []
+        self.stops: dict[int, str] = {}
+        # Per relayed m= line, its place among the relay's streams and `sip_ports` (a line
+        # offered again after its stream was removed gets a new one, after the others).
+        self.slots: dict[int, int] = {}
         self.adding: list[int] = []  # m= lines a leg's re-offer adds, being taken up
+        # Per leg (the caller's: True), the m= lines its last description rejected (port
+        # 0): video it offers there again is a rejected line reused (RFC 3264 8.1), not a
+        # refresh or a hold restating what it offered before.
+        self.dark: dict[bool, set[int]] = {
+            True: {i for i, media in enumerate(streams.media) if media.rejected},
+            False: set()}
         self.video_refused = next((r for m, r in zip(streams.media, self.refused, strict=True)
                                    if m.media == "video" and r and not presentation(m)), "")
         if self.video_refused:
@@ -99,17 +112,18 @@ class IceSide:
     def video(self) -> str:
         """The CDR's word on video: what flowed each way (`video_word.flowed`: sizes from
         the SPS, frames, key frames, VSRs), "not up: ..." (negotiated, but ICE never
-        completed), "refused: <why>", or "none". One account per translated stream, joined
-        by " | " (Lync sends one main video stream)."""
-        if not self.videos:
+        completed), "refused: <why>", or "none". One account per translated stream the
+        relay joined, joined by " | " (Lync sends one main video stream; one removed and
+        offered again mid-call is a second), each ending with why it was stopped, if it
+        was."""
+        if self.media is None and self.videos:
+            return " | ".join(f"not up: {_size(plan)} negotiated, ICE never completed"
+                              for _, plan in sorted(self.videos.items()))
+        if self.media is None or not self.joined:
             return f"refused: {self.video_refused}" if self.video_refused else "none"
-        sizes = [f"{p.limits.width}x{p.limits.height}" for _, p in sorted(self.videos.items())]
-        if self.media is None:
-            return " | ".join(f"not up: {size} negotiated, ICE never completed"
-                              for size in sizes)
-        stopped = f"; {self.video_stopped}" if self.video_stopped else ""
-        return " | ".join(flowed(stats, size) + stopped for stats, size
-                          in zip(self.media.video_stats(), sizes, strict=False))
+        return " | ".join(flowed(stats, _size(plan)) + (
+            f"; {self.stops[place]}" if place in self.stops else "") for place, (stats, plan)
+            in enumerate(zip(self.media.video_stats(), self.joined, strict=False)))
 
     def stop_streams(self, kinds: frozenset[str], why: str) -> Coroutine[Any, Any, None]:
         """Stop the streams of `kinds` mid-call (a re-offer removed video): their ICE
@@ -119,14 +133,17 @@ class IceSide:
         stopping = [i for i, (media, session) in enumerate(zip(
             self.streams.media, self.sessions, strict=True))
             if media.media in kinds and session is not None]
-        if "video" in kinds and self.videos:
-            self.video_stopped = why
         log.info("streams_stopped", call_id=self.call_id, media=sorted(kinds), why=why)
         sessions = [self.sessions[i] for i in stopping]
         for i in stopping:
             self.sessions[i] = None
+            self.dark[True].add(i)  # (the one leg offered it rejected, the other answered so)
+            self.dark[False].add(i)
+            plan = self.videos.pop(i, None)  # (its line may be offered again)
+            self.stops.update({place: why for place, joined in enumerate(self.joined)
+                               if joined is plan})
             if self.relay is not None:
-                self.relay.stop_stream(sum(self.relays[:i]))  # its place among the relayed
+                self.relay.stop_stream(self.slots[i])
         return _close_all(sessions)
 
     def _refuse_video(self, reason: str) -> None:
@@ -171,6 +188,8 @@ class IceSide:
 
     async def prepare(self) -> None:
         self.relay = BuiltinRelay(self.ports)
+        self.slots = {index: place for place, index in enumerate(
+            i for i, relays in enumerate(self.relays) if relays)}
         self.sessions = [self._session(media) if relays else None
                          for media, relays in zip(self.streams.media, self.relays, strict=True)]
         try:
@@ -187,36 +206,75 @@ class IceSide:
             await self.close()  # again if the call closed it: frees what came after
             raise
 
-    def _take_added(self, offer: SessionDescription,
+    def _take_added(self, offer: SessionDescription, *, from_caller: bool,
                     refusal: Callable[[Media], str] | None = None,
-                    known: int | None = None) -> bool:
-        """Whether `offer` (a leg's re-offer) adds m= lines after its first `known` (by
-        default as many as ours) with video this side relays (`refusal`: why it would not
-        relay one of them, by default `_refusal`); if so, the added lines join the
-        per-stream lists after ours (the others rejected, as for the call's own), and the
-        caller makes `streams` hold them. Where the offer's lines are not ours one for one
-        (the SIP side of a Lync caller's call sees only the relayed streams), all it adds
-        must be taken up, which keeps its lines those of the relayed streams."""
+                    lines: list[int] | None = None) -> bool:
+        """Whether `offer` (a leg's re-offer, from the caller's leg or the callee's)
+        brings video this side relays on m= lines that are not up: lines after the first
+        `lines` (by default as many as ours), added, and one of those that the leg's last
+        description rejected, offered again (RFC 3264 8.1: a rejected or removed line
+        reused); the leg's rejected lines are kept up to date with every offer of its.
+        `lines`: the m= line of ours each of the offer's first lines is, one for
+        one unless given; `refusal`: why this side would not relay one of them (by default
+        `_refusal`). If so, `adding` names them: added lines join the per-stream lists
+        after ours (the others rejected, as for the call's own), lines offered again take
+        a new SSRC range there, and the caller makes `streams` hold them. Where the offer's
+        lines are not ours one for one (the SIP side of a Lync caller's call sees only the
+        relayed streams), all it adds must be taken up, which keeps its lines those of the
+        relayed streams."""
         ours = len(self.streams.media)
-        known = ours if known is None else known
-        if self.adding or self.media is None or len(offer.media) <= known:
+        lines = list(range(ours)) if lines is None else lines
+        known = len(lines)
+        dark, other = self.dark[from_caller], self.dark[not from_caller]
+        offered = list(zip(range(len(offer.media)), lines, strict=False))
+        again = [(p, index) for p, index in offered
+                 if index in dark and self._offered_again(index, offer.media[p])]
+        dark.difference_update(index for p, index in offered if not offer.media[p].rejected)
+        dark.update(index for p, index in offered if offer.media[p].rejected)
+        if self.adding or self.media is None:
             return False
-        added = offer.media[known:]
-        refused = [reason or (refusal or self._refusal)(media) for media, reason
-                   in zip(added, beyond(offer, self.capability)[known:], strict=True)]
-        for media, reason in zip(added, refused, strict=True):
-            if media.media == "video" and reason and not presentation(media):
-                self._refuse_video(reason)
-        relays = [media.media == "video" and not reason and not media.rejected
-                  for media, reason in zip(added, refused, strict=True)]
-        if not any(relays) or (known != ours and not all(relays)):
+        new = again + [(known + k, ours + k) for k in range(len(offer.media) - known)]
+        if not new:
             return False
-        self.refused += refused
-        self.relays += relays
-        self.ssrc_ranges += [_ssrc_range() for _ in added]
-        self.sessions += [None for _ in added]
-        self.adding = [ours + i for i, relays in enumerate(relays) if relays]
+        capability = beyond(offer, self.capability)
+        refused: dict[int, str] = {}
+        for p, index in new:
+            media = offer.media[p]
+            refused[index] = (capability[p] or (self._reuse_refusal(index) if index < ours
+                                                else "") or (refusal or self._refusal)(media))
+            if media.media == "video" and refused[index] and not presentation(media):
+                if index < ours:
+                    log.info("video_offered_again_declined", call_id=self.call_id,
+                             line=index, reason=refused[index])
+                self._refuse_video(refused[index])
+        relays = {index: offer.media[p].media == "video" and not refused[index]
+                  and not offer.media[p].rejected for p, index in new}
+        if not any(relays.values()) or (known != ours and not all(
+                relays[index] for index in range(ours, ours + len(offer.media) - known))):
+            return False
+        for index in range(ours, ours + len(offer.media) - known):
+            self.refused.append(refused[index])
+            self.relays.append(relays[index])
+            self.ssrc_ranges.append(_ssrc_range())
+            self.sessions.append(None)
+        for _, index in again:
+            if relays[index]:
+                self.refused[index], self.relays[index] = "", True
+                self.ssrc_ranges[index] = _ssrc_range()
+        self.adding = sorted(index for index, relayed in relays.items() if relayed)
+        other.update(self.adding)  # until it takes them up
         return True
+
+    def _offered_again(self, index: int, media: Media) -> bool:
+        """Whether `media` offers video again on our m= line `index` (one the offering
+        leg last rejected), whose video stream is not up (removed mid-call, or rejected by
+        either leg)."""
+        return (media.media == "video" and not media.rejected and not presentation(media)
+                and self.streams.media[index].media == "video" and index not in self.videos)
+
+    def _reuse_refusal(self, index: int) -> str:
+        """Why video offered again on m= line `index` is not taken up ('': it is)."""
+        return ""
 
     def _refusal_of_lync(self, media: Media) -> str:
         """Why a stream Lync adds mid-call is not relayed ('': it is)."""
@@ -304,23 +362,26 @@ class IceSide:
         kbps = None if video is None else translated.lync_kbps(offer, video)
         return None if kbps is None else translated.video_kbps(kbps, self.bandwidth_kbps)
 
-    def _position(self, index: int) -> int:
-        """Where m= line `index` is among the relayed streams (the relay's, the SIP
-        side's)."""
-        return sum(self.relays[:index])
-
     async def prepare_added(self) -> None:
         """ICE gathered and relay ports taken for the added streams, as `prepare` does for
         the call's; on failure they are let go again."""
         assert self.relay is not None
+        retired = [self.sessions[index] for index in self.adding]
         for index in self.adding:
+            if self.sessions[index] is not None and index in self.slots:
+                # A line offered again whose stream was never joined (a leg rejected it):
+                # its ICE session and relay port make way for new ones.
+                self.relay.stop_stream(self.slots.pop(index))
             self.sessions[index] = self._session(self.streams.media[index])
         try:
+            await _close_all(retired)
             await asyncio.gather(*(_gather(self.streams.media[i].media, session)
                                    for i in self.adding
                                    if (session := self.sessions[i]) is not None))
+            first = len(self.sip_ports)
             self.sip_ports += await self.relay.reserve(self.address, len(self.adding),
                                                        rtcp_mux=False)
+            self.slots.update({index: first + k for k, index in enumerate(self.adding)})
             if self.closed:
                 raise IceError("the call ended while added streams were being prepared")
         except BaseException:
@@ -341,7 +402,11 @@ class IceSide:
             await self._let_go(adding)
             raise
         for index, plan in plans.items():
-            self.relay.add_stream(self._position(index), plan)
+            self.relay.add_stream(self.slots[index], plan)
+            self.dark[True].discard(index)
+            self.dark[False].discard(index)
+            if plan.video is not None:
+                self.joined.append(plan.video)
         log.info("ice_connected", call_id=self.call_id, streams=len(plans), added=True,
                  pairs=_pairs(list(plans.values())))
         await self._let_go([i for i in adding if i not in plans])
@@ -353,8 +418,8 @@ class IceSide:
         for index in indexes:
             self.sessions[index] = None
             self.videos.pop(index, None)
-            if self.relay is not None and self._position(index) < len(self.sip_ports):
-                self.relay.stop_stream(self._position(index))
+            if self.relay is not None and index in self.slots:
+                self.relay.stop_stream(self.slots[index])
         self.adding = [i for i in self.adding if i not in indexes]
         await _close_all(sessions)
 
@@ -381,6 +446,7 @@ class IceSide:
         if self.closed:
             raise IceError("the call ended while ICE was running")
         self.media = self.relay.connect(plans, self.media_timeout)
+        self.joined = [p.video for p in live if p.video is not None]
         log.info("ice_connected", call_id=self.call_id, streams=len(live),
                  role="controlling" if self.controlling else "controlled",
                  pairs=_pairs(live))
@@ -393,6 +459,19 @@ class IceSide:
 
     async def _close_sessions(self) -> None:
         await _close_all(self.sessions)
+
+
+def _size(plan: VideoPlan) -> str:
+    return f"{plan.limits.width}x{plan.limits.height}"
+
+
+def put(items: list[T], index: int, item: T) -> None:
+    """`item` at `index` of `items`: in place of what is there (a line offered again), or
+    after the last (a line added)."""
+    if index < len(items):
+        items[index] = item
+    else:
+        items.append(item)
 
 
 def _pairs(plans: list[StreamPlan]) -> list[str]:

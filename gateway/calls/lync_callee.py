@@ -20,7 +20,9 @@ Lync's X-H264UC answer reaches the caller as constrained-baseline H264 no higher
 level it offered. A caller's video without H264 mode 1 is refused toward both legs.
 
 Video either leg adds mid-call (`AddsStreams`) is taken up the same way, the other leg
-re-offered it in its own terms; we control ICE for it and name its pair to Lync after.
+re-offered it in its own terms; we control ICE for it and name its pair to Lync after. So
+is video offered again on the m= line where it was removed or rejected (RFC 3264 8.1), on
+that line of both legs, with a new ICE session and relay port.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from gateway.calls.ice_side import (
     IceSide,
     lync_head,
     lync_pt_of,
+    put,
     set_remote,
     standalone,
 )
@@ -74,7 +77,8 @@ class LyncCallee(IceSide):
     lync_pts: dict[int, int]
     offered_keys: dict[int, Crypto]
     added_by_lync = False  # who added the streams being taken up
-    caller_offered: list[Media]  # the caller's re-offer's streams Lync added
+    lines: list[int]  # the m= lines a re-offer adds or offers again, being answered
+    caller_offered: dict[int, Media]  # per m= line Lync added, our offer of it to the caller
 
     def _refusal(self, media: Media) -> str:
         reason = super()._refusal(media)
@@ -89,17 +93,18 @@ class LyncCallee(IceSide):
     async def prepare(self) -> None:
         await super().prepare()
         self.keys, self.sip_keys = [], []
-        self._keys_for(range(len(self.streams.media)))
+        self._keys_for(list(range(len(self.streams.media))))
         self.lync_pts, self.offered_keys = {}, {}
 
-    def _keys_for(self, indexes: range) -> None:
+    def _keys_for(self, indexes: list[int]) -> None:
         """Our key toward Lync and the caller's key with ours answering it, for each m=
         line of `indexes` that is relayed (None: not relayed, or plain RTP)."""
         for index in indexes:
             media, relayed = self.streams.media[index], self.relays[index]
-            self.keys.append(offer_crypto() if relayed else None)
+            put(self.keys, index, offer_crypto() if relayed else None)
             theirs = offered_crypto(media, self.encryption) if relayed else None
-            self.sip_keys.append(None if theirs is None else (theirs, answer_crypto(theirs)))
+            put(self.sip_keys, index, None if theirs is None else (theirs,
+                                                                  answer_crypto(theirs)))
 
     def offer(self, caller: Body, toward: str) -> Body:
         self.lync_offer = self._lync_offer(remote_candidates=False)
@@ -150,6 +155,7 @@ class LyncCallee(IceSide):
             raise NotAcceptable(f"Lync answered {len(answer.media)} streams to "
                                 f"{len(self.streams.media)} offered")
         self.lync_answer = answer
+        self.dark[False].update(i for i, media in enumerate(answer.media) if media.rejected)
         seen = self.seen_by_caller
         family = "IP6" if ":" in seen else "IP4"
         session = Section([Line("v", "0"), Line("o", f"- 1 1 IN {family} {seen}"),
@@ -174,7 +180,7 @@ class LyncCallee(IceSide):
             if video:
                 self._refuse_video("Lync declined video")
             return _rejected(offered)
-        port, keys = self.sip_ports[self._position(index)], self.sip_keys[index]
+        port, keys = self.sip_ports[self.slots[index]], self.sip_keys[index]
         ours = None if keys is None else keys[1]
         if video:
             sip_pt, lync_pt = translated.h264_pm1(offered), lync_pt_of(answered)
@@ -237,26 +243,33 @@ class LyncCallee(IceSide):
     # Lync's offer does in `lync_answer` (Lync's side). Either way we control ICE for it.
     def begin_adding(self, *, from_caller: bool, offer: SessionDescription) -> bool:
         """Whether the re-offer of the caller (`from_caller`) or of Lync adds video this
-        side takes up."""
+        side takes up, or offers it again on a line where it was removed or rejected."""
         if self.caller_answer is None or self.lync_answer is None:
             return False
         known = len(self.streams.media)
+        if not self._take_added(offer, from_caller=from_caller,
+                                refusal=None if from_caller else self._refusal_of_lync):
+            return False
+        # The lines to answer: those taken up, and any other the offer added (rejected).
+        lines = sorted({*self.adding, *range(known, len(offer.media))})
+        for index in self.adding:
+            if index < known:  # a line offered again: not up until both legs answer it anew
+                self.caller_answer.media[index] = _rejected(self.caller_answer.media[index])
         if from_caller:
-            if not self._take_added(offer):
-                return False
             self.streams = offer
-            self._keys_for(range(known, len(offer.media)))
+            self._keys_for(lines)
         else:
-            if not self._take_added(offer, self._refusal_of_lync):
-                return False
-            self.streams = SessionDescription(self.streams.session,
-                                              [*self.streams.media, *offer.media[known:]])
+            streams = list(self.streams.media)
+            for index in lines:
+                put(streams, index, offer.media[index])
+            self.streams = SessionDescription(self.streams.session, streams)
             self.lync_answer = offer
-            for index in range(known, len(offer.media)):
+            for index in lines:
                 theirs = (offered_crypto(offer.media[index], LYNC_ENCRYPTION)
                           if self.relays[index] else None)
-                self.keys.append(None if theirs is None else answer_crypto(theirs))
-                self.sip_keys.append(None)  # until the caller answers our offer of it
+                put(self.keys, index, None if theirs is None else answer_crypto(theirs))
+                put(self.sip_keys, index, None)  # until the caller answers our offer of it
+        self.lines = lines
         self.added_by_lync = not from_caller
         return True
 
@@ -272,20 +285,20 @@ class LyncCallee(IceSide):
             return self.lync_offer.to_bytes()
         assert self.caller_answer is not None and self.lync_answer is not None
         description = restated(parse_sdp(last), {})
-        known = len(description.media)
-        for index in range(len(self.caller_answer.media), len(self.streams.media)):
+        self.caller_offered = {}  # ours to it, once it answers
+        for index in self.lines:
             lync = self.lync_answer.media[index]
             stream = _rejected(lync)
             if index in self.adding:
                 key = offer_crypto() if self.encryption == "required" else None
                 stream = self._sip_video(self.lync_answer, lync,
-                                         self.sip_ports[self._position(index)],
+                                         self.sip_ports[self.slots[index]],
                                          "RTP/AVP" if key is None else "RTP/SAVP")
                 if key is not None:
                     stream.add_attribute("crypto", str(key))
                     self.offered_keys[index] = key
-            description.media.append(stream)
-        self.caller_offered = description.media[known:]  # ours to it, once it answers
+            put(description.media, index, stream)
+            self.caller_offered[index] = stream
         return description.to_bytes()
 
     def added_answer(self, reply: bytes, last: bytes) -> tuple[bytes, bool]:
@@ -299,21 +312,21 @@ class LyncCallee(IceSide):
                                 f"{len(self.streams.media)} offered")
         ours = restated(parse_sdp(last), {})
         if self.added_by_lync:
-            known = len(self.lync_offer.media)
-            self.caller_answer.media += self.caller_offered
-            added = [self._caller_took(answer, index) for index in range(
-                known, len(self.streams.media))]
-            self.lync_offer.media += added
+            for index, offered in self.caller_offered.items():
+                put(self.caller_answer.media, index, offered)
+            added = [self._caller_took(answer, index) for index in self.lines]
+            for index, media in zip(self.lines, added, strict=True):
+                put(self.lync_offer.media, index, media)
             for media in ours.media:  # (named in our offers only, RFC 5245 9.1.2.2)
                 media.remove_attribute("remote-candidates")
         else:
             self.lync_answer = answer
-            known = len(self.caller_answer.media)
             added = [self._caller_stream(index) if index in self.adding
-                     else _rejected(self.streams.media[index])
-                     for index in range(known, len(self.streams.media))]
-            self.caller_answer.media += added
-        ours.media[known:] = added
+                     else _rejected(self.streams.media[index]) for index in self.lines]
+            for index, media in zip(self.lines, added, strict=True):
+                put(self.caller_answer.media, index, media)
+        for index, media in zip(self.lines, added, strict=True):
+            put(ours.media, index, media)
         return ours.to_bytes(), any(not media.rejected for media in added)
 
     def _caller_took(self, answer: SessionDescription, index: int) -> Media:

@@ -26,7 +26,10 @@ gathered for it and a relay port taken, the SIP side re-offered H264 there, Lync
 with X-H264UC and our candidates and key for it once the SIP side took it, then ICE (Lync
 controls) and the stream joined to the running relay. Video the SIP side adds (its H264):
 Lync re-offered X-H264UC with our candidates and key, the SIP side answered with its H264
-once Lync took it, then ICE (Lync still controls) and the stream joined.
+once Lync took it, then ICE (Lync still controls) and the stream joined. Video either leg
+offers again on the m= line where it was removed or rejected (RFC 3264 8.1) is taken up
+the same way on that line of both legs, with a new ICE session and relay port; not where
+the SIP side has no line for it (Lync's video refused when the call was set up).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from gateway.calls.ice_side import (
     LYNC_VIDEO_PT,
     IceSide,
     lync_pt_of,
+    put,
     set_remote,
     standalone,
 )
@@ -157,10 +161,10 @@ class LyncCaller(IceSide):
             raise NotAcceptable(f"the SIP side answered {len(sip.media)} streams to "
                                 f"{len(relayed)} offered")
         # Some endpoints answer fewer m= lines than offered: the missing ones are rejected.
-        self._sip_answers = []
         supported: dict[str, list[Codec]] = {}
-        for position, index in enumerate(relayed):
-            self._sip_answered(sip, position, self.streams.media[index], supported)
+        self._sip_answers = [self._sip_answered(sip, position, self.streams.media[index],
+                                                supported)
+                             for position, index in enumerate(relayed)]
         plans: list[MediaPlan | None] = []
         position = 0
         for session in self.sessions:
@@ -173,6 +177,9 @@ class LyncCaller(IceSide):
                 plans.append(None)
                 continue
             plans.append(self._plan(session))
+        # The SIP side's answer rejected the lines it did not take.
+        self.dark[False].update(index for position, index in enumerate(relayed)
+                                if self._sip_answers[position] is None)
         self.negotiated = answer(self.streams, supported, plans,
                                  encryption=LYNC_ENCRYPTION,
                                  bandwidth_kbps=self.bandwidth_kbps,
@@ -181,35 +188,36 @@ class LyncCaller(IceSide):
         return self.negotiated.sdp.to_bytes(), SDP
 
     def _sip_answered(self, sip: SessionDescription, position: int, offered: Media,
-                      supported: dict[str, list[Codec]]) -> None:
+                      supported: dict[str, list[Codec]]
+                      ) -> tuple[Media, Remote, Crypto | None] | None:
         """The SIP side's answer to its stream at `position` (Lync's `offered`): where its
-        media goes and its key kept, its codecs added to what Lync's answer may use."""
+        media goes and its key (None: it declined it), its codecs added to what Lync's
+        answer may use."""
         media = sip.media[position] if position < len(sip.media) else None
         remote = None if media is None else stream_remote(sip, media)
         if media is None or remote is None or media.media != offered.media:
-            self._sip_answers.append(None)
             if offered.media == "video":
                 self._refuse_video("the SIP side declined video")
-            return
+            return None
         ours = self.sip_keys[position]
         theirs = None if ours is None else answered_crypto(media, ours)
         if ours is not None and theirs is None:
             # Accepting our SRTP offer without a key is no answer RFC 4568 allows.
             raise NotAcceptable(f"the SIP side accepted {media.media} over SRTP without "
                                 f"an a=crypto answering ours (tag {ours.tag} {ours.suite})")
-        self._sip_answers.append((media, remote, theirs))
         if media.media == "video":
             # Translated: the SIP side's H264 (mode 1) is Lync's X-H264UC.
             if translated.h264_pm1(media) is None:
                 self._refuse_video("the SIP side answered no H264 with packetization-mode=1")
-                return
-            supported.setdefault("video", []).append(
-                Codec(translated.X_H264UC, 90000, fmtp="packetization-mode=1"))
-            return
+            else:
+                supported.setdefault("video", []).append(
+                    Codec(translated.X_H264UC, 90000, fmtp="packetization-mode=1"))
+            return media, remote, theirs
         maps = media.rtpmaps()
         supported.setdefault(media.media, []).extend(
             Codec(m.encoding, m.clock_rate, m.channels or 1, media.fmtp(m.payload_type) or "")
             for pt, m in maps.items() if str(pt) in media.formats)
+        return media, remote, theirs
 
     def _translate_video(self, sip: SessionDescription, relayed: list[int]) -> None:
         """Each video stream the answer accepts: stated to Lync in its terms, and planned
@@ -274,23 +282,41 @@ class LyncCaller(IceSide):
     # Lync controls ICE either way.
     def begin_adding(self, *, from_caller: bool, offer: SessionDescription) -> bool:
         """Whether the re-offer of Lync (`from_caller`) or of the SIP side adds video this
-        side takes up."""
+        side takes up, or offers it again on a line where it was removed or rejected."""
         if self.negotiated is None or self.sip_offer is None:
             return False
         if from_caller:
-            if not self._take_added(offer):
+            if not self._take_added(offer, from_caller=True):
                 return False
             self.streams = offer
         else:
-            known = len(self.sip_offer.media)
-            if not self._take_added(offer, self._refusal_of_sip, known):
+            relayed = [i for i, relays in enumerate(self.relays) if relays]
+            if not self._take_added(offer, from_caller=False, refusal=self._refusal_of_sip,
+                                    lines=relayed):
                 return False
             # Until Lync answers, the SIP side's line, multiplexed as we offer it to Lync.
-            self.streams = SessionDescription(self.streams.session, [
-                *self.streams.media, *(_muxed(media) for media in offer.media[known:])])
+            streams = list(self.streams.media)
+            for index in self.adding:
+                put(streams, index, _muxed(offer.media[self._position(index)]))
+            self.streams = SessionDescription(self.streams.session, streams)
             self.sip_added, self.lync_offered = offer, {}
+        for index in self.adding:
+            if index < len(self.negotiated.streams):
+                # A line offered again: not taken up until both legs answer it anew.
+                self.negotiated.streams[index] = Negotiated(index, "video", False)
+                self._sip_answers[self._position(index)] = None
         self.added_by_sip = not from_caller
         return True
+
+    def _reuse_refusal(self, index: int) -> str:
+        return "" if self.relays[index] else (
+            "video offered again on an m= line the SIP side has none for (refused when the "
+            "call was set up: the lines toward it would no longer match)")
+
+    def _position(self, index: int) -> int:
+        """The SIP side's m= line for our m= line `index` (it sees only the relayed
+        streams)."""
+        return sum(self.relays[:index])
 
     def added_offer(self, last: bytes) -> bytes:
         """The other leg's re-offer: `last` (what it last had from us), next o= version,
@@ -301,18 +327,20 @@ class LyncCaller(IceSide):
         description = restated(parse_sdp(last), {})
         secure = self.encryption == "required"
         for index in self.adding:
+            position = self._position(index)
             if self.added_by_sip:
                 stream = self._lync_video(
-                    index, self.sip_added, self.sip_added.media[self._position(index)],
+                    index, self.sip_added, self.sip_added.media[position],
                     LYNC_VIDEO_PT, offer_crypto(), remote_candidates=False)
                 self.lync_offered[index] = stream
+                put(description.media, index, stream)
             else:
                 key = offer_crypto() if secure else None
-                self.sip_keys.append(key)
+                put(self.sip_keys, position, key)
                 stream = self._sip_stream(self.streams.media[index],
-                                          self.sip_ports[self._position(index)], key)
-                self.sip_offer.media.append(stream)
-            description.media.append(stream)
+                                          self.sip_ports[self.slots[index]], key)
+                put(self.sip_offer.media, position, stream)
+                put(description.media, position, stream)
         return description.to_bytes()
 
     def added_answer(self, reply: bytes, last: bytes) -> tuple[bytes, bool]:
@@ -327,9 +355,12 @@ class LyncCaller(IceSide):
             raise NotAcceptable(f"Lync answered {len(answer.media)} streams to "
                                 f"{len(self.streams.media)} offered")
         ours = restated(parse_sdp(last), {})
-        known = len(ours.media)
-        ours.media[known:] = [self._lync_took(answer, index) for index in self.adding]
-        return ours.to_bytes(), any(not media.rejected for media in ours.media[known:])
+        taken = False
+        for index in self.adding:
+            took = self._lync_took(answer, index)
+            put(ours.media, self._position(index), took)
+            taken = taken or not took.rejected
+        return ours.to_bytes(), taken
 
     def _lync_took(self, answer: SessionDescription, index: int) -> Media:
         """Our answer to the SIP side's added stream (Lync's m= line `index`), from Lync's
@@ -344,29 +375,29 @@ class LyncCaller(IceSide):
         why = ("Lync declined video" if lync.rejected else
                "Lync answered no X-H264UC" if lync_pt is None else
                "Lync answered our SRTP offer without a key" if theirs is None else "")
-        self.negotiated.sdp.media.append(offered)
-        self.sip_keys.append(None)
-        self._sip_answers.append(None)
+        put(self.negotiated.sdp.media, index, offered)
+        put(self.sip_keys, position, None)
+        put(self._sip_answers, position, None)
         if why:
             self._refuse_video(why)
-            self.negotiated.streams.append(Negotiated(index, "video", False, why))
-            self.sip_offer.media.append(rejected(sip))
+            put(self.negotiated.streams, index, Negotiated(index, "video", False, why))
+            put(self.sip_offer.media, position, rejected(sip))
             return rejected(sip)
         assert lync_pt is not None
         sip_pt = translated.h264_pm1(sip)
         assert sip_pt is not None  # else it was refused when taken up
         self.streams.media[index] = standalone(answer, lync)
-        self.negotiated.streams.append(Negotiated(index, "video", True, local_crypto=ours,
-                                                  remote_crypto=theirs, rtcp_mux=True))
+        put(self.negotiated.streams, index, Negotiated(index, "video", True, local_crypto=ours,
+                                                       remote_crypto=theirs, rtcp_mux=True))
         sip_key = offered_crypto(sip, self.encryption)
         our_sip_key = None if sip_key is None else answer_crypto(sip_key)
         remote = stream_remote(self.sip_added, sip)
         assert remote is not None  # an added stream is not rejected
         self.sip_keys[position], self._sip_answers[position] = our_sip_key, (sip, remote,
                                                                               sip_key)
-        body = self._sip_video_answer(index, self.sip_ports[position], our_sip_key,
+        body = self._sip_video_answer(index, self.sip_ports[self.slots[index]], our_sip_key,
                                       self.sip_added, sip, sip_pt, answer, lync, lync_pt)
-        self.sip_offer.media.append(body)
+        put(self.sip_offer.media, position, body)
         return body
 
     def _lync_added_answer(self, reply: bytes, last: bytes) -> tuple[bytes, bool]:
@@ -375,30 +406,34 @@ class LyncCaller(IceSide):
         side's answer took H264, rejected otherwise."""
         assert self.negotiated is not None
         sip = parse_sdp(reply)
-        known = len(self.negotiated.streams)
+        # The lines answered: those taken up, and any other the offer added (rejected).
+        lines = sorted({*self.adding, *range(len(self.negotiated.streams),
+                                             len(self.streams.media))})
         supported: dict[str, list[Codec]] = {}
         plans: list[MediaPlan | None] = [None] * len(self.streams.media)
         for index in self.adding:
-            self._sip_answered(sip, self._position(index), self.streams.media[index],
-                               supported)
+            position = self._position(index)
+            put(self._sip_answers, position, self._sip_answered(
+                sip, position, self.streams.media[index], supported))
             session = self.sessions[index]
-            if self._sip_answers[-1] is not None and session is not None:
+            if self._sip_answers[position] is not None and session is not None:
                 plans[index] = self._plan(session)
         try:
             added = answer(self.streams, supported, plans, encryption=LYNC_ENCRYPTION,
                            bandwidth_kbps=self.bandwidth_kbps,
                            origin_address=self.static_nat or self.address)
-            streams, bodies = added.streams[known:], added.sdp.media[known:]
+            streams = [added.streams[i] for i in lines]
+            bodies = [added.sdp.media[i] for i in lines]
         except NotAcceptable:  # no added stream could be accepted
-            streams = [Negotiated(i, m.media, False) for i, m in
-                       enumerate(self.streams.media[known:], known)]
-            bodies = [rejected(m) for m in self.streams.media[known:]]
-        self.negotiated.streams += streams
-        self.negotiated.sdp.media += bodies
+            streams = [Negotiated(i, self.streams.media[i].media, False) for i in lines]
+            bodies = [rejected(self.streams.media[i]) for i in lines]
+        ours = restated(parse_sdp(last), {})
+        for index, stream, body in zip(lines, streams, bodies, strict=True):
+            put(self.negotiated.streams, index, stream)
+            put(self.negotiated.sdp.media, index, body)
+            put(ours.media, index, body)
         for index in self.adding:
             self._answer_lync_video(sip, self._position(index), index)
-        ours = restated(parse_sdp(last), {})
-        ours.media[known:] = bodies
         return ours.to_bytes(), any(s.accepted for s in streams)
 
     async def connect_added(self, timeout: float) -> None:

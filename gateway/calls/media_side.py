@@ -104,7 +104,9 @@ class AddsStreams(Protocol):
 
     def begin_adding(self, *, from_caller: bool, offer: SessionDescription) -> bool:
         """Whether `offer` (from the caller's leg or the callee's) adds streams this side
-        takes up; if so, the side keeps it for the steps below."""
+        takes up, or offers one again on the m= line where it was removed or rejected (RFC
+        3264 8.1); if so, the side keeps it for the steps below. Called with every offer
+        of a leg, so that a line it rejected is known as such."""
         ...
 
     async def prepare_added(self) -> None:

@@ -7,8 +7,9 @@ which keeps the call up through Lync's 30-minute refreshes. One that changes it 
 codecs, a new address) is carried to the other leg as a request of ours, whose answer comes
 back as ours; one offer at a time (491 otherwise). Where a leg's ICE ends here (a Lync side),
 its offers are answered here and only a change of direction, a stream removed, or a stream
-added that the side takes up (video added mid-call by either leg: prepared, offered to the
-other leg, then connected, and where we control ICE the new pair named to Lync) crosses.
+added that the side takes up (video added mid-call by either leg, or offered again on the
+line it was removed from: prepared, offered to the other leg, then connected, and where we
+control ICE the new pair named to Lync) crosses.
 The gateway refreshes the legs it is the refresher of, and hangs up both legs when a leg's
 session expires.
 """
@@ -105,7 +106,8 @@ def _answered_here(ctx: Context, call: Call, leg: Leg, txn: ServerTransaction,
 
 def _adds_streams(call: Call, leg: Leg, request: Request) -> bool:
     """Whether the leg's offer adds streams its media side takes up (video added to an
-    audio call by Lync, where Lync's ICE ends here)."""
+    audio call, or offered again on the m= line where it was removed, where Lync's ICE
+    ends here)."""
     if not request.body or not call.media.answers_offers_here or call.local:
         return False
     if not isinstance(call.media, AddsStreams):
@@ -206,7 +208,8 @@ def _new_shape(call: Call, leg: Leg, request: Request
     except SdpError:
         return None  # answered here as before, with what the leg already has from us
     removed = dropped(ours, offer) if ours is not None else frozenset()
-    # Only the kinds that are up: one the offer adds (or offers again) is declined here.
+    # Only the kinds that are up: one the offer adds, or offers again where it was removed,
+    # that `_adds_streams` did not take up is declined here.
     up = directions(ours) if ours is not None else None
     wanted = {kind: way for kind, way in directions(offer).items() if up is None or kind in up}
     before = {kind: way for kind, way in (
@@ -382,8 +385,13 @@ def _add_answered(ctx: Context, sent: InDialogRequest, answer: Response | None, 
     assert answer is not None
     offerer.sdp_from, offerer.sdp_to = request.body, body
     answerer.sdp_to, answerer.sdp_from = sent.sent_body, answer.body
-    if offerer.directions is not None:  # a hold was crossed before: the new kinds join it
-        offerer.directions = {**directions(sdp_of(request)), **offerer.directions}
+    # Where a hold or a removal was crossed before, the kinds taken join the directions
+    # each leg stated (else its next refresh would read as a change of them).
+    taken_kinds = directions(parse_sdp(body))
+    for leg, stated in ((offerer, request.body), (answerer, answer.body)):
+        if leg.directions is not None:
+            leg.directions = {**{kind: way for kind, way in directions(parse_sdp(stated)).items()
+                                 if kind in taken_kinds}, **leg.directions}
     log.info("session_streams_added", call_id=call.inbound.call_id, leg=offerer.role,
              taken=taken)
     return _answer_change(ctx, sent, answer, body, SDP, now, core)

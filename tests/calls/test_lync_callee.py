@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +36,14 @@ from tests.kit.calls import (
     Harness,
     answered_back,
     in_dialog,
+    leg,
     our_reinvite,
     outbound,
     phone,
+    reoffered,
     sdp_body,
     statuses,
+    video_crosses,
     video_relayed,
     without_video,
 )
@@ -351,18 +354,19 @@ def lync_stream(agent: aioice.Connection, key: bytes, kind: str, codec: str) -> 
 
 
 async def lync_answers_video(h: Harness, out: Request, lync_peer: Peer, camera_key: bytes,
-                             session: str = "") -> tuple[aioice.Connection, aioice.Connection,
-                                                         Response, bytes]:
+                             session: str = "", *, camera_on: bool = True
+                             ) -> tuple[aioice.Connection, aioice.Connection, Response, bytes]:
     """Lync 2013 answers our audio and X-H264UC offer (`session`: its session-level lines),
-    each stream on an ICE agent of its own, video with `camera_key`. (The agents, our 200
-    to the phone, Lync's answer.)"""
+    each stream on an ICE agent of its own, video with `camera_key` (not `camera_on`: video
+    rejected, port 0). (The agents, our 200 to the phone, Lync's answer.)"""
     lync, camera = (aioice.Connection(ice_controlling=False, components=1, use_ipv6=False)
                     for _ in range(2))
     await asyncio.gather(lync.gather_candidates(), camera.gather_candidates())
     answer = ("v=0\r\no=- 0 1 IN IP4 127.0.0.1\r\ns=session\r\nc=IN IP4 127.0.0.1\r\n"
               f"t=0 0\r\n{session}" + lync_stream(lync, os.urandom(30), "audio", "9 G722/8000")
-              + lync_stream(camera, camera_key, "video", "122 X-H264UC/90000")
-              + "a=fmtp:122 packetization-mode=1;mst-mode=NI-TC\r\n")
+              + (lync_stream(camera, camera_key, "video", "122 X-H264UC/90000")
+                 + "a=fmtp:122 packetization-mode=1;mst-mode=NI-TC\r\n" if camera_on
+                 else "m=video 0 RTP/SAVP 122\r\n"))
     h.feed(make_response(out, 200, to_tag="lync", body=answer.encode(),
                          headers=(("Contact", "<sip:alice@127.0.0.1;transport=tls>"),),
                          content_type="application/sdp"), lync_peer)
@@ -439,21 +443,24 @@ def phone_bye(ok: Response) -> bytes:
     """The phone hangs up the call `ok` answered."""
     return (f"BYE sip:gw@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK-pb"
             f"\r\nFrom: <sip:room12@10.0.0.7>;tag=phone\r\nTo: <sip:alice@gw.example.com>;"
-            f"tag={ok.to.tag}\r\nCall-ID: to-lync-1\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\n"
+            f"tag={ok.to.tag}\r\nCall-ID: to-lync-1\r\nCSeq: 9 BYE\r\nMax-Forwards: 70\r\n"
             "Content-Length: 0\r\n\r\n").encode()
 
 
 async def phone_hangs_up_after_video(h: Harness, ok: Response, cdrs: CdrStore,
-                                     stats: dict[str, Any]) -> None:
+                                     stats: dict[str, Any]) -> str:
     """The phone hangs up a call on which the source's 60 frames (2 key) crossed each
-    way: the CDR says video was up, with the VSRs the relay counted."""
+    way: the CDR says video was up, with the VSRs the relay counted, in the account of the
+    last stream the relay joined (the one returned whole has any before it first)."""
     h.feed(phone_bye(ok), PHONE)
     for _ in range(10):
         await h.settle()
-    assert cdrs.recent()[0]["video"] == (
+    word = str(cdrs.recent()[0]["video"])
+    assert word.split(" | ")[-1] == (
         f"up: from Lync 640x360 60 frames (2 key), to Lync 640x360 60 frames (2 key); VSRs "
         f"{stats['vsr_sent']} sent, 0 received")
     cdrs.close()
+    return word
 
 
 @pytest.fixture(scope="module")
@@ -503,36 +510,63 @@ async def test_video_flows_through_a_call_to_lync_both_ways_frame_for_frame(
     assert ports.in_use == set()
 
 
-@pytest.mark.parametrize("by", ["lync", "phone"])
-async def test_video_removed_mid_call_toward_lync_stops_on_both(by: str) -> None:
-    """On a call from a room system to a Lync client, a re-INVITE that rejects video, from
-    either: the other leg gets our description with video rejected and audio as it was, its
-    answer comes back as ours with video rejected, and the video's ICE session toward Lync
-    closes and its relay stops (the ICE port and the phone-side RTP and RTCP ports are
-    free) while the call goes on."""
-    base = free_port()
-    ports = PortAllocator(base, base + 40)
-    h = Harness([FIRST], ports=ports, address="127.0.0.1", rules=RULES)
-    phone_sdp = sdp_body(5004) + GROUP_VIDEO % 5006
+@dataclass
+class VideoToLync:
+    """A room system's call with video to a Lync client, answered, ICE up."""
+
+    h: Harness
+    ports: PortAllocator
+    call: Call
+    ok: Response  # our 200 to the phone
+    out: Request  # our INVITE to Lync
+    lync_peer: Peer
+    lync: aioice.Connection
+    camera: aioice.Connection
+    phone_sdp: bytes  # the phone's offer
+    lync_sdp: bytes  # Lync's answer
+
+    @property
+    def from_phone(self) -> dict[str, str]:
+        return leg("to-lync-1", "phone", self.ok.to.tag, "UDP 127.0.0.1:5062")
+
+    @property
+    def from_lync(self) -> dict[str, str]:
+        peer = self.lync_peer
+        return leg(self.out.call_id, "lync", self.out.from_.tag,
+                   f"{peer.transport} {peer.host}:{peer.port}")
+
+
+async def video_call_to_lync(h: Harness, ports: PortAllocator, phone_port: int, *,
+                             camera_on: bool = True) -> VideoToLync:
+    """The phone calls Lync with audio and H264 at `phone_port`; Lync answers X-H264UC, or
+    (not `camera_on`) video with port 0; ICE runs on what it took."""
+    phone_sdp = sdp_body(5004) + GROUP_VIDEO % phone_port
     h.feed(phone_invite(phone_sdp), PHONE)
     for _ in range(30):
         await h.settle()
     out, lync_peer = outbound(h.take(), "INVITE")
     audio, video = parse_sdp(out.body).media
-    lync, camera, ok, lync_sdp = await lync_answers_video(h, out, lync_peer, os.urandom(30))
-    call = await lync_connects(h, (lync, audio), (camera, video))
-    h.take()  # the second offer toward Lync (remote candidates)
-    held = len(ports.in_use)
-    from_phone = {"call_id": "to-lync-1", "from_tag": "phone", "to_tag": str(ok.to.tag),
-                  "via": "UDP 127.0.0.1:5062"}
-    from_lync = {"call_id": out.call_id, "from_tag": "lync", "to_tag": str(out.from_.tag),
-                 "via": f"{lync_peer.transport} {lync_peer.host}:{lync_peer.port}"}
+    lync, camera, ok, lync_sdp = await lync_answers_video(h, out, lync_peer, os.urandom(30),
+                                                          camera_on=camera_on)
+    streams = [(lync, audio), (camera, video)] if camera_on else [(lync, audio)]
+    call = await lync_connects(h, *streams)
+    await our_reinvite(h)  # the second offer toward Lync (remote candidates)
+    return VideoToLync(h, ports, call, ok, out, lync_peer, lync, camera, phone_sdp, lync_sdp)
+
+
+async def video_removed_toward_lync(v: VideoToLync, by: str) -> None:
+    """Lync (`by`) or the phone re-INVITEs with video rejected: the other leg gets our
+    description with video rejected and audio as it was, its answer comes back as ours with
+    video rejected, and the video's ICE port toward Lync and RTP and RTCP ports toward the
+    phone are free on return."""
+    h, held = v.h, len(v.ports.in_use)
     if by == "lync":
-        h.feed(in_dialog("INVITE", 5, without_video(lync_sdp, b"2"), **from_lync), lync_peer)
-        asker, other, answer = lync_peer, PHONE, without_video(phone_sdp, b"2")
+        h.feed(in_dialog("INVITE", 5, without_video(v.lync_sdp, b"2"), **v.from_lync),
+               v.lync_peer)
+        asker, other, answer = v.lync_peer, PHONE, without_video(v.phone_sdp, b"2")
     else:
-        h.feed(in_dialog("INVITE", 2, without_video(phone_sdp, b"2"), **from_phone), PHONE)
-        asker, other, answer = PHONE, lync_peer, without_video(lync_sdp, b"2")
+        h.feed(in_dialog("INVITE", 2, without_video(v.phone_sdp, b"2"), **v.from_phone), PHONE)
+        asker, other, answer = PHONE, v.lync_peer, without_video(v.lync_sdp, b"2")
     [(reinvite, peer)] = [(m, p) for m, p in h.take()
                           if isinstance(m, Request) and m.method == "INVITE"]
     assert peer == other
@@ -541,19 +575,141 @@ async def test_video_removed_mid_call_toward_lync_stops_on_both(by: str) -> None
                                                                ("video", True)]
     ours = answered_back(h, reinvite, answer, other, asker, 5 if by == "lync" else 2)
     assert [(m.media, m.port == 0) for m in ours.media] == [("audio", False), ("video", True)]
-    assert isinstance(call.media, LyncCallee)
-    video_ports = {call.media.sip_ports[1], call.media.sip_ports[1] + 1}  # RTP, RTCP
+    assert isinstance(v.call.media, LyncCallee)
+    video_ports = {v.call.media.sip_ports[1], v.call.media.sip_ports[1] + 1}  # RTP, RTCP
     for _ in range(20):
         await h.settle()
-        if len(ports.in_use) <= held - 3:
+        if len(v.ports.in_use) <= held - 3:
             break
     # The video's ICE port toward Lync, and its RTP and RTCP ports toward the phone.
-    assert len(ports.in_use) == held - 3 and not video_ports & ports.in_use
-    assert call in h.b2bua.calls.values()
-    assert call.media.video.endswith(
+    assert len(v.ports.in_use) == held - 3 and not video_ports & v.ports.in_use
+
+
+@pytest.mark.parametrize("by", ["lync", "phone"])
+async def test_video_removed_mid_call_toward_lync_stops_on_both(by: str) -> None:
+    """On a call from a room system to a Lync client, a re-INVITE that rejects video, from
+    either, crosses to the other leg and comes back as our answer with video rejected; the
+    video's ICE session toward Lync closes and its relay stops (its ports are free) while
+    the call goes on, and the CDR's word says who removed it."""
+    base = free_port()
+    ports = PortAllocator(base, base + 40)
+    h = Harness([FIRST], ports=ports, address="127.0.0.1", rules=RULES)
+    v = await video_call_to_lync(h, ports, 5006)
+    await video_removed_toward_lync(v, by)
+    assert v.call in h.b2bua.calls.values()
+    assert v.call.media.video.endswith(
         f"; video removed mid-call by the {'callee' if by == 'lync' else 'caller'}")
-    await call.media.close()
-    await asyncio.gather(lync.close(), camera.close())
+    await v.call.media.close()
+    await asyncio.gather(v.lync.close(), v.camera.close())
+    assert ports.in_use == set()
+
+
+@pytest.mark.parametrize(("removed_by", "offered_by"), [
+    ("lync", "lync"), ("phone", "lync"), ("phone", "phone"), ("lync", "phone"),
+    ("lync's answer", "lync")])
+async def test_video_offered_again_where_it_was_removed_toward_lync_flows_both_ways(
+        x264: tuple[Path, list[bytes]], tmp_path: Path, removed_by: str,
+        offered_by: str) -> None:
+    """A room system's video call to a Lync client whose video was removed mid-call by
+    either (port 0), or that Lync answered with video at port 0 (camera off): video offered
+    again at that same m= line (RFC 3264 8.1 reuse) by Lync or by the room is taken up as
+    added video is, at m= line 1 on both legs: the other leg re-offered it (the room H264
+    at a new relay port, Lync X-H264UC with our candidates and key), its answer making
+    ours; we control ICE, the relay joins the stream, Lync gets the new pair named in a
+    second offer, frames flow both ways frame for frame (x264 source, ffmpeg the judge), a
+    refresh from the room is answered here, the CDR says video was up (after the removed
+    stream's account), and every port goes at the end."""
+    base = free_port()
+    ports = PortAllocator(base, base + 40)
+    cdrs = CdrStore(tmp_path / "cdr.sqlite3")
+    h = Harness([FIRST], cdrs, ports=ports, address="127.0.0.1", rules=RULES)
+    phone_video, phone_rx, phone_port = await phone()
+    v = await video_call_to_lync(h, ports, phone_port, camera_on=removed_by != "lync's answer")
+    if removed_by != "lync's answer":
+        await video_removed_toward_lync(v, removed_by)
+    assert isinstance(v.call.media, LyncCallee)
+    removed_port = v.call.media.sip_ports[1]
+    camera = aioice.Connection(ice_controlling=False, components=1, use_ipv6=False)
+    await camera.gather_candidates()
+    camera_key = os.urandom(30)
+    lync_sdp = lync_with_video(v.lync, os.urandom(30), camera, camera_key, 3)
+    phone_sdp = v.phone_sdp.replace(b"o=- 1 1", b"o=- 1 3")
+    if offered_by == "phone":
+        reinvite, offered = await reoffered(h, 3, phone_sdp, v.from_phone, PHONE,
+                                            v.out.call_id)
+        at_lync_ours = offered.media[1]
+        ours = answered_back(h, reinvite, lync_sdp, v.lync_peer, PHONE, 3)
+        to_phone = ours.media[1]
+        assert to_phone.formats == ["109"] and to_phone.rtpmaps()[109].encoding == "H264"
+    else:
+        reinvite, offered = await reoffered(h, 6, lync_sdp, v.from_lync, v.lync_peer,
+                                            "to-lync-1")
+        to_phone = offered.media[1]
+        assert to_phone.formats == ["122"] and to_phone.rtpmaps()[122].encoding == "H264"
+        room_answer = sdp_body(5004).replace(b"o=- 1 1", b"o=- 1 3") + PHONE_VIDEO % phone_port
+        ours = answered_back(h, reinvite, room_answer, PHONE, v.lync_peer, 6)
+        at_lync_ours = ours.media[1]
+        assert [c.tag for c in at_lync_ours.cryptos()] == [1]
+    assert [(m.media, m.rejected) for m in offered.media] == [("audio", False),
+                                                              ("video", False)]
+    assert [(m.media, m.rejected) for m in ours.media] == [("audio", False), ("video", False)]
+    assert at_lync_ours.rtpmaps()[122].encoding == "X-H264UC"
+    assert at_lync_ours.has("ice-ufrag") and at_lync_ours.attributes("candidate")
+    assert to_phone.port not in (0, removed_port)
+    await lync_connects(h, (camera, at_lync_ours))
+    second = await our_reinvite(h)  # the relay joins, then Lync is told the new pair
+    assert all(m.has("remote-candidates") for m in parse_sdp(second.body).media)
+    at_lync = LyncStream(camera, camera_key, at_lync_ours)
+    stats = await video_crosses(v.call, at_lync, LYNC_SSRCS[0], phone_video, phone_rx,
+                                to_phone.port, x264, tmp_path)
+    # The room restating its last description (a refresh) changes nothing: answered here.
+    h.feed(in_dialog("INVITE", 4, phone_sdp if offered_by == "phone" else room_answer,
+                     **v.from_phone), PHONE)
+    sent = h.take()
+    assert not [m for m, _ in sent if isinstance(m, Request)]
+    assert [m.status for m, _ in sent if isinstance(m, Response)][-1] == 200
+    word = await phone_hangs_up_after_video(h, v.ok, cdrs, stats)
+    if removed_by == "lync's answer":
+        assert " | " not in word
+    else:
+        party = "callee" if removed_by == "lync" else "caller"
+        assert word.split(" | ")[0].endswith(f"; video removed mid-call by the {party}")
+    await asyncio.gather(v.lync.close(), v.camera.close(), at_lync.close())
+    phone_video.close()
+    assert ports.in_use == set()
+
+
+async def test_video_offered_again_toward_lync_that_lync_declines_is_rejected() -> None:
+    """Video removed mid-call by the room, then offered again by it at its old m= line:
+    Lync declining our X-H264UC re-offer (port 0) makes our 200 to the room reject the
+    line (audio as it was); the stream's new ICE session and relay port go back, and the
+    same offer again (a refresh) is answered here with Lync not asked."""
+    base = free_port()
+    ports = PortAllocator(base, base + 40)
+    h = Harness([FIRST], ports=ports, address="127.0.0.1", rules=RULES)
+    v = await video_call_to_lync(h, ports, 5006)
+    await video_removed_toward_lync(v, "phone")
+    held = set(ports.in_use)
+    again = v.phone_sdp.replace(b"o=- 1 1", b"o=- 1 3")
+    reinvite, offered = await reoffered(h, 3, again, v.from_phone, PHONE, v.out.call_id)
+    assert [(m.media, m.rejected) for m in offered.media] == [("audio", False),
+                                                              ("video", False)]
+    ours = answered_back(h, reinvite, without_video(v.lync_sdp, b"3"), v.lync_peer, PHONE, 3)
+    assert [(m.media, m.rejected) for m in ours.media] == [("audio", False), ("video", True)]
+    assert ours.media[0].lines == parse_sdp(v.ok.body).media[0].lines
+    for _ in range(20):
+        await h.settle()
+        if ports.in_use == held:
+            break
+    assert ports.in_use == held
+    h.feed(in_dialog("INVITE", 4, again, **v.from_phone), PHONE)
+    sent = h.take()
+    assert not [m for m, _ in sent if isinstance(m, Request)]  # Lync is not asked
+    [refreshed] = [m for m, _ in sent if isinstance(m, Response) and m.status == 200]
+    assert refreshed.body == v.call.caller.sdp_to
+    assert v.call.media.video.endswith("; video removed mid-call by the caller")
+    await v.call.media.close()
+    await asyncio.gather(v.lync.close(), v.camera.close())
     assert ports.in_use == set()
 
 
@@ -632,7 +788,6 @@ async def test_video_added_mid_call_toward_lync_flows_both_ways(
     relay joins it, Lync gets the new pair named in a second offer (a=remote-candidates),
     and frames flow both ways frame for frame (x264 source, ffmpeg the judge); the CDR
     says video was up, and every port goes at the end."""
-    tmp, source = x264
     base = free_port()
     ports = PortAllocator(base, base + 40)
     cdrs = CdrStore(tmp_path / "cdr.sqlite3")
@@ -696,17 +851,8 @@ async def test_video_added_mid_call_toward_lync_flows_both_ways(
     named_again = parse_sdp(second.body)
     assert all(m.has("remote-candidates") for m in named_again.media)
     at_lync = LyncStream(camera, camera_key, at_lync_ours)
-
-    async def from_phone(packet: bytes) -> None:
-        phone_video.sendto(packet, ("127.0.0.1", phone_sends_to))
-
-    await asyncio.gather(paced(from_phone, source), paced(at_lync.send, lync_packets(
-        source, ssrc=LYNC_SSRCS[0], payload_type=122)))
-    stats = await video_relayed(call, 60)
-    expected = frames(tmp, source, "source")
-    assert lync_frames(tmp_path, at_lync.rtp, "at_lync") == expected
-    assert frames(tmp_path, [p[:1] + bytes([p[1] & 0x80 | 96]) + p[2:]
-                             for p in phone_rx.rtp()], "at_phone") == expected
+    stats = await video_crosses(call, at_lync, LYNC_SSRCS[0], phone_video, phone_rx,
+                                phone_sends_to, x264, tmp_path)
     await phone_hangs_up_after_video(h, ok, cdrs, stats)
     await asyncio.gather(lync.close(), at_lync.close())
     phone_video.close()

@@ -38,9 +38,12 @@ from tests.kit.calls import (
     Phone,
     answered_back,
     in_dialog,
+    leg,
     our_reinvite,
     outbound,
     phone,
+    reoffered,
+    video_crosses,
     video_relayed,
     without_video,
 )
@@ -488,13 +491,11 @@ class VideoCall:
 
     @property
     def from_lync(self) -> dict[str, str]:
-        return {"call_id": "lync-call-1", "from_tag": "lync", "to_tag": str(self.ok.to.tag),
-                "via": "TLS 127.0.0.1:5061"}
+        return leg("lync-call-1", "lync", self.ok.to.tag, "TLS 127.0.0.1:5061")
 
     @property
     def from_phone(self) -> dict[str, str]:
-        return {"call_id": self.out.call_id, "from_tag": "phone",
-                "to_tag": str(self.out.from_.tag), "via": "UDP 198.51.100.1:5060"}
+        return leg(self.out.call_id, "phone", self.out.from_.tag, "UDP 198.51.100.1:5060")
 
     async def end(self) -> dict[str, object]:
         """Lync hangs up; the CDR, once every port is back."""
@@ -523,7 +524,9 @@ async def lync_with_camera(tmp_path: Path) -> tuple[
     return h, ports, cdrs, lync, camera, os.urandom(30)
 
 
-async def video_call(tmp_path: Path) -> VideoCall:
+async def video_call(tmp_path: Path, *, phone_takes_video: bool = True) -> VideoCall:
+    """Lync calls with audio and X-H264UC; the phone answers H264 (not
+    `phone_takes_video`: video at port 0); ICE runs on what was taken."""
     h, ports, cdrs, lync, camera, camera_key = await lync_with_camera(tmp_path)
     offer = invite(lync_offer(lync, os.urandom(30), lync_video(camera, camera_key)))
     h.feed(offer, LYNC)
@@ -531,14 +534,14 @@ async def video_call(tmp_path: Path) -> VideoCall:
         await h.settle()
     out, peer = outbound(h.take(), "INVITE")
     phone_video, phone_rx, phone_port = await phone()
-    answer = (b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-              b"m=audio 5004 RTP/AVP 9\r\na=rtpmap:9 G722/8000\r\n"
-              + PHONE_VIDEO.replace(b"5006", b"%d" % phone_port))
+    answer = phone_answer(5004, PHONE_VIDEO.replace(b"5006", b"%d" % phone_port)
+                          if phone_takes_video else b"m=video 0 RTP/AVP 122\r\n")
     h.feed(make_response(out, 200, to_tag="phone", headers=(("Contact", "<sip:p@127.0.0.1>"),),
                          body=answer, content_type="application/sdp"), peer)
     ok = next(m for m, p in h.take() if isinstance(m, Response) and m.status == 200 and p == LYNC)
     ours_audio, ours_video, _ = parse_sdp(ok.body).media
-    await ice_completes(h, (lync, ours_audio), (camera, ours_video))
+    await ice_completes(h, (lync, ours_audio), *([(camera, ours_video)] if phone_takes_video
+                                                 else []))
     [call] = h.b2bua.calls.values()
     lync_sdp = pick_sdp(split(offer.split(b"\r\n\r\n", 1)[1], BOUNDARY)).body
     return VideoCall(h, ports, cdrs, lync, camera, camera_key, lync_sdp, out, peer, answer, ok,
@@ -579,17 +582,12 @@ async def test_video_flows_through_the_call_both_ways_frame_for_frame(
                             f"frames (2 key); VSRs {stats['vsr_sent']} sent, 0 received")
 
 
-@pytest.mark.parametrize("by", ["lync", "phone"])
-async def test_video_removed_mid_call_by_either_side_stops_on_both(
-        tmp_path: Path, by: str) -> None:
-    """A re-INVITE that rejects the video stream (port 0), from Lync or from the phone: the
-    other leg gets our description with video rejected and the audio as it was (next o=
-    version), its answer comes back to the offerer as ours with video rejected; the video
-    stream's ICE session toward Lync closes and its relay stops (the ICE port and the
-    phone-side RTP and RTCP ports are free), the audio goes on, video
-    offered again by that side is declined without asking the other, and the CDR says who
-    removed video."""
-    v = await video_call(tmp_path)
+async def video_removed(v: VideoCall, by: str) -> None:
+    """On the video call `v`, Lync (`by`) or the phone re-INVITEs with the video stream
+    rejected: the other leg gets our description with video rejected and the audio as it
+    was (next o= version), its answer comes back to the offerer as ours with video
+    rejected, and the video's ICE port toward Lync and its RTP and RTCP ports toward the
+    phone are freed (on return)."""
     h = v.h
     held = len(v.ports.in_use)
     first_lync, first_phone = parse_sdp(v.ok.body), parse_sdp(v.out.body)
@@ -620,19 +618,211 @@ async def test_video_removed_mid_call_by_either_side_stops_on_both(
             break
     # The video's ICE port toward Lync, and its RTP and RTCP ports toward the phone.
     assert len(v.ports.in_use) == held - 3 and not video_ports & v.ports.in_use
-    # Video offered again by the side that removed it: declined here, the other not asked.
-    again = re.sub(rb"(o=- \d+) \d+", rb"\1 4", v.lync_sdp if by == "lync" else v.phone_sdp)
-    h.feed(in_dialog("INVITE", 3, again, **(v.from_lync if by == "lync" else v.from_phone)),
-           asker)
-    sent = h.take()
-    assert not [m for m, _ in sent if isinstance(m, Request)]
-    [declined] = [m for m, _ in sent if isinstance(m, Response) and m.status == 200]
-    assert [m.port for m in parse_sdp(declined.body).media if m.media == "video"] == [0]
-    assert v.call.media.relayed is not None and v.call in h.b2bua.calls.values()
+
+
+@pytest.mark.parametrize("by", ["lync", "phone"])
+async def test_video_removed_mid_call_by_either_side_stops_on_both(
+        tmp_path: Path, by: str) -> None:
+    """A re-INVITE that rejects the video stream (port 0), from Lync or from the phone,
+    crosses to the other leg and comes back as our answer with video rejected; the video
+    stream's ICE session toward Lync closes and its relay stops (its ports are free), the
+    audio goes on, and the CDR says who removed video."""
+    v = await video_call(tmp_path)
+    await video_removed(v, by)
+    assert v.call.media.relayed is not None and v.call in v.h.b2bua.calls.values()
     row = await v.end()
     party = "caller" if by == "lync" else "callee"
     assert str(row["video"]).startswith("not up: no frames either way (1280x720 negotiated)")
     assert str(row["video"]).endswith(f"; video removed mid-call by the {party}")
+
+
+def with_camera(lync_sdp: bytes, video: str, version: bytes) -> bytes:
+    """Lync's description `lync_sdp` at o= `version` with `video` (lync_video) as its
+    m=video section."""
+    return re.sub(rb"(o=- \d+) \d+", rb"\1 " + version, re.sub(
+        rb"m=video .*?(?=m=applicationsharing)", video.encode(), lync_sdp, flags=re.S),
+        count=1)
+
+
+@pytest.mark.parametrize(("removed_by", "offered_by"), [
+    ("lync", "lync"), ("phone", "lync"), ("phone", "phone"), ("lync", "phone"),
+    ("phone's answer", "phone")])
+async def test_video_offered_again_where_it_was_removed_flows_both_ways(
+        tmp_path: Path, x264: tuple[Path, list[bytes]], removed_by: str,
+        offered_by: str) -> None:
+    """Video removed mid-call (port 0) by either, or declined in the phone's answer, then
+    offered again at that same m= line (RFC 3264 8.1 reuse, as Lync does when its camera
+    starts again) by Lync or by the phone: taken up as added video is, at m= line 1 on
+    both legs. Lync offering: the phone is re-offered
+    H264 there at a new relay port and its answer makes ours accept X-H264UC with our
+    candidates and key. The phone offering: Lync is re-offered X-H264UC there with our
+    candidates and key, and its answer makes ours answer the phone's H264 at a new relay
+    port. Lync controls ICE, the relay joins the stream, frames flow both ways frame for
+    frame (x264 source, ffmpeg the judge), the CDR has the removed stream's account and
+    the new one's saying video was up, and every port goes at the end."""
+    v = await video_call(tmp_path, phone_takes_video=removed_by != "phone's answer")
+    if removed_by != "phone's answer":
+        await video_removed(v, removed_by)
+    h = v.h
+    assert isinstance(v.call.media, LyncCaller)
+    phone_sdp = re.sub(rb"(o=- \d+) \d+", rb"\1 4", phone_answer(5004, PHONE_VIDEO.replace(
+        b"5006", b"%d" % v.phone_video.get_extra_info("sockname")[1])))
+    removed_port = v.call.media.sip_ports[1]
+    camera = aioice.Connection(ice_controlling=True, components=1, use_ipv6=False)
+    await camera.gather_candidates()
+    camera_key = os.urandom(30)
+    if offered_by == "lync":
+        reinvite, offered = await reoffered(h, 3, with_camera(
+            v.lync_sdp, lync_video(camera, camera_key), b"4"), v.from_lync, LYNC,
+            v.out.call_id)  # once ICE has gathered for the stream
+        to_phone = offered.media[1]
+        assert to_phone.formats == ["122"] and to_phone.rtpmaps()[122].encoding == "H264"
+        ours = answered_back(h, reinvite, phone_sdp, v.phone, LYNC, 3)
+        to_lync, phone_sends_to = ours.media[1], to_phone.port
+    else:
+        reinvite, offered = await reoffered(h, 3, phone_sdp, v.from_phone, v.phone,
+                                            "lync-call-1")
+        to_lync = offered.media[1]
+        [our_key] = to_lync.cryptos()
+        answer = with_camera(v.lync_sdp, lync_video(camera, camera_key).replace(
+            " 122 121 123", " 122").replace("a=crypto:2 ", f"a=crypto:{our_key.tag} "), b"4")
+        ours = answered_back(h, reinvite, answer.replace(b"m=applicationsharing 5398",
+                                                         b"m=applicationsharing 0"),
+                             LYNC, v.phone, 3)
+        phone_sends_to = ours.media[1].port
+        assert ours.media[1].rtpmaps()[96].encoding == "H264"
+    assert [(m.media, m.rejected) for m in offered.media if m.media != "applicationsharing"
+            ] == [("audio", False), ("video", False)]
+    assert [(m.media, m.rejected) for m in ours.media if m.media != "applicationsharing"
+            ] == [("audio", False), ("video", False)]
+    assert to_lync.rtpmaps()[122].encoding == "X-H264UC" and to_lync.cryptos()
+    assert to_lync.attribute("ice-ufrag") and to_lync.attributes("candidate")
+    assert phone_sends_to not in (0, removed_port)
+    await ice_connects(camera, to_lync)
+    for _ in range(100):
+        if len(v.call.media.relayed.video_stats() if v.call.media.relayed else ()) == 2:
+            break
+        await asyncio.sleep(0.02)
+    at_lync = LyncStream(camera, camera_key, to_lync)
+    stats = await video_crosses(v.call, at_lync, LYNC_VIDEO_SSRCS[0], v.phone_video,
+                                v.phone_rx, phone_sends_to, x264, tmp_path)
+    await at_lync.close()
+    row = await v.end()
+    *removed, again = str(row["video"]).split(" | ")
+    if removed_by == "phone's answer":
+        assert removed == []
+    else:
+        [account] = removed
+        assert account.startswith("not up: no frames either way (1280x720 negotiated)")
+        assert account.endswith(
+            f"; video removed mid-call by the {'caller' if removed_by == 'lync' else 'callee'}")
+    assert again == (f"up: from Lync 640x360 60 frames (2 key), to Lync 640x360 60 frames "
+                     f"(2 key); VSRs {stats['vsr_sent']} sent, 0 received")
+
+
+async def test_video_offered_again_that_the_phone_declines_is_rejected_and_not_retried(
+        tmp_path: Path) -> None:
+    """Video removed mid-call by Lync, then offered again by Lync at its old m= line: the
+    phone declining our H264 re-offer (port 0) makes our 200 to Lync reject the line
+    (audio as it was); the stream's new ICE session and relay port go back, the CDR keeps
+    the removed stream's account, and the same offer again (a refresh) is answered here
+    with the phone not asked."""
+    v = await video_call(tmp_path)
+    await video_removed(v, "lync")
+    h, held = v.h, set(v.ports.in_use)
+    camera = aioice.Connection(ice_controlling=True, components=1, use_ipv6=False)
+    await camera.gather_candidates()
+    again = with_camera(v.lync_sdp, lync_video(camera, os.urandom(30)), b"4")
+    reinvite, offered = await reoffered(h, 3, again, v.from_lync, LYNC, v.out.call_id)
+    assert [(m.media, m.rejected) for m in offered.media] == [("audio", False),
+                                                              ("video", False)]
+    ours = answered_back(h, reinvite, without_video(v.phone_sdp, b"4"), v.phone, LYNC, 3)
+    assert [(m.media, m.rejected) for m in ours.media] == [
+        ("audio", False), ("video", True), ("applicationsharing", True)]
+    assert ours.media[0].lines == parse_sdp(v.ok.body).media[0].lines
+    for _ in range(20):
+        await h.settle()
+        if v.ports.in_use == held:
+            break
+    assert v.ports.in_use == held
+    h.feed(in_dialog("INVITE", 4, again, **v.from_lync), LYNC)
+    sent = h.take()
+    assert not [m for m, _ in sent if isinstance(m, Request)]  # the phone is not asked
+    [refreshed] = [m for m, _ in sent if isinstance(m, Response) and m.status == 200]
+    assert refreshed.body == v.call.caller.sdp_to
+    assert [m.rejected for m in parse_sdp(refreshed.body).media if m.media == "video"] == [
+        True]
+    await camera.close()
+    row = await v.end()
+    assert " | " not in str(row["video"]) and str(row["video"]).endswith(
+        "; video removed mid-call by the caller")
+
+
+async def test_video_offered_again_on_a_line_the_phone_never_had_is_declined() -> None:
+    """Lync's x-rtvc1-only video is refused when the call is set up, so the phone's
+    description has no video line; X-H264UC Lync offers later on that old m= line is
+    declined here (it would sit at another line toward the phone), the phone not asked,
+    and the call goes on."""
+    base = free_port()
+    ports = PortAllocator(base, base + 40)
+    h = Harness([FIRST], ports=ports, address="127.0.0.1")
+    lync = aioice.Connection(ice_controlling=True, components=1, use_ipv6=False)
+    camera = aioice.Connection(ice_controlling=True, components=1, use_ipv6=False)
+    await asyncio.gather(lync.gather_candidates(), camera.gather_candidates())
+    offer = invite(lync_offer(lync, os.urandom(30), lync_video(camera, os.urandom(30),
+                                                                rtvc1_only=True)))
+    h.feed(offer, LYNC)
+    for _ in range(30):
+        await h.settle()
+    out, peer = outbound(h.take(), "INVITE")
+    assert [m.media for m in parse_sdp(out.body).media] == ["audio"]
+    h.feed(make_response(out, 200, to_tag="phone", headers=(("Contact", "<sip:p@127.0.0.1>"),),
+                         body=phone_answer(5004), content_type="application/sdp"), peer)
+    ok = next(m for m, p in h.take() if isinstance(m, Response) and m.status == 200)
+    await ice_completes(h, (lync, parse_sdp(ok.body).media[0]))
+    held = set(ports.in_use)
+    lync_part = pick_sdp(split(offer.split(b"\r\n\r\n", 1)[1], BOUNDARY)).body
+    again = with_camera(lync_part, lync_video(camera, os.urandom(30)), b"2")
+    h.feed(in_dialog("INVITE", 2, again, call_id="lync-call-1", from_tag="lync",
+                     to_tag=str(ok.to.tag), via="TLS 127.0.0.1:5061"), LYNC)
+    sent = h.take()
+    assert not [m for m, _ in sent if isinstance(m, Request)]  # the phone is not asked
+    [answered] = [m for m, _ in sent if isinstance(m, Response) and m.status == 200]
+    assert [(m.media, m.rejected) for m in parse_sdp(answered.body).media] == [
+        ("audio", False), ("video", True), ("applicationsharing", True)]
+    [call] = h.b2bua.calls.values()
+    assert ports.in_use == held and call.media.video == (
+        "refused: x-rtvc1 only (RTVideo needs transcoding)")
+    await call.media.close()
+    await asyncio.gather(lync.close(), camera.close())
+    assert ports.in_use == set()
+
+
+async def test_a_lync_hold_restating_video_the_phone_declined_is_a_hold(
+        tmp_path: Path) -> None:
+    """Lync offered video and the phone declined it (our answer rejects the line); Lync's
+    hold re-offer still offering that video as before is a hold, not video offered again:
+    the phone gets at once the description it last had from us with a=sendonly, no port
+    is taken, and its answer comes back to Lync as ours, video still rejected."""
+    v = await video_call(tmp_path, phone_takes_video=False)
+    h, held = v.h, set(v.ports.in_use)
+    hold = re.sub(rb"(o=- \d+) \d+", rb"\1 2", v.lync_sdp).replace(
+        b"a=label:main-audio\r\n", b"a=label:main-audio\r\na=sendonly\r\n")
+    h.feed(in_dialog("INVITE", 2, hold, **v.from_lync), LYNC)
+    # At once (video taken up would first gather ICE for it), and no port taken.
+    [(reinvite, to_phone)] = [(m, p) for m, p in h.take()
+                              if isinstance(m, Request) and m.method == "INVITE"]
+    assert to_phone == v.phone and v.ports.in_use == held
+    offered = parse_sdp(reinvite.body)
+    assert offered.media[0].direction == "sendonly"
+    assert offered.media[1].port == parse_sdp(v.out.body).media[1].port  # as it last had it
+    ours = answered_back(h, reinvite, phone_answer(5004, b"a=recvonly\r\nm=video 0 RTP/AVP "
+                                                   b"122\r\n").replace(b"o=- 1 1", b"o=- 1 2"),
+                         v.phone, LYNC, 2)
+    assert [(m.media, m.rejected) for m in ours.media] == [
+        ("audio", False), ("video", True), ("applicationsharing", True)]
+    assert ours.media[0].direction == "recvonly"
+    await v.end()
 
 
 @pytest.mark.parametrize(("rtvc1_only", "phone_video", "why"), [
@@ -756,23 +946,13 @@ async def test_video_lync_adds_mid_call_flows_both_ways_and_can_be_removed(
     running relay. Then frames flow both ways, frame for frame (x264 source, ffmpeg as the
     judge), Lync's remote-candidates re-INVITE is answered as a refresh, Lync removing the
     video again frees its ports, and the CDR says video was up."""
-    tmp, source = x264
     v = await added_video_call(tmp_path)
     assert isinstance(v.call.media, LyncCaller)
     held = len(v.ports.in_use)
     ours = v.call.caller.sdp_to  # what Lync last got from us: video accepted
     at_lync = LyncStream(v.camera, v.camera_key, parse_sdp(ours).media[2])
-    gateway = ("127.0.0.1", v.call.media.sip_ports[1])
-
-    async def from_phone(packet: bytes) -> None:
-        v.phone_video.sendto(packet, gateway)
-
-    await asyncio.gather(paced(from_phone, source), paced(at_lync.send, lync_packets(
-        source, ssrc=LYNC_VIDEO_SSRCS[0], payload_type=122)))
-    stats = await video_relayed(v.call, 60)
-    expected = frames(tmp, source, "source")
-    assert lync_frames(tmp_path, at_lync.rtp, "at_lync") == expected
-    assert frames(tmp_path, v.phone_rx.rtp(), "at_phone") == expected
+    stats = await video_crosses(v.call, at_lync, LYNC_VIDEO_SSRCS[0], v.phone_video,
+                                v.phone_rx, v.call.media.sip_ports[1], x264, tmp_path)
     await at_lync.close()
     # Lync's second offer (remote candidates) for the new stream: a refresh, answered here.
     candidates = re.sub(rb"(o=- \d+) \d+", rb"\1 3", v.lync_sdp)
@@ -845,7 +1025,6 @@ async def test_video_the_phone_adds_to_a_lync_callers_call_flows_both_ways(
     at a new relay port. Lync controls ICE for the stream, the relay joins it, and frames
     flow both ways frame for frame (x264 source, ffmpeg the judge); the CDR says video was
     up, and every port goes at the end."""
-    tmp, source = x264
     h, ports, cdrs, lync, camera, camera_key = await lync_with_camera(tmp_path)
     offer, out, peer, ok = await audio_call_from_lync(h, lync)
     audio_only, first = phone_answer(5004), parse_sdp(ok.body)
@@ -889,16 +1068,8 @@ async def test_video_the_phone_adds_to_a_lync_callers_call_flows_both_ways(
             break
         await asyncio.sleep(0.02)
     at_lync = LyncStream(camera, camera_key, to_lync)
-
-    async def from_phone_video(packet: bytes) -> None:
-        phone_video.sendto(packet, ("127.0.0.1", to_phone.port))
-
-    await asyncio.gather(paced(from_phone_video, source), paced(at_lync.send, lync_packets(
-        source, ssrc=LYNC_VIDEO_SSRCS[0], payload_type=122)))
-    stats = await video_relayed(call, 60)
-    expected = frames(tmp, source, "source")
-    assert lync_frames(tmp_path, at_lync.rtp, "at_lync") == expected
-    assert frames(tmp_path, phone_rx.rtp(), "at_phone") == expected
+    stats = await video_crosses(call, at_lync, LYNC_VIDEO_SSRCS[0], phone_video, phone_rx,
+                                to_phone.port, x264, tmp_path)
     await at_lync.close()
     h.feed(bye_from_lync(str(ok.to.tag)), LYNC)
     for _ in range(10):

@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import re
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any
 
 from gateway.calls.b2bua import B2bua
@@ -29,6 +30,8 @@ from ice.ports import PortAllocator
 from routing.engine import Router
 from sdp.model import SessionDescription
 from sdp.parse import parse_sdp
+from tests.kit.lync import LyncStream
+from tests.kit.video import frames, lync_frames, lync_packets, paced
 
 CALLER = Peer("UDP", "192.0.2.10", 5062)
 FIRST = Target("UDP", "uas.example.com", "198.51.100.1", 5060)
@@ -176,17 +179,46 @@ async def phone() -> tuple[asyncio.DatagramTransport, Phone, int]:
 
 
 async def video_relayed(call: Call, frames: int) -> dict[str, Any]:
-    """The call's translated video stream's counters once `frames` access units have gone
-    out each way (and a moment for the last packets to land)."""
+    """The counters of the call's translated video stream (the last one the relay joined:
+    one removed before stays counted before it) once `frames` access units have gone out
+    each way (and a moment for the last packets to land)."""
     assert call.media.relayed is not None
     for _ in range(500):
-        [stats] = call.media.relayed.video_stats()
+        stats = call.media.relayed.video_stats()[-1]
         if all(stats[way]["access_units_out"] >= frames  # type: ignore[index]
                for way in ("lync->sip", "sip->lync")):
             await asyncio.sleep(0.05)
             return stats
         await asyncio.sleep(0.01)
     raise AssertionError(f"video did not flow: {call.media.relayed.video_stats()}")
+
+
+async def video_crosses(call: Call, at_lync: LyncStream, lync_ssrc: int,
+                        phone_video: asyncio.DatagramTransport, phone_rx: Phone, to_port: int,
+                        x264: tuple[Path, list[bytes]], tmp_path: Path) -> dict[str, Any]:
+    """x264's packets sent by the phone (`phone_video`) to the relay's `to_port`, and as
+    Lync's [MS-H264PF] under `lync_ssrc` from `at_lync`, cross the call's translated video
+    stream: what Lync gets decodes (ffmpeg) to the source's frames, and so does what the
+    phone gets (read under payload type 96, the judge's), none lost. (That stream's
+    counters, `video_relayed`.)"""
+    tmp, source = x264
+
+    async def from_phone(packet: bytes) -> None:
+        phone_video.sendto(packet, ("127.0.0.1", to_port))
+
+    await asyncio.gather(paced(from_phone, source), paced(at_lync.send, lync_packets(
+        source, ssrc=lync_ssrc, payload_type=122)))
+    stats = await video_relayed(call, 60)
+    expected = frames(tmp, source, "source")
+    assert lync_frames(tmp_path, at_lync.rtp, "at_lync") == expected
+    assert frames(tmp_path, [p[:1] + bytes([p[1] & 0x80 | 96]) + p[2:]
+                             for p in phone_rx.rtp()], "at_phone") == expected
+    return stats
+
+
+def leg(call_id: str, from_tag: str, to_tag: object, via: str) -> dict[str, str]:
+    """How `in_dialog` sends as one leg: its Call-ID and tag, ours, its Via."""
+    return {"call_id": call_id, "from_tag": from_tag, "to_tag": str(to_tag), "via": via}
 
 
 def in_dialog(method: str, cseq: int, body: bytes, *, call_id: str, from_tag: str,
@@ -217,6 +249,16 @@ def without_video(sdp: bytes, version: bytes) -> bytes:
     """`sdp` re-offered at o= `version` with its video stream rejected (port 0)."""
     return re.sub(rb"m=video \d+", b"m=video 0", re.sub(rb"(o=- \d+) \d+", rb"\1 " + version,
                                                       sdp, count=1))
+
+
+async def reoffered(h: Harness, cseq: int, body: bytes, sender: dict[str, str], peer: Peer,
+                    toward: str) -> tuple[Request, SessionDescription]:
+    """A leg (`sender`, at `peer`) re-INVITEs with `body`, an offer the gateway takes to
+    the other leg: our re-INVITE there (of Call-ID `toward`), once sent, and its SDP."""
+    h.feed(in_dialog("INVITE", cseq, body, **sender), peer)
+    reinvite = await our_reinvite(h)
+    assert reinvite.call_id == toward
+    return reinvite, parse_sdp(reinvite.body)
 
 
 async def our_reinvite(h: Harness) -> Request:

@@ -312,7 +312,7 @@ class TransportLayer:
         loop = asyncio.get_running_loop()
         for _ in range(LISTEN_BACKLOG):
             try:
-                sock, _ = listener.accept()
+                sock, peername = listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except ConnectionAbortedError:
@@ -338,7 +338,7 @@ class TransportLayer:
                 continue
             conn = Connection(self, "TLS", next(self._ids), trusted=link is not None)
             self._conns[conn.id] = conn
-            stream = TlsStream(self, conn, tls, loop)
+            stream = TlsStream(self, conn, tls, peername, loop)
             self._handshaking.add(stream)
 
     def _accept_again(self, listener: socket.socket, link: ssl.SSLContext | None) -> None:
@@ -453,7 +453,12 @@ class TransportLayer:
         deadline = time.perf_counter() + HANDSHAKE_SLICE_S
         queue = self._handshakes
         while queue:
-            queue.popleft().advance()
+            stream = queue.popleft()
+            try:
+                stream.advance()
+            except Exception:  # one connection's fault must not stop every other handshake
+                log.exception("tls_handshake_crashed", peer=stream.get_extra_info("peername"))
+                stream.abort()
             if time.perf_counter() >= deadline:
                 break
         if queue:

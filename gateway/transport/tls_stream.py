@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gateway import logs
 from gateway.transport.tls import failure_reason
@@ -39,14 +39,16 @@ class TlsStream(asyncio.Transport):
 
     # A node holds thousands of these: no per-instance dict.
     __slots__ = ("_closing", "_gone", "_loop", "_out", "_queued", "_reading", "_retry",
-                 "_timer", "_writing", "conn", "fd", "layer", "ready", "sock")
+                 "_timer", "_writing", "conn", "fd", "layer", "peername", "ready", "sock")
 
     def __init__(self, layer: TransportLayer, conn: Connection, sock: ssl.SSLSocket,
-                 loop: asyncio.AbstractEventLoop) -> None:
+                 peername: tuple[Any, ...], loop: asyncio.AbstractEventLoop) -> None:
         super().__init__()
         self.layer = layer
         self.conn = conn
         self.sock = sock
+        # As accept gave it: getpeername() fails once the peer has reset the connection.
+        self.peername = peername
         self.fd = sock.fileno()
         self.ready = False  # handshake done
         self._loop = loop
@@ -244,20 +246,13 @@ class TlsStream(asyncio.Transport):
             self._timer = None
 
     def _peer(self) -> str:
-        if self.conn.peer is not None:
-            peer = self.conn.peer
-            return f"tls:{peer.host}:{peer.port}"
-        try:
-            host, port = self.sock.getpeername()[:2]
-        except OSError:  # already reset
-            return "-"
-        return f"tls:{host}:{port}"
+        return f"tls:{self.peername[0]}:{self.peername[1]}"
 
     def get_extra_info(self, name: str, default: object = None) -> object:
+        if name == "peername":
+            return self.peername
         if self._gone:
             return default
-        if name == "peername":
-            return self.sock.getpeername()
         if name == "sockname":
             return self.sock.getsockname()
         if name in ("socket", "ssl_object"):

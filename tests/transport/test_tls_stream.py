@@ -18,7 +18,7 @@ from structlog.testing import capture_logs
 
 from gateway.transport import layer as layer_module
 from gateway.transport.errors import FramingError
-from gateway.transport.layer import Limits, TransportLayer
+from gateway.transport.layer import Connection, Limits, TransportLayer
 from gateway.transport.peer import Peer
 from gateway.transport.tls import server_context
 
@@ -188,4 +188,32 @@ async def test_a_client_gone_during_its_handshake_is_logged_in_plain_words(
     assert [e["reason"] for e in logged if e["event"] == "tls_handshake_failed"] == [
         "connection closed during handshake"] * 2
     assert tl.connection_count == 0
+    await tl.close()
+
+
+async def test_a_handshake_step_that_raises_ends_its_connection_and_no_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Handshake steps run in the layer's slices: one that raises is logged and its
+    connection aborted, and the slices go on for the next client."""
+    real = Connection.connection_made
+    broken = [True]
+
+    def connection_made(conn: Connection, transport: asyncio.BaseTransport) -> None:
+        if broken.pop() if broken else False:
+            raise RuntimeError("a fault of ours")
+        real(conn, transport)
+
+    monkeypatch.setattr(Connection, "connection_made", connection_made)
+    tl, _, port = await tls_layer(tmp_path, Limits())
+    with capture_logs() as logged:
+        first_reader, first = await open_tls("127.0.0.1", port)
+        assert await asyncio.wait_for(first_reader.read(), 5) == b""
+        reader, writer = await open_tls("127.0.0.1", port)
+        writer.write(PING)
+        assert await asyncio.wait_for(reader.readexactly(2), 5) == b"\r\n"
+    assert [e["event"] for e in logged].count("tls_handshake_crashed") == 1
+    assert tl.connection_count == 1
+    first.close()
+    writer.close()
     await tl.close()

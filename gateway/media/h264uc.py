@@ -70,14 +70,24 @@ class SvcHeader:
 BASE_LAYER = {idr: SvcHeader(idr=idr).to_bytes() for idr in (False, True)}
 
 
+def _prefix_nal(slice_header: int, idr: bool) -> bytes:
+    header = (slice_header & 0xE0) | NAL_PREFIX
+    trailing = 0x20 if slice_header & 0x60 else 0x80
+    return b"%c%s%c" % (header, BASE_LAYER[idr], trailing)
+
+
+# By IDR, then by the slice header's F and NRI (its top three bits): all a prefix depends
+# on, so that each slice toward Lync finds its prefix rather than formatting it.
+_PREFIXES = {idr: tuple(_prefix_nal(top << 5, idr) for top in range(8))
+             for idr in (False, True)}
+
+
 def prefix_nal(slice_header: int, idr: bool) -> bytes:
     """The prefix NAL unit for a base-layer slice whose NAL header octet is
     `slice_header`: its F and NRI, then prefix_nal_unit_svc() (G.7.3.2.12.1) with
     store_ref_base_pic_flag and additional_prefix_nal_unit_extension_flag 0 when the slice
     is a reference (nal_ref_idc != 0), nothing otherwise, then rbsp_trailing_bits."""
-    header = (slice_header & 0xE0) | NAL_PREFIX
-    trailing = 0x20 if slice_header & 0x60 else 0x80
-    return b"%c%s%c" % (header, BASE_LAYER[idr], trailing)
+    return _PREFIXES[idr][slice_header >> 5 & 7]
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,6 +73,8 @@ PACSI_SIZE = len(build_pacsi(0, False, 0, BitstreamInfo(0, 0), stream_layout_sei
 # Why each NAL unit type Lync sends is not handed to an AVC decoder.
 DROPPED_NALS = {NAL_PACSI: "pacsi", NAL_PREFIX: "prefix", NAL_SUBSET_SPS: "subset_sps",
                 NAL_SLICE_EXT: "svc_slice"}
+# The units whose FU-A start FromLync hands on without a look at them (an SPS is read).
+PLAIN_STARTS = AVC_TYPES - {NAL_SPS}
 
 
 def _bump(counter: dict[str, int], kind: str, by: int = 1) -> None:
@@ -231,10 +233,16 @@ class _Translator:
 
     def _numbered(self, payloads: list[bytes], seq: int, timestamp: bytes,
                   marker: int) -> list[bytes]:
-        """Packets out for `payloads` from sequence number `seq` on, `marker` on the last."""
+        """Packets out for `payloads` (one at least) from sequence number `seq` on, `marker`
+        on the last."""
+        # A loop rather than a comprehension: most calls make one or two packets, for which
+        # the comprehension's own frame costs more than the loop.
         last = len(payloads) - 1
-        return [self._packet(payload, seq + index, timestamp, marker if index == last else 0)
-                for index, payload in enumerate(payloads)]
+        out = []
+        for index in range(last):
+            out.append(self._packet(payloads[index], seq + index, timestamp, 0))
+        out.append(self._packet(payloads[last], seq + last, timestamp, marker))
+        return out
 
     def _packet(self, payload: bytes, seq: int, timestamp: bytes, marker: int) -> bytes:
         """One packet out, counted."""
@@ -278,35 +286,58 @@ class FromLync(_Translator):
         self._piece = -1  # that type when the unit is handed on: what its next pieces hold
         self._key_timestamp = b""  # of the last access unit counted as a key frame
         self._au_timestamp = b""  # of the last packet out
+        self._unit = b""  # and the SSRC followed after it: what an FU-A's next piece has
         self._unmarked = False  # packets of the access unit went out, none with the marker
 
     def select(self, ssrc: int) -> None:
         """Follow another of Lync's SSRCs from its next packet."""
         if ssrc != self._source:
             self._range = (ssrc, ssrc)
-            self._source, self._source_octets = None, b""
+            self._source, self._source_octets, self._unit = None, b"", b""
             self.key_frame_wanted = True
 
     def push(self, packet: bytes, now: float) -> list[bytes]:
         # Most packets, in the fewest steps: the next of the SSRC followed, a plain header,
-        # the next piece of an FU-A being handed on (FU header: S and R clear, its type).
+        # and the next piece of an FU-A being handed on (FU header: S and R clear, its
+        # type), or the start of one of an AVC unit other than an SPS with none in
+        # progress; or a STAP-A of Lync's own units only (its PACSI), dropped.
         if (14 < len(packet) <= self._longest and packet[0] == 0x80
-                and packet[12] & 0x1F == FU_A and packet[13] & 0xBF == self._piece
-                and packet[8:12] == self._source_octets
                 and (packet[2] << 8 | packet[3]) == self._next_in & 0xFFFF):
-            stats = self.stats
-            stats.packets_in += 1
-            stats.packets_out += 1
-            stats.octets_out += len(packet) - MIN_RTP
-            in_seq = self._next_in
-            self._next_in = in_seq + 1
-            if packet[13] & 0x40:
-                self._fu = self._piece = -1
-            marker = packet[1] & 0x80
-            self._unmarked = not marker
-            # `_packet`, written out: a call is a tenth of this path.
-            return [_HEAD.pack(0x80, self._pt_out | marker, (in_seq + self._shift) & 0xFFFF,
-                               packet[4:8], self._ssrc_out) + packet[MIN_RTP:]]
+            kind = packet[12] & 0x1F
+            fu = packet[13]
+            if kind != FU_A:
+                if (kind == STAP_A and not packet[1] & 0x80 and self._fu < 0
+                        and packet[8:12] == self._source_octets):
+                    lync_only = self._lync_only(packet)
+                    if lync_only is not None:
+                        self.stats.packets_in += 1
+                        in_seq = self._next_in
+                        self._next_in = in_seq + 1
+                        for why in lync_only:
+                            _bump(self.stats.nals_dropped, why)
+                        self._dropped(in_seq, "lync_only")
+                        return []
+            elif fu & 0xBF == self._piece and packet[4:12] == self._unit:
+                if fu & 0x40:
+                    self._fu = self._piece = -1
+            elif (fu & 0xE0 == 0x80 and self._fu < 0 and packet[12] < 0x80
+                    and fu & 0x1F in PLAIN_STARTS and packet[8:12] == self._source_octets):
+                self._started(fu & 0x1F, packet[4:8])
+            else:
+                kind = 0
+            if kind == FU_A:
+                stats = self.stats
+                stats.packets_in += 1
+                stats.packets_out += 1
+                stats.octets_out += len(packet) - MIN_RTP
+                in_seq = self._next_in
+                self._next_in = in_seq + 1
+                marker = packet[1] & 0x80
+                self._unmarked = not marker
+                # `_packet`, written out: a call is a tenth of this path.
+                return [_HEAD.pack(0x80, self._pt_out | marker,
+                                   (in_seq + self._shift) & 0xFFFF, packet[4:8],
+                                   self._ssrc_out) + packet[MIN_RTP:]]
         bounds = self._payload(packet)
         if bounds is None:
             return []
@@ -344,9 +375,7 @@ class FromLync(_Translator):
                 return []
             payloads = [FILLER]
         self._unmarked = not marker
-        if timestamp != self._au_timestamp:
-            self._au_timestamp = timestamp
-            self.stats.access_units_out += 1
+        self._out_of(timestamp)
         return self._write(payloads, in_seq, timestamp, marker)
 
     def _accept(self, packet: bytes) -> bool:
@@ -359,6 +388,40 @@ class FromLync(_Translator):
                 return True
         _bump(self.stats.packets_dropped, "ssrc")
         return False
+
+    def _started(self, inner: int, timestamp: bytes) -> None:
+        """What `_fragment` and `push` do for the start of an FU-A of an AVC unit (type
+        `inner`, not an SPS) that comes in sequence with no unit in progress."""
+        self._fu = self._piece = inner
+        if inner == NAL_IDR:
+            self._key_frame(timestamp)
+        self._out_of(timestamp)
+
+    def _out_of(self, timestamp: bytes) -> None:
+        """A packet goes out with `timestamp`: another access unit when it changed."""
+        if timestamp != self._au_timestamp:
+            self._au_timestamp = timestamp
+            self._unit = timestamp + self._source_octets
+            self.stats.access_units_out += 1
+
+    @staticmethod
+    def _lync_only(packet: bytes) -> list[str] | None:
+        """Why each unit of the STAP-A `packet` (a plain header) is not for an AVC decoder,
+        when none of them is (what `_aggregate` counts before `push` drops the packet);
+        None when one is, or when the STAP-A is malformed: `push` looks at it in full."""
+        whys = []
+        at, end = MIN_RTP + 1, len(packet)
+        while at < end:
+            size = (packet[at] << 8 | packet[at + 1]) if at + 2 <= end else 0
+            at += 2
+            if size == 0 or at + size > end:
+                return None
+            why = DROPPED_NALS.get(packet[at] & 0x1F)
+            if why is None:
+                return None
+            whys.append(why)
+            at += size
+        return whys
 
     def _fragment(self, payload: bytes, timestamp: bytes) -> list[bytes]:
         """An FU-A: passed when it carries an AVC unit whose start came."""
@@ -494,6 +557,24 @@ class ToLync(_Translator):
                 0x80, self._pt_out | marker, (in_seq + self._shift) & 0xFFFF, held.timestamp,
                 self._ssrc_out) + packet[MIN_RTP:])
             return self._close(held, "") if marker else []
+        # The start of an FU-A of an AVC unit that opens the next access unit (S set, E, R
+        # and F clear, no marker): the unit's lead packet, as `_take` makes it.
+        if (held is None and 14 < len(packet) <= self._longest and packet[0] == 0x80
+                and not packet[1] & 0x80
+                and packet[12] & 0x9F == FU_A and packet[13] & 0xE0 == 0x80
+                and packet[13] & 0x1F in AVC_TYPES
+                and packet[8:12] == self._source_octets
+                and (packet[2] << 8 | packet[3]) == self._next_in & 0xFFFF):
+            self.stats.packets_in += 1
+            in_seq = self._next_in
+            self._next_in = in_seq + 1
+            held = self._held = _Held(packet[4:8], now, in_seq, self._shift, in_seq + 1)
+            inner = packet[13] & 0x1F
+            held.fu = held.piece = inner
+            units: list[bytes] = []
+            self._count(held, packet[12] & 0xE0 | inner, units)
+            self._lead(held, in_seq, units, [packet[MIN_RTP:]])
+            return []
         bounds = self._payload(packet)
         if bounds is None:
             return []
@@ -582,19 +663,22 @@ class ToLync(_Translator):
                 self._dropped(in_seq, "no_avc")
                 return
         if held.lead is None:
-            # The PACSI's size does not depend on what it says, so the packets it and this
-            # packet's units make can be numbered now and made at the end.
-            fits = PACSI_SIZE + 3 + sum(map(len, units)) + 2 * len(units) <= self.mtu
-            count = 1 if fits else len(packetize([bytes(PACSI_SIZE), *units], self.mtu))
-            pieces = split_fu_a(fu, self.mtu) if fu else []
-            count += len(pieces)
-            self._move_shift(in_seq, self._shift + count - 1)
-            held.lead = (units, pieces, fits, in_seq + self._shift - count + 1)
+            self._lead(held, in_seq, units, split_fu_a(fu, self.mtu) if fu else [])
             return
         payloads = packetize(units, self.mtu) if units else []
         if fu:
             payloads += split_fu_a(fu, self.mtu)
         held.packets += self._write(payloads, in_seq, held.timestamp, marker)
+
+    def _lead(self, held: _Held, in_seq: int, units: list[bytes], pieces: list[bytes]) -> None:
+        """Packet in `in_seq`, the first of `held` that gives anything, gives `units` and
+        the FU-A payloads `pieces`. The PACSI's size does not depend on what it says, so
+        the packets it and these make can be numbered now and made at the end."""
+        fits = PACSI_SIZE + 3 + len(b"".join(units)) + 2 * len(units) <= self.mtu
+        count = 1 if fits else len(packetize([bytes(PACSI_SIZE), *units], self.mtu))
+        count += len(pieces)
+        self._move_shift(in_seq, self._shift + count - 1)
+        held.lead = (units, pieces, fits, in_seq + self._shift - count + 1)
 
     @staticmethod
     def _count(held: _Held, head: int, units: list[bytes]) -> None:

@@ -252,3 +252,56 @@ def test_any_rtp_payloads_never_raise(packets: list[tuple[int, int, bytes, bool]
         for out in to.push(packet, 0.0):
             back.push(out, 0.0)
         back.push(packet, 0.0)
+
+
+SPS_640X480 = bytes.fromhex("6742c01e8c8d40501e900f0884")
+_TYPES = st.sampled_from([1, 1, 5, 5, 6, 7, 14, 15, 20, 30, 31])  # slices the likeliest
+_NAL = st.one_of(st.just(SPS_640X480), st.builds(
+    lambda kind, nri, body: bytes([nri << 5 | kind]) + body, _TYPES, st.integers(0, 3),
+    st.binary(min_size=1, max_size=12)))
+_FU_A = st.builds(lambda f, kind, bits, body: bytes([f | 0x60 | 28, bits | kind]) + body,
+                  st.sampled_from([0, 0, 0, 0x80]), _TYPES,
+                  st.sampled_from([0x80, 0, 0, 0x40, 0xC0, 0xA0]),
+                  st.binary(min_size=1, max_size=12))
+
+
+def _pieces(kind: int, bodies: list[bytes]) -> list[bytes]:
+    """A NAL unit of `kind` in FU-As: S on the first piece, E on the last."""
+    return [bytes([0x60 | 28, (0x80 if n == 0 else 0) | (0x40 if n == len(bodies) - 1 else 0)
+                   | kind]) + body for n, body in enumerate(bodies)]
+
+
+# Each what one NAL unit (or aggregate) of a sender gives: its packets' payloads.
+_UNIT = st.one_of(_NAL.map(lambda nal: [nal]), _FU_A.map(lambda fu: [fu]),
+                  st.lists(_NAL, min_size=1, max_size=3).map(lambda nals: [stap_a(nals)]),
+                  st.builds(_pieces, _TYPES, st.lists(st.binary(min_size=1, max_size=12),
+                                                      min_size=1, max_size=3)))
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(st.tuples(_UNIT, st.sampled_from([1, 1, 1, 1, 0, 2]), st.booleans(),
+                          st.booleans()), max_size=30), st.booleans())
+def test_the_short_ways_give_what_the_full_way_gives(
+        units: list[tuple[list[bytes], int, bool, bool]], to_lync: bool) -> None:
+    """The translators' short ways for the commonest packets (an FU-A piece or start, a
+    STAP-A of Lync's own units, each next in sequence with a plain header) give the
+    packets out, counters and key-frame wishes that the full way, which every packet with
+    a header extension takes, gives for the same packets."""
+    plain = []
+    sequence = frame = 0
+    for payloads, step, new_frame, marker in units:
+        sequence, frame = sequence + step - 1, frame + new_frame
+        for n, payload in enumerate(payloads):
+            sequence += 1
+            plain.append(rtp(sequence, 3000 * frame, payload,
+                             marker=0x80 if marker and n == len(payloads) - 1 else 0))
+    # The same packets with an empty header extension (RFC 3550 5.3.1).
+    extended = [bytes([0x90]) + p[1:12] + b"\xbe\xde\x00\x00" + p[12:] for p in plain]
+    runs = []
+    for packets in (plain, extended):
+        translator: ToLync | FromLync = (
+            ToLync(ssrc=0x1000, payload_type=LYNC_PT, bitrate=1_000_000) if to_lync
+            else FromLync(ssrc_range=SSRC_RANGE, ssrc=0xABCD, payload_type=PT))
+        runs.append(([(translator.push(p, index * 0.1), translator.key_frame_wanted)
+                      for index, p in enumerate(packets)], translator.stats.as_dict()))
+    assert runs[0] == runs[1]

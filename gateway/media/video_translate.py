@@ -151,6 +151,9 @@ class _Translator:
         self._pt_out = 0
         self._next_in = 0  # the extended sequence number expected next
         self._shift = 0  # sequence number out - in
+        # The SPS last read: an encoder sends the same one with every key frame, and reading
+        # one takes ~15 us, so the same one is not read again.
+        self._sps_nal = b""
 
     @property
     def source(self) -> int | None:
@@ -256,7 +259,7 @@ class _Translator:
         """Whether an AVC decoder takes `nal`; a unit it does not is counted."""
         kind = nal[0] & 0x1F
         if kind in AVC_TYPES and nal[0] < 0x80 and len(nal) > 1:
-            if kind == NAL_SPS:
+            if kind == NAL_SPS and nal != self._sps_nal:
                 self._note_sps(nal)
             return True
         why = DROPPED_NALS.get(kind)  # (no AVC type is among them)
@@ -476,6 +479,7 @@ class FromLync(_Translator):
             sps = parse_sps(nal)
         except H264Error:
             return  # handed on all the same: the decoder is the judge of its own input
+        self._sps_nal = nal
         self.stats.width, self.stats.height = sps.width, sps.height
 
 
@@ -750,6 +754,7 @@ class ToLync(_Translator):
         except H264Error:
             _bump(self.stats.nals_dropped, "sps_unreadable")
             return
+        self._sps_nal = nal
         if sps != self._sps:
             self._sps = sps
             self._pacsi = PacsiWriter(stream_layout_sei(StreamLayout(frozenset({0}), (

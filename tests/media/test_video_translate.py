@@ -14,10 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.media.h264 import NAL_IDR, STAP_A, stap_a
-from gateway.media.h264uc import prefix_nal
+from gateway.media.h264 import NAL_IDR, STAP_A, split_stap_a, stap_a
+from gateway.media.h264uc import Pacsi, prefix_nal
 from gateway.media.video_translate import FILLER, FromLync, ToLync
-from tests.kit.video import PT, dissect, encode, frames
+from tests.kit.video import PT, dissect, encode, frames, nal_units
 
 LYNC_PT = 122
 SSRC_RANGE = (0x1000, 0x1063)
@@ -228,6 +228,28 @@ def test_to_lync_waits_for_an_sps_and_wraps_each_slice() -> None:
     assert info.nal_count == 4
     assert units[3] == prefix_nal(0x65, True) and not to.key_frame_wanted
 
+
+
+def test_a_new_sps_is_read_each_time_it_changes(source: list[bytes]) -> None:
+    """An SPS is read once while the sender repeats it, and again whenever another comes:
+    the picture size in the counters and in the PACSI toward Lync follows each change,
+    also back to a size seen before."""
+    sps_480 = bytes.fromhex("6742c01e8c8d40501e900f0884")
+    sps_360 = next(nal for _, nal in nal_units(source) if nal[0] & 0x1F == 7)
+    pps = bytes.fromhex("68ce3c80")
+    idr = bytes([0x65, 0x88, 0x84, 0x21])
+    to = ToLync(ssrc=0x1000, payload_type=LYNC_PT, bitrate=256_000)
+    back = FromLync(ssrc_range=SSRC_RANGE)
+    sizes = []
+    for index, sps in enumerate([sps_480, sps_480, sps_360, sps_360, sps_480]):
+        out = to.push(rtp(index, 3000 * index, stap_a([sps, pps, idr]), pt=PT), 0.0)
+        back.push(rtp(index, 3000 * index, stap_a([sps, pps, idr])), 0.0)
+        layout = Pacsi.parse(split_stap_a(out[0][12:])[0]).stream_layout()
+        assert layout is not None
+        sizes.append((to.stats.width, to.stats.height, back.stats.width, back.stats.height,
+                      layout.descriptions[0].display_height))
+    assert sizes == [(640, 480, 640, 480, 480)] * 2 + [(640, 360, 640, 360, 360)] * 2 + [
+        (640, 480, 640, 480, 480)]
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.binary(max_size=80), max_size=30), st.booleans())

@@ -77,12 +77,13 @@ def in_dialog(ctx: Context, event: RequestReceived, now: float, core: Endpoint) 
         ctx.actions.append(AddStreams(call.id, call.media))  # then streams_added
         return []
     change = _new_shape(call, leg, request)
-    if change is not None:
-        return _carry_directions(ctx, call, leg, event, session, *change, now, core)
     kbps = _new_video_kbps(call, leg, request)
-    if kbps is not None:
-        return _carry_directions(ctx, call, leg, event, session, dict(leg.directions or {}),
-                                 frozenset(), now, core, kbps=kbps)
+    if change is not None or kbps is not None:
+        # One re-offer to the other leg carries both a hold (or a removal) and a new video
+        # bandwidth, when Lync's states both.
+        wanted, removed = change or (dict(leg.directions or {}), frozenset())
+        return _carry_directions(ctx, call, leg, event, session, wanted, removed, now, core,
+                                 kbps=kbps)
     return _answered_here(ctx, call, leg, event.transaction, request, session, now, core)
 
 
@@ -219,7 +220,8 @@ def _new_shape(call: Call, leg: Leg, request: Request
 
 def _new_video_kbps(call: Call, leg: Leg, request: Request) -> int | None:
     """On a call whose Lync side follows bandwidth, the b=AS the other leg's video should
-    now have, when Lync's re-offer (a refresh in all else) states another one than it has
+    now have, when Lync's re-offer (a refresh, hold or resume in all else) states another
+    one than it has
     (Lync asking for less video, or more again within the cap)."""
     if not request.body or call.local or not isinstance(call.media, FollowsBandwidth):
         return None

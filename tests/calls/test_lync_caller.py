@@ -1166,3 +1166,27 @@ async def test_lync_asking_for_less_video_re_offers_the_phone_a_lower_b_as(
                        if isinstance(m, Request) and m.method == "INVITE"]
     assert parse_sdp(reinvite.body).media[1].bandwidth("AS") == 9000
     await v.end()
+
+
+async def test_a_lync_hold_that_also_asks_for_less_video_carries_both(tmp_path: Path) -> None:
+    """Lync holds (a=sendonly) in the same re-INVITE that states 500 kbps of main video:
+    the one re-offer to the phone has both, sendonly and the video's b=AS 500, rather than
+    the hold alone (the bandwidth then waiting for Lync's next refresh)."""
+    v = await video_call(tmp_path)
+    held = re.sub(rb"(o=- \d+) \d+", rb"\1 2", v.lync_sdp).replace(
+        b"t=0 0\r\n", b"t=0 0\r\na=x-mediabw:main-video send=4000;recv=500\r\n", 1).replace(
+        b"a=rtcp-mux\r\n", b"a=rtcp-mux\r\na=sendonly\r\n")
+    v.h.feed(in_dialog("INVITE", 2, held, **v.from_lync), LYNC)
+    [(reinvite, peer)] = [(m, p) for m, p in v.h.take()
+                          if isinstance(m, Request) and m.method == "INVITE"]
+    assert peer == v.phone
+    offered = parse_sdp(reinvite.body)
+    assert [m.direction for m in offered.media[:2]] == ["sendonly", "sendonly"]
+    assert offered.media[1].bandwidth("AS") == 500
+    phone_held = v.phone_sdp.replace(b"o=- 1 1", b"o=- 1 2").replace(
+        b"t=0 0\r\n", b"t=0 0\r\na=recvonly\r\n", 1)
+    ours = answered_back(v.h, reinvite, phone_held, v.phone, LYNC, 2)
+    assert [(m.media, m.rejected, m.direction) for m in ours.media] == [
+        ("audio", False, "recvonly"), ("video", False, "recvonly"),
+        ("applicationsharing", True, None)]
+    await v.end()

@@ -509,7 +509,12 @@ class TransportLayer:
             conn = self._conns.get(cid)
             if conn is not None and conn.last_activity < cutoff and conn.transport is not None:
                 log.info("connection_idle_closed", peer=_fmt(conn.peer))
-                conn.transport.close()
+                if conn.transport.is_closing():
+                    # Closed (for idleness, or after an error) and still waiting for a
+                    # peer that does not read what it was sent: given up.
+                    conn.transport.abort()
+                else:
+                    conn.transport.close()
 
     async def close(self) -> None:
         for server in self._servers:

@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 log = logs.get(__name__)
 
-READ_SIZE = 65536
+READ_SIZE = 65536  # more than a TLS record's 16 KiB: one read empties a record
+READS_A_TURN = 16
 
 
 class TlsStream(asyncio.Transport):
@@ -112,7 +113,9 @@ class TlsStream(asyncio.Transport):
             return
         plain: list[bytes] = []
         ended = False
-        while not self._gone:
+        # Bounded, as asyncio reads once a turn: a peer sending as fast as we decrypt would
+        # otherwise keep the loop here. What is left fires the reader again next turn.
+        while not self._gone and len(plain) < READS_A_TURN:
             try:
                 chunk = self.sock.recv(READ_SIZE)
             except ssl.SSLWantReadError:

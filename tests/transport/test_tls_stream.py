@@ -21,6 +21,7 @@ from gateway.transport.errors import FramingError
 from gateway.transport.layer import Connection, Limits, TransportLayer
 from gateway.transport.peer import Peer
 from gateway.transport.tls import server_context
+from gateway.transport.tls_stream import READS_A_TURN
 
 PING = b"\r\n\r\n"
 MESSAGE = (b"OPTIONS sip:a@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:9;branch=z9hG4bK1\r\n"
@@ -57,9 +58,11 @@ def client_tls() -> ssl.SSLContext:
     return ctx
 
 
-async def open_tls(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def open_tls(host: str, port: int, limit: int = 1 << 24
+                   ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A client; its reader stops reading from the socket past twice `limit` unread."""
     return await asyncio.wait_for(
-        asyncio.open_connection(host, port, ssl=client_tls(), limit=1 << 24), 5)
+        asyncio.open_connection(host, port, ssl=client_tls(), limit=limit), 5)
 
 
 async def test_what_the_socket_does_not_take_reaches_a_slow_reader_whole_and_in_order(
@@ -215,5 +218,50 @@ async def test_a_handshake_step_that_raises_ends_its_connection_and_no_other(
     assert [e["event"] for e in logged].count("tls_handshake_crashed") == 1
     assert tl.connection_count == 1
     first.close()
+    writer.close()
+    await tl.close()
+
+
+async def test_a_closed_connection_whose_peer_does_not_read_is_aborted_by_the_sweeper(
+    tmp_path: Path,
+) -> None:
+    """Closed for idleness with megabytes still waiting for a peer that does not read:
+    the next sweep aborts it rather than holding it (and what waits) for ever."""
+    tl, inbox, port = await tls_layer(tmp_path, Limits(idle_timeout=0.3,
+                                                       max_write_buffer=64 << 20))
+    _, writer = await open_tls("127.0.0.1", port, limit=4096)
+    writer.write(MESSAGE)
+    peer = await inbox.get()
+    for _ in range(512):  # 32 MiB: more than loopback buffers hold toward a peer not reading
+        tl.send(b"y" * 65536, peer)
+    with capture_logs() as logged:
+        for _ in range(300):
+            if tl.connection_count == 0:
+                break
+            await asyncio.sleep(0.01)
+    assert tl.connection_count == 0
+    assert [e["event"] for e in logged].count("connection_idle_closed") == 2  # close, abort
+    writer.close()
+    await tl.close()
+
+
+async def test_reads_are_bounded_per_loop_turn(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A peer sending faster than we decrypt does not keep the loop in one connection's
+    reads: at most READS_A_TURN records (16 KiB each) are handed on at once, and all of it
+    arrives."""
+    handed: list[int] = []
+    monkeypatch.setattr(Connection, "data_received",
+                        lambda conn, data: handed.append(len(data)))
+    tl, _, port = await tls_layer(tmp_path, Limits())
+    _, writer = await open_tls("127.0.0.1", port)
+    writer.write(b"z" * (2 << 20))
+    for _ in range(500):
+        if sum(handed) == 2 << 20:
+            break
+        await asyncio.sleep(0.01)
+    assert sum(handed) == 2 << 20
+    assert max(handed) <= READS_A_TURN * 16384
     writer.close()
     await tl.close()

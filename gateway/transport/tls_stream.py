@@ -66,10 +66,14 @@ class TlsStream(asyncio.Transport):
 
     # -- the handshake ---------------------------------------------------------------------
     def advance(self) -> None:
-        """The next step of the handshake with what has arrived (the layer calls it in turn
-        with the other connections' steps, see `TransportLayer._pump_handshakes`)."""
+        """The next step of the handshake with what has arrived, or once the peer has
+        ended, our end (the layer calls it in turn with the other connections' steps, see
+        `TransportLayer._pump_tls_steps`)."""
         self._queued = False
-        if self.ready or self._gone:
+        if self._gone:
+            return
+        if self.ready:  # queued again by the peer's end (see _readable)
+            self.close()
             return
         try:
             self.sock.do_handshake()
@@ -109,7 +113,7 @@ class TlsStream(asyncio.Transport):
             self._stop_reading()
             if not self._queued:
                 self._queued = True
-                self.layer._handshake_due(self)
+                self.layer._tls_step_due(self)
             return
         plain: list[bytes] = []
         ended = False
@@ -137,9 +141,15 @@ class TlsStream(asyncio.Transport):
         if plain:
             self.conn.data_received(b"".join(plain))
         if ended:
-            # At once: a client that waits for our close_notify (asyncio's waits 30 s, a
+            # Soon: a client that waits for our close_notify (asyncio's waits 30 s, a
             # blocking `unwrap()` for ever) would otherwise hold the connection until then.
-            self.close()
+            # In the layer's slices, as handshakes are: thousands of clients gone at once
+            # (a network outage, a pool restarting) each cost a shutdown and the freeing of
+            # their TLS state, which in one loop turn held every datagram up.
+            self._stop_reading()
+            if not self._queued:
+                self._queued = True
+                self.layer._tls_step_due(self)
 
     def _writable(self) -> None:
         if not self.ready:

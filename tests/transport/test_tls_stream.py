@@ -21,7 +21,7 @@ from gateway.transport.errors import FramingError
 from gateway.transport.layer import Connection, Limits, TransportLayer
 from gateway.transport.peer import Peer
 from gateway.transport.tls import server_context
-from gateway.transport.tls_stream import READS_A_TURN
+from gateway.transport.tls_stream import READS_A_TURN, TlsStream
 
 PING = b"\r\n\r\n"
 MESSAGE = (b"OPTIONS sip:a@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:9;branch=z9hG4bK1\r\n"
@@ -264,4 +264,44 @@ async def test_reads_are_bounded_per_loop_turn(
     assert sum(handed) == 2 << 20
     assert max(handed) <= READS_A_TURN * 16384
     writer.close()
+    await tl.close()
+
+
+async def test_clients_that_end_are_answered_in_the_layers_slices(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A peer's close_notify (or end of stream) is answered with ours from the layer's
+    slices of TLS work, as handshake steps are, not in the loop turn it arrived in:
+    thousands of clients gone at once (an outage, a pool restarting) would otherwise each
+    cost a shutdown and the freeing of their TLS state in one turn."""
+    in_slices = [False]
+    ends: list[bool] = []
+    pump, close = TransportLayer._pump_tls_steps, TlsStream.close
+
+    def pump_marked(layer: TransportLayer) -> None:
+        in_slices[0] = True
+        try:
+            pump(layer)
+        finally:
+            in_slices[0] = False
+
+    def close_noted(stream: TlsStream) -> None:
+        ends.append(in_slices[0])
+        close(stream)
+
+    monkeypatch.setattr(TransportLayer, "_pump_tls_steps", pump_marked)
+    monkeypatch.setattr(TlsStream, "close", close_noted)
+    tl, _, port = await tls_layer(tmp_path, Limits())
+    clients = [await open_tls("127.0.0.1", port) for _ in range(10)]
+    for reader, writer in clients:
+        writer.write(PING)
+        assert await asyncio.wait_for(reader.readexactly(2), 5) == b"\r\n"
+    for _, writer in clients:
+        writer.close()
+    for _ in range(300):
+        if tl.connection_count == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert tl.connection_count == 0
+    assert ends == [True] * 10
     await tl.close()

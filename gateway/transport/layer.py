@@ -508,13 +508,12 @@ class TransportLayer:
                 await asyncio.sleep(0)
 
     def _close_idle(self, ids: list[int], start: int, cutoff: float) -> int:
-        """Closes the idle among `ids` from `start` for SWEEP_SLICE_S; returns where it
+        """Closes the idle among `ids` from `start` for SWEEP_SLICE_S (one at least, so a
+        sweep always ends); returns where it
         stopped. Not inline in _sweep: a loop variable there would keep the last connection
         (and its TLS state) alive across the sleep."""
         deadline = time.perf_counter() + SWEEP_SLICE_S
         for at in range(start, len(ids)):
-            if time.perf_counter() >= deadline:
-                return at
             conn = self._conns.get(ids[at])
             if conn is not None and conn.last_activity < cutoff and conn.transport is not None:
                 log.info("connection_idle_closed", peer=_fmt(conn.peer))
@@ -524,6 +523,8 @@ class TransportLayer:
                     conn.transport.abort()
                 else:
                     conn.transport.close()
+            if time.perf_counter() >= deadline:
+                return at + 1
         return len(ids)
 
     async def close(self) -> None:

@@ -15,6 +15,7 @@ import pytest
 import trustme
 from structlog.testing import capture_logs
 
+from gateway.transport import layer as layer_module
 from gateway.transport.errors import FramingError
 from gateway.transport.layer import Connection, Limits, TransportLayer
 from gateway.transport.peer import Peer
@@ -103,6 +104,30 @@ async def test_a_half_message_or_nothing_is_closed_after_the_idle_timeout(
         await asyncio.sleep(0.01)
     assert tl.connection_count == 0
     writer.close()
+    await tl.close()
+
+
+@pytest.mark.parametrize("name", ["TCP", "TLS"])
+async def test_the_sweeper_closes_many_idle_connections_a_slice_a_turn(
+    tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With no time a turn to spare, the sweeper still closes one idle connection a loop
+    turn and goes on from where it stopped, until every one is closed."""
+    monkeypatch.setattr(layer_module, "SWEEP_SLICE_S", 0.0)
+    tl, _, port = await layer(tmp_path, name, Limits(idle_timeout=IDLE))
+    clients = [await asyncio.open_connection(
+        "127.0.0.1", port, ssl=client_tls() if name == "TLS" else None) for _ in range(12)]
+    with capture_logs() as logged:
+        for reader, _ in clients:
+            assert await closed_by_peer(reader, IDLE * 4)
+    assert [e["event"] for e in logged].count("connection_idle_closed") == 12
+    for _ in range(50):
+        if tl.connection_count == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert tl.connection_count == 0
+    for _, writer in clients:
+        writer.close()
     await tl.close()
 
 

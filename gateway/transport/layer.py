@@ -509,9 +509,8 @@ class TransportLayer:
 
     def _close_idle(self, ids: list[int], start: int, cutoff: float) -> int:
         """Closes the idle among `ids` from `start` for SWEEP_SLICE_S (one at least, so a
-        sweep always ends); returns where it
-        stopped. Not inline in _sweep: a loop variable there would keep the last connection
-        (and its TLS state) alive across the sleep."""
+        sweep always ends); returns where it stopped. Not inline in _sweep: a loop variable
+        there would keep the last connection (and its TLS state) alive across the sleep."""
         deadline = time.perf_counter() + SWEEP_SLICE_S
         for at in range(start, len(ids)):
             conn = self._conns.get(ids[at])

@@ -697,11 +697,7 @@ async def test_video_offered_again_toward_lync_that_lync_declines_is_rejected() 
     ours = answered_back(h, reinvite, without_video(v.lync_sdp, b"3"), v.lync_peer, PHONE, 3)
     assert [(m.media, m.rejected) for m in ours.media] == [("audio", False), ("video", True)]
     assert ours.media[0].lines == parse_sdp(v.ok.body).media[0].lines
-    for _ in range(20):
-        await h.settle()
-        if ports.in_use == held:
-            break
-    assert ports.in_use == held
+    await h.ports_back(ports, held)
     h.feed(in_dialog("INVITE", 4, again, **v.from_phone), PHONE)
     sent = h.take()
     assert not [m for m, _ in sent if isinstance(m, Request)]  # Lync is not asked
@@ -896,11 +892,8 @@ async def test_video_lync_adds_that_cannot_be_carried_is_declined_and_the_call_g
     assert [(m.media, m.rejected) for m in ours.media] == [("audio", False), ("video", True)]
     assert audio_lines(ours) == audio_lines(parse_sdp(named.body))
     [call] = h.b2bua.calls.values()
-    for _ in range(20):
-        await h.settle()
-        if ports.in_use == held:
-            break
-    assert ports.in_use == held and call.media.video == f"refused: {why}"
+    await h.ports_back(ports, held)
+    assert call.media.video == f"refused: {why}"
     await call.media.close()
     await asyncio.gather(lync.close(), camera.close())
     assert ports.in_use == set()

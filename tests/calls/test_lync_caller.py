@@ -740,11 +740,7 @@ async def test_video_offered_again_that_the_phone_declines_is_rejected_and_not_r
     assert [(m.media, m.rejected) for m in ours.media] == [
         ("audio", False), ("video", True), ("applicationsharing", True)]
     assert ours.media[0].lines == parse_sdp(v.ok.body).media[0].lines
-    for _ in range(20):
-        await h.settle()
-        if v.ports.in_use == held:
-            break
-    assert v.ports.in_use == held
+    await h.ports_back(v.ports, held)
     h.feed(in_dialog("INVITE", 4, again, **v.from_lync), LYNC)
     sent = h.take()
     assert not [m for m, _ in sent if isinstance(m, Request)]  # the phone is not asked
@@ -1119,11 +1115,8 @@ async def test_video_the_phone_adds_that_cannot_be_carried_is_declined(
         why = "Lync declined video"
     assert [(m.media, m.rejected) for m in ours.media] == [("audio", False), ("video", True)]
     [call] = h.b2bua.calls.values()
-    for _ in range(20):
-        await h.settle()
-        if ports.in_use == held:
-            break
-    assert ports.in_use == held and call.media.video == f"refused: {why}"
+    await h.ports_back(ports, held)
+    assert call.media.video == f"refused: {why}"
     await call.media.close()
     await lync.close()
     assert ports.in_use == set()

@@ -113,6 +113,15 @@ class Harness:
         for _ in range(5):
             await asyncio.sleep(0)
 
+    async def ports_back(self, ports: PortAllocator, held: set[int]) -> None:
+        """Settles until the media ports in use are `held` again (a stream declined or
+        stopped gives its ports back once its ICE session has closed)."""
+        for _ in range(20):
+            await self.settle()
+            if ports.in_use == held:
+                return
+        assert ports.in_use == held
+
     def take(self) -> list[tuple[Message, Peer]]:
         sent = [(parse_message(s.data), s.peer) for s in self.out]
         self.out.clear()

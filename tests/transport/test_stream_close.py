@@ -12,15 +12,14 @@ import time
 from pathlib import Path
 
 import pytest
-import trustme
 from structlog.testing import capture_logs
 
 from gateway.transport import layer as layer_module
 from gateway.transport.errors import FramingError
 from gateway.transport.layer import Connection, Limits, TransportLayer
 from gateway.transport.peer import Peer
-from gateway.transport.tls import server_context
 from gateway.transport.tls_stream import TlsStream
+from tests.kit.tls import client_tls, node_tls
 
 IDLE = 0.4
 HEAD = (b"OPTIONS sip:a@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bK1\r\n"
@@ -41,28 +40,12 @@ class Inbox:
         self.items.append((data, peer, error))
 
 
-def tls_files(tmp_path: Path) -> tuple[Path, Path]:
-    cert = trustme.CA().issue_cert("gw.example.com")
-    cert_path, key_path = tmp_path / "gw.pem", tmp_path / "gw.key"
-    cert.cert_chain_pems[0].write_to_path(str(cert_path))
-    cert.private_key_pem.write_to_path(str(key_path))
-    return cert_path, key_path
-
-
-def client_tls() -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
-
 async def layer(tmp_path: Path, name: str, limits: Limits) -> tuple[TransportLayer, Inbox, int]:
     inbox = Inbox()
     if name == "TCP":
         tl = TransportLayer(inbox, limits=limits)
         return tl, inbox, await tl.listen_tcp("127.0.0.1", 0)
-    cert, key = tls_files(tmp_path)
-    tl = TransportLayer(inbox, limits=limits, server_tls=server_context(cert, key, None, False))
+    tl = TransportLayer(inbox, limits=limits, server_tls=node_tls(tmp_path))
     return tl, inbox, await tl.listen_tls("127.0.0.1", 0)
 
 

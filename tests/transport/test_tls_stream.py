@@ -13,15 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import trustme
 from structlog.testing import capture_logs
 
 from gateway.transport import layer as layer_module
 from gateway.transport.errors import FramingError
 from gateway.transport.layer import Connection, Limits, TransportLayer
 from gateway.transport.peer import Peer
-from gateway.transport.tls import server_context
 from gateway.transport.tls_stream import READS_A_TURN, TlsStream
+from tests.kit.tls import client_tls, node_tls
 
 PING = b"\r\n\r\n"
 MESSAGE = (b"OPTIONS sip:a@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:9;branch=z9hG4bK1\r\n"
@@ -41,21 +40,9 @@ class Inbox:
 
 async def tls_layer(tmp_path: Path, limits: Limits, host: str = "127.0.0.1"
                     ) -> tuple[TransportLayer, Inbox, int]:
-    cert = trustme.CA().issue_cert("gw.example.com")
-    cert_path, key_path = tmp_path / "gw.pem", tmp_path / "gw.key"
-    cert.cert_chain_pems[0].write_to_path(str(cert_path))
-    cert.private_key_pem.write_to_path(str(key_path))
     inbox = Inbox()
-    tl = TransportLayer(inbox, limits=limits,
-                        server_tls=server_context(cert_path, key_path, None, False))
+    tl = TransportLayer(inbox, limits=limits, server_tls=node_tls(tmp_path))
     return tl, inbox, await tl.listen_tls(host, 0)
-
-
-def client_tls() -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
 
 
 async def open_tls(host: str, port: int, limit: int = 1 << 24

@@ -21,7 +21,8 @@ SPEC: dict[str, object] = {
     "paths": {
         "/health": _get("Liveness, version and config generation"),
         "/status": _get("Listeners, connections, transactions, calls in progress, counters, "
-                        "config warnings (a certificate close to expiry)"),
+                        "config warnings (a certificate close to expiry), whether the video "
+                        "translator runs compiled"),
         "/calls": _get("Calls in progress with both legs and their routing decision"),
         "/cdrs": _get("Recent call detail records", [_query("limit", kind="integer")]),
         "/dialplan": _get("The routing decision for an alias (the dialplan --json contract)", [

@@ -21,6 +21,7 @@ from gateway.api.metrics import registry_for, render
 from gateway.api.openapi import SPEC
 from gateway.config.load import EMBEDDED_DEFAULT, log_warnings
 from gateway.daemon.node import Node
+from gateway.media import TRANSLATOR_BUILD
 from gateway.presence.answer import answer
 from routing.engine import CallContext
 from routing.model import PROTOCOLS
@@ -55,6 +56,7 @@ async def status(request: web.Request) -> web.Response:
         else os.path.abspath(node.config.source),
         "generation": node.generation,
         "warnings": list(node.config.warnings),
+        "video_translator": TRANSLATOR_BUILD.as_dict(),
         "listeners": [{"transport": t, "address": a, "port": p}
                       for t, a, p in node.transport.listening],
         "connections": node.transport.connection_count,

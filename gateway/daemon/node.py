@@ -28,7 +28,7 @@ from gateway.config.schema import Config
 from gateway.daemon.call_io import CallIo
 from gateway.daemon.headroom import Headroom
 from gateway.daemon.state import ensure_self_signed, state_dir
-from gateway.media import prompts
+from gateway.media import TRANSLATOR_BUILD, prompts
 from gateway.presence.handler import OPTION_TAGS, Presence
 from gateway.presence.subscriptions import Limits as PresenceLimits
 from gateway.resolver.rfc3263 import Resolver
@@ -185,7 +185,8 @@ class Node:
         if self.cluster is not None:
             self.cluster.start()
         log.info("node_started", node=cfg.node.name, config=cfg.source,
-                 version=__version__, generation=self.generation)
+                 version=__version__, generation=self.generation,
+                 video_translator=TRANSLATOR_BUILD.why)
 
     async def _open_link(self, cfg: Config) -> None:
         """The node-to-node listener: mutual TLS, the node's certificate on both sides and

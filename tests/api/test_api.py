@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from gateway.media import native
 from tests.daemon.harness import Daemon
 from tests.kit.nodes import loopback_node, metric
 from tests.peers import SCENARIOS, free_port, need
@@ -81,6 +82,8 @@ def test_health_status_openapi_and_dialplan(node: tuple[Daemon, Api, int]) -> No
     assert {"transport": "UDP", "address": "127.0.0.1", "port": daemon.udp} in (
         status["listeners"])
     assert status["calls"] == [] and status["registrations"] == []
+    # The daemon runs the translator this tree's install built, and says which.
+    assert status["video_translator"] == native.read_build().as_dict()
     decision = api.get("/dialplan?alias=sip:call-7@127.0.0.1&protocol=sip")
     assert decision["outcome"] == "rule" and decision["destination"].startswith("uas-7@")
     assert api.get("/dialplan?alias=nobody&protocol=mssip")["outcome"] == "reject"

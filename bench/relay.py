@@ -13,13 +13,15 @@ With --video, video instead, lyncgate alone: half the streams from Lync (SRTP, X
 translating relay (VideoRelay: headers rewritten, PACSI and prefix units, SRTP) and through
 the plain relay, the same packets in the same run: after a shorter warm-up round of each,
 `--rounds` rounds alternating the two, the least CPU of each kept: on a shared 2-core
-machine single rounds range about +-10% around the ratio, so the default is 9 rounds (on
-2026-12-06 three rounds gave 0.63x-0.74x from the same code, nine 0.67x-0.73x). The sink
-polls rather than waits on its socket (see `drive`). Goal (issue 18): translating >= 0.7x
-plain, in packets in per CPU-second; and the concurrent 720p30 video calls per core that implies.
+machine single rounds range about +-10% around the ratio, so the default is 9 rounds. The
+sink polls rather than waits on its socket (see `drive`). Goal (issue 18): translating >=
+0.7x plain, in packets in per CPU-second; and the concurrent 720p30 video calls per core
+that implies. The translator runs as the install built it (compiled with mypyc where it
+could, setup.py), which the figures name; --pure-too adds a worker running it as pure
+Python, in the same rounds (docs/architecture.md has the figures of both).
 
     .venv/bin/python bench/relay.py [--streams 50] [--packets 2000] [--rate 20000]
-                                    [--video [--rounds 9]]
+                                    [--video [--rounds 9] [--pure-too]]
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ import pylibsrtp  # noqa: E402
 from common import ROOT, cpu_seconds, free_port  # noqa: E402
 
 from gateway.media.h264 import packetize  # noqa: E402
+from gateway.media.native import PURE_ENV  # noqa: E402
 from gateway.media.video_translate import ToLync  # noqa: E402
 
 PAYLOAD = 200 - 12
@@ -165,10 +168,15 @@ class Rtpengine:
 
 
 class Lyncgate:
-    def __init__(self) -> None:
+    def __init__(self, *, pure: bool = False) -> None:
+        """`pure`: the video translator as pure Python even where it is compiled."""
+        env = {k: v for k, v in os.environ.items() if k != PURE_ENV}
+        if pure:
+            env[PURE_ENV] = "1"
         self.proc = subprocess.Popen(
             [sys.executable, str(ROOT / "bench" / "relay_worker.py")], cwd=ROOT,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        self.translator = ""  # how the worker's video translator runs, once it has said
 
     def streams(self, keys: list[str | None], sink: int) -> list[int]:
         return self.add([{"key": k, "sink": sink} for k in keys])
@@ -178,7 +186,9 @@ class Lyncgate:
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.proc.stdin.write(json.dumps({"streams": streams}) + "\n")
         self.proc.stdin.flush()
-        ports: list[int] = json.loads(self.proc.stdout.readline())["ports"]
+        reply = json.loads(self.proc.stdout.readline())
+        self.translator = reply["translator"]
+        ports: list[int] = reply["ports"]
         return ports
 
     def stop(self) -> None:
@@ -314,38 +324,47 @@ def drive(pid: int, sink: socket.socket, ports: list[int], ready: list[list[byte
 
 
 def video(args: argparse.Namespace) -> None:
-    ours = Lyncgate()
+    workers = {"": Lyncgate()}
+    if args.pure_too:
+        workers["pure Python "] = Lyncgate(pure=True)
     key = base64.b64encode(os.urandom(30)).decode()
     ready = video_packets(args.packets, key)
+    runs = [(name, translate) for name in workers for translate in (True, False)]
     try:
-        # A first, shorter round of each: the worker's first run pays for its warming up
+        # A first, shorter round of each: a worker's first run pays for its warming up
         # (allocator arenas, sockets), which is not what is compared.
-        for translate in (True, False):
-            run_video(ours, translate, args.streams, args.packets // 5, args.rate, ready, key)
-        # Rounds alternate the two, so that load from elsewhere on the machine falls on
-        # both alike; the least CPU of each is kept, as such load only ever adds.
-        rounds = [{translate: run_video(ours, translate, args.streams, args.packets,
-                                        args.rate, ready, key) for translate in (True, False)}
+        for name, translate in runs:
+            run_video(workers[name], translate, args.streams, args.packets // 5, args.rate,
+                      ready, key)
+        # Rounds alternate them all, so that load from elsewhere on the machine falls on
+        # each alike; the least CPU of each is kept, as such load only ever adds.
+        rounds = [{each: run_video(workers[each[0]], each[1], args.streams, args.packets,
+                                   args.rate, ready, key) for each in runs}
                   for _ in range(args.rounds)]
     finally:
-        ours.stop()
+        for worker in workers.values():
+            worker.stop()
     sip, lync = ready
     print(f"video relay, {args.streams} streams (half each way) x {args.packets} packets, "
           f"720p30 at 1.5 Mbit/s, {args.rate:,.0f} packets/s, best of {args.rounds} rounds")
     rates = {}
-    for translate in (True, False):
-        cpu, sent, got = min((each[translate] for each in rounds), key=lambda r: r[0])
-        name = "translating" if translate else "plain      "
-        rates[translate] = sent / cpu if cpu else float("inf")
-        print(f"  {name} cpu {cpu:6.2f} s  in {sent:7d}  out {got:7d}  "
-              f"{rates[translate]:10,.0f} packets in/CPU-s")
-    each_round = ", ".join(f"{each[False][0] / each[True][0]:.2f}x" for each in rounds)
-    print(f"  ratio translating/plain: {rates[True] / rates[False]:.2f}x (goal >= 0.7x; "
-          f"round by round {each_round})")
+    for name, translate in runs:
+        cpu, sent, got = min((each[(name, translate)] for each in rounds), key=lambda r: r[0])
+        label = name + ("translating" if translate else "plain")
+        rates[(name, translate)] = sent / cpu if cpu else float("inf")
+        print(f"  {label:23} cpu {cpu:6.2f} s  in {sent:7d}  out {got:7d}  "
+              f"{rates[(name, translate)]:10,.0f} packets in/CPU-s")
     per_call = per_second(sip) + per_second(lync)
-    print(f"  a 720p30 call at 1.5 Mbit/s each way is {per_second(sip):.0f} packets/s from "
-          f"the SIP side and {per_second(lync):.0f} from Lync (1200-octet payloads): one "
-          f"core translates about {rates[True] / per_call:,.0f} concurrent video calls")
+    for name, worker in workers.items():
+        each_round = ", ".join(f"{each[(name, False)][0] / each[(name, True)][0]:.2f}x"
+                               for each in rounds)
+        print(f"  translator {worker.translator}:")
+        print(f"    ratio translating/plain: {rates[(name, True)] / rates[(name, False)]:.2f}x "
+              f"(goal >= 0.7x; round by round {each_round})")
+        print(f"    one core translates about {rates[(name, True)] / per_call:,.0f} "
+              "concurrent video calls")
+    print(f"  (a 720p30 call at 1.5 Mbit/s each way is {per_second(sip):.0f} packets/s from "
+          f"the SIP side and {per_second(lync):.0f} from Lync, 1200-octet payloads)")
 
 
 def per_second(stream: list[bytes]) -> float:
@@ -364,6 +383,9 @@ def main() -> None:
                         help="translating video relay against the plain one, lyncgate only")
     parser.add_argument("--rounds", type=int, default=9,
                         help="with --video: rounds of both, the least CPU of each kept")
+    parser.add_argument("--pure-too", action="store_true",
+                        help=f"with --video: also a worker with {PURE_ENV}=1, the translator "
+                        "as pure Python where the install compiled it")
     args = parser.parse_args()
     if args.video:
         video(args)

@@ -1,7 +1,9 @@
 """lyncgate's media relay as its own process for bench/relay.py: for each JSON line
-{"streams": [{"key": base64 or null, "sink": port}, ...]} on stdin, relays each stream from
-an inbound port (SRTP unprotected when a key is given) to 127.0.0.1:sink as plain RTP and
-prints {"ports": [...]}; runs until stdin closes. uvloop when installed, as the daemon.
+{"streams": [{"key": base64 or null, "sink": port}, ...]} on stdin, closes the streams of the
+line before (their ports go back: the bench's rounds would use up the range otherwise, and
+two workers share it), relays each stream from an inbound port (SRTP unprotected when a key
+is given) to 127.0.0.1:sink as plain RTP and prints {"ports": [...], "translator": how the
+video translator runs}; runs until stdin closes. uvloop when installed, as the daemon.
 
 A stream with "video": "lync" or "sip" is one direction of a video call, its Lync side
 SRTP with the key: from Lync (SRTP in, RTP to the sink) or from the SIP side (RTP in, SRTP
@@ -25,6 +27,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 from gateway import logs  # noqa: E402
 from gateway.daemon.command import tune_gc, tune_threads  # noqa: E402
+from gateway.media import TRANSLATOR_BUILD  # noqa: E402
 from gateway.media.endpoints import Receive, SipMedia  # noqa: E402
 from gateway.media.relay import Side, StreamRelay  # noqa: E402
 from gateway.media.srtp import SrtpContext  # noqa: E402
@@ -42,10 +45,15 @@ async def main() -> None:
     loop = asyncio.get_running_loop()
     ports = PortAllocator(42000, 43999)
     relays: list[StreamRelay] = []
+    media: list[SipMedia] = []
     tune_gc()
     tune_threads()
     while line := await loop.run_in_executor(None, sys.stdin.readline):
-        add_streams(json.loads(line), ports, relays, loop)
+        for each in media:
+            each.close(ports)
+        media.clear()
+        relays.clear()
+        add_streams(json.loads(line), ports, relays, media, loop)
 
 
 def _to_relay(relays: list[StreamRelay], index: int, *, lync_side: bool) -> Receive:
@@ -58,7 +66,8 @@ def _to_relay(relays: list[StreamRelay], index: int, *, lync_side: bool) -> Rece
 
 
 def add_streams(spec: dict[str, list[dict[str, object]]], ports: PortAllocator,
-                relays: list[StreamRelay], loop: asyncio.AbstractEventLoop) -> None:
+                relays: list[StreamRelay], media: list[SipMedia],
+                loop: asyncio.AbstractEventLoop) -> None:
     ports_out = []
     for stream in spec["streams"]:
         srtp = None
@@ -72,6 +81,7 @@ def add_streams(spec: dict[str, list[dict[str, object]]], ports: PortAllocator,
                                 _to_relay(relays, index, lync_side=from_lync))
         outbound = SipMedia.open(ports, "127.0.0.1", ("127.0.0.1", sink), None,
                                  _to_relay(relays, index, lync_side=not from_lync))
+        media += (inbound, outbound)
         if from_lync:
             lync = Side("lync", inbound.send,
                         srtp_in=SrtpContext(srtp, inbound=True) if srtp else None)
@@ -85,7 +95,7 @@ def add_streams(spec: dict[str, list[dict[str, object]]], ports: PortAllocator,
         else:
             relays.append(StreamRelay(str(video or "audio"), lync, sip, clock=loop.time))
         ports_out.append(inbound.rtp.port)
-    print(json.dumps({"ports": ports_out}), flush=True)
+    print(json.dumps({"ports": ports_out, "translator": TRANSLATOR_BUILD.why}), flush=True)
 
 if __name__ == "__main__":
     try:

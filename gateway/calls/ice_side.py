@@ -220,8 +220,8 @@ class IceSide:
         after ours (the others rejected, as for the call's own), lines offered again take
         a new SSRC range there, and the caller makes `streams` hold them. Where the offer's
         lines are not ours one for one (the SIP side of a Lync caller's call sees only the
-        relayed streams), all it adds must be taken up, which keeps its lines those of the
-        relayed streams."""
+        relayed streams, `LyncCaller.sip_lines`), all it adds must be taken up, so that
+        each of its lines stays one of ours."""
         ours = len(self.streams.media)
         lines = list(range(ours)) if lines is None else lines
         known = len(lines)
@@ -240,8 +240,7 @@ class IceSide:
         refused: dict[int, str] = {}
         for p, index in new:
             media = offer.media[p]
-            refused[index] = (capability[p] or (self._reuse_refusal(index) if index < ours
-                                                else "") or (refusal or self._refusal)(media))
+            refused[index] = capability[p] or (refusal or self._refusal)(media)
             if media.media == "video" and refused[index] and not presentation(media):
                 if index < ours:
                     log.info("video_offered_again_declined", call_id=self.call_id,
@@ -271,10 +270,6 @@ class IceSide:
         either leg)."""
         return (media.media == "video" and not media.rejected and not presentation(media)
                 and self.streams.media[index].media == "video" and index not in self.videos)
-
-    def _reuse_refusal(self, index: int) -> str:
-        """Why video offered again on m= line `index` is not taken up ('': it is)."""
-        return ""
 
     def _refusal_of_lync(self, media: Media) -> str:
         """Why a stream Lync adds mid-call is not relayed ('': it is)."""

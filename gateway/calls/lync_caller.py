@@ -95,6 +95,11 @@ class LyncCaller(IceSide):
     sip_added: SessionDescription  # the SIP side's re-offer adding them
     lync_offered: dict[int, Media]  # per m= line the SIP side added, our offer to Lync
     negotiated: Answer | None = None
+    # Per m= line toward the SIP side, the m= line of ours (Lync's) it carries: the relayed
+    # streams in their order, then those taken up mid-call in the order they came (a line
+    # refused at set-up and offered again among them: RFC 3264 lets lines be added at the
+    # end only, so it cannot go where it sits in Lync's description).
+    sip_lines: list[int]
     # Per relayed stream, our SIP-side key (None: plain RTP), as the SIP offer gave it.
     sip_keys: list[Crypto | None]
     # Per relayed stream, the SIP side's answer to it, where its media goes, and its key.
@@ -117,8 +122,8 @@ class LyncCaller(IceSide):
         (RFC 4568 defines it for SAVP; endpoints that do not speak it ignore it or refuse
         the offer), and offering both properly needs RFC 5939 capability negotiation, which
         few SIP endpoints implement."""
-        relayed = [m for m, relays in zip(self.streams.media, self.relays, strict=True)
-                   if relays]
+        self.sip_lines = [i for i, relays in enumerate(self.relays) if relays]
+        relayed = [self.streams.media[i] for i in self.sip_lines]
         secure = self.encryption == "required"
         self.sip_keys = [offer_crypto() if secure else None for _ in relayed]
         family = "IP6" if ":" in toward else "IP4"
@@ -156,7 +161,7 @@ class LyncCaller(IceSide):
         if not final:
             return b"", None
         sip = parse_sdp(callee[0])
-        relayed = [i for i, relays in enumerate(self.relays) if relays]
+        relayed = self.sip_lines
         if len(sip.media) > len(relayed):
             raise NotAcceptable(f"the SIP side answered {len(sip.media)} streams to "
                                 f"{len(relayed)} offered")
@@ -290,10 +295,13 @@ class LyncCaller(IceSide):
                 return False
             self.streams = offer
         else:
-            relayed = [i for i, relays in enumerate(self.relays) if relays]
             if not self._take_added(offer, from_caller=False, refusal=self._refusal_of_sip,
-                                    lines=relayed):
+                                    lines=self.sip_lines):
                 return False
+        # Lines new toward the SIP side go after its others, in our order: lines it adds
+        # are after ours and its own alike.
+        self.sip_lines += [index for index in self.adding if index not in self.sip_lines]
+        if not from_caller:
             # Until Lync answers, the SIP side's line, multiplexed as we offer it to Lync.
             streams = list(self.streams.media)
             for index in self.adding:
@@ -304,19 +312,13 @@ class LyncCaller(IceSide):
             if index < len(self.negotiated.streams):
                 # A line offered again: not taken up until both legs answer it anew.
                 self.negotiated.streams[index] = Negotiated(index, "video", False)
-                self._sip_answers[self._position(index)] = None
+                put(self._sip_answers, self._position(index), None)
         self.added_by_sip = not from_caller
         return True
 
-    def _reuse_refusal(self, index: int) -> str:
-        return "" if self.relays[index] else (
-            "video offered again on an m= line the SIP side has none for (refused when the "
-            "call was set up: the lines toward it would no longer match)")
-
     def _position(self, index: int) -> int:
-        """The SIP side's m= line for our m= line `index` (it sees only the relayed
-        streams)."""
-        return sum(self.relays[:index])
+        """The SIP side's m= line for our m= line `index`."""
+        return self.sip_lines.index(index)
 
     def added_offer(self, last: bytes) -> bytes:
         """The other leg's re-offer: `last` (what it last had from us), next o= version,

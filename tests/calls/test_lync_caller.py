@@ -15,6 +15,7 @@ import os
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import aioice
 import pytest
@@ -754,11 +755,12 @@ async def test_video_offered_again_that_the_phone_declines_is_rejected_and_not_r
         "; video removed mid-call by the caller")
 
 
-async def test_video_offered_again_on_a_line_the_phone_never_had_is_declined() -> None:
+async def test_lync_changing_the_codecs_of_video_refused_at_set_up_is_declined() -> None:
     """Lync's x-rtvc1-only video is refused when the call is set up, so the phone's
-    description has no video line; X-H264UC Lync offers later on that old m= line is
-    declined here (it would sit at another line toward the phone), the phone not asked,
-    and the call goes on."""
+    description has no video line; X-H264UC Lync offers later on that old m= line, which
+    Lync never rejected, restates its stream with other codecs (not a rejected line offered
+    again): answered here as before, video rejected, the phone not asked, and the call goes
+    on."""
     base = free_port()
     ports = PortAllocator(base, base + 40)
     h = Harness([FIRST], ports=ports, address="127.0.0.1")
@@ -792,6 +794,76 @@ async def test_video_offered_again_on_a_line_the_phone_never_had_is_declined() -
     await call.media.close()
     await asyncio.gather(lync.close(), camera.close())
     assert ports.in_use == set()
+
+
+async def camera_crosses(call: Call, camera: aioice.Connection, camera_key: bytes,
+                         to_lync: Media, phone_video: asyncio.DatagramTransport,
+                         phone_rx: Phone, to_port: int, x264: tuple[Path, list[bytes]],
+                         tmp_path: Path) -> dict[str, Any]:
+    """Video taken up mid-call: Lync's camera agent runs ICE against our X-H264UC line
+    `to_lync`, the relay joins the stream, then frames cross both ways (`video_crosses`)."""
+    await ice_connects(camera, to_lync)
+    for _ in range(100):
+        if call.media.relayed is not None and call.media.relayed.video_stats():
+            break
+        await asyncio.sleep(0.02)
+    at_lync = LyncStream(camera, camera_key, to_lync)
+    stats = await video_crosses(call, at_lync, LYNC_VIDEO_SSRCS[0], phone_video, phone_rx,
+                                to_port, x264, tmp_path)
+    await at_lync.close()
+    return stats
+
+
+async def test_video_offered_again_on_a_line_the_phone_never_had_is_added_toward_it(
+        tmp_path: Path, x264: tuple[Path, list[bytes]]) -> None:
+    """Lync calls with its video line rejected (port 0: no camera yet), so the phone's
+    description has no video line. X-H264UC that Lync offers later on that m= line (1 of
+    Lync's 3, RFC 3264 8.1 reuse) is added toward the phone as a new m= line after its
+    others (lines are added at the end; here, after the audio), H264 at a new relay port;
+    the phone's answer makes ours accept X-H264UC on Lync's line 1, frames flow both ways
+    frame for frame, and the CDR says video was up."""
+    h, ports, cdrs, lync, camera, camera_key = await lync_with_camera(tmp_path)
+    offer = invite(lync_offer(lync, os.urandom(30), "m=video 0 RTP/SAVP 122\r\n"))
+    h.feed(offer, LYNC)
+    for _ in range(30):
+        await h.settle()
+    out, peer = outbound(h.take(), "INVITE")
+    assert [m.media for m in parse_sdp(out.body).media] == ["audio"]
+    phone_video, phone_rx, phone_port = await phone()
+    audio_only = phone_answer(5004)
+    h.feed(make_response(out, 200, to_tag="phone", headers=(("Contact", "<sip:p@127.0.0.1>"),),
+                         body=audio_only, content_type="application/sdp"), peer)
+    ok = next(m for m, p in h.take() if isinstance(m, Response) and m.status == 200)
+    await ice_completes(h, (lync, parse_sdp(ok.body).media[0]))
+    [call] = h.b2bua.calls.values()
+    assert isinstance(call.media, LyncCaller) and call.media.sip_lines == [0]
+    lync_part = pick_sdp(split(offer.split(b"\r\n\r\n", 1)[1], BOUNDARY)).body
+    again = with_camera(lync_part, lync_video(camera, camera_key), b"2")
+    from_lync = leg("lync-call-1", "lync", ok.to.tag, "TLS 127.0.0.1:5061")
+    reinvite, offered = await reoffered(h, 2, again, from_lync, LYNC, out.call_id)
+    before = parse_sdp(out.body)
+    assert offered.origin[2] == str(int(before.origin[2]) + 1)
+    assert offered.media[0].lines == before.media[0].lines  # audio as it was
+    [_, to_phone] = offered.media
+    assert to_phone.formats == ["122"] and to_phone.rtpmaps()[122].encoding == "H264"
+    assert to_phone.port not in (0, offered.media[0].port)
+    assert call.media.sip_lines == [0, 1]
+    phone_sdp = (audio_only.replace(b"o=- 1 1", b"o=- 1 2")
+                 + PHONE_VIDEO.replace(b"5006", b"%d" % phone_port))
+    ours = answered_back(h, reinvite, phone_sdp, peer, LYNC, 2)
+    assert [(m.media, m.rejected) for m in ours.media] == [
+        ("audio", False), ("video", False), ("applicationsharing", True)]
+    assert ours.media[0].lines == parse_sdp(ok.body).media[0].lines
+    to_lync = ours.media[1]
+    assert to_lync.rtpmaps()[122].encoding == "X-H264UC" and to_lync.cryptos()
+    assert to_lync.attribute("ice-ufrag") and to_lync.attributes("candidate")
+    stats = await camera_crosses(call, camera, camera_key, to_lync, phone_video, phone_rx,
+                                 to_phone.port, x264, tmp_path)
+    v = VideoCall(h, ports, cdrs, lync, camera, camera_key, again, out, peer, phone_sdp, ok,
+                  call, phone_video, phone_rx)
+    row = await v.end()
+    assert row["video"] == (f"up: from Lync 640x360 60 frames (2 key), to Lync 640x360 60 "
+                            f"frames (2 key); VSRs {stats['vsr_sent']} sent, 0 received")
 
 
 async def test_a_lync_hold_restating_video_the_phone_declined_is_a_hold(
@@ -1058,15 +1130,8 @@ async def test_video_the_phone_adds_to_a_lync_callers_call_flows_both_ways(
     assert to_phone.fmtp(96) == "profile-level-id=42e01f;packetization-mode=1"
     assert to_phone.port not in (0, before.media[0].port)
     assert isinstance(call.media, LyncCaller)
-    await ice_connects(camera, to_lync)
-    for _ in range(100):
-        if call.media.relayed is not None and call.media.relayed.video_stats():
-            break
-        await asyncio.sleep(0.02)
-    at_lync = LyncStream(camera, camera_key, to_lync)
-    stats = await video_crosses(call, at_lync, LYNC_VIDEO_SSRCS[0], phone_video, phone_rx,
-                                to_phone.port, x264, tmp_path)
-    await at_lync.close()
+    stats = await camera_crosses(call, camera, camera_key, to_lync, phone_video, phone_rx,
+                                 to_phone.port, x264, tmp_path)
     h.feed(bye_from_lync(str(ok.to.tag)), LYNC)
     for _ in range(10):
         await h.settle()

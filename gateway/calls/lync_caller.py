@@ -170,18 +170,8 @@ class LyncCaller(IceSide):
         self._sip_answers = [self._sip_answered(sip, position, self.streams.media[index],
                                                 supported)
                              for position, index in enumerate(relayed)]
-        plans: list[MediaPlan | None] = []
-        position = 0
-        for session in self.sessions:
-            if session is None:
-                plans.append(None)
-                continue
-            accepted = self._sip_answers[position] is not None
-            position += 1
-            if not accepted:
-                plans.append(None)
-                continue
-            plans.append(self._plan(session))
+        plans = [None if session is None or self._sip_answers[self._position(index)] is None
+                 else self._plan(session) for index, session in enumerate(self.sessions)]
         # The SIP side's answer rejected the lines it did not take.
         self.dark[False].update(index for position, index in enumerate(relayed)
                                 if self._sip_answers[position] is None)

@@ -92,8 +92,7 @@ class _Sources(importlib.abc.MetaPathFinder):
 def settle(environ: Mapping[str, str] = os.environ) -> Build:
     """Decide, before any of MODULES is imported, which of the two this process runs."""
     build = read_build(environ)
-    shadowed = any(compiled_file(module) is not None for module in MODULES)
-    if not build.compiled and shadowed and not any(
-            isinstance(finder, _Sources) for finder in sys.meta_path):
+    # Where nothing was compiled the finder finds what the import system would.
+    if not build.compiled and not any(isinstance(f, _Sources) for f in sys.meta_path):
         sys.meta_path.insert(0, _Sources())
     return build
